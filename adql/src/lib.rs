@@ -1,0 +1,22 @@
+//! ADQL 2.1 for skyshard: parsing, validation with positioned errors, spherical geometry as DataFusion functions,
+//! and translation of a query into a DataFusion logical plan through a catalog trait.
+//!
+//! Implements the IVOA Astronomical Data Query Language, version 2.1 (IVOA Recommendation 2023-12-15), with its
+//! optional features, and the DALI 1.1 geometry value serializations. This crate does no I/O.
+
+pub mod ast;
+pub mod error;
+pub mod functions;
+pub mod lexer;
+pub mod parser;
+pub mod reserved;
+pub mod validate;
+
+pub use error::{AdqlError, Pos, Result};
+
+/// Parses and validates one ADQL query: the whole of what `skyshard adql check` does.
+pub fn check(src: &str) -> Result<ast::Query> {
+    let query = parser::parse(src)?;
+    validate::validate(&query)?;
+    Ok(query)
+}
