@@ -1,11 +1,153 @@
-use std::io::Read;
+//! `skyshard`: the one binary. Commands parse their arguments and call into the crates.
+
+mod output;
+
+use std::io::{Read, Write};
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use adql::{CatalogTable, Engine, MemoryCatalog};
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::prelude::SessionContext;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "skyshard", version, about = "A distributed ADQL query engine for astronomical survey catalogs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// ADQL 2.1 on this machine: check a query, or run one over local Parquet or CSV files.
+    Adql {
+        #[command(subcommand)]
+        command: AdqlCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdqlCommand {
+    /// Reads one query on standard input; exits 0 when it is valid ADQL 2.1, else prints LINE:COL: message, exits 1.
+    Check,
+    /// Runs a query over local files: --table SCHEMA.TABLE=FILE (Parquet or CSV; repeat for more tables).
+    Run {
+        /// SCHEMA.TABLE=PATH of a Parquet file, a CSV file or a directory of Parquet files.
+        #[arg(long = "table", value_name = "SCHEMA.TABLE=FILE", required = true)]
+        tables: Vec<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// The ADQL query; read from standard input when absent.
+        query: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Votable,
+}
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Adql { command: AdqlCommand::Check } => adql_check(),
+        Command::Adql { command: AdqlCommand::Run { tables, format, query } } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            match runtime.block_on(adql_run(tables, format, query)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn adql_check() -> ExitCode {
     let mut src = String::new();
-    std::io::stdin().read_to_string(&mut src).unwrap();
+    if let Err(e) = std::io::stdin().read_to_string(&mut src) {
+        eprintln!("error: cannot read the query from standard input: {e}");
+        return ExitCode::from(2);
+    }
     match adql::check(&src) {
         Ok(_) => ExitCode::SUCCESS,
-        Err(e) => { println!("{e}"); ExitCode::FAILURE }
+        Err(e) => {
+            println!("{e}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+async fn adql_run(tables: Vec<String>, format: Format, query: Option<String>) -> anyhow::Result<()> {
+    let query = match query {
+        Some(q) => q,
+        None => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("reading the query from standard input")?;
+            s
+        }
+    };
+    let mut catalog = MemoryCatalog::new();
+    for spec in &tables {
+        let Some((name, path)) = spec.split_once('=') else {
+            bail!("--table takes SCHEMA.TABLE=FILE, found '{spec}'");
+        };
+        let Some((schema, table)) = name.split_once('.') else {
+            bail!("--table needs a schema-qualified name such as cat.obj, found '{name}'");
+        };
+        let provider = file_table(path).await.with_context(|| format!("opening {path}"))?;
+        catalog.add(CatalogTable::new(schema, table, provider)?);
+    }
+    let engine = Engine::new(Arc::new(catalog));
+    let batches = match engine.collect(&query).await {
+        Ok(b) => b,
+        Err(e) => bail!("{e}"),
+    };
+    let schema = match batches.first() {
+        Some(b) => b.schema(),
+        None => {
+            let state = engine.session();
+            let plan = engine.plan(&query, &state)?;
+            Arc::new(plan.schema().as_arrow().clone())
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match format {
+        Format::Table => output::write_table(&mut out, &schema, &batches)?,
+        Format::Csv => output::write_csv(&mut out, &schema, &batches)?,
+        Format::Votable => output::write_votable(&mut out, &schema, &batches)?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A table over a local Parquet file, directory of Parquet files, or CSV file with a header.
+async fn file_table(path: &str) -> anyhow::Result<Arc<ListingTable>> {
+    let p = Path::new(path);
+    if !p.exists() {
+        bail!("no such file or directory");
+    }
+    let abs = std::fs::canonicalize(p)?;
+    let url = ListingTableUrl::parse(abs.to_string_lossy().as_ref())?;
+    let options = if path.to_ascii_lowercase().ends_with(".csv") {
+        ListingOptions::new(Arc::new(CsvFormat::default().with_has_header(true))).with_file_extension(".csv")
+    } else {
+        ListingOptions::new(Arc::new(ParquetFormat::default().with_skip_metadata(false))).with_file_extension(if p.is_dir() { ".parquet" } else { "" })
+    };
+    let ctx = SessionContext::new();
+    let schema = options.infer_schema(&ctx.state(), &url).await?;
+    let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
 }

@@ -242,6 +242,9 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, AdqlError> {
                     "a regular identifier must start with a letter; write names starting with '_' as delimited identifiers (\"_name\")",
                 ));
             }
+            ('%', _) => {
+                return Err(AdqlError::syntax(pos, "'%' is not an ADQL operator: use MOD(a, b) for the remainder"));
+            }
             (':', Some(':')) => {
                 return Err(AdqlError::syntax(pos, "'::' casts are not ADQL: use CAST(value AS type)"));
             }

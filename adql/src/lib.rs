@@ -5,13 +5,21 @@
 //! optional features, and the DALI 1.1 geometry value serializations. This crate does no I/O.
 
 pub mod ast;
+pub mod catalog;
+pub mod engine;
 pub mod error;
 pub mod functions;
+pub mod geometry;
 pub mod lexer;
 pub mod parser;
 pub mod reserved;
+pub mod translate;
+pub mod udf;
+pub mod units;
 pub mod validate;
 
+pub use catalog::{Catalog, CatalogTable, ColumnMeta, MemoryCatalog};
+pub use engine::Engine;
 pub use error::{AdqlError, Pos, Result};
 
 /// Parses and validates one ADQL query: the whole of what `skyshard adql check` does.

@@ -513,8 +513,9 @@ fn check_signed_integer(e: &Expr, func: &str) -> Result<()> {
 /// The arguments of a geometry constructor without the optional leading coordinate system (deprecated in ADQL 2.1):
 /// a string literal or NULL in first place when the call has the longer of its two forms.
 pub fn strip_coordsys<'a>(name: &str, args: &'a [Expr]) -> &'a [Expr] {
-    let first_is_coordsys =
-        matches!(args.first().map(Expr::unnested), Some(Expr::Literal(Literal::Str(_) | Literal::Null, _)));
+    let first = args.first().map(Expr::unnested);
+    let first_is_coordsys = matches!(first, Some(Expr::Literal(Literal::Str(_), _)))
+        || (name == "POLYGON" && matches!(first, Some(Expr::Literal(Literal::Null, _))));
     let longest = match name {
         "POINT" => 3,
         "CIRCLE" => 4,

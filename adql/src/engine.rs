@@ -1,0 +1,234 @@
+//! The single-node engine: ADQL text -> validated syntax tree -> SQL -> DataFusion logical plan -> Arrow batches.
+//! The planner sees tables only through the [`Catalog`], as DataFusion's `SqlToRel` sees them through a
+//! `ContextProvider`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::{DataFusionError, TableReference, plan_err};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::{SessionContext, SessionState};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::planner::{ContextProvider, ExprPlanner, TypePlanner};
+use datafusion::logical_expr::{AggregateUDF, HigherOrderUDF, LogicalPlan, ScalarUDF, TableSource, WindowUDF};
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::parser::DFParser;
+use datafusion::sql::planner::{ParserOptions, SqlToRel};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+
+use crate::catalog::Catalog;
+use crate::error::{AdqlError, Result};
+use crate::translate::{Translation, translate};
+
+/// Runs ADQL over the tables of a catalog on this node.
+pub struct Engine {
+    catalog: Arc<dyn Catalog>,
+    config: SessionConfig,
+}
+
+impl Engine {
+    pub fn new(catalog: Arc<dyn Catalog>) -> Self {
+        let config = SessionConfig::new().with_information_schema(false).with_target_partitions(
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        );
+        Engine { catalog, config }
+    }
+
+    pub fn with_config(mut self, config: SessionConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    pub fn catalog(&self) -> &Arc<dyn Catalog> {
+        &self.catalog
+    }
+
+    /// A fresh DataFusion session with ADQL's functions (one per query, so seeded RAND restarts its sequence).
+    pub fn session(&self) -> SessionState {
+        let mut builder = SessionStateBuilder::new().with_config(self.config.clone()).with_default_features();
+        let mut functions: Vec<Arc<ScalarUDF>> = builder.scalar_functions().take().unwrap_or_default();
+        functions.extend(crate::udf::all().into_iter().map(Arc::new));
+        builder = builder.with_scalar_functions(functions);
+        builder.build()
+    }
+
+    /// ADQL -> SQL for DataFusion, with the tables it reads.
+    pub fn translate(&self, adql: &str) -> Result<Translation> {
+        let query = crate::check(adql)?;
+        translate(&query, self.catalog.as_ref())
+    }
+
+    /// ADQL -> logical plan (not yet optimized).
+    pub fn plan(&self, adql: &str, state: &SessionState) -> Result<LogicalPlan> {
+        let translation = self.translate(adql)?;
+        plan_sql(&translation, state, adql)
+    }
+
+    /// Plans and runs a query, streaming its result.
+    pub async fn execute(&self, adql: &str) -> Result<SendableRecordBatchStream> {
+        let state = self.session();
+        let plan = self.plan(adql, &state)?;
+        let ctx = SessionContext::new_with_state(state);
+        let df = ctx.execute_logical_plan(plan).await.map_err(|e| plan_error(e, adql))?;
+        df.execute_stream().await.map_err(|e| plan_error(e, adql))
+    }
+
+    /// Runs a query and collects its result.
+    pub async fn collect(&self, adql: &str) -> Result<Vec<RecordBatch>> {
+        use futures::TryStreamExt;
+        let stream = self.execute(adql).await?;
+        stream.try_collect().await.map_err(|e| AdqlError::Execution { message: clean_message(&e) })
+    }
+}
+
+/// Plans translated SQL through a context that knows only the catalog's tables.
+pub fn plan_sql(translation: &Translation, state: &SessionState, adql: &str) -> Result<LogicalPlan> {
+    let provider = Provider { state, tables: &translation.tables };
+    let options = ParserOptions::new()
+        .with_parse_float_as_decimal(false)
+        .with_enable_ident_normalization(false)
+        .with_map_string_types_to_utf8view(false);
+    let statement = DFParser::parse_sql_with_dialect(&translation.sql, &GenericDialect {})
+        .map_err(|e| AdqlError::Plan { message: format!("internal translation error: {e} in {}", translation.sql) })?
+        .pop_front()
+        .ok_or_else(|| AdqlError::Plan { message: "empty translation".into() })?;
+    SqlToRel::new_with_options(&provider, options).statement_to_plan(statement).map_err(|e| plan_error(e, adql))
+}
+
+struct Provider<'a> {
+    state: &'a SessionState,
+    tables: &'a [Arc<crate::catalog::CatalogTable>],
+}
+
+impl ContextProvider for Provider<'_> {
+    fn get_table_source(&self, name: TableReference) -> datafusion::common::Result<Arc<dyn TableSource>> {
+        let table = self
+            .tables
+            .iter()
+            .find(|t| t.name == name.table() && name.schema().is_none_or(|s| s == t.schema));
+        match table {
+            Some(t) => Ok(datafusion::datasource::provider_as_source(t.provider.clone())),
+            None => plan_err!("table {name} not found"),
+        }
+    }
+
+    fn get_expr_planners(&self) -> &[Arc<dyn ExprPlanner>] {
+        self.state.expr_planners()
+    }
+
+    fn get_type_planner(&self) -> Option<Arc<dyn TypePlanner>> {
+        None
+    }
+
+    fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {
+        self.state.scalar_functions().get(name).cloned()
+    }
+
+    fn get_higher_order_meta(&self, _name: &str) -> Option<Arc<HigherOrderUDF>> {
+        None
+    }
+
+    fn get_aggregate_meta(&self, name: &str) -> Option<Arc<AggregateUDF>> {
+        self.state.aggregate_functions().get(name).cloned()
+    }
+
+    fn get_window_meta(&self, name: &str) -> Option<Arc<WindowUDF>> {
+        self.state.window_functions().get(name).cloned()
+    }
+
+    fn get_variable_type(&self, _names: &[String]) -> Option<DataType> {
+        None
+    }
+
+    fn options(&self) -> &ConfigOptions {
+        self.state.config_options()
+    }
+
+    fn udf_names(&self) -> Vec<String> {
+        self.state.scalar_functions().keys().cloned().collect()
+    }
+
+    fn higher_order_function_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn udaf_names(&self) -> Vec<String> {
+        self.state.aggregate_functions().keys().cloned().collect()
+    }
+
+    fn udwf_names(&self) -> Vec<String> {
+        self.state.window_functions().keys().cloned().collect()
+    }
+}
+
+/// DataFusion's message without its internal prefixes and backtrace hints.
+pub fn clean_message(e: &DataFusionError) -> String {
+    let mut e = e;
+    loop {
+        match e {
+            DataFusionError::Context(_, inner) => e = inner,
+            DataFusionError::Shared(inner) => e = inner,
+            _ => break,
+        }
+    }
+    let s = match e {
+        DataFusionError::Plan(m)
+        | DataFusionError::Execution(m)
+        | DataFusionError::NotImplemented(m)
+        | DataFusionError::Configuration(m) => m.clone(),
+        DataFusionError::SchemaError(se, _) => se.to_string(),
+        DataFusionError::ArrowError(ae, _) => ae.to_string(),
+        DataFusionError::ResourcesExhausted(m) => format!("resources exhausted: {m}"),
+        other => other.to_string(),
+    };
+    s.replace("adql_", "").replace("\"", "")
+}
+
+/// A planning error in terms of the ADQL query, positioned at the named column when there is one.
+fn plan_error(e: DataFusionError, adql: &str) -> AdqlError {
+    let message = clean_message(&e);
+    if let Some(rest) = message.split("No field named ").nth(1) {
+        let field = rest.split(['.', ' ']).next().unwrap_or("").trim_matches('"');
+        let column = rest.split('.').next().unwrap_or(field);
+        let column = column.rsplit('.').next().unwrap_or(column).to_string();
+        let valid = message.split("Valid fields are ").nth(1).map(|v| format!("; columns here: {}", v.trim_end_matches('.')));
+        if let Some(pos) = find_word(adql, &column) {
+            return AdqlError::semantic(pos, format!("column {column} not found{}", valid.unwrap_or_default()));
+        }
+    }
+    AdqlError::Plan { message }
+}
+
+/// The position of the first occurrence of `word` as a whole identifier, case-insensitively.
+fn find_word(text: &str, word: &str) -> Option<crate::Pos> {
+    if word.is_empty() {
+        return None;
+    }
+    let lower = text.to_lowercase();
+    let w = word.to_lowercase();
+    let bytes = lower.as_bytes();
+    let mut start = 0;
+    while let Some(i) = lower[start..].find(&w) {
+        let at = start + i;
+        let before_ok = at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
+        let end = at + w.len();
+        let after_ok = end >= bytes.len() || !(bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_');
+        if before_ok && after_ok {
+            let line = text[..at].matches('\n').count() as u32 + 1;
+            let col = (at - text[..at].rfind('\n').map_or(0, |p| p + 1)) as u32 + 1;
+            return Some(crate::Pos { line, col });
+        }
+        start = at + 1;
+    }
+    None
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn f<T: Send + Sync>() {}
+    f::<Engine>();
+    let _: Option<HashMap<(), ()>> = None;
+}

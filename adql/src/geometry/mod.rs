@@ -1,0 +1,4 @@
+//! Spherical geometry (`sphere`) and its Arrow representation (`values`).
+
+pub mod sphere;
+pub mod values;

@@ -1,0 +1,136 @@
+//! Writing results for people and tools: an aligned text table, CSV (RFC 4180) and VOTable 1.4 TABLEDATA. Geometry
+//! values are written as DALI 1.1 serializes them: space-separated degrees.
+
+use std::io::Write;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, SchemaRef};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+
+/// One cell as text, or None for NULL.
+pub fn cell(array: &ArrayRef, row: usize) -> Option<String> {
+    if array.is_null(row) {
+        return None;
+    }
+    match array.data_type() {
+        DataType::FixedSizeList(f, _) | DataType::List(f) | DataType::LargeList(f) if f.data_type() == &DataType::Float64 => {
+            let values = match array.data_type() {
+                DataType::FixedSizeList(..) => array.as_fixed_size_list().value(row),
+                DataType::List(_) => array.as_list::<i32>().value(row),
+                _ => array.as_list::<i64>().value(row),
+            };
+            let v = values.as_primitive::<Float64Type>();
+            Some(v.iter().map(|x| x.map_or("NaN".into(), |x| format!("{x}"))).collect::<Vec<_>>().join(" "))
+        }
+        DataType::Float64 => {
+            let v = array.as_primitive::<Float64Type>().value(row);
+            if v.is_nan() { None } else { Some(format!("{v}")) }
+        }
+        _ => {
+            let f = ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default()).ok()?;
+            Some(f.value(row).to_string())
+        }
+    }
+}
+
+pub fn write_csv(out: &mut impl Write, schema: &SchemaRef, batches: &[RecordBatch]) -> std::io::Result<()> {
+    let header: Vec<String> = schema.fields().iter().map(|f| csv_escape(f.name())).collect();
+    writeln!(out, "{}", header.join(","))?;
+    for b in batches {
+        for row in 0..b.num_rows() {
+            let cells: Vec<String> = b.columns().iter().map(|c| cell(c, row).map_or(String::new(), |s| csv_escape(&s))).collect();
+            writeln!(out, "{}", cells.join(","))?;
+        }
+    }
+    Ok(())
+}
+
+fn csv_escape(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+pub fn write_table(out: &mut impl Write, schema: &SchemaRef, batches: &[RecordBatch]) -> std::io::Result<()> {
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for b in batches {
+        for row in 0..b.num_rows() {
+            rows.push(b.columns().iter().map(|c| cell(c, row).unwrap_or_else(|| "NULL".into())).collect());
+        }
+    }
+    let widths: Vec<usize> = (0..names.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([names[i].chars().count()]).max().unwrap_or(0))
+        .collect();
+    let line = |cells: &[String]| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join(" | ")
+    };
+    writeln!(out, "{}", line(&names))?;
+    writeln!(out, "{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-"))?;
+    for r in &rows {
+        writeln!(out, "{}", line(r))?;
+    }
+    writeln!(out, "({} row{})", rows.len(), if rows.len() == 1 { "" } else { "s" })?;
+    Ok(())
+}
+
+/// VOTable datatype, arraysize and xtype of an Arrow type.
+pub fn votable_type(dt: &DataType) -> (&'static str, Option<&'static str>, Option<&'static str>) {
+    match dt {
+        DataType::Boolean => ("boolean", None, None),
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => ("short", None, None),
+        DataType::Int32 | DataType::UInt16 => ("int", None, None),
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => ("long", None, None),
+        DataType::Float16 | DataType::Float32 => ("float", None, None),
+        DataType::Float64 | DataType::Decimal128(..) | DataType::Decimal256(..) => ("double", None, None),
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => ("char", Some("*"), Some("timestamp")),
+        DataType::FixedSizeList(_, 2) => ("double", Some("2"), Some("point")),
+        DataType::FixedSizeList(_, 3) => ("double", Some("3"), Some("circle")),
+        DataType::List(_) | DataType::LargeList(_) => ("double", Some("*"), Some("polygon")),
+        _ => ("char", Some("*"), None),
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+pub fn write_votable(out: &mut impl Write, schema: &SchemaRef, batches: &[RecordBatch]) -> std::io::Result<()> {
+    writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
+    writeln!(out, r#"<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3">"#)?;
+    writeln!(out, r#"<RESOURCE type="results">"#)?;
+    writeln!(out, r#"<INFO name="QUERY_STATUS" value="OK"/>"#)?;
+    writeln!(out, "<TABLE>")?;
+    for f in schema.fields() {
+        let (datatype, arraysize, xtype) = votable_type(f.data_type());
+        let mut attrs = format!(r#"name="{}" datatype="{datatype}""#, xml_escape(f.name()));
+        if let Some(a) = arraysize {
+            attrs.push_str(&format!(r#" arraysize="{a}""#));
+        }
+        if let Some(x) = xtype {
+            attrs.push_str(&format!(r#" xtype="{x}""#));
+        }
+        for key in ["unit", "ucd", "utype"] {
+            if let Some(v) = f.metadata().get(key) {
+                attrs.push_str(&format!(r#" {key}="{}""#, xml_escape(v)));
+            }
+        }
+        match f.metadata().get("description") {
+            Some(d) => writeln!(out, "<FIELD {attrs}><DESCRIPTION>{}</DESCRIPTION></FIELD>", xml_escape(d))?,
+            None => writeln!(out, "<FIELD {attrs}/>")?,
+        }
+    }
+    writeln!(out, "<DATA><TABLEDATA>")?;
+    for b in batches {
+        for row in 0..b.num_rows() {
+            out.write_all(b"<TR>")?;
+            for c in b.columns() {
+                match cell(c, row) {
+                    Some(v) => write!(out, "<TD>{}</TD>", xml_escape(&v))?,
+                    None => out.write_all(b"<TD/>")?,
+                }
+            }
+            out.write_all(b"</TR>\n")?;
+        }
+    }
+    writeln!(out, "</TABLEDATA></DATA>\n</TABLE>\n</RESOURCE>\n</VOTABLE>")?;
+    Ok(())
+}
