@@ -1,4 +1,5 @@
 //! Spherical geometry (`sphere`) and its Arrow representation (`values`).
 
 pub mod sphere;
+#[cfg(feature = "engine")]
 pub mod values;
