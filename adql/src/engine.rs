@@ -171,6 +171,7 @@ pub fn clean_message(e: &DataFusionError) -> String {
         match e {
             DataFusionError::Context(_, inner) => e = inner,
             DataFusionError::Shared(inner) => e = inner,
+            DataFusionError::Diagnostic(_, inner) => e = inner,
             _ => break,
         }
     }
@@ -187,17 +188,69 @@ pub fn clean_message(e: &DataFusionError) -> String {
     s.replace("adql_", "").replace("\"", "")
 }
 
-/// A planning error in terms of the ADQL query, positioned at the named column when there is one.
+/// A planning error in terms of the ADQL query, positioned at the name it is about when there is one.
 fn plan_error(e: DataFusionError, adql: &str) -> AdqlError {
     let message = clean_message(&e);
+    let at = |name: &str, text: String| match find_word(adql, name.rsplit('.').next().unwrap_or(name)) {
+        Some(pos) => AdqlError::semantic(pos, text),
+        None => AdqlError::Plan { message: text },
+    };
     if let Some(rest) = message.split("No field named ").nth(1) {
-        let field = rest.split(['.', ' ']).next().unwrap_or("").trim_matches('"');
-        let column = rest.split('.').next().unwrap_or(field);
-        let column = column.rsplit('.').next().unwrap_or(column).to_string();
-        let valid = message.split("Valid fields are ").nth(1).map(|v| format!("; columns here: {}", v.trim_end_matches('.')));
-        if let Some(pos) = find_word(adql, &column) {
-            return AdqlError::semantic(pos, format!("column {column} not found{}", valid.unwrap_or_default()));
+        let name = rest.split(['\n', ' ']).next().unwrap_or(rest).trim_end_matches('.').to_string();
+        let mut valid: Vec<&str> = message
+            .split("Valid fields are ")
+            .nth(1)
+            .map(|v| v.trim_end_matches('.').split(", ").collect())
+            .unwrap_or_default();
+        valid.dedup();
+        let first = name.split('.').next().unwrap_or(&name).to_string();
+        let hint = if valid.is_empty() { String::new() } else { format!("; columns here: {}", valid.join(", ")) };
+        return match find_word(adql, &first) {
+            Some(pos) => AdqlError::semantic(pos, format!("column {name} not found{hint}")),
+            None => AdqlError::Plan { message: format!("column {name} not found{hint}") },
+        };
+    }
+    if let Some(rest) = message.split("Ambiguous reference to unqualified field ").nth(1) {
+        let name = rest.split_whitespace().next().unwrap_or(rest).to_string();
+        return at(&name, format!("column {name} is ambiguous: more than one table has it; qualify it, as in t.{name}"));
+    }
+    if let Some(rest) = message.split("column ").nth(1)
+        && message.contains("must appear in the GROUP BY clause")
+    {
+        let name = rest.split_whitespace().next().unwrap_or(rest).to_string();
+        let short = name.rsplit('.').next().unwrap_or(&name).to_string();
+        return at(
+            &short,
+            format!("column {short} must appear in GROUP BY or inside an aggregate function such as MAX({short})"),
+        );
+    }
+    if let Some(head) = message.split(". No function matches").next()
+        && message.contains("No function matches")
+    {
+        let name = message
+            .split("a call to '")
+            .nth(1)
+            .or_else(|| message.split("Function '").nth(1))
+            .and_then(|r| r.split('\'').next())
+            .unwrap_or("");
+        let adql_name = match name {
+            "contains_point_circle" => "CONTAINS",
+            "ln" => "LOG",
+            "ceil" => "CEILING",
+            "trunc" => "TRUNCATE",
+            other => other,
         }
+        .to_ascii_uppercase();
+        let detail = if let Some(r) = head.split("requires ").nth(1) {
+            format!("requires {}", r.split(" (DataType").next().unwrap_or(r))
+        } else if let Some(r) = head.split("coercion from ").nth(1) {
+            let types = r.split(" to the signature").next().unwrap_or(r);
+            let numbers = if r.contains("Float64]") { "; all must be numbers" } else { "" };
+            format!("found ({types}){numbers}")
+        } else {
+            head.to_string()
+        };
+        return at(&adql_name, format!("wrong argument types for {adql_name}: {detail}"));
     }
     AdqlError::Plan { message }
 }
