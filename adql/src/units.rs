@@ -143,7 +143,8 @@ fn factor(s: &str) -> Option<Unit> {
 
 /// Parses a unit string such as `mas/yr`, `km.s-1`, `deg**2`, `erg/s/cm2`.
 pub fn parse_unit(s: &str) -> Option<Unit> {
-    let s = s.trim();
+    let s = s.trim().replace("**", "^");
+    let s = s.as_str();
     if s.is_empty() {
         return Some(Unit::dimensionless());
     }
@@ -163,7 +164,8 @@ mod tests {
     use super::*;
 
     fn conv(a: &str, b: &str) -> f64 {
-        parse_unit(a).unwrap().conversion_to(&parse_unit(b).unwrap()).unwrap()
+        let (ua, ub) = (parse_unit(a).unwrap_or_else(|| panic!("{a}")), parse_unit(b).unwrap_or_else(|| panic!("{b}")));
+        ua.conversion_to(&ub).unwrap_or_else(|| panic!("{a} -> {b}"))
     }
 
     #[test]
