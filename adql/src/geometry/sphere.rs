@@ -360,6 +360,44 @@ mod tests {
         assert!((distance_deg(0.0, 90.0, 123.0, 89.0) - 1.0).abs() < 1e-12);
     }
 
+    /// Property: on random positions (poles and RA 0/360 included), distance is symmetric, zero to itself,
+    /// at most 180 degrees, obeys the triangle inequality, and agrees with the angle between unit vectors.
+    #[test]
+    fn distance_properties() {
+        let mut s = 99u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut pos = || {
+            let k = next();
+            if k < 0.05 {
+                (next() * 360.0, if next() < 0.5 { 90.0 } else { -90.0 })
+            } else if k < 0.1 {
+                (if next() < 0.5 { 0.0 } else { 359.999999 }, next() * 180.0 - 90.0)
+            } else {
+                (next() * 360.0, (next() * 2.0 - 1.0).asin().to_degrees())
+            }
+        };
+        for _ in 0..20_000 {
+            let (a, b, c) = (pos(), pos(), pos());
+            let ab = distance_deg(a.0, a.1, b.0, b.1);
+            assert!((ab - distance_deg(b.0, b.1, a.0, a.1)).abs() < 1e-12);
+            assert!(distance_deg(a.0, a.1, a.0, a.1) == 0.0);
+            assert!((0.0..=180.0).contains(&ab));
+            let (ac, bc) = (distance_deg(a.0, a.1, c.0, c.1), distance_deg(b.0, b.1, c.0, c.1));
+            assert!(ab <= ac + bc + 1e-9);
+            let vec_angle = angle_between(Vec3::from_radec(a.0, a.1), Vec3::from_radec(b.0, b.1)).to_degrees();
+            assert!((ab - vec_angle).abs() < 1e-9, "{a:?} {b:?}: {ab} vs {vec_angle}");
+            let circle = Circle::new(b.0, b.1, 25.0);
+            if (ab - 25.0).abs() > 1e-9 {
+                assert_eq!(circle.contains_vec(Vec3::from_radec(a.0, a.1)), ab <= 25.0);
+            }
+        }
+    }
+
     #[test]
     fn polygon_orientation_does_not_matter() {
         let ccw = poly(&[(0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0)]);
