@@ -38,12 +38,13 @@ impl Parser {
         self.tokens[self.i].pos
     }
 
-    fn bump(&mut self) -> Token {
-        let t = self.tokens[self.i].clone();
+    /// Moves past the current token; returns where it stood.
+    fn bump(&mut self) -> Pos {
+        let pos = self.tokens[self.i].pos;
         if self.i < self.tokens.len() - 1 {
             self.i += 1;
         }
-        t
+        pos
     }
 
     fn at_kw(&self, kw: &str) -> bool {
@@ -95,7 +96,7 @@ impl Parser {
 
     fn expect(&mut self, tok: Tok, what: &str) -> Result<Pos> {
         if *self.peek() == tok {
-            Ok(self.bump().pos)
+            Ok(self.bump())
         } else {
             Err(self.err_expected(what))
         }
@@ -103,7 +104,7 @@ impl Parser {
 
     fn expect_kw(&mut self, kw: &str) -> Result<Pos> {
         if self.at_kw(kw) {
-            Ok(self.bump().pos)
+            Ok(self.bump())
         } else {
             Err(self.err_expected(kw))
         }
@@ -204,7 +205,7 @@ impl Parser {
     fn unsigned(&mut self, what: &str) -> Result<u64> {
         match self.peek().clone() {
             Tok::Int(s) => {
-                let pos = self.bump().pos;
+                let pos = self.bump();
                 s.parse::<u64>().map_err(|_| AdqlError::syntax(pos, format!("{s} is too large")))
             }
             _ => Err(self.err_expected(what)),
@@ -222,7 +223,7 @@ impl Parser {
             } else {
                 return Ok(left);
             };
-            let pos = self.bump().pos;
+            let pos = self.bump();
             let all = self.eat_kw("ALL");
             self.eat_kw("DISTINCT");
             let right = self.set_term()?;
@@ -234,7 +235,7 @@ impl Parser {
     fn set_term(&mut self) -> Result<SetExpr> {
         let mut left = self.set_primary()?;
         while self.at_kw("INTERSECT") {
-            let pos = self.bump().pos;
+            let pos = self.bump();
             let all = self.eat_kw("ALL");
             self.eat_kw("DISTINCT");
             let right = self.set_primary()?;
@@ -312,7 +313,7 @@ impl Parser {
 
     fn select_item(&mut self) -> Result<SelectItem> {
         if *self.peek() == Tok::Star {
-            let pos = self.bump().pos;
+            let pos = self.bump();
             return Ok(SelectItem::Wildcard(pos));
         }
         if self.at_kw("FROM") {
@@ -517,7 +518,7 @@ impl Parser {
     fn or_expr(&mut self) -> Result<Expr> {
         let mut left = self.and_expr()?;
         while self.at_kw("OR") {
-            let pos = self.bump().pos;
+            let pos = self.bump();
             let right = self.and_expr()?;
             left = Expr::Binary { op: BinOp::Or, left: Box::new(left), right: Box::new(right), pos };
         }
@@ -527,7 +528,7 @@ impl Parser {
     fn and_expr(&mut self) -> Result<Expr> {
         let mut left = self.not_expr()?;
         while self.at_kw("AND") {
-            let pos = self.bump().pos;
+            let pos = self.bump();
             let right = self.not_expr()?;
             left = Expr::Binary { op: BinOp::And, left: Box::new(left), right: Box::new(right), pos };
         }
@@ -536,7 +537,7 @@ impl Parser {
 
     fn not_expr(&mut self) -> Result<Expr> {
         if self.at_kw("NOT") {
-            let pos = self.bump().pos;
+            let pos = self.bump();
             self.enter()?;
             let inner = self.not_expr()?;
             self.leave();
@@ -547,7 +548,7 @@ impl Parser {
 
     fn predicate(&mut self) -> Result<Expr> {
         if self.at_kw("EXISTS") {
-            let pos = self.bump().pos;
+            let pos = self.bump();
             self.expect(Tok::LParen, "'(' and a subquery after EXISTS")?;
             let query = self.query(false)?;
             self.expect(Tok::RParen, "')' to close the subquery")?;
@@ -631,7 +632,7 @@ impl Parser {
     fn bitor_expr(&mut self) -> Result<Expr> {
         let mut left = self.bitxor_expr()?;
         while *self.peek() == Tok::Pipe {
-            let pos = self.bump().pos;
+            let pos = self.bump();
             let right = self.bitxor_expr()?;
             left = Expr::Binary { op: BinOp::BitOr, left: Box::new(left), right: Box::new(right), pos };
         }
@@ -641,7 +642,7 @@ impl Parser {
     fn bitxor_expr(&mut self) -> Result<Expr> {
         let mut left = self.bitand_expr()?;
         while *self.peek() == Tok::Caret {
-            let pos = self.bump().pos;
+            let pos = self.bump();
             let right = self.bitand_expr()?;
             left = Expr::Binary { op: BinOp::BitXor, left: Box::new(left), right: Box::new(right), pos };
         }
@@ -651,7 +652,7 @@ impl Parser {
     fn bitand_expr(&mut self) -> Result<Expr> {
         let mut left = self.additive()?;
         while *self.peek() == Tok::Amp {
-            let pos = self.bump().pos;
+            let pos = self.bump();
             let right = self.additive()?;
             left = Expr::Binary { op: BinOp::BitAnd, left: Box::new(left), right: Box::new(right), pos };
         }
@@ -667,7 +668,7 @@ impl Parser {
                 Tok::Concat => BinOp::Concat,
                 _ => return Ok(left),
             };
-            let pos = self.bump().pos;
+            let pos = self.bump();
             let right = self.multiplicative()?;
             left = Expr::Binary { op, left: Box::new(left), right: Box::new(right), pos };
         }
@@ -681,7 +682,7 @@ impl Parser {
                 Tok::Slash => BinOp::Div,
                 _ => return Ok(left),
             };
-            let pos = self.bump().pos;
+            let pos = self.bump();
             let right = self.unary()?;
             left = Expr::Binary { op, left: Box::new(left), right: Box::new(right), pos };
         }
@@ -694,7 +695,7 @@ impl Parser {
             Tok::Tilde => UnaryOp::BitNot,
             _ => return self.primary(),
         };
-        let pos = self.bump().pos;
+        let pos = self.bump();
         self.enter()?;
         let inner = self.unary()?;
         self.leave();
@@ -795,9 +796,8 @@ impl Parser {
     }
 
     fn function(&mut self) -> Result<Expr> {
-        let tok = self.bump();
-        let Tok::Word(name) = tok.tok else { unreachable!("function() is only called on a word") };
-        let name = Ident { name, quoted: false, pos: tok.pos };
+        let Tok::Word(name) = self.peek().clone() else { unreachable!("function() is only called on a word") };
+        let name = Ident { name, quoted: false, pos: self.bump() };
         self.expect(Tok::LParen, "'('")?;
         self.enter()?;
         let upper = name.name.to_ascii_uppercase();
@@ -834,7 +834,7 @@ impl Parser {
     }
 
     fn cast(&mut self) -> Result<Expr> {
-        let pos = self.bump().pos;
+        let pos = self.bump();
         self.expect(Tok::LParen, "'(' after CAST")?;
         let expr = self.expr()?;
         self.expect_kw("AS")?;
@@ -885,7 +885,7 @@ impl Parser {
     }
 
     fn case(&mut self) -> Result<Expr> {
-        let pos = self.bump().pos;
+        let pos = self.bump();
         self.enter()?;
         let operand = if self.at_kw("WHEN") { None } else { Some(Box::new(self.expr()?)) };
         let mut whens = Vec::new();

@@ -34,8 +34,16 @@ const SQL_RESERVED: &[&str] = &[
 
 /// True when `word` is reserved in ADQL 2.1 (compared case-insensitively).
 pub fn is_reserved(word: &str) -> bool {
-    let upper = word.to_ascii_uppercase();
-    ADQL_RESERVED.binary_search(&upper.as_str()).is_ok() || SQL_RESERVED.binary_search(&upper.as_str()).is_ok()
+    // The longest reserved word has 17 letters: upper-case on the stack, no allocation per identifier.
+    let mut buf = [0u8; 24];
+    if word.len() > buf.len() {
+        return false;
+    }
+    for (b, c) in buf.iter_mut().zip(word.bytes()) {
+        *b = c.to_ascii_uppercase();
+    }
+    let Ok(upper) = std::str::from_utf8(&buf[..word.len()]) else { return false };
+    ADQL_RESERVED.binary_search(&upper).is_ok() || SQL_RESERVED.binary_search(&upper).is_ok()
 }
 
 #[cfg(test)]
