@@ -32,6 +32,31 @@ enum Command {
         #[command(subcommand)]
         command: AdqlCommand,
     },
+    /// Writes a deterministic synthetic data release: object (director), source (child) and xmatch tables.
+    Gen {
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Partitions Parquet files into HEALPix chunk files (offline, for a DBA) and prints chunk statistics.
+    Partition {
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<std::path::PathBuf>,
+        #[arg(long, default_value = "ra")]
+        ra: String,
+        #[arg(long, default_value = "dec")]
+        dec: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// No chunk holds more rows, except where one cell of the deepest allowed depth (10) is denser.
+        #[arg(long, default_value_t = 1_000_000)]
+        chunk_rows: u64,
+        #[arg(long, default_value_t = 60.0)]
+        overlap_arcsec: f64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -61,6 +86,35 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Adql { command: AdqlCommand::Check } => adql_check(),
+        Command::Gen { rows, out, seed } => match loader::synth::generate(rows, &out, seed) {
+            Ok(s) => {
+                println!(
+                    "wrote {} objects, {} sources and {} cross-match rows to {}",
+                    s.objects,
+                    s.sources,
+                    s.xmatch,
+                    out.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Partition { input, ra, dec, out, chunk_rows, overlap_arcsec } => {
+            let opts = loader::partition::PartitionOptions { ra, dec, chunk_rows, overlap_arcsec, ..Default::default() };
+            match loader::partition::partition(&input, &out, &opts) {
+                Ok(stats) => {
+                    println!("{}", stats.summary());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Adql { command: AdqlCommand::Run { tables, format, query } } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
             match runtime.block_on(adql_run(tables, format, query)) {

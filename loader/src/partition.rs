@@ -1,0 +1,354 @@
+//! `skyshard partition`: Parquet input -> one Parquet file per chunk, sorted by the depth-29 HEALPix index.
+//!
+//! Pass 1 reads only the position columns, checks every position (a NaN or out-of-range coordinate is an error
+//! naming the file and row) and fills a histogram; the adaptive chunk map is built from it. Pass 2 reads all
+//! columns, adds `_hpx29` (the nested index at depth 29), sends each row to its chunk and, as overlap, to every
+//! chunk within the overlap radius. Rows wait in memory up to a budget, then spill to Arrow IPC files; at the end
+//! each chunk is sorted and written with bounded row groups (their min/max `_hpx29` statistics let a cone search
+//! skip row groups). Output: `DIR/chunks/UNIQ.parquet`, `DIR/chunks/UNIQ.overlap.parquet`, `DIR/chunks.txt` (the
+//! chunk map, one NUNIQ per line) and `DIR/partition.json` (statistics).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
+use arrow::compute::{concat_batches, sort_to_indices, take, take_record_batch};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
+use arrow::ipc::reader::FileReader;
+use arrow::ipc::writer::FileWriter;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use parquet::basic::Compression;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use partitioner::map::{ChunkMap, Histogram};
+use partitioner::{ChunkId, OverlapFinder};
+
+use crate::error::{LoaderError, Result};
+
+/// The name of the hidden sort column: the nested HEALPix index at depth 29.
+pub const INDEX_COLUMN: &str = "_hpx29";
+
+#[derive(Debug, Clone)]
+pub struct PartitionOptions {
+    pub ra: String,
+    pub dec: String,
+    /// No chunk holds more rows than this, except where one cell of the histogram's depth is denser.
+    pub chunk_rows: u64,
+    pub overlap_arcsec: f64,
+    /// Depth of the pass-1 histogram, which is also the deepest chunk depth.
+    pub histogram_depth: u8,
+    /// Rows held in memory in pass 2 before spilling to disk.
+    pub memory_rows: usize,
+    /// Rows per Parquet row group in the chunk files.
+    pub row_group_rows: usize,
+}
+
+impl Default for PartitionOptions {
+    fn default() -> Self {
+        PartitionOptions {
+            ra: "ra".into(),
+            dec: "dec".into(),
+            chunk_rows: 1_000_000,
+            overlap_arcsec: 60.0,
+            histogram_depth: 10,
+            memory_rows: 2_000_000,
+            row_group_rows: 16_384,
+        }
+    }
+}
+
+/// What a partitioning produced.
+#[derive(Debug, Clone)]
+pub struct PartitionStats {
+    pub rows: u64,
+    pub overlap_rows: u64,
+    /// Rows per non-empty chunk.
+    pub chunk_rows: BTreeMap<ChunkId, u64>,
+    pub map: ChunkMap,
+}
+
+impl PartitionStats {
+    pub fn summary(&self) -> String {
+        let mut counts: Vec<u64> = self.chunk_rows.values().copied().collect();
+        counts.sort_unstable();
+        let (min, med, max) = match counts.len() {
+            0 => (0, 0, 0),
+            n => (counts[0], counts[n / 2], counts[n - 1]),
+        };
+        format!(
+            "{} rows in {} chunks (of {} in the map, depths {}..{}); rows per chunk min {min}, median {med}, max {max}; overlap rows {} ({:.2} % of rows)",
+            self.rows,
+            counts.len(),
+            self.map.chunks().len(),
+            self.map.chunks().iter().map(|c| c.depth()).min().unwrap_or(0),
+            self.map.max_depth(),
+            self.overlap_rows,
+            if self.rows == 0 { 0.0 } else { 100.0 * self.overlap_rows as f64 / self.rows as f64 }
+        )
+    }
+}
+
+fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let file = File::open(path).map_err(|source| LoaderError::Io { path: path.to_path_buf(), source })?;
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| LoaderError::Parquet { path: path.to_path_buf(), source })
+}
+
+fn column_index(path: &Path, schema: &Schema, name: &str) -> Result<usize> {
+    let idx = schema.index_of(name).or_else(|_| {
+        // Column names match case-insensitively, as regular ADQL identifiers do.
+        schema.fields().iter().position(|f| f.name().eq_ignore_ascii_case(name)).ok_or(())
+    });
+    let idx = idx.map_err(|_| LoaderError::MissingColumn {
+        path: path.to_path_buf(),
+        column: name.to_string(),
+        available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+    })?;
+    let dt = schema.field(idx).data_type();
+    if !(dt.is_floating() || dt.is_integer()) {
+        return Err(LoaderError::ColumnType { path: path.to_path_buf(), column: name.to_string(), found: dt.to_string() });
+    }
+    Ok(idx)
+}
+
+/// A position column as f64, whatever its numeric type.
+fn as_f64(path: &Path, a: &ArrayRef) -> Result<ArrayRef> {
+    arrow::compute::cast(a, &DataType::Float64).map_err(|source| LoaderError::Arrow { path: path.to_path_buf(), source })
+}
+
+/// Checks one batch of positions, naming the first bad row.
+fn check_positions(path: &Path, first_row: u64, ra: &ArrayRef, dec: &ArrayRef) -> Result<()> {
+    let (ra, dec) = (ra.as_primitive::<Float64Type>(), dec.as_primitive::<Float64Type>());
+    for i in 0..ra.len() {
+        let row = first_row + i as u64;
+        let bad = |problem: String| Err(LoaderError::BadRow { path: path.to_path_buf(), row, problem });
+        if ra.is_null(i) || dec.is_null(i) {
+            return bad("the position is NULL".into());
+        }
+        let (a, d) = (ra.value(i), dec.value(i));
+        if !a.is_finite() || !d.is_finite() {
+            return bad(format!("the position ({a}, {d}) is not a number"));
+        }
+        if !(-90.0..=90.0).contains(&d) {
+            return bad(format!("declination {d} is outside [-90, 90]"));
+        }
+        if !(-360.0..=720.0).contains(&a) {
+            return bad(format!("right ascension {a} is outside [0, 360]"));
+        }
+    }
+    Ok(())
+}
+
+/// Pass 1: the histogram of all positions, and the schema shared by all inputs.
+fn histogram(inputs: &[PathBuf], opts: &PartitionOptions) -> Result<(Histogram, SchemaRef)> {
+    let mut hist = Histogram::new(opts.histogram_depth.min(12)).expect("depth checked");
+    let mut first_schema: Option<(SchemaRef, PathBuf)> = None;
+    for path in inputs {
+        let builder = open(path)?;
+        let schema = builder.schema().clone();
+        match &first_schema {
+            None => first_schema = Some((schema.clone(), path.clone())),
+            Some((s, first)) => {
+                let names = |s: &Schema| s.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>();
+                if names(s) != names(&schema) {
+                    return Err(LoaderError::SchemaMismatch {
+                        path: path.clone(),
+                        first: first.clone(),
+                        difference: format!("{:?} vs {:?}", names(&schema), names(s)),
+                    });
+                }
+            }
+        }
+        let (ri, di) = (column_index(path, &schema, &opts.ra)?, column_index(path, &schema, &opts.dec)?);
+        let mask = ProjectionMask::roots(builder.parquet_schema(), [ri, di]);
+        let ra_name = schema.field(ri).name().clone();
+        let reader = builder.with_projection(mask).build().map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
+        let mut row = 0u64;
+        for batch in reader {
+            let batch = batch.map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
+            // The projection keeps file order: find the columns by name.
+            let ra_pos = if batch.schema().field(0).name() == &ra_name { 0 } else { 1 };
+            let ra = as_f64(path, batch.column(ra_pos))?;
+            let dec = as_f64(path, batch.column(1 - ra_pos))?;
+            check_positions(path, row, &ra, &dec)?;
+            let (ra, dec) = (ra.as_primitive::<Float64Type>(), dec.as_primitive::<Float64Type>());
+            for i in 0..ra.len() {
+                hist.add(ra.value(i), dec.value(i)).expect("checked positions are on the sky");
+            }
+            row += batch.num_rows() as u64;
+        }
+    }
+    let schema = first_schema.ok_or(LoaderError::NoInput)?.0;
+    Ok((hist, schema))
+}
+
+/// Rows waiting for their chunk file: in memory, then in spill files.
+struct Buffers {
+    dir: PathBuf,
+    schema: SchemaRef,
+    memory: BTreeMap<(ChunkId, bool), Vec<RecordBatch>>,
+    spilled: BTreeMap<(ChunkId, bool), Vec<PathBuf>>,
+    held: usize,
+    limit: usize,
+    spills: usize,
+}
+
+impl Buffers {
+    fn push(&mut self, key: (ChunkId, bool), batch: RecordBatch) -> Result<()> {
+        self.held += batch.num_rows();
+        self.memory.entry(key).or_default().push(batch);
+        if self.held > self.limit {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        for (key, batches) in std::mem::take(&mut self.memory) {
+            let path = self.dir.join(format!("{}.{}.{}.arrow", key.0, if key.1 { "o" } else { "c" }, self.spills));
+            let file = File::create(&path).map_err(|source| LoaderError::Io { path: path.clone(), source })?;
+            let mut w = FileWriter::try_new(file, &self.schema).map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
+            for b in &batches {
+                w.write(b).map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
+            }
+            w.finish().map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
+            self.spilled.entry(key).or_default().push(path);
+        }
+        self.spills += 1;
+        self.held = 0;
+        Ok(())
+    }
+
+    /// All rows of one chunk file, from memory and spill files.
+    fn take(&mut self, key: (ChunkId, bool)) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for path in self.spilled.remove(&key).unwrap_or_default() {
+            let file = File::open(&path).map_err(|source| LoaderError::Io { path: path.clone(), source })?;
+            let reader = FileReader::try_new(file, None).map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
+            for b in reader {
+                out.push(b.map_err(|source| LoaderError::Arrow { path: path.clone(), source })?);
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        out.extend(self.memory.remove(&key).unwrap_or_default());
+        Ok(out)
+    }
+
+    fn keys(&self) -> Vec<(ChunkId, bool)> {
+        let mut k: Vec<_> = self.memory.keys().chain(self.spilled.keys()).copied().collect();
+        k.sort();
+        k.dedup();
+        k
+    }
+}
+
+/// Cuts the inputs into chunk files under `out`.
+pub fn partition(inputs: &[PathBuf], out: &Path, opts: &PartitionOptions) -> Result<PartitionStats> {
+    if inputs.is_empty() {
+        return Err(LoaderError::NoInput);
+    }
+    let (hist, in_schema) = histogram(inputs, opts)?;
+    let map = ChunkMap::build(&hist, opts.chunk_rows, 1);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LoaderError::Io { path: path.clone(), source }
+    };
+    let chunk_dir = out.join("chunks");
+    let spill_dir = out.join("spill");
+    std::fs::create_dir_all(&chunk_dir).map_err(io(&chunk_dir))?;
+    std::fs::create_dir_all(&spill_dir).map_err(io(&spill_dir))?;
+    let mut fields: Vec<Field> = in_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(INDEX_COLUMN, DataType::Int64, false).with_metadata(
+        [("description".to_string(), "nested HEALPix index at depth 29 (the sort key of chunk files)".to_string())].into(),
+    ));
+    let schema = Arc::new(Schema::new_with_metadata(fields, in_schema.metadata().clone()));
+    let mut buffers = Buffers {
+        dir: spill_dir.clone(),
+        schema: schema.clone(),
+        memory: BTreeMap::new(),
+        spilled: BTreeMap::new(),
+        held: 0,
+        limit: opts.memory_rows,
+        spills: 0,
+    };
+    let mut finder = OverlapFinder::new(&map, opts.overlap_arcsec / 3600.0);
+    let mut stats = PartitionStats { rows: 0, overlap_rows: 0, chunk_rows: BTreeMap::new(), map: map.clone() };
+    let mut others = Vec::new();
+    for path in inputs {
+        let builder = open(path)?;
+        let file_schema = builder.schema().clone();
+        let (ri, di) = (column_index(path, &file_schema, &opts.ra)?, column_index(path, &file_schema, &opts.dec)?);
+        let reader = builder.build().map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
+        for batch in reader {
+            let batch = batch.map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
+            let ra = as_f64(path, batch.column(ri))?;
+            let dec = as_f64(path, batch.column(di))?;
+            let (ra, dec) = (ra.as_primitive::<Float64Type>(), dec.as_primitive::<Float64Type>());
+            let mut index = Vec::with_capacity(batch.num_rows());
+            let mut rows_of: BTreeMap<(ChunkId, bool), Vec<u32>> = BTreeMap::new();
+            for i in 0..batch.num_rows() {
+                let (chunk, h) = map.assign(ra.value(i), dec.value(i)).expect("pass 1 checked every position");
+                index.push(h as i64);
+                rows_of.entry((chunk, false)).or_default().push(i as u32);
+                others.clear();
+                finder.others(ra.value(i), dec.value(i), chunk, &mut others).expect("checked position");
+                for &o in &others {
+                    rows_of.entry((o, true)).or_default().push(i as u32);
+                }
+            }
+            let mut columns = batch.columns().to_vec();
+            columns.push(Arc::new(Int64Array::from(index)));
+            let full = RecordBatch::try_new(schema.clone(), columns).map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
+            for (key, rows) in rows_of {
+                let n = rows.len() as u64;
+                let part = take_record_batch(&full, &UInt32Array::from(rows)).map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
+                if key.1 {
+                    stats.overlap_rows += n;
+                } else {
+                    stats.rows += n;
+                    *stats.chunk_rows.entry(key.0).or_default() += n;
+                }
+                buffers.push(key, part)?;
+            }
+        }
+    }
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(opts.row_group_rows))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .build();
+    for key in buffers.keys() {
+        let batches = buffers.take(key)?;
+        let name = format!("{}{}.parquet", key.0, if key.1 { ".overlap" } else { "" });
+        let path = chunk_dir.join(name);
+        let arrow_err = |source| LoaderError::Arrow { path: path.clone(), source };
+        let all = concat_batches(&schema, &batches).map_err(arrow_err)?;
+        let order = sort_to_indices(all.column(all.num_columns() - 1), None, None).map_err(arrow_err)?;
+        let columns = all.columns().iter().map(|c| take(c, &order, None)).collect::<Result<Vec<_>, _>>().map_err(arrow_err)?;
+        let sorted = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err)?;
+        let file = File::create(&path).map_err(io(&path))?;
+        let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))
+            .map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
+        w.write(&sorted).map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
+        w.close().map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
+    }
+    let _ = std::fs::remove_dir_all(&spill_dir);
+    let list: String = map.chunks().iter().map(|c| format!("{c}\n")).collect();
+    let list_path = out.join("chunks.txt");
+    std::fs::write(&list_path, list).map_err(io(&list_path))?;
+    let json_path = out.join("partition.json");
+    let per_chunk: Vec<String> = stats.chunk_rows.iter().map(|(c, n)| format!("\"{c}\": {n}")).collect();
+    let json = format!(
+        "{{\n  \"rows\": {},\n  \"overlap_rows\": {},\n  \"overlap_arcsec\": {},\n  \"chunk_rows_limit\": {},\n  \"chunks_in_map\": {},\n  \"rows_per_chunk\": {{{}}}\n}}\n",
+        stats.rows,
+        stats.overlap_rows,
+        opts.overlap_arcsec,
+        opts.chunk_rows,
+        map.chunks().len(),
+        per_chunk.join(", ")
+    );
+    std::fs::write(&json_path, json).map_err(io(&json_path))?;
+    Ok(stats)
+}
