@@ -54,7 +54,7 @@ impl Default for PartitionOptions {
             chunk_rows: 1_000_000,
             overlap_arcsec: 60.0,
             histogram_depth: 10,
-            memory_rows: 2_000_000,
+            memory_rows: 4_000_000,
             row_group_rows: 16_384,
         }
     }
@@ -318,6 +318,8 @@ pub fn partition(inputs: &[PathBuf], out: &Path, opts: &PartitionOptions) -> Res
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(opts.row_group_rows))
         .set_statistics_enabled(EnabledStatistics::Page)
+        // Coordinates and fluxes do not repeat: dictionaries only cost time.
+        .set_dictionary_enabled(false)
         .build();
     for key in buffers.keys() {
         let batches = buffers.take(key)?;
