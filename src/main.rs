@@ -56,6 +56,9 @@ enum Command {
         chunk_rows: u64,
         #[arg(long, default_value_t = 60.0)]
         overlap_arcsec: f64,
+        /// Rows held in memory before spilling to disk, in MiB of Arrow buffers.
+        #[arg(long, default_value_t = 1024)]
+        memory_mb: usize,
     },
 }
 
@@ -102,8 +105,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Partition { input, ra, dec, out, chunk_rows, overlap_arcsec } => {
-            let opts = loader::partition::PartitionOptions { ra, dec, chunk_rows, overlap_arcsec, ..Default::default() };
+        Command::Partition { input, ra, dec, out, chunk_rows, overlap_arcsec, memory_mb } => {
+            let opts = loader::partition::PartitionOptions {
+                ra,
+                dec,
+                chunk_rows,
+                overlap_arcsec,
+                memory_bytes: memory_mb << 20,
+                ..Default::default()
+            };
             match loader::partition::partition(&input, &out, &opts) {
                 Ok(stats) => {
                     println!("{}", stats.summary());

@@ -3,7 +3,7 @@
 //! Pass 1 reads only the position columns, checks every position (a NaN or out-of-range coordinate is an error
 //! naming the file and row) and fills a histogram; the adaptive chunk map is built from it. Pass 2 reads all
 //! columns, adds `_hpx29` (the nested index at depth 29), sends each row to its chunk and, as overlap, to every
-//! chunk within the overlap radius. Rows wait in memory up to a budget, then spill to Arrow IPC files; at the end
+//! chunk within the overlap radius. Rows wait in memory up to a byte budget (1 GiB by default), then spill to Arrow IPC files; at the end
 //! each chunk is sorted and written with bounded row groups (their min/max `_hpx29` statistics let a cone search
 //! skip row groups). Output: `DIR/chunks/UNIQ.parquet`, `DIR/chunks/UNIQ.overlap.parquet`, `DIR/chunks.txt` (the
 //! chunk map, one NUNIQ per line) and `DIR/partition.json` (statistics).
@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, sort_to_indices, take, take_record_batch};
@@ -40,8 +40,8 @@ pub struct PartitionOptions {
     pub overlap_arcsec: f64,
     /// Depth of the pass-1 histogram, which is also the deepest chunk depth.
     pub histogram_depth: u8,
-    /// Rows held in memory in pass 2 before spilling to disk.
-    pub memory_rows: usize,
+    /// Bytes of rows (Arrow buffers) held in memory in pass 2 before spilling to disk.
+    pub memory_bytes: usize,
     /// Rows per Parquet row group in the chunk files.
     pub row_group_rows: usize,
 }
@@ -54,7 +54,7 @@ impl Default for PartitionOptions {
             chunk_rows: 1_000_000,
             overlap_arcsec: 60.0,
             histogram_depth: 10,
-            memory_rows: 4_000_000,
+            memory_bytes: 1 << 30,
             row_group_rows: 16_384,
         }
     }
@@ -164,7 +164,7 @@ fn histogram(inputs: &[PathBuf], opts: &PartitionOptions) -> Result<(Histogram, 
         let (ri, di) = (column_index(path, &schema, &opts.ra)?, column_index(path, &schema, &opts.dec)?);
         let mask = ProjectionMask::roots(builder.parquet_schema(), [ri, di]);
         let ra_name = schema.field(ri).name().clone();
-        let reader = builder.with_projection(mask).build().map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
+        let reader = builder.with_projection(mask).with_batch_size(65_536).build().map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
         let mut row = 0u64;
         for batch in reader {
             let batch = batch.map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
@@ -197,7 +197,7 @@ struct Buffers {
 
 impl Buffers {
     fn push(&mut self, key: (ChunkId, bool), batch: RecordBatch) -> Result<()> {
-        self.held += batch.num_rows();
+        self.held += batch.get_array_memory_size();
         self.memory.entry(key).or_default().push(batch);
         if self.held > self.limit {
             self.spill()?;
@@ -244,6 +244,55 @@ impl Buffers {
     }
 }
 
+/// One batch of input split into the parts each chunk receives: its own rows and the overlap copies of others'.
+fn split_batch(
+    path: &Path,
+    map: &ChunkMap,
+    finder: &mut OverlapFinder,
+    schema: &SchemaRef,
+    ri: usize,
+    di: usize,
+    batch: &RecordBatch,
+) -> Result<Vec<((ChunkId, bool), RecordBatch)>> {
+    let arrow_err = |source| LoaderError::Arrow { path: path.to_path_buf(), source };
+    let ra = as_f64(path, batch.column(ri))?;
+    let dec = as_f64(path, batch.column(di))?;
+    let (ra, dec) = (ra.as_primitive::<Float64Type>(), dec.as_primitive::<Float64Type>());
+    let mut index = Vec::with_capacity(batch.num_rows());
+    let mut rows_of: BTreeMap<(ChunkId, bool), Vec<u32>> = BTreeMap::new();
+    let mut others = Vec::new();
+    let mut last: Option<(ChunkId, Vec<u32>)> = None;
+    for i in 0..batch.num_rows() {
+        let (chunk, h) = map.assign(ra.value(i), dec.value(i)).expect("pass 1 checked every position");
+        index.push(h as i64);
+        // Runs of rows in one chunk are common: extend the current run before touching the map.
+        match &mut last {
+            Some((c, rows)) if *c == chunk => rows.push(i as u32),
+            _ => {
+                if let Some((c, rows)) = last.take() {
+                    rows_of.entry((c, false)).or_default().extend(rows);
+                }
+                last = Some((chunk, vec![i as u32]));
+            }
+        }
+        others.clear();
+        finder.others(ra.value(i), dec.value(i), chunk, &mut others).expect("checked position");
+        for &o in &others {
+            rows_of.entry((o, true)).or_default().push(i as u32);
+        }
+    }
+    if let Some((c, rows)) = last {
+        rows_of.entry((c, false)).or_default().extend(rows);
+    }
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(Int64Array::from(index)));
+    let full = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err)?;
+    rows_of
+        .into_iter()
+        .map(|(key, rows)| Ok((key, take_record_batch(&full, &UInt32Array::from(rows)).map_err(arrow_err)?)))
+        .collect()
+}
+
 /// Cuts the inputs into chunk files under `out`.
 pub fn partition(inputs: &[PathBuf], out: &Path, opts: &PartitionOptions) -> Result<PartitionStats> {
     if inputs.is_empty() {
@@ -270,40 +319,56 @@ pub fn partition(inputs: &[PathBuf], out: &Path, opts: &PartitionOptions) -> Res
         memory: BTreeMap::new(),
         spilled: BTreeMap::new(),
         held: 0,
-        limit: opts.memory_rows,
+        limit: opts.memory_bytes,
         spills: 0,
     };
-    let mut finder = OverlapFinder::new(&map, opts.overlap_arcsec / 3600.0);
     let mut stats = PartitionStats { rows: 0, overlap_rows: 0, chunk_rows: BTreeMap::new(), map: map.clone() };
-    let mut others = Vec::new();
-    for path in inputs {
-        let builder = open(path)?;
-        let file_schema = builder.schema().clone();
-        let (ri, di) = (column_index(path, &file_schema, &opts.ra)?, column_index(path, &file_schema, &opts.dec)?);
-        let reader = builder.build().map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
-        for batch in reader {
-            let batch = batch.map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
-            let ra = as_f64(path, batch.column(ri))?;
-            let dec = as_f64(path, batch.column(di))?;
-            let (ra, dec) = (ra.as_primitive::<Float64Type>(), dec.as_primitive::<Float64Type>());
-            let mut index = Vec::with_capacity(batch.num_rows());
-            let mut rows_of: BTreeMap<(ChunkId, bool), Vec<u32>> = BTreeMap::new();
-            for i in 0..batch.num_rows() {
-                let (chunk, h) = map.assign(ra.value(i), dec.value(i)).expect("pass 1 checked every position");
-                index.push(h as i64);
-                rows_of.entry((chunk, false)).or_default().push(i as u32);
-                others.clear();
-                finder.others(ra.value(i), dec.value(i), chunk, &mut others).expect("checked position");
-                for &o in &others {
-                    rows_of.entry((o, true)).or_default().push(i as u32);
+    // Pass 2 as a pipeline: one thread decodes Parquet, two split batches into chunk parts (the per-row work), this
+    // thread buffers and spills. Bounded channels keep memory bounded.
+    let radius = opts.overlap_arcsec / 3600.0;
+    std::thread::scope(|scope| -> Result<()> {
+        let (batch_tx, batch_rx) = mpsc::sync_channel::<Result<(usize, usize, usize, RecordBatch)>>(4);
+        let batch_rx = Arc::new(Mutex::new(batch_rx));
+        let (part_tx, part_rx) = mpsc::sync_channel::<Result<Vec<((ChunkId, bool), RecordBatch)>>>(4);
+        scope.spawn(move || {
+            for (f, path) in inputs.iter().enumerate() {
+                let read = || -> Result<()> {
+                    let builder = open(path)?;
+                    let file_schema = builder.schema().clone();
+                    let (ri, di) = (column_index(path, &file_schema, &opts.ra)?, column_index(path, &file_schema, &opts.dec)?);
+                    let reader = builder.with_batch_size(65_536).build().map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
+                    for batch in reader {
+                        let batch = batch.map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
+                        if batch_tx.send(Ok((f, ri, di, batch))).is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(())
+                };
+                if let Err(e) = read() {
+                    let _ = batch_tx.send(Err(e));
+                    return;
                 }
             }
-            let mut columns = batch.columns().to_vec();
-            columns.push(Arc::new(Int64Array::from(index)));
-            let full = RecordBatch::try_new(schema.clone(), columns).map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
-            for (key, rows) in rows_of {
-                let n = rows.len() as u64;
-                let part = take_record_batch(&full, &UInt32Array::from(rows)).map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
+        });
+        for _ in 0..2 {
+            let (batch_rx, part_tx, map, schema) = (batch_rx.clone(), part_tx.clone(), &map, schema.clone());
+            scope.spawn(move || {
+                let mut finder = OverlapFinder::new(map, radius);
+                loop {
+                    let next = batch_rx.lock().expect("reader lock").recv();
+                    let Ok(next) = next else { return };
+                    let result = next.and_then(|(f, ri, di, batch)| split_batch(&inputs[f], map, &mut finder, &schema, ri, di, &batch));
+                    if part_tx.send(result).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(part_tx);
+        for parts in part_rx {
+            for (key, part) in parts? {
+                let n = part.num_rows() as u64;
                 if key.1 {
                     stats.overlap_rows += n;
                 } else {
@@ -313,7 +378,8 @@ pub fn partition(inputs: &[PathBuf], out: &Path, opts: &PartitionOptions) -> Res
                 buffers.push(key, part)?;
             }
         }
-    }
+        Ok(())
+    })?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(opts.row_group_rows))

@@ -32,7 +32,7 @@ fn read(path: &Path) -> (Vec<RecordBatch>, usize) {
 fn every_row_lands_once_in_its_chunk_sorted() {
     let dir = tmp("once");
     synth::generate(30_000, &dir.join("in"), 3).unwrap();
-    let opts = PartitionOptions { chunk_rows: 800, memory_rows: 5_000, row_group_rows: 1_000, ..Default::default() };
+    let opts = PartitionOptions { chunk_rows: 800, memory_bytes: 400_000, row_group_rows: 1_000, ..Default::default() };
     let stats = partition(&[dir.join("in/object.parquet")], &dir.join("out"), &opts).unwrap();
     assert_eq!(stats.rows, 30_000);
     assert!(stats.map.max_depth() > 1, "dense regions were split");
