@@ -41,6 +41,44 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Loads a table into a data directory, atomically: a failed or interrupted load leaves the catalog as it was.
+    Ingest {
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// SCHEMA.TABLE
+        #[arg(long)]
+        table: String,
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<std::path::PathBuf>,
+        /// Input format; only Parquet is read so far.
+        #[arg(long, default_value = "parquet", value_parser = ["parquet"])]
+        format: String,
+        /// Director table: right ascension column (with --dec and --id).
+        #[arg(long, requires_all = ["dec", "id"], conflicts_with = "replicated")]
+        ra: Option<String>,
+        #[arg(long)]
+        dec: Option<String>,
+        /// Director table: the unique id column, indexed.
+        #[arg(long)]
+        id: Option<String>,
+        /// A small table copied to every worker.
+        #[arg(long)]
+        replicated: bool,
+        #[arg(long, default_value_t = 60.0)]
+        overlap_arcsec: f64,
+        #[arg(long, default_value_t = 1_000_000)]
+        chunk_rows: u64,
+        #[arg(long)]
+        description: Option<String>,
+        /// Replace the table if it exists.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Lists the tables of a data directory.
+    Tables {
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+    },
     /// Partitions Parquet files into HEALPix chunk files (offline, for a DBA) and prints chunk statistics.
     Partition {
         #[arg(long, required = true, num_args = 1..)]
@@ -105,6 +143,75 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Ingest {
+            data_dir,
+            table,
+            input,
+            format: _,
+            ra,
+            dec,
+            id,
+            replicated,
+            overlap_arcsec,
+            chunk_rows,
+            description,
+            replace,
+        } => {
+            let kind = match (ra, dec, id, replicated) {
+                (Some(ra), Some(dec), Some(id), false) => loader::ingest::LoadKind::Director { ra, dec, id },
+                (None, None, None, true) => loader::ingest::LoadKind::Replicated,
+                _ => {
+                    eprintln!("error: give either --ra COL --dec COL --id COL (a director table) or --replicated");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = loader::ingest::IngestOptions {
+                table,
+                kind,
+                overlap_arcsec,
+                chunk_rows,
+                description,
+                replace,
+                memory_bytes: 1 << 30,
+            };
+            match loader::ingest::ingest(&data_dir, &input, &opts) {
+                Ok(report) => {
+                    println!(
+                        "{} {}: {} rows in {} chunks (load {})",
+                        if report.replaced { "replaced" } else { "loaded" },
+                        report.record.qualified_name(),
+                        report.record.rows,
+                        report.chunks_with_rows,
+                        report.record.load_id
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Tables { data_dir } => {
+            let listing = loader::ingest::open_store(&data_dir).and_then(|s| s.tables().map_err(loader::LoaderError::Meta));
+            match listing {
+                Ok(tables) => {
+                    for t in tables {
+                        let kind = match &t.kind {
+                            metastore::TableKind::Director { .. } => "director",
+                            metastore::TableKind::Child { .. } => "child",
+                            metastore::TableKind::Replicated => "replicated",
+                        };
+                        println!("{}	{kind}	{} rows	{} chunks	load {}", t.qualified_name(), t.rows, t.chunks.len(), t.load_id);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Partition { input, ra, dec, out, chunk_rows, overlap_arcsec, memory_mb } => {
             let opts = loader::partition::PartitionOptions {
                 ra,

@@ -19,6 +19,14 @@ pub enum LoaderError {
     SchemaMismatch { path: PathBuf, first: PathBuf, difference: String },
     #[error("no input files")]
     NoInput,
+    #[error("table name {0} must be SCHEMA.TABLE, each part a letter followed by letters, digits or '_'")]
+    TableName(String),
+    #[error("table {0} exists already: add --replace to replace it")]
+    TableExists(String),
+    #[error("{count} rows repeat an id of column {column} (for example {examples:?}); a director table needs unique ids")]
+    DuplicateIds { column: String, count: u64, examples: Vec<i64> },
+    #[error("{0}")]
+    Meta(metastore::MetaError),
 }
 
 pub type Result<T, E = LoaderError> = std::result::Result<T, E>;

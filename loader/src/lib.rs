@@ -2,6 +2,7 @@
 //! into one Parquet file per HEALPix chunk (plus its overlap file), rows sorted by their depth-29 HEALPix index.
 
 pub mod error;
+pub mod ingest;
 pub mod synth;
 pub mod partition;
 

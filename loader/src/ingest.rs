@@ -1,0 +1,257 @@
+//! `skyshard ingest`: load a table into a data directory, atomically.
+//!
+//! Layout of a data directory: `meta/` (RocksDB: table records and the secondary index), `tables/SCHEMA.TABLE/LOAD/`
+//! (the chunk files of each load), `staging/` (loads under way). A load partitions into `staging/`, writes its index
+//! entries under its own load id, checks them (director ids must be unique), moves its files under `tables/` and
+//! then publishes with one RocksDB write. Until that write, readers see the catalog exactly as before; a load that
+//! dies leaves only unreachable files and entries, removed by the next load.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Int64Type};
+use metastore::{ColumnRecord, MetaStore, TableKind, TableRecord};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use partitioner::ChunkId;
+
+use crate::error::{LoaderError, Result};
+use crate::partition::{INDEX_COLUMN, PartitionOptions, partition};
+
+/// What kind of table to load, with its columns.
+#[derive(Debug, Clone)]
+pub enum LoadKind {
+    Director { ra: String, dec: String, id: String },
+    Replicated,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// `SCHEMA.TABLE`.
+    pub table: String,
+    pub kind: LoadKind,
+    pub overlap_arcsec: f64,
+    pub chunk_rows: u64,
+    pub description: Option<String>,
+    /// Replace a table that exists (otherwise loading it again is refused).
+    pub replace: bool,
+    pub memory_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestReport {
+    pub record: TableRecord,
+    pub replaced: bool,
+    pub chunks_with_rows: usize,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> LoaderError + '_ {
+    move |source| LoaderError::Io { path: path.to_path_buf(), source }
+}
+
+fn meta(e: metastore::MetaError) -> LoaderError {
+    LoaderError::Meta(e)
+}
+
+/// Opens (or creates) the metadata store of a data directory.
+pub fn open_store(data_dir: &Path) -> Result<MetaStore> {
+    std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+    MetaStore::open(&data_dir.join("meta")).map_err(meta)
+}
+
+/// The directory of a table's current load.
+pub fn load_dir(data_dir: &Path, record: &TableRecord) -> PathBuf {
+    data_dir.join("tables").join(record.qualified_name()).join(&record.load_id)
+}
+
+fn valid_table_name(name: &str) -> Option<(String, String)> {
+    let (schema, table) = name.split_once('.')?;
+    let ok = |s: &str| {
+        !s.is_empty() && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    (ok(schema) && ok(table)).then(|| (schema.to_lowercase(), table.to_lowercase()))
+}
+
+/// Removes what interrupted loads left behind: staging directories and unreachable index entries.
+pub fn collect_garbage(data_dir: &Path, store: &MetaStore) -> Result<()> {
+    let staging = data_dir.join("staging");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
+    store.collect_garbage().map_err(meta)?;
+    let tables = data_dir.join("tables");
+    if let Ok(entries) = std::fs::read_dir(&tables) {
+        let current: Vec<PathBuf> = store.tables().map_err(meta)?.iter().map(|t| load_dir(data_dir, t)).collect();
+        for table_dir in entries.flatten() {
+            for load in std::fs::read_dir(table_dir.path()).into_iter().flatten().flatten() {
+                if !current.contains(&load.path()) {
+                    let _ = std::fs::remove_dir_all(load.path());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn columns_of(path: &Path, id: Option<&str>) -> Result<Vec<ColumnRecord>> {
+    let file = File::open(path).map_err(io(path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| LoaderError::Parquet { path: path.to_path_buf(), source })?;
+    Ok(builder
+        .schema()
+        .fields()
+        .iter()
+        .filter(|f| f.name() != INDEX_COLUMN)
+        .map(|f| {
+            let m = f.metadata();
+            ColumnRecord {
+                name: f.name().to_lowercase(),
+                datatype: f.data_type().to_string(),
+                description: m.get("description").cloned(),
+                unit: m.get("unit").cloned(),
+                ucd: m.get("ucd").cloned(),
+                indexed: id.is_some_and(|id| f.name().eq_ignore_ascii_case(id)),
+                principal: true,
+            }
+        })
+        .collect())
+}
+
+/// Reads the id column of one chunk file into `entries`; returns the row count.
+fn read_chunk_ids(path: &Path, chunk: ChunkId, id: &str, entries: &mut Vec<(i64, ChunkId)>) -> Result<u64> {
+    let file = File::open(path).map_err(io(path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| LoaderError::Parquet { path: path.to_path_buf(), source })?;
+    let schema = builder.schema().clone();
+    let idx = schema.fields().iter().position(|f| f.name().eq_ignore_ascii_case(id)).ok_or_else(|| LoaderError::MissingColumn {
+        path: path.to_path_buf(),
+        column: id.to_string(),
+        available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+    })?;
+    if !schema.field(idx).data_type().is_integer() {
+        return Err(LoaderError::ColumnType { path: path.to_path_buf(), column: id.to_string(), found: schema.field(idx).data_type().to_string() });
+    }
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
+    let reader = builder.with_projection(mask).with_batch_size(65_536).build().map_err(|source| LoaderError::Parquet { path: path.to_path_buf(), source })?;
+    let mut rows = 0;
+    for batch in reader {
+        let batch = batch.map_err(|source| LoaderError::Arrow { path: path.to_path_buf(), source })?;
+        let ids = arrow::compute::cast(batch.column(0), &DataType::Int64).map_err(|source| LoaderError::Arrow { path: path.to_path_buf(), source })?;
+        let ids = ids.as_primitive::<Int64Type>();
+        if ids.null_count() > 0 {
+            return Err(LoaderError::BadRow { path: path.to_path_buf(), row: rows, problem: format!("the id column {id} has NULLs") });
+        }
+        entries.extend(ids.values().iter().map(|&v| (v, chunk)));
+        rows += ids.len() as u64;
+    }
+    Ok(rows)
+}
+
+/// Loads `inputs` as a table of `data_dir`.
+pub fn ingest(data_dir: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<IngestReport> {
+    let (schema, name) = valid_table_name(&opts.table).ok_or_else(|| LoaderError::TableName(opts.table.clone()))?;
+    let qualified = format!("{schema}.{name}");
+    let store = open_store(data_dir)?;
+    collect_garbage(data_dir, &store)?;
+    let existing = store.table(&qualified).map_err(meta)?;
+    if existing.is_some() && !opts.replace {
+        return Err(LoaderError::TableExists(qualified));
+    }
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let load = format!("{millis}-{}", std::process::id());
+    let staging = data_dir.join("staging").join(format!("{qualified}-{load}"));
+    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+    let result = stage(&store, &qualified, &load, &staging, inputs, opts);
+    let (kind, rows, chunks, columns, chunks_with_rows) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            // Nothing was published: drop what this load staged.
+            let _ = std::fs::remove_dir_all(&staging);
+            let _ = store.collect_garbage();
+            return Err(e);
+        }
+    };
+    let final_dir = data_dir.join("tables").join(&qualified).join(&load);
+    std::fs::create_dir_all(final_dir.parent().expect("has a parent")).map_err(io(&final_dir))?;
+    std::fs::rename(&staging, &final_dir).map_err(io(&final_dir))?;
+    let record = TableRecord {
+        schema,
+        name,
+        kind,
+        description: opts.description.clone(),
+        load_id: load,
+        rows,
+        overlap_arcsec: opts.overlap_arcsec,
+        chunks,
+        columns,
+    };
+    let previous = store.publish(&record).map_err(meta)?;
+    if let Some(prev) = &previous {
+        let _ = std::fs::remove_dir_all(load_dir(data_dir, prev));
+    }
+    Ok(IngestReport { record, replaced: previous.is_some(), chunks_with_rows })
+}
+
+type Staged = (TableKind, u64, Vec<u64>, Vec<ColumnRecord>, usize);
+
+fn stage(store: &MetaStore, table: &str, load: &str, staging: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<Staged> {
+    match &opts.kind {
+        LoadKind::Director { ra, dec, id } => {
+            let popts = PartitionOptions {
+                ra: ra.clone(),
+                dec: dec.clone(),
+                chunk_rows: opts.chunk_rows,
+                overlap_arcsec: opts.overlap_arcsec,
+                memory_bytes: opts.memory_bytes,
+                ..Default::default()
+            };
+            let stats = partition(inputs, staging, &popts)?;
+            let chunk_dir = staging.join("chunks");
+            let mut files = Vec::new();
+            let mut rows = 0;
+            // The index of one load is sorted in memory (16 bytes per row) and ingested as one SST file.
+            let mut entries = Vec::with_capacity(stats.rows as usize);
+            for (&chunk, _) in &stats.chunk_rows {
+                let path = chunk_dir.join(format!("{chunk}.parquet"));
+                rows += read_chunk_ids(&path, chunk, id, &mut entries)?;
+                files.push(path);
+            }
+            let examples = store.stage_index_bulk(table, load, &mut entries, &staging.join("index.sst")).map_err(meta)?;
+            if !examples.is_empty() {
+                let distinct = {
+                    let mut d = 0u64;
+                    let mut last = None;
+                    for (v, _) in &entries {
+                        if last != Some(*v) {
+                            d += 1;
+                            last = Some(*v);
+                        }
+                    }
+                    d
+                };
+                return Err(LoaderError::DuplicateIds { column: id.clone(), count: rows - distinct, examples });
+            }
+            let columns = match files.first() {
+                Some(f) => columns_of(f, Some(id))?,
+                None => Vec::new(),
+            };
+            let chunks = stats.map.chunks().iter().map(|c| c.0).collect();
+            Ok((TableKind::Director { ra: ra.clone(), dec: dec.clone(), id: id.clone() }, rows, chunks, columns, stats.chunk_rows.len()))
+        }
+        LoadKind::Replicated => {
+            let dir = staging.join("replicated");
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            let mut rows = 0;
+            let mut columns = Vec::new();
+            for (k, input) in inputs.iter().enumerate() {
+                let file = File::open(input).map_err(io(input))?;
+                let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| LoaderError::Parquet { path: input.clone(), source })?;
+                rows += builder.metadata().file_metadata().num_rows() as u64;
+                if k == 0 {
+                    columns = columns_of(input, None)?;
+                }
+                let dest = dir.join(format!("part-{k}.parquet"));
+                std::fs::copy(input, &dest).map_err(io(&dest))?;
+            }
+            Ok((TableKind::Replicated, rows, Vec::new(), columns, 0))
+        }
+    }
+}

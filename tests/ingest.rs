@@ -1,0 +1,136 @@
+//! `skyshard ingest` as a user runs it: real processes, a real data directory. A load is all or nothing: a second
+//! load of the same table is refused without --replace, duplicate director ids are refused, and a load killed
+//! half-way leaves the catalog exactly as it was.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn skyshard() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_skyshard"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("skyshard-ingest-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    out
+}
+
+fn generate(dir: &Path, rows: u64) {
+    let out = run(skyshard().args(["gen", "--rows", &rows.to_string(), "--out"]).arg(dir));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn ingest(data: &Path, input: &Path, extra: &[&str]) -> Output {
+    run(skyshard()
+        .args(["ingest", "--data-dir"])
+        .arg(data)
+        .args(["--table", "sky.object", "--input"])
+        .arg(input)
+        .args(["--ra", "ra", "--dec", "dec", "--id", "id", "--chunk-rows", "5000"])
+        .args(extra))
+}
+
+fn tables(data: &Path) -> String {
+    let out = run(skyshard().args(["tables", "--data-dir"]).arg(data));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn loads_are_atomic_and_refuse_bad_input() {
+    let dir = tmp("atomic");
+    generate(&dir.join("small"), 40_000);
+    let data = dir.join("data");
+    let out = ingest(&data, &dir.join("small/object.parquet"), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listing = tables(&data);
+    assert!(listing.starts_with("sky.object\tdirector\t40000 rows"), "{listing}");
+
+    // The secondary index sends every id to the chunk file that holds it.
+    {
+        use arrow::array::AsArray;
+        let store = metastore::MetaStore::open(&data.join("meta")).unwrap();
+        let record = store.table("sky.object").unwrap().unwrap();
+        let chunk_dir = data.join("tables/sky.object").join(&record.load_id).join("chunks");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&chunk_dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name.contains("overlap") {
+                continue;
+            }
+            let chunk: u64 = name.trim_end_matches(".parquet").parse().unwrap();
+            let file = std::fs::File::open(&path).unwrap();
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let ids = batch.column_by_name("id").unwrap().as_primitive::<arrow::datatypes::Int64Type>();
+                for id in ids.values().iter().step_by(97) {
+                    assert_eq!(store.lookup("sky.object", *id).unwrap().map(|c| c.0), Some(chunk));
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 300);
+        assert_eq!(store.lookup("sky.object", 40_000).unwrap(), None);
+    }
+
+    // Loading it again is refused and changes nothing.
+    let out = ingest(&data, &dir.join("small/object.parquet"), &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists already: add --replace"));
+    assert_eq!(tables(&data), listing);
+
+    // Duplicate ids: the source table's object_id repeats; loading it as a director is refused, nothing changes.
+    let out = run(skyshard()
+        .args(["ingest", "--data-dir"])
+        .arg(&data)
+        .args(["--table", "sky.dups", "--input"])
+        .arg(dir.join("small/source.parquet"))
+        .args(["--ra", "ra", "--dec", "dec", "--id", "object_id"]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("repeat an id of column object_id"), "{err}");
+    assert_eq!(tables(&data), listing);
+
+    // A NaN-free, in-range check with a missing column names the column.
+    let out = run(skyshard()
+        .args(["ingest", "--data-dir"])
+        .arg(&data)
+        .args(["--table", "sky.other", "--input"])
+        .arg(dir.join("small/object.parquet"))
+        .args(["--ra", "raj2000", "--dec", "dec", "--id", "id"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no column named raj2000"));
+
+    // Kill a replacing load half-way: the catalog still shows the first load, and a new load then succeeds.
+    generate(&dir.join("big"), 1_500_000);
+    let mut child = skyshard()
+        .args(["ingest", "--data-dir"])
+        .arg(&data)
+        .args(["--table", "sky.object", "--input"])
+        .arg(dir.join("big/object.parquet"))
+        .args(["--ra", "ra", "--dec", "dec", "--id", "id", "--replace"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let finished_early = child.try_wait().unwrap().is_some();
+    child.kill().ok();
+    child.wait().unwrap();
+    if !finished_early {
+        assert_eq!(tables(&data), listing, "a killed load must not be visible");
+    }
+    let out = ingest(&data, &dir.join("big/object.parquet"), &["--replace"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(tables(&data).starts_with("sky.object\tdirector\t1500000 rows"));
+    assert!(!data.join("staging").exists() || std::fs::read_dir(data.join("staging")).unwrap().count() == 0);
+    let loads = std::fs::read_dir(data.join("tables/sky.object")).unwrap().count();
+    assert_eq!(loads, 1, "replaced and interrupted loads are removed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
