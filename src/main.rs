@@ -97,6 +97,9 @@ enum Command {
         /// Rows held in memory before spilling to disk, in MiB of Arrow buffers.
         #[arg(long, default_value_t = 1024)]
         memory_mb: usize,
+        /// Also draw a Mollweide map of rows per chunk into this PNG file.
+        #[arg(long)]
+        sky_map: Option<std::path::PathBuf>,
     },
 }
 
@@ -212,7 +215,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Partition { input, ra, dec, out, chunk_rows, overlap_arcsec, memory_mb } => {
+        Command::Partition { input, ra, dec, out, chunk_rows, overlap_arcsec, memory_mb, sky_map } => {
             let opts = loader::partition::PartitionOptions {
                 ra,
                 dec,
@@ -224,6 +227,13 @@ fn main() -> ExitCode {
             match loader::partition::partition(&input, &out, &opts) {
                 Ok(stats) => {
                     println!("{}", stats.summary());
+                    if let Some(png) = sky_map {
+                        if let Err(e) = loader::skymap::write_sky_map(&png, &stats.map, &stats.chunk_rows, 1200) {
+                            eprintln!("error: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                        println!("sky map: {}", png.display());
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

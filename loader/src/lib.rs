@@ -5,5 +5,6 @@ pub mod error;
 pub mod ingest;
 pub mod synth;
 pub mod partition;
+pub mod skymap;
 
 pub use error::{LoaderError, Result};
