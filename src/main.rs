@@ -73,6 +73,9 @@ enum Command {
         /// Replace the table if it exists.
         #[arg(long)]
         replace: bool,
+        /// No progress line.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Lists the tables of a data directory.
     Tables {
@@ -100,6 +103,9 @@ enum Command {
         /// Also draw a Mollweide map of rows per chunk into this PNG file.
         #[arg(long)]
         sky_map: Option<std::path::PathBuf>,
+        /// No progress line.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -159,6 +165,7 @@ fn main() -> ExitCode {
             chunk_rows,
             description,
             replace,
+            quiet,
         } => {
             let kind = match (ra, dec, id, replicated) {
                 (Some(ra), Some(dec), Some(id), false) => loader::ingest::LoadKind::Director { ra, dec, id },
@@ -176,6 +183,7 @@ fn main() -> ExitCode {
                 description,
                 replace,
                 memory_bytes: 1 << 30,
+                quiet,
             };
             match loader::ingest::ingest(&data_dir, &input, &opts) {
                 Ok(report) => {
@@ -215,13 +223,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Partition { input, ra, dec, out, chunk_rows, overlap_arcsec, memory_mb, sky_map } => {
+        Command::Partition { input, ra, dec, out, chunk_rows, overlap_arcsec, memory_mb, sky_map, quiet } => {
             let opts = loader::partition::PartitionOptions {
                 ra,
                 dec,
                 chunk_rows,
                 overlap_arcsec,
                 memory_bytes: memory_mb << 20,
+                quiet,
                 ..Default::default()
             };
             match loader::partition::partition(&input, &out, &opts) {

@@ -36,6 +36,8 @@ pub struct IngestOptions {
     /// Replace a table that exists (otherwise loading it again is refused).
     pub replace: bool,
     pub memory_bytes: usize,
+    /// No progress line on standard error.
+    pub quiet: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -201,6 +203,7 @@ fn stage(store: &MetaStore, table: &str, load: &str, staging: &Path, inputs: &[P
                 chunk_rows: opts.chunk_rows,
                 overlap_arcsec: opts.overlap_arcsec,
                 memory_bytes: opts.memory_bytes,
+                quiet: opts.quiet,
                 ..Default::default()
             };
             let stats = partition(inputs, staging, &popts)?;

@@ -5,6 +5,7 @@ pub mod error;
 pub mod ingest;
 pub mod synth;
 pub mod partition;
+pub mod progress;
 pub mod skymap;
 
 pub use error::{LoaderError, Result};

@@ -27,6 +27,7 @@ use partitioner::map::{ChunkMap, Histogram};
 use partitioner::{ChunkId, OverlapFinder};
 
 use crate::error::{LoaderError, Result};
+use crate::progress::Progress;
 
 /// The name of the hidden sort column: the nested HEALPix index at depth 29.
 pub const INDEX_COLUMN: &str = "_hpx29";
@@ -44,6 +45,8 @@ pub struct PartitionOptions {
     pub memory_bytes: usize,
     /// Rows per Parquet row group in the chunk files.
     pub row_group_rows: usize,
+    /// No progress line on standard error.
+    pub quiet: bool,
 }
 
 impl Default for PartitionOptions {
@@ -56,6 +59,7 @@ impl Default for PartitionOptions {
             histogram_depth: 10,
             memory_bytes: 1 << 30,
             row_group_rows: 16_384,
+            quiet: false,
         }
     }
 }
@@ -142,7 +146,12 @@ fn check_positions(path: &Path, first_row: u64, ra: &ArrayRef, dec: &ArrayRef) -
 }
 
 /// Pass 1: the histogram of all positions, and the schema shared by all inputs.
-fn histogram(inputs: &[PathBuf], opts: &PartitionOptions) -> Result<(Histogram, SchemaRef)> {
+fn histogram(inputs: &[PathBuf], opts: &PartitionOptions) -> Result<(Histogram, SchemaRef, u64)> {
+    let mut total = 0u64;
+    for path in inputs {
+        total += open(path)?.metadata().file_metadata().num_rows() as u64;
+    }
+    let mut progress = Progress::new("pass 1 (positions)", total, opts.quiet);
     let mut hist = Histogram::new(opts.histogram_depth.min(12)).expect("depth checked");
     let mut first_schema: Option<(SchemaRef, PathBuf)> = None;
     for path in inputs {
@@ -178,10 +187,12 @@ fn histogram(inputs: &[PathBuf], opts: &PartitionOptions) -> Result<(Histogram, 
                 hist.add(ra.value(i), dec.value(i)).expect("checked positions are on the sky");
             }
             row += batch.num_rows() as u64;
+            progress.add(batch.num_rows() as u64);
         }
     }
+    progress.finish();
     let schema = first_schema.ok_or(LoaderError::NoInput)?.0;
-    Ok((hist, schema))
+    Ok((hist, schema, total))
 }
 
 /// Rows waiting for their chunk file: in memory, then in spill files.
@@ -298,7 +309,8 @@ pub fn partition(inputs: &[PathBuf], out: &Path, opts: &PartitionOptions) -> Res
     if inputs.is_empty() {
         return Err(LoaderError::NoInput);
     }
-    let (hist, in_schema) = histogram(inputs, opts)?;
+    let (hist, in_schema, total_rows) = histogram(inputs, opts)?;
+    let mut progress = Progress::new("pass 2 (chunks)", total_rows, opts.quiet);
     let map = ChunkMap::build(&hist, opts.chunk_rows, 1);
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -372,6 +384,7 @@ pub fn partition(inputs: &[PathBuf], out: &Path, opts: &PartitionOptions) -> Res
                 if key.1 {
                     stats.overlap_rows += n;
                 } else {
+                    progress.add(n);
                     stats.rows += n;
                     *stats.chunk_rows.entry(key.0).or_default() += n;
                 }
@@ -380,6 +393,7 @@ pub fn partition(inputs: &[PathBuf], out: &Path, opts: &PartitionOptions) -> Res
         }
         Ok(())
     })?;
+    progress.finish();
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(opts.row_group_rows))
