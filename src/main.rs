@@ -64,6 +64,12 @@ enum Command {
         /// A small table copied to every worker.
         #[arg(long)]
         replicated: bool,
+        /// Child table: its director table (with --director-key).
+        #[arg(long, requires = "director_key", conflicts_with_all = ["ra", "replicated"])]
+        director: Option<String>,
+        /// Child table: the column holding the director's id.
+        #[arg(long)]
+        director_key: Option<String>,
         #[arg(long, default_value_t = 60.0)]
         overlap_arcsec: f64,
         #[arg(long, default_value_t = 1_000_000)]
@@ -161,17 +167,22 @@ fn main() -> ExitCode {
             dec,
             id,
             replicated,
+            director,
+            director_key,
             overlap_arcsec,
             chunk_rows,
             description,
             replace,
             quiet,
         } => {
-            let kind = match (ra, dec, id, replicated) {
-                (Some(ra), Some(dec), Some(id), false) => loader::ingest::LoadKind::Director { ra, dec, id },
-                (None, None, None, true) => loader::ingest::LoadKind::Replicated,
+            let kind = match (ra, dec, id, replicated, director, director_key) {
+                (Some(ra), Some(dec), Some(id), false, None, None) => loader::ingest::LoadKind::Director { ra, dec, id },
+                (None, None, None, true, None, None) => loader::ingest::LoadKind::Replicated,
+                (None, None, None, false, Some(director), Some(key)) => loader::ingest::LoadKind::Child { director, key },
                 _ => {
-                    eprintln!("error: give either --ra COL --dec COL --id COL (a director table) or --replicated");
+                    eprintln!(
+                        "error: give one of --ra COL --dec COL --id COL (director), --director SCHEMA.TABLE --director-key COL (child), --replicated"
+                    );
                     return ExitCode::from(2);
                 }
             };

@@ -82,6 +82,39 @@ fn loads_are_atomic_and_refuse_bad_input() {
         assert_eq!(store.lookup("sky.object", 40_000).unwrap(), None);
     }
 
+    // A child table: every detection sits in the chunk of its object.
+    let out = run(skyshard()
+        .args(["ingest", "--data-dir"])
+        .arg(&data)
+        .args(["--table", "sky.source", "--input"])
+        .arg(dir.join("small/source.parquet"))
+        .args(["--director", "sky.object", "--director-key", "object_id"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    {
+        use arrow::array::AsArray;
+        let store = metastore::MetaStore::open(&data.join("meta")).unwrap();
+        let source = store.table("sky.source").unwrap().unwrap();
+        let object = store.table("sky.object").unwrap().unwrap();
+        assert_eq!(source.chunks, object.chunks, "a child shares its director's chunk map");
+        let chunk_dir = data.join("tables/sky.source").join(&source.load_id).join("chunks");
+        let mut rows = 0;
+        for entry in std::fs::read_dir(&chunk_dir).unwrap() {
+            let path = entry.unwrap().path();
+            let chunk: u64 = path.file_name().unwrap().to_string_lossy().trim_end_matches(".parquet").parse().unwrap();
+            let file = std::fs::File::open(&path).unwrap();
+            for batch in parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
+                let batch = batch.unwrap();
+                let keys = batch.column_by_name("object_id").unwrap().as_primitive::<arrow::datatypes::Int64Type>();
+                rows += keys.len();
+                for k in keys.values().iter().step_by(53) {
+                    assert_eq!(store.lookup("sky.object", *k).unwrap().map(|c| c.0), Some(chunk));
+                }
+            }
+        }
+        assert_eq!(rows as u64, source.rows);
+    }
+    let listing = tables(&data);
+
     // Loading it again is refused and changes nothing.
     let out = ingest(&data, &dir.join("small/object.parquet"), &[]);
     assert!(!out.status.success());
@@ -109,8 +142,20 @@ fn loads_are_atomic_and_refuse_bad_input() {
         .args(["--ra", "raj2000", "--dec", "dec", "--id", "id"]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no column named raj2000"));
 
-    // Kill a replacing load half-way: the catalog still shows the first load, and a new load then succeeds.
     generate(&dir.join("big"), 1_500_000);
+    // Detections of objects the director does not have are refused, counted, with examples.
+    let out = run(skyshard()
+        .args(["ingest", "--data-dir"])
+        .arg(&data)
+        .args(["--table", "sky.orphans", "--input"])
+        .arg(dir.join("big/source.parquet"))
+        .args(["--director", "sky.object", "--director-key", "object_id", "--quiet"]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("names no object of the director table") && err.contains("source.parquet row"), "{err}");
+    assert_eq!(tables(&data), listing);
+
+    // Kill a replacing load half-way: the catalog still shows the first load, and a new load then succeeds.
     let mut child = skyshard()
         .args(["ingest", "--data-dir"])
         .arg(&data)
@@ -128,7 +173,7 @@ fn loads_are_atomic_and_refuse_bad_input() {
     }
     let out = ingest(&data, &dir.join("big/object.parquet"), &["--replace"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(tables(&data).starts_with("sky.object\tdirector\t1500000 rows"));
+    assert!(tables(&data).contains("sky.object\tdirector\t1500000 rows"), "{}", tables(&data));
     assert!(!data.join("staging").exists() || std::fs::read_dir(data.join("staging")).unwrap().count() == 0);
     let loads = std::fs::read_dir(data.join("tables/sky.object")).unwrap().count();
     assert_eq!(loads, 1, "replaced and interrupted loads are removed");

@@ -25,6 +25,10 @@ pub enum LoaderError {
     TableExists(String),
     #[error("{count} rows repeat an id of column {column} (for example {examples:?}); a director table needs unique ids")]
     DuplicateIds { column: String, count: u64, examples: Vec<i64> },
+    #[error("{count} rows have a {key} that names no object of the director table, for example: {}", examples.join("; "))]
+    Orphans { key: String, count: u64, examples: Vec<String> },
+    #[error("director table {0} is not loaded (or is not a director table)")]
+    NoDirector(String),
     #[error("{0}")]
     Meta(metastore::MetaError),
 }

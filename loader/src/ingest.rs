@@ -22,6 +22,8 @@ use crate::partition::{INDEX_COLUMN, PartitionOptions, partition};
 #[derive(Debug, Clone)]
 pub enum LoadKind {
     Director { ra: String, dec: String, id: String },
+    /// Partitioned with its director (`SCHEMA.TABLE`) through the key column.
+    Child { director: String, key: String },
     Replicated,
 }
 
@@ -238,6 +240,28 @@ fn stage(store: &MetaStore, table: &str, load: &str, staging: &Path, inputs: &[P
             };
             let chunks = stats.map.chunks().iter().map(|c| c.0).collect();
             Ok((TableKind::Director { ra: ra.clone(), dec: dec.clone(), id: id.clone() }, rows, chunks, columns, stats.chunk_rows.len()))
+        }
+        LoadKind::Child { director, key } => {
+            let director = director.to_lowercase();
+            let record = match store.table(&director).map_err(meta)? {
+                Some(r) if matches!(r.kind, TableKind::Director { .. }) => r,
+                _ => return Err(LoaderError::NoDirector(director)),
+            };
+            let popts = PartitionOptions { memory_bytes: opts.memory_bytes, quiet: opts.quiet, ..Default::default() };
+            let lookup = |ids: &[i64]| store.lookup_many(&director, &record.load_id, ids).map_err(meta);
+            let stats = crate::partition::partition_child(inputs, staging, key, &lookup, &popts)?;
+            let first = stats.chunk_rows.keys().next().map(|c| staging.join("chunks").join(format!("{c}.parquet")));
+            let columns = match first {
+                Some(f) => columns_of(&f, None)?,
+                None => Vec::new(),
+            };
+            Ok((
+                TableKind::Child { director: director.clone(), key: key.clone() },
+                stats.rows,
+                record.chunks.clone(),
+                columns,
+                stats.chunk_rows.len(),
+            ))
         }
         LoadKind::Replicated => {
             let dir = staging.join("replicated");

@@ -255,6 +255,110 @@ impl Buffers {
     }
 }
 
+/// Writes every buffered chunk file, sorted by column `sort_column`, with bounded row groups.
+fn write_chunks(buffers: &mut Buffers, schema: &SchemaRef, sort_column: usize, chunk_dir: &Path, opts: &PartitionOptions) -> Result<()> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(opts.row_group_rows))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        // Coordinates and fluxes do not repeat: dictionaries only cost time.
+        .set_dictionary_enabled(false)
+        .build();
+    for key in buffers.keys() {
+        let batches = buffers.take(key)?;
+        let name = format!("{}{}.parquet", key.0, if key.1 { ".overlap" } else { "" });
+        let path = chunk_dir.join(name);
+        let arrow_err = |source| LoaderError::Arrow { path: path.clone(), source };
+        let all = concat_batches(schema, &batches).map_err(arrow_err)?;
+        let order = sort_to_indices(all.column(sort_column), None, None).map_err(arrow_err)?;
+        let columns = all.columns().iter().map(|c| take(c, &order, None)).collect::<Result<Vec<_>, _>>().map_err(arrow_err)?;
+        let sorted = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err)?;
+        let file = File::create(&path).map_err(|source| LoaderError::Io { path: path.clone(), source })?;
+        let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))
+            .map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
+        w.write(&sorted).map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
+        w.close().map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
+    }
+    Ok(())
+}
+
+/// Where each child row goes: the chunk of its director, found through the secondary index.
+pub type DirectorLookup<'a> = dyn Fn(&[i64]) -> Result<Vec<Option<ChunkId>>> + 'a;
+
+/// Cuts a child table into the chunks of its director: each row goes to the chunk of the director object its key
+/// names (files sorted by the key). Rows whose key names no director object (or is NULL) are refused, counted,
+/// with examples naming file and row.
+pub fn partition_child(inputs: &[PathBuf], out: &Path, key: &str, lookup: &DirectorLookup, opts: &PartitionOptions) -> Result<PartitionStats> {
+    let first = inputs.first().ok_or(LoaderError::NoInput)?;
+    let schema = open(first)?.schema().clone();
+    let key_index = schema.fields().iter().position(|f| f.name().eq_ignore_ascii_case(key)).ok_or_else(|| LoaderError::MissingColumn {
+        path: first.clone(),
+        column: key.to_string(),
+        available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+    })?;
+    if !schema.field(key_index).data_type().is_integer() {
+        return Err(LoaderError::ColumnType { path: first.clone(), column: key.to_string(), found: schema.field(key_index).data_type().to_string() });
+    }
+    let chunk_dir = out.join("chunks");
+    let spill_dir = out.join("spill");
+    for d in [&chunk_dir, &spill_dir] {
+        std::fs::create_dir_all(d).map_err(|source| LoaderError::Io { path: d.to_path_buf(), source })?;
+    }
+    let mut buffers = Buffers {
+        dir: spill_dir.clone(),
+        schema: schema.clone(),
+        memory: BTreeMap::new(),
+        spilled: BTreeMap::new(),
+        held: 0,
+        limit: opts.memory_bytes,
+        spills: 0,
+    };
+    let mut stats = PartitionStats { rows: 0, overlap_rows: 0, chunk_rows: BTreeMap::new(), map: ChunkMap::uniform(0) };
+    let mut orphans = 0u64;
+    let mut examples = Vec::new();
+    for path in inputs {
+        let builder = open(path)?;
+        if builder.schema().fields() != schema.fields() {
+            return Err(LoaderError::SchemaMismatch { path: path.clone(), first: first.clone(), difference: "the columns differ".into() });
+        }
+        let reader = builder.with_batch_size(65_536).build().map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
+        let mut row = 0u64;
+        for batch in reader {
+            let batch = batch.map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
+            let keys = arrow::compute::cast(batch.column(key_index), &DataType::Int64).map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
+            let keys = keys.as_primitive::<arrow::datatypes::Int64Type>();
+            let chunks = lookup(keys.values())?;
+            let mut rows_of: BTreeMap<ChunkId, Vec<u32>> = BTreeMap::new();
+            for (i, chunk) in chunks.iter().enumerate() {
+                match chunk {
+                    Some(c) if !keys.is_null(i) => rows_of.entry(*c).or_default().push(i as u32),
+                    _ => {
+                        orphans += 1;
+                        if examples.len() < 5 {
+                            examples.push(format!("{} row {}: {key} = {}", path.display(), row + i as u64, if keys.is_null(i) { "NULL".to_string() } else { keys.value(i).to_string() }));
+                        }
+                    }
+                }
+            }
+            for (chunk, rows) in rows_of {
+                let n = rows.len() as u64;
+                let part = take_record_batch(&batch, &UInt32Array::from(rows)).map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
+                stats.rows += n;
+                *stats.chunk_rows.entry(chunk).or_default() += n;
+                buffers.push((chunk, false), part)?;
+            }
+            row += batch.num_rows() as u64;
+        }
+    }
+    if orphans > 0 {
+        let _ = std::fs::remove_dir_all(&spill_dir);
+        return Err(LoaderError::Orphans { key: key.to_string(), count: orphans, examples });
+    }
+    write_chunks(&mut buffers, &schema, key_index, &chunk_dir, opts)?;
+    let _ = std::fs::remove_dir_all(&spill_dir);
+    Ok(stats)
+}
+
 /// One batch of input split into the parts each chunk receives: its own rows and the overlap copies of others'.
 fn split_batch(
     path: &Path,
@@ -394,28 +498,7 @@ pub fn partition(inputs: &[PathBuf], out: &Path, opts: &PartitionOptions) -> Res
         Ok(())
     })?;
     progress.finish();
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(opts.row_group_rows))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        // Coordinates and fluxes do not repeat: dictionaries only cost time.
-        .set_dictionary_enabled(false)
-        .build();
-    for key in buffers.keys() {
-        let batches = buffers.take(key)?;
-        let name = format!("{}{}.parquet", key.0, if key.1 { ".overlap" } else { "" });
-        let path = chunk_dir.join(name);
-        let arrow_err = |source| LoaderError::Arrow { path: path.clone(), source };
-        let all = concat_batches(&schema, &batches).map_err(arrow_err)?;
-        let order = sort_to_indices(all.column(all.num_columns() - 1), None, None).map_err(arrow_err)?;
-        let columns = all.columns().iter().map(|c| take(c, &order, None)).collect::<Result<Vec<_>, _>>().map_err(arrow_err)?;
-        let sorted = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err)?;
-        let file = File::create(&path).map_err(io(&path))?;
-        let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))
-            .map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
-        w.write(&sorted).map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
-        w.close().map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
-    }
+    write_chunks(&mut buffers, &schema, schema.fields().len() - 1, &chunk_dir, opts)?;
     let _ = std::fs::remove_dir_all(&spill_dir);
     let list: String = map.chunks().iter().map(|c| format!("{c}\n")).collect();
     let list_path = out.join("chunks.txt");

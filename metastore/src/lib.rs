@@ -192,6 +192,24 @@ impl MetaStore {
         Ok(self.db.get(key)?.map(|v| ChunkId(u64::from_be_bytes(v[..8].try_into().expect("8-byte chunk")))))
     }
 
+    /// The chunks of many director ids at once (one RocksDB multi-get), in the table's current load.
+    pub fn lookup_many(&self, table: &str, load: &str, ids: &[i64]) -> Result<Vec<Option<ChunkId>>> {
+        let prefix = index_prefix(table, load);
+        let keys: Vec<Vec<u8>> = ids
+            .iter()
+            .map(|id| {
+                let mut k = prefix.clone();
+                k.extend_from_slice(&id_key(*id));
+                k
+            })
+            .collect();
+        self.db
+            .multi_get(keys)
+            .into_iter()
+            .map(|r| Ok(r?.map(|v| ChunkId(u64::from_be_bytes(v[..8].try_into().expect("8-byte chunk"))))))
+            .collect()
+    }
+
     /// Removes index entries of loads that are not current (interrupted or replaced loads).
     pub fn collect_garbage(&self) -> Result<u64> {
         let current: Vec<(String, String)> =
@@ -279,6 +297,10 @@ mod tests {
         assert_eq!(store.lookup("cat.obj", 7).unwrap(), Some(ChunkId(17)));
         assert_eq!(store.lookup("cat.obj", -5).unwrap(), Some(ChunkId(16)));
         assert_eq!(store.lookup("cat.obj", 8).unwrap(), None);
+        assert_eq!(
+            store.lookup_many("cat.obj", "a", &[7, 8, -5]).unwrap(),
+            vec![Some(ChunkId(17)), None, Some(ChunkId(16))]
+        );
         // An interrupted load leaves staged entries that nothing reads, and garbage collection removes them.
         store.stage_index("cat.obj", "b", &[(7, ChunkId(16))]).unwrap();
         assert_eq!(store.lookup("cat.obj", 7).unwrap(), Some(ChunkId(17)));
