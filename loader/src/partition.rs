@@ -207,6 +207,10 @@ struct Buffers {
 }
 
 impl Buffers {
+    fn new(dir: PathBuf, schema: SchemaRef, limit: usize) -> Buffers {
+        Buffers { dir, schema, memory: BTreeMap::new(), spilled: BTreeMap::new(), held: 0, limit, spills: 0 }
+    }
+
     fn push(&mut self, key: (ChunkId, bool), batch: RecordBatch) -> Result<()> {
         self.held += batch.get_array_memory_size();
         self.memory.entry(key).or_default().push(batch);
@@ -304,15 +308,7 @@ pub fn partition_child(inputs: &[PathBuf], out: &Path, key: &str, lookup: &Direc
     for d in [&chunk_dir, &spill_dir] {
         std::fs::create_dir_all(d).map_err(|source| LoaderError::Io { path: d.to_path_buf(), source })?;
     }
-    let mut buffers = Buffers {
-        dir: spill_dir.clone(),
-        schema: schema.clone(),
-        memory: BTreeMap::new(),
-        spilled: BTreeMap::new(),
-        held: 0,
-        limit: opts.memory_bytes,
-        spills: 0,
-    };
+    let mut buffers = Buffers::new(spill_dir.clone(), schema.clone(), opts.memory_bytes);
     let mut stats = PartitionStats { rows: 0, overlap_rows: 0, chunk_rows: BTreeMap::new(), map: ChunkMap::uniform(0) };
     let mut orphans = 0u64;
     let mut examples = Vec::new();
@@ -429,15 +425,7 @@ pub fn partition(inputs: &[PathBuf], out: &Path, opts: &PartitionOptions) -> Res
         [("description".to_string(), "nested HEALPix index at depth 29 (the sort key of chunk files)".to_string())].into(),
     ));
     let schema = Arc::new(Schema::new_with_metadata(fields, in_schema.metadata().clone()));
-    let mut buffers = Buffers {
-        dir: spill_dir.clone(),
-        schema: schema.clone(),
-        memory: BTreeMap::new(),
-        spilled: BTreeMap::new(),
-        held: 0,
-        limit: opts.memory_bytes,
-        spills: 0,
-    };
+    let mut buffers = Buffers::new(spill_dir.clone(), schema.clone(), opts.memory_bytes);
     let mut stats = PartitionStats { rows: 0, overlap_rows: 0, chunk_rows: BTreeMap::new(), map: map.clone() };
     // Pass 2 as a pipeline: one thread decodes Parquet, two split batches into chunk parts (the per-row work), this
     // thread buffers and spills. Bounded channels keep memory bounded.
