@@ -50,8 +50,8 @@ enum Command {
         table: String,
         #[arg(long, required = true, num_args = 1..)]
         input: Vec<std::path::PathBuf>,
-        /// Input format; only Parquet is read so far.
-        #[arg(long, default_value = "parquet", value_parser = ["parquet"])]
+        /// Input format: parquet, or csv with a header line (types inferred).
+        #[arg(long, default_value = "parquet", value_parser = ["parquet", "csv"])]
         format: String,
         /// Director table: right ascension column (with --dec and --id).
         #[arg(long, requires_all = ["dec", "id"], conflicts_with = "replicated")]
@@ -162,7 +162,7 @@ fn main() -> ExitCode {
             data_dir,
             table,
             input,
-            format: _,
+            format,
             ra,
             dec,
             id,
@@ -195,6 +195,7 @@ fn main() -> ExitCode {
                 replace,
                 memory_bytes: 1 << 30,
                 quiet,
+                format: loader::input::InputFormat::parse(&format).expect("clap checked the format"),
             };
             match loader::ingest::ingest(&data_dir, &input, &opts) {
                 Ok(report) => {

@@ -40,6 +40,7 @@ pub struct IngestOptions {
     pub memory_bytes: usize,
     /// No progress line on standard error.
     pub quiet: bool,
+    pub format: crate::input::InputFormat,
 }
 
 #[derive(Debug, Clone)]
@@ -163,7 +164,8 @@ pub fn ingest(data_dir: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Resu
     let load = format!("{millis}-{}", std::process::id());
     let staging = data_dir.join("staging").join(format!("{qualified}-{load}"));
     std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-    let result = stage(&store, &qualified, &load, &staging, inputs, opts);
+    let result = crate::input::prepare(inputs, opts.format, &staging.join("input"))
+        .and_then(|inputs| stage(&store, &qualified, &load, &staging, &inputs, opts));
     let (kind, rows, chunks, columns, chunks_with_rows) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -173,6 +175,7 @@ pub fn ingest(data_dir: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Resu
             return Err(e);
         }
     };
+    let _ = std::fs::remove_dir_all(staging.join("input"));
     let final_dir = data_dir.join("tables").join(&qualified).join(&load);
     std::fs::create_dir_all(final_dir.parent().expect("has a parent")).map_err(io(&final_dir))?;
     std::fs::rename(&staging, &final_dir).map_err(io(&final_dir))?;

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod ingest;
+pub mod input;
 pub mod synth;
 pub mod partition;
 pub mod progress;
