@@ -171,6 +171,16 @@ impl ChunkMap {
         out
     }
 
+    /// The chunks of this map that share sky with `cell`, a chunk of another table's map: the one chunk that
+    /// contains it, or the chunks inside it. This is how tables with different chunk trees are joined chunk by
+    /// chunk: a chunk of one table meets exactly these chunks of the other.
+    pub fn overlapping(&self, cell: ChunkId) -> Vec<ChunkId> {
+        let mut out = Vec::new();
+        let h = cell.hash();
+        self.chunks_in(cell.depth(), h..h + 1, &mut out);
+        out
+    }
+
     /// The chunks a cone touches (a superset: never misses one).
     pub fn cone(&self, ra: f64, dec: f64, radius: f64) -> Vec<ChunkId> {
         if radius >= 180.0 {

@@ -147,3 +147,21 @@ fn pairs_within_the_overlap_radius_meet_in_a_chunk() {
     }
     assert!(straddling > 100, "the test needs pairs across chunk boundaries, found {straddling}");
 }
+
+#[test]
+fn tables_with_different_chunk_trees_align() {
+    let mut rng = Rng(15);
+    let (a, points) = adaptive_map(&mut rng);
+    let b = ChunkMap::uniform(2);
+    for map_pair in [(&a, &b), (&b, &a)] {
+        let (this, other) = map_pair;
+        for &p in points.iter().step_by(7) {
+            let (own, _) = this.assign(p.0, p.1).unwrap();
+            let (theirs, _) = other.assign(p.0, p.1).unwrap();
+            let partners = other.overlapping(own);
+            assert!(partners.contains(&theirs), "{p:?}: chunk {own} does not meet {theirs}");
+            // Partners either contain the chunk or lie inside it.
+            assert!(partners.iter().all(|&c| c.contains(own) || own.contains(c)));
+        }
+    }
+}
