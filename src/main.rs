@@ -82,6 +82,9 @@ enum Command {
         /// No progress line.
         #[arg(long)]
         quiet: bool,
+        /// Director tables: skip and count rows with a bad position instead of refusing the load.
+        #[arg(long)]
+        skip_invalid: bool,
     },
     /// Lists the tables of a data directory.
     Tables {
@@ -112,6 +115,9 @@ enum Command {
         /// No progress line.
         #[arg(long)]
         quiet: bool,
+        /// Skip and count rows with a NULL, NaN or out-of-range position instead of refusing the input.
+        #[arg(long)]
+        skip_invalid: bool,
     },
 }
 
@@ -174,6 +180,7 @@ fn main() -> ExitCode {
             description,
             replace,
             quiet,
+            skip_invalid,
         } => {
             let kind = match (ra, dec, id, replicated, director, director_key) {
                 (Some(ra), Some(dec), Some(id), false, None, None) => loader::ingest::LoadKind::Director { ra, dec, id },
@@ -195,17 +202,19 @@ fn main() -> ExitCode {
                 replace,
                 memory_bytes: 1 << 30,
                 quiet,
+                skip_invalid,
                 format: loader::input::InputFormat::parse(&format).expect("clap checked the format"),
             };
             match loader::ingest::ingest(&data_dir, &input, &opts) {
                 Ok(report) => {
                     println!(
-                        "{} {}: {} rows in {} chunks (load {})",
+                        "{} {}: {} rows in {} chunks (load {}){}",
                         if report.replaced { "replaced" } else { "loaded" },
                         report.record.qualified_name(),
                         report.record.rows,
                         report.chunks_with_rows,
-                        report.record.load_id
+                        report.record.load_id,
+                        if report.skipped > 0 { format!("; {} rows with a bad position skipped", report.skipped) } else { String::new() }
                     );
                     ExitCode::SUCCESS
                 }
@@ -235,7 +244,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Partition { input, ra, dec, out, chunk_rows, overlap_arcsec, memory_mb, sky_map, quiet } => {
+        Command::Partition { input, ra, dec, out, chunk_rows, overlap_arcsec, memory_mb, sky_map, quiet, skip_invalid } => {
             let opts = loader::partition::PartitionOptions {
                 ra,
                 dec,
@@ -243,6 +252,7 @@ fn main() -> ExitCode {
                 overlap_arcsec,
                 memory_bytes: memory_mb << 20,
                 quiet,
+                skip_invalid,
                 ..Default::default()
             };
             match loader::partition::partition(&input, &out, &opts) {

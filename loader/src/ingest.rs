@@ -40,12 +40,16 @@ pub struct IngestOptions {
     pub memory_bytes: usize,
     /// No progress line on standard error.
     pub quiet: bool,
+    /// Skip and count rows with a bad position instead of refusing the load.
+    pub skip_invalid: bool,
     pub format: crate::input::InputFormat,
 }
 
 #[derive(Debug, Clone)]
 pub struct IngestReport {
     pub record: TableRecord,
+    /// Rows skipped for a bad position (with `skip_invalid`).
+    pub skipped: u64,
     pub replaced: bool,
     pub chunks_with_rows: usize,
 }
@@ -166,7 +170,7 @@ pub fn ingest(data_dir: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Resu
     std::fs::create_dir_all(&staging).map_err(io(&staging))?;
     let result = crate::input::prepare(inputs, opts.format, &staging.join("input"))
         .and_then(|inputs| stage(&store, &qualified, &load, &staging, &inputs, opts));
-    let (kind, rows, chunks, columns, chunks_with_rows) = match result {
+    let (kind, rows, chunks, columns, chunks_with_rows, skipped) = match result {
         Ok(v) => v,
         Err(e) => {
             // Nothing was published: drop what this load staged.
@@ -194,10 +198,10 @@ pub fn ingest(data_dir: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Resu
     if let Some(prev) = &previous {
         let _ = std::fs::remove_dir_all(load_dir(data_dir, prev));
     }
-    Ok(IngestReport { record, replaced: previous.is_some(), chunks_with_rows })
+    Ok(IngestReport { record, skipped, replaced: previous.is_some(), chunks_with_rows })
 }
 
-type Staged = (TableKind, u64, Vec<u64>, Vec<ColumnRecord>, usize);
+type Staged = (TableKind, u64, Vec<u64>, Vec<ColumnRecord>, usize, u64);
 
 fn stage(store: &MetaStore, table: &str, load: &str, staging: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<Staged> {
     match &opts.kind {
@@ -209,6 +213,7 @@ fn stage(store: &MetaStore, table: &str, load: &str, staging: &Path, inputs: &[P
                 overlap_arcsec: opts.overlap_arcsec,
                 memory_bytes: opts.memory_bytes,
                 quiet: opts.quiet,
+                skip_invalid: opts.skip_invalid,
                 ..Default::default()
             };
             let stats = partition(inputs, staging, &popts)?;
@@ -242,7 +247,8 @@ fn stage(store: &MetaStore, table: &str, load: &str, staging: &Path, inputs: &[P
                 None => Vec::new(),
             };
             let chunks = stats.map.chunks().iter().map(|c| c.0).collect();
-            Ok((TableKind::Director { ra: ra.clone(), dec: dec.clone(), id: id.clone() }, rows, chunks, columns, stats.chunk_rows.len()))
+            let kind = TableKind::Director { ra: ra.clone(), dec: dec.clone(), id: id.clone() };
+            Ok((kind, rows, chunks, columns, stats.chunk_rows.len(), stats.invalid_rows))
         }
         LoadKind::Child { director, key } => {
             let director = director.to_lowercase();
@@ -264,6 +270,7 @@ fn stage(store: &MetaStore, table: &str, load: &str, staging: &Path, inputs: &[P
                 record.chunks.clone(),
                 columns,
                 stats.chunk_rows.len(),
+                0,
             ))
         }
         LoadKind::Replicated => {
@@ -281,7 +288,7 @@ fn stage(store: &MetaStore, table: &str, load: &str, staging: &Path, inputs: &[P
                 let dest = dir.join(format!("part-{k}.parquet"));
                 std::fs::copy(input, &dest).map_err(io(&dest))?;
             }
-            Ok((TableKind::Replicated, rows, Vec::new(), columns, 0))
+            Ok((TableKind::Replicated, rows, Vec::new(), columns, 0, 0))
         }
     }
 }

@@ -47,6 +47,8 @@ pub struct PartitionOptions {
     pub row_group_rows: usize,
     /// No progress line on standard error.
     pub quiet: bool,
+    /// Skip and count rows with a bad position instead of refusing the input.
+    pub skip_invalid: bool,
 }
 
 impl Default for PartitionOptions {
@@ -60,6 +62,7 @@ impl Default for PartitionOptions {
             memory_bytes: 1 << 30,
             row_group_rows: 16_384,
             quiet: false,
+            skip_invalid: false,
         }
     }
 }
@@ -68,6 +71,8 @@ impl Default for PartitionOptions {
 #[derive(Debug, Clone)]
 pub struct PartitionStats {
     pub rows: u64,
+    /// Rows skipped for a bad position (only with `skip_invalid`).
+    pub invalid_rows: u64,
     pub overlap_rows: u64,
     /// Rows per non-empty chunk.
     pub chunk_rows: BTreeMap<ChunkId, u64>,
@@ -83,14 +88,15 @@ impl PartitionStats {
             n => (counts[0], counts[n / 2], counts[n - 1]),
         };
         format!(
-            "{} rows in {} chunks (of {} in the map, depths {}..{}); rows per chunk min {min}, median {med}, max {max}; overlap rows {} ({:.2} % of rows)",
+            "{} rows in {} chunks (of {} in the map, depths {}..{}); rows per chunk min {min}, median {med}, max {max}; overlap rows {} ({:.2} % of rows){}",
             self.rows,
             counts.len(),
             self.map.chunks().len(),
             self.map.chunks().iter().map(|c| c.depth()).min().unwrap_or(0),
             self.map.max_depth(),
             self.overlap_rows,
-            if self.rows == 0 { 0.0 } else { 100.0 * self.overlap_rows as f64 / self.rows as f64 }
+            if self.rows == 0 { 0.0 } else { 100.0 * self.overlap_rows as f64 / self.rows as f64 },
+            if self.invalid_rows > 0 { format!("; {} rows with a bad position skipped", self.invalid_rows) } else { String::new() }
         )
     }
 }
@@ -122,32 +128,41 @@ fn as_f64(path: &Path, a: &ArrayRef) -> Result<ArrayRef> {
     arrow::compute::cast(a, &DataType::Float64).map_err(|source| LoaderError::Arrow { path: path.to_path_buf(), source })
 }
 
-/// Checks one batch of positions, naming the first bad row.
-fn check_positions(path: &Path, first_row: u64, ra: &ArrayRef, dec: &ArrayRef) -> Result<()> {
+/// What is wrong with a position, if anything.
+fn position_problem(ra: &arrow::array::Float64Array, dec: &arrow::array::Float64Array, i: usize) -> Option<String> {
+    if ra.is_null(i) || dec.is_null(i) {
+        return Some("the position is NULL".into());
+    }
+    let (a, d) = (ra.value(i), dec.value(i));
+    if !a.is_finite() || !d.is_finite() {
+        Some(format!("the position ({a}, {d}) is not a number"))
+    } else if !(-90.0..=90.0).contains(&d) {
+        Some(format!("declination {d} is outside [-90, 90]"))
+    } else if !(-360.0..=720.0).contains(&a) {
+        Some(format!("right ascension {a} is outside [0, 360]"))
+    } else {
+        None
+    }
+}
+
+/// Checks one batch of positions: the first bad row is an error, or with `skip` every bad row is counted.
+fn check_positions(path: &Path, first_row: u64, ra: &ArrayRef, dec: &ArrayRef, skip: bool, invalid: &mut u64) -> Result<()> {
     let (ra, dec) = (ra.as_primitive::<Float64Type>(), dec.as_primitive::<Float64Type>());
     for i in 0..ra.len() {
-        let row = first_row + i as u64;
-        let bad = |problem: String| Err(LoaderError::BadRow { path: path.to_path_buf(), row, problem });
-        if ra.is_null(i) || dec.is_null(i) {
-            return bad("the position is NULL".into());
-        }
-        let (a, d) = (ra.value(i), dec.value(i));
-        if !a.is_finite() || !d.is_finite() {
-            return bad(format!("the position ({a}, {d}) is not a number"));
-        }
-        if !(-90.0..=90.0).contains(&d) {
-            return bad(format!("declination {d} is outside [-90, 90]"));
-        }
-        if !(-360.0..=720.0).contains(&a) {
-            return bad(format!("right ascension {a} is outside [0, 360]"));
+        if let Some(problem) = position_problem(ra, dec, i) {
+            if !skip {
+                return Err(LoaderError::BadRow { path: path.to_path_buf(), row: first_row + i as u64, problem });
+            }
+            *invalid += 1;
         }
     }
     Ok(())
 }
 
 /// Pass 1: the histogram of all positions, and the schema shared by all inputs.
-fn histogram(inputs: &[PathBuf], opts: &PartitionOptions) -> Result<(Histogram, SchemaRef, u64)> {
+fn histogram(inputs: &[PathBuf], opts: &PartitionOptions) -> Result<(Histogram, SchemaRef, u64, u64)> {
     let mut total = 0u64;
+    let mut invalid = 0u64;
     for path in inputs {
         total += open(path)?.metadata().file_metadata().num_rows() as u64;
     }
@@ -181,10 +196,12 @@ fn histogram(inputs: &[PathBuf], opts: &PartitionOptions) -> Result<(Histogram, 
             let ra_pos = if batch.schema().field(0).name() == &ra_name { 0 } else { 1 };
             let ra = as_f64(path, batch.column(ra_pos))?;
             let dec = as_f64(path, batch.column(1 - ra_pos))?;
-            check_positions(path, row, &ra, &dec)?;
+            check_positions(path, row, &ra, &dec, opts.skip_invalid, &mut invalid)?;
             let (ra, dec) = (ra.as_primitive::<Float64Type>(), dec.as_primitive::<Float64Type>());
             for i in 0..ra.len() {
-                hist.add(ra.value(i), dec.value(i)).expect("checked positions are on the sky");
+                if position_problem(ra, dec, i).is_none() {
+                    hist.add(ra.value(i), dec.value(i)).expect("checked positions are on the sky");
+                }
             }
             row += batch.num_rows() as u64;
             progress.add(batch.num_rows() as u64);
@@ -192,7 +209,7 @@ fn histogram(inputs: &[PathBuf], opts: &PartitionOptions) -> Result<(Histogram, 
     }
     progress.finish();
     let schema = first_schema.ok_or(LoaderError::NoInput)?.0;
-    Ok((hist, schema, total))
+    Ok((hist, schema, total, invalid))
 }
 
 /// Rows waiting for their chunk file: in memory, then in spill files.
@@ -309,7 +326,8 @@ pub fn partition_child(inputs: &[PathBuf], out: &Path, key: &str, lookup: &Direc
         std::fs::create_dir_all(d).map_err(|source| LoaderError::Io { path: d.to_path_buf(), source })?;
     }
     let mut buffers = Buffers::new(spill_dir.clone(), schema.clone(), opts.memory_bytes);
-    let mut stats = PartitionStats { rows: 0, overlap_rows: 0, chunk_rows: BTreeMap::new(), map: ChunkMap::uniform(0) };
+    let mut stats =
+        PartitionStats { rows: 0, overlap_rows: 0, invalid_rows: 0, chunk_rows: BTreeMap::new(), map: ChunkMap::uniform(0) };
     let mut orphans = 0u64;
     let mut examples = Vec::new();
     for path in inputs {
@@ -374,6 +392,11 @@ fn split_batch(
     let mut others = Vec::new();
     let mut last: Option<(ChunkId, Vec<u32>)> = None;
     for i in 0..batch.num_rows() {
+        if position_problem(ra, dec, i).is_some() {
+            // Pass 1 refused the input unless bad rows are to be skipped.
+            index.push(0);
+            continue;
+        }
         let (chunk, h) = map.assign(ra.value(i), dec.value(i)).expect("pass 1 checked every position");
         index.push(h as i64);
         // Runs of rows in one chunk are common: extend the current run before touching the map.
@@ -409,7 +432,7 @@ pub fn partition(inputs: &[PathBuf], out: &Path, opts: &PartitionOptions) -> Res
     if inputs.is_empty() {
         return Err(LoaderError::NoInput);
     }
-    let (hist, in_schema, total_rows) = histogram(inputs, opts)?;
+    let (hist, in_schema, total_rows, invalid_rows) = histogram(inputs, opts)?;
     let mut progress = Progress::new("pass 2 (chunks)", total_rows, opts.quiet);
     let map = ChunkMap::build(&hist, opts.chunk_rows, 1);
     let io = |path: &Path| {
@@ -426,7 +449,7 @@ pub fn partition(inputs: &[PathBuf], out: &Path, opts: &PartitionOptions) -> Res
     ));
     let schema = Arc::new(Schema::new_with_metadata(fields, in_schema.metadata().clone()));
     let mut buffers = Buffers::new(spill_dir.clone(), schema.clone(), opts.memory_bytes);
-    let mut stats = PartitionStats { rows: 0, overlap_rows: 0, chunk_rows: BTreeMap::new(), map: map.clone() };
+    let mut stats = PartitionStats { rows: 0, overlap_rows: 0, invalid_rows, chunk_rows: BTreeMap::new(), map: map.clone() };
     // Pass 2 as a pipeline: one thread decodes Parquet, two split batches into chunk parts (the per-row work), this
     // thread buffers and spills. Bounded channels keep memory bounded.
     let radius = opts.overlap_arcsec / 3600.0;

@@ -113,9 +113,13 @@ fn bad_input_names_the_file_and_row() {
     let nan = dir.join("nan.parquet");
     write_positions(&nan, vec![1.0, 2.0, 3.0], vec![0.0, f64::NAN, 0.0]);
     match partition(&[nan.clone()], &dir.join("out"), &opts) {
-        Err(LoaderError::BadRow { path, row, .. }) => assert_eq!((path, row), (nan, 1)),
+        Err(LoaderError::BadRow { path, row, .. }) => assert_eq!((path, row), (nan.clone(), 1)),
         other => panic!("expected a bad row, got {other:?}"),
     }
+    // With skip_invalid the bad row is counted and the rest is partitioned.
+    let skipping = PartitionOptions { skip_invalid: true, ..Default::default() };
+    let stats = partition(&[nan.clone()], &dir.join("out-skip"), &skipping).unwrap();
+    assert_eq!((stats.rows, stats.invalid_rows), (2, 1));
     let range = dir.join("range.parquet");
     write_positions(&range, vec![1.0, 2.0, 3.0], vec![0.0, 0.0, 91.0]);
     let err = partition(&[range], &dir.join("out"), &opts).unwrap_err().to_string();
