@@ -2,7 +2,6 @@
 //! The planner sees tables only through the [`Catalog`], as DataFusion's `SqlToRel` sees them through a
 //! `ContextProvider`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -277,11 +276,4 @@ fn find_word(text: &str, word: &str) -> Option<crate::Pos> {
         start = at + 1;
     }
     None
-}
-
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn f<T: Send + Sync>() {}
-    f::<Engine>();
-    let _: Option<HashMap<(), ()>> = None;
 }
