@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What can go wrong turning input files into chunks. Every variant names the file; row-level ones name the row.
 #[derive(Debug, thiserror::Error)]
@@ -11,8 +11,8 @@ pub enum LoaderError {
     Arrow { path: PathBuf, source: arrow::error::ArrowError },
     #[error("{path}: no column named {column} (columns: {available})")]
     MissingColumn { path: PathBuf, column: String, available: String },
-    #[error("{path}: column {column} must be a floating-point or integer number, found {found}")]
-    ColumnType { path: PathBuf, column: String, found: String },
+    #[error("{path}: column {column} must be {expected}, found {found}")]
+    ColumnType { path: PathBuf, column: String, expected: &'static str, found: String },
     #[error("{path}, row {row}: {problem}")]
     BadRow { path: PathBuf, row: u64, problem: String },
     #[error("{path}: its columns differ from those of {first}: {difference}")]
@@ -34,3 +34,8 @@ pub enum LoaderError {
 }
 
 pub type Result<T, E = LoaderError> = std::result::Result<T, E>;
+
+/// Maps an I/O error on `path` to [`LoaderError::Io`], for `map_err`.
+pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> LoaderError + '_ {
+    move |source| LoaderError::Io { path: path.to_path_buf(), source }
+}

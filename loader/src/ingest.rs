@@ -15,8 +15,8 @@ use metastore::{ColumnRecord, MetaStore, TableKind, TableRecord};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use partitioner::ChunkId;
 
-use crate::error::{LoaderError, Result};
-use crate::partition::{INDEX_COLUMN, PartitionOptions, partition};
+use crate::error::{LoaderError, Result, io};
+use crate::partition::{INDEX_COLUMN, PartitionOptions, find_column, partition};
 
 /// What kind of table to load, with its columns.
 #[derive(Debug, Clone)]
@@ -52,10 +52,6 @@ pub struct IngestReport {
     pub skipped: u64,
     pub replaced: bool,
     pub chunks_with_rows: usize,
-}
-
-fn io(path: &Path) -> impl Fn(std::io::Error) -> LoaderError + '_ {
-    move |source| LoaderError::Io { path: path.to_path_buf(), source }
 }
 
 fn meta(e: metastore::MetaError) -> LoaderError {
@@ -130,13 +126,14 @@ fn read_chunk_ids(path: &Path, chunk: ChunkId, id: &str, entries: &mut Vec<(i64,
     let file = File::open(path).map_err(io(path))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| LoaderError::Parquet { path: path.to_path_buf(), source })?;
     let schema = builder.schema().clone();
-    let idx = schema.fields().iter().position(|f| f.name().eq_ignore_ascii_case(id)).ok_or_else(|| LoaderError::MissingColumn {
-        path: path.to_path_buf(),
-        column: id.to_string(),
-        available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
-    })?;
+    let idx = find_column(path, &schema, id)?;
     if !schema.field(idx).data_type().is_integer() {
-        return Err(LoaderError::ColumnType { path: path.to_path_buf(), column: id.to_string(), found: schema.field(idx).data_type().to_string() });
+        return Err(LoaderError::ColumnType {
+            path: path.to_path_buf(),
+            column: id.to_string(),
+            expected: "an integer",
+            found: schema.field(idx).data_type().to_string(),
+        });
     }
     let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
     let reader = builder.with_projection(mask).with_batch_size(65_536).build().map_err(|source| LoaderError::Parquet { path: path.to_path_buf(), source })?;

@@ -11,7 +11,7 @@ use arrow::csv::ReaderBuilder;
 use arrow::csv::reader::Format;
 use parquet::arrow::ArrowWriter;
 
-use crate::error::{LoaderError, Result};
+use crate::error::{LoaderError, Result, io};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputFormat {
@@ -34,25 +34,24 @@ pub fn prepare(inputs: &[PathBuf], format: InputFormat, scratch: &Path) -> Resul
     match format {
         InputFormat::Parquet => Ok(inputs.to_vec()),
         InputFormat::Csv => {
-            std::fs::create_dir_all(scratch).map_err(|source| LoaderError::Io { path: scratch.to_path_buf(), source })?;
+            std::fs::create_dir_all(scratch).map_err(io(scratch))?;
             inputs.iter().enumerate().map(|(k, p)| csv_to_parquet(p, &scratch.join(format!("input-{k}.parquet")))).collect()
         }
     }
 }
 
 fn csv_to_parquet(path: &Path, dest: &Path) -> Result<PathBuf> {
-    let io = |source| LoaderError::Io { path: path.to_path_buf(), source };
-    let mut file = File::open(path).map_err(io)?;
+    let mut file = File::open(path).map_err(io(path))?;
     let format = Format::default().with_header(true);
     let (schema, _) = format.infer_schema(&mut file, Some(10_000)).map_err(|source| LoaderError::Arrow { path: path.to_path_buf(), source })?;
-    file.rewind().map_err(io)?;
+    file.rewind().map_err(io(path))?;
     let schema = Arc::new(schema);
     let reader = ReaderBuilder::new(schema.clone())
         .with_format(format)
         .with_batch_size(65_536)
         .build(file)
         .map_err(|source| LoaderError::Arrow { path: path.to_path_buf(), source })?;
-    let out = File::create(dest).map_err(|source| LoaderError::Io { path: dest.to_path_buf(), source })?;
+    let out = File::create(dest).map_err(io(dest))?;
     let mut writer = ArrowWriter::try_new(out, schema, None).map_err(|source| LoaderError::Parquet { path: dest.to_path_buf(), source })?;
     for batch in reader {
         // Arrow names the line of a value it cannot parse; the error carries this file's name.

@@ -26,7 +26,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use partitioner::map::{ChunkMap, Histogram};
 use partitioner::{ChunkId, OverlapFinder};
 
-use crate::error::{LoaderError, Result};
+use crate::error::{LoaderError, Result, io};
 use crate::progress::Progress;
 
 /// The name of the hidden sort column: the nested HEALPix index at depth 29.
@@ -102,23 +102,33 @@ impl PartitionStats {
 }
 
 fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    let file = File::open(path).map_err(|source| LoaderError::Io { path: path.to_path_buf(), source })?;
+    let file = File::open(path).map_err(io(path))?;
     ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| LoaderError::Parquet { path: path.to_path_buf(), source })
 }
 
+/// The index of a column: its exact name, else matched case-insensitively as regular ADQL identifiers are.
+pub(crate) fn find_column(path: &Path, schema: &Schema, name: &str) -> Result<usize> {
+    let exact = schema.index_of(name).ok();
+    exact.or_else(|| schema.fields().iter().position(|f| f.name().eq_ignore_ascii_case(name))).ok_or_else(|| {
+        LoaderError::MissingColumn {
+            path: path.to_path_buf(),
+            column: name.to_string(),
+            available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+        }
+    })
+}
+
+/// The index of a position column, which must hold numbers.
 fn column_index(path: &Path, schema: &Schema, name: &str) -> Result<usize> {
-    let idx = schema.index_of(name).or_else(|_| {
-        // Column names match case-insensitively, as regular ADQL identifiers do.
-        schema.fields().iter().position(|f| f.name().eq_ignore_ascii_case(name)).ok_or(())
-    });
-    let idx = idx.map_err(|_| LoaderError::MissingColumn {
-        path: path.to_path_buf(),
-        column: name.to_string(),
-        available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
-    })?;
+    let idx = find_column(path, schema, name)?;
     let dt = schema.field(idx).data_type();
     if !(dt.is_floating() || dt.is_integer()) {
-        return Err(LoaderError::ColumnType { path: path.to_path_buf(), column: name.to_string(), found: dt.to_string() });
+        return Err(LoaderError::ColumnType {
+            path: path.to_path_buf(),
+            column: name.to_string(),
+            expected: "a floating-point or integer number",
+            found: dt.to_string(),
+        });
     }
     Ok(idx)
 }
@@ -240,7 +250,7 @@ impl Buffers {
     fn spill(&mut self) -> Result<()> {
         for (key, batches) in std::mem::take(&mut self.memory) {
             let path = self.dir.join(format!("{}.{}.{}.arrow", key.0, if key.1 { "o" } else { "c" }, self.spills));
-            let file = File::create(&path).map_err(|source| LoaderError::Io { path: path.clone(), source })?;
+            let file = File::create(&path).map_err(io(&path))?;
             let mut w = FileWriter::try_new(file, &self.schema).map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
             for b in &batches {
                 w.write(b).map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
@@ -257,7 +267,7 @@ impl Buffers {
     fn take(&mut self, key: (ChunkId, bool)) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         for path in self.spilled.remove(&key).unwrap_or_default() {
-            let file = File::open(&path).map_err(|source| LoaderError::Io { path: path.clone(), source })?;
+            let file = File::open(&path).map_err(io(&path))?;
             let reader = FileReader::try_new(file, None).map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
             for b in reader {
                 out.push(b.map_err(|source| LoaderError::Arrow { path: path.clone(), source })?);
@@ -274,6 +284,15 @@ impl Buffers {
         k.dedup();
         k
     }
+}
+
+/// Creates `OUT/chunks` (the result) and `OUT/spill` (rows waiting on disk).
+fn output_dirs(out: &Path) -> Result<(PathBuf, PathBuf)> {
+    let (chunks, spill) = (out.join("chunks"), out.join("spill"));
+    for d in [&chunks, &spill] {
+        std::fs::create_dir_all(d).map_err(io(d))?;
+    }
+    Ok((chunks, spill))
 }
 
 /// Writes every buffered chunk file, sorted by column `sort_column`, with bounded row groups.
@@ -294,7 +313,7 @@ fn write_chunks(buffers: &mut Buffers, schema: &SchemaRef, sort_column: usize, c
         let order = sort_to_indices(all.column(sort_column), None, None).map_err(arrow_err)?;
         let columns = all.columns().iter().map(|c| take(c, &order, None)).collect::<Result<Vec<_>, _>>().map_err(arrow_err)?;
         let sorted = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err)?;
-        let file = File::create(&path).map_err(|source| LoaderError::Io { path: path.clone(), source })?;
+        let file = File::create(&path).map_err(io(&path))?;
         let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))
             .map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
         w.write(&sorted).map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
@@ -312,19 +331,16 @@ pub type DirectorLookup<'a> = dyn Fn(&[i64]) -> Result<Vec<Option<ChunkId>>> + '
 pub fn partition_child(inputs: &[PathBuf], out: &Path, key: &str, lookup: &DirectorLookup, opts: &PartitionOptions) -> Result<PartitionStats> {
     let first = inputs.first().ok_or(LoaderError::NoInput)?;
     let schema = open(first)?.schema().clone();
-    let key_index = schema.fields().iter().position(|f| f.name().eq_ignore_ascii_case(key)).ok_or_else(|| LoaderError::MissingColumn {
-        path: first.clone(),
-        column: key.to_string(),
-        available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
-    })?;
+    let key_index = find_column(first, &schema, key)?;
     if !schema.field(key_index).data_type().is_integer() {
-        return Err(LoaderError::ColumnType { path: first.clone(), column: key.to_string(), found: schema.field(key_index).data_type().to_string() });
+        return Err(LoaderError::ColumnType {
+            path: first.clone(),
+            column: key.to_string(),
+            expected: "an integer",
+            found: schema.field(key_index).data_type().to_string(),
+        });
     }
-    let chunk_dir = out.join("chunks");
-    let spill_dir = out.join("spill");
-    for d in [&chunk_dir, &spill_dir] {
-        std::fs::create_dir_all(d).map_err(|source| LoaderError::Io { path: d.to_path_buf(), source })?;
-    }
+    let (chunk_dir, spill_dir) = output_dirs(out)?;
     let mut buffers = Buffers::new(spill_dir.clone(), schema.clone(), opts.memory_bytes);
     let mut stats =
         PartitionStats { rows: 0, overlap_rows: 0, invalid_rows: 0, chunk_rows: BTreeMap::new(), map: ChunkMap::uniform(0) };
@@ -435,14 +451,7 @@ pub fn partition(inputs: &[PathBuf], out: &Path, opts: &PartitionOptions) -> Res
     let (hist, in_schema, total_rows, invalid_rows) = histogram(inputs, opts)?;
     let mut progress = Progress::new("pass 2 (chunks)", total_rows, opts.quiet);
     let map = ChunkMap::build(&hist, opts.chunk_rows, 1);
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| LoaderError::Io { path: path.clone(), source }
-    };
-    let chunk_dir = out.join("chunks");
-    let spill_dir = out.join("spill");
-    std::fs::create_dir_all(&chunk_dir).map_err(io(&chunk_dir))?;
-    std::fs::create_dir_all(&spill_dir).map_err(io(&spill_dir))?;
+    let (chunk_dir, spill_dir) = output_dirs(out)?;
     let mut fields: Vec<Field> = in_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new(INDEX_COLUMN, DataType::Int64, false).with_metadata(
         [("description".to_string(), "nested HEALPix index at depth 29 (the sort key of chunk files)".to_string())].into(),

@@ -10,7 +10,7 @@ use std::path::Path;
 use partitioner::ChunkId;
 use partitioner::map::ChunkMap;
 
-use crate::error::{LoaderError, Result};
+use crate::error::{LoaderError, Result, io};
 
 /// Square degrees of a HEALPix cell at `depth`.
 fn cell_area_deg2(depth: u8) -> f64 {
@@ -80,7 +80,7 @@ pub fn write_sky_map(path: &Path, map: &ChunkMap, rows: &BTreeMap<ChunkId, u64>,
             pixels[i * 3..i * 3 + 3].copy_from_slice(&rgb);
         }
     }
-    let file = File::create(path).map_err(|source| LoaderError::Io { path: path.to_path_buf(), source })?;
+    let file = File::create(path).map_err(io(path))?;
     let mut encoder = png::Encoder::new(BufWriter::new(file), width, height);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);

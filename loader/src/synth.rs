@@ -21,7 +21,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use crate::error::{LoaderError, Result};
+use crate::error::{LoaderError, Result, io};
 
 const BATCH: usize = 100_000;
 
@@ -119,7 +119,7 @@ pub fn xmatch_schema() -> SchemaRef {
 }
 
 fn writer(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<File>> {
-    let file = File::create(path).map_err(|source| LoaderError::Io { path: path.to_path_buf(), source })?;
+    let file = File::create(path).map_err(io(path))?;
     let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
     ArrowWriter::try_new(file, schema, Some(props)).map_err(|source| LoaderError::Parquet { path: path.to_path_buf(), source })
 }
@@ -143,7 +143,7 @@ fn jitter(rng: &mut Rng, ra: f64, dec: f64, sigma_arcsec: f64) -> (f64, f64) {
 
 /// Writes a synthetic release of `rows` objects into `out`.
 pub fn generate(rows: u64, out: &Path, seed: u64) -> Result<GenSummary> {
-    std::fs::create_dir_all(out).map_err(|source| LoaderError::Io { path: out.to_path_buf(), source })?;
+    std::fs::create_dir_all(out).map_err(io(out))?;
     let paths = [out.join("object.parquet"), out.join("source.parquet"), out.join("xmatch.parquet")];
     let mut w_obj = writer(&paths[0], object_schema())?;
     let mut w_src = writer(&paths[1], source_schema())?;
