@@ -159,10 +159,7 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
+            Err(e) => failure(e),
         },
         Command::Ingest {
             data_dir,
@@ -218,10 +215,7 @@ fn main() -> ExitCode {
                     );
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
+                Err(e) => failure(e),
             }
         }
         Command::Tables { data_dir } => {
@@ -238,10 +232,7 @@ fn main() -> ExitCode {
                     }
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
+                Err(e) => failure(e),
             }
         }
         Command::Partition { input, ra, dec, out, chunk_rows, overlap_arcsec, memory_mb, sky_map, quiet, skip_invalid } => {
@@ -260,17 +251,13 @@ fn main() -> ExitCode {
                     println!("{}", stats.summary());
                     if let Some(png) = sky_map {
                         if let Err(e) = loader::skymap::write_sky_map(&png, &stats.map, &stats.chunk_rows, 1200) {
-                            eprintln!("error: {e}");
-                            return ExitCode::FAILURE;
+                            return failure(e);
                         }
                         println!("sky map: {}", png.display());
                     }
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
+                Err(e) => failure(e),
             }
         }
         Command::Adql { command: AdqlCommand::Run { tables, format, query } } => {
@@ -284,6 +271,12 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Reports an error the way every command does, and fails.
+fn failure(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
 }
 
 fn adql_check() -> ExitCode {
