@@ -1,5 +1,6 @@
 //! `skyshard`: the one binary. Commands parse their arguments and call into the crates.
 
+mod load_args;
 mod output;
 
 use std::io::{Read, Write};
@@ -12,14 +13,20 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::prelude::SessionContext;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "skyshard", version, about = "A distributed ADQL query engine for astronomical survey catalogs")]
+#[command(
+    name = "skyshard",
+    version,
+    about = "A distributed ADQL query engine for astronomical survey catalogs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,56 +52,33 @@ enum Command {
     Ingest {
         #[arg(long)]
         data_dir: std::path::PathBuf,
+        #[command(flatten)]
+        load: load_args::LoadArgs,
+    },
+    /// Removes a table from a data directory (a director only after its child tables).
+    Drop {
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
         /// SCHEMA.TABLE
         #[arg(long)]
         table: String,
-        #[arg(long, required = true, num_args = 1..)]
-        input: Vec<std::path::PathBuf>,
-        /// Input format: parquet, or csv with a header line (types inferred).
-        #[arg(long, default_value = "parquet", value_parser = ["parquet", "csv"])]
-        format: String,
-        /// Director table: right ascension column (with --dec and --id).
-        #[arg(long, requires_all = ["dec", "id"], conflicts_with = "replicated")]
-        ra: Option<String>,
-        #[arg(long)]
-        dec: Option<String>,
-        /// Director table: the unique id column, indexed.
-        #[arg(long)]
-        id: Option<String>,
-        /// A small table copied to every worker.
-        #[arg(long)]
-        replicated: bool,
-        /// Child table: its director table (with --director-key).
-        #[arg(long, requires = "director_key", conflicts_with_all = ["ra", "replicated"])]
-        director: Option<String>,
-        /// Child table: the column holding the director's id.
-        #[arg(long)]
-        director_key: Option<String>,
-        #[arg(long, default_value_t = 60.0)]
-        overlap_arcsec: f64,
-        #[arg(long, default_value_t = 1_000_000)]
-        chunk_rows: u64,
-        #[arg(long)]
-        description: Option<String>,
-        /// Replace the table if it exists.
-        #[arg(long)]
-        replace: bool,
-        /// No progress line.
-        #[arg(long)]
-        quiet: bool,
-        /// Director tables: skip and count rows with a bad position instead of refusing the load.
-        #[arg(long)]
-        skip_invalid: bool,
     },
-    /// Lists the tables of a data directory.
+    /// Lists the tables of a data directory, or with --table the columns of one (name, type, unit, UCD, description).
     Tables {
         #[arg(long)]
         data_dir: std::path::PathBuf,
+        /// SCHEMA.TABLE whose columns to list.
+        #[arg(long)]
+        table: Option<String>,
     },
-    /// Partitions Parquet files into HEALPix chunk files (offline, for a DBA) and prints chunk statistics.
+    /// Partitions files into HEALPix chunk files (offline, for a DBA) and prints chunk statistics.
     Partition {
+        /// Input files, directories (their files) or quoted glob patterns.
         #[arg(long, required = true, num_args = 1..)]
         input: Vec<std::path::PathBuf>,
+        /// Input format; by default each file's extension decides (.parquet, .csv, .fits, .vot/.xml).
+        #[arg(long, value_parser = ["parquet", "csv", "fits", "votable"])]
+        format: Option<String>,
         #[arg(long, default_value = "ra")]
         ra: String,
         #[arg(long, default_value = "dec")]
@@ -147,7 +131,9 @@ enum Format {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Adql { command: AdqlCommand::Check } => adql_check(),
+        Command::Adql {
+            command: AdqlCommand::Check,
+        } => adql_check(),
         Command::Gen { rows, out, seed } => match loader::synth::generate(rows, &out, seed) {
             Ok(s) => {
                 println!(
@@ -161,81 +147,118 @@ fn main() -> ExitCode {
             }
             Err(e) => failure(e),
         },
-        Command::Ingest {
-            data_dir,
-            table,
-            input,
-            format,
-            ra,
-            dec,
-            id,
-            replicated,
-            director,
-            director_key,
-            overlap_arcsec,
-            chunk_rows,
-            description,
-            replace,
-            quiet,
-            skip_invalid,
-        } => {
-            let kind = match (ra, dec, id, replicated, director, director_key) {
-                (Some(ra), Some(dec), Some(id), false, None, None) => loader::ingest::LoadKind::Director { ra, dec, id },
-                (None, None, None, true, None, None) => loader::ingest::LoadKind::Replicated,
-                (None, None, None, false, Some(director), Some(key)) => loader::ingest::LoadKind::Child { director, key },
-                _ => {
-                    eprintln!(
-                        "error: give one of --ra COL --dec COL --id COL (director), --director SCHEMA.TABLE --director-key COL (child), --replicated"
-                    );
+        Command::Ingest { data_dir, load } => {
+            let opts = match load.options() {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("error: {e}");
                     return ExitCode::from(2);
                 }
             };
-            let opts = loader::ingest::IngestOptions {
-                table,
-                kind,
-                overlap_arcsec,
-                chunk_rows,
-                description,
-                replace,
-                memory_bytes: 1 << 30,
-                quiet,
-                skip_invalid,
-                format: loader::input::InputFormat::parse(&format).expect("clap checked the format"),
-            };
-            match loader::ingest::ingest(&data_dir, &input, &opts) {
+            match loader::ingest::ingest(&data_dir, &load.input, &opts) {
                 Ok(report) => {
+                    let skipped = match (report.skipped, &report.record.kind) {
+                        (0, _) => String::new(),
+                        (n, metastore::TableKind::Child { .. }) => {
+                            format!("; {n} rows whose key names no director object kept")
+                        }
+                        (n, _) => format!("; {n} rows with a bad position skipped"),
+                    };
                     println!(
-                        "{} {}: {} rows in {} chunks (load {}){}",
-                        if report.replaced { "replaced" } else { "loaded" },
+                        "{} {}: {} rows in {} chunks (load {}){skipped}",
+                        if report.replaced {
+                            if opts.append {
+                                "appended to"
+                            } else {
+                                "replaced"
+                            }
+                        } else {
+                            "loaded"
+                        },
                         report.record.qualified_name(),
                         report.record.rows,
                         report.chunks_with_rows,
                         report.record.load_id,
-                        if report.skipped > 0 { format!("; {} rows with a bad position skipped", report.skipped) } else { String::new() }
                     );
                     ExitCode::SUCCESS
                 }
                 Err(e) => failure(e),
             }
         }
-        Command::Tables { data_dir } => {
-            let listing = loader::ingest::open_store(&data_dir).and_then(|s| s.tables().map_err(loader::LoaderError::Meta));
+        Command::Drop { data_dir, table } => match loader::ingest::drop_table(&data_dir, &table) {
+            Ok(()) => {
+                println!("dropped {}", table.to_lowercase());
+                ExitCode::SUCCESS
+            }
+            Err(e) => failure(e),
+        },
+        Command::Tables { data_dir, table } => {
+            let listing = loader::ingest::open_store(&data_dir)
+                .and_then(|s| s.tables().map_err(loader::LoaderError::Meta));
             match listing {
                 Ok(tables) => {
+                    if let Some(name) = table {
+                        let Some(t) = tables
+                            .iter()
+                            .find(|t| t.qualified_name().eq_ignore_ascii_case(&name))
+                        else {
+                            return failure(format!("no table {name} in {}", data_dir.display()));
+                        };
+                        for c in &t.columns {
+                            let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+                            println!(
+                                "{}\t{}\t{}\t{}\t{}",
+                                c.name,
+                                c.datatype,
+                                opt(&c.unit),
+                                opt(&c.ucd),
+                                opt(&c.description)
+                            );
+                        }
+                        return ExitCode::SUCCESS;
+                    }
                     for t in tables {
                         let kind = match &t.kind {
                             metastore::TableKind::Director { .. } => "director",
                             metastore::TableKind::Child { .. } => "child",
                             metastore::TableKind::Replicated => "replicated",
                         };
-                        println!("{}	{kind}	{} rows	{} chunks	load {}", t.qualified_name(), t.rows, t.chunks.len(), t.load_id);
+                        println!(
+                            "{}	{kind}	{} rows	{} chunks	load {}",
+                            t.qualified_name(),
+                            t.rows,
+                            t.chunks.len(),
+                            t.load_id
+                        );
                     }
                     ExitCode::SUCCESS
                 }
                 Err(e) => failure(e),
             }
         }
-        Command::Partition { input, ra, dec, out, chunk_rows, overlap_arcsec, memory_mb, sky_map, quiet, skip_invalid } => {
+        Command::Partition {
+            input,
+            format,
+            ra,
+            dec,
+            out,
+            chunk_rows,
+            overlap_arcsec,
+            memory_mb,
+            sky_map,
+            quiet,
+            skip_invalid,
+        } => {
+            let scratch = out.join("input");
+            let format = format
+                .as_deref()
+                .and_then(loader::input::InputFormat::parse);
+            let input = match loader::input::expand(&input)
+                .and_then(|i| loader::input::prepare(&i, format, &scratch))
+            {
+                Ok(i) => i,
+                Err(e) => return failure(e),
+            };
             let opts = loader::partition::PartitionOptions {
                 ra,
                 dec,
@@ -246,11 +269,15 @@ fn main() -> ExitCode {
                 skip_invalid,
                 ..Default::default()
             };
-            match loader::partition::partition(&input, &out, &opts) {
+            let result = loader::partition::partition(&input, &out, &opts);
+            let _ = std::fs::remove_dir_all(&scratch);
+            match result {
                 Ok(stats) => {
                     println!("{}", stats.summary());
                     if let Some(png) = sky_map {
-                        if let Err(e) = loader::skymap::write_sky_map(&png, &stats.map, &stats.chunk_rows, 1200) {
+                        if let Err(e) =
+                            loader::skymap::write_sky_map(&png, &stats.map, &stats.chunk_rows, 1200)
+                        {
                             return failure(e);
                         }
                         println!("sky map: {}", png.display());
@@ -260,8 +287,18 @@ fn main() -> ExitCode {
                 Err(e) => failure(e),
             }
         }
-        Command::Adql { command: AdqlCommand::Run { tables, format, query } } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+        Command::Adql {
+            command:
+                AdqlCommand::Run {
+                    tables,
+                    format,
+                    query,
+                },
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
             match runtime.block_on(adql_run(tables, format, query)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -294,12 +331,18 @@ fn adql_check() -> ExitCode {
     }
 }
 
-async fn adql_run(tables: Vec<String>, format: Format, query: Option<String>) -> anyhow::Result<()> {
+async fn adql_run(
+    tables: Vec<String>,
+    format: Format,
+    query: Option<String>,
+) -> anyhow::Result<()> {
     let query = match query {
         Some(q) => q,
         None => {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("reading the query from standard input")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the query from standard input")?;
             s
         }
     };
@@ -311,7 +354,9 @@ async fn adql_run(tables: Vec<String>, format: Format, query: Option<String>) ->
         let Some((schema, table)) = name.split_once('.') else {
             bail!("--table needs a schema-qualified name such as cat.obj, found '{name}'");
         };
-        let provider = file_table(path).await.with_context(|| format!("opening {path}"))?;
+        let provider = file_table(path)
+            .await
+            .with_context(|| format!("opening {path}"))?;
         catalog.add(CatalogTable::new(schema, table, provider)?);
     }
     let engine = Engine::new(Arc::new(catalog));
@@ -347,12 +392,16 @@ async fn file_table(path: &str) -> anyhow::Result<Arc<ListingTable>> {
     let abs = std::fs::canonicalize(p)?;
     let url = ListingTableUrl::parse(abs.to_string_lossy().as_ref())?;
     let options = if path.to_ascii_lowercase().ends_with(".csv") {
-        ListingOptions::new(Arc::new(CsvFormat::default().with_has_header(true))).with_file_extension(".csv")
+        ListingOptions::new(Arc::new(CsvFormat::default().with_has_header(true)))
+            .with_file_extension(".csv")
     } else {
-        ListingOptions::new(Arc::new(ParquetFormat::default().with_skip_metadata(false))).with_file_extension(if p.is_dir() { ".parquet" } else { "" })
+        ListingOptions::new(Arc::new(ParquetFormat::default().with_skip_metadata(false)))
+            .with_file_extension(if p.is_dir() { ".parquet" } else { "" })
     };
     let ctx = SessionContext::new();
     let schema = options.infer_schema(&ctx.state(), &url).await?;
-    let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
 }

@@ -13,18 +13,29 @@ pub fn cell(array: &ArrayRef, row: usize) -> Option<String> {
         return None;
     }
     match array.data_type() {
-        DataType::FixedSizeList(f, _) | DataType::List(f) | DataType::LargeList(f) if f.data_type() == &DataType::Float64 => {
+        DataType::FixedSizeList(f, _) | DataType::List(f) | DataType::LargeList(f)
+            if f.data_type() == &DataType::Float64 =>
+        {
             let values = match array.data_type() {
                 DataType::FixedSizeList(..) => array.as_fixed_size_list().value(row),
                 DataType::List(_) => array.as_list::<i32>().value(row),
                 _ => array.as_list::<i64>().value(row),
             };
             let v = values.as_primitive::<Float64Type>();
-            Some(v.iter().map(|x| x.map_or("NaN".into(), |x| format!("{x}"))).collect::<Vec<_>>().join(" "))
+            Some(
+                v.iter()
+                    .map(|x| x.map_or("NaN".into(), |x| format!("{x}")))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
         }
         DataType::Float64 => {
             let v = array.as_primitive::<Float64Type>().value(row);
-            if v.is_nan() { None } else { Some(format!("{v}")) }
+            if v.is_nan() {
+                None
+            } else {
+                Some(format!("{v}"))
+            }
         }
         _ => {
             let f = ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default()).ok()?;
@@ -33,12 +44,24 @@ pub fn cell(array: &ArrayRef, row: usize) -> Option<String> {
     }
 }
 
-pub fn write_csv(out: &mut impl Write, schema: &SchemaRef, batches: &[RecordBatch]) -> std::io::Result<()> {
-    let header: Vec<String> = schema.fields().iter().map(|f| csv_escape(f.name())).collect();
+pub fn write_csv(
+    out: &mut impl Write,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> std::io::Result<()> {
+    let header: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| csv_escape(f.name()))
+        .collect();
     writeln!(out, "{}", header.join(","))?;
     for b in batches {
         for row in 0..b.num_rows() {
-            let cells: Vec<String> = b.columns().iter().map(|c| cell(c, row).map_or(String::new(), |s| csv_escape(&s))).collect();
+            let cells: Vec<String> = b
+                .columns()
+                .iter()
+                .map(|c| cell(c, row).map_or(String::new(), |s| csv_escape(&s)))
+                .collect();
             writeln!(out, "{}", cells.join(","))?;
         }
     }
@@ -46,29 +69,66 @@ pub fn write_csv(out: &mut impl Write, schema: &SchemaRef, batches: &[RecordBatc
 }
 
 fn csv_escape(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
-pub fn write_table(out: &mut impl Write, schema: &SchemaRef, batches: &[RecordBatch]) -> std::io::Result<()> {
+pub fn write_table(
+    out: &mut impl Write,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> std::io::Result<()> {
     let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let mut rows: Vec<Vec<String>> = Vec::new();
     for b in batches {
         for row in 0..b.num_rows() {
-            rows.push(b.columns().iter().map(|c| cell(c, row).unwrap_or_else(|| "NULL".into())).collect());
+            rows.push(
+                b.columns()
+                    .iter()
+                    .map(|c| cell(c, row).unwrap_or_else(|| "NULL".into()))
+                    .collect(),
+            );
         }
     }
     let widths: Vec<usize> = (0..names.len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([names[i].chars().count()]).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([names[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |cells: &[String]| {
-        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join(" | ")
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
     };
     writeln!(out, "{}", line(&names))?;
-    writeln!(out, "{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-"))?;
+    writeln!(
+        out,
+        "{}",
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("-+-")
+    )?;
     for r in &rows {
         writeln!(out, "{}", line(r))?;
     }
-    writeln!(out, "({} row{})", rows.len(), if rows.len() == 1 { "" } else { "s" })?;
+    writeln!(
+        out,
+        "({} row{})",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    )?;
     Ok(())
 }
 
@@ -80,8 +140,12 @@ pub fn votable_type(dt: &DataType) -> (&'static str, Option<&'static str>, Optio
         DataType::Int32 | DataType::UInt16 => ("int", None, None),
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => ("long", None, None),
         DataType::Float16 | DataType::Float32 => ("float", None, None),
-        DataType::Float64 | DataType::Decimal128(..) | DataType::Decimal256(..) => ("double", None, None),
-        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => ("char", Some("*"), Some("timestamp")),
+        DataType::Float64 | DataType::Decimal128(..) | DataType::Decimal256(..) => {
+            ("double", None, None)
+        }
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
+            ("char", Some("*"), Some("timestamp"))
+        }
         DataType::FixedSizeList(_, 2) => ("double", Some("2"), Some("point")),
         DataType::FixedSizeList(_, 3) => ("double", Some("3"), Some("circle")),
         DataType::List(_) | DataType::LargeList(_) => ("double", Some("*"), Some("polygon")),
@@ -90,12 +154,22 @@ pub fn votable_type(dt: &DataType) -> (&'static str, Option<&'static str>, Optio
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
-pub fn write_votable(out: &mut impl Write, schema: &SchemaRef, batches: &[RecordBatch]) -> std::io::Result<()> {
+pub fn write_votable(
+    out: &mut impl Write,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> std::io::Result<()> {
     writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
-    writeln!(out, r#"<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3">"#)?;
+    writeln!(
+        out,
+        r#"<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3">"#
+    )?;
     writeln!(out, r#"<RESOURCE type="results">"#)?;
     writeln!(out, r#"<INFO name="QUERY_STATUS" value="OK"/>"#)?;
     writeln!(out, "<TABLE>")?;
@@ -114,7 +188,11 @@ pub fn write_votable(out: &mut impl Write, schema: &SchemaRef, batches: &[Record
             }
         }
         match f.metadata().get("description") {
-            Some(d) => writeln!(out, "<FIELD {attrs}><DESCRIPTION>{}</DESCRIPTION></FIELD>", xml_escape(d))?,
+            Some(d) => writeln!(
+                out,
+                "<FIELD {attrs}><DESCRIPTION>{}</DESCRIPTION></FIELD>",
+                xml_escape(d)
+            )?,
             None => writeln!(out, "<FIELD {attrs}/>")?,
         }
     }
@@ -131,6 +209,9 @@ pub fn write_votable(out: &mut impl Write, schema: &SchemaRef, batches: &[Record
             out.write_all(b"</TR>\n")?;
         }
     }
-    writeln!(out, "</TABLEDATA></DATA>\n</TABLE>\n</RESOURCE>\n</VOTABLE>")?;
+    writeln!(
+        out,
+        "</TABLEDATA></DATA>\n</TABLE>\n</RESOURCE>\n</VOTABLE>"
+    )?;
     Ok(())
 }

@@ -24,16 +24,23 @@ fn positions(n: usize) -> (Vec<f64>, Vec<f64>) {
         s ^= s << 17;
         (s >> 11) as f64 / (1u64 << 53) as f64
     };
-    (0..n).map(|_| (next() * 360.0, (next() * 2.0 - 1.0).asin().to_degrees())).unzip()
+    (0..n)
+        .map(|_| (next() * 360.0, (next() * 2.0 - 1.0).asin().to_degrees()))
+        .unzip()
 }
 
 fn plan(c: &mut Criterion) {
     let schema = Arc::new(Schema::new(
-        ["id", "ra", "dec", "mag"].iter().map(|n| Field::new(*n, DataType::Float64, true)).collect::<Vec<_>>(),
+        ["id", "ra", "dec", "mag"]
+            .iter()
+            .map(|n| Field::new(*n, DataType::Float64, true))
+            .collect::<Vec<_>>(),
     ));
     let batch = RecordBatch::try_new(
         schema.clone(),
-        (0..4).map(|_| Arc::new(Float64Array::from(vec![1.0])) as _).collect(),
+        (0..4)
+            .map(|_| Arc::new(Float64Array::from(vec![1.0])) as _)
+            .collect(),
     )
     .unwrap();
     let mut catalog = MemoryCatalog::new();
@@ -41,8 +48,12 @@ fn plan(c: &mut Criterion) {
     catalog.add(CatalogTable::new("cat", "obj", Arc::new(provider)).unwrap());
     let engine = Engine::new(Arc::new(catalog));
     let state = engine.session();
-    c.bench_function("parse_validate_plan_5_line_query", |b| b.iter(|| engine.plan(QUERY, &state).unwrap()));
-    c.bench_function("parse_validate_only", |b| b.iter(|| adql::check(QUERY).unwrap()));
+    c.bench_function("parse_validate_plan_5_line_query", |b| {
+        b.iter(|| engine.plan(QUERY, &state).unwrap())
+    });
+    c.bench_function("parse_validate_only", |b| {
+        b.iter(|| adql::check(QUERY).unwrap())
+    });
 }
 
 fn kernels(c: &mut Criterion) {

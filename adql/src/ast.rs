@@ -13,7 +13,11 @@ pub struct Ident {
 impl Ident {
     /// True when this identifier names `other` under ADQL's case rules.
     pub fn matches(&self, other: &str) -> bool {
-        if self.quoted { self.name == other } else { self.name.eq_ignore_ascii_case(other) }
+        if self.quoted {
+            self.name == other
+        } else {
+            self.name.eq_ignore_ascii_case(other)
+        }
     }
 }
 
@@ -45,7 +49,13 @@ pub enum SetExpr {
     Select(Box<Select>),
     /// A parenthesized query, which may carry its own ORDER BY and OFFSET.
     Nested(Box<Query>),
-    SetOp { op: SetOp, all: bool, left: Box<SetExpr>, right: Box<SetExpr>, pos: Pos },
+    SetOp {
+        op: SetOp,
+        all: bool,
+        left: Box<SetExpr>,
+        right: Box<SetExpr>,
+        pos: Pos,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,9 +102,21 @@ pub enum JoinConstraint {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TableRef {
-    Table { name: Vec<Ident>, alias: Option<Ident> },
-    Derived { query: Box<Query>, alias: Ident },
-    Join { left: Box<TableRef>, right: Box<TableRef>, kind: JoinKind, constraint: JoinConstraint, pos: Pos },
+    Table {
+        name: Vec<Ident>,
+        alias: Option<Ident>,
+    },
+    Derived {
+        query: Box<Query>,
+        alias: Ident,
+    },
+    Join {
+        left: Box<TableRef>,
+        right: Box<TableRef>,
+        kind: JoinKind,
+        constraint: JoinConstraint,
+        pos: Pos,
+    },
     /// `( joined_table )`
     Nested(Box<TableRef>),
 }
@@ -140,7 +162,10 @@ pub enum BinOp {
 
 impl BinOp {
     pub fn is_comparison(self) -> bool {
-        matches!(self, BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Gt | BinOp::Le | BinOp::Ge)
+        matches!(
+            self,
+            BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Gt | BinOp::Le | BinOp::Ge
+        )
     }
 
     pub fn sql(self) -> &'static str {
@@ -185,19 +210,74 @@ pub enum CastType {
 pub enum Expr {
     Column(Vec<Ident>),
     Literal(Literal, Pos),
-    Unary { op: UnaryOp, expr: Box<Expr>, pos: Pos },
-    Binary { op: BinOp, left: Box<Expr>, right: Box<Expr>, pos: Pos },
-    Between { expr: Box<Expr>, low: Box<Expr>, high: Box<Expr>, negated: bool, pos: Pos },
-    InList { expr: Box<Expr>, list: Vec<Expr>, negated: bool, pos: Pos },
-    InSubquery { expr: Box<Expr>, query: Box<Query>, negated: bool, pos: Pos },
-    Like { expr: Box<Expr>, pattern: Box<Expr>, negated: bool, case_insensitive: bool, pos: Pos },
-    IsNull { expr: Box<Expr>, negated: bool, pos: Pos },
-    Exists { query: Box<Query>, pos: Pos },
-    Subquery { query: Box<Query>, pos: Pos },
+    Unary {
+        op: UnaryOp,
+        expr: Box<Expr>,
+        pos: Pos,
+    },
+    Binary {
+        op: BinOp,
+        left: Box<Expr>,
+        right: Box<Expr>,
+        pos: Pos,
+    },
+    Between {
+        expr: Box<Expr>,
+        low: Box<Expr>,
+        high: Box<Expr>,
+        negated: bool,
+        pos: Pos,
+    },
+    InList {
+        expr: Box<Expr>,
+        list: Vec<Expr>,
+        negated: bool,
+        pos: Pos,
+    },
+    InSubquery {
+        expr: Box<Expr>,
+        query: Box<Query>,
+        negated: bool,
+        pos: Pos,
+    },
+    Like {
+        expr: Box<Expr>,
+        pattern: Box<Expr>,
+        negated: bool,
+        case_insensitive: bool,
+        pos: Pos,
+    },
+    IsNull {
+        expr: Box<Expr>,
+        negated: bool,
+        pos: Pos,
+    },
+    Exists {
+        query: Box<Query>,
+        pos: Pos,
+    },
+    Subquery {
+        query: Box<Query>,
+        pos: Pos,
+    },
     /// A function call; `name` is as written. `star` is `COUNT(*)`.
-    Function { name: Ident, args: Vec<Expr>, distinct: bool, star: bool },
-    Cast { expr: Box<Expr>, ty: CastType, pos: Pos },
-    Case { operand: Option<Box<Expr>>, whens: Vec<(Expr, Expr)>, otherwise: Option<Box<Expr>>, pos: Pos },
+    Function {
+        name: Ident,
+        args: Vec<Expr>,
+        distinct: bool,
+        star: bool,
+    },
+    Cast {
+        expr: Box<Expr>,
+        ty: CastType,
+        pos: Pos,
+    },
+    Case {
+        operand: Option<Box<Expr>>,
+        whens: Vec<(Expr, Expr)>,
+        otherwise: Option<Box<Expr>>,
+        pos: Pos,
+    },
     Nested(Box<Expr>, Pos),
 }
 

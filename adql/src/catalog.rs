@@ -56,8 +56,15 @@ impl CatalogTable {
                 });
             }
         }
-        let needs_rename = arrow_schema.fields().iter().any(|f| f.name() != &f.name().to_lowercase());
-        let provider = if needs_rename { lowercase_view(provider)? } else { provider };
+        let needs_rename = arrow_schema
+            .fields()
+            .iter()
+            .any(|f| f.name() != &f.name().to_lowercase());
+        let provider = if needs_rename {
+            lowercase_view(provider)?
+        } else {
+            provider
+        };
         let columns = arrow_schema
             .fields()
             .iter()
@@ -65,7 +72,8 @@ impl CatalogTable {
                 let m = f.metadata();
                 let get = |k: &str| m.get(k).filter(|v| !v.is_empty()).cloned();
                 let xtype = get("xtype").or_else(|| {
-                    crate::geometry::values::GeomKind::of(f.data_type()).map(|k| k.xtype().to_string())
+                    crate::geometry::values::GeomKind::of(f.data_type())
+                        .map(|k| k.xtype().to_string())
                 });
                 ColumnMeta {
                     name: f.name().to_lowercase(),
@@ -106,12 +114,17 @@ impl CatalogTable {
 
 fn lowercase_view(provider: Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {
     let schema = provider.schema();
-    let plan = LogicalPlanBuilder::scan("source", provider_as_source(provider), None)
-        .and_then(|b| {
-            b.project(schema.fields().iter().map(|f| col(format!("source.\"{}\"", f.name())).alias(f.name().to_lowercase())))
-        })
-        .and_then(|b| b.build())
-        .map_err(|e| AdqlError::Plan { message: format!("cannot expose lower-case column names: {e}") })?;
+    let plan =
+        LogicalPlanBuilder::scan("source", provider_as_source(provider), None)
+            .and_then(|b| {
+                b.project(schema.fields().iter().map(|f| {
+                    col(format!("source.\"{}\"", f.name())).alias(f.name().to_lowercase())
+                }))
+            })
+            .and_then(|b| b.build())
+            .map_err(|e| AdqlError::Plan {
+                message: format!("cannot expose lower-case column names: {e}"),
+            })?;
     Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
@@ -123,7 +136,10 @@ pub trait Catalog: Send + Sync {
     fn find(&self, schema: Option<&str>, name: &str) -> Vec<Arc<CatalogTable>> {
         self.tables()
             .into_iter()
-            .filter(|t| t.name.eq_ignore_ascii_case(name) && schema.is_none_or(|s| t.schema.eq_ignore_ascii_case(s)))
+            .filter(|t| {
+                t.name.eq_ignore_ascii_case(name)
+                    && schema.is_none_or(|s| t.schema.eq_ignore_ascii_case(s))
+            })
             .collect()
     }
 }
@@ -141,7 +157,8 @@ impl MemoryCatalog {
 
     /// Adds a table, replacing one of the same name.
     pub fn add(&mut self, table: CatalogTable) {
-        self.tables.retain(|t| !(t.schema == table.schema && t.name == table.name));
+        self.tables
+            .retain(|t| !(t.schema == table.schema && t.name == table.name));
         self.tables.push(Arc::new(table));
     }
 }

@@ -12,7 +12,9 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SessionContext, SessionState};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::planner::{ContextProvider, ExprPlanner, TypePlanner};
-use datafusion::logical_expr::{AggregateUDF, HigherOrderUDF, LogicalPlan, ScalarUDF, TableSource, WindowUDF};
+use datafusion::logical_expr::{
+    AggregateUDF, HigherOrderUDF, LogicalPlan, ScalarUDF, TableSource, WindowUDF,
+};
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::DFParser;
 use datafusion::sql::planner::{ParserOptions, SqlToRel};
@@ -30,9 +32,13 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(catalog: Arc<dyn Catalog>) -> Self {
-        let config = SessionConfig::new().with_information_schema(false).with_target_partitions(
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-        );
+        let config = SessionConfig::new()
+            .with_information_schema(false)
+            .with_target_partitions(
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2),
+            );
         Engine { catalog, config }
     }
 
@@ -47,8 +53,11 @@ impl Engine {
 
     /// A fresh DataFusion session with ADQL's functions (one per query, so seeded RAND restarts its sequence).
     pub fn session(&self) -> SessionState {
-        let mut builder = SessionStateBuilder::new().with_config(self.config.clone()).with_default_features();
-        let mut functions: Vec<Arc<ScalarUDF>> = builder.scalar_functions().take().unwrap_or_default();
+        let mut builder = SessionStateBuilder::new()
+            .with_config(self.config.clone())
+            .with_default_features();
+        let mut functions: Vec<Arc<ScalarUDF>> =
+            builder.scalar_functions().take().unwrap_or_default();
         functions.extend(crate::udf::all().into_iter().map(Arc::new));
         builder = builder.with_scalar_functions(functions);
         builder.build()
@@ -71,7 +80,10 @@ impl Engine {
         let state = self.session();
         let plan = self.plan(adql, &state)?;
         let ctx = SessionContext::new_with_state(state);
-        let df = ctx.execute_logical_plan(plan).await.map_err(|e| plan_error(e, adql))?;
+        let df = ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| plan_error(e, adql))?;
         df.execute_stream().await.map_err(|e| plan_error(e, adql))
     }
 
@@ -79,22 +91,40 @@ impl Engine {
     pub async fn collect(&self, adql: &str) -> Result<Vec<RecordBatch>> {
         use futures::TryStreamExt;
         let stream = self.execute(adql).await?;
-        stream.try_collect().await.map_err(|e| AdqlError::Execution { message: clean_message(&e) })
+        stream
+            .try_collect()
+            .await
+            .map_err(|e| AdqlError::Execution {
+                message: clean_message(&e),
+            })
     }
 }
 
 /// Plans translated SQL through a context that knows only the catalog's tables.
-pub fn plan_sql(translation: &Translation, state: &SessionState, adql: &str) -> Result<LogicalPlan> {
-    let provider = Provider { state, tables: &translation.tables };
+pub fn plan_sql(
+    translation: &Translation,
+    state: &SessionState,
+    adql: &str,
+) -> Result<LogicalPlan> {
+    let provider = Provider {
+        state,
+        tables: &translation.tables,
+    };
     let options = ParserOptions::new()
         .with_parse_float_as_decimal(false)
         .with_enable_ident_normalization(false)
         .with_map_string_types_to_utf8view(false);
     let statement = DFParser::parse_sql_with_dialect(&translation.sql, &GenericDialect {})
-        .map_err(|e| AdqlError::Plan { message: format!("internal translation error: {e} in {}", translation.sql) })?
+        .map_err(|e| AdqlError::Plan {
+            message: format!("internal translation error: {e} in {}", translation.sql),
+        })?
         .pop_front()
-        .ok_or_else(|| AdqlError::Plan { message: "empty translation".into() })?;
-    SqlToRel::new_with_options(&provider, options).statement_to_plan(statement).map_err(|e| plan_error(e, adql))
+        .ok_or_else(|| AdqlError::Plan {
+            message: "empty translation".into(),
+        })?;
+    SqlToRel::new_with_options(&provider, options)
+        .statement_to_plan(statement)
+        .map_err(|e| plan_error(e, adql))
 }
 
 struct Provider<'a> {
@@ -103,13 +133,18 @@ struct Provider<'a> {
 }
 
 impl ContextProvider for Provider<'_> {
-    fn get_table_source(&self, name: TableReference) -> datafusion::common::Result<Arc<dyn TableSource>> {
+    fn get_table_source(
+        &self,
+        name: TableReference,
+    ) -> datafusion::common::Result<Arc<dyn TableSource>> {
         let table = self
             .tables
             .iter()
             .find(|t| t.name == name.table() && name.schema().is_none_or(|s| s == t.schema));
         match table {
-            Some(t) => Ok(datafusion::datasource::provider_as_source(t.provider.clone())),
+            Some(t) => Ok(datafusion::datasource::provider_as_source(
+                t.provider.clone(),
+            )),
             None => plan_err!("table {name} not found"),
         }
     }
@@ -190,12 +225,18 @@ pub fn clean_message(e: &DataFusionError) -> String {
 /// A planning error in terms of the ADQL query, positioned at the name it is about when there is one.
 fn plan_error(e: DataFusionError, adql: &str) -> AdqlError {
     let message = clean_message(&e);
-    let at = |name: &str, text: String| match find_word(adql, name.rsplit('.').next().unwrap_or(name)) {
-        Some(pos) => AdqlError::semantic(pos, text),
-        None => AdqlError::Plan { message: text },
-    };
+    let at =
+        |name: &str, text: String| match find_word(adql, name.rsplit('.').next().unwrap_or(name)) {
+            Some(pos) => AdqlError::semantic(pos, text),
+            None => AdqlError::Plan { message: text },
+        };
     if let Some(rest) = message.split("No field named ").nth(1) {
-        let name = rest.split(['\n', ' ']).next().unwrap_or(rest).trim_end_matches('.').to_string();
+        let name = rest
+            .split(['\n', ' '])
+            .next()
+            .unwrap_or(rest)
+            .trim_end_matches('.')
+            .to_string();
         let mut valid: Vec<&str> = message
             .split("Valid fields are ")
             .nth(1)
@@ -203,15 +244,29 @@ fn plan_error(e: DataFusionError, adql: &str) -> AdqlError {
             .unwrap_or_default();
         valid.dedup();
         let first = name.split('.').next().unwrap_or(&name).to_string();
-        let hint = if valid.is_empty() { String::new() } else { format!("; columns here: {}", valid.join(", ")) };
+        let hint = if valid.is_empty() {
+            String::new()
+        } else {
+            format!("; columns here: {}", valid.join(", "))
+        };
         return match find_word(adql, &first) {
             Some(pos) => AdqlError::semantic(pos, format!("column {name} not found{hint}")),
-            None => AdqlError::Plan { message: format!("column {name} not found{hint}") },
+            None => AdqlError::Plan {
+                message: format!("column {name} not found{hint}"),
+            },
         };
     }
-    if let Some(rest) = message.split("Ambiguous reference to unqualified field ").nth(1) {
+    if let Some(rest) = message
+        .split("Ambiguous reference to unqualified field ")
+        .nth(1)
+    {
         let name = rest.split_whitespace().next().unwrap_or(rest).to_string();
-        return at(&name, format!("column {name} is ambiguous: more than one table has it; qualify it, as in t.{name}"));
+        return at(
+            &name,
+            format!(
+                "column {name} is ambiguous: more than one table has it; qualify it, as in t.{name}"
+            ),
+        );
     }
     if let Some(rest) = message.split("column ").nth(1)
         && message.contains("must appear in the GROUP BY clause")
@@ -220,7 +275,9 @@ fn plan_error(e: DataFusionError, adql: &str) -> AdqlError {
         let short = name.rsplit('.').next().unwrap_or(&name).to_string();
         return at(
             &short,
-            format!("column {short} must appear in GROUP BY or inside an aggregate function such as MAX({short})"),
+            format!(
+                "column {short} must appear in GROUP BY or inside an aggregate function such as MAX({short})"
+            ),
         );
     }
     if let Some(head) = message.split(". No function matches").next()
@@ -244,12 +301,19 @@ fn plan_error(e: DataFusionError, adql: &str) -> AdqlError {
             format!("requires {}", r.split(" (DataType").next().unwrap_or(r))
         } else if let Some(r) = head.split("coercion from ").nth(1) {
             let types = r.split(" to the signature").next().unwrap_or(r);
-            let numbers = if r.contains("Float64]") { "; all must be numbers" } else { "" };
+            let numbers = if r.contains("Float64]") {
+                "; all must be numbers"
+            } else {
+                ""
+            };
             format!("found ({types}){numbers}")
         } else {
             head.to_string()
         };
-        return at(&adql_name, format!("wrong argument types for {adql_name}: {detail}"));
+        return at(
+            &adql_name,
+            format!("wrong argument types for {adql_name}: {detail}"),
+        );
     }
     AdqlError::Plan { message }
 }
@@ -265,9 +329,11 @@ fn find_word(text: &str, word: &str) -> Option<crate::Pos> {
     let mut start = 0;
     while let Some(i) = lower[start..].find(&w) {
         let at = start + i;
-        let before_ok = at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
+        let before_ok =
+            at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
         let end = at + w.len();
-        let after_ok = end >= bytes.len() || !(bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_');
+        let after_ok =
+            end >= bytes.len() || !(bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_');
         if before_ok && after_ok {
             let line = text[..at].matches('\n').count() as u32 + 1;
             let col = (at - text[..at].rfind('\n').map_or(0, |p| p + 1)) as u32 + 1;

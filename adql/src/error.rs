@@ -33,11 +33,17 @@ pub enum AdqlError {
 
 impl AdqlError {
     pub fn syntax(pos: Pos, message: impl Into<String>) -> Self {
-        AdqlError::Syntax { pos, message: message.into() }
+        AdqlError::Syntax {
+            pos,
+            message: message.into(),
+        }
     }
 
     pub fn semantic(pos: Pos, message: impl Into<String>) -> Self {
-        AdqlError::Semantic { pos, message: message.into() }
+        AdqlError::Semantic {
+            pos,
+            message: message.into(),
+        }
     }
 
     /// Where in the query the error was found, when known.

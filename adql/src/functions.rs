@@ -32,8 +32,20 @@ pub struct FunctionDef {
     pub signature: &'static str,
 }
 
-const fn f(name: &'static str, kind: FunctionKind, min_args: usize, max_args: usize, signature: &'static str) -> FunctionDef {
-    FunctionDef { name, kind, min_args, max_args, signature }
+const fn f(
+    name: &'static str,
+    kind: FunctionKind,
+    min_args: usize,
+    max_args: usize,
+    signature: &'static str,
+) -> FunctionDef {
+    FunctionDef {
+        name,
+        kind,
+        min_args,
+        max_args,
+        signature,
+    }
 }
 
 use FunctionKind::*;
@@ -75,7 +87,13 @@ pub const ADQL_FUNCTIONS: &[FunctionDef] = &[
     f("POINT", Point, 2, 3, "POINT(ra, dec)"),
     f("CIRCLE", Circle, 2, 4, "CIRCLE(ra, dec, radius)"),
     f("BOX", Box, 3, 5, "BOX(ra, dec, width, height)"),
-    f("POLYGON", Polygon, 3, usize::MAX, "POLYGON(ra1, dec1, ra2, dec2, ra3, dec3, ...)"),
+    f(
+        "POLYGON",
+        Polygon,
+        3,
+        usize::MAX,
+        "POLYGON(ra1, dec1, ra2, dec2, ra3, dec3, ...)",
+    ),
     f("REGION", Region, 1, 1, "REGION('STC-S or DALI string')"),
     f("CENTROID", Centroid, 1, 1, "CENTROID(geometry)"),
     f("AREA", Area, 1, 1, "AREA(geometry)"),
@@ -83,7 +101,13 @@ pub const ADQL_FUNCTIONS: &[FunctionDef] = &[
     f("COORD2", Coord, 1, 1, "COORD2(point)"),
     f("COORDSYS", Coordsys, 1, 1, "COORDSYS(geometry)"),
     f("CONTAINS", Predicate, 2, 2, "CONTAINS(geometry, geometry)"),
-    f("INTERSECTS", Predicate, 2, 2, "INTERSECTS(geometry, geometry)"),
+    f(
+        "INTERSECTS",
+        Predicate,
+        2,
+        2,
+        "INTERSECTS(geometry, geometry)",
+    ),
     f("DISTANCE", Distance, 2, 4, "DISTANCE(point, point)"),
 ];
 
@@ -110,11 +134,21 @@ pub const USER_DEFINED_FUNCTIONS: &[FunctionDef] = &[
 /// message that they are not available here.
 pub fn lookup_function(name: &str) -> Option<FunctionDef> {
     let upper = name.to_ascii_uppercase();
-    if let Some(def) = ADQL_FUNCTIONS.iter().chain(USER_DEFINED_FUNCTIONS).find(|f| f.name == upper) {
+    if let Some(def) = ADQL_FUNCTIONS
+        .iter()
+        .chain(USER_DEFINED_FUNCTIONS)
+        .find(|f| f.name == upper)
+    {
         return Some(*def);
     }
     if upper.starts_with("IVO_") && upper.len() > 4 {
-        return Some(f("IVO_", UserDefined, 0, usize::MAX, "an IVOA-registered function"));
+        return Some(f(
+            "IVO_",
+            UserDefined,
+            0,
+            usize::MAX,
+            "an IVOA-registered function",
+        ));
     }
     None
 }
@@ -122,5 +156,8 @@ pub fn lookup_function(name: &str) -> Option<FunctionDef> {
 /// True when the service implements the function (not only accepts its name).
 pub fn is_implemented(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    ADQL_FUNCTIONS.iter().chain(USER_DEFINED_FUNCTIONS).any(|f| f.name == upper)
+    ADQL_FUNCTIONS
+        .iter()
+        .chain(USER_DEFINED_FUNCTIONS)
+        .any(|f| f.name == upper)
 }

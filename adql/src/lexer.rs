@@ -132,13 +132,20 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, AdqlError> {
             if i < chars.len() && chars[i].is_alphabetic() {
                 return Err(AdqlError::syntax(
                     Pos { line, col },
-                    format!("character '{}' is not allowed in a regular identifier; use a delimited identifier (\"...\")", chars[i]),
+                    format!(
+                        "character '{}' is not allowed in a regular identifier; use a delimited identifier (\"...\")",
+                        chars[i]
+                    ),
                 ));
             }
-            out.push(Token { tok: Tok::Word(chars[start..i].iter().collect()), pos });
+            out.push(Token {
+                tok: Tok::Word(chars[start..i].iter().collect()),
+                pos,
+            });
             continue;
         }
-        if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+        if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
             if c == '0' && matches!(chars.get(i + 1), Some('x') | Some('X')) {
                 let start = i + 2;
                 let mut j = start;
@@ -147,11 +154,17 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, AdqlError> {
                 }
                 let digits: String = chars[start..j].iter().collect();
                 let value = u64::from_str_radix(&digits, 16).map_err(|_| {
-                    AdqlError::syntax(pos, format!("hexadecimal literal 0x{digits} is empty or larger than 64 bits"))
+                    AdqlError::syntax(
+                        pos,
+                        format!("hexadecimal literal 0x{digits} is empty or larger than 64 bits"),
+                    )
                 })?;
                 let n = j - i;
                 advance(&mut i, &mut line, &mut col, n);
-                out.push(Token { tok: Tok::Hex(value), pos });
+                out.push(Token {
+                    tok: Tok::Hex(value),
+                    pos,
+                });
             } else {
                 let start = i;
                 let mut real = false;
@@ -176,11 +189,18 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, AdqlError> {
                         }
                         real = true;
                         let n = j - i;
-                advance(&mut i, &mut line, &mut col, n);
+                        advance(&mut i, &mut line, &mut col, n);
                     }
                 }
                 let text: String = chars[start..i].iter().collect();
-                out.push(Token { tok: if real { Tok::Real(text) } else { Tok::Int(text) }, pos });
+                out.push(Token {
+                    tok: if real {
+                        Tok::Real(text)
+                    } else {
+                        Tok::Int(text)
+                    },
+                    pos,
+                });
             }
             continue;
         }
@@ -189,8 +209,15 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, AdqlError> {
             advance(&mut i, &mut line, &mut col, 1);
             loop {
                 if i >= chars.len() {
-                    let what = if c == '\'' { "string literal" } else { "delimited identifier" };
-                    return Err(AdqlError::syntax(pos, format!("unterminated {what}: expected a closing {c}")));
+                    let what = if c == '\'' {
+                        "string literal"
+                    } else {
+                        "delimited identifier"
+                    };
+                    return Err(AdqlError::syntax(
+                        pos,
+                        format!("unterminated {what}: expected a closing {c}"),
+                    ));
                 }
                 if chars[i] == c {
                     if chars.get(i + 1) == Some(&c) {
@@ -205,9 +232,19 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, AdqlError> {
                 advance(&mut i, &mut line, &mut col, 1);
             }
             if c == '"' && text.is_empty() {
-                return Err(AdqlError::syntax(pos, "a delimited identifier cannot be empty"));
+                return Err(AdqlError::syntax(
+                    pos,
+                    "a delimited identifier cannot be empty",
+                ));
             }
-            out.push(Token { tok: if c == '\'' { Tok::Str(text) } else { Tok::Quoted(text) }, pos });
+            out.push(Token {
+                tok: if c == '\'' {
+                    Tok::Str(text)
+                } else {
+                    Tok::Quoted(text)
+                },
+                pos,
+            });
             continue;
         }
         let next = chars.get(i + 1).copied();
@@ -218,7 +255,10 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, AdqlError> {
             ('<', Some('=')) => (Tok::Le, 2),
             ('>', Some('=')) => (Tok::Ge, 2),
             ('=', Some('=')) => {
-                return Err(AdqlError::syntax(pos, "'==' is not ADQL: use '=' to compare"));
+                return Err(AdqlError::syntax(
+                    pos,
+                    "'==' is not ADQL: use '=' to compare",
+                ));
             }
             ('(', _) => (Tok::LParen, 1),
             (')', _) => (Tok::RParen, 1),
@@ -243,18 +283,30 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, AdqlError> {
                 ));
             }
             ('%', _) => {
-                return Err(AdqlError::syntax(pos, "'%' is not an ADQL operator: use MOD(a, b) for the remainder"));
+                return Err(AdqlError::syntax(
+                    pos,
+                    "'%' is not an ADQL operator: use MOD(a, b) for the remainder",
+                ));
             }
             (':', Some(':')) => {
-                return Err(AdqlError::syntax(pos, "'::' casts are not ADQL: use CAST(value AS type)"));
+                return Err(AdqlError::syntax(
+                    pos,
+                    "'::' casts are not ADQL: use CAST(value AS type)",
+                ));
             }
             _ => {
-                return Err(AdqlError::syntax(pos, format!("unexpected character '{c}'")));
+                return Err(AdqlError::syntax(
+                    pos,
+                    format!("unexpected character '{c}'"),
+                ));
             }
         };
         advance(&mut i, &mut line, &mut col, n);
         out.push(Token { tok, pos });
     }
-    out.push(Token { tok: Tok::Eof, pos: Pos { line, col } });
+    out.push(Token {
+        tok: Tok::Eof,
+        pos: Pos { line, col },
+    });
     Ok(out)
 }

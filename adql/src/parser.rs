@@ -15,7 +15,11 @@ const MAX_DEPTH: usize = 200;
 /// Parses one ADQL query.
 pub fn parse(src: &str) -> Result<Query> {
     let tokens = tokenize(src)?;
-    let mut p = Parser { tokens, i: 0, depth: 0 };
+    let mut p = Parser {
+        tokens,
+        i: 0,
+        depth: 0,
+    };
     p.statement()
 }
 
@@ -113,7 +117,10 @@ impl Parser {
     fn enter(&mut self) -> Result<()> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(AdqlError::syntax(self.pos(), format!("the query nests deeper than {MAX_DEPTH} levels")));
+            return Err(AdqlError::syntax(
+                self.pos(),
+                format!("the query nests deeper than {MAX_DEPTH} levels"),
+            ));
         }
         Ok(())
     }
@@ -124,15 +131,18 @@ impl Parser {
 
     fn statement(&mut self) -> Result<Query> {
         const NOT_QUERIES: &[&str] = &[
-            "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "GRANT", "REVOKE", "TRUNCATE", "MERGE", "COPY",
-            "SET", "BEGIN", "COMMIT", "ROLLBACK", "EXPLAIN", "SHOW", "DESCRIBE", "VALUES", "CALL", "USE",
+            "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "GRANT", "REVOKE", "TRUNCATE",
+            "MERGE", "COPY", "SET", "BEGIN", "COMMIT", "ROLLBACK", "EXPLAIN", "SHOW", "DESCRIBE",
+            "VALUES", "CALL", "USE",
         ];
         if let Tok::Word(w) = self.peek() {
             let upper = w.to_ascii_uppercase();
             if NOT_QUERIES.contains(&upper.as_str()) {
                 return Err(AdqlError::syntax(
                     self.pos(),
-                    format!("{upper} is not ADQL: ADQL is a query language and only SELECT queries are allowed"),
+                    format!(
+                        "{upper} is not ADQL: ADQL is a query language and only SELECT queries are allowed"
+                    ),
                 ));
             }
         }
@@ -142,7 +152,10 @@ impl Parser {
         let query = self.query(true)?;
         // One trailing semicolon is tolerated; anything after it is a second statement.
         if self.eat(&Tok::Semicolon) && *self.peek() != Tok::Eof {
-            return Err(AdqlError::syntax(self.pos(), "only one query is allowed; remove what follows the ';'"));
+            return Err(AdqlError::syntax(
+                self.pos(),
+                "only one query is allowed; remove what follows the ';'",
+            ));
         }
         if *self.peek() != Tok::Eof {
             return Err(self.err_expected("end of query"));
@@ -189,7 +202,10 @@ impl Parser {
                     false
                 };
                 if self.at_kw("NULLS") {
-                    return Err(AdqlError::syntax(self.pos(), "NULLS FIRST/LAST is not ADQL"));
+                    return Err(AdqlError::syntax(
+                        self.pos(),
+                        "NULLS FIRST/LAST is not ADQL",
+                    ));
                 }
                 order_by.push(OrderItem { expr, descending });
                 if !self.eat(&Tok::Comma) {
@@ -197,16 +213,27 @@ impl Parser {
                 }
             }
         }
-        let offset = if self.eat_kw("OFFSET") { Some(self.unsigned("an unsigned integer after OFFSET")?) } else { None };
+        let offset = if self.eat_kw("OFFSET") {
+            Some(self.unsigned("an unsigned integer after OFFSET")?)
+        } else {
+            None
+        };
         self.leave();
-        Ok(Query { with, body, order_by, offset, pos })
+        Ok(Query {
+            with,
+            body,
+            order_by,
+            offset,
+            pos,
+        })
     }
 
     fn unsigned(&mut self, what: &str) -> Result<u64> {
         match self.peek().clone() {
             Tok::Int(s) => {
                 let pos = self.bump();
-                s.parse::<u64>().map_err(|_| AdqlError::syntax(pos, format!("{s} is too large")))
+                s.parse::<u64>()
+                    .map_err(|_| AdqlError::syntax(pos, format!("{s} is too large")))
             }
             _ => Err(self.err_expected(what)),
         }
@@ -227,7 +254,13 @@ impl Parser {
             let all = self.eat_kw("ALL");
             self.eat_kw("DISTINCT");
             let right = self.set_term()?;
-            left = SetExpr::SetOp { op, all, left: Box::new(left), right: Box::new(right), pos };
+            left = SetExpr::SetOp {
+                op,
+                all,
+                left: Box::new(left),
+                right: Box::new(right),
+                pos,
+            };
         }
     }
 
@@ -239,7 +272,13 @@ impl Parser {
             let all = self.eat_kw("ALL");
             self.eat_kw("DISTINCT");
             let right = self.set_primary()?;
-            left = SetExpr::SetOp { op: SetOp::Intersect, all, left: Box::new(left), right: Box::new(right), pos };
+            left = SetExpr::SetOp {
+                op: SetOp::Intersect,
+                all,
+                left: Box::new(left),
+                right: Box::new(right),
+                pos,
+            };
         }
         Ok(left)
     }
@@ -268,7 +307,10 @@ impl Parser {
         let mut top = None;
         if self.eat_kw("TOP") {
             if *self.peek() == Tok::Minus {
-                return Err(AdqlError::syntax(self.pos(), "TOP takes an unsigned integer; a negative row count has no meaning"));
+                return Err(AdqlError::syntax(
+                    self.pos(),
+                    "TOP takes an unsigned integer; a negative row count has no meaning",
+                ));
             }
             top = Some(self.unsigned("an unsigned integer after TOP")?);
             if self.at_kw("DISTINCT") || self.at_kw("ALL") {
@@ -286,7 +328,11 @@ impl Parser {
             }
         }
         if !self.at_kw("FROM") {
-            return Err(self.err_expected(if items.is_empty() { "a select list" } else { "',' or FROM" }));
+            return Err(self.err_expected(if items.is_empty() {
+                "a select list"
+            } else {
+                "',' or FROM"
+            }));
         }
         self.bump();
         let mut from = Vec::new();
@@ -296,7 +342,11 @@ impl Parser {
                 break;
             }
         }
-        let selection = if self.eat_kw("WHERE") { Some(self.expr()?) } else { None };
+        let selection = if self.eat_kw("WHERE") {
+            Some(self.expr()?)
+        } else {
+            None
+        };
         let mut group_by = Vec::new();
         if self.eat_kw("GROUP") {
             self.expect_kw("BY")?;
@@ -307,8 +357,21 @@ impl Parser {
                 }
             }
         }
-        let having = if self.eat_kw("HAVING") { Some(self.expr()?) } else { None };
-        Ok(Select { distinct, top, items, from, selection, group_by, having, pos })
+        let having = if self.eat_kw("HAVING") {
+            Some(self.expr()?)
+        } else {
+            None
+        };
+        Ok(Select {
+            distinct,
+            top,
+            items,
+            from,
+            selection,
+            group_by,
+            having,
+            pos,
+        })
     }
 
     fn select_item(&mut self) -> Result<SelectItem> {
@@ -328,7 +391,10 @@ impl Parser {
                 if *self.peek() == Tok::Star {
                     self.bump();
                     if parts.len() > 3 {
-                        return Err(AdqlError::syntax(parts[0].pos, "a table name has at most three parts"));
+                        return Err(AdqlError::syntax(
+                            parts[0].pos,
+                            "a table name has at most three parts",
+                        ));
                     }
                     return Ok(SelectItem::QualifiedWildcard(parts));
                 }
@@ -353,7 +419,10 @@ impl Parser {
             Tok::Quoted(_) => Ok(Some(self.ident("a name")?)),
             Tok::Word(w) if !is_reserved(w) => {
                 if w.eq_ignore_ascii_case("LIMIT") && matches!(self.peek_at(1), Tok::Int(_)) {
-                    return Err(AdqlError::syntax(self.pos(), "LIMIT is not ADQL: use SELECT TOP n"));
+                    return Err(AdqlError::syntax(
+                        self.pos(),
+                        "LIMIT is not ADQL: use SELECT TOP n",
+                    ));
                 }
                 Ok(Some(self.ident("a name")?))
             }
@@ -367,7 +436,11 @@ impl Parser {
         match self.peek().clone() {
             Tok::Quoted(name) => {
                 self.bump();
-                Ok(Ident { name, quoted: true, pos })
+                Ok(Ident {
+                    name,
+                    quoted: true,
+                    pos,
+                })
             }
             Tok::Word(name) => {
                 if is_reserved(&name) {
@@ -381,7 +454,11 @@ impl Parser {
                     ));
                 }
                 self.bump();
-                Ok(Ident { name, quoted: false, pos })
+                Ok(Ident {
+                    name,
+                    quoted: false,
+                    pos,
+                })
             }
             _ => Err(self.err_expected(what)),
         }
@@ -418,7 +495,10 @@ impl Parser {
             let right = self.table_primary()?;
             let constraint = if natural {
                 if self.at_kw("ON") || self.at_kw("USING") {
-                    return Err(AdqlError::syntax(self.pos(), "a NATURAL join takes neither ON nor USING"));
+                    return Err(AdqlError::syntax(
+                        self.pos(),
+                        "a NATURAL join takes neither ON nor USING",
+                    ));
                 }
                 JoinConstraint::Natural
             } else if kind == JoinKind::Cross {
@@ -442,7 +522,13 @@ impl Parser {
                 // A join without a condition pairs every row with every row, as DaCHS and ADQLLib read it.
                 JoinConstraint::None
             };
-            left = TableRef::Join { left: Box::new(left), right: Box::new(right), kind, constraint, pos };
+            left = TableRef::Join {
+                left: Box::new(left),
+                right: Box::new(right),
+                kind,
+                constraint,
+                pos,
+            };
         }
     }
 
@@ -451,7 +537,8 @@ impl Parser {
             let open = self.pos();
             self.enter()?;
             self.bump();
-            let starts_query = self.at_kw("SELECT") || self.at_kw("WITH") || self.starts_nested_query();
+            let starts_query =
+                self.at_kw("SELECT") || self.at_kw("WITH") || self.starts_nested_query();
             let result = if starts_query {
                 if self.at_kw("WITH") {
                     return Err(AdqlError::syntax(
@@ -473,11 +560,17 @@ impl Parser {
                         ));
                     }
                 };
-                TableRef::Derived { query: Box::new(query), alias }
+                TableRef::Derived {
+                    query: Box::new(query),
+                    alias,
+                }
             } else {
                 let inner = self.table_ref()?;
                 if !matches!(inner, TableRef::Join { .. }) {
-                    return Err(AdqlError::syntax(open, "parentheses in FROM enclose a subquery or a join"));
+                    return Err(AdqlError::syntax(
+                        open,
+                        "parentheses in FROM enclose a subquery or a join",
+                    ));
                 }
                 self.expect(Tok::RParen, "')' to close the joined table")?;
                 TableRef::Nested(Box::new(inner))
@@ -491,7 +584,10 @@ impl Parser {
             name.push(self.ident("a table name after '.'")?);
         }
         if name.len() > 3 {
-            return Err(AdqlError::syntax(name[0].pos, "a table name has at most three parts: catalog.schema.table"));
+            return Err(AdqlError::syntax(
+                name[0].pos,
+                "a table name has at most three parts: catalog.schema.table",
+            ));
         }
         let alias = self.alias()?;
         Ok(TableRef::Table { name, alias })
@@ -520,7 +616,12 @@ impl Parser {
         while self.at_kw("OR") {
             let pos = self.bump();
             let right = self.and_expr()?;
-            left = Expr::Binary { op: BinOp::Or, left: Box::new(left), right: Box::new(right), pos };
+            left = Expr::Binary {
+                op: BinOp::Or,
+                left: Box::new(left),
+                right: Box::new(right),
+                pos,
+            };
         }
         Ok(left)
     }
@@ -530,7 +631,12 @@ impl Parser {
         while self.at_kw("AND") {
             let pos = self.bump();
             let right = self.not_expr()?;
-            left = Expr::Binary { op: BinOp::And, left: Box::new(left), right: Box::new(right), pos };
+            left = Expr::Binary {
+                op: BinOp::And,
+                left: Box::new(left),
+                right: Box::new(right),
+                pos,
+            };
         }
         Ok(left)
     }
@@ -541,7 +647,11 @@ impl Parser {
             self.enter()?;
             let inner = self.not_expr()?;
             self.leave();
-            return Ok(Expr::Unary { op: UnaryOp::Not, expr: Box::new(inner), pos });
+            return Ok(Expr::Unary {
+                op: UnaryOp::Not,
+                expr: Box::new(inner),
+                pos,
+            });
         }
         self.predicate()
     }
@@ -552,7 +662,10 @@ impl Parser {
             self.expect(Tok::LParen, "'(' and a subquery after EXISTS")?;
             let query = self.query(false)?;
             self.expect(Tok::RParen, "')' to close the subquery")?;
-            return Ok(Expr::Exists { query: Box::new(query), pos });
+            return Ok(Expr::Exists {
+                query: Box::new(query),
+                pos,
+            });
         }
         let left = self.bitor_expr()?;
         let pos = self.pos();
@@ -568,7 +681,12 @@ impl Parser {
         if let Some(op) = op {
             self.bump();
             let right = self.bitor_expr()?;
-            return Ok(Expr::Binary { op, left: Box::new(left), right: Box::new(right), pos });
+            return Ok(Expr::Binary {
+                op,
+                left: Box::new(left),
+                right: Box::new(right),
+                pos,
+            });
         }
         let negated = if self.at_kw("NOT")
             && (self.peek_at(1).is_kw("BETWEEN")
@@ -585,14 +703,28 @@ impl Parser {
             let low = self.bitor_expr()?;
             self.expect_kw("AND")?;
             let high = self.bitor_expr()?;
-            return Ok(Expr::Between { expr: Box::new(left), low: Box::new(low), high: Box::new(high), negated, pos });
+            return Ok(Expr::Between {
+                expr: Box::new(left),
+                low: Box::new(low),
+                high: Box::new(high),
+                negated,
+                pos,
+            });
         }
         if self.eat_kw("IN") {
-            self.expect(Tok::LParen, "'(' and a list of values or a subquery after IN")?;
+            self.expect(
+                Tok::LParen,
+                "'(' and a list of values or a subquery after IN",
+            )?;
             if self.at_kw("SELECT") || self.starts_nested_query() {
                 let query = self.query(false)?;
                 self.expect(Tok::RParen, "')' to close the subquery")?;
-                return Ok(Expr::InSubquery { expr: Box::new(left), query: Box::new(query), negated, pos });
+                return Ok(Expr::InSubquery {
+                    expr: Box::new(left),
+                    query: Box::new(query),
+                    negated,
+                    pos,
+                });
             }
             let mut list = Vec::new();
             loop {
@@ -602,7 +734,12 @@ impl Parser {
                 }
             }
             self.expect(Tok::RParen, "',' or ')' in the IN list")?;
-            return Ok(Expr::InList { expr: Box::new(left), list, negated, pos });
+            return Ok(Expr::InList {
+                expr: Box::new(left),
+                list,
+                negated,
+                pos,
+            });
         }
         let like = self.at_kw("LIKE");
         if like || self.at_kw("ILIKE") {
@@ -622,9 +759,17 @@ impl Parser {
         if self.eat_kw("IS") {
             let negated = self.eat_kw("NOT");
             if !self.eat_kw("NULL") {
-                return Err(self.err_expected(if negated { "NULL after IS NOT" } else { "NULL or NOT NULL after IS" }));
+                return Err(self.err_expected(if negated {
+                    "NULL after IS NOT"
+                } else {
+                    "NULL or NOT NULL after IS"
+                }));
             }
-            return Ok(Expr::IsNull { expr: Box::new(left), negated, pos });
+            return Ok(Expr::IsNull {
+                expr: Box::new(left),
+                negated,
+                pos,
+            });
         }
         Ok(left)
     }
@@ -634,7 +779,12 @@ impl Parser {
         while *self.peek() == Tok::Pipe {
             let pos = self.bump();
             let right = self.bitxor_expr()?;
-            left = Expr::Binary { op: BinOp::BitOr, left: Box::new(left), right: Box::new(right), pos };
+            left = Expr::Binary {
+                op: BinOp::BitOr,
+                left: Box::new(left),
+                right: Box::new(right),
+                pos,
+            };
         }
         Ok(left)
     }
@@ -644,7 +794,12 @@ impl Parser {
         while *self.peek() == Tok::Caret {
             let pos = self.bump();
             let right = self.bitand_expr()?;
-            left = Expr::Binary { op: BinOp::BitXor, left: Box::new(left), right: Box::new(right), pos };
+            left = Expr::Binary {
+                op: BinOp::BitXor,
+                left: Box::new(left),
+                right: Box::new(right),
+                pos,
+            };
         }
         Ok(left)
     }
@@ -654,7 +809,12 @@ impl Parser {
         while *self.peek() == Tok::Amp {
             let pos = self.bump();
             let right = self.additive()?;
-            left = Expr::Binary { op: BinOp::BitAnd, left: Box::new(left), right: Box::new(right), pos };
+            left = Expr::Binary {
+                op: BinOp::BitAnd,
+                left: Box::new(left),
+                right: Box::new(right),
+                pos,
+            };
         }
         Ok(left)
     }
@@ -670,7 +830,12 @@ impl Parser {
             };
             let pos = self.bump();
             let right = self.multiplicative()?;
-            left = Expr::Binary { op, left: Box::new(left), right: Box::new(right), pos };
+            left = Expr::Binary {
+                op,
+                left: Box::new(left),
+                right: Box::new(right),
+                pos,
+            };
         }
     }
 
@@ -684,7 +849,12 @@ impl Parser {
             };
             let pos = self.bump();
             let right = self.unary()?;
-            left = Expr::Binary { op, left: Box::new(left), right: Box::new(right), pos };
+            left = Expr::Binary {
+                op,
+                left: Box::new(left),
+                right: Box::new(right),
+                pos,
+            };
         }
     }
 
@@ -699,7 +869,11 @@ impl Parser {
         self.enter()?;
         let inner = self.unary()?;
         self.leave();
-        Ok(Expr::Unary { op, expr: Box::new(inner), pos })
+        Ok(Expr::Unary {
+            op,
+            expr: Box::new(inner),
+            pos,
+        })
     }
 
     fn primary(&mut self) -> Result<Expr> {
@@ -734,7 +908,10 @@ impl Parser {
                     let query = self.query(false)?;
                     self.expect(Tok::RParen, "')' to close the subquery")?;
                     self.leave();
-                    return Ok(Expr::Subquery { query: Box::new(query), pos });
+                    return Ok(Expr::Subquery {
+                        query: Box::new(query),
+                        pos,
+                    });
                 }
                 if self.at_kw("WITH") {
                     return Err(AdqlError::syntax(
@@ -756,21 +933,30 @@ impl Parser {
                     }
                     "TRUE" | "FALSE" => Err(AdqlError::syntax(
                         pos,
-                        format!("{upper} is not ADQL: ADQL has no boolean literals; compare with 1 or 0"),
+                        format!(
+                            "{upper} is not ADQL: ADQL has no boolean literals; compare with 1 or 0"
+                        ),
                     )),
                     "CAST" if *self.peek_at(1) == Tok::LParen => self.cast(),
                     "CASE" => self.case(),
                     "EXISTS" => self.predicate(),
-                    "INTERVAL" | "DATE" | "TIME" if matches!(self.peek_at(1), Tok::Str(_)) => Err(AdqlError::syntax(
-                        pos,
-                        format!("{upper} '...' literals are not ADQL; use a string or CAST('...' AS TIMESTAMP)"),
-                    )),
+                    "INTERVAL" | "DATE" | "TIME" if matches!(self.peek_at(1), Tok::Str(_)) => {
+                        Err(AdqlError::syntax(
+                            pos,
+                            format!(
+                                "{upper} '...' literals are not ADQL; use a string or CAST('...' AS TIMESTAMP)"
+                            ),
+                        ))
+                    }
                     _ if *self.peek_at(1) == Tok::LParen => self.function(),
                     _ => self.column_ref(),
                 }
             }
             Tok::Quoted(_) => self.column_ref(),
-            _ => Err(self.err_expected("a value: a column, a number, a string, a function call or '('")),
+            _ => {
+                Err(self
+                    .err_expected("a value: a column, a number, a string, a function call or '('"))
+            }
         }
     }
 
@@ -796,20 +982,34 @@ impl Parser {
     }
 
     fn function(&mut self) -> Result<Expr> {
-        let Tok::Word(name) = self.peek().clone() else { unreachable!("function() is only called on a word") };
-        let name = Ident { name, quoted: false, pos: self.bump() };
+        let Tok::Word(name) = self.peek().clone() else {
+            unreachable!("function() is only called on a word")
+        };
+        let name = Ident {
+            name,
+            quoted: false,
+            pos: self.bump(),
+        };
         self.expect(Tok::LParen, "'('")?;
         self.enter()?;
         let upper = name.name.to_ascii_uppercase();
         let is_aggregate = matches!(upper.as_str(), "COUNT" | "SUM" | "AVG" | "MIN" | "MAX");
         if *self.peek() == Tok::Star {
             if upper != "COUNT" {
-                return Err(AdqlError::syntax(self.pos(), format!("'*' is only allowed in COUNT(*), not in {upper}")));
+                return Err(AdqlError::syntax(
+                    self.pos(),
+                    format!("'*' is only allowed in COUNT(*), not in {upper}"),
+                ));
             }
             self.bump();
             self.expect(Tok::RParen, "')' after COUNT(*")?;
             self.leave();
-            return Ok(Expr::Function { name, args: Vec::new(), distinct: false, star: true });
+            return Ok(Expr::Function {
+                name,
+                args: Vec::new(),
+                distinct: false,
+                star: true,
+            });
         }
         let mut distinct = false;
         if is_aggregate {
@@ -830,7 +1030,12 @@ impl Parser {
         }
         self.expect(Tok::RParen, "',' or ')' in the argument list")?;
         self.leave();
-        Ok(Expr::Function { name, args, distinct, star: false })
+        Ok(Expr::Function {
+            name,
+            args,
+            distinct,
+            star: false,
+        })
     }
 
     fn cast(&mut self) -> Result<Expr> {
@@ -848,7 +1053,9 @@ impl Parser {
             if p.eat(&Tok::LParen) {
                 let n = p.unsigned("a length")?;
                 p.expect(Tok::RParen, "')' after the length")?;
-                Ok(Some(u32::try_from(n).map_err(|_| AdqlError::syntax(ty_pos, "length too large"))?))
+                Ok(Some(u32::try_from(n).map_err(|_| {
+                    AdqlError::syntax(ty_pos, "length too large")
+                })?))
             } else {
                 Ok(None)
             }
@@ -868,9 +1075,24 @@ impl Parser {
             "POINT" => CastType::Point,
             "CIRCLE" => CastType::Circle,
             "POLYGON" => CastType::Polygon,
-            "INT" => return Err(AdqlError::syntax(ty_pos, "INT is not an ADQL type: use INTEGER")),
-            "FLOAT" => return Err(AdqlError::syntax(ty_pos, "FLOAT is not an ADQL type: use REAL or DOUBLE PRECISION")),
-            "TEXT" | "STRING" => return Err(AdqlError::syntax(ty_pos, format!("{word} is not an ADQL type: use VARCHAR"))),
+            "INT" => {
+                return Err(AdqlError::syntax(
+                    ty_pos,
+                    "INT is not an ADQL type: use INTEGER",
+                ));
+            }
+            "FLOAT" => {
+                return Err(AdqlError::syntax(
+                    ty_pos,
+                    "FLOAT is not an ADQL type: use REAL or DOUBLE PRECISION",
+                ));
+            }
+            "TEXT" | "STRING" => {
+                return Err(AdqlError::syntax(
+                    ty_pos,
+                    format!("{word} is not an ADQL type: use VARCHAR"),
+                ));
+            }
             _ => {
                 return Err(AdqlError::syntax(
                     ty_pos,
@@ -881,13 +1103,21 @@ impl Parser {
             }
         };
         self.expect(Tok::RParen, "')' to close CAST")?;
-        Ok(Expr::Cast { expr: Box::new(expr), ty, pos })
+        Ok(Expr::Cast {
+            expr: Box::new(expr),
+            ty,
+            pos,
+        })
     }
 
     fn case(&mut self) -> Result<Expr> {
         let pos = self.bump();
         self.enter()?;
-        let operand = if self.at_kw("WHEN") { None } else { Some(Box::new(self.expr()?)) };
+        let operand = if self.at_kw("WHEN") {
+            None
+        } else {
+            Some(Box::new(self.expr()?))
+        };
         let mut whens = Vec::new();
         while self.eat_kw("WHEN") {
             let cond = self.expr()?;
@@ -898,9 +1128,18 @@ impl Parser {
         if whens.is_empty() {
             return Err(self.err_expected("WHEN"));
         }
-        let otherwise = if self.eat_kw("ELSE") { Some(Box::new(self.expr()?)) } else { None };
+        let otherwise = if self.eat_kw("ELSE") {
+            Some(Box::new(self.expr()?))
+        } else {
+            None
+        };
         self.expect_kw("END")?;
         self.leave();
-        Ok(Expr::Case { operand, whens, otherwise, pos })
+        Ok(Expr::Case {
+            operand,
+            whens,
+            otherwise,
+            pos,
+        })
     }
 }

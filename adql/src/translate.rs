@@ -42,7 +42,10 @@ pub fn translate(query: &Query, catalog: &dyn Catalog) -> Result<Translation> {
         }
     }
     let sql = t.query(query, &mut Vec::new())?;
-    Ok(Translation { sql, tables: t.tables })
+    Ok(Translation {
+        sql,
+        tables: t.tables,
+    })
 }
 
 pub fn quote_ident(s: &str) -> String {
@@ -125,7 +128,12 @@ impl<'a> Translator<'a> {
                         self.collect_expr(expr, ctes)?;
                     }
                 }
-                for e in sel.selection.iter().chain(sel.having.iter()).chain(sel.group_by.iter()) {
+                for e in sel
+                    .selection
+                    .iter()
+                    .chain(sel.having.iter())
+                    .chain(sel.group_by.iter())
+                {
                     self.collect_expr(e, ctes)?;
                 }
                 Ok(())
@@ -140,19 +148,29 @@ impl<'a> Translator<'a> {
 
     fn collect_expr(&mut self, e: &Expr, ctes: &mut Vec<String>) -> Result<()> {
         match e {
-            Expr::Exists { query, .. } | Expr::Subquery { query, .. } => self.collect_query(query, ctes),
+            Expr::Exists { query, .. } | Expr::Subquery { query, .. } => {
+                self.collect_query(query, ctes)
+            }
             Expr::InSubquery { expr, query, .. } => {
                 self.collect_expr(expr, ctes)?;
                 self.collect_query(query, ctes)
             }
-            Expr::Unary { expr, .. } | Expr::Nested(expr, _) | Expr::Cast { expr, .. } | Expr::IsNull { expr, .. } => {
-                self.collect_expr(expr, ctes)
-            }
-            Expr::Binary { left, right, .. } | Expr::Like { expr: left, pattern: right, .. } => {
+            Expr::Unary { expr, .. }
+            | Expr::Nested(expr, _)
+            | Expr::Cast { expr, .. }
+            | Expr::IsNull { expr, .. } => self.collect_expr(expr, ctes),
+            Expr::Binary { left, right, .. }
+            | Expr::Like {
+                expr: left,
+                pattern: right,
+                ..
+            } => {
                 self.collect_expr(left, ctes)?;
                 self.collect_expr(right, ctes)
             }
-            Expr::Between { expr, low, high, .. } => {
+            Expr::Between {
+                expr, low, high, ..
+            } => {
                 self.collect_expr(expr, ctes)?;
                 self.collect_expr(low, ctes)?;
                 self.collect_expr(high, ctes)
@@ -162,7 +180,12 @@ impl<'a> Translator<'a> {
                 list.iter().try_for_each(|x| self.collect_expr(x, ctes))
             }
             Expr::Function { args, .. } => args.iter().try_for_each(|x| self.collect_expr(x, ctes)),
-            Expr::Case { operand, whens, otherwise, .. } => {
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+                ..
+            } => {
                 if let Some(o) = operand {
                     self.collect_expr(o, ctes)?;
                 }
@@ -183,7 +206,9 @@ impl<'a> Translator<'a> {
         match t {
             TableRef::Table { name, alias } => {
                 if let Some(table) = self.resolve_table(name, ctes)? {
-                    let key = alias.as_ref().map_or(table.name.clone(), |a| a.name.to_lowercase());
+                    let key = alias
+                        .as_ref()
+                        .map_or(table.name.clone(), |a| a.name.to_lowercase());
                     if alias.is_none() {
                         self.unaliased.insert(table.name.clone(), table.clone());
                     }
@@ -196,7 +221,12 @@ impl<'a> Translator<'a> {
             }
             TableRef::Derived { query, .. } => self.collect_query(query, ctes),
             TableRef::Nested(inner) => self.collect_table(inner, ctes),
-            TableRef::Join { left, right, constraint, .. } => {
+            TableRef::Join {
+                left,
+                right,
+                constraint,
+                ..
+            } => {
                 self.collect_table(left, ctes)?;
                 self.collect_table(right, ctes)?;
                 if let JoinConstraint::On(e) = constraint {
@@ -213,26 +243,51 @@ impl<'a> Translator<'a> {
         if name.len() == 1 && ctes.contains(&table.name.to_lowercase()) {
             return Ok(None);
         }
-        let schema = if name.len() >= 2 { Some(name[name.len() - 2].name.as_str()) } else { None };
+        let schema = if name.len() >= 2 {
+            Some(name[name.len() - 2].name.as_str())
+        } else {
+            None
+        };
         let found = self.catalog.find(schema, &table.name);
-        let written = name.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(".");
+        let written = name
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>()
+            .join(".");
         match found.len() {
             1 => Ok(found.into_iter().next()),
             0 => {
-                let mut known: Vec<String> = self.catalog.tables().iter().map(|t| t.qualified_name()).collect();
+                let mut known: Vec<String> = self
+                    .catalog
+                    .tables()
+                    .iter()
+                    .map(|t| t.qualified_name())
+                    .collect();
                 known.sort();
                 let hint = if known.is_empty() {
                     "no tables are loaded".to_string()
                 } else if known.len() <= 12 {
                     format!("known tables: {}", known.join(", "))
                 } else {
-                    format!("{} tables are known; query TAP_SCHEMA.tables to list them", known.len())
+                    format!(
+                        "{} tables are known; query TAP_SCHEMA.tables to list them",
+                        known.len()
+                    )
                 };
-                Err(sem(name[0].pos, format!("table {written} not found ({hint})")))
+                Err(sem(
+                    name[0].pos,
+                    format!("table {written} not found ({hint})"),
+                ))
             }
             _ => {
                 let names: Vec<String> = found.iter().map(|t| t.qualified_name()).collect();
-                Err(sem(name[0].pos, format!("table name {written} is ambiguous: write one of {}", names.join(", "))))
+                Err(sem(
+                    name[0].pos,
+                    format!(
+                        "table name {written} is ambiguous: write one of {}",
+                        names.join(", ")
+                    ),
+                ))
             }
         }
     }
@@ -250,7 +305,12 @@ impl<'a> Translator<'a> {
     /// A table or alias part of a column reference.
     fn qualifier(&self, id: &Ident) -> String {
         let lower = id.name.to_lowercase();
-        if !id.quoted || self.tables.iter().any(|t| t.name == lower || t.schema == lower) {
+        if !id.quoted
+            || self
+                .tables
+                .iter()
+                .any(|t| t.name == lower || t.schema == lower)
+        {
             quote_ident(&lower)
         } else {
             quote_ident(&id.name)
@@ -314,7 +374,13 @@ impl<'a> Translator<'a> {
                 }
             }
             SetExpr::Nested(q) => format!("({})", self.query(q, ctes)?),
-            SetExpr::SetOp { op, all, left, right, .. } => {
+            SetExpr::SetOp {
+                op,
+                all,
+                left,
+                right,
+                ..
+            } => {
                 let op = match op {
                     SetOp::Union => "UNION",
                     SetOp::Except => "EXCEPT",
@@ -323,7 +389,13 @@ impl<'a> Translator<'a> {
                 let all = if *all { " ALL" } else { "" };
                 let (l, r) = (self.set_expr(left, ctes)?, self.set_expr(right, ctes)?);
                 // Parenthesize nested set operations so INTERSECT's precedence survives.
-                let wrap = |x: String, e: &SetExpr| if matches!(e, SetExpr::SetOp { .. }) { format!("({x})") } else { x };
+                let wrap = |x: String, e: &SetExpr| {
+                    if matches!(e, SetExpr::SetOp { .. }) {
+                        format!("({x})")
+                    } else {
+                        x
+                    }
+                };
                 format!("{} {op}{all} {}", wrap(l, left), wrap(r, right))
             }
         })
@@ -343,7 +415,9 @@ impl<'a> Translator<'a> {
                     // DataFusion needs the full name of an unaliased table before `.*`.
                     let lower = parts[0].name.to_lowercase();
                     match self.unaliased.get(&lower) {
-                        Some(t) if parts.len() == 1 => format!("{}.{}.*", quote_ident(&t.schema), quote_ident(&t.name)),
+                        Some(t) if parts.len() == 1 => {
+                            format!("{}.{}.*", quote_ident(&t.schema), quote_ident(&t.name))
+                        }
                         _ => {
                             let q: Vec<String> = parts.iter().map(|p| self.qualifier(p)).collect();
                             format!("{}.*", q.join("."))
@@ -354,13 +428,20 @@ impl<'a> Translator<'a> {
                     let sql = self.expr(expr, ctes)?.text();
                     let name = match alias {
                         Some(a) => {
-                            used.insert(if a.quoted { a.name.clone() } else { a.name.to_lowercase() });
+                            used.insert(if a.quoted {
+                                a.name.clone()
+                            } else {
+                                a.name.to_lowercase()
+                            });
                             Some(self.ident(a))
                         }
                         None => match expr.unnested() {
                             // A column keeps its name unless an earlier item took it (ADQL allows repeats).
                             Expr::Column(parts) => {
-                                let base = parts.last().map(|p| p.name.to_lowercase()).unwrap_or_default();
+                                let base = parts
+                                    .last()
+                                    .map(|p| p.name.to_lowercase())
+                                    .unwrap_or_default();
                                 if used.insert(base.clone()) {
                                     None
                                 } else {
@@ -379,13 +460,21 @@ impl<'a> Translator<'a> {
         }
         out.push_str(&items.join(", "));
         out.push_str(" FROM ");
-        let from = s.from.iter().map(|t| self.table_ref(t, ctes)).collect::<Result<Vec<_>>>()?;
+        let from = s
+            .from
+            .iter()
+            .map(|t| self.table_ref(t, ctes))
+            .collect::<Result<Vec<_>>>()?;
         out.push_str(&from.join(", "));
         if let Some(w) = &s.selection {
             out.push_str(&format!(" WHERE {}", self.expr(w, ctes)?.text()));
         }
         if !s.group_by.is_empty() {
-            let g = s.group_by.iter().map(|e| Ok(self.expr(e, ctes)?.text())).collect::<Result<Vec<_>>>()?;
+            let g = s
+                .group_by
+                .iter()
+                .map(|e| Ok(self.expr(e, ctes)?.text()))
+                .collect::<Result<Vec<_>>>()?;
             out.push_str(&format!(" GROUP BY {}", g.join(", ")));
         }
         if let Some(h) = &s.having {
@@ -401,7 +490,11 @@ impl<'a> Translator<'a> {
         Ok(match t {
             TableRef::Table { name, alias } => {
                 let base = match self.resolve_table(name, ctes)? {
-                    Some(table) => format!("{}.{}", quote_ident(&table.schema), quote_ident(&table.name)),
+                    Some(table) => format!(
+                        "{}.{}",
+                        quote_ident(&table.schema),
+                        quote_ident(&table.name)
+                    ),
                     None => self.ident(name.last().expect("non-empty name")),
                 };
                 match alias {
@@ -409,9 +502,17 @@ impl<'a> Translator<'a> {
                     None => base,
                 }
             }
-            TableRef::Derived { query, alias } => format!("({}) AS {}", self.query(query, ctes)?, self.ident(alias)),
+            TableRef::Derived { query, alias } => {
+                format!("({}) AS {}", self.query(query, ctes)?, self.ident(alias))
+            }
             TableRef::Nested(inner) => format!("({})", self.table_ref(inner, ctes)?),
-            TableRef::Join { left, right, kind, constraint, .. } => {
+            TableRef::Join {
+                left,
+                right,
+                kind,
+                constraint,
+                ..
+            } => {
                 let l = self.table_ref(left, ctes)?;
                 let r = self.table_ref(right, ctes)?;
                 let natural = matches!(constraint, JoinConstraint::Natural);
@@ -425,10 +526,20 @@ impl<'a> Translator<'a> {
                 let spec = match constraint {
                     JoinConstraint::On(e) => format!(" ON {}", self.expr(e, ctes)?.text()),
                     JoinConstraint::Using(cols) => {
-                        format!(" USING ({})", cols.iter().map(|c| self.ident(c)).collect::<Vec<_>>().join(", "))
+                        format!(
+                            " USING ({})",
+                            cols.iter()
+                                .map(|c| self.ident(c))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
                     }
                     // An outer join without a condition keeps every pair.
-                    JoinConstraint::None if *kind != JoinKind::Cross && *kind != JoinKind::Inner => " ON TRUE".into(),
+                    JoinConstraint::None
+                        if *kind != JoinKind::Cross && *kind != JoinKind::Inner =>
+                    {
+                        " ON TRUE".into()
+                    }
                     _ => String::new(),
                 };
                 format!("{l} {}{k} {r}{spec}", if natural { "NATURAL " } else { "" })
@@ -444,7 +555,8 @@ impl<'a> Translator<'a> {
         Ok(Sql::Text(match e {
             Expr::Column(parts) => {
                 let n = parts.len();
-                let mut out: Vec<String> = parts[..n - 1].iter().map(|p| self.qualifier(p)).collect();
+                let mut out: Vec<String> =
+                    parts[..n - 1].iter().map(|p| self.qualifier(p)).collect();
                 out.push(self.ident(&parts[n - 1]));
                 out.join(".")
             }
@@ -465,7 +577,9 @@ impl<'a> Translator<'a> {
                     UnaryOp::Not => format!("(NOT {x})"),
                 }
             }
-            Expr::Binary { op, left, right, .. } => {
+            Expr::Binary {
+                op, left, right, ..
+            } => {
                 let (l, r) = (self.text(left, ctes)?, self.text(right, ctes)?);
                 if *op == BinOp::BitXor {
                     // DataFusion's SQL has no XOR operator: a ^ b = (a | b) - (a & b).
@@ -474,24 +588,54 @@ impl<'a> Translator<'a> {
                     format!("({l} {} {r})", op.sql())
                 }
             }
-            Expr::Between { expr, low, high, negated, .. } => format!(
+            Expr::Between {
+                expr,
+                low,
+                high,
+                negated,
+                ..
+            } => format!(
                 "({} {}BETWEEN {} AND {})",
                 self.text(expr, ctes)?,
                 if *negated { "NOT " } else { "" },
                 self.text(low, ctes)?,
                 self.text(high, ctes)?
             ),
-            Expr::InList { expr, list, negated, .. } => {
-                let items = list.iter().map(|x| self.text(x, ctes)).collect::<Result<Vec<_>>>()?;
-                format!("({} {}IN ({}))", self.text(expr, ctes)?, if *negated { "NOT " } else { "" }, items.join(", "))
+            Expr::InList {
+                expr,
+                list,
+                negated,
+                ..
+            } => {
+                let items = list
+                    .iter()
+                    .map(|x| self.text(x, ctes))
+                    .collect::<Result<Vec<_>>>()?;
+                format!(
+                    "({} {}IN ({}))",
+                    self.text(expr, ctes)?,
+                    if *negated { "NOT " } else { "" },
+                    items.join(", ")
+                )
             }
-            Expr::InSubquery { expr, query, negated, .. } => format!(
+            Expr::InSubquery {
+                expr,
+                query,
+                negated,
+                ..
+            } => format!(
                 "({} {}IN ({}))",
                 self.text(expr, ctes)?,
                 if *negated { "NOT " } else { "" },
                 self.query(query, ctes)?
             ),
-            Expr::Like { expr, pattern, negated, case_insensitive, .. } => format!(
+            Expr::Like {
+                expr,
+                pattern,
+                negated,
+                case_insensitive,
+                ..
+            } => format!(
                 "({} {}{} {})",
                 self.text(expr, ctes)?,
                 if *negated { "NOT " } else { "" },
@@ -499,7 +643,11 @@ impl<'a> Translator<'a> {
                 self.text(pattern, ctes)?
             ),
             Expr::IsNull { expr, negated, .. } => {
-                format!("({} IS {}NULL)", self.text(expr, ctes)?, if *negated { "NOT " } else { "" })
+                format!(
+                    "({} IS {}NULL)",
+                    self.text(expr, ctes)?,
+                    if *negated { "NOT " } else { "" }
+                )
             }
             Expr::Exists { query, .. } => format!("(EXISTS ({}))", self.query(query, ctes)?),
             Expr::Subquery { query, .. } => format!("({})", self.query(query, ctes)?),
@@ -525,13 +673,22 @@ impl<'a> Translator<'a> {
                 }
                 s
             }
-            Expr::Case { operand, whens, otherwise, .. } => {
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+                ..
+            } => {
                 let mut s = String::from("(CASE");
                 if let Some(o) = operand {
                     s.push_str(&format!(" {}", self.text(o, ctes)?));
                 }
                 for (w, t) in whens {
-                    s.push_str(&format!(" WHEN {} THEN {}", self.text(w, ctes)?, self.text(t, ctes)?));
+                    s.push_str(&format!(
+                        " WHEN {} THEN {}",
+                        self.text(w, ctes)?,
+                        self.text(t, ctes)?
+                    ));
                 }
                 if let Some(o) = otherwise {
                     s.push_str(&format!(" ELSE {}", self.text(o, ctes)?));
@@ -539,14 +696,29 @@ impl<'a> Translator<'a> {
                 s.push_str(" END)");
                 s
             }
-            Expr::Function { name, args, distinct, star } => return self.function(name, args, *distinct, *star, ctes),
+            Expr::Function {
+                name,
+                args,
+                distinct,
+                star,
+            } => return self.function(name, args, *distinct, *star, ctes),
         }))
     }
 
-    fn function(&mut self, name: &Ident, args: &[Expr], distinct: bool, star: bool, ctes: &mut Vec<String>) -> Result<Sql> {
+    fn function(
+        &mut self,
+        name: &Ident,
+        args: &[Expr],
+        distinct: bool,
+        star: bool,
+        ctes: &mut Vec<String>,
+    ) -> Result<Sql> {
         let upper = name.name.to_ascii_uppercase();
         if !is_implemented(&upper) {
-            return Err(sem(name.pos, format!("function {} is not available on this service", name.name)));
+            return Err(sem(
+                name.pos,
+                format!("function {} is not available on this service", name.name),
+            ));
         }
         let mut a = Vec::with_capacity(args.len());
         for x in args {
@@ -556,32 +728,45 @@ impl<'a> Translator<'a> {
         let all = |a: &[Sql]| a.iter().map(Sql::text).collect::<Vec<_>>().join(", ");
         let simple = |f: &str| Sql::Text(format!("{f}({})", all(&a)));
         Ok(match upper.as_str() {
-            "ABS" | "ACOS" | "ASIN" | "ATAN" | "ATAN2" | "COS" | "COT" | "DEGREES" | "EXP" | "FLOOR" | "LOG10"
-            | "RADIANS" | "SIN" | "SQRT" | "TAN" | "LOWER" | "UPPER" | "COALESCE" | "ROUND" => {
-                simple(&upper.to_lowercase())
-            }
+            "ABS" | "ACOS" | "ASIN" | "ATAN" | "ATAN2" | "COS" | "COT" | "DEGREES" | "EXP"
+            | "FLOOR" | "LOG10" | "RADIANS" | "SIN" | "SQRT" | "TAN" | "LOWER" | "UPPER"
+            | "COALESCE" | "ROUND" => simple(&upper.to_lowercase()),
             "CEILING" => simple("ceil"),
             "LOG" => simple("ln"),
             "TRUNCATE" => simple("trunc"),
             "PI" => Sql::Text("pi()".into()),
             "MOD" => Sql::Text(format!("({} % {})", t(0), t(1))),
-            "POWER" => Sql::Text(format!("power(CAST({} AS DOUBLE), CAST({} AS DOUBLE))", t(0), t(1))),
+            "POWER" => Sql::Text(format!(
+                "power(CAST({} AS DOUBLE), CAST({} AS DOUBLE))",
+                t(0),
+                t(1)
+            )),
             "RAND" if a.is_empty() => Sql::Text("random()".into()),
             "RAND" => Sql::Text(format!("adql_rand(CAST({} AS BIGINT))", t(0))),
             "COUNT" if star => Sql::Text("count(*)".into()),
-            "COUNT" | "SUM" | "AVG" | "MIN" | "MAX" => {
-                Sql::Text(format!("{}({}{})", upper.to_lowercase(), if distinct { "DISTINCT " } else { "" }, t(0)))
-            }
+            "COUNT" | "SUM" | "AVG" | "MIN" | "MAX" => Sql::Text(format!(
+                "{}({}{})",
+                upper.to_lowercase(),
+                if distinct { "DISTINCT " } else { "" },
+                t(0)
+            )),
             "IN_UNIT" => {
                 let Expr::Literal(Literal::Str(target), pos) = args[1].unnested() else {
                     unreachable!("validated: IN_UNIT's unit is a string literal")
                 };
-                let to = parse_unit(target).ok_or_else(|| sem(*pos, format!("unknown unit '{target}'")))?;
+                let to = parse_unit(target)
+                    .ok_or_else(|| sem(*pos, format!("unknown unit '{target}'")))?;
                 let from = self.unit_of(&args[0]).ok_or_else(|| {
-                    sem(args[0].pos(), "the unit of this value is not known, so IN_UNIT cannot convert it")
+                    sem(
+                        args[0].pos(),
+                        "the unit of this value is not known, so IN_UNIT cannot convert it",
+                    )
                 })?;
                 let factor = from.conversion_to(&to).ok_or_else(|| {
-                    sem(*pos, format!("cannot convert to '{target}': the value measures something else"))
+                    sem(
+                        *pos,
+                        format!("cannot convert to '{target}': the value measures something else"),
+                    )
                 })?;
                 Sql::Text(format!("(CAST({} AS DOUBLE) * {factor:?})", t(0)))
             }
@@ -601,7 +786,12 @@ impl<'a> Translator<'a> {
             "BOX" => {
                 let rest = self.geometry_args("BOX", args, &a);
                 let (ra, dec, w, h) = if rest.len() == 4 {
-                    (rest[0].text(), rest[1].text(), rest[2].text(), rest[3].text())
+                    (
+                        rest[0].text(),
+                        rest[1].text(),
+                        rest[2].text(),
+                        rest[3].text(),
+                    )
                 } else {
                     let (ra, dec) = rest[0].point_coords();
                     (ra, dec, rest[1].text(), rest[2].text())
@@ -612,7 +802,9 @@ impl<'a> Translator<'a> {
                 let rest = self.geometry_args("POLYGON", args, &a);
                 let points = rest.iter().any(|s| matches!(s, Sql::Point(..))) || rest.len() < 6;
                 let coords: Vec<String> = if points {
-                    rest.iter().flat_map(|p| <[String; 2]>::from(p.point_coords())).collect()
+                    rest.iter()
+                        .flat_map(|p| <[String; 2]>::from(p.point_coords()))
+                        .collect()
                 } else {
                     rest.iter().map(Sql::text).collect()
                 };
@@ -636,11 +828,13 @@ impl<'a> Translator<'a> {
             }
             "COORDSYS" => Sql::Text(format!("adql_coordsys({})", t(0))),
             "CONTAINS" | "INTERSECTS" => match (&a[0], &a[1]) {
-                (Sql::Point(ra, dec), Sql::Circle(cra, cdec, r)) => {
-                    Sql::Text(format!("adql_contains_point_circle({ra}, {dec}, {cra}, {cdec}, {r})"))
-                }
+                (Sql::Point(ra, dec), Sql::Circle(cra, cdec, r)) => Sql::Text(format!(
+                    "adql_contains_point_circle({ra}, {dec}, {cra}, {cdec}, {r})"
+                )),
                 (Sql::Circle(cra, cdec, r), Sql::Point(ra, dec)) if upper == "INTERSECTS" => {
-                    Sql::Text(format!("adql_contains_point_circle({ra}, {dec}, {cra}, {cdec}, {r})"))
+                    Sql::Text(format!(
+                        "adql_contains_point_circle({ra}, {dec}, {cra}, {cdec}, {r})"
+                    ))
                 }
                 _ => Sql::Text(format!("adql_{}({}, {})", upper.to_lowercase(), t(0), t(1))),
             },
@@ -655,7 +849,12 @@ impl<'a> Translator<'a> {
             }
             "IVO_HEALPIX_INDEX" => simple("ivo_healpix_index"),
             "IVO_HEALPIX_CENTER" => simple("ivo_healpix_center"),
-            other => return Err(sem(name.pos, format!("function {other} is not available on this service"))),
+            other => {
+                return Err(sem(
+                    name.pos,
+                    format!("function {other} is not available on this service"),
+                ));
+            }
         })
     }
 
@@ -674,26 +873,52 @@ impl<'a> Translator<'a> {
                     let q = parts[parts.len() - 2].name.to_lowercase();
                     self.aliases.get(&q)?.column(&col)?.unit.clone()?
                 } else {
-                    let mut units = self.tables.iter().filter_map(|t| t.column(&col)).filter_map(|c| c.unit.clone());
+                    let mut units = self
+                        .tables
+                        .iter()
+                        .filter_map(|t| t.column(&col))
+                        .filter_map(|c| c.unit.clone());
                     units.next()?
                 };
                 parse_unit(&unit)
             }
-            Expr::Literal(Literal::Int(_) | Literal::Real(_) | Literal::Hex(_), _) => Some(Unit::dimensionless()),
-            Expr::Unary { op: UnaryOp::Neg | UnaryOp::Plus, expr, .. } => self.unit_of(expr),
-            Expr::Binary { op: BinOp::Add | BinOp::Sub, left, right, .. } => {
+            Expr::Literal(Literal::Int(_) | Literal::Real(_) | Literal::Hex(_), _) => {
+                Some(Unit::dimensionless())
+            }
+            Expr::Unary {
+                op: UnaryOp::Neg | UnaryOp::Plus,
+                expr,
+                ..
+            } => self.unit_of(expr),
+            Expr::Binary {
+                op: BinOp::Add | BinOp::Sub,
+                left,
+                right,
+                ..
+            } => {
                 let (l, r) = (self.unit_of(left)?, self.unit_of(right)?);
                 let f = r.conversion_to(&l)?;
-                if (f - 1.0).abs() < 1e-12 { Some(l) } else { None }
-            }
-            Expr::Binary { op: BinOp::Mul, left, right, .. } => Some(self.unit_of(left)?.mul(&self.unit_of(right)?)),
-            Expr::Binary { op: BinOp::Div, left, right, .. } => {
-                Some(self.unit_of(left)?.mul(&self.unit_of(right)?.powi(-1)))
-            }
-            Expr::Function { name, args, .. } => match name.name.to_ascii_uppercase().as_str() {
-                "ABS" | "ROUND" | "TRUNCATE" | "FLOOR" | "CEILING" | "MIN" | "MAX" | "AVG" | "SUM" => {
-                    self.unit_of(&args[0])
+                if (f - 1.0).abs() < 1e-12 {
+                    Some(l)
+                } else {
+                    None
                 }
+            }
+            Expr::Binary {
+                op: BinOp::Mul,
+                left,
+                right,
+                ..
+            } => Some(self.unit_of(left)?.mul(&self.unit_of(right)?)),
+            Expr::Binary {
+                op: BinOp::Div,
+                left,
+                right,
+                ..
+            } => Some(self.unit_of(left)?.mul(&self.unit_of(right)?.powi(-1))),
+            Expr::Function { name, args, .. } => match name.name.to_ascii_uppercase().as_str() {
+                "ABS" | "ROUND" | "TRUNCATE" | "FLOOR" | "CEILING" | "MIN" | "MAX" | "AVG"
+                | "SUM" => self.unit_of(&args[0]),
                 "SQRT" => self.unit_of(&args[0])?.sqrt(),
                 "POWER" => {
                     let p: i32 = match args[1].unnested() {
@@ -715,12 +940,20 @@ fn literal(lit: &Literal) -> String {
     match lit {
         Literal::Int(s) => {
             let digits = s.trim_start_matches('0');
-            if digits.is_empty() { "0".to_string() } else { digits.to_string() }
+            if digits.is_empty() {
+                "0".to_string()
+            } else {
+                digits.to_string()
+            }
         }
         Literal::Real(s) => {
             let v: f64 = s.parse().unwrap_or(f64::NAN);
             let t = format!("{v:?}");
-            if t.contains('.') || t.contains('e') { t } else { format!("{t}.0") }
+            if t.contains('.') || t.contains('e') {
+                t
+            } else {
+                format!("{t}.0")
+            }
         }
         Literal::Hex(v) => {
             // Hex literals denote the bit pattern of a 64-bit integer.
@@ -754,9 +987,20 @@ fn unique_name(base: String, used: &mut HashSet<String>) -> String {
 /// An STC-S region string (IVOA STC-S 1.33 subset: POSITION, CIRCLE, BOX, POLYGON in ICRS) as a geometry.
 fn region(s: &str, pos: Pos) -> Result<Sql> {
     let mut words = s.split_whitespace().peekable();
-    let shape = words.next().map(|w| w.to_ascii_uppercase()).unwrap_or_default();
+    let shape = words
+        .next()
+        .map(|w| w.to_ascii_uppercase())
+        .unwrap_or_default();
     const FRAME_WORDS: &[&str] = &[
-        "ICRS", "FK5", "J2000", "UNKNOWNFRAME", "BARYCENTER", "GEOCENTER", "TOPOCENTER", "UNKNOWNREFPOS", "SPHERICAL2",
+        "ICRS",
+        "FK5",
+        "J2000",
+        "UNKNOWNFRAME",
+        "BARYCENTER",
+        "GEOCENTER",
+        "TOPOCENTER",
+        "UNKNOWNREFPOS",
+        "SPHERICAL2",
     ];
     let mut nums = Vec::new();
     for w in words {
@@ -767,11 +1011,18 @@ fn region(s: &str, pos: Pos) -> Result<Sql> {
         } else {
             return Err(sem(
                 pos,
-                format!("REGION: '{w}' is not supported; use an ICRS STC-S shape such as 'CIRCLE ICRS 10 20 0.5'"),
+                format!(
+                    "REGION: '{w}' is not supported; use an ICRS STC-S shape such as 'CIRCLE ICRS 10 20 0.5'"
+                ),
             ));
         }
     }
-    let arity_err = |n: &str| sem(pos, format!("REGION: {shape} takes {n}, found {} numbers", nums.len()));
+    let arity_err = |n: &str| {
+        sem(
+            pos,
+            format!("REGION: {shape} takes {n}, found {} numbers", nums.len()),
+        )
+    };
     let f = |v: f64| format!("{v:?}");
     Ok(match shape.as_str() {
         "POSITION" | "POINT" => {
@@ -793,7 +1044,11 @@ fn region(s: &str, pos: Pos) -> Result<Sql> {
             let corners = box_corners(nums[0], nums[1], nums[2], nums[3]);
             Sql::Text(format!(
                 "adql_polygon({})",
-                corners.iter().flat_map(|&(a, b)| [f(a), f(b)]).collect::<Vec<_>>().join(", ")
+                corners
+                    .iter()
+                    .flat_map(|&(a, b)| [f(a), f(b)])
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         }
         "POLYGON" => {
@@ -802,12 +1057,17 @@ fn region(s: &str, pos: Pos) -> Result<Sql> {
             }
             let pairs: Vec<(f64, f64)> = nums.chunks_exact(2).map(|c| (c[0], c[1])).collect();
             Polygon::new(&pairs).map_err(|e| sem(pos, format!("REGION: {e}")))?;
-            Sql::Text(format!("adql_polygon({})", nums.iter().map(|v| f(*v)).collect::<Vec<_>>().join(", ")))
+            Sql::Text(format!(
+                "adql_polygon({})",
+                nums.iter().map(|v| f(*v)).collect::<Vec<_>>().join(", ")
+            ))
         }
         _ => {
             return Err(sem(
                 pos,
-                format!("REGION: unknown shape '{shape}'; skyshard reads POSITION, CIRCLE, BOX and POLYGON"),
+                format!(
+                    "REGION: unknown shape '{shape}'; skyshard reads POSITION, CIRCLE, BOX and POLYGON"
+                ),
             ));
         }
     })

@@ -21,7 +21,10 @@ impl Unit {
     }
 
     pub fn dimensionless() -> Unit {
-        Unit { factor: 1.0, dims: BTreeMap::new() }
+        Unit {
+            factor: 1.0,
+            dims: BTreeMap::new(),
+        }
     }
 
     pub fn mul(&self, o: &Unit) -> Unit {
@@ -30,12 +33,23 @@ impl Unit {
             *dims.entry(k).or_insert(0) += v;
         }
         dims.retain(|_, v| *v != 0);
-        Unit { factor: self.factor * o.factor, dims }
+        Unit {
+            factor: self.factor * o.factor,
+            dims,
+        }
     }
 
     pub fn powi(&self, p: i32) -> Unit {
-        let dims = self.dims.iter().map(|(k, v)| (*k, v * p)).filter(|(_, v)| *v != 0).collect();
-        Unit { factor: self.factor.powi(p), dims }
+        let dims = self
+            .dims
+            .iter()
+            .map(|(k, v)| (*k, v * p))
+            .filter(|(_, v)| *v != 0)
+            .collect();
+        Unit {
+            factor: self.factor.powi(p),
+            dims,
+        }
     }
 
     /// The square root, when every exponent is even.
@@ -43,12 +57,19 @@ impl Unit {
         if self.dims.values().any(|v| v % 2 != 0) {
             return None;
         }
-        Some(Unit { factor: self.factor.sqrt(), dims: self.dims.iter().map(|(k, v)| (*k, v / 2)).collect() })
+        Some(Unit {
+            factor: self.factor.sqrt(),
+            dims: self.dims.iter().map(|(k, v)| (*k, v / 2)).collect(),
+        })
     }
 
     /// The factor that converts a value in `self` into `to`, when the two measure the same thing.
     pub fn conversion_to(&self, to: &Unit) -> Option<f64> {
-        if self.dims == to.dims { Some(self.factor / to.factor) } else { None }
+        if self.dims == to.dims {
+            Some(self.factor / to.factor)
+        } else {
+            None
+        }
     }
 }
 
@@ -118,7 +139,10 @@ fn prefixed(s: &str) -> Option<Unit> {
             if matches!(rest, "deg" | "arcmin" | "min" | "h" | "d") {
                 continue;
             }
-            return Some(Unit { factor: u.factor * f, dims: u.dims });
+            return Some(Unit {
+                factor: u.factor * f,
+                dims: u.dims,
+            });
         }
     }
     None
@@ -128,7 +152,12 @@ fn prefixed(s: &str) -> Option<Unit> {
 fn factor(s: &str) -> Option<Unit> {
     let s = s.trim();
     let (base, pow) = if let Some((b, p)) = s.split_once("**").or_else(|| s.split_once('^')) {
-        (b, p.trim_matches(|c| c == '(' || c == ')').parse::<i32>().ok()?)
+        (
+            b,
+            p.trim_matches(|c| c == '(' || c == ')')
+                .parse::<i32>()
+                .ok()?,
+        )
     } else {
         let digits = s.trim_start_matches(|c: char| !(c.is_ascii_digit() || c == '-'));
         let cut = s.len() - digits.len();
@@ -164,8 +193,12 @@ mod tests {
     use super::*;
 
     fn conv(a: &str, b: &str) -> f64 {
-        let (ua, ub) = (parse_unit(a).unwrap_or_else(|| panic!("{a}")), parse_unit(b).unwrap_or_else(|| panic!("{b}")));
-        ua.conversion_to(&ub).unwrap_or_else(|| panic!("{a} -> {b}"))
+        let (ua, ub) = (
+            parse_unit(a).unwrap_or_else(|| panic!("{a}")),
+            parse_unit(b).unwrap_or_else(|| panic!("{b}")),
+        );
+        ua.conversion_to(&ub)
+            .unwrap_or_else(|| panic!("{a} -> {b}"))
     }
 
     #[test]
@@ -181,7 +214,12 @@ mod tests {
 
     #[test]
     fn incompatible_units_do_not_convert() {
-        assert!(parse_unit("deg").unwrap().conversion_to(&parse_unit("s").unwrap()).is_none());
+        assert!(
+            parse_unit("deg")
+                .unwrap()
+                .conversion_to(&parse_unit("s").unwrap())
+                .is_none()
+        );
         assert!(parse_unit("furlong").is_none());
     }
 }

@@ -24,7 +24,10 @@ pub enum Kind {
 
 impl Kind {
     fn is_geometry(self) -> bool {
-        matches!(self, Kind::Point | Kind::Circle | Kind::Polygon | Kind::Geometry)
+        matches!(
+            self,
+            Kind::Point | Kind::Circle | Kind::Polygon | Kind::Geometry
+        )
     }
 
     fn describe(self) -> &'static str {
@@ -101,7 +104,12 @@ impl Validator {
             TableRef::Table { .. } => Ok(()),
             TableRef::Derived { query, .. } => self.query(query),
             TableRef::Nested(inner) => self.table_ref(inner),
-            TableRef::Join { left, right, constraint, .. } => {
+            TableRef::Join {
+                left,
+                right,
+                constraint,
+                ..
+            } => {
                 self.table_ref(left)?;
                 self.table_ref(right)?;
                 if let JoinConstraint::On(cond) = constraint {
@@ -124,7 +132,10 @@ impl Validator {
             };
             return Err(err(
                 e.pos(),
-                format!("{clause} needs a condition such as a comparison, found {}{hint}", kind.describe()),
+                format!(
+                    "{clause} needs a condition such as a comparison, found {}{hint}",
+                    kind.describe()
+                ),
             ));
         }
         Ok(())
@@ -146,7 +157,10 @@ impl Validator {
     fn number(&self, e: &Expr, what: &str) -> Result<()> {
         let kind = self.value(e)?;
         if kind.is_geometry() {
-            return Err(err(e.pos(), format!("{what} must be a number, found {}", kind.describe())));
+            return Err(err(
+                e.pos(),
+                format!("{what} must be a number, found {}", kind.describe()),
+            ));
         }
         Ok(())
     }
@@ -154,7 +168,10 @@ impl Validator {
     fn not_geometry(&self, e: &Expr, what: &str) -> Result<Kind> {
         let kind = self.value(e)?;
         if kind.is_geometry() {
-            return Err(err(e.pos(), format!("{what} cannot be {}", kind.describe())));
+            return Err(err(
+                e.pos(),
+                format!("{what} cannot be {}", kind.describe()),
+            ));
         }
         Ok(kind)
     }
@@ -162,7 +179,13 @@ impl Validator {
     fn geometry(&self, e: &Expr, what: &str) -> Result<Kind> {
         let kind = self.value(e)?;
         if matches!(kind, Kind::Num | Kind::Str) {
-            return Err(err(e.pos(), format!("{what} must be a geometry (POINT, CIRCLE, POLYGON, ...), found {}", kind.describe())));
+            return Err(err(
+                e.pos(),
+                format!(
+                    "{what} must be a geometry (POINT, CIRCLE, POLYGON, ...), found {}",
+                    kind.describe()
+                ),
+            ));
         }
         Ok(kind)
     }
@@ -170,7 +193,10 @@ impl Validator {
     fn point(&self, e: &Expr, what: &str) -> Result<()> {
         let kind = self.value(e)?;
         if !matches!(kind, Kind::Point | Kind::Unknown | Kind::Geometry) {
-            return Err(err(e.pos(), format!("{what} must be a POINT, found {}", kind.describe())));
+            return Err(err(
+                e.pos(),
+                format!("{what} must be a POINT, found {}", kind.describe()),
+            ));
         }
         Ok(())
     }
@@ -184,16 +210,26 @@ impl Validator {
                 Literal::Null => Kind::Unknown,
             },
             Expr::Nested(inner, _) => self.kind(inner)?,
-            Expr::Unary { op: UnaryOp::Not, expr, .. } => {
+            Expr::Unary {
+                op: UnaryOp::Not,
+                expr,
+                ..
+            } => {
                 self.condition(expr, "NOT")?;
                 Kind::Bool
             }
             Expr::Unary { expr, op, .. } => {
-                let what = if *op == UnaryOp::BitNot { "the operand of ~" } else { "a signed value" };
+                let what = if *op == UnaryOp::BitNot {
+                    "the operand of ~"
+                } else {
+                    "a signed value"
+                };
                 self.number(expr, what)?;
                 Kind::Num
             }
-            Expr::Binary { op, left, right, .. } => match op {
+            Expr::Binary {
+                op, left, right, ..
+            } => match op {
                 BinOp::And | BinOp::Or => {
                     self.condition(left, op.sql())?;
                     self.condition(right, op.sql())?;
@@ -216,7 +252,9 @@ impl Validator {
                     Kind::Num
                 }
             },
-            Expr::Between { expr, low, high, .. } => {
+            Expr::Between {
+                expr, low, high, ..
+            } => {
                 self.value(expr)?;
                 self.value(low)?;
                 self.value(high)?;
@@ -268,13 +306,21 @@ impl Validator {
                     CastType::Timestamp => Kind::Unknown,
                     _ => {
                         if from.is_geometry() {
-                            return Err(err(expr.pos(), format!("{} cannot be cast to a number", from.describe())));
+                            return Err(err(
+                                expr.pos(),
+                                format!("{} cannot be cast to a number", from.describe()),
+                            ));
                         }
                         Kind::Num
                     }
                 }
             }
-            Expr::Case { operand, whens, otherwise, .. } => {
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+                ..
+            } => {
                 if let Some(op) = operand {
                     self.value(op)?;
                 }
@@ -295,7 +341,9 @@ impl Validator {
                 }
                 result
             }
-            Expr::Function { name, args, star, .. } => self.function(name, args, *star)?,
+            Expr::Function {
+                name, args, star, ..
+            } => self.function(name, args, *star)?,
         })
     }
 
@@ -304,7 +352,10 @@ impl Validator {
         let Some(f) = lookup_function(&name.name) else {
             return Err(err(
                 name.pos,
-                format!("unknown function {}: it is neither an ADQL function nor a user-defined function of this service", name.name),
+                format!(
+                    "unknown function {}: it is neither an ADQL function nor a user-defined function of this service",
+                    name.name
+                ),
             ));
         };
         if star {
@@ -319,7 +370,10 @@ impl Validator {
             } else {
                 format!("{} to {}", f.min_args, f.max_args)
             };
-            return Err(err(name.pos, format!("{upper} takes {expected} argument(s), found {n}")));
+            return Err(err(
+                name.pos,
+                format!("{upper} takes {expected} argument(s), found {n}"),
+            ));
         }
         // An optional leading coordinate-system string in the geometry constructors (deprecated in ADQL 2.1).
         Ok(match f.kind {
@@ -330,8 +384,14 @@ impl Validator {
                 if matches!(upper.as_str(), "ROUND" | "TRUNCATE") && n == 2 {
                     check_signed_integer(&args[1], &upper)?;
                 }
-                if upper == "RAND" && n == 1 && !matches!(args[0].unnested(), Expr::Literal(Literal::Int(_), _)) {
-                    return Err(err(args[0].pos(), "the seed of RAND must be an unsigned integer literal"));
+                if upper == "RAND"
+                    && n == 1
+                    && !matches!(args[0].unnested(), Expr::Literal(Literal::Int(_), _))
+                {
+                    return Err(err(
+                        args[0].pos(),
+                        "the seed of RAND must be an unsigned integer literal",
+                    ));
                 }
                 Kind::Num
             }
@@ -362,14 +422,20 @@ impl Validator {
             FunctionKind::InUnit => {
                 self.number(&args[0], "the value of IN_UNIT")?;
                 if !matches!(args[1].unnested(), Expr::Literal(Literal::Str(_), _)) {
-                    return Err(err(args[1].pos(), "the unit of IN_UNIT must be a string literal such as 'deg'"));
+                    return Err(err(
+                        args[1].pos(),
+                        "the unit of IN_UNIT must be a string literal such as 'deg'",
+                    ));
                 }
                 Kind::Num
             }
             FunctionKind::Point => {
                 let rest = strip_coordsys("POINT", args);
                 if rest.len() != 2 {
-                    return Err(err(name.pos, format!("POINT takes two coordinates, found {}", rest.len())));
+                    return Err(err(
+                        name.pos,
+                        format!("POINT takes two coordinates, found {}", rest.len()),
+                    ));
                 }
                 for a in rest {
                     self.number(a, "a coordinate of POINT")?;
@@ -391,7 +457,9 @@ impl Validator {
                     k => {
                         return Err(err(
                             name.pos,
-                            format!("CIRCLE takes a centre (two coordinates or a POINT) and a radius, found {k} argument(s)"),
+                            format!(
+                                "CIRCLE takes a centre (two coordinates or a POINT) and a radius, found {k} argument(s)"
+                            ),
                         ));
                     }
                 }
@@ -413,7 +481,9 @@ impl Validator {
                     k => {
                         return Err(err(
                             name.pos,
-                            format!("BOX takes a centre (two coordinates or a POINT), a width and a height, found {k} argument(s)"),
+                            format!(
+                                "BOX takes a centre (two coordinates or a POINT), a width and a height, found {k} argument(s)"
+                            ),
                         ));
                     }
                 }
@@ -421,12 +491,23 @@ impl Validator {
             }
             FunctionKind::Polygon => {
                 let rest = strip_coordsys("POLYGON", args);
-                let kinds = rest.iter().map(|a| self.value(a)).collect::<Result<Vec<_>>>()?;
-                let all_points = kinds.iter().all(|k| matches!(k, Kind::Point | Kind::Unknown | Kind::Geometry));
+                let kinds = rest
+                    .iter()
+                    .map(|a| self.value(a))
+                    .collect::<Result<Vec<_>>>()?;
+                let all_points = kinds
+                    .iter()
+                    .all(|k| matches!(k, Kind::Point | Kind::Unknown | Kind::Geometry));
                 let any_point = kinds.iter().any(|k| matches!(k, Kind::Point));
                 if any_point || (all_points && rest.len() < 6) {
                     if rest.len() < 3 {
-                        return Err(err(name.pos, format!("POLYGON needs at least three vertices, found {}", rest.len())));
+                        return Err(err(
+                            name.pos,
+                            format!(
+                                "POLYGON needs at least three vertices, found {}",
+                                rest.len()
+                            ),
+                        ));
                     }
                     for a in rest {
                         self.point(a, "a vertex of POLYGON")?;
@@ -449,7 +530,10 @@ impl Validator {
             }
             FunctionKind::Region => {
                 if !matches!(args[0].unnested(), Expr::Literal(Literal::Str(_), _)) {
-                    return Err(err(args[0].pos(), "REGION takes a string literal such as 'CIRCLE ICRS 10 20 1'"));
+                    return Err(err(
+                        args[0].pos(),
+                        "REGION takes a string literal such as 'CIRCLE ICRS 10 20 1'",
+                    ));
                 }
                 Kind::Geometry
             }
@@ -485,7 +569,12 @@ impl Validator {
                         self.number(a, "an argument of DISTANCE")?;
                     }
                 } else {
-                    return Err(err(name.pos, format!("DISTANCE takes two POINTs or four coordinates, found {n} argument(s)")));
+                    return Err(err(
+                        name.pos,
+                        format!(
+                            "DISTANCE takes two POINTs or four coordinates, found {n} argument(s)"
+                        ),
+                    ));
                 }
                 Kind::Num
             }
@@ -502,12 +591,23 @@ impl Validator {
 fn check_signed_integer(e: &Expr, func: &str) -> Result<()> {
     let ok = match e.unnested() {
         Expr::Literal(Literal::Int(_), _) => true,
-        Expr::Unary { op: UnaryOp::Neg | UnaryOp::Plus, expr, .. } => {
+        Expr::Unary {
+            op: UnaryOp::Neg | UnaryOp::Plus,
+            expr,
+            ..
+        } => {
             matches!(expr.unnested(), Expr::Literal(Literal::Int(_), _))
         }
         _ => false,
     };
-    if ok { Ok(()) } else { Err(err(e.pos(), format!("the number of decimals in {func} must be an integer literal"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            e.pos(),
+            format!("the number of decimals in {func} must be an integer literal"),
+        ))
+    }
 }
 
 /// The arguments of a geometry constructor without the optional leading coordinate system (deprecated in ADQL 2.1):
@@ -522,5 +622,9 @@ pub fn strip_coordsys<'a>(name: &str, args: &'a [Expr]) -> &'a [Expr] {
         "BOX" => 5,
         _ => usize::MAX,
     };
-    if args.len() == longest || first_is_coordsys { &args[1..] } else { args }
+    if args.len() == longest || first_is_coordsys {
+        &args[1..]
+    } else {
+        args
+    }
 }

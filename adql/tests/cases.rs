@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use adql::{CatalogTable, Engine, MemoryCatalog};
 use arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch,
-    StringArray,
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float64Array, Int32Array, Int64Array, ListArray,
+    RecordBatch, StringArray,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Float64Type, Schema};
@@ -28,7 +28,10 @@ impl Rng {
 }
 
 fn field(name: &str, dt: DataType, meta: &[(&str, &str)]) -> Field {
-    let m: HashMap<String, String> = meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let m: HashMap<String, String> = meta
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     Field::new(name, dt, true).with_metadata(m)
 }
 
@@ -46,23 +49,61 @@ fn stars() -> RecordBatch {
             3 => (359.9999, 0.5),
             4 => (0.0001, -0.5),
             5 => (180.0, 45.0),
-            _ => (rng.next() * 360.0, (rng.next() * 2.0 - 1.0).asin().to_degrees()),
+            _ => (
+                rng.next() * 360.0,
+                (rng.next() * 2.0 - 1.0).asin().to_degrees(),
+            ),
         };
         ra.push((r * 1e6f64).round() / 1e6);
         dec.push((d * 1e6f64).round() / 1e6);
     }
-    let mag: Vec<Option<f64>> =
-        (0..n).map(|i| if i % 17 == 5 { None } else { Some(((4.0 + rng.next() * 14.0) * 1000.0).round() / 1000.0) }).collect();
-    let pm_ra: Vec<f64> = (0..n).map(|_| ((rng.next() - 0.5) * 200.0 * 100.0).round() / 100.0).collect();
-    let pm_dec: Vec<f64> = (0..n).map(|_| ((rng.next() - 0.5) * 200.0 * 100.0).round() / 100.0).collect();
-    let plx: Vec<f64> = (0..n).map(|_| (rng.next() * 50.0 * 1000.0).round() / 1000.0).collect();
+    let mag: Vec<Option<f64>> = (0..n)
+        .map(|i| {
+            if i % 17 == 5 {
+                None
+            } else {
+                Some(((4.0 + rng.next() * 14.0) * 1000.0).round() / 1000.0)
+            }
+        })
+        .collect();
+    let pm_ra: Vec<f64> = (0..n)
+        .map(|_| ((rng.next() - 0.5) * 200.0 * 100.0).round() / 100.0)
+        .collect();
+    let pm_dec: Vec<f64> = (0..n)
+        .map(|_| ((rng.next() - 0.5) * 200.0 * 100.0).round() / 100.0)
+        .collect();
+    let plx: Vec<f64> = (0..n)
+        .map(|_| (rng.next() * 50.0 * 1000.0).round() / 1000.0)
+        .collect();
     let flags: Vec<i32> = (0..n).map(|i| (i * 37 % 16) as i32).collect();
-    let names: Vec<Option<String>> =
-        (0..n).map(|i| if i % 23 == 7 { None } else { Some(format!("{}-{}", ["HD", "HIP", "Gaia"][i % 3], 1000 + i)) }).collect();
+    let names: Vec<Option<String>> = (0..n)
+        .map(|i| {
+            if i % 23 == 7 {
+                None
+            } else {
+                Some(format!("{}-{}", ["HD", "HIP", "Gaia"][i % 3], 1000 + i))
+            }
+        })
+        .collect();
     let schema = Schema::new(vec![
-        field("id", DataType::Int64, &[("ucd", "meta.id;meta.main"), ("description", "star identifier")]),
-        field("ra", DataType::Float64, &[("unit", "deg"), ("ucd", "pos.eq.ra;meta.main")]),
-        field("dec", DataType::Float64, &[("unit", "deg"), ("ucd", "pos.eq.dec;meta.main")]),
+        field(
+            "id",
+            DataType::Int64,
+            &[
+                ("ucd", "meta.id;meta.main"),
+                ("description", "star identifier"),
+            ],
+        ),
+        field(
+            "ra",
+            DataType::Float64,
+            &[("unit", "deg"), ("ucd", "pos.eq.ra;meta.main")],
+        ),
+        field(
+            "dec",
+            DataType::Float64,
+            &[("unit", "deg"), ("ucd", "pos.eq.dec;meta.main")],
+        ),
         field("mag", DataType::Float64, &[("unit", "mag")]),
         field("pm_ra", DataType::Float64, &[("unit", "mas/yr")]),
         field("pm_dec", DataType::Float64, &[("unit", "mas/yr")]),
@@ -100,7 +141,11 @@ fn obs() -> RecordBatch {
             id.push(s * 10 + k as i64);
             star.push(s);
             band.push(*b);
-            flux.push(if (s + k as i64) % 11 == 0 { None } else { Some((rng.next() * 1000.0).round() / 10.0) });
+            flux.push(if (s + k as i64) % 11 == 0 {
+                None
+            } else {
+                Some((rng.next() * 1000.0).round() / 10.0)
+            });
             mjd.push(((58000.0 + rng.next() * 1000.0) * 100.0).round() / 100.0);
         }
     }
@@ -136,8 +181,18 @@ fn fields() -> RecordBatch {
     let centers = [10.0, 10.0, 0.0, 0.0, 0.0, 90.0, 120.0, -20.0];
     let lengths: Vec<usize> = footprints.iter().map(Vec::len).collect();
     let values: Vec<f64> = footprints.concat();
-    let poly = ListArray::new(item.clone(), OffsetBuffer::from_lengths(lengths), Arc::new(Float64Array::from(values)), None);
-    let point = FixedSizeListArray::new(item.clone(), 2, Arc::new(Float64Array::from(centers.to_vec())), None);
+    let poly = ListArray::new(
+        item.clone(),
+        OffsetBuffer::from_lengths(lengths),
+        Arc::new(Float64Array::from(values)),
+        None,
+    );
+    let point = FixedSizeListArray::new(
+        item.clone(),
+        2,
+        Arc::new(Float64Array::from(centers.to_vec())),
+        None,
+    );
     let schema = Schema::new(vec![
         field("field_id", DataType::Int32, &[]),
         field("footprint", poly.data_type().clone(), &[]),
@@ -150,7 +205,12 @@ fn fields() -> RecordBatch {
             Arc::new(Int32Array::from(vec![1, 2, 3, 4])),
             Arc::new(poly),
             Arc::new(point),
-            Arc::new(StringArray::from(vec!["square", "across RA 0", "north cap", "triangle"])),
+            Arc::new(StringArray::from(vec![
+                "square",
+                "across RA 0",
+                "north cap",
+                "triangle",
+            ])),
         ],
     )
     .unwrap()
@@ -172,7 +232,12 @@ fn render(batches: &[RecordBatch]) -> String {
     let Some(first) = batches.first() else {
         return "(no rows)\n".into();
     };
-    let names: Vec<String> = first.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> = first
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     writeln!(out, "{}", names.join(" | ")).unwrap();
     let mut rows = 0;
     for b in batches {
@@ -207,14 +272,23 @@ fn cell(a: &ArrayRef, r: usize) -> String {
     }
     match a.data_type() {
         DataType::Float64 => float(a.as_primitive::<Float64Type>().value(r)),
-        DataType::Float32 => float(a.as_primitive::<arrow::datatypes::Float32Type>().value(r) as f64),
+        DataType::Float32 => {
+            float(a.as_primitive::<arrow::datatypes::Float32Type>().value(r) as f64)
+        }
         DataType::FixedSizeList(..) | DataType::List(_) => {
             let v = match a.data_type() {
                 DataType::List(_) => a.as_list::<i32>().value(r),
                 _ => a.as_fixed_size_list().value(r),
             };
             let v = v.as_primitive::<Float64Type>();
-            format!("({})", v.values().iter().map(|x| float(*x)).collect::<Vec<_>>().join(" "))
+            format!(
+                "({})",
+                v.values()
+                    .iter()
+                    .map(|x| float(*x))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
         }
         _ => arrow::util::display::ArrayFormatter::try_new(a.as_ref(), &Default::default())
             .unwrap()
@@ -237,7 +311,11 @@ fn parse_cases(text: &str) -> Vec<Case> {
         }
         let (name, rest) = block.split_once('\n').unwrap_or((block, ""));
         let (query, expected) = rest.split_once("\n--- expect\n").unwrap_or((rest, ""));
-        cases.push(Case { name: name.trim().into(), query: query.trim().into(), expected: expected.trim_end().into() });
+        cases.push(Case {
+            name: name.trim().into(),
+            query: query.trim().into(),
+            expected: expected.trim_end().into(),
+        });
     }
     cases
 }
@@ -254,11 +332,17 @@ async fn cases() {
     let engine = Engine::new(Arc::new(catalog()));
     let update = std::env::var("UPDATE_EXPECT").is_ok();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let mut failures = Vec::new();
     let mut total = 0;
-    for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "adql")) {
+    for path in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "adql"))
+    {
         let text = std::fs::read_to_string(path).unwrap();
         let cases = parse_cases(&text);
         let mut rewritten = String::new();
@@ -266,7 +350,12 @@ async fn cases() {
             total += 1;
             let actual = run(&engine, &case.query).await;
             if update {
-                write!(rewritten, "== {}\n{}\n--- expect\n{}\n\n", case.name, case.query, actual).unwrap();
+                write!(
+                    rewritten,
+                    "== {}\n{}\n--- expect\n{}\n\n",
+                    case.name, case.query, actual
+                )
+                .unwrap();
             } else if actual != case.expected {
                 failures.push(format!(
                     "{}: {}\n  query: {}\n  expected:\n{}\n  actual:\n{}",
@@ -283,6 +372,11 @@ async fn cases() {
         }
     }
     assert!(total >= 300, "expected at least 300 cases, found {total}");
-    assert!(failures.is_empty(), "{} of {total} cases failed:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {total} cases failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
     println!("{total} ADQL cases passed");
 }

@@ -14,6 +14,7 @@ use arrow::datatypes::{DataType, Int64Type};
 use metastore::{ColumnRecord, MetaStore, TableKind, TableRecord};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use partitioner::ChunkId;
+use partitioner::map::ChunkMap;
 
 use crate::error::{LoaderError, Result, io};
 use crate::partition::{INDEX_COLUMN, PartitionOptions, find_column, partition};
@@ -21,9 +22,16 @@ use crate::partition::{INDEX_COLUMN, PartitionOptions, find_column, partition};
 /// What kind of table to load, with its columns.
 #[derive(Debug, Clone)]
 pub enum LoadKind {
-    Director { ra: String, dec: String, id: String },
+    Director {
+        ra: String,
+        dec: String,
+        id: String,
+    },
     /// Partitioned with its director (`SCHEMA.TABLE`) through the key column.
-    Child { director: String, key: String },
+    Child {
+        director: String,
+        key: String,
+    },
     Replicated,
 }
 
@@ -37,18 +45,47 @@ pub struct IngestOptions {
     pub description: Option<String>,
     /// Replace a table that exists (otherwise loading it again is refused).
     pub replace: bool,
+    /// Add the inputs' rows to a table that exists: its rows and the new ones are loaded together as a new load
+    /// (a director keeps its chunk map, so its child tables stay in place).
+    pub append: bool,
+    /// Child tables: keep rows whose key names no director object instead of refusing the load.
+    pub allow_orphans: bool,
+    /// Column descriptions, units and UCDs (JSON or CSV; see [`crate::columns_meta`]) over those of the inputs.
+    pub columns_meta: Option<PathBuf>,
     pub memory_bytes: usize,
     /// No progress line on standard error.
     pub quiet: bool,
     /// Skip and count rows with a bad position instead of refusing the load.
     pub skip_invalid: bool,
-    pub format: crate::input::InputFormat,
+    /// `None`: by each file's extension.
+    pub format: Option<crate::input::InputFormat>,
+}
+
+impl IngestOptions {
+    /// Options for loading `table` with everything else at its default.
+    pub fn new(table: &str, kind: LoadKind) -> IngestOptions {
+        IngestOptions {
+            table: table.to_string(),
+            kind,
+            overlap_arcsec: 60.0,
+            chunk_rows: crate::partition::PartitionOptions::default().chunk_rows,
+            description: None,
+            replace: false,
+            append: false,
+            allow_orphans: false,
+            columns_meta: None,
+            memory_bytes: 1 << 30,
+            quiet: true,
+            skip_invalid: false,
+            format: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct IngestReport {
     pub record: TableRecord,
-    /// Rows skipped for a bad position (with `skip_invalid`).
+    /// Rows skipped for a bad position (with `skip_invalid`), or orphans kept (with `allow_orphans`).
     pub skipped: u64,
     pub replaced: bool,
     pub chunks_with_rows: usize,
@@ -66,13 +103,18 @@ pub fn open_store(data_dir: &Path) -> Result<MetaStore> {
 
 /// The directory of a table's current load.
 pub fn load_dir(data_dir: &Path, record: &TableRecord) -> PathBuf {
-    data_dir.join("tables").join(record.qualified_name()).join(&record.load_id)
+    data_dir
+        .join("tables")
+        .join(record.qualified_name())
+        .join(&record.load_id)
 }
 
 fn valid_table_name(name: &str) -> Option<(String, String)> {
     let (schema, table) = name.split_once('.')?;
     let ok = |s: &str| {
-        !s.is_empty() && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        !s.is_empty()
+            && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
     (ok(schema) && ok(table)).then(|| (schema.to_lowercase(), table.to_lowercase()))
 }
@@ -86,9 +128,18 @@ pub fn collect_garbage(data_dir: &Path, store: &MetaStore) -> Result<()> {
     store.collect_garbage().map_err(meta)?;
     let tables = data_dir.join("tables");
     if let Ok(entries) = std::fs::read_dir(&tables) {
-        let current: Vec<PathBuf> = store.tables().map_err(meta)?.iter().map(|t| load_dir(data_dir, t)).collect();
+        let current: Vec<PathBuf> = store
+            .tables()
+            .map_err(meta)?
+            .iter()
+            .map(|t| load_dir(data_dir, t))
+            .collect();
         for table_dir in entries.flatten() {
-            for load in std::fs::read_dir(table_dir.path()).into_iter().flatten().flatten() {
+            for load in std::fs::read_dir(table_dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 if !current.contains(&load.path()) {
                     let _ = std::fs::remove_dir_all(load.path());
                 }
@@ -100,7 +151,11 @@ pub fn collect_garbage(data_dir: &Path, store: &MetaStore) -> Result<()> {
 
 fn columns_of(path: &Path, id: Option<&str>) -> Result<Vec<ColumnRecord>> {
     let file = File::open(path).map_err(io(path))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| LoaderError::Parquet { path: path.to_path_buf(), source })?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| LoaderError::Parquet {
+            path: path.to_path_buf(),
+            source,
+        })?;
     Ok(builder
         .schema()
         .fields()
@@ -122,9 +177,18 @@ fn columns_of(path: &Path, id: Option<&str>) -> Result<Vec<ColumnRecord>> {
 }
 
 /// Reads the id column of one chunk file into `entries`; returns the row count.
-fn read_chunk_ids(path: &Path, chunk: ChunkId, id: &str, entries: &mut Vec<(i64, ChunkId)>) -> Result<u64> {
+fn read_chunk_ids(
+    path: &Path,
+    chunk: ChunkId,
+    id: &str,
+    entries: &mut Vec<(i64, ChunkId)>,
+) -> Result<u64> {
     let file = File::open(path).map_err(io(path))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| LoaderError::Parquet { path: path.to_path_buf(), source })?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| LoaderError::Parquet {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let schema = builder.schema().clone();
     let idx = find_column(path, &schema, id)?;
     if !schema.field(idx).data_type().is_integer() {
@@ -136,14 +200,33 @@ fn read_chunk_ids(path: &Path, chunk: ChunkId, id: &str, entries: &mut Vec<(i64,
         });
     }
     let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
-    let reader = builder.with_projection(mask).with_batch_size(65_536).build().map_err(|source| LoaderError::Parquet { path: path.to_path_buf(), source })?;
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(65_536)
+        .build()
+        .map_err(|source| LoaderError::Parquet {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let mut rows = 0;
     for batch in reader {
-        let batch = batch.map_err(|source| LoaderError::Arrow { path: path.to_path_buf(), source })?;
-        let ids = arrow::compute::cast(batch.column(0), &DataType::Int64).map_err(|source| LoaderError::Arrow { path: path.to_path_buf(), source })?;
+        let batch = batch.map_err(|source| LoaderError::Arrow {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let ids = arrow::compute::cast(batch.column(0), &DataType::Int64).map_err(|source| {
+            LoaderError::Arrow {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
         let ids = ids.as_primitive::<Int64Type>();
         if ids.null_count() > 0 {
-            return Err(LoaderError::BadRow { path: path.to_path_buf(), row: rows, problem: format!("the id column {id} has NULLs") });
+            return Err(LoaderError::BadRow {
+                path: path.to_path_buf(),
+                row: rows,
+                problem: format!("the id column {id} has NULLs"),
+            });
         }
         entries.extend(ids.values().iter().map(|&v| (v, chunk)));
         rows += ids.len() as u64;
@@ -151,22 +234,133 @@ fn read_chunk_ids(path: &Path, chunk: ChunkId, id: &str, entries: &mut Vec<(i64,
     Ok(rows)
 }
 
+/// The data files of a published load, as inputs for appending to it (chunk files without their overlap copies).
+fn current_files(data_dir: &Path, record: &TableRecord) -> Result<Vec<PathBuf>> {
+    let dir = load_dir(data_dir, record);
+    let sub = if record.kind == TableKind::Replicated {
+        dir.join("replicated")
+    } else {
+        dir.join("chunks")
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&sub)
+        .map_err(io(&sub))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "parquet")
+                && !p.to_string_lossy().ends_with(".overlap.parquet")
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Child tables of `director` (they must move with it).
+fn children_of(store: &MetaStore, director: &str) -> Result<Vec<String>> {
+    Ok(store
+        .tables()
+        .map_err(meta)?
+        .into_iter()
+        .filter(|t| matches!(&t.kind, TableKind::Child { director: d, .. } if d == director))
+        .map(|t| t.qualified_name())
+        .collect())
+}
+
 /// Loads `inputs` as a table of `data_dir`.
 pub fn ingest(data_dir: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<IngestReport> {
-    let (schema, name) = valid_table_name(&opts.table).ok_or_else(|| LoaderError::TableName(opts.table.clone()))?;
+    let (schema, name) =
+        valid_table_name(&opts.table).ok_or_else(|| LoaderError::TableName(opts.table.clone()))?;
     let qualified = format!("{schema}.{name}");
+    let inputs = crate::input::expand(inputs)?;
     let store = open_store(data_dir)?;
     collect_garbage(data_dir, &store)?;
     let existing = store.table(&qualified).map_err(meta)?;
-    if existing.is_some() && !opts.replace {
-        return Err(LoaderError::TableExists(qualified));
+    let mut opts = opts.clone();
+    let mut all_inputs = Vec::new();
+    if let Some(existing) = &existing {
+        if !opts.replace && !opts.append {
+            return Err(LoaderError::TableExists(qualified));
+        }
+        let same_kind = match (&existing.kind, &opts.kind) {
+            (
+                TableKind::Director { ra, dec, id },
+                LoadKind::Director {
+                    ra: r,
+                    dec: d,
+                    id: i,
+                },
+            ) => {
+                ra.eq_ignore_ascii_case(r)
+                    && dec.eq_ignore_ascii_case(d)
+                    && id.eq_ignore_ascii_case(i)
+            }
+            (
+                TableKind::Child { director, key },
+                LoadKind::Child {
+                    director: d,
+                    key: k,
+                },
+            ) => director.eq_ignore_ascii_case(d) && key.eq_ignore_ascii_case(k),
+            (TableKind::Replicated, LoadKind::Replicated) => true,
+            _ => false,
+        };
+        if opts.append {
+            if !same_kind {
+                return Err(LoaderError::KindMismatch {
+                    table: qualified,
+                    existing: format!("{:?}", existing.kind),
+                });
+            }
+            // The table's rows are loaded again with the new ones, in its own chunk map and overlap.
+            all_inputs = current_files(data_dir, existing)?;
+            opts.overlap_arcsec = existing.overlap_arcsec;
+            if opts.description.is_none() {
+                opts.description = existing.description.clone();
+            }
+        } else if matches!(existing.kind, TableKind::Director { .. }) {
+            // A new director load has a new chunk map: its children would sit in the wrong chunks.
+            let children = children_of(&store, &qualified)?;
+            if !children.is_empty() {
+                return Err(LoaderError::HasChildren {
+                    table: qualified,
+                    children: children.join(", "),
+                });
+            }
+        }
     }
-    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     let load = format!("{millis}-{}", std::process::id());
     let staging = data_dir.join("staging").join(format!("{qualified}-{load}"));
     std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-    let result = crate::input::prepare(inputs, opts.format, &staging.join("input"))
-        .and_then(|inputs| stage(&store, &qualified, &load, &staging, &inputs, opts));
+    let result =
+        crate::input::prepare(&inputs, opts.format, &staging.join("input")).and_then(|prepared| {
+            all_inputs.extend(prepared);
+            let map = match (&existing, opts.append) {
+                (Some(e), true) if !e.chunks.is_empty() => Some(
+                    ChunkMap::from_chunks(e.chunks.iter().map(|&c| ChunkId(c)).collect())
+                        .map_err(|e| LoaderError::Corrupt(e.to_string()))?,
+                ),
+                _ => None,
+            };
+            let mut staged = stage(&store, &qualified, &load, &staging, &all_inputs, &opts, map)?;
+            if let Some(path) = &opts.columns_meta {
+                crate::columns_meta::apply(path, &mut staged.3)?;
+            } else if let (Some(e), true) = (&existing, opts.append) {
+                // Appending keeps the metadata the table was given.
+                for c in staged.3.iter_mut() {
+                    if let Some(old) = e.columns.iter().find(|o| o.name == c.name) {
+                        *c = ColumnRecord {
+                            datatype: c.datatype.clone(),
+                            ..old.clone()
+                        };
+                    }
+                }
+            }
+            Ok(staged)
+        });
     let (kind, rows, chunks, columns, chunks_with_rows, skipped) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -180,6 +374,11 @@ pub fn ingest(data_dir: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Resu
     let final_dir = data_dir.join("tables").join(&qualified).join(&load);
     std::fs::create_dir_all(final_dir.parent().expect("has a parent")).map_err(io(&final_dir))?;
     std::fs::rename(&staging, &final_dir).map_err(io(&final_dir))?;
+    let orphan_rows = if matches!(kind, TableKind::Child { .. }) {
+        skipped
+    } else {
+        0
+    };
     let record = TableRecord {
         schema,
         name,
@@ -190,17 +389,31 @@ pub fn ingest(data_dir: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Resu
         overlap_arcsec: opts.overlap_arcsec,
         chunks,
         columns,
+        orphan_rows,
     };
     let previous = store.publish(&record).map_err(meta)?;
     if let Some(prev) = &previous {
         let _ = std::fs::remove_dir_all(load_dir(data_dir, prev));
     }
-    Ok(IngestReport { record, skipped, replaced: previous.is_some(), chunks_with_rows })
+    Ok(IngestReport {
+        record,
+        skipped,
+        replaced: previous.is_some(),
+        chunks_with_rows,
+    })
 }
 
 type Staged = (TableKind, u64, Vec<u64>, Vec<ColumnRecord>, usize, u64);
 
-fn stage(store: &MetaStore, table: &str, load: &str, staging: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<Staged> {
+fn stage(
+    store: &MetaStore,
+    table: &str,
+    load: &str,
+    staging: &Path,
+    inputs: &[PathBuf],
+    opts: &IngestOptions,
+    map: Option<ChunkMap>,
+) -> Result<Staged> {
     match &opts.kind {
         LoadKind::Director { ra, dec, id } => {
             let popts = PartitionOptions {
@@ -211,6 +424,7 @@ fn stage(store: &MetaStore, table: &str, load: &str, staging: &Path, inputs: &[P
                 memory_bytes: opts.memory_bytes,
                 quiet: opts.quiet,
                 skip_invalid: opts.skip_invalid,
+                map,
                 ..Default::default()
             };
             let stats = partition(inputs, staging, &popts)?;
@@ -224,7 +438,9 @@ fn stage(store: &MetaStore, table: &str, load: &str, staging: &Path, inputs: &[P
                 rows += read_chunk_ids(&path, chunk, id, &mut entries)?;
                 files.push(path);
             }
-            let examples = store.stage_index_bulk(table, load, &mut entries, &staging.join("index.sst")).map_err(meta)?;
+            let examples = store
+                .stage_index_bulk(table, load, &mut entries, &staging.join("index.sst"))
+                .map_err(meta)?;
             if !examples.is_empty() {
                 let distinct = {
                     let mut d = 0u64;
@@ -237,15 +453,30 @@ fn stage(store: &MetaStore, table: &str, load: &str, staging: &Path, inputs: &[P
                     }
                     d
                 };
-                return Err(LoaderError::DuplicateIds { column: id.clone(), count: rows - distinct, examples });
+                return Err(LoaderError::DuplicateIds {
+                    column: id.clone(),
+                    count: rows - distinct,
+                    examples,
+                });
             }
             let columns = match files.first() {
                 Some(f) => columns_of(f, Some(id))?,
                 None => Vec::new(),
             };
             let chunks = stats.map.chunks().iter().map(|c| c.0).collect();
-            let kind = TableKind::Director { ra: ra.clone(), dec: dec.clone(), id: id.clone() };
-            Ok((kind, rows, chunks, columns, stats.chunk_rows.len(), stats.invalid_rows))
+            let kind = TableKind::Director {
+                ra: ra.clone(),
+                dec: dec.clone(),
+                id: id.clone(),
+            };
+            Ok((
+                kind,
+                rows,
+                chunks,
+                columns,
+                stats.chunk_rows.len(),
+                stats.invalid_rows,
+            ))
         }
         LoadKind::Child { director, key } => {
             let director = director.to_lowercase();
@@ -253,21 +484,37 @@ fn stage(store: &MetaStore, table: &str, load: &str, staging: &Path, inputs: &[P
                 Some(r) if matches!(r.kind, TableKind::Director { .. }) => r,
                 _ => return Err(LoaderError::NoDirector(director)),
             };
-            let popts = PartitionOptions { memory_bytes: opts.memory_bytes, quiet: opts.quiet, ..Default::default() };
-            let lookup = |ids: &[i64]| store.lookup_many(&director, &record.load_id, ids).map_err(meta);
+            let popts = PartitionOptions {
+                memory_bytes: opts.memory_bytes,
+                quiet: opts.quiet,
+                allow_orphans: opts.allow_orphans,
+                ..Default::default()
+            };
+            let lookup = |ids: &[i64]| {
+                store
+                    .lookup_many(&director, &record.load_id, ids)
+                    .map_err(meta)
+            };
             let stats = crate::partition::partition_child(inputs, staging, key, &lookup, &popts)?;
-            let first = stats.chunk_rows.keys().next().map(|c| staging.join("chunks").join(format!("{c}.parquet")));
+            let first = stats
+                .chunk_rows
+                .keys()
+                .next()
+                .map(|c| staging.join("chunks").join(format!("{c}.parquet")));
             let columns = match first {
                 Some(f) => columns_of(&f, None)?,
                 None => Vec::new(),
             };
             Ok((
-                TableKind::Child { director: director.clone(), key: key.clone() },
+                TableKind::Child {
+                    director: director.clone(),
+                    key: key.clone(),
+                },
                 stats.rows,
                 record.chunks.clone(),
                 columns,
                 stats.chunk_rows.len(),
-                0,
+                stats.invalid_rows,
             ))
         }
         LoadKind::Replicated => {
@@ -277,7 +524,12 @@ fn stage(store: &MetaStore, table: &str, load: &str, staging: &Path, inputs: &[P
             let mut columns = Vec::new();
             for (k, input) in inputs.iter().enumerate() {
                 let file = File::open(input).map_err(io(input))?;
-                let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| LoaderError::Parquet { path: input.clone(), source })?;
+                let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| {
+                    LoaderError::Parquet {
+                        path: input.clone(),
+                        source,
+                    }
+                })?;
                 rows += builder.metadata().file_metadata().num_rows() as u64;
                 if k == 0 {
                     columns = columns_of(input, None)?;
@@ -287,5 +539,29 @@ fn stage(store: &MetaStore, table: &str, load: &str, staging: &Path, inputs: &[P
             }
             Ok((TableKind::Replicated, rows, Vec::new(), columns, 0, 0))
         }
+    }
+}
+
+/// Removes a table: its record and index entries in one write, then its files. A director with child tables is
+/// refused (they are placed by its chunks).
+pub fn drop_table(data_dir: &Path, table: &str) -> Result<()> {
+    let (schema, name) =
+        valid_table_name(table).ok_or_else(|| LoaderError::TableName(table.to_string()))?;
+    let qualified = format!("{schema}.{name}");
+    let store = open_store(data_dir)?;
+    let children = children_of(&store, &qualified)?;
+    if !children.is_empty() {
+        return Err(LoaderError::HasChildren {
+            table: qualified,
+            children: children.join(", "),
+        });
+    }
+    match store.drop_table(&qualified).map_err(meta)? {
+        Some(record) => {
+            let dir = data_dir.join("tables").join(record.qualified_name());
+            let _ = std::fs::remove_dir_all(&dir);
+            Ok(())
+        }
+        None => Err(LoaderError::NoTable(qualified)),
     }
 }

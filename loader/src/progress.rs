@@ -39,7 +39,11 @@ impl Progress {
     pub fn line(&self) -> String {
         let secs = self.start.elapsed().as_secs_f64().max(1e-9);
         let rate = self.done as f64 / secs;
-        let left = if rate > 0.0 { (self.total.saturating_sub(self.done)) as f64 / rate } else { 0.0 };
+        let left = if rate > 0.0 {
+            (self.total.saturating_sub(self.done)) as f64 / rate
+        } else {
+            0.0
+        };
         format!(
             "{}: {:.1} M / {:.1} M rows, {:.2} M rows/s, {:.0} s left",
             self.label,
@@ -74,6 +78,10 @@ mod tests {
     fn line_reports_counts() {
         let mut p = Progress::new("pass 1", 2_000_000, true);
         p.add(500_000);
-        assert!(p.line().starts_with("pass 1: 0.5 M / 2.0 M rows"), "{}", p.line());
+        assert!(
+            p.line().starts_with("pass 1: 0.5 M / 2.0 M rows"),
+            "{}",
+            p.line()
+        );
     }
 }

@@ -28,13 +28,21 @@ fn inverse_mollweide(x: f64, y: f64) -> Option<(f64, f64)> {
     if lon.abs() > PI {
         return None;
     }
-    let lat = ((2.0 * theta + (2.0 * theta).sin()) / PI).clamp(-1.0, 1.0).asin();
+    let lat = ((2.0 * theta + (2.0 * theta).sin()) / PI)
+        .clamp(-1.0, 1.0)
+        .asin();
     Some((lon.to_degrees(), lat.to_degrees()))
 }
 
 /// A perceptually ordered ramp from dark blue through green to yellow, t in [0, 1].
 fn colour(t: f64) -> [u8; 3] {
-    const STOPS: [[f64; 3]; 5] = [[48.0, 18.0, 59.0], [50.0, 100.0, 200.0], [30.0, 180.0, 140.0], [150.0, 220.0, 60.0], [250.0, 240.0, 40.0]];
+    const STOPS: [[f64; 3]; 5] = [
+        [48.0, 18.0, 59.0],
+        [50.0, 100.0, 200.0],
+        [30.0, 180.0, 140.0],
+        [150.0, 220.0, 60.0],
+        [250.0, 240.0, 40.0],
+    ];
     let x = t.clamp(0.0, 1.0) * (STOPS.len() - 1) as f64;
     let i = (x.floor() as usize).min(STOPS.len() - 2);
     let f = x - i as f64;
@@ -46,11 +54,27 @@ fn colour(t: f64) -> [u8; 3] {
 }
 
 /// Writes the map as a PNG of `width` x `width / 2` pixels. RA increases to the left, as on the sky.
-pub fn write_sky_map(path: &Path, map: &ChunkMap, rows: &BTreeMap<ChunkId, u64>, width: u32) -> Result<()> {
+pub fn write_sky_map(
+    path: &Path,
+    map: &ChunkMap,
+    rows: &BTreeMap<ChunkId, u64>,
+    width: u32,
+) -> Result<()> {
     let height = width / 2;
-    let density = |c: ChunkId| rows.get(&c).copied().unwrap_or(0) as f64 / cell_area_deg2(c.depth());
-    let max = map.chunks().iter().map(|&c| density(c)).fold(0.0f64, f64::max).max(1e-9);
-    let min = map.chunks().iter().map(|&c| density(c)).filter(|d| *d > 0.0).fold(max, f64::min);
+    let density =
+        |c: ChunkId| rows.get(&c).copied().unwrap_or(0) as f64 / cell_area_deg2(c.depth());
+    let max = map
+        .chunks()
+        .iter()
+        .map(|&c| density(c))
+        .fold(0.0f64, f64::max)
+        .max(1e-9);
+    let min = map
+        .chunks()
+        .iter()
+        .map(|&c| density(c))
+        .filter(|d| *d > 0.0)
+        .fold(max, f64::min);
     let span = (max / min).ln().max(1e-9);
     let mut chunk_at = vec![None; (width * height) as usize];
     for py in 0..height {
@@ -58,7 +82,8 @@ pub fn write_sky_map(path: &Path, map: &ChunkMap, rows: &BTreeMap<ChunkId, u64>,
             let x = (1.0 - 2.0 * (px as f64 + 0.5) / width as f64) * 2.0 * SQRT_2;
             let y = (1.0 - 2.0 * (py as f64 + 0.5) / height as f64) * SQRT_2;
             if let Some((lon, lat)) = inverse_mollweide(x, y) {
-                chunk_at[(py * width + px) as usize] = map.assign(lon.rem_euclid(360.0), lat).ok().map(|(c, _)| c);
+                chunk_at[(py * width + px) as usize] =
+                    map.assign(lon.rem_euclid(360.0), lat).ok().map(|(c, _)| c);
             }
         }
     }
@@ -84,7 +109,10 @@ pub fn write_sky_map(path: &Path, map: &ChunkMap, rows: &BTreeMap<ChunkId, u64>,
     let mut encoder = png::Encoder::new(BufWriter::new(file), width, height);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
-    let png_err = |e: png::EncodingError| LoaderError::Io { path: path.to_path_buf(), source: std::io::Error::other(e) };
+    let png_err = |e: png::EncodingError| LoaderError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    };
     let mut writer = encoder.write_header().map_err(png_err)?;
     writer.write_image_data(&pixels).map_err(png_err)?;
     Ok(())

@@ -58,7 +58,10 @@ impl Rng {
 pub fn galactic_latitude(ra: f64, dec: f64) -> f64 {
     let (ra_p, dec_p) = (192.85948f64.to_radians(), 27.12825f64.to_radians());
     let (ra, dec) = (ra.to_radians(), dec.to_radians());
-    (dec.sin() * dec_p.sin() + dec.cos() * dec_p.cos() * (ra - ra_p).cos()).clamp(-1.0, 1.0).asin().to_degrees()
+    (dec.sin() * dec_p.sin() + dec.cos() * dec_p.cos() * (ra - ra_p).cos())
+        .clamp(-1.0, 1.0)
+        .asin()
+        .to_degrees()
 }
 
 /// A position drawn from a sky ten times denser at the galactic plane than at the galactic poles.
@@ -86,42 +89,155 @@ fn field(name: &str, dt: DataType, unit: &str, ucd: &str, description: &str) -> 
 
 pub fn object_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        field("id", DataType::Int64, "", "meta.id;meta.main", "unique object identifier"),
-        field("ra", DataType::Float64, "deg", "pos.eq.ra;meta.main", "right ascension (ICRS)"),
-        field("dec", DataType::Float64, "deg", "pos.eq.dec;meta.main", "declination (ICRS)"),
-        field("mag_g", DataType::Float32, "mag", "phot.mag;em.opt.B", "g-band magnitude"),
-        field("mag_r", DataType::Float32, "mag", "phot.mag;em.opt.R", "r-band magnitude"),
-        field("mag_i", DataType::Float32, "mag", "phot.mag;em.opt.I", "i-band magnitude"),
-        field("pmra", DataType::Float32, "mas/yr", "pos.pm;pos.eq.ra", "proper motion in RA * cos(dec)"),
-        field("pmdec", DataType::Float32, "mas/yr", "pos.pm;pos.eq.dec", "proper motion in Dec"),
+        field(
+            "id",
+            DataType::Int64,
+            "",
+            "meta.id;meta.main",
+            "unique object identifier",
+        ),
+        field(
+            "ra",
+            DataType::Float64,
+            "deg",
+            "pos.eq.ra;meta.main",
+            "right ascension (ICRS)",
+        ),
+        field(
+            "dec",
+            DataType::Float64,
+            "deg",
+            "pos.eq.dec;meta.main",
+            "declination (ICRS)",
+        ),
+        field(
+            "mag_g",
+            DataType::Float32,
+            "mag",
+            "phot.mag;em.opt.B",
+            "g-band magnitude",
+        ),
+        field(
+            "mag_r",
+            DataType::Float32,
+            "mag",
+            "phot.mag;em.opt.R",
+            "r-band magnitude",
+        ),
+        field(
+            "mag_i",
+            DataType::Float32,
+            "mag",
+            "phot.mag;em.opt.I",
+            "i-band magnitude",
+        ),
+        field(
+            "pmra",
+            DataType::Float32,
+            "mas/yr",
+            "pos.pm;pos.eq.ra",
+            "proper motion in RA * cos(dec)",
+        ),
+        field(
+            "pmdec",
+            DataType::Float32,
+            "mas/yr",
+            "pos.pm;pos.eq.dec",
+            "proper motion in Dec",
+        ),
     ]))
 }
 
 pub fn source_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        field("source_id", DataType::Int64, "", "meta.id;meta.main", "unique detection identifier"),
-        field("object_id", DataType::Int64, "", "meta.id.parent", "the object this detection belongs to"),
-        field("ra", DataType::Float64, "deg", "pos.eq.ra", "right ascension of the detection (ICRS)"),
-        field("dec", DataType::Float64, "deg", "pos.eq.dec", "declination of the detection (ICRS)"),
-        field("mjd", DataType::Float64, "d", "time.epoch", "modified Julian date of the exposure"),
-        field("band", DataType::Utf8, "", "instr.bandpass", "filter: g, r or i"),
+        field(
+            "source_id",
+            DataType::Int64,
+            "",
+            "meta.id;meta.main",
+            "unique detection identifier",
+        ),
+        field(
+            "object_id",
+            DataType::Int64,
+            "",
+            "meta.id.parent",
+            "the object this detection belongs to",
+        ),
+        field(
+            "ra",
+            DataType::Float64,
+            "deg",
+            "pos.eq.ra",
+            "right ascension of the detection (ICRS)",
+        ),
+        field(
+            "dec",
+            DataType::Float64,
+            "deg",
+            "pos.eq.dec",
+            "declination of the detection (ICRS)",
+        ),
+        field(
+            "mjd",
+            DataType::Float64,
+            "d",
+            "time.epoch",
+            "modified Julian date of the exposure",
+        ),
+        field(
+            "band",
+            DataType::Utf8,
+            "",
+            "instr.bandpass",
+            "filter: g, r or i",
+        ),
         field("flux", DataType::Float32, "nJy", "phot.flux", "PSF flux"),
     ]))
 }
 
 pub fn xmatch_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        field("xid", DataType::Int64, "", "meta.id;meta.main", "identifier in the second catalog"),
-        field("ra", DataType::Float64, "deg", "pos.eq.ra;meta.main", "right ascension (ICRS)"),
-        field("dec", DataType::Float64, "deg", "pos.eq.dec;meta.main", "declination (ICRS)"),
-        field("mag", DataType::Float32, "mag", "phot.mag", "magnitude in the second catalog"),
+        field(
+            "xid",
+            DataType::Int64,
+            "",
+            "meta.id;meta.main",
+            "identifier in the second catalog",
+        ),
+        field(
+            "ra",
+            DataType::Float64,
+            "deg",
+            "pos.eq.ra;meta.main",
+            "right ascension (ICRS)",
+        ),
+        field(
+            "dec",
+            DataType::Float64,
+            "deg",
+            "pos.eq.dec;meta.main",
+            "declination (ICRS)",
+        ),
+        field(
+            "mag",
+            DataType::Float32,
+            "mag",
+            "phot.mag",
+            "magnitude in the second catalog",
+        ),
     ]))
 }
 
 fn writer(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<File>> {
     let file = File::create(path).map_err(io(path))?;
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-    ArrowWriter::try_new(file, schema, Some(props)).map_err(|source| LoaderError::Parquet { path: path.to_path_buf(), source })
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    ArrowWriter::try_new(file, schema, Some(props)).map_err(|source| LoaderError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// What `generate` wrote.
@@ -144,20 +260,41 @@ fn jitter(rng: &mut Rng, ra: f64, dec: f64, sigma_arcsec: f64) -> (f64, f64) {
 /// Writes a synthetic release of `rows` objects into `out`.
 pub fn generate(rows: u64, out: &Path, seed: u64) -> Result<GenSummary> {
     std::fs::create_dir_all(out).map_err(io(out))?;
-    let paths = [out.join("object.parquet"), out.join("source.parquet"), out.join("xmatch.parquet")];
+    let paths = [
+        out.join("object.parquet"),
+        out.join("source.parquet"),
+        out.join("xmatch.parquet"),
+    ];
     let mut w_obj = writer(&paths[0], object_schema())?;
     let mut w_src = writer(&paths[1], source_schema())?;
     let mut w_x = writer(&paths[2], xmatch_schema())?;
     let mut rng = Rng::new(seed);
-    let mut summary = GenSummary { objects: 0, sources: 0, xmatch: 0, files: paths.to_vec() };
+    let mut summary = GenSummary {
+        objects: 0,
+        sources: 0,
+        xmatch: 0,
+        files: paths.to_vec(),
+    };
     let mut next_source = 0i64;
     let mut next_x = 0i64;
     let mut done = 0u64;
     while done < rows {
         let n = (rows - done).min(BATCH as u64) as usize;
-        let mut o: (Vec<i64>, Vec<f64>, Vec<f64>) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut o: (Vec<i64>, Vec<f64>, Vec<f64>) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         let mut mags: [Vec<f32>; 5] = Default::default();
-        let mut s: (Vec<i64>, Vec<i64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<&str>, Vec<f32>) = Default::default();
+        let mut s: (
+            Vec<i64>,
+            Vec<i64>,
+            Vec<f64>,
+            Vec<f64>,
+            Vec<f64>,
+            Vec<&str>,
+            Vec<f32>,
+        ) = Default::default();
         let mut x: (Vec<i64>, Vec<f64>, Vec<f64>, Vec<f32>) = Default::default();
         for k in 0..n {
             let id = (done as usize + k) as i64;
@@ -216,7 +353,11 @@ pub fn generate(rows: u64, out: &Path, seed: u64) -> Result<GenSummary> {
         let src_n = s.0.len() as u64;
         let x_n = x.0.len() as u64;
         let batches = [
-            (RecordBatch::try_new(object_schema(), cols), &mut w_obj, &paths[0]),
+            (
+                RecordBatch::try_new(object_schema(), cols),
+                &mut w_obj,
+                &paths[0],
+            ),
             (
                 RecordBatch::try_new(
                     source_schema(),
@@ -248,8 +389,14 @@ pub fn generate(rows: u64, out: &Path, seed: u64) -> Result<GenSummary> {
             ),
         ];
         for (batch, w, path) in batches {
-            let batch = batch.map_err(|source| LoaderError::Arrow { path: path.clone(), source })?;
-            w.write(&batch).map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
+            let batch = batch.map_err(|source| LoaderError::Arrow {
+                path: path.clone(),
+                source,
+            })?;
+            w.write(&batch).map_err(|source| LoaderError::Parquet {
+                path: path.clone(),
+                source,
+            })?;
         }
         summary.objects += n as u64;
         summary.sources += src_n;
@@ -257,7 +404,10 @@ pub fn generate(rows: u64, out: &Path, seed: u64) -> Result<GenSummary> {
         done += n as u64;
     }
     for (w, path) in [(w_obj, &paths[0]), (w_src, &paths[1]), (w_x, &paths[2])] {
-        w.close().map_err(|source| LoaderError::Parquet { path: path.clone(), source })?;
+        w.close().map_err(|source| LoaderError::Parquet {
+            path: path.clone(),
+            source,
+        })?;
     }
     Ok(summary)
 }

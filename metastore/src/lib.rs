@@ -10,7 +10,6 @@
 
 use std::path::Path;
 
-
 use partitioner::ChunkId;
 use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch};
 use serde::{Deserialize, Serialize};
@@ -18,11 +17,17 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
     #[error("metadata store at {path}: {source}")]
-    Open { path: String, source: rocksdb::Error },
+    Open {
+        path: String,
+        source: rocksdb::Error,
+    },
     #[error("metadata store: {0}")]
     Rocks(#[from] rocksdb::Error),
     #[error("metadata record of {table} is unreadable: {source}")]
-    Corrupt { table: String, source: serde_json::Error },
+    Corrupt {
+        table: String,
+        source: serde_json::Error,
+    },
 }
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
@@ -64,6 +69,9 @@ pub struct TableRecord {
     /// The chunk map (NUNIQ numbers); empty for replicated tables.
     pub chunks: Vec<u64>,
     pub columns: Vec<ColumnRecord>,
+    /// Child tables: rows kept with `--allow-orphans` whose key names no director object (in `orphans.parquet`).
+    #[serde(default)]
+    pub orphan_rows: u64,
 }
 
 impl TableRecord {
@@ -90,7 +98,10 @@ impl MetaStore {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let db = DB::open(&opts, path).map_err(|source| MetaError::Open { path: path.display().to_string(), source })?;
+        let db = DB::open(&opts, path).map_err(|source| MetaError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
         Ok(MetaStore { db })
     }
 
@@ -99,19 +110,30 @@ impl MetaStore {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
-                .map_err(|source| MetaError::Corrupt { table: qualified.to_string(), source }),
+                .map_err(|source| MetaError::Corrupt {
+                    table: qualified.to_string(),
+                    source,
+                }),
         }
     }
 
     pub fn tables(&self) -> Result<Vec<TableRecord>> {
         let mut out = Vec::new();
-        for item in self.db.iterator(IteratorMode::From(b"t/", Direction::Forward)) {
+        for item in self
+            .db
+            .iterator(IteratorMode::From(b"t/", Direction::Forward))
+        {
             let (k, v) = item?;
             if !k.starts_with(b"t/") {
                 break;
             }
             let name = String::from_utf8_lossy(&k[2..]).to_string();
-            out.push(serde_json::from_slice(&v).map_err(|source| MetaError::Corrupt { table: name, source })?);
+            out.push(
+                serde_json::from_slice(&v).map_err(|source| MetaError::Corrupt {
+                    table: name,
+                    source,
+                })?,
+            );
         }
         Ok(out)
     }
@@ -132,9 +154,20 @@ impl MetaStore {
 
     /// Stages a whole load's index at once: sorts the entries, refuses duplicate ids (returning up to five of
     /// them), writes one SST file and ingests it, which is far faster than puts for bulk loads.
-    pub fn stage_index_bulk(&self, table: &str, load: &str, entries: &mut [(i64, ChunkId)], scratch: &Path) -> Result<Vec<i64>> {
+    pub fn stage_index_bulk(
+        &self,
+        table: &str,
+        load: &str,
+        entries: &mut [(i64, ChunkId)],
+        scratch: &Path,
+    ) -> Result<Vec<i64>> {
         entries.sort_unstable_by_key(|e| e.0);
-        let dups: Vec<i64> = entries.windows(2).filter(|w| w[0].0 == w[1].0).map(|w| w[0].0).take(5).collect();
+        let dups: Vec<i64> = entries
+            .windows(2)
+            .filter(|w| w[0].0 == w[1].0)
+            .map(|w| w[0].0)
+            .take(5)
+            .collect();
         if !dups.is_empty() || entries.is_empty() {
             return Ok(dups);
         }
@@ -158,7 +191,10 @@ impl MetaStore {
     pub fn count_staged(&self, table: &str, load: &str) -> Result<u64> {
         let prefix = index_prefix(table, load);
         let mut n = 0;
-        for item in self.db.iterator(IteratorMode::From(&prefix, Direction::Forward)) {
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&prefix, Direction::Forward))
+        {
             let (k, _) = item?;
             if !k.starts_with(&prefix) {
                 break;
@@ -173,7 +209,10 @@ impl MetaStore {
         let table = record.qualified_name();
         let previous = self.table(&table)?;
         let mut batch = WriteBatch::default();
-        batch.put(format!("t/{table}"), serde_json::to_vec(record).expect("a table record serializes"));
+        batch.put(
+            format!("t/{table}"),
+            serde_json::to_vec(record).expect("a table record serializes"),
+        );
         if let Some(prev) = &previous
             && prev.load_id != record.load_id
         {
@@ -186,14 +225,24 @@ impl MetaStore {
 
     /// The chunk of a director id in the table's current load.
     pub fn lookup(&self, table: &str, id: i64) -> Result<Option<ChunkId>> {
-        let Some(record) = self.table(table)? else { return Ok(None) };
+        let Some(record) = self.table(table)? else {
+            return Ok(None);
+        };
         let mut key = index_prefix(table, &record.load_id);
         key.extend_from_slice(&id_key(id));
-        Ok(self.db.get(key)?.map(|v| ChunkId(u64::from_be_bytes(v[..8].try_into().expect("8-byte chunk")))))
+        Ok(self
+            .db
+            .get(key)?
+            .map(|v| ChunkId(u64::from_be_bytes(v[..8].try_into().expect("8-byte chunk")))))
     }
 
     /// The chunks of many director ids at once (one RocksDB multi-get), in the table's current load.
-    pub fn lookup_many(&self, table: &str, load: &str, ids: &[i64]) -> Result<Vec<Option<ChunkId>>> {
+    pub fn lookup_many(
+        &self,
+        table: &str,
+        load: &str,
+        ids: &[i64],
+    ) -> Result<Vec<Option<ChunkId>>> {
         let prefix = index_prefix(table, load);
         let keys: Vec<Vec<u8>> = ids
             .iter()
@@ -206,23 +255,38 @@ impl MetaStore {
         self.db
             .multi_get(keys)
             .into_iter()
-            .map(|r| Ok(r?.map(|v| ChunkId(u64::from_be_bytes(v[..8].try_into().expect("8-byte chunk"))))))
+            .map(|r| {
+                Ok(r?
+                    .map(|v| ChunkId(u64::from_be_bytes(v[..8].try_into().expect("8-byte chunk")))))
+            })
             .collect()
     }
 
     /// Removes index entries of loads that are not current (interrupted or replaced loads).
     pub fn collect_garbage(&self) -> Result<u64> {
-        let current: Vec<(String, String)> =
-            self.tables()?.into_iter().map(|t| (t.qualified_name(), t.load_id)).collect();
+        let current: Vec<(String, String)> = self
+            .tables()?
+            .into_iter()
+            .map(|t| (t.qualified_name(), t.load_id))
+            .collect();
         let mut stale_prefixes = Vec::new();
         let mut last: Option<Vec<u8>> = None;
-        for item in self.db.iterator(IteratorMode::From(b"i/", Direction::Forward)) {
+        for item in self
+            .db
+            .iterator(IteratorMode::From(b"i/", Direction::Forward))
+        {
             let (k, _) = item?;
             if !k.starts_with(b"i/") {
                 break;
             }
             // i/TABLE/LOAD/ID: the prefix is everything up to the third '/'.
-            let slashes: Vec<usize> = k.iter().enumerate().filter(|(_, b)| **b == b'/').map(|(i, _)| i).take(3).collect();
+            let slashes: Vec<usize> = k
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'/')
+                .map(|(i, _)| i)
+                .take(3)
+                .collect();
             if slashes.len() < 3 {
                 continue;
             }
@@ -275,13 +339,18 @@ mod tests {
         TableRecord {
             schema: "cat".into(),
             name: "obj".into(),
-            kind: TableKind::Director { ra: "ra".into(), dec: "dec".into(), id: "id".into() },
+            kind: TableKind::Director {
+                ra: "ra".into(),
+                dec: "dec".into(),
+                id: "id".into(),
+            },
             description: None,
             load_id: load.into(),
             rows: 3,
             overlap_arcsec: 60.0,
             chunks: vec![16, 17],
             columns: vec![],
+            orphan_rows: 0,
         }
     }
 
@@ -290,8 +359,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("skyshard-meta-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = MetaStore::open(&dir).unwrap();
-        store.stage_index("cat.obj", "a", &[(-5, ChunkId(16)), (7, ChunkId(17)), (i64::MAX, ChunkId(16))]).unwrap();
-        assert_eq!(store.lookup("cat.obj", 7).unwrap(), None, "nothing is visible before publishing");
+        store
+            .stage_index(
+                "cat.obj",
+                "a",
+                &[(-5, ChunkId(16)), (7, ChunkId(17)), (i64::MAX, ChunkId(16))],
+            )
+            .unwrap();
+        assert_eq!(
+            store.lookup("cat.obj", 7).unwrap(),
+            None,
+            "nothing is visible before publishing"
+        );
         assert_eq!(store.count_staged("cat.obj", "a").unwrap(), 3);
         store.publish(&record("a")).unwrap();
         assert_eq!(store.lookup("cat.obj", 7).unwrap(), Some(ChunkId(17)));
@@ -302,28 +381,52 @@ mod tests {
             vec![Some(ChunkId(17)), None, Some(ChunkId(16))]
         );
         // An interrupted load leaves staged entries that nothing reads, and garbage collection removes them.
-        store.stage_index("cat.obj", "b", &[(7, ChunkId(16))]).unwrap();
+        store
+            .stage_index("cat.obj", "b", &[(7, ChunkId(16))])
+            .unwrap();
         assert_eq!(store.lookup("cat.obj", 7).unwrap(), Some(ChunkId(17)));
         assert_eq!(store.collect_garbage().unwrap(), 1);
         assert_eq!(store.count_staged("cat.obj", "b").unwrap(), 0);
         // Replacing switches in one write and drops the old entries.
-        store.stage_index("cat.obj", "c", &[(7, ChunkId(16))]).unwrap();
+        store
+            .stage_index("cat.obj", "c", &[(7, ChunkId(16))])
+            .unwrap();
         let previous = store.publish(&record("c")).unwrap();
         assert_eq!(previous.map(|p| p.load_id), Some("a".into()));
         assert_eq!(store.lookup("cat.obj", 7).unwrap(), Some(ChunkId(16)));
         assert_eq!(store.count_staged("cat.obj", "a").unwrap(), 0);
         // The bulk path: duplicates are named, unique ids are ingested in one SST file.
         let mut dup = vec![(3, ChunkId(16)), (1, ChunkId(17)), (3, ChunkId(17))];
-        assert_eq!(store.stage_index_bulk("cat.obj", "d", &mut dup, &dir.join("x.sst")).unwrap(), vec![3]);
-        let mut bulk: Vec<(i64, ChunkId)> = (0..1000).rev().map(|i| (i * 7 - 3000, ChunkId(16 + (i as u64 % 3)))).collect();
-        assert!(store.stage_index_bulk("cat.obj", "d", &mut bulk, &dir.join("x.sst")).unwrap().is_empty());
+        assert_eq!(
+            store
+                .stage_index_bulk("cat.obj", "d", &mut dup, &dir.join("x.sst"))
+                .unwrap(),
+            vec![3]
+        );
+        let mut bulk: Vec<(i64, ChunkId)> = (0..1000)
+            .rev()
+            .map(|i| (i * 7 - 3000, ChunkId(16 + (i as u64 % 3))))
+            .collect();
+        assert!(
+            store
+                .stage_index_bulk("cat.obj", "d", &mut bulk, &dir.join("x.sst"))
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(store.count_staged("cat.obj", "d").unwrap(), 1000);
         store.publish(&record("d")).unwrap();
-        assert_eq!(store.lookup("cat.obj", 7 * 999 - 3000).unwrap(), Some(ChunkId(16 + 999 % 3)));
+        assert_eq!(
+            store.lookup("cat.obj", 7 * 999 - 3000).unwrap(),
+            Some(ChunkId(16 + 999 % 3))
+        );
         store.publish(&record("c")).unwrap();
         drop(store);
         let store = MetaStore::open(&dir).unwrap();
-        assert_eq!(store.tables().unwrap(), vec![record("c")], "metadata survives reopening");
+        assert_eq!(
+            store.tables().unwrap(),
+            vec![record("c")],
+            "metadata survives reopening"
+        );
         store.drop_table("cat.obj").unwrap();
         assert!(store.tables().unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);

@@ -37,12 +37,18 @@ impl ChunkId {
 
     pub fn children(self) -> [ChunkId; 4] {
         let (d, h) = (self.depth() + 1, self.hash() << 2);
-        [ChunkId::new(d, h), ChunkId::new(d, h + 1), ChunkId::new(d, h + 2), ChunkId::new(d, h + 3)]
+        [
+            ChunkId::new(d, h),
+            ChunkId::new(d, h + 1),
+            ChunkId::new(d, h + 2),
+            ChunkId::new(d, h + 3),
+        ]
     }
 
     /// True when `other` lies inside this cell (or is it).
     pub fn contains(self, other: ChunkId) -> bool {
-        other.depth() >= self.depth() && (other.hash() >> (2 * (other.depth() - self.depth()) as u32)) == self.hash()
+        other.depth() >= self.depth()
+            && (other.hash() >> (2 * (other.depth() - self.depth()) as u32)) == self.hash()
     }
 }
 

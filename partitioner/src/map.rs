@@ -12,7 +12,9 @@ pub const INDEX_DEPTH: u8 = MAX_DEPTH;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ChunkMapError {
-    #[error("position ({ra}, {dec}) is not on the sky: RA must be finite and Dec within [-90, 90] degrees")]
+    #[error(
+        "position ({ra}, {dec}) is not on the sky: RA must be finite and Dec within [-90, 90] degrees"
+    )]
     NotOnSky { ra: f64, dec: f64 },
     #[error("the chunk list does not tile the sphere: {reason}")]
     NotATiling { reason: String },
@@ -32,7 +34,10 @@ impl Histogram {
         if depth > 12 {
             return Err(ChunkMapError::HistogramTooDeep(depth));
         }
-        Ok(Histogram { depth, counts: vec![0; 12usize << (2 * depth as u32)] })
+        Ok(Histogram {
+            depth,
+            counts: vec![0; 12usize << (2 * depth as u32)],
+        })
     }
 
     pub fn depth(&self) -> u8 {
@@ -72,7 +77,11 @@ pub fn hash(depth: u8, ra: f64, dec: f64) -> Result<u64, ChunkMapError> {
     if !ra.is_finite() || !dec.is_finite() || !(-90.0..=90.0).contains(&dec) {
         return Err(ChunkMapError::NotOnSky { ra, dec });
     }
-    Ok(nested::hash(depth, ra.rem_euclid(360.0).to_radians(), dec.to_radians()))
+    Ok(nested::hash(
+        depth,
+        ra.rem_euclid(360.0).to_radians(),
+        dec.to_radians(),
+    ))
 }
 
 /// A table's chunks: HEALPix cells that tile the sphere, sorted by position along the nested curve.
@@ -87,7 +96,9 @@ pub struct ChunkMap {
 impl ChunkMap {
     /// Every cell of one depth is a chunk.
     pub fn uniform(depth: u8) -> ChunkMap {
-        let chunks = (0..12u64 << (2 * depth as u32)).map(|h| ChunkId::new(depth, h)).collect();
+        let chunks = (0..12u64 << (2 * depth as u32))
+            .map(|h| ChunkId::new(depth, h))
+            .collect();
         ChunkMap::from_chunks(chunks).expect("the cells of one depth tile the sphere")
     }
 
@@ -96,8 +107,10 @@ impl ChunkMap {
         let prefix = histogram.prefix_sums();
         let min_depth = min_depth.min(histogram.depth());
         let mut chunks = Vec::new();
-        let mut stack: Vec<ChunkId> =
-            (0..12u64 << (2 * min_depth as u32)).rev().map(|h| ChunkId::new(min_depth, h)).collect();
+        let mut stack: Vec<ChunkId> = (0..12u64 << (2 * min_depth as u32))
+            .rev()
+            .map(|h| ChunkId::new(min_depth, h))
+            .collect();
         while let Some(cell) = stack.pop() {
             if cell.depth() < histogram.depth() && histogram.count(&prefix, cell) > max_rows {
                 stack.extend(cell.children().into_iter().rev());
@@ -122,11 +135,20 @@ impl ChunkMap {
             next = r.end;
         }
         if next != 12u64 << (2 * INDEX_DEPTH as u32) {
-            return Err(ChunkMapError::NotATiling { reason: "the chunks do not reach the end of the sphere".into() });
+            return Err(ChunkMapError::NotATiling {
+                reason: "the chunks do not reach the end of the sphere".into(),
+            });
         }
-        let starts = chunks.iter().map(|c| c.range_at(INDEX_DEPTH).start).collect();
+        let starts = chunks
+            .iter()
+            .map(|c| c.range_at(INDEX_DEPTH).start)
+            .collect();
         let max_depth = chunks.iter().map(|c| c.depth()).max().unwrap_or(0);
-        Ok(ChunkMap { chunks, starts, max_depth })
+        Ok(ChunkMap {
+            chunks,
+            starts,
+            max_depth,
+        })
     }
 
     pub fn chunks(&self) -> &[ChunkId] {
@@ -200,8 +222,10 @@ impl ChunkMap {
     /// cdshealpix's exact polygon coverage panics on some polygons around a pole (seen with a triangle at Dec 70);
     /// such a polygon falls back to the coverage of its bounding cone.
     pub fn polygon(&self, vertices: &[(f64, f64)]) -> Vec<ChunkId> {
-        let v: Vec<(f64, f64)> =
-            vertices.iter().map(|&(a, d)| (a.rem_euclid(360.0).to_radians(), d.to_radians())).collect();
+        let v: Vec<(f64, f64)> = vertices
+            .iter()
+            .map(|&(a, d)| (a.rem_euclid(360.0).to_radians(), d.to_radians()))
+            .collect();
         let depth = self.max_depth;
         match std::panic::catch_unwind(|| nested::polygon_coverage(depth, &v, true)) {
             Ok(bmoc) => self.from_bmoc(&bmoc),
@@ -233,7 +257,10 @@ fn bounding_cone(vertices: &[(f64, f64)]) -> (f64, f64, f64) {
         .iter()
         .map(|&p| {
             let u = unit(p);
-            (c[0] * u[0] + c[1] * u[1] + c[2] * u[2]).clamp(-1.0, 1.0).acos().to_degrees()
+            (c[0] * u[0] + c[1] * u[1] + c[2] * u[2])
+                .clamp(-1.0, 1.0)
+                .acos()
+                .to_degrees()
         })
         .fold(0.0, f64::max);
     let ra = c[1].atan2(c[0]).to_degrees().rem_euclid(360.0);
@@ -249,10 +276,19 @@ mod tests {
         let map = ChunkMap::uniform(3);
         assert_eq!(map.chunks().len(), 768);
         let (c, _) = map.assign(123.4, -56.7).unwrap();
-        assert_eq!(c, ChunkId::new(3, nested::hash(3, 123.4f64.to_radians(), (-56.7f64).to_radians())));
+        assert_eq!(
+            c,
+            ChunkId::new(
+                3,
+                nested::hash(3, 123.4f64.to_radians(), (-56.7f64).to_radians())
+            )
+        );
         assert!(map.assign(0.0, 91.0).is_err());
         assert!(map.assign(f64::NAN, 0.0).is_err());
-        assert_eq!(map.assign(360.0, 0.0).unwrap().0, map.assign(0.0, 0.0).unwrap().0);
+        assert_eq!(
+            map.assign(360.0, 0.0).unwrap().0,
+            map.assign(0.0, 0.0).unwrap().0
+        );
     }
 
     #[test]
@@ -267,17 +303,31 @@ mod tests {
             (s >> 11) as f64 / (1u64 << 53) as f64
         };
         for _ in 0..50_000 {
-            hist.add(next() * 360.0, (next() * 2.0 - 1.0).asin().to_degrees()).unwrap();
+            hist.add(next() * 360.0, (next() * 2.0 - 1.0).asin().to_degrees())
+                .unwrap();
             hist.add(10.0 + next() * 2.0, 10.0 + next() * 2.0).unwrap();
         }
         let map = ChunkMap::build(&hist, 2000, 1);
         let prefix = hist.prefix_sums();
         for &c in map.chunks() {
-            assert!(hist.count(&prefix, c) <= 2000 || c.depth() == 8, "chunk {c} holds too many rows");
+            assert!(
+                hist.count(&prefix, c) <= 2000 || c.depth() == 8,
+                "chunk {c} holds too many rows"
+            );
         }
         assert!(map.max_depth() > 3, "the blob was split");
-        assert!(map.chunks().len() < 200, "the thin background was not over-split: {}", map.chunks().len());
-        assert_eq!(map.chunks().iter().map(|&c| hist.count(&prefix, c)).sum::<u64>(), 100_000);
+        assert!(
+            map.chunks().len() < 200,
+            "the thin background was not over-split: {}",
+            map.chunks().len()
+        );
+        assert_eq!(
+            map.chunks()
+                .iter()
+                .map(|&c| hist.count(&prefix, c))
+                .sum::<u64>(),
+            100_000
+        );
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub struct OverlapFinder<'a> {
 
 /// Mean HEALPix cell size at `depth`, in degrees: sqrt(4 pi / (12 * 4^depth)).
 fn cell_size_deg(depth: u8) -> f64 {
-    (4.0 * std::f64::consts::PI / (12.0 * 4f64.powi(depth as i32))).sqrt().to_degrees()
+    (4.0 * std::f64::consts::PI / (12.0 * 4f64.powi(depth as i32)))
+        .sqrt()
+        .to_degrees()
 }
 
 impl<'a> OverlapFinder<'a> {
@@ -35,7 +37,12 @@ impl<'a> OverlapFinder<'a> {
         while cell_depth < 20 && cell_size_deg(cell_depth + 1) >= 4.0 * radius_deg {
             cell_depth += 1;
         }
-        OverlapFinder { map, radius_deg, cell_depth, interior: HashMap::new() }
+        OverlapFinder {
+            map,
+            radius_deg,
+            cell_depth,
+            interior: HashMap::new(),
+        }
     }
 
     fn is_interior(&mut self, cell: u64) -> bool {
@@ -51,13 +58,22 @@ impl<'a> OverlapFinder<'a> {
         };
         let own = chunk_of(cell);
         let v = own.is_some()
-            && nested::neighbours(d, cell, false).values_vec().into_iter().all(|n| chunk_of(n) == own);
+            && nested::neighbours(d, cell, false)
+                .values_vec()
+                .into_iter()
+                .all(|n| chunk_of(n) == own);
         self.interior.insert(cell, v);
         v
     }
 
     /// Appends to `out` the chunks other than `own` within the radius of (ra, dec).
-    pub fn others(&mut self, ra: f64, dec: f64, own: ChunkId, out: &mut Vec<ChunkId>) -> Result<(), ChunkMapError> {
+    pub fn others(
+        &mut self,
+        ra: f64,
+        dec: f64,
+        own: ChunkId,
+        out: &mut Vec<ChunkId>,
+    ) -> Result<(), ChunkMapError> {
         if self.radius_deg <= 0.0 {
             return Ok(());
         }
@@ -66,7 +82,12 @@ impl<'a> OverlapFinder<'a> {
             return Ok(());
         }
         let before = out.len();
-        out.extend(self.map.cone(ra, dec, self.radius_deg).into_iter().filter(|&c| c != own));
+        out.extend(
+            self.map
+                .cone(ra, dec, self.radius_deg)
+                .into_iter()
+                .filter(|&c| c != own),
+        );
         debug_assert!(out[before..].iter().all(|&c| c != own));
         Ok(())
     }

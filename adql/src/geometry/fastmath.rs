@@ -86,7 +86,10 @@ mod tests {
             worst.1 = worst.1.max((cos_half_pi(h) - h.cos()).abs());
             worst.2 = worst.2.max((asin_unit(u) - u.asin()).abs());
         }
-        assert!(worst.0 < 4e-16 && worst.1 < 4e-16 && worst.2 < 1e-15, "{worst:?}");
+        assert!(
+            worst.0 < 4e-16 && worst.1 < 4e-16 && worst.2 < 1e-15,
+            "{worst:?}"
+        );
         assert_eq!(cos_half_pi(FRAC_PI_2), 0.0);
         assert_eq!(sin_pi(0.0), 0.0);
         assert!((asin_unit(1.0) - FRAC_PI_2).abs() < 1e-15);

@@ -18,7 +18,11 @@ impl Vec3 {
     pub fn from_radec(ra: f64, dec: f64) -> Vec3 {
         let (sr, cr) = ra.to_radians().sin_cos();
         let (sd, cd) = dec.to_radians().sin_cos();
-        Vec3 { x: cd * cr, y: cd * sr, z: sd }
+        Vec3 {
+            x: cd * cr,
+            y: cd * sr,
+            z: sd,
+        }
     }
 
     /// (ra, dec) in degrees, ra in [0, 360).
@@ -41,19 +45,35 @@ impl Vec3 {
     }
 
     pub fn cross(self, o: Vec3) -> Vec3 {
-        Vec3 { x: self.y * o.z - self.z * o.y, y: self.z * o.x - self.x * o.z, z: self.x * o.y - self.y * o.x }
+        Vec3 {
+            x: self.y * o.z - self.z * o.y,
+            y: self.z * o.x - self.x * o.z,
+            z: self.x * o.y - self.y * o.x,
+        }
     }
 
     pub fn add(self, o: Vec3) -> Vec3 {
-        Vec3 { x: self.x + o.x, y: self.y + o.y, z: self.z + o.z }
+        Vec3 {
+            x: self.x + o.x,
+            y: self.y + o.y,
+            z: self.z + o.z,
+        }
     }
 
     pub fn sub(self, o: Vec3) -> Vec3 {
-        Vec3 { x: self.x - o.x, y: self.y - o.y, z: self.z - o.z }
+        Vec3 {
+            x: self.x - o.x,
+            y: self.y - o.y,
+            z: self.z - o.z,
+        }
     }
 
     pub fn scale(self, k: f64) -> Vec3 {
-        Vec3 { x: self.x * k, y: self.y * k, z: self.z * k }
+        Vec3 {
+            x: self.x * k,
+            y: self.y * k,
+            z: self.z * k,
+        }
     }
 
     pub fn norm(self) -> f64 {
@@ -74,7 +94,11 @@ pub fn angle_between(a: Vec3, b: Vec3) -> f64 {
 /// cos(dec) for dec in degrees, exactly 0 at the poles (where RA has no meaning).
 #[inline]
 pub fn cos_dec(dec_deg: f64) -> f64 {
-    if dec_deg.abs() == 90.0 { 0.0 } else { dec_deg.to_radians().cos() }
+    if dec_deg.abs() == 90.0 {
+        0.0
+    } else {
+        dec_deg.to_radians().cos()
+    }
 }
 
 /// Great-circle distance in degrees between two positions in degrees (haversine form: exact near 0).
@@ -130,7 +154,12 @@ pub struct Circle {
 
 impl Circle {
     pub fn new(ra: f64, dec: f64, radius_deg: f64) -> Circle {
-        Circle { center: Vec3::from_radec(ra, dec), ra, dec, radius: radius_deg.to_radians() }
+        Circle {
+            center: Vec3::from_radec(ra, dec),
+            ra,
+            dec,
+            radius: radius_deg.to_radians(),
+        }
     }
 
     pub fn contains_vec(&self, p: Vec3) -> bool {
@@ -163,7 +192,9 @@ pub struct Polygon {
 pub enum PolygonError {
     #[error("a polygon needs at least three vertices, found {0}")]
     TooFewVertices(usize),
-    #[error("the polygon's vertices are degenerate (repeated, antipodal, or all on one great circle)")]
+    #[error(
+        "the polygon's vertices are degenerate (repeated, antipodal, or all on one great circle)"
+    )]
     Degenerate,
 }
 
@@ -177,7 +208,10 @@ fn signed_triangle_area(a: Vec3, b: Vec3, c: Vec3) -> f64 {
 impl Polygon {
     /// From (ra, dec) pairs in degrees. A closing vertex equal to the first is dropped.
     pub fn new(radec: &[(f64, f64)]) -> Result<Polygon, PolygonError> {
-        let mut vertices: Vec<Vec3> = radec.iter().map(|&(ra, dec)| Vec3::from_radec(ra, dec)).collect();
+        let mut vertices: Vec<Vec3> = radec
+            .iter()
+            .map(|&(ra, dec)| Vec3::from_radec(ra, dec))
+            .collect();
         // Drop consecutive duplicates, including a closing vertex.
         vertices.dedup_by(|b, a| angle_between(*a, *b) < 1e-15);
         while vertices.len() > 1 && angle_between(vertices[0], *vertices.last().unwrap()) < 1e-15 {
@@ -198,7 +232,9 @@ impl Polygon {
         if signed == 0.0 || !signed.is_finite() {
             return Err(PolygonError::Degenerate);
         }
-        let normals: Vec<Vec3> = (0..n).map(|i| vertices[i].cross(vertices[(i + 1) % n])).collect();
+        let normals: Vec<Vec3> = (0..n)
+            .map(|i| vertices[i].cross(vertices[(i + 1) % n]))
+            .collect();
         if normals.iter().any(|m| m.norm() < 1e-300) {
             return Err(PolygonError::Degenerate);
         }
@@ -208,7 +244,13 @@ impl Polygon {
         let edge_len = angle_between(vertices[0], vertices[1]);
         let step = (edge_len * 1e-6).max(1e-12);
         let inside_ref = mid.add(normals[0].normalized().scale(step)).normalized();
-        Ok(Polygon { vertices, normals, convex, inside_ref, area: signed })
+        Ok(Polygon {
+            vertices,
+            normals,
+            convex,
+            inside_ref,
+            area: signed,
+        })
     }
 
     /// The (ra, dec) vertices in degrees, counter-clockwise.
@@ -241,13 +283,19 @@ impl Polygon {
 
     /// The smallest distance in radians from p to the polygon's boundary.
     pub fn distance_to_boundary(&self, p: Vec3) -> f64 {
-        self.edges().map(|(a, b)| distance_to_arc(p, a, b)).fold(f64::INFINITY, f64::min)
+        self.edges()
+            .map(|(a, b)| distance_to_arc(p, a, b))
+            .fold(f64::INFINITY, f64::min)
     }
 
     /// Area-weighted centroid of the fan triangles (exact for the spherical polygon's mass centre direction).
     pub fn centroid(&self) -> Vec3 {
         let v0 = self.vertices[0];
-        let mut sum = Vec3 { x: 0.0, y: 0.0, z: 0.0 };
+        let mut sum = Vec3 {
+            x: 0.0,
+            y: 0.0,
+            z: 0.0,
+        };
         for i in 1..self.vertices.len() - 1 {
             let (b, c) = (self.vertices[i], self.vertices[i + 1]);
             let w = signed_triangle_area(v0, b, c);
@@ -257,7 +305,8 @@ impl Polygon {
     }
 
     fn any_edges_cross(&self, other: &Polygon) -> bool {
-        self.edges().any(|(a, b)| other.edges().any(|(c, d)| arcs_cross(a, b, c, d)))
+        self.edges()
+            .any(|(a, b)| other.edges().any(|(c, d)| arcs_cross(a, b, c, d)))
     }
 }
 
@@ -277,7 +326,9 @@ impl Shape {
             (Shape::Point(_), _) => false,
             (Shape::Circle(c), Shape::Point(p)) => c.contains_vec(*p),
             (Shape::Polygon(poly), Shape::Point(p)) => poly.contains_vec(*p),
-            (Shape::Circle(outer), Shape::Circle(c)) => angle_between(outer.center, c.center) + c.radius <= outer.radius,
+            (Shape::Circle(outer), Shape::Circle(c)) => {
+                angle_between(outer.center, c.center) + c.radius <= outer.radius
+            }
             (Shape::Circle(outer), Shape::Polygon(poly)) => {
                 // A cap of radius up to 90 degrees is convex, so holding every vertex holds the edges; a larger
                 // cap is the complement of a convex one, which the polygon's edges must not enter.
@@ -291,7 +342,8 @@ impl Shape {
                 poly.contains_vec(c.center) && poly.distance_to_boundary(c.center) >= c.radius
             }
             (Shape::Polygon(outer), Shape::Polygon(inner)) => {
-                inner.vertices.iter().all(|v| outer.contains_vec(*v)) && !outer.any_edges_cross(inner)
+                inner.vertices.iter().all(|v| outer.contains_vec(*v))
+                    && !outer.any_edges_cross(inner)
             }
         }
     }
@@ -301,12 +353,16 @@ impl Shape {
         match (self, other) {
             (Shape::Point(_), _) => other.contains(self),
             (_, Shape::Point(_)) => self.contains(other),
-            (Shape::Circle(a), Shape::Circle(b)) => angle_between(a.center, b.center) <= a.radius + b.radius,
+            (Shape::Circle(a), Shape::Circle(b)) => {
+                angle_between(a.center, b.center) <= a.radius + b.radius
+            }
             (Shape::Circle(c), Shape::Polygon(p)) | (Shape::Polygon(p), Shape::Circle(c)) => {
                 p.contains_vec(c.center) || p.distance_to_boundary(c.center) <= c.radius
             }
             (Shape::Polygon(a), Shape::Polygon(b)) => {
-                a.any_edges_cross(b) || a.contains_vec(b.vertices[0]) || b.contains_vec(a.vertices[0])
+                a.any_edges_cross(b)
+                    || a.contains_vec(b.vertices[0])
+                    || b.contains_vec(a.vertices[0])
             }
         }
     }
@@ -335,12 +391,24 @@ impl Shape {
 /// shape wherever it stands, also at a pole; its edges are great circles like any polygon's.
 pub fn box_corners(ra: f64, dec: f64, width: f64, height: f64) -> Vec<(f64, f64)> {
     let c = Vec3::from_radec(ra, dec);
-    let east = Vec3 { x: -ra.to_radians().sin(), y: ra.to_radians().cos(), z: 0.0 };
+    let east = Vec3 {
+        x: -ra.to_radians().sin(),
+        y: ra.to_radians().cos(),
+        z: 0.0,
+    };
     let north = c.cross(east);
-    let (hw, hh) = ((width / 2.0).to_radians().tan(), (height / 2.0).to_radians().tan());
+    let (hw, hh) = (
+        (width / 2.0).to_radians().tan(),
+        (height / 2.0).to_radians().tan(),
+    );
     [(-hw, -hh), (hw, -hh), (hw, hh), (-hw, hh)]
         .iter()
-        .map(|&(x, y)| c.add(east.scale(x)).add(north.scale(y)).normalized().to_radec())
+        .map(|&(x, y)| {
+            c.add(east.scale(x))
+                .add(north.scale(y))
+                .normalized()
+                .to_radec()
+        })
         .collect()
 }
 
@@ -376,7 +444,10 @@ mod tests {
             if k < 0.05 {
                 (next() * 360.0, if next() < 0.5 { 90.0 } else { -90.0 })
             } else if k < 0.1 {
-                (if next() < 0.5 { 0.0 } else { 359.999999 }, next() * 180.0 - 90.0)
+                (
+                    if next() < 0.5 { 0.0 } else { 359.999999 },
+                    next() * 180.0 - 90.0,
+                )
             } else {
                 (next() * 360.0, (next() * 2.0 - 1.0).asin().to_degrees())
             }
@@ -387,10 +458,17 @@ mod tests {
             assert!((ab - distance_deg(b.0, b.1, a.0, a.1)).abs() < 1e-12);
             assert!(distance_deg(a.0, a.1, a.0, a.1) == 0.0);
             assert!((0.0..=180.0).contains(&ab));
-            let (ac, bc) = (distance_deg(a.0, a.1, c.0, c.1), distance_deg(b.0, b.1, c.0, c.1));
+            let (ac, bc) = (
+                distance_deg(a.0, a.1, c.0, c.1),
+                distance_deg(b.0, b.1, c.0, c.1),
+            );
             assert!(ab <= ac + bc + 1e-9);
-            let vec_angle = angle_between(Vec3::from_radec(a.0, a.1), Vec3::from_radec(b.0, b.1)).to_degrees();
-            assert!((ab - vec_angle).abs() < 1e-9, "{a:?} {b:?}: {ab} vs {vec_angle}");
+            let vec_angle =
+                angle_between(Vec3::from_radec(a.0, a.1), Vec3::from_radec(b.0, b.1)).to_degrees();
+            assert!(
+                (ab - vec_angle).abs() < 1e-9,
+                "{a:?} {b:?}: {ab} vs {vec_angle}"
+            );
             let circle = Circle::new(b.0, b.1, 25.0);
             if (ab - 25.0).abs() > 1e-9 {
                 assert_eq!(circle.contains_vec(Vec3::from_radec(a.0, a.1)), ab <= 25.0);
@@ -427,7 +505,16 @@ mod tests {
     #[test]
     fn concave_polygon() {
         // A "U": the notch between x=4..6 above y=2 is outside.
-        let u = poly(&[(0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (6.0, 10.0), (6.0, 2.0), (4.0, 2.0), (4.0, 10.0), (0.0, 10.0)]);
+        let u = poly(&[
+            (0.0, 0.0),
+            (10.0, 0.0),
+            (10.0, 10.0),
+            (6.0, 10.0),
+            (6.0, 2.0),
+            (4.0, 2.0),
+            (4.0, 10.0),
+            (0.0, 10.0),
+        ]);
         assert!(u.contains_vec(Vec3::from_radec(2.0, 5.0)));
         assert!(u.contains_vec(Vec3::from_radec(8.0, 5.0)));
         assert!(u.contains_vec(Vec3::from_radec(5.0, 1.0)));

@@ -37,8 +37,12 @@ pub enum GeomKind {
 impl GeomKind {
     pub fn of(dt: &DataType) -> Option<GeomKind> {
         match dt {
-            DataType::FixedSizeList(f, 2) if f.data_type() == &DataType::Float64 => Some(GeomKind::Point),
-            DataType::FixedSizeList(f, 3) if f.data_type() == &DataType::Float64 => Some(GeomKind::Circle),
+            DataType::FixedSizeList(f, 2) if f.data_type() == &DataType::Float64 => {
+                Some(GeomKind::Point)
+            }
+            DataType::FixedSizeList(f, 3) if f.data_type() == &DataType::Float64 => {
+                Some(GeomKind::Circle)
+            }
             DataType::List(f) | DataType::LargeList(f) if f.data_type() == &DataType::Float64 => {
                 Some(GeomKind::Polygon)
             }
@@ -66,14 +70,33 @@ pub struct GeomColumn {
 impl GeomColumn {
     pub fn new(array: ArrayRef, what: &str) -> Result<GeomColumn> {
         let Some(kind) = GeomKind::of(array.data_type()) else {
-            return exec_err!("{what} must be a geometry (point, circle or polygon), found {}", array.data_type());
+            return exec_err!(
+                "{what} must be a geometry (point, circle or polygon), found {}",
+                array.data_type()
+            );
         };
         let values = match array.data_type() {
-            DataType::FixedSizeList(..) => array.as_fixed_size_list().values().as_primitive::<Float64Type>().clone(),
-            DataType::List(_) => array.as_list::<i32>().values().as_primitive::<Float64Type>().clone(),
-            _ => array.as_list::<i64>().values().as_primitive::<Float64Type>().clone(),
+            DataType::FixedSizeList(..) => array
+                .as_fixed_size_list()
+                .values()
+                .as_primitive::<Float64Type>()
+                .clone(),
+            DataType::List(_) => array
+                .as_list::<i32>()
+                .values()
+                .as_primitive::<Float64Type>()
+                .clone(),
+            _ => array
+                .as_list::<i64>()
+                .values()
+                .as_primitive::<Float64Type>()
+                .clone(),
         };
-        Ok(GeomColumn { kind, array, values })
+        Ok(GeomColumn {
+            kind,
+            array,
+            values,
+        })
     }
 
     pub fn kind(&self) -> GeomKind {
@@ -116,7 +139,9 @@ impl GeomColumn {
 
     /// The shape of row `i`; a malformed polygon is an error naming the row's coordinates.
     pub fn shape(&self, i: usize) -> Result<Option<Shape>> {
-        let Some(c) = self.coords(i) else { return Ok(None) };
+        let Some(c) = self.coords(i) else {
+            return Ok(None);
+        };
         shape_from_coords(self.kind, c).map(Some)
     }
 }
@@ -127,10 +152,15 @@ pub fn shape_from_coords(kind: GeomKind, c: &[f64]) -> Result<Shape> {
         GeomKind::Circle => Shape::Circle(Circle::new(c[0], c[1], c[2])),
         GeomKind::Polygon => {
             if c.len() % 2 != 0 {
-                return exec_err!("a polygon value must hold pairs of coordinates, found {} numbers", c.len());
+                return exec_err!(
+                    "a polygon value must hold pairs of coordinates, found {} numbers",
+                    c.len()
+                );
             }
             let pairs: Vec<(f64, f64)> = c.chunks_exact(2).map(|p| (p[0], p[1])).collect();
-            Shape::Polygon(Polygon::new(&pairs).map_err(|e| DataFusionError::Execution(e.to_string()))?)
+            Shape::Polygon(
+                Polygon::new(&pairs).map_err(|e| DataFusionError::Execution(e.to_string()))?,
+            )
         }
     })
 }
@@ -148,16 +178,28 @@ pub fn f64_array(a: &ArrayRef) -> &Float64Array {
 /// Builds a fixed-size-list geometry array (points, circles) from interleaved coordinates.
 pub fn fixed_geometry_array(values: Vec<f64>, width: i32, nulls: Option<NullBuffer>) -> ArrayRef {
     let values = Float64Array::from(values);
-    Arc::new(FixedSizeListArray::new(item_field(), width, Arc::new(values), nulls))
+    Arc::new(FixedSizeListArray::new(
+        item_field(),
+        width,
+        Arc::new(values),
+        nulls,
+    ))
 }
 
 /// Builds a polygon array from per-row coordinate counts.
 pub fn polygon_array(values: Vec<f64>, lengths: Vec<usize>, nulls: Option<NullBuffer>) -> ArrayRef {
     let offsets = OffsetBuffer::from_lengths(lengths);
-    Arc::new(ListArray::new(item_field(), offsets, Arc::new(Float64Array::from(values)), nulls))
+    Arc::new(ListArray::new(
+        item_field(),
+        offsets,
+        Arc::new(Float64Array::from(values)),
+        nulls,
+    ))
 }
 
 /// The union of the null masks of several arrays.
 pub fn union_nulls(arrays: &[&dyn Array]) -> Option<NullBuffer> {
-    arrays.iter().fold(None, |acc, a| NullBuffer::union(acc.as_ref(), a.logical_nulls().as_ref()))
+    arrays.iter().fold(None, |acc, a| {
+        NullBuffer::union(acc.as_ref(), a.logical_nulls().as_ref())
+    })
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use arrow::array::Float64Array;
 use arrow::datatypes::DataType;
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use crate::geometry::values::GeomColumn;
 
@@ -16,7 +18,9 @@ pub struct Area {
 
 impl Area {
     pub fn new() -> Self {
-        Self { signature: Signature::any(1, Volatility::Immutable) }
+        Self {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
     }
 }
 
@@ -37,8 +41,13 @@ impl ScalarUDFImpl for Area {
         Ok(DataType::Float64)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let col = GeomColumn::new(args.args[0].to_array(args.number_rows)?, "the argument of AREA")?;
-        let out = (0..col.len()).map(|i| Ok(col.shape(i)?.map(|s| s.area_sq_deg()))).collect::<Result<Vec<_>>>()?;
+        let col = GeomColumn::new(
+            args.args[0].to_array(args.number_rows)?,
+            "the argument of AREA",
+        )?;
+        let out = (0..col.len())
+            .map(|i| Ok(col.shape(i)?.map(|s| s.area_sq_deg())))
+            .collect::<Result<Vec<_>>>()?;
         Ok(ColumnarValue::Array(Arc::new(Float64Array::from(out))))
     }
 }

@@ -1,10 +1,11 @@
 //! CENTROID(geometry): the centre of a circle, the centroid of a polygon, a point itself.
 
-
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::DataType;
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use crate::geometry::values::{GeomColumn, fixed_geometry_array, point_type};
 
@@ -15,7 +16,9 @@ pub struct Centroid {
 
 impl Centroid {
     pub fn new() -> Self {
-        Self { signature: Signature::any(1, Volatility::Immutable) }
+        Self {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
     }
 }
 
@@ -36,7 +39,10 @@ impl ScalarUDFImpl for Centroid {
         Ok(point_type())
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let col = GeomColumn::new(args.args[0].to_array(args.number_rows)?, "the argument of CENTROID")?;
+        let col = GeomColumn::new(
+            args.args[0].to_array(args.number_rows)?,
+            "the argument of CENTROID",
+        )?;
         let mut values = Vec::with_capacity(col.len() * 2);
         let mut valid = Vec::with_capacity(col.len());
         for i in 0..col.len() {
@@ -52,6 +58,10 @@ impl ScalarUDFImpl for Centroid {
                 }
             }
         }
-        Ok(ColumnarValue::Array(fixed_geometry_array(values, 2, Some(NullBuffer::from(valid)))))
+        Ok(ColumnarValue::Array(fixed_geometry_array(
+            values,
+            2,
+            Some(NullBuffer::from(valid)),
+        )))
     }
 }

@@ -1,11 +1,14 @@
 //! CIRCLE(ra, dec, radius): a spherical cap, as a DALI circle value (degrees).
 
-
 use arrow::datatypes::DataType;
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
-use crate::geometry::values::{circle_type, f64_array, fixed_geometry_array, to_arrays, union_nulls};
+use crate::geometry::values::{
+    circle_type, f64_array, fixed_geometry_array, to_arrays, union_nulls,
+};
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct CircleFn {
@@ -14,7 +17,9 @@ pub struct CircleFn {
 
 impl CircleFn {
     pub fn new() -> Self {
-        Self { signature: Signature::uniform(3, vec![DataType::Float64], Volatility::Immutable) }
+        Self {
+            signature: Signature::uniform(3, vec![DataType::Float64], Volatility::Immutable),
+        }
     }
 }
 
@@ -36,11 +41,19 @@ impl ScalarUDFImpl for CircleFn {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = to_arrays(&args.args, args.number_rows)?;
-        let (ra, dec, r) = (f64_array(&arrays[0]), f64_array(&arrays[1]), f64_array(&arrays[2]));
+        let (ra, dec, r) = (
+            f64_array(&arrays[0]),
+            f64_array(&arrays[1]),
+            f64_array(&arrays[2]),
+        );
         let mut values = Vec::with_capacity(ra.len() * 3);
         for i in 0..ra.len() {
             values.extend_from_slice(&[ra.value(i), dec.value(i), r.value(i)]);
         }
-        Ok(ColumnarValue::Array(fixed_geometry_array(values, 3, union_nulls(&[ra, dec, r]))))
+        Ok(ColumnarValue::Array(fixed_geometry_array(
+            values,
+            3,
+            union_nulls(&[ra, dec, r]),
+        )))
     }
 }

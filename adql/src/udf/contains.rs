@@ -6,7 +6,9 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Int32Array};
 use arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use crate::geometry::sphere::{Shape, Vec3};
 use crate::geometry::values::{GeomColumn, GeomKind, f64_array, to_arrays, union_nulls};
@@ -25,7 +27,10 @@ pub struct Relate {
 
 impl Relate {
     pub fn new(relation: Relation) -> Self {
-        Self { relation, signature: Signature::any(2, Volatility::Immutable) }
+        Self {
+            relation,
+            signature: Signature::any(2, Volatility::Immutable),
+        }
     }
 
     fn holds(&self, a: &Shape, b: &Shape) -> bool {
@@ -56,11 +61,16 @@ impl ScalarUDFImpl for Relate {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
-        let fname = if self.relation == Relation::Contains { "CONTAINS" } else { "INTERSECTS" };
+        let fname = if self.relation == Relation::Contains {
+            "CONTAINS"
+        } else {
+            "INTERSECTS"
+        };
         let first = format!("the first argument of {fname}");
         let second = format!("the second argument of {fname}");
         // The usual case: a column of positions against one constant shape.
-        if let (ColumnarValue::Array(a), ColumnarValue::Scalar(b)) = (&args.args[0], &args.args[1]) {
+        if let (ColumnarValue::Array(a), ColumnarValue::Scalar(b)) = (&args.args[0], &args.args[1])
+        {
             let Some(shape) = scalar_shape(b, &second)? else {
                 return Ok(ColumnarValue::Scalar(ScalarValue::Int32(None)));
             };
@@ -81,7 +91,10 @@ impl ScalarUDFImpl for Relate {
             return Ok(ColumnarValue::Array(Arc::new(Int32Array::from(out))));
         }
         let arrays = to_arrays(&args.args, n)?;
-        let (a, b) = (GeomColumn::new(arrays[0].clone(), &first)?, GeomColumn::new(arrays[1].clone(), &second)?);
+        let (a, b) = (
+            GeomColumn::new(arrays[0].clone(), &first)?,
+            GeomColumn::new(arrays[1].clone(), &second)?,
+        );
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
             out.push(match (a.shape(i)?, b.shape(i)?) {
@@ -102,7 +115,9 @@ pub struct ContainsPointCircle {
 
 impl ContainsPointCircle {
     pub fn new() -> Self {
-        Self { signature: Signature::uniform(5, vec![DataType::Float64], Volatility::Immutable) }
+        Self {
+            signature: Signature::uniform(5, vec![DataType::Float64], Volatility::Immutable),
+        }
     }
 }
 
@@ -165,18 +180,34 @@ impl ScalarUDFImpl for ContainsPointCircle {
         if let Some([cra, cdec, r]) = circle_const {
             cone_kernel(ra.values(), dec.values(), cra, cdec, r, &mut out);
             let nulls = union_nulls(&[ra, dec]);
-            return Ok(ColumnarValue::Array(Arc::new(Int32Array::new(out.into(), nulls))));
+            return Ok(ColumnarValue::Array(Arc::new(Int32Array::new(
+                out.into(),
+                nulls,
+            ))));
         }
         let rest = to_arrays(&args.args[2..], n)?;
-        let (cra, cdec, r) = (f64_array(&rest[0]), f64_array(&rest[1]), f64_array(&rest[2]));
+        let (cra, cdec, r) = (
+            f64_array(&rest[0]),
+            f64_array(&rest[1]),
+            f64_array(&rest[2]),
+        );
         for i in 0..n {
             let (c_ra, c_dec) = (cra.value(i).to_radians(), cdec.value(i).to_radians());
             let hav_r = (r.value(i).to_radians() * 0.5).sin().powi(2);
-            let h = hav_sep(ra.value(i).to_radians(), dec.value(i).to_radians(), c_ra, c_dec, c_dec.cos());
+            let h = hav_sep(
+                ra.value(i).to_radians(),
+                dec.value(i).to_radians(),
+                c_ra,
+                c_dec,
+                c_dec.cos(),
+            );
             out.push((h <= hav_r) as i32);
         }
         let nulls = union_nulls(&[ra, dec, cra, cdec, r]);
-        Ok(ColumnarValue::Array(Arc::new(Int32Array::new(out.into(), nulls))))
+        Ok(ColumnarValue::Array(Arc::new(Int32Array::new(
+            out.into(),
+            nulls,
+        ))))
     }
 }
 
@@ -200,13 +231,24 @@ mod tests {
             ra.push(next() * 360.0);
             dec.push((next() * 2.0 - 1.0).asin().to_degrees());
         }
-        for &(cra, cdec, r) in &[(0.0, 0.0, 10.0), (359.9, 89.5, 5.0), (180.0, -90.0, 20.0), (0.05, 1.0, 30.0)] {
+        for &(cra, cdec, r) in &[
+            (0.0, 0.0, 10.0),
+            (359.9, 89.5, 5.0),
+            (180.0, -90.0, 20.0),
+            (0.05, 1.0, 30.0),
+        ] {
             let mut out = Vec::new();
             cone_kernel(&ra, &dec, cra, cdec, r, &mut out);
             for i in 0..ra.len() {
                 let d = distance_deg(ra[i], dec[i], cra, cdec);
                 if (d - r).abs() > 1e-9 {
-                    assert_eq!(out[i] == 1, d <= r, "row {i}: ({}, {}) vs circle ({cra}, {cdec}, {r})", ra[i], dec[i]);
+                    assert_eq!(
+                        out[i] == 1,
+                        d <= r,
+                        "row {i}: ({}, {}) vs circle ({cra}, {cdec}, {r})",
+                        ra[i],
+                        dec[i]
+                    );
                 }
             }
         }

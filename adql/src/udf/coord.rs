@@ -6,7 +6,9 @@ use std::sync::Arc;
 use arrow::array::{Float64Array, StringArray};
 use arrow::datatypes::DataType;
 use datafusion::common::{Result, exec_err};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use crate::geometry::values::{GeomColumn, GeomKind};
 
@@ -18,13 +20,20 @@ pub struct Coord {
 
 impl Coord {
     pub fn new(axis: u8) -> Self {
-        Self { axis, signature: Signature::any(1, Volatility::Immutable) }
+        Self {
+            axis,
+            signature: Signature::any(1, Volatility::Immutable),
+        }
     }
 }
 
 impl ScalarUDFImpl for Coord {
     fn name(&self) -> &str {
-        if self.axis == 1 { "adql_coord1" } else { "adql_coord2" }
+        if self.axis == 1 {
+            "adql_coord1"
+        } else {
+            "adql_coord2"
+        }
     }
     fn signature(&self) -> &Signature {
         &self.signature
@@ -39,7 +48,9 @@ impl ScalarUDFImpl for Coord {
             return exec_err!("{what} must be a point, found a polygon");
         }
         let k = (self.axis - 1) as usize;
-        let out: Vec<Option<f64>> = (0..col.len()).map(|i| col.coords(i).map(|c| c[k])).collect();
+        let out: Vec<Option<f64>> = (0..col.len())
+            .map(|i| col.coords(i).map(|c| c[k]))
+            .collect();
         Ok(ColumnarValue::Array(Arc::new(Float64Array::from(out))))
     }
 }
@@ -51,7 +62,9 @@ pub struct CoordSys {
 
 impl CoordSys {
     pub fn new() -> Self {
-        Self { signature: Signature::any(1, Volatility::Immutable) }
+        Self {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
     }
 }
 
@@ -72,8 +85,13 @@ impl ScalarUDFImpl for CoordSys {
         Ok(DataType::Utf8)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let col = GeomColumn::new(args.args[0].to_array(args.number_rows)?, "the argument of COORDSYS")?;
-        let out: Vec<Option<&str>> = (0..col.len()).map(|i| col.coords(i).map(|_| "ICRS")).collect();
+        let col = GeomColumn::new(
+            args.args[0].to_array(args.number_rows)?,
+            "the argument of COORDSYS",
+        )?;
+        let out: Vec<Option<&str>> = (0..col.len())
+            .map(|i| col.coords(i).map(|_| "ICRS"))
+            .collect();
         Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
     }
 }

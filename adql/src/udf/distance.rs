@@ -6,7 +6,9 @@ use std::sync::Arc;
 use arrow::array::Float64Array;
 use arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use std::f64::consts::PI;
 
@@ -21,7 +23,9 @@ pub struct Distance {
 
 impl Distance {
     pub fn new() -> Self {
-        Self { signature: Signature::uniform(4, vec![DataType::Float64], Volatility::Immutable) }
+        Self {
+            signature: Signature::uniform(4, vec![DataType::Float64], Volatility::Immutable),
+        }
     }
 }
 
@@ -82,12 +86,13 @@ impl ScalarUDFImpl for Distance {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
         let fixed = match (&args.args[2], &args.args[3]) {
-            (ColumnarValue::Scalar(ScalarValue::Float64(a)), ColumnarValue::Scalar(ScalarValue::Float64(b))) => {
-                match (a, b) {
-                    (Some(a), Some(b)) => Some((*a, *b)),
-                    _ => return Ok(ColumnarValue::Scalar(ScalarValue::Float64(None))),
-                }
-            }
+            (
+                ColumnarValue::Scalar(ScalarValue::Float64(a)),
+                ColumnarValue::Scalar(ScalarValue::Float64(b)),
+            ) => match (a, b) {
+                (Some(a), Some(b)) => Some((*a, *b)),
+                _ => return Ok(ColumnarValue::Scalar(ScalarValue::Float64(None))),
+            },
             _ => None,
         };
         let mut out = Vec::with_capacity(n);
@@ -95,15 +100,26 @@ impl ScalarUDFImpl for Distance {
             let arrays = to_arrays(&args.args[..2], n)?;
             let (ra, dec) = (f64_array(&arrays[0]), f64_array(&arrays[1]));
             distance_kernel(ra.values(), dec.values(), ra0, dec0, &mut out);
-            return Ok(ColumnarValue::Array(Arc::new(Float64Array::new(out.into(), union_nulls(&[ra, dec])))));
+            return Ok(ColumnarValue::Array(Arc::new(Float64Array::new(
+                out.into(),
+                union_nulls(&[ra, dec]),
+            ))));
         }
         let arrays = to_arrays(&args.args, n)?;
         let c: Vec<_> = arrays.iter().map(f64_array).collect();
         for i in 0..n {
-            out.push(distance_deg(c[0].value(i), c[1].value(i), c[2].value(i), c[3].value(i)));
+            out.push(distance_deg(
+                c[0].value(i),
+                c[1].value(i),
+                c[2].value(i),
+                c[3].value(i),
+            ));
         }
         let nulls = union_nulls(&[c[0], c[1], c[2], c[3]]);
-        Ok(ColumnarValue::Array(Arc::new(Float64Array::new(out.into(), nulls))))
+        Ok(ColumnarValue::Array(Arc::new(Float64Array::new(
+            out.into(),
+            nulls,
+        ))))
     }
 }
 
@@ -126,14 +142,26 @@ mod tests {
             ra.push(next() * 360.0);
             dec.push((next() * 2.0 - 1.0).asin().to_degrees());
         }
-        for &(ra0, dec0) in &[(0.0, 0.0), (10.0, 20.0), (359.5, -89.9), (180.0, 90.0), (0.0, -90.0)] {
+        for &(ra0, dec0) in &[
+            (0.0, 0.0),
+            (10.0, 20.0),
+            (359.5, -89.9),
+            (180.0, 90.0),
+            (0.0, -90.0),
+        ] {
             let mut out = Vec::new();
             distance_kernel(&ra, &dec, ra0, dec0, &mut out);
             for i in 0..ra.len() {
                 let reference = distance_deg(ra[i], dec[i], ra0, dec0);
                 // Near antipodes the haversine is ill-conditioned for any implementation.
                 let tolerance = if reference < 179.0 { 1e-11 } else { 1e-9 };
-                assert!((out[i] - reference).abs() < tolerance, "({}, {}) to ({ra0}, {dec0}): {} vs {reference}", ra[i], dec[i], out[i]);
+                assert!(
+                    (out[i] - reference).abs() < tolerance,
+                    "({}, {}) to ({ra0}, {dec0}): {} vs {reference}",
+                    ra[i],
+                    dec[i],
+                    out[i]
+                );
             }
         }
     }

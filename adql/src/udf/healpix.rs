@@ -7,9 +7,13 @@ use arrow::array::{Array, AsArray, Int64Array};
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::{Result, exec_err};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
-use crate::geometry::values::{f64_array, fixed_geometry_array, point_type, to_arrays, union_nulls};
+use crate::geometry::values::{
+    f64_array, fixed_geometry_array, point_type, to_arrays, union_nulls,
+};
 
 /// The deepest depth cdshealpix supports.
 const MAX_DEPTH: i64 = 29;
@@ -29,7 +33,10 @@ pub struct HealpixIndex {
 impl HealpixIndex {
     pub fn new() -> Self {
         Self {
-            signature: Signature::exact(vec![DataType::Int64, DataType::Float64, DataType::Float64], Volatility::Immutable),
+            signature: Signature::exact(
+                vec![DataType::Int64, DataType::Float64, DataType::Float64],
+                Volatility::Immutable,
+            ),
         }
     }
 }
@@ -66,12 +73,19 @@ impl ScalarUDFImpl for HealpixIndex {
             let d = check_depth(depth.value(i))?;
             let (lon, lat) = (ra.value(i).to_radians(), dec.value(i).to_radians());
             if !(-90.0..=90.0).contains(&dec.value(i)) || !lon.is_finite() {
-                return exec_err!("ivo_healpix_index: ({}, {}) is not a position on the sky", ra.value(i), dec.value(i));
+                return exec_err!(
+                    "ivo_healpix_index: ({}, {}) is not a position on the sky",
+                    ra.value(i),
+                    dec.value(i)
+                );
             }
             out.push(cdshealpix::nested::hash(d, lon, lat) as i64);
         }
         let nulls = union_nulls(&[depth, ra, dec]);
-        Ok(ColumnarValue::Array(Arc::new(Int64Array::new(out.into(), nulls))))
+        Ok(ColumnarValue::Array(Arc::new(Int64Array::new(
+            out.into(),
+            nulls,
+        ))))
     }
 }
 
@@ -82,7 +96,12 @@ pub struct HealpixCenter {
 
 impl HealpixCenter {
     pub fn new() -> Self {
-        Self { signature: Signature::exact(vec![DataType::Int64, DataType::Int64], Volatility::Immutable) }
+        Self {
+            signature: Signature::exact(
+                vec![DataType::Int64, DataType::Int64],
+                Volatility::Immutable,
+            ),
+        }
     }
 }
 
@@ -107,7 +126,10 @@ impl ScalarUDFImpl for HealpixCenter {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = to_arrays(&args.args, args.number_rows)?;
-        let (depth, index) = (arrays[0].as_primitive::<Int64Type>(), arrays[1].as_primitive::<Int64Type>());
+        let (depth, index) = (
+            arrays[0].as_primitive::<Int64Type>(),
+            arrays[1].as_primitive::<Int64Type>(),
+        );
         let mut values = Vec::with_capacity(depth.len() * 2);
         for i in 0..depth.len() {
             if depth.is_null(i) || index.is_null(i) {
@@ -118,7 +140,10 @@ impl ScalarUDFImpl for HealpixCenter {
             let h = index.value(i);
             let ncells = 12i64 << (2 * d as i64);
             if !(0..ncells).contains(&h) {
-                return exec_err!("ivo_healpix_center: index {h} is not a cell of depth {d} (0 to {})", ncells - 1);
+                return exec_err!(
+                    "ivo_healpix_center: index {h} is not a cell of depth {d} (0 to {})",
+                    ncells - 1
+                );
             }
             let (lon, lat) = cdshealpix::nested::center(d, h as u64);
             values.extend([lon.to_degrees(), lat.to_degrees()]);

@@ -1,11 +1,14 @@
 //! POINT(ra, dec): a position, as a DALI point value.
 
-
 use arrow::datatypes::DataType;
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
-use crate::geometry::values::{f64_array, fixed_geometry_array, point_type, to_arrays, union_nulls};
+use crate::geometry::values::{
+    f64_array, fixed_geometry_array, point_type, to_arrays, union_nulls,
+};
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct PointFn {
@@ -14,7 +17,9 @@ pub struct PointFn {
 
 impl PointFn {
     pub fn new() -> Self {
-        Self { signature: Signature::uniform(2, vec![DataType::Float64], Volatility::Immutable) }
+        Self {
+            signature: Signature::uniform(2, vec![DataType::Float64], Volatility::Immutable),
+        }
     }
 }
 
@@ -42,6 +47,10 @@ impl ScalarUDFImpl for PointFn {
             values.push(*r);
             values.push(*d);
         }
-        Ok(ColumnarValue::Array(fixed_geometry_array(values, 2, union_nulls(&[ra, dec]))))
+        Ok(ColumnarValue::Array(fixed_geometry_array(
+            values,
+            2,
+            union_nulls(&[ra, dec]),
+        )))
     }
 }

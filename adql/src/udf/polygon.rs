@@ -1,10 +1,11 @@
 //! POLYGON(ra1, dec1, ra2, dec2, ...) and BOX(ra, dec, width, height): DALI polygon values with great-circle edges.
 
-
 use arrow::array::Array;
 use arrow::datatypes::DataType;
 use datafusion::common::{Result, exec_err};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use crate::geometry::sphere::{Polygon, box_corners};
 use crate::geometry::values::{f64_array, polygon_array, polygon_type, to_arrays, union_nulls};
@@ -16,7 +17,9 @@ pub struct PolygonFn {
 
 impl PolygonFn {
     pub fn new() -> Self {
-        Self { signature: Signature::variadic(vec![DataType::Float64], Volatility::Immutable) }
+        Self {
+            signature: Signature::variadic(vec![DataType::Float64], Volatility::Immutable),
+        }
     }
 }
 
@@ -39,7 +42,9 @@ impl ScalarUDFImpl for PolygonFn {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let k = args.args.len();
         if k < 6 || k % 2 != 0 {
-            return exec_err!("POLYGON takes pairs of coordinates for at least three vertices, found {k} numbers");
+            return exec_err!(
+                "POLYGON takes pairs of coordinates for at least three vertices, found {k} numbers"
+            );
         }
         let arrays = to_arrays(&args.args, args.number_rows)?;
         let cols: Vec<_> = arrays.iter().map(f64_array).collect();
@@ -60,7 +65,11 @@ impl ScalarUDFImpl for PolygonFn {
             }
             values.extend(pairs.iter().flat_map(|&(a, b)| [a, b]));
         }
-        Ok(ColumnarValue::Array(polygon_array(values, vec![k; n], nulls)))
+        Ok(ColumnarValue::Array(polygon_array(
+            values,
+            vec![k; n],
+            nulls,
+        )))
     }
 }
 
@@ -71,7 +80,9 @@ pub struct BoxFn {
 
 impl BoxFn {
     pub fn new() -> Self {
-        Self { signature: Signature::uniform(4, vec![DataType::Float64], Volatility::Immutable) }
+        Self {
+            signature: Signature::uniform(4, vec![DataType::Float64], Volatility::Immutable),
+        }
     }
 }
 
@@ -99,11 +110,23 @@ impl ScalarUDFImpl for BoxFn {
         let mut values = Vec::with_capacity(n * 8);
         for i in 0..n {
             let (w, h) = (c[2].value(i), c[3].value(i));
-            if !(w > 0.0 && h > 0.0 && w < 180.0 && h < 180.0) && !nulls.as_ref().is_some_and(|m| m.is_null(i)) {
-                return exec_err!("BOX width and height must be between 0 and 180 degrees, found {w} and {h}");
+            if !(w > 0.0 && h > 0.0 && w < 180.0 && h < 180.0)
+                && !nulls.as_ref().is_some_and(|m| m.is_null(i))
+            {
+                return exec_err!(
+                    "BOX width and height must be between 0 and 180 degrees, found {w} and {h}"
+                );
             }
-            values.extend(box_corners(c[0].value(i), c[1].value(i), w, h).into_iter().flat_map(|(a, b)| [a, b]));
+            values.extend(
+                box_corners(c[0].value(i), c[1].value(i), w, h)
+                    .into_iter()
+                    .flat_map(|(a, b)| [a, b]),
+            );
         }
-        Ok(ColumnarValue::Array(polygon_array(values, vec![8; n], nulls)))
+        Ok(ColumnarValue::Array(polygon_array(
+            values,
+            vec![8; n],
+            nulls,
+        )))
     }
 }

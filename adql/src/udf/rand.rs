@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrow::array::{AsArray, Float64Array};
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 #[derive(Debug)]
 pub struct SeededRand {
@@ -33,7 +35,10 @@ impl Hash for SeededRand {
 
 impl SeededRand {
     pub fn new() -> Self {
-        Self { signature: Signature::exact(vec![DataType::Int64], Volatility::Volatile), drawn: AtomicU64::new(0) }
+        Self {
+            signature: Signature::exact(vec![DataType::Int64], Volatility::Volatile),
+            drawn: AtomicU64::new(0),
+        }
     }
 }
 
@@ -69,7 +74,8 @@ impl ScalarUDFImpl for SeededRand {
         let out: Vec<f64> = (0..n)
             .map(|i| {
                 let seed = seeds.value(i) as u64;
-                (splitmix(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (start + i as u64)) >> 11) as f64
+                (splitmix(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (start + i as u64)) >> 11)
+                    as f64
                     / (1u64 << 53) as f64
             })
             .collect();
