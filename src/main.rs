@@ -1,7 +1,8 @@
 //! `skyshard`: the one binary. Commands parse their arguments and call into the crates.
 
+mod cluster;
 mod load_args;
-mod output;
+
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -62,6 +63,50 @@ enum Command {
         /// SCHEMA.TABLE
         #[arg(long)]
         table: String,
+    },
+    /// Czar and K workers in one process (real Flight over loopback), serving what `skyshard ingest` loaded.
+    Serve {
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// HTTP port of the TAP service (0: any free port, printed).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Copies of each chunk (workers that can answer for it).
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+    },
+    /// A worker: an Arrow Flight server over the chunk files of its data directory.
+    Worker {
+        /// HOST:PORT to listen on (port 0: any free port, printed).
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+    },
+    /// A czar: the TAP service over workers that hold the data directory's chunks.
+    Czar {
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// HOST:PORT,HOST:PORT of the workers.
+        #[arg(long, value_delimiter = ',', required = true)]
+        workers: Vec<String>,
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+    },
+    /// Runs an ADQL query through a czar and prints the result as CSV.
+    Query {
+        /// The TAP service.
+        #[arg(long, default_value = "http://127.0.0.1:8080/tap")]
+        url: String,
+        /// Show the chunks touched, the per-chunk fragment and the merge plan instead of running it.
+        #[arg(long)]
+        explain: bool,
+        /// The ADQL query; read from standard input when absent.
+        query: Option<String>,
     },
     /// Lists the tables of a data directory, or with --table the columns of one (name, type, unit, UCD, description).
     Tables {
@@ -287,6 +332,10 @@ fn main() -> ExitCode {
                 Err(e) => failure(e),
             }
         }
+        Command::Serve { data_dir, port, workers, replicas } => cluster::serve(&data_dir, port, workers, replicas),
+        Command::Worker { listen, data_dir } => cluster::worker(&listen, &data_dir),
+        Command::Czar { port, data_dir, workers, replicas } => cluster::czar(port, &data_dir, &workers, replicas),
+        Command::Query { url, explain, query } => cluster::query(&url, explain, query),
         Command::Adql {
             command:
                 AdqlCommand::Run {
@@ -375,9 +424,9 @@ async fn adql_run(
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match format {
-        Format::Table => output::write_table(&mut out, &schema, &batches)?,
-        Format::Csv => output::write_csv(&mut out, &schema, &batches)?,
-        Format::Votable => output::write_votable(&mut out, &schema, &batches)?,
+        Format::Table => czar::format::write_table(&mut out, &schema, &batches)?,
+        Format::Csv => czar::format::write_csv(&mut out, &schema, &batches)?,
+        Format::Votable => czar::format::write_votable(&mut out, &schema, &batches, false)?,
     }
     out.flush()?;
     Ok(())

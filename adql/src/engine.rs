@@ -223,7 +223,7 @@ pub fn clean_message(e: &DataFusionError) -> String {
 }
 
 /// A planning error in terms of the ADQL query, positioned at the name it is about when there is one.
-fn plan_error(e: DataFusionError, adql: &str) -> AdqlError {
+pub fn plan_error(e: DataFusionError, adql: &str) -> AdqlError {
     let message = clean_message(&e);
     let at =
         |name: &str, text: String| match find_word(adql, name.rsplit('.').next().unwrap_or(name)) {

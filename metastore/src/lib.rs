@@ -93,6 +93,12 @@ pub struct MetaStore {
     db: DB,
 }
 
+impl std::fmt::Debug for MetaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "MetaStore({})", self.db.path().display())
+    }
+}
+
 impl MetaStore {
     pub fn open(path: &Path) -> Result<MetaStore> {
         let mut opts = Options::default();

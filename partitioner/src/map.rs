@@ -339,3 +339,19 @@ mod tests {
         assert!(ChunkMap::from_chunks(chunks).is_err());
     }
 }
+
+/// Depth-29 index ranges (inclusive) covering a cone, for skipping row groups inside chunk files. The coverage depth
+/// grows as the cone shrinks (cells about half its radius, at most depth 16), keeping the list short.
+pub fn cone_index_ranges(ra: f64, dec: f64, radius: f64) -> Vec<(u64, u64)> {
+    if radius >= 30.0 {
+        return vec![(0, (12u64 << (2 * INDEX_DEPTH as u32)) - 1)];
+    }
+    // A cell at depth d is about 58.6 / 2^d degrees across.
+    let mut depth = 0u8;
+    while depth < 16 && 58.6 / f64::powi(2.0, depth as i32 + 1) >= radius / 2.0 {
+        depth += 1;
+    }
+    let bmoc = nested::cone_coverage_approx(depth, ra.rem_euclid(360.0).to_radians(), dec.to_radians(), radius.to_radians());
+    let shift = 2 * (INDEX_DEPTH - bmoc.get_depth_max()) as u32;
+    bmoc.to_ranges().iter().map(|r| (r.start << shift, (r.end << shift) - 1)).collect()
+}

@@ -160,10 +160,12 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// A VOTable of the result; `overflow`: rows were cut at MAXREC (a trailing `QUERY_STATUS` = `OVERFLOW` says so).
 pub fn write_votable(
     out: &mut impl Write,
     schema: &SchemaRef,
     batches: &[RecordBatch],
+    overflow: bool,
 ) -> std::io::Result<()> {
     writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
     writeln!(
@@ -209,9 +211,31 @@ pub fn write_votable(
             out.write_all(b"</TR>\n")?;
         }
     }
-    writeln!(
-        out,
-        "</TABLEDATA></DATA>\n</TABLE>\n</RESOURCE>\n</VOTABLE>"
-    )?;
+    writeln!(out, "</TABLEDATA></DATA>\n</TABLE>")?;
+    if overflow {
+        writeln!(out, r#"<INFO name="QUERY_STATUS" value="OVERFLOW"/>"#)?;
+    }
+    writeln!(out, "</RESOURCE>\n</VOTABLE>")?;
+    Ok(())
+}
+
+/// A DALI error document: `QUERY_STATUS` = `ERROR` with the message.
+pub fn error_votable(message: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<VOTABLE version=\"1.4\" xmlns=\"http://www.ivoa.net/xml/VOTable/v1.3\">\n<RESOURCE type=\"results\">\n<INFO name=\"QUERY_STATUS\" value=\"ERROR\">{}</INFO>\n</RESOURCE>\n</VOTABLE>\n",
+        xml_escape(message)
+    )
+}
+
+/// Tab-separated values: a header line of names, then one line per row (tabs and newlines in values as spaces).
+pub fn write_tsv(out: &mut impl Write, schema: &SchemaRef, batches: &[RecordBatch]) -> std::io::Result<()> {
+    let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+    writeln!(out, "{}", schema.fields().iter().map(|f| clean(f.name())).collect::<Vec<_>>().join("\t"))?;
+    for b in batches {
+        for row in 0..b.num_rows() {
+            let cells: Vec<String> = b.columns().iter().map(|c| cell(c, row).map_or(String::new(), |s| clean(&s))).collect();
+            writeln!(out, "{}", cells.join("\t"))?;
+        }
+    }
     Ok(())
 }

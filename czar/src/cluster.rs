@@ -1,0 +1,130 @@
+//! The workers the czar sends fragments to: their Flight clients, chunk placement with replicas, and a cap on the
+//! chunk queries each runs at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arrow_flight::flight_service_client::FlightServiceClient;
+use tokio::sync::Semaphore;
+use tonic::transport::{Channel, Endpoint};
+
+/// One worker as the czar sees it.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    /// `HOST:PORT`.
+    pub address: String,
+    channel: Channel,
+    /// Chunk queries running on it, at most [`Cluster::per_worker`].
+    pub slots: Arc<Semaphore>,
+    /// False after a failed call, true again after a successful one: failed workers are tried last.
+    healthy: AtomicBool,
+}
+
+impl WorkerHandle {
+    pub fn client(&self) -> FlightServiceClient<Channel> {
+        FlightServiceClient::new(self.channel.clone()).max_decoding_message_size(64 << 20)
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn mark(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+pub struct Cluster {
+    pub workers: Vec<Arc<WorkerHandle>>,
+    /// Copies of each chunk (capped at the number of workers).
+    pub replicas: usize,
+    pub per_worker: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("worker address {0} is not HOST:PORT")]
+    Address(String),
+    #[error("a cluster needs at least one worker")]
+    NoWorkers,
+}
+
+/// A 64-bit mix (splitmix64's finalizer): placement must not depend on the order workers were listed in.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58476d1ce4e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d049bb133111eb);
+    x ^ (x >> 31)
+}
+
+fn address_hash(address: &str) -> u64 {
+    address.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+impl Cluster {
+    pub fn new(addresses: &[String], replicas: usize, per_worker: usize) -> Result<Cluster, ClusterError> {
+        if addresses.is_empty() {
+            return Err(ClusterError::NoWorkers);
+        }
+        let workers = addresses
+            .iter()
+            .map(|a| {
+                let endpoint = Endpoint::from_shared(format!("http://{a}"))
+                    .map_err(|_| ClusterError::Address(a.clone()))?
+                    .connect_timeout(Duration::from_secs(2))
+                    .tcp_nodelay(true);
+                Ok(Arc::new(WorkerHandle {
+                    address: a.clone(),
+                    channel: endpoint.connect_lazy(),
+                    slots: Arc::new(Semaphore::new(per_worker)),
+                    healthy: AtomicBool::new(true),
+                }))
+            })
+            .collect::<Result<Vec<_>, ClusterError>>()?;
+        let replicas = replicas.clamp(1, workers.len());
+        Ok(Cluster { workers, replicas, per_worker })
+    }
+
+    /// The workers holding `chunk`, in the order to try them: rendezvous hashing (highest `mix(chunk, worker)`
+    /// first), so a chunk's replicas do not move when unrelated workers come and go, and every table's chunk N sits
+    /// on the same workers (chunk-local joins). Workers that failed recently go last.
+    pub fn placement(&self, chunk: u64) -> Vec<Arc<WorkerHandle>> {
+        let mut ranked: Vec<(u64, &Arc<WorkerHandle>)> =
+            self.workers.iter().map(|w| (mix(chunk ^ address_hash(&w.address)), w)).collect();
+        ranked.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut chosen: Vec<Arc<WorkerHandle>> = ranked.into_iter().take(self.replicas).map(|(_, w)| w.clone()).collect();
+        chosen.sort_by_key(|w| !w.healthy());
+        chosen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn placement_is_stable_and_spreads_chunks() {
+        let addresses: Vec<String> = (0..4).map(|i| format!("127.0.0.1:{}", 9000 + i)).collect();
+        let cluster = Cluster::new(&addresses, 2, 4).unwrap();
+        let mut load = [0usize; 4];
+        for chunk in 0..4000u64 {
+            let p = cluster.placement(chunk);
+            assert_eq!(p.len(), 2);
+            assert_ne!(p[0].address, p[1].address);
+            load[addresses.iter().position(|a| *a == p[0].address).unwrap()] += 1;
+        }
+        assert!(load.iter().all(|&n| n > 800), "{load:?}");
+        // Listing the workers in another order places every chunk on the same workers.
+        let mut reversed = addresses.clone();
+        reversed.reverse();
+        let other = Cluster::new(&reversed, 2, 4).unwrap();
+        for chunk in 0..100u64 {
+            let a: Vec<_> = cluster.placement(chunk).iter().map(|w| w.address.clone()).collect();
+            let b: Vec<_> = other.placement(chunk).iter().map(|w| w.address.clone()).collect();
+            assert_eq!(a, b);
+        }
+    }
+}

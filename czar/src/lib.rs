@@ -1,0 +1,139 @@
+//! The czar: the catalog of published tables, distributed planning, dispatch to workers over Arrow Flight, the
+//! merge, and the HTTP service (the first slice of TAP: `/tap/sync`, `/tap/availability`).
+//!
+//! A query is planned by DataFusion at the czar over [`table::DistributedTable`]s, whose scans are chunk scans
+//! pruned to the chunks the query can touch; [`remote::distribute`] then cuts the physical plan into per-chunk
+//! fragments run by workers and the merge run here.
+
+pub mod cluster;
+pub mod format;
+pub mod http;
+pub mod remote;
+pub mod table;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use adql::{AdqlError, CatalogTable, Engine, MemoryCatalog};
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, displayable, execute_stream};
+use datafusion::prelude::SessionConfig;
+use metastore::MetaStore;
+
+use crate::cluster::Cluster;
+use crate::remote::{RemoteExec, distribute};
+use crate::table::{DistributedTable, TableInfo};
+
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// Bad ADQL or a plan error: the user's to fix (positioned where possible).
+    #[error("{0}")]
+    Adql(#[from] AdqlError),
+    /// Failed while running.
+    #[error("{0}")]
+    Execution(String),
+}
+
+impl QueryError {
+    fn run(e: datafusion::error::DataFusionError) -> QueryError {
+        QueryError::Execution(adql::engine::clean_message(&e))
+    }
+}
+
+pub struct Czar {
+    data_dir: PathBuf,
+    store: Arc<MetaStore>,
+    engine: RwLock<Arc<Engine>>,
+    tables: RwLock<Vec<Arc<TableInfo>>>,
+    pub cluster: Arc<Cluster>,
+    queries: AtomicU64,
+}
+
+impl Czar {
+    /// Opens the catalog of `data_dir` (its metadata store) for a cluster.
+    pub fn open(data_dir: &Path, cluster: Cluster) -> Result<Czar, String> {
+        std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+        let store = Arc::new(MetaStore::open(&data_dir.join("meta")).map_err(|e| e.to_string())?);
+        let czar = Czar {
+            data_dir: data_dir.to_path_buf(),
+            store,
+            engine: RwLock::new(Arc::new(Engine::new(Arc::new(MemoryCatalog::new())))),
+            tables: RwLock::new(Vec::new()),
+            cluster: Arc::new(cluster),
+            queries: AtomicU64::new(0),
+        };
+        czar.refresh()?;
+        Ok(czar)
+    }
+
+    /// Re-reads the published tables.
+    pub fn refresh(&self) -> Result<(), String> {
+        let mut catalog = MemoryCatalog::new();
+        let mut infos = Vec::new();
+        for record in self.store.tables().map_err(|e| e.to_string())? {
+            let info = Arc::new(table::load_table(&self.data_dir, &self.store, &record)?);
+            let provider = Arc::new(DistributedTable { info: info.clone() });
+            let mut t = CatalogTable::new(&record.schema, &record.name, provider).map_err(|e| e.to_string())?;
+            t.description = record.description.clone();
+            catalog.add(t);
+            infos.push(info);
+        }
+        let mut config = SessionConfig::new().with_information_schema(false).with_target_partitions(2);
+        // Chunk scans have one partition per chunk already; round-robin repartitioning would only split fragments.
+        config.options_mut().optimizer.enable_round_robin_repartition = false;
+        let engine = Engine::new(Arc::new(catalog)).with_config(config);
+        *self.engine.write().expect("engine lock") = Arc::new(engine);
+        *self.tables.write().expect("tables lock") = infos;
+        Ok(())
+    }
+
+    pub fn tables(&self) -> Vec<Arc<TableInfo>> {
+        self.tables.read().expect("tables lock").clone()
+    }
+
+    fn engine(&self) -> Arc<Engine> {
+        self.engine.read().expect("engine lock").clone()
+    }
+
+    /// ADQL -> the distributed physical plan.
+    pub async fn plan(&self, adql: &str) -> Result<(Arc<dyn ExecutionPlan>, Arc<datafusion::execution::TaskContext>), QueryError> {
+        let engine = self.engine();
+        let state = engine.session();
+        let logical = engine.plan(adql, &state)?;
+        let physical = state.create_physical_plan(&logical).await.map_err(|e| QueryError::Adql(adql::engine::plan_error(e, adql)))?;
+        let query_id = format!("q{}-{}", std::process::id(), self.queries.fetch_add(1, Ordering::Relaxed));
+        let plan = distribute(physical, &self.cluster, &query_id).map_err(QueryError::run)?;
+        Ok((plan, state.task_ctx()))
+    }
+
+    /// Runs a query, streaming its result.
+    pub async fn execute(&self, adql: &str) -> Result<SendableRecordBatchStream, QueryError> {
+        let (plan, ctx) = self.plan(adql).await?;
+        execute_stream(plan, ctx).map_err(QueryError::run)
+    }
+
+    /// What a query would do: the chunks each fragment touches, the fragment, and the merge plan above.
+    pub async fn explain(&self, adql: &str) -> Result<String, QueryError> {
+        use datafusion::common::tree_node::TreeNode;
+        let (plan, _) = self.plan(adql).await?;
+        let mut out = String::new();
+        plan.apply(|node| {
+            if let Some(remote) = node.downcast_ref::<RemoteExec>() {
+                let chunks = remote.chunks();
+                let shown: Vec<String> = chunks.iter().take(20).map(|c| c.to_string()).collect();
+                out.push_str(&format!(
+                    "fragment over {} chunks: {}{}\n{}\n",
+                    chunks.len(),
+                    shown.join(" "),
+                    if chunks.len() > 20 { " ..." } else { "" },
+                    displayable(remote.fragment().as_ref()).indent(true)
+                ));
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        })
+        .map_err(QueryError::run)?;
+        out.push_str(&format!("merge plan at the czar:\n{}", displayable(plan.as_ref()).indent(true)));
+        Ok(out)
+    }
+}

@@ -1,0 +1,221 @@
+//! Shipping plan fragments to workers and streaming their results back, with failover to replicas.
+//!
+//! [`distribute`] rewrites the czar's physical plan: each maximal subtree that works chunk by chunk (a chunk scan
+//! under filters, projections, partial aggregates, per-partition sorts and top-k, local limits) becomes a
+//! [`RemoteExec`] with one partition per chunk. Everything above it (final aggregation, merge of sorted streams,
+//! joins, set operations, OFFSET) runs at the czar, streaming.
+//!
+//! Failover: a chunk's fragment goes to the first worker of its placement; if the call fails, or the stream breaks
+//! part-way, the next replica runs it again and the rows already passed on are skipped (a fragment over one chunk
+//! yields its rows in the same order every time: workers run it as one partition over the same files). When no
+//! replica is left the query fails with an error that names the chunk and the workers tried: never a partial result.
+//! Workers report errors of the query itself (a failing cast, a missing load) as `InvalidArgument`: those end the
+//! query at once; any other failure counts against the worker.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow_flight::Ticket;
+use arrow_flight::decode::FlightRecordBatchStream;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::limit::LocalLimitExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream};
+use futures::{SinkExt, StreamExt, TryStreamExt};
+use prost::Message;
+use protocol::{ChunkScanExec, FragmentTicket};
+
+use crate::cluster::Cluster;
+
+/// A fragment run on the workers, one partition per chunk.
+pub struct RemoteExec {
+    fragment: Arc<dyn ExecutionPlan>,
+    leaf: ChunkScanExec,
+    cluster: Arc<Cluster>,
+    query_id: String,
+    properties: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for RemoteExec {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "RemoteExec({})", self.leaf.scan.table)
+    }
+}
+
+impl RemoteExec {
+    pub fn fragment(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.fragment
+    }
+
+    pub fn chunks(&self) -> &[u64] {
+        &self.leaf.scan.chunks
+    }
+
+    /// The fragment for partition `i`: its leaf narrowed to one chunk.
+    fn fragment_for(&self, i: usize) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let leaf = Arc::new(self.leaf.for_partition(i));
+        Ok(self
+            .fragment
+            .clone()
+            .transform_up(|node| {
+                Ok(if node.is::<ChunkScanExec>() { Transformed::yes(leaf.clone() as Arc<dyn ExecutionPlan>) } else { Transformed::no(node) })
+            })?
+            .data)
+    }
+}
+
+impl DisplayAs for RemoteExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "RemoteExec: {} chunks of {} on {} workers", self.leaf.scan.chunks.len(), self.leaf.scan.table, self.cluster.workers.len())
+    }
+}
+
+impl ExecutionPlan for RemoteExec {
+    fn name(&self) -> &str {
+        "RemoteExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(&self, _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, partition: usize, _context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let schema = self.fragment.schema();
+        let scan = &self.leaf.scan;
+        if scan.chunks.is_empty() && !scan.replicated {
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::empty())));
+        }
+        let chunk = scan.chunks.get(partition).copied().unwrap_or(0);
+        let plan = protocol::encode_fragment(self.fragment_for(partition)?)?;
+        let ticket = FragmentTicket { query_id: self.query_id.clone(), plan }.encode_to_vec();
+        let workers = if scan.replicated {
+            // Every worker holds a replicated table: start with one picked by partition, then the others.
+            let mut w = self.cluster.workers.clone();
+            let n = w.len();
+            w.rotate_left(partition % n);
+            w
+        } else {
+            self.cluster.placement(chunk)
+        };
+        let table = scan.table.clone();
+        let (mut tx, rx) = futures::channel::mpsc::channel::<DfResult<RecordBatch>>(2);
+        tokio::spawn(async move {
+            let mut passed = 0usize;
+            let mut tried = Vec::new();
+            let mut last_error = String::new();
+            for worker in workers {
+                tried.push(worker.address.clone());
+                let Ok(_slot) = worker.slots.clone().acquire_owned().await else { break };
+                let mut client = worker.client();
+                let stream = match client.do_get(Ticket { ticket: ticket.clone().into() }).await {
+                    Ok(response) => response.into_inner(),
+                    Err(status) => {
+                        if status.code() == tonic::Code::InvalidArgument {
+                            // The worker answered and refused: a query error, not a dead worker.
+                            let _ = tx.send(Err(DataFusionError::Execution(status.message().to_string()))).await;
+                            return;
+                        }
+                        worker.mark(false);
+                        last_error = status.message().to_string();
+                        continue;
+                    }
+                };
+                let mut batches = FlightRecordBatchStream::new_from_flight_data(stream.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))));
+                // Rows this attempt has produced, to skip those an earlier attempt already passed on.
+                let mut seen = 0usize;
+                let mut failed = None;
+                while let Some(item) = batches.next().await {
+                    match item {
+                        Ok(batch) => {
+                            let n = batch.num_rows();
+                            let skip = passed.saturating_sub(seen).min(n);
+                            seen += n;
+                            if skip < n {
+                                passed += n - skip;
+                                if tx.send(Ok(batch.slice(skip, n - skip))).await.is_err() {
+                                    return; // the query was dropped
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    None => {
+                        worker.mark(true);
+                        return;
+                    }
+                    Some(arrow_flight::error::FlightError::Tonic(status)) if status.code() == tonic::Code::InvalidArgument => {
+                        let _ = tx.send(Err(DataFusionError::Execution(status.message().to_string()))).await;
+                        return;
+                    }
+                    Some(e) => {
+                        worker.mark(false);
+                        last_error = e.to_string();
+                    }
+                }
+            }
+            let _ = tx
+                .send(Err(DataFusionError::Execution(format!(
+                    "chunk {chunk} of {table} is unavailable: no replica answered (tried {}; last error: {last_error})",
+                    tried.join(", ")
+                ))))
+                .await;
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rx)))
+    }
+}
+
+/// The chunk scan under `node` when everything between works partition by partition (one chunk each).
+fn fragment_leaf(node: &Arc<dyn ExecutionPlan>) -> Option<ChunkScanExec> {
+    let any = node.as_ref();
+    if let Some(scan) = any.downcast_ref::<ChunkScanExec>() {
+        return Some(scan.clone());
+    }
+    let per_partition = any.is::<FilterExec>()
+        || any.is::<ProjectionExec>()
+        || any.is::<CooperativeExec>()
+        || any.is::<LocalLimitExec>()
+        || any.downcast_ref::<AggregateExec>().is_some_and(|a| *a.mode() == AggregateMode::Partial)
+        || any.downcast_ref::<SortExec>().is_some_and(|s| s.preserve_partitioning());
+    match node.children().as_slice() {
+        [child] if per_partition => fragment_leaf(child),
+        _ => None,
+    }
+}
+
+/// Replaces every maximal per-chunk subtree of `plan` with a [`RemoteExec`].
+pub fn distribute(plan: Arc<dyn ExecutionPlan>, cluster: &Arc<Cluster>, query_id: &str) -> DfResult<Arc<dyn ExecutionPlan>> {
+    Ok(plan
+        .transform_down(|node| {
+            let Some(leaf) = fragment_leaf(&node) else { return Ok(Transformed::no(node)) };
+            let properties = node.properties().clone();
+            let remote = RemoteExec { fragment: node, leaf, cluster: cluster.clone(), query_id: query_id.to_string(), properties };
+            Ok(Transformed::new(Arc::new(remote) as Arc<dyn ExecutionPlan>, true, TreeNodeRecursion::Jump))
+        })?
+        .data)
+}

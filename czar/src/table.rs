@@ -1,0 +1,327 @@
+//! Catalog tables as the czar plans them: [`DistributedTable`] scans become [`ChunkScanExec`] leaves, pruned to the
+//! chunks a query can touch.
+//!
+//! Pruning looks at the filters DataFusion pushes into the scan (after constant folding):
+//! - a cone on the director's own position columns, `adql_contains_point_circle(ra, dec, a, d, r) = 1` (what the
+//!   translator makes of `CONTAINS(POINT(ra, dec), CIRCLE(a, d, r)) = 1`) or `adql_distance(ra, dec, a, d) < r`
+//!   (also `<=`, either argument order): the chunks the cone touches, and depth-29 index ranges so workers skip
+//!   row groups;
+//! - `id = v` or `id IN (v, ...)` on a director's id (or a child's director key): the chunks the secondary index
+//!   names.
+//!
+//! Conditions ANDed at the top level each narrow the set; anything else keeps every chunk. Pruning only ever removes
+//! chunks that cannot hold a qualifying row: the filters themselves still run on the workers.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, Result as DfResult, ScalarValue};
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use metastore::{MetaStore, TableKind, TableRecord};
+use partitioner::{ChunkId, ChunkMap};
+use protocol::{ChunkScan, ChunkScanExec, IndexRange};
+
+/// A published table and the chunks that hold its rows.
+#[derive(Debug)]
+pub struct TableInfo {
+    pub record: TableRecord,
+    /// Visible columns: lower-case names, no `_hpx29`.
+    pub schema: SchemaRef,
+    /// Chunks with a file (0: a child's orphans).
+    pub chunks: Vec<u64>,
+    pub map: Option<ChunkMap>,
+    /// The director's record (child tables): for index lookups by the key.
+    pub director: Option<TableRecord>,
+    pub store: Arc<MetaStore>,
+}
+
+/// Reads a published table's schema and chunk list from its files in `data_dir`.
+pub fn load_table(data_dir: &Path, store: &Arc<MetaStore>, record: &TableRecord) -> Result<TableInfo, String> {
+    let dir = data_dir.join("tables").join(record.qualified_name()).join(&record.load_id);
+    let files_dir = if record.kind == TableKind::Replicated { dir.join("replicated") } else { dir.join("chunks") };
+    let mut chunks = BTreeSet::new();
+    let mut sample = None;
+    for entry in std::fs::read_dir(&files_dir).map_err(|e| format!("{}: {e}", files_dir.display()))?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".parquet") || name.ends_with(".overlap.parquet") {
+            continue;
+        }
+        if sample.is_none() {
+            sample = Some(entry.path());
+        }
+        if record.kind == TableKind::Replicated {
+            continue;
+        }
+        if name == "orphans.parquet" {
+            chunks.insert(0);
+        } else if let Ok(c) = name.trim_end_matches(".parquet").parse::<u64>() {
+            chunks.insert(c);
+        }
+    }
+    let schema = match sample {
+        Some(path) => {
+            let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            visible_schema(builder.schema(), record)
+        }
+        None => Arc::new(Schema::empty()),
+    };
+    let map = if record.chunks.is_empty() {
+        None
+    } else {
+        Some(ChunkMap::from_chunks(record.chunks.iter().map(|&c| ChunkId(c)).collect()).map_err(|e| e.to_string())?)
+    };
+    let director = match &record.kind {
+        TableKind::Child { director, .. } => store.table(director).map_err(|e| e.to_string())?,
+        _ => None,
+    };
+    Ok(TableInfo { record: record.clone(), schema, chunks: chunks.into_iter().collect(), map, director, store: store.clone() })
+}
+
+/// The file schema without `_hpx29`, names lower-cased, metadata from the table record (TAP metadata).
+fn visible_schema(file: &SchemaRef, record: &TableRecord) -> SchemaRef {
+    let fields: Vec<_> = file
+        .fields()
+        .iter()
+        .filter(|f| f.name() != "_hpx29")
+        .map(|f| {
+            let name = f.name().to_lowercase();
+            let mut meta = f.metadata().clone();
+            if let Some(c) = record.columns.iter().find(|c| c.name == name) {
+                for (k, v) in [("description", &c.description), ("unit", &c.unit), ("ucd", &c.ucd)] {
+                    if let Some(v) = v {
+                        meta.insert(k.to_string(), v.clone());
+                    }
+                }
+            }
+            f.as_ref().clone().with_name(name).with_metadata(meta)
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// A table spread over the cluster's chunks.
+#[derive(Debug)]
+pub struct DistributedTable {
+    pub info: Arc<TableInfo>,
+}
+
+/// A literal as f64.
+fn number(e: &Expr) -> Option<f64> {
+    match e {
+        Expr::Literal(v, _) => match v {
+            ScalarValue::Float64(Some(x)) => Some(*x),
+            ScalarValue::Float32(Some(x)) => Some(*x as f64),
+            ScalarValue::Int64(Some(x)) => Some(*x as f64),
+            ScalarValue::Int32(Some(x)) => Some(*x as f64),
+            _ => None,
+        },
+        Expr::Cast(c) => number(&c.expr),
+        Expr::TryCast(c) => number(&c.expr),
+        _ => None,
+    }
+}
+
+fn integer(e: &Expr) -> Option<i64> {
+    match e {
+        Expr::Literal(v, _) => match v {
+            ScalarValue::Int64(Some(x)) => Some(*x),
+            ScalarValue::Int32(Some(x)) => Some(*x as i64),
+            ScalarValue::Int16(Some(x)) => Some(*x as i64),
+            ScalarValue::UInt32(Some(x)) => Some(*x as i64),
+            ScalarValue::UInt64(Some(x)) => i64::try_from(*x).ok(),
+            _ => None,
+        },
+        Expr::Cast(c) => integer(&c.expr),
+        _ => None,
+    }
+}
+
+fn column_name(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Column(c) => Some(c.name.as_str()),
+        Expr::Cast(c) => column_name(&c.expr),
+        _ => None,
+    }
+}
+
+/// A cone (ra, dec, radius in degrees) that `e` confines the rows to.
+fn cone_of(e: &Expr, ra: &str, dec: &str) -> Option<(f64, f64, f64)> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else { return None };
+    let is_position = |args: &[Expr]| column_name(&args[0]) == Some(ra) && column_name(&args[1]) == Some(dec);
+    let call = |e: &Expr| match e {
+        Expr::ScalarFunction(f) => Some((f.func.name().to_string(), f.args.clone())),
+        _ => None,
+    };
+    match op {
+        Operator::Eq => {
+            let (f, value) = match (call(left), call(right)) {
+                (Some(f), None) => (f, right.as_ref()),
+                (None, Some(f)) => (f, left.as_ref()),
+                _ => return None,
+            };
+            if f.0 == "adql_contains_point_circle" && f.1.len() == 5 && is_position(&f.1) && number(value) == Some(1.0) {
+                return Some((number(&f.1[2])?, number(&f.1[3])?, number(&f.1[4])?));
+            }
+            None
+        }
+        Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq => {
+            let (f, bound) = match (op, call(left), call(right)) {
+                (Operator::Lt | Operator::LtEq, Some(f), None) => (f, right.as_ref()),
+                (Operator::Gt | Operator::GtEq, None, Some(f)) => (f, left.as_ref()),
+                _ => return None,
+            };
+            if f.0 != "adql_distance" || f.1.len() != 4 {
+                return None;
+            }
+            let r = number(bound)?;
+            if column_name(&f.1[0]) == Some(ra) && column_name(&f.1[1]) == Some(dec) {
+                Some((number(&f.1[2])?, number(&f.1[3])?, r))
+            } else if column_name(&f.1[2]) == Some(ra) && column_name(&f.1[3]) == Some(dec) {
+                Some((number(&f.1[0])?, number(&f.1[1])?, r))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The ids `e` confines a column to (`col = v`, `col IN (...)`).
+fn ids_of(e: &Expr, column: &str) -> Option<Vec<i64>> {
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
+            if column_name(left) == Some(column) {
+                Some(vec![integer(right)?])
+            } else if column_name(right) == Some(column) {
+                Some(vec![integer(left)?])
+            } else {
+                None
+            }
+        }
+        Expr::InList(list) if !list.negated && column_name(&list.expr) == Some(column) => list.list.iter().map(integer).collect(),
+        _ => None,
+    }
+}
+
+/// Splits top-level ANDs.
+fn conjuncts(e: &Expr, out: &mut Vec<Expr>) {
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+            conjuncts(left, out);
+            conjuncts(right, out);
+        }
+        other => out.push(other.clone()),
+    }
+}
+
+/// What pruning decided for one scan.
+#[derive(Debug, Default)]
+pub struct Pruning {
+    pub chunks: Vec<u64>,
+    pub ranges: Vec<IndexRange>,
+}
+
+impl TableInfo {
+    /// The chunks (and index ranges) a scan with these filters needs.
+    pub fn prune(&self, filters: &[Expr]) -> Pruning {
+        let mut keep: BTreeSet<u64> = self.chunks.iter().copied().collect();
+        let mut ranges = Vec::new();
+        let mut parts = Vec::new();
+        for f in filters {
+            conjuncts(f, &mut parts);
+        }
+        let (ra, dec, id_column, index_table) = match &self.record.kind {
+            TableKind::Director { ra, dec, id } => (Some(ra.to_lowercase()), Some(dec.to_lowercase()), Some(id.to_lowercase()), Some(&self.record)),
+            TableKind::Child { key, .. } => (None, None, Some(key.to_lowercase()), self.director.as_ref()),
+            TableKind::Replicated => (None, None, None, None),
+        };
+        for p in &parts {
+            if let (Some(ra), Some(dec), Some(map)) = (&ra, &dec, &self.map)
+                && let Some((a, d, r)) = cone_of(p, ra, dec)
+            {
+                if !(a.is_finite() && d.is_finite() && r.is_finite()) || r < 0.0 {
+                    keep.clear();
+                    continue;
+                }
+                let touched: BTreeSet<u64> = map.cone(a, d, r).iter().map(|c| c.0).collect();
+                keep.retain(|c| touched.contains(c));
+                if ranges.is_empty() {
+                    ranges = partitioner::map::cone_index_ranges(a, d, r)
+                        .into_iter()
+                        .map(|(from, to)| IndexRange { from: from as i64, to: to as i64 })
+                        .collect();
+                }
+            }
+            if let (Some(column), Some(table)) = (&id_column, index_table)
+                && let Some(ids) = ids_of(p, column)
+                && ids.len() <= 10_000
+                && let Ok(found) = self.store.lookup_many(&table.qualified_name(), &table.load_id, &ids)
+            {
+                let touched: BTreeSet<u64> = found.into_iter().flatten().map(|c| c.0).collect();
+                keep.retain(|c| touched.contains(c));
+            }
+        }
+        Pruning { chunks: keep.into_iter().collect(), ranges }
+    }
+}
+
+/// Drops table qualifiers: workers see bare column names.
+fn unqualified(e: &Expr) -> DfResult<Expr> {
+    Ok(e.clone()
+        .transform(|e| {
+            Ok(match e {
+                Expr::Column(c) if c.relation.is_some() => Transformed::yes(Expr::Column(Column::from_name(c.name))),
+                other => Transformed::no(other),
+            })
+        })?
+        .data)
+}
+
+#[async_trait]
+impl TableProvider for DistributedTable {
+    fn schema(&self) -> SchemaRef {
+        self.info.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(&self, _state: &dyn Session, projection: Option<&Vec<usize>>, filters: &[Expr], limit: Option<usize>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let info = &self.info;
+        let output = match projection {
+            Some(p) => Arc::new(info.schema.project(p)?),
+            None => info.schema.clone(),
+        };
+        let filters = filters.iter().map(unqualified).collect::<DfResult<Vec<_>>>()?;
+        let replicated = info.record.kind == TableKind::Replicated;
+        let pruning = if replicated { Pruning::default() } else { info.prune(&filters) };
+        let scan = ChunkScan {
+            table: info.record.qualified_name(),
+            load_id: info.record.load_id.clone(),
+            chunks: pruning.chunks,
+            overlap: false,
+            schema: protocol::encode_schema(&info.schema)?,
+            projected: projection.is_some(),
+            projection: projection.map(|p| p.iter().map(|&i| i as u32).collect()).unwrap_or_default(),
+            filters: filters.iter().map(protocol::encode_filter).collect::<DfResult<Vec<_>>>()?,
+            ranges: pruning.ranges,
+            limit: limit.map(|l| l as u64),
+            replicated,
+        };
+        Ok(Arc::new(ChunkScanExec::new(scan, output)))
+    }
+}

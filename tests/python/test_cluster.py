@@ -1,0 +1,186 @@
+"""The cluster as users reach it: `skyshard serve` (czar + workers over Arrow Flight on loopback) and separate
+`skyshard worker` / `skyshard czar` processes, queried over HTTP (/tap/sync). Every answer is compared with DuckDB
+over the same un-partitioned Parquet files: cones at the poles and across RA 0/360, aggregates (also of empty
+results), TOP/ORDER BY/OFFSET, id lookups through the secondary index, a director-child join. A worker killed with
+-9 is survived with two replicas and named in a clear error with one."""
+
+import csv
+import io
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import duckdb
+import pytest
+
+SKYSHARD = os.environ.get("SKYSHARD", os.path.expanduser("~/.cache/skyshard-target/debug/skyshard"))
+ROWS = 60000
+
+
+def run(*args):
+    out = subprocess.run([SKYSHARD, *args], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cluster")
+    run("gen", "--rows", str(ROWS), "--out", str(base / "rel"))
+    data = base / "data"
+    run("ingest", "--data-dir", str(data), "--table", "sky.object", "--input", str(base / "rel/object.parquet"),
+        "--ra", "ra", "--dec", "dec", "--id", "id", "--chunk-rows", "2000", "--quiet")
+    run("ingest", "--data-dir", str(data), "--table", "sky.source", "--input", str(base / "rel/source.parquet"),
+        "--director", "sky.object", "--director-key", "object_id", "--quiet")
+    return base, data
+
+
+def start(args, pattern):
+    proc = subprocess.Popen([SKYSHARD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        m = re.search(pattern, line)
+        if m:
+            return proc, m.group(1)
+        if proc.poll() is not None:
+            raise AssertionError(proc.stderr.read())
+    raise AssertionError("no address printed")
+
+
+@pytest.fixture(scope="module")
+def served(release):
+    base, data = release
+    proc, url = start(["serve", "--data-dir", str(data), "--port", "0", "--workers", "3", "--replicas", "2"],
+                      r"TAP service at (http://\S+/tap)")
+    yield url
+    proc.kill()
+    proc.wait()
+
+
+def tap(url, query, fmt="csv", **extra):
+    form = urllib.parse.urlencode({"LANG": "ADQL", "QUERY": query, "RESPONSEFORMAT": fmt, **extra}).encode()
+    try:
+        with urllib.request.urlopen(url + "/sync", data=form, timeout=120) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def rows(url, query):
+    status, body = tap(url, query)
+    assert status == 200, body
+    return [tuple(r) for r in list(csv.reader(io.StringIO(body)))[1:]]
+
+
+def duck(release, sql):
+    base, _ = release
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW object AS SELECT * FROM read_parquet('{base}/rel/object.parquet')")
+    con.execute(f"CREATE VIEW source AS SELECT * FROM read_parquet('{base}/rel/source.parquet')")
+    return con.execute(sql).fetchall()
+
+
+def haversine(ra, dec, a, d):
+    return (f"degrees(2 * asin(sqrt(pow(sin(radians({dec} - {d}) / 2), 2) + cos(radians({dec})) * cos(radians({d})) "
+            f"* pow(sin(radians({ra} - {a}) / 2), 2))))")
+
+
+CONES = [(45.0, 10.0, 1.5), (0.0, 0.0, 2.0), (359.9, -5.0, 3.0), (120.0, 89.5, 2.0), (300.0, -89.0, 3.0), (10.0, 60.0, 0.05)]
+
+
+@pytest.mark.parametrize("cone", CONES)
+def test_cones_match_duckdb(served, release, cone):
+    a, d, r = cone
+    got = rows(served, f"SELECT id FROM sky.object WHERE CONTAINS(POINT(ra, dec), CIRCLE({a}, {d}, {r})) = 1")
+    want = duck(release, f"SELECT id FROM object WHERE {haversine('ra', 'dec', a, d)} <= {r}")
+    assert sorted(int(x[0]) for x in got) == sorted(x[0] for x in want)
+    got = rows(served, f"SELECT COUNT(*) FROM sky.object WHERE DISTANCE(ra, dec, {a}, {d}) < {r}")
+    assert int(got[0][0]) == len(want)
+
+
+def close(a, b):
+    if a in ("", None) or b in ("", None):
+        return a in ("", None) and b in ("", None)
+    return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(b)))
+
+
+@pytest.mark.parametrize("adql,sql", [
+    ("SELECT COUNT(*), SUM(mag_g), AVG(mag_r), MIN(dec), MAX(ra) FROM sky.object",
+     "SELECT COUNT(*), SUM(mag_g), AVG(mag_r), MIN(dec), MAX(ra) FROM object"),
+    ("SELECT COUNT(*), AVG(mag_g), MAX(mag_g) FROM sky.object WHERE mag_g > 99",
+     "SELECT COUNT(*), AVG(mag_g), MAX(mag_g) FROM object WHERE mag_g > 99"),
+    ("SELECT FLOOR(dec / 10) AS band, COUNT(*) AS n, AVG(mag_g) AS m FROM sky.object GROUP BY FLOOR(dec / 10) HAVING COUNT(*) > 100 ORDER BY band",
+     "SELECT FLOOR(dec / 10) AS band, COUNT(*), AVG(mag_g) FROM object GROUP BY 1 HAVING COUNT(*) > 100 ORDER BY 1"),
+    ("SELECT COUNT(DISTINCT object_id) FROM sky.source", "SELECT COUNT(DISTINCT object_id) FROM source"),
+    ("SELECT TOP 7 id, mag_g FROM sky.object ORDER BY mag_g DESC, id", "SELECT id, mag_g FROM object ORDER BY mag_g DESC, id LIMIT 7"),
+    ("SELECT id FROM sky.object ORDER BY id OFFSET 59990", "SELECT id FROM object ORDER BY id OFFSET 59990"),
+    ("SELECT id, ra FROM sky.object WHERE id IN (5, 17, 40000, 123456789) ORDER BY id",
+     "SELECT id, ra FROM object WHERE id IN (5, 17, 40000, 123456789) ORDER BY id"),
+    ("SELECT COUNT(*) FROM sky.source AS s JOIN sky.object AS o ON s.object_id = o.id WHERE o.mag_g < 18",
+     "SELECT COUNT(*) FROM source s JOIN object o ON s.object_id = o.id WHERE o.mag_g < 18"),
+    ("SELECT COUNT(*) FROM sky.source WHERE object_id = 777", "SELECT COUNT(*) FROM source WHERE object_id = 777"),
+])
+def test_queries_match_duckdb(served, release, adql, sql):
+    got = rows(served, adql)
+    want = duck(release, sql)
+    assert len(got) == len(want), (got[:5], want[:5])
+    for g, w in zip(got, want):
+        assert all(close(a, b) for a, b in zip(g, w)), (g, w)
+
+
+def test_errors_and_maxrec(served):
+    status, body = tap(served, "SELECT ra FROM sky.object WHERE")
+    assert status == 400 and 'value="ERROR"' in body and "1:" in body
+    status, body = tap(served, "SELECT nosuch FROM sky.object")
+    assert status == 400 and "nosuch" in body
+    status, body = tap(served, "SELECT id FROM sky.object", fmt="votable", MAXREC="10")
+    assert status == 200 and body.count("<TR>") == 10 and 'value="OVERFLOW"' in body
+    status, body = tap(served, "SELECT TOP 3 id FROM sky.object", fmt="votable", MAXREC="10")
+    assert status == 200 and body.count("<TR>") == 3 and "OVERFLOW" not in body
+    out = subprocess.run([SKYSHARD, "query", "--url", served, "--explain",
+                          "SELECT COUNT(*) FROM sky.object WHERE CONTAINS(POINT(ra, dec), CIRCLE(45, 10, 0.5)) = 1"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    m = re.search(r"fragment over (\d+) chunks", out.stdout)
+    assert m and 1 <= int(m.group(1)) <= 4, out.stdout
+    assert "AggregateExec: mode=Partial" in out.stdout, out.stdout
+    out = subprocess.run([SKYSHARD, "query", "--url", served, "SELECT COUNT(*) AS n FROM sky.object"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == ["n", str(ROWS)], out.stdout + out.stderr
+
+
+def test_a_killed_worker(release):
+    base, data = release
+    workers = [start(["worker", "--listen", "127.0.0.1:0", "--data-dir", str(data)], r"worker at (\S+)") for _ in range(3)]
+    try:
+        addresses = ",".join(a for _, a in workers)
+        czars = {}
+        for replicas in (1, 2):
+            czars[replicas] = start(["czar", "--port", "0", "--data-dir", str(data), "--workers", addresses, "--replicas", str(replicas)],
+                                    r"TAP service at (http://\S+/tap)")
+            # The metadata store is opened by one czar at a time: read the catalog, then let the next one open it.
+            if replicas == 1:
+                break
+        url1 = czars[1][1]
+        query = "SELECT COUNT(*), SUM(mag_g) FROM sky.object"
+        before = rows(url1, query)
+        workers[0][0].send_signal(signal.SIGKILL)
+        workers[0][0].wait()
+        status, body = tap(url1, query)
+        assert status == 503 and "unavailable" in body and "chunk" in body, body
+        czars[1][0].kill()
+        czars[1][0].wait()
+        czar2, url2 = start(["czar", "--port", "0", "--data-dir", str(data), "--workers", addresses, "--replicas", "2"],
+                            r"TAP service at (http://\S+/tap)")
+        try:
+            assert rows(url2, query) == before
+            assert rows(url2, "SELECT COUNT(*) FROM sky.source") == [(str(len(duck(release, "SELECT * FROM source"))),)]
+        finally:
+            czar2.kill()
+    finally:
+        for p, _ in workers:
+            p.kill()
