@@ -10,21 +10,43 @@ use crate::failure;
 const PER_WORKER: usize = 4;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 async fn bind(address: &str) -> Result<tokio::net::TcpListener, String> {
-    tokio::net::TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address}: {e}"))
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address}: {e}"))
 }
 
 /// Starts the HTTP service of a czar and reports where it listens.
-async fn run_czar(data_dir: &Path, port: u16, cluster: czar::cluster::Cluster) -> Result<(), String> {
+async fn run_czar(
+    data_dir: &Path,
+    port: u16,
+    cluster: czar::cluster::Cluster,
+) -> Result<(), String> {
     let czar = Arc::new(czar::Czar::open(data_dir, cluster)?);
     let listener = bind(&format!("127.0.0.1:{port}")).await?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    let tables: Vec<String> = czar.tables().iter().map(|t| format!("{} ({} rows)", t.record.qualified_name(), t.record.rows)).collect();
-    println!("TAP service at http://{address}/tap  tables: {}", if tables.is_empty() { "none".into() } else { tables.join(", ") });
-    czar::http::serve(listener, czar).await.map_err(|e| e.to_string())
+    let tables: Vec<String> = czar
+        .tables()
+        .iter()
+        .map(|t| format!("{} ({} rows)", t.record.qualified_name(), t.record.rows))
+        .collect();
+    println!(
+        "TAP service at http://{address}/tap  tables: {}",
+        if tables.is_empty() {
+            "none".into()
+        } else {
+            tables.join(", ")
+        }
+    );
+    czar::http::serve(listener, czar)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 pub fn serve(data_dir: &Path, port: u16, workers: usize, replicas: usize) -> ExitCode {
@@ -32,7 +54,12 @@ pub fn serve(data_dir: &Path, port: u16, workers: usize, replicas: usize) -> Exi
         let mut addresses = Vec::new();
         for _ in 0..workers.max(1) {
             let listener = bind("127.0.0.1:0").await?;
-            addresses.push(listener.local_addr().map_err(|e| e.to_string())?.to_string());
+            addresses.push(
+                listener
+                    .local_addr()
+                    .map_err(|e| e.to_string())?
+                    .to_string(),
+            );
             let w = worker::Worker::new(data_dir);
             tokio::spawn(async move {
                 if let Err(e) = w.serve(listener).await {
@@ -41,7 +68,8 @@ pub fn serve(data_dir: &Path, port: u16, workers: usize, replicas: usize) -> Exi
             });
         }
         println!("{} workers at {}", addresses.len(), addresses.join(", "));
-        let cluster = czar::cluster::Cluster::new(&addresses, replicas, PER_WORKER).map_err(|e| e.to_string())?;
+        let cluster = czar::cluster::Cluster::new(&addresses, replicas, PER_WORKER)
+            .map_err(|e| e.to_string())?;
         run_czar(data_dir, port, cluster).await
     });
     match result {
@@ -53,8 +81,14 @@ pub fn serve(data_dir: &Path, port: u16, workers: usize, replicas: usize) -> Exi
 pub fn worker(listen: &str, data_dir: &Path) -> ExitCode {
     let result = runtime().block_on(async {
         let listener = bind(listen).await?;
-        println!("worker at {}", listener.local_addr().map_err(|e| e.to_string())?);
-        worker::Worker::new(data_dir).serve(listener).await.map_err(|e| e.to_string())
+        println!(
+            "worker at {}",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
+        worker::Worker::new(data_dir)
+            .serve(listener)
+            .await
+            .map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -64,7 +98,8 @@ pub fn worker(listen: &str, data_dir: &Path) -> ExitCode {
 
 pub fn czar(port: u16, data_dir: &Path, workers: &[String], replicas: usize) -> ExitCode {
     let result = runtime().block_on(async {
-        let cluster = czar::cluster::Cluster::new(workers, replicas, PER_WORKER).map_err(|e| e.to_string())?;
+        let cluster = czar::cluster::Cluster::new(workers, replicas, PER_WORKER)
+            .map_err(|e| e.to_string())?;
         run_czar(data_dir, port, cluster).await
     });
     match result {
@@ -77,7 +112,9 @@ pub fn czar(port: u16, data_dir: &Path, workers: &[String], replicas: usize) -> 
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             b' ' => "+".into(),
             _ => format!("%{b:02X}"),
         })
@@ -87,12 +124,15 @@ fn encode(s: &str) -> String {
 /// A minimal HTTP/1.1 POST (the czar speaks plain HTTP on loopback or a private network): status and body.
 fn post(url: &str, form: &str) -> Result<(u16, String), String> {
     use std::io::Write;
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
     let (host, path) = match rest.split_once('/') {
         Some((h, p)) => (h, format!("/{p}")),
         None => (rest, "/".to_string()),
     };
-    let mut stream = std::net::TcpStream::connect(host).map_err(|e| format!("cannot reach {host}: {e}"))?;
+    let mut stream =
+        std::net::TcpStream::connect(host).map_err(|e| format!("cannot reach {host}: {e}"))?;
     write!(
         stream,
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
@@ -100,11 +140,26 @@ fn post(url: &str, form: &str) -> Result<(u16, String), String> {
     )
     .map_err(|e| e.to_string())?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).map_err(|e| e.to_string())?;
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("a malformed HTTP response")?;
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("a malformed HTTP status line")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or("a malformed HTTP response")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("a malformed HTTP status line")?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Ok((status, body))
 }
 
@@ -112,7 +167,9 @@ fn post(url: &str, form: &str) -> Result<(u16, String), String> {
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || rest.len() < n {
             break;
         }
@@ -135,9 +192,19 @@ pub fn query(url: &str, explain: bool, query: Option<String>) -> ExitCode {
     };
     let base = url.trim_end_matches('/');
     let (endpoint, form) = if explain {
-        (format!("{base}/explain"), format!("QUERY={}", encode(&query)))
+        (
+            format!("{base}/explain"),
+            format!("QUERY={}", encode(&query)),
+        )
     } else {
-        (format!("{base}/sync"), format!("LANG=ADQL&RESPONSEFORMAT=csv&MAXREC={}&QUERY={}", czar::http::MAX_MAXREC, encode(&query)))
+        (
+            format!("{base}/sync"),
+            format!(
+                "LANG=ADQL&RESPONSEFORMAT=csv&MAXREC={}&QUERY={}",
+                czar::http::MAX_MAXREC,
+                encode(&query)
+            ),
+        )
     };
     match post(&endpoint, &form) {
         Ok((200, body)) => {
@@ -150,7 +217,12 @@ pub fn query(url: &str, explain: bool, query: Option<String>) -> ExitCode {
                 .split("value=\"ERROR\">")
                 .nth(1)
                 .and_then(|m| m.split("</INFO>").next())
-                .map(|m| m.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&amp;", "&"))
+                .map(|m| {
+                    m.replace("&lt;", "<")
+                        .replace("&gt;", ">")
+                        .replace("&quot;", "\"")
+                        .replace("&amp;", "&")
+                })
                 .unwrap_or(body);
             failure(message)
         }

@@ -3,7 +3,6 @@
 mod cluster;
 mod load_args;
 
-
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -332,10 +331,24 @@ fn main() -> ExitCode {
                 Err(e) => failure(e),
             }
         }
-        Command::Serve { data_dir, port, workers, replicas } => cluster::serve(&data_dir, port, workers, replicas),
+        Command::Serve {
+            data_dir,
+            port,
+            workers,
+            replicas,
+        } => cluster::serve(&data_dir, port, workers, replicas),
         Command::Worker { listen, data_dir } => cluster::worker(&listen, &data_dir),
-        Command::Czar { port, data_dir, workers, replicas } => cluster::czar(port, &data_dir, &workers, replicas),
-        Command::Query { url, explain, query } => cluster::query(&url, explain, query),
+        Command::Czar {
+            port,
+            data_dir,
+            workers,
+            replicas,
+        } => cluster::czar(port, &data_dir, &workers, replicas),
+        Command::Query {
+            url,
+            explain,
+            query,
+        } => cluster::query(&url, explain, query),
         Command::Adql {
             command:
                 AdqlCommand::Run {

@@ -61,11 +61,17 @@ fn mix(mut x: u64) -> u64 {
 }
 
 fn address_hash(address: &str) -> u64 {
-    address.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    address.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 impl Cluster {
-    pub fn new(addresses: &[String], replicas: usize, per_worker: usize) -> Result<Cluster, ClusterError> {
+    pub fn new(
+        addresses: &[String],
+        replicas: usize,
+        per_worker: usize,
+    ) -> Result<Cluster, ClusterError> {
         if addresses.is_empty() {
             return Err(ClusterError::NoWorkers);
         }
@@ -85,17 +91,28 @@ impl Cluster {
             })
             .collect::<Result<Vec<_>, ClusterError>>()?;
         let replicas = replicas.clamp(1, workers.len());
-        Ok(Cluster { workers, replicas, per_worker })
+        Ok(Cluster {
+            workers,
+            replicas,
+            per_worker,
+        })
     }
 
     /// The workers holding `chunk`, in the order to try them: rendezvous hashing (highest `mix(chunk, worker)`
     /// first), so a chunk's replicas do not move when unrelated workers come and go, and every table's chunk N sits
     /// on the same workers (chunk-local joins). Workers that failed recently go last.
     pub fn placement(&self, chunk: u64) -> Vec<Arc<WorkerHandle>> {
-        let mut ranked: Vec<(u64, &Arc<WorkerHandle>)> =
-            self.workers.iter().map(|w| (mix(chunk ^ address_hash(&w.address)), w)).collect();
+        let mut ranked: Vec<(u64, &Arc<WorkerHandle>)> = self
+            .workers
+            .iter()
+            .map(|w| (mix(chunk ^ address_hash(&w.address)), w))
+            .collect();
         ranked.sort_by(|a, b| b.0.cmp(&a.0));
-        let mut chosen: Vec<Arc<WorkerHandle>> = ranked.into_iter().take(self.replicas).map(|(_, w)| w.clone()).collect();
+        let mut chosen: Vec<Arc<WorkerHandle>> = ranked
+            .into_iter()
+            .take(self.replicas)
+            .map(|(_, w)| w.clone())
+            .collect();
         chosen.sort_by_key(|w| !w.healthy());
         chosen
     }
@@ -122,8 +139,16 @@ mod tests {
         reversed.reverse();
         let other = Cluster::new(&reversed, 2, 4).unwrap();
         for chunk in 0..100u64 {
-            let a: Vec<_> = cluster.placement(chunk).iter().map(|w| w.address.clone()).collect();
-            let b: Vec<_> = other.placement(chunk).iter().map(|w| w.address.clone()).collect();
+            let a: Vec<_> = cluster
+                .placement(chunk)
+                .iter()
+                .map(|w| w.address.clone())
+                .collect();
+            let b: Vec<_> = other
+                .placement(chunk)
+                .iter()
+                .map(|w| w.address.clone())
+                .collect();
             assert_eq!(a, b);
         }
     }

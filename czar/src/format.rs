@@ -228,12 +228,29 @@ pub fn error_votable(message: &str) -> String {
 }
 
 /// Tab-separated values: a header line of names, then one line per row (tabs and newlines in values as spaces).
-pub fn write_tsv(out: &mut impl Write, schema: &SchemaRef, batches: &[RecordBatch]) -> std::io::Result<()> {
+pub fn write_tsv(
+    out: &mut impl Write,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> std::io::Result<()> {
     let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
-    writeln!(out, "{}", schema.fields().iter().map(|f| clean(f.name())).collect::<Vec<_>>().join("\t"))?;
+    writeln!(
+        out,
+        "{}",
+        schema
+            .fields()
+            .iter()
+            .map(|f| clean(f.name()))
+            .collect::<Vec<_>>()
+            .join("\t")
+    )?;
     for b in batches {
         for row in 0..b.num_rows() {
-            let cells: Vec<String> = b.columns().iter().map(|c| cell(c, row).map_or(String::new(), |s| clean(&s))).collect();
+            let cells: Vec<String> = b
+                .columns()
+                .iter()
+                .map(|c| cell(c, row).map_or(String::new(), |s| clean(&s)))
+                .collect();
             writeln!(out, "{}", cells.join("\t"))?;
         }
     }

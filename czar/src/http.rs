@@ -20,8 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::TryStreamExt;
 
-use crate::{Czar, QueryError};
 use crate::format;
+use crate::{Czar, QueryError};
 
 pub const DEFAULT_MAXREC: usize = 100_000;
 pub const MAX_MAXREC: usize = 10_000_000;
@@ -65,7 +65,10 @@ impl Params {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -79,7 +82,10 @@ fn form_urlencoded(text: &str) -> Vec<(String, String)> {
             match bytes[i] {
                 b'+' => out.push(b' '),
                 b'%' if i + 2 < bytes.len() => {
-                    match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    match std::str::from_utf8(&bytes[i + 1..i + 3])
+                        .ok()
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    {
                         Some(b) => {
                             out.push(b);
                             i += 2;
@@ -103,12 +109,19 @@ fn form_urlencoded(text: &str) -> Vec<(String, String)> {
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/x-votable+xml")], format::error_votable(message)).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/x-votable+xml")],
+        format::error_votable(message),
+    )
+        .into_response()
 }
 
 fn query_error(e: QueryError) -> Response {
     match &e {
-        QueryError::Execution(m) if m.contains("unavailable") => error(StatusCode::SERVICE_UNAVAILABLE, m),
+        QueryError::Execution(m) if m.contains("unavailable") => {
+            error(StatusCode::SERVICE_UNAVAILABLE, m)
+        }
         _ => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
 }
@@ -123,21 +136,39 @@ enum Format {
 /// The checked parameters of a query request.
 fn query_params(p: &Params) -> Result<(String, Format, usize), Response> {
     match p.get("LANG") {
-        None => return Err(error(StatusCode::BAD_REQUEST, "LANG is missing: this service speaks LANG=ADQL")),
+        None => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "LANG is missing: this service speaks LANG=ADQL",
+            ));
+        }
         Some(l) if !matches!(l.to_uppercase().as_str(), "ADQL" | "ADQL-2.0" | "ADQL-2.1") => {
-            return Err(error(StatusCode::BAD_REQUEST, &format!("LANG={l} is not supported: this service speaks ADQL (2.0, 2.1)")));
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                &format!("LANG={l} is not supported: this service speaks ADQL (2.0, 2.1)"),
+            ));
         }
         _ => {}
     }
-    let query = p.get("QUERY").filter(|q| !q.trim().is_empty()).ok_or_else(|| error(StatusCode::BAD_REQUEST, "QUERY is missing"))?;
-    let format = match p.get("RESPONSEFORMAT").or_else(|| p.get("FORMAT")).map(|f| f.to_lowercase()) {
+    let query = p
+        .get("QUERY")
+        .filter(|q| !q.trim().is_empty())
+        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "QUERY is missing"))?;
+    let format = match p
+        .get("RESPONSEFORMAT")
+        .or_else(|| p.get("FORMAT"))
+        .map(|f| f.to_lowercase())
+    {
         None => Format::VoTable,
         Some(f) => match f.split(';').next().unwrap_or("").trim() {
             "votable" | "application/x-votable+xml" | "text/xml" | "votable/td" => Format::VoTable,
             "csv" | "text/csv" => Format::Csv,
             "tsv" | "text/tab-separated-values" => Format::Tsv,
             other => {
-                return Err(error(StatusCode::BAD_REQUEST, &format!("RESPONSEFORMAT {other} is not supported (votable, csv, tsv)")));
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("RESPONSEFORMAT {other} is not supported (votable, csv, tsv)"),
+                ));
             }
         },
     };
@@ -146,13 +177,23 @@ fn query_params(p: &Params) -> Result<(String, Format, usize), Response> {
         Some(m) => m
             .trim()
             .parse::<usize>()
-            .map_err(|_| error(StatusCode::BAD_REQUEST, &format!("MAXREC={m} is not a non-negative integer")))?
+            .map_err(|_| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("MAXREC={m} is not a non-negative integer"),
+                )
+            })?
             .min(MAX_MAXREC),
     };
     Ok((query.to_string(), format, maxrec))
 }
 
-async fn sync(State(czar): State<Arc<Czar>>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+async fn sync(
+    State(czar): State<Arc<Czar>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let params = Params::parse(q, &headers, &body);
     let (query, format, maxrec) = match query_params(&params) {
         Ok(v) => v,
@@ -184,19 +225,35 @@ async fn sync(State(czar): State<Arc<Czar>>, RawQuery(q): RawQuery, headers: Hea
     drop(stream);
     let mut out = Vec::new();
     let (content_type, written) = match format {
-        Format::VoTable => ("application/x-votable+xml", format::write_votable(&mut out, &schema, &batches, overflow)),
+        Format::VoTable => (
+            "application/x-votable+xml",
+            format::write_votable(&mut out, &schema, &batches, overflow),
+        ),
         Format::Csv => ("text/csv", format::write_csv(&mut out, &schema, &batches)),
-        Format::Tsv => ("text/tab-separated-values", format::write_tsv(&mut out, &schema, &batches)),
+        Format::Tsv => (
+            "text/tab-separated-values",
+            format::write_tsv(&mut out, &schema, &batches),
+        ),
     };
     if let Err(e) = written {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("writing the result failed: {e}"));
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("writing the result failed: {e}"),
+        );
     }
     ([(header::CONTENT_TYPE, content_type)], out).into_response()
 }
 
-async fn explain(State(czar): State<Arc<Czar>>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+async fn explain(
+    State(czar): State<Arc<Czar>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let params = Params::parse(q, &headers, &body);
-    let Some(query) = params.get("QUERY") else { return error(StatusCode::BAD_REQUEST, "QUERY is missing") };
+    let Some(query) = params.get("QUERY") else {
+        return error(StatusCode::BAD_REQUEST, "QUERY is missing");
+    };
     match czar.explain(query).await {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
         Err(e) => query_error(e),
@@ -207,7 +264,10 @@ async fn availability(State(czar): State<Arc<Czar>>) -> Response {
     let mut up = 0;
     for w in &czar.cluster.workers {
         let mut client = w.client();
-        let ask = client.do_action(arrow_flight::Action { r#type: protocol::ACTION_HEALTH.into(), body: Default::default() });
+        let ask = client.do_action(arrow_flight::Action {
+            r#type: protocol::ACTION_HEALTH.into(),
+            body: Default::default(),
+        });
         if let Ok(Ok(_)) = tokio::time::timeout(std::time::Duration::from_secs(2), ask).await {
             up += 1;
         }

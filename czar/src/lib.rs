@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use adql::{AdqlError, CatalogTable, Engine, MemoryCatalog};
-use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, displayable, execute_stream};
+use datafusion::physical_plan::{
+    ExecutionPlan, SendableRecordBatchStream, displayable, execute_stream,
+};
 use datafusion::prelude::SessionConfig;
 use metastore::MetaStore;
 
@@ -43,7 +45,6 @@ impl QueryError {
 
 pub struct Czar {
     data_dir: PathBuf,
-    store: Arc<MetaStore>,
     engine: RwLock<Arc<Engine>>,
     tables: RwLock<Vec<Arc<TableInfo>>>,
     pub cluster: Arc<Cluster>,
@@ -54,10 +55,8 @@ impl Czar {
     /// Opens the catalog of `data_dir` (its metadata store) for a cluster.
     pub fn open(data_dir: &Path, cluster: Cluster) -> Result<Czar, String> {
         std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-        let store = Arc::new(MetaStore::open(&data_dir.join("meta")).map_err(|e| e.to_string())?);
         let czar = Czar {
             data_dir: data_dir.to_path_buf(),
-            store,
             engine: RwLock::new(Arc::new(Engine::new(Arc::new(MemoryCatalog::new())))),
             tables: RwLock::new(Vec::new()),
             cluster: Arc::new(cluster),
@@ -67,21 +66,31 @@ impl Czar {
         Ok(czar)
     }
 
-    /// Re-reads the published tables.
+    /// Re-reads the published tables (the metadata store is opened read-only: `skyshard ingest` may load tables
+    /// into the data directory while the czar serves it; they appear at the next refresh).
     pub fn refresh(&self) -> Result<(), String> {
+        let store = Arc::new(
+            MetaStore::open_read_only(&self.data_dir.join("meta")).map_err(|e| e.to_string())?,
+        );
         let mut catalog = MemoryCatalog::new();
         let mut infos = Vec::new();
-        for record in self.store.tables().map_err(|e| e.to_string())? {
-            let info = Arc::new(table::load_table(&self.data_dir, &self.store, &record)?);
+        for record in store.tables().map_err(|e| e.to_string())? {
+            let info = Arc::new(table::load_table(&self.data_dir, &store, &record)?);
             let provider = Arc::new(DistributedTable { info: info.clone() });
-            let mut t = CatalogTable::new(&record.schema, &record.name, provider).map_err(|e| e.to_string())?;
+            let mut t = CatalogTable::new(&record.schema, &record.name, provider)
+                .map_err(|e| e.to_string())?;
             t.description = record.description.clone();
             catalog.add(t);
             infos.push(info);
         }
-        let mut config = SessionConfig::new().with_information_schema(false).with_target_partitions(2);
+        let mut config = SessionConfig::new()
+            .with_information_schema(false)
+            .with_target_partitions(2);
         // Chunk scans have one partition per chunk already; round-robin repartitioning would only split fragments.
-        config.options_mut().optimizer.enable_round_robin_repartition = false;
+        config
+            .options_mut()
+            .optimizer
+            .enable_round_robin_repartition = false;
         let engine = Engine::new(Arc::new(catalog)).with_config(config);
         *self.engine.write().expect("engine lock") = Arc::new(engine);
         *self.tables.write().expect("tables lock") = infos;
@@ -97,12 +106,28 @@ impl Czar {
     }
 
     /// ADQL -> the distributed physical plan.
-    pub async fn plan(&self, adql: &str) -> Result<(Arc<dyn ExecutionPlan>, Arc<datafusion::execution::TaskContext>), QueryError> {
+    pub async fn plan(
+        &self,
+        adql: &str,
+    ) -> Result<
+        (
+            Arc<dyn ExecutionPlan>,
+            Arc<datafusion::execution::TaskContext>,
+        ),
+        QueryError,
+    > {
         let engine = self.engine();
         let state = engine.session();
         let logical = engine.plan(adql, &state)?;
-        let physical = state.create_physical_plan(&logical).await.map_err(|e| QueryError::Adql(adql::engine::plan_error(e, adql)))?;
-        let query_id = format!("q{}-{}", std::process::id(), self.queries.fetch_add(1, Ordering::Relaxed));
+        let physical = state
+            .create_physical_plan(&logical)
+            .await
+            .map_err(|e| QueryError::Adql(adql::engine::plan_error(e, adql)))?;
+        let query_id = format!(
+            "q{}-{}",
+            std::process::id(),
+            self.queries.fetch_add(1, Ordering::Relaxed)
+        );
         let plan = distribute(physical, &self.cluster, &query_id).map_err(QueryError::run)?;
         Ok((plan, state.task_ctx()))
     }
@@ -133,7 +158,10 @@ impl Czar {
             Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
         })
         .map_err(QueryError::run)?;
-        out.push_str(&format!("merge plan at the czar:\n{}", displayable(plan.as_ref()).indent(true)));
+        out.push_str(&format!(
+            "merge plan at the czar:\n{}",
+            displayable(plan.as_ref()).indent(true)
+        ));
         Ok(out)
     }
 }

@@ -29,7 +29,9 @@ use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
+};
 use futures::{SinkExt, StreamExt, TryStreamExt};
 use prost::Message;
 use protocol::{ChunkScanExec, FragmentTicket};
@@ -67,7 +69,11 @@ impl RemoteExec {
             .fragment
             .clone()
             .transform_up(|node| {
-                Ok(if node.is::<ChunkScanExec>() { Transformed::yes(leaf.clone() as Arc<dyn ExecutionPlan>) } else { Transformed::no(node) })
+                Ok(if node.is::<ChunkScanExec>() {
+                    Transformed::yes(leaf.clone() as Arc<dyn ExecutionPlan>)
+                } else {
+                    Transformed::no(node)
+                })
             })?
             .data)
     }
@@ -75,7 +81,13 @@ impl RemoteExec {
 
 impl DisplayAs for RemoteExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "RemoteExec: {} chunks of {} on {} workers", self.leaf.scan.chunks.len(), self.leaf.scan.table, self.cluster.workers.len())
+        write!(
+            f,
+            "RemoteExec: {} chunks of {} on {} workers",
+            self.leaf.scan.chunks.len(),
+            self.leaf.scan.table,
+            self.cluster.workers.len()
+        )
     }
 }
 
@@ -92,23 +104,40 @@ impl ExecutionPlan for RemoteExec {
         vec![]
     }
 
-    fn apply_expressions(&self, _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>) -> DfResult<TreeNodeRecursion> {
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(self)
     }
 
-    fn execute(&self, partition: usize, _context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
         let schema = self.fragment.schema();
         let scan = &self.leaf.scan;
         if scan.chunks.is_empty() && !scan.replicated {
-            return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::empty())));
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::empty(),
+            )));
         }
         let chunk = scan.chunks.get(partition).copied().unwrap_or(0);
         let plan = protocol::encode_fragment(self.fragment_for(partition)?)?;
-        let ticket = FragmentTicket { query_id: self.query_id.clone(), plan }.encode_to_vec();
+        let ticket = FragmentTicket {
+            query_id: self.query_id.clone(),
+            plan,
+        }
+        .encode_to_vec();
         let workers = if scan.replicated {
             // Every worker holds a replicated table: start with one picked by partition, then the others.
             let mut w = self.cluster.workers.clone();
@@ -126,14 +155,25 @@ impl ExecutionPlan for RemoteExec {
             let mut last_error = String::new();
             for worker in workers {
                 tried.push(worker.address.clone());
-                let Ok(_slot) = worker.slots.clone().acquire_owned().await else { break };
+                let Ok(_slot) = worker.slots.clone().acquire_owned().await else {
+                    break;
+                };
                 let mut client = worker.client();
-                let stream = match client.do_get(Ticket { ticket: ticket.clone().into() }).await {
+                let stream = match client
+                    .do_get(Ticket {
+                        ticket: ticket.clone().into(),
+                    })
+                    .await
+                {
                     Ok(response) => response.into_inner(),
                     Err(status) => {
                         if status.code() == tonic::Code::InvalidArgument {
                             // The worker answered and refused: a query error, not a dead worker.
-                            let _ = tx.send(Err(DataFusionError::Execution(status.message().to_string()))).await;
+                            let _ = tx
+                                .send(Err(DataFusionError::Execution(
+                                    status.message().to_string(),
+                                )))
+                                .await;
                             return;
                         }
                         worker.mark(false);
@@ -141,7 +181,9 @@ impl ExecutionPlan for RemoteExec {
                         continue;
                     }
                 };
-                let mut batches = FlightRecordBatchStream::new_from_flight_data(stream.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))));
+                let mut batches = FlightRecordBatchStream::new_from_flight_data(
+                    stream.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
+                );
                 // Rows this attempt has produced, to skip those an earlier attempt already passed on.
                 let mut seen = 0usize;
                 let mut failed = None;
@@ -169,8 +211,14 @@ impl ExecutionPlan for RemoteExec {
                         worker.mark(true);
                         return;
                     }
-                    Some(arrow_flight::error::FlightError::Tonic(status)) if status.code() == tonic::Code::InvalidArgument => {
-                        let _ = tx.send(Err(DataFusionError::Execution(status.message().to_string()))).await;
+                    Some(arrow_flight::error::FlightError::Tonic(status))
+                        if status.code() == tonic::Code::InvalidArgument =>
+                    {
+                        let _ = tx
+                            .send(Err(DataFusionError::Execution(
+                                status.message().to_string(),
+                            )))
+                            .await;
                         return;
                     }
                     Some(e) => {
@@ -200,8 +248,12 @@ fn fragment_leaf(node: &Arc<dyn ExecutionPlan>) -> Option<ChunkScanExec> {
         || any.is::<ProjectionExec>()
         || any.is::<CooperativeExec>()
         || any.is::<LocalLimitExec>()
-        || any.downcast_ref::<AggregateExec>().is_some_and(|a| *a.mode() == AggregateMode::Partial)
-        || any.downcast_ref::<SortExec>().is_some_and(|s| s.preserve_partitioning());
+        || any
+            .downcast_ref::<AggregateExec>()
+            .is_some_and(|a| *a.mode() == AggregateMode::Partial)
+        || any
+            .downcast_ref::<SortExec>()
+            .is_some_and(|s| s.preserve_partitioning());
     match node.children().as_slice() {
         [child] if per_partition => fragment_leaf(child),
         _ => None,
@@ -209,13 +261,29 @@ fn fragment_leaf(node: &Arc<dyn ExecutionPlan>) -> Option<ChunkScanExec> {
 }
 
 /// Replaces every maximal per-chunk subtree of `plan` with a [`RemoteExec`].
-pub fn distribute(plan: Arc<dyn ExecutionPlan>, cluster: &Arc<Cluster>, query_id: &str) -> DfResult<Arc<dyn ExecutionPlan>> {
+pub fn distribute(
+    plan: Arc<dyn ExecutionPlan>,
+    cluster: &Arc<Cluster>,
+    query_id: &str,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
     Ok(plan
         .transform_down(|node| {
-            let Some(leaf) = fragment_leaf(&node) else { return Ok(Transformed::no(node)) };
+            let Some(leaf) = fragment_leaf(&node) else {
+                return Ok(Transformed::no(node));
+            };
             let properties = node.properties().clone();
-            let remote = RemoteExec { fragment: node, leaf, cluster: cluster.clone(), query_id: query_id.to_string(), properties };
-            Ok(Transformed::new(Arc::new(remote) as Arc<dyn ExecutionPlan>, true, TreeNodeRecursion::Jump))
+            let remote = RemoteExec {
+                fragment: node,
+                leaf,
+                cluster: cluster.clone(),
+                query_id: query_id.to_string(),
+                properties,
+            };
+            Ok(Transformed::new(
+                Arc::new(remote) as Arc<dyn ExecutionPlan>,
+                true,
+                TreeNodeRecursion::Jump,
+            ))
         })?
         .data)
 }

@@ -43,12 +43,26 @@ pub struct TableInfo {
 }
 
 /// Reads a published table's schema and chunk list from its files in `data_dir`.
-pub fn load_table(data_dir: &Path, store: &Arc<MetaStore>, record: &TableRecord) -> Result<TableInfo, String> {
-    let dir = data_dir.join("tables").join(record.qualified_name()).join(&record.load_id);
-    let files_dir = if record.kind == TableKind::Replicated { dir.join("replicated") } else { dir.join("chunks") };
+pub fn load_table(
+    data_dir: &Path,
+    store: &Arc<MetaStore>,
+    record: &TableRecord,
+) -> Result<TableInfo, String> {
+    let dir = data_dir
+        .join("tables")
+        .join(record.qualified_name())
+        .join(&record.load_id);
+    let files_dir = if record.kind == TableKind::Replicated {
+        dir.join("replicated")
+    } else {
+        dir.join("chunks")
+    };
     let mut chunks = BTreeSet::new();
     let mut sample = None;
-    for entry in std::fs::read_dir(&files_dir).map_err(|e| format!("{}: {e}", files_dir.display()))?.flatten() {
+    for entry in std::fs::read_dir(&files_dir)
+        .map_err(|e| format!("{}: {e}", files_dir.display()))?
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.ends_with(".parquet") || name.ends_with(".overlap.parquet") {
             continue;
@@ -67,9 +81,11 @@ pub fn load_table(data_dir: &Path, store: &Arc<MetaStore>, record: &TableRecord)
     }
     let schema = match sample {
         Some(path) => {
-            let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let file =
+                std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let builder =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
             visible_schema(builder.schema(), record)
         }
         None => Arc::new(Schema::empty()),
@@ -77,13 +93,23 @@ pub fn load_table(data_dir: &Path, store: &Arc<MetaStore>, record: &TableRecord)
     let map = if record.chunks.is_empty() {
         None
     } else {
-        Some(ChunkMap::from_chunks(record.chunks.iter().map(|&c| ChunkId(c)).collect()).map_err(|e| e.to_string())?)
+        Some(
+            ChunkMap::from_chunks(record.chunks.iter().map(|&c| ChunkId(c)).collect())
+                .map_err(|e| e.to_string())?,
+        )
     };
     let director = match &record.kind {
         TableKind::Child { director, .. } => store.table(director).map_err(|e| e.to_string())?,
         _ => None,
     };
-    Ok(TableInfo { record: record.clone(), schema, chunks: chunks.into_iter().collect(), map, director, store: store.clone() })
+    Ok(TableInfo {
+        record: record.clone(),
+        schema,
+        chunks: chunks.into_iter().collect(),
+        map,
+        director,
+        store: store.clone(),
+    })
 }
 
 /// The file schema without `_hpx29`, names lower-cased, metadata from the table record (TAP metadata).
@@ -96,7 +122,11 @@ fn visible_schema(file: &SchemaRef, record: &TableRecord) -> SchemaRef {
             let name = f.name().to_lowercase();
             let mut meta = f.metadata().clone();
             if let Some(c) = record.columns.iter().find(|c| c.name == name) {
-                for (k, v) in [("description", &c.description), ("unit", &c.unit), ("ucd", &c.ucd)] {
+                for (k, v) in [
+                    ("description", &c.description),
+                    ("unit", &c.unit),
+                    ("ucd", &c.ucd),
+                ] {
                     if let Some(v) = v {
                         meta.insert(k.to_string(), v.clone());
                     }
@@ -155,8 +185,11 @@ fn column_name(e: &Expr) -> Option<&str> {
 
 /// A cone (ra, dec, radius in degrees) that `e` confines the rows to.
 fn cone_of(e: &Expr, ra: &str, dec: &str) -> Option<(f64, f64, f64)> {
-    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else { return None };
-    let is_position = |args: &[Expr]| column_name(&args[0]) == Some(ra) && column_name(&args[1]) == Some(dec);
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+        return None;
+    };
+    let is_position =
+        |args: &[Expr]| column_name(&args[0]) == Some(ra) && column_name(&args[1]) == Some(dec);
     let call = |e: &Expr| match e {
         Expr::ScalarFunction(f) => Some((f.func.name().to_string(), f.args.clone())),
         _ => None,
@@ -168,7 +201,11 @@ fn cone_of(e: &Expr, ra: &str, dec: &str) -> Option<(f64, f64, f64)> {
                 (None, Some(f)) => (f, left.as_ref()),
                 _ => return None,
             };
-            if f.0 == "adql_contains_point_circle" && f.1.len() == 5 && is_position(&f.1) && number(value) == Some(1.0) {
+            if f.0 == "adql_contains_point_circle"
+                && f.1.len() == 5
+                && is_position(&f.1)
+                && number(value) == Some(1.0)
+            {
                 return Some((number(&f.1[2])?, number(&f.1[3])?, number(&f.1[4])?));
             }
             None
@@ -198,7 +235,11 @@ fn cone_of(e: &Expr, ra: &str, dec: &str) -> Option<(f64, f64, f64)> {
 /// The ids `e` confines a column to (`col = v`, `col IN (...)`).
 fn ids_of(e: &Expr, column: &str) -> Option<Vec<i64>> {
     match e {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => {
             if column_name(left) == Some(column) {
                 Some(vec![integer(right)?])
             } else if column_name(right) == Some(column) {
@@ -207,7 +248,9 @@ fn ids_of(e: &Expr, column: &str) -> Option<Vec<i64>> {
                 None
             }
         }
-        Expr::InList(list) if !list.negated && column_name(&list.expr) == Some(column) => list.list.iter().map(integer).collect(),
+        Expr::InList(list) if !list.negated && column_name(&list.expr) == Some(column) => {
+            list.list.iter().map(integer).collect()
+        }
         _ => None,
     }
 }
@@ -215,7 +258,11 @@ fn ids_of(e: &Expr, column: &str) -> Option<Vec<i64>> {
 /// Splits top-level ANDs.
 fn conjuncts(e: &Expr, out: &mut Vec<Expr>) {
     match e {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => {
             conjuncts(left, out);
             conjuncts(right, out);
         }
@@ -240,8 +287,15 @@ impl TableInfo {
             conjuncts(f, &mut parts);
         }
         let (ra, dec, id_column, index_table) = match &self.record.kind {
-            TableKind::Director { ra, dec, id } => (Some(ra.to_lowercase()), Some(dec.to_lowercase()), Some(id.to_lowercase()), Some(&self.record)),
-            TableKind::Child { key, .. } => (None, None, Some(key.to_lowercase()), self.director.as_ref()),
+            TableKind::Director { ra, dec, id } => (
+                Some(ra.to_lowercase()),
+                Some(dec.to_lowercase()),
+                Some(id.to_lowercase()),
+                Some(&self.record),
+            ),
+            TableKind::Child { key, .. } => {
+                (None, None, Some(key.to_lowercase()), self.director.as_ref())
+            }
             TableKind::Replicated => (None, None, None, None),
         };
         for p in &parts {
@@ -257,20 +311,28 @@ impl TableInfo {
                 if ranges.is_empty() {
                     ranges = partitioner::map::cone_index_ranges(a, d, r)
                         .into_iter()
-                        .map(|(from, to)| IndexRange { from: from as i64, to: to as i64 })
+                        .map(|(from, to)| IndexRange {
+                            from: from as i64,
+                            to: to as i64,
+                        })
                         .collect();
                 }
             }
             if let (Some(column), Some(table)) = (&id_column, index_table)
                 && let Some(ids) = ids_of(p, column)
                 && ids.len() <= 10_000
-                && let Ok(found) = self.store.lookup_many(&table.qualified_name(), &table.load_id, &ids)
+                && let Ok(found) =
+                    self.store
+                        .lookup_many(&table.qualified_name(), &table.load_id, &ids)
             {
                 let touched: BTreeSet<u64> = found.into_iter().flatten().map(|c| c.0).collect();
                 keep.retain(|c| touched.contains(c));
             }
         }
-        Pruning { chunks: keep.into_iter().collect(), ranges }
+        Pruning {
+            chunks: keep.into_iter().collect(),
+            ranges,
+        }
     }
 }
 
@@ -279,7 +341,9 @@ fn unqualified(e: &Expr) -> DfResult<Expr> {
     Ok(e.clone()
         .transform(|e| {
             Ok(match e {
-                Expr::Column(c) if c.relation.is_some() => Transformed::yes(Expr::Column(Column::from_name(c.name))),
+                Expr::Column(c) if c.relation.is_some() => {
+                    Transformed::yes(Expr::Column(Column::from_name(c.name)))
+                }
                 other => Transformed::no(other),
             })
         })?
@@ -296,19 +360,35 @@ impl TableProvider for DistributedTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
-    async fn scan(&self, _state: &dyn Session, projection: Option<&Vec<usize>>, filters: &[Expr], limit: Option<usize>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let info = &self.info;
         let output = match projection {
             Some(p) => Arc::new(info.schema.project(p)?),
             None => info.schema.clone(),
         };
-        let filters = filters.iter().map(unqualified).collect::<DfResult<Vec<_>>>()?;
+        let filters = filters
+            .iter()
+            .map(unqualified)
+            .collect::<DfResult<Vec<_>>>()?;
         let replicated = info.record.kind == TableKind::Replicated;
-        let pruning = if replicated { Pruning::default() } else { info.prune(&filters) };
+        let pruning = if replicated {
+            Pruning::default()
+        } else {
+            info.prune(&filters)
+        };
         let scan = ChunkScan {
             table: info.record.qualified_name(),
             load_id: info.record.load_id.clone(),
@@ -316,8 +396,13 @@ impl TableProvider for DistributedTable {
             overlap: false,
             schema: protocol::encode_schema(&info.schema)?,
             projected: projection.is_some(),
-            projection: projection.map(|p| p.iter().map(|&i| i as u32).collect()).unwrap_or_default(),
-            filters: filters.iter().map(protocol::encode_filter).collect::<DfResult<Vec<_>>>()?,
+            projection: projection
+                .map(|p| p.iter().map(|&i| i as u32).collect())
+                .unwrap_or_default(),
+            filters: filters
+                .iter()
+                .map(protocol::encode_filter)
+                .collect::<DfResult<Vec<_>>>()?,
             ranges: pruning.ranges,
             limit: limit.map(|l| l as u64),
             replicated,

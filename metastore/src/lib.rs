@@ -111,6 +111,20 @@ impl MetaStore {
         Ok(MetaStore { db })
     }
 
+    /// Opens a store for reading while another process may write it (a czar serving what `ingest` loads): a
+    /// snapshot as of opening; open again to see later loads. Creates an empty store if there is none.
+    pub fn open_read_only(path: &Path) -> Result<MetaStore> {
+        if !path.join("CURRENT").exists() {
+            drop(MetaStore::open(path)?);
+        }
+        let opts = Options::default();
+        let db = DB::open_for_read_only(&opts, path, false).map_err(|source| MetaError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(MetaStore { db })
+    }
+
     pub fn table(&self, qualified: &str) -> Result<Option<TableRecord>> {
         match self.db.get(format!("t/{qualified}"))? {
             None => Ok(None),

@@ -351,7 +351,15 @@ pub fn cone_index_ranges(ra: f64, dec: f64, radius: f64) -> Vec<(u64, u64)> {
     while depth < 16 && 58.6 / f64::powi(2.0, depth as i32 + 1) >= radius / 2.0 {
         depth += 1;
     }
-    let bmoc = nested::cone_coverage_approx(depth, ra.rem_euclid(360.0).to_radians(), dec.to_radians(), radius.to_radians());
+    let bmoc = nested::cone_coverage_approx(
+        depth,
+        ra.rem_euclid(360.0).to_radians(),
+        dec.to_radians(),
+        radius.to_radians(),
+    );
     let shift = 2 * (INDEX_DEPTH - bmoc.get_depth_max()) as u32;
-    bmoc.to_ranges().iter().map(|r| (r.start << shift, (r.end << shift) - 1)).collect()
+    bmoc.to_ranges()
+        .iter()
+        .map(|r| (r.start << shift, (r.end << shift) - 1))
+        .collect()
 }

@@ -10,7 +10,10 @@
 
 mod scan;
 
-pub use scan::{ChunkScanExec, Codec, ScanFactory, decode_fragment, encode_filter, encode_fragment, encode_schema};
+pub use scan::{
+    ChunkScanExec, Codec, ScanFactory, decode_fragment, encode_filter, encode_fragment,
+    encode_schema,
+};
 
 /// Identifies a query on every worker, for cancelling it.
 #[derive(Clone, PartialEq, prost::Message)]

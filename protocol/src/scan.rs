@@ -11,7 +11,10 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
 use datafusion_proto::bytes::Serializeable;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use prost::Message;
@@ -38,7 +41,11 @@ impl ChunkScanExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        ChunkScanExec { scan, schema, properties: Arc::new(properties) }
+        ChunkScanExec {
+            scan,
+            schema,
+            properties: Arc::new(properties),
+        }
     }
 
     /// The same scan restricted to one of its chunks (partition `i`).
@@ -53,8 +60,19 @@ impl ChunkScanExec {
 
 impl DisplayAs for ChunkScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let columns: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
-        write!(f, "ChunkScanExec: {} chunks of {} [{}]", self.scan.chunks.len(), self.scan.table, columns.join(", "))?;
+        let columns: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        write!(
+            f,
+            "ChunkScanExec: {} chunks of {} [{}]",
+            self.scan.chunks.len(),
+            self.scan.table,
+            columns.join(", ")
+        )?;
         if !self.scan.filters.is_empty() {
             write!(f, ", {} filters", self.scan.filters.len())?;
         }
@@ -81,23 +99,40 @@ impl ExecutionPlan for ChunkScanExec {
         vec![]
     }
 
-    fn apply_expressions(&self, _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(self)
     }
 
-    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        Err(DataFusionError::Internal("a chunk scan runs on a worker; the czar ships the fragment above it".into()))
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        Err(DataFusionError::Internal(
+            "a chunk scan runs on a worker; the czar ships the fragment above it".into(),
+        ))
     }
 }
 
 /// How a worker turns a decoded [`ChunkScan`] into a plan over its own files.
 pub trait ScanFactory: fmt::Debug + Send + Sync {
     /// `schema`: the table's visible schema; `filters`: decoded, over its columns.
-    fn local_scan(&self, scan: ChunkScan, schema: SchemaRef, filters: Vec<Expr>) -> Result<Arc<dyn ExecutionPlan>>;
+    fn local_scan(
+        &self,
+        scan: ChunkScan,
+        schema: SchemaRef,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>>;
 }
 
 /// Encodes [`ChunkScanExec`] leaves; decoding (on a worker) needs a [`ScanFactory`].
@@ -118,36 +153,69 @@ impl PhysicalExtensionCodec for Codec {
         ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let factory = self.factory.as_ref().ok_or_else(|| DataFusionError::Internal("this node cannot run chunk scans".into()))?;
+        let factory = self
+            .factory
+            .as_ref()
+            .ok_or_else(|| DataFusionError::Internal("this node cannot run chunk scans".into()))?;
         let scan = ChunkScan::decode(buf).map_err(|e| proto_err("chunk scan", e))?;
-        let schema_proto =
-            datafusion_proto::protobuf::Schema::decode(scan.schema.as_slice()).map_err(|e| proto_err("chunk scan schema", e))?;
-        let schema: Schema = (&schema_proto).try_into().map_err(|e| proto_err("chunk scan schema", e))?;
-        let filters = scan.filters.iter().map(|f| Expr::from_bytes_with_ctx(f, ctx)).collect::<Result<Vec<_>>>()?;
+        let schema_proto = datafusion_proto::protobuf::Schema::decode(scan.schema.as_slice())
+            .map_err(|e| proto_err("chunk scan schema", e))?;
+        let schema: Schema = (&schema_proto)
+            .try_into()
+            .map_err(|e| proto_err("chunk scan schema", e))?;
+        let filters = scan
+            .filters
+            .iter()
+            .map(|f| Expr::from_bytes_with_ctx(f, ctx))
+            .collect::<Result<Vec<_>>>()?;
         factory.local_scan(scan, Arc::new(schema), filters)
     }
 
-    fn try_encode(&self, node: Arc<dyn ExecutionPlan>, buf: &mut Vec<u8>, _proto_converter: &dyn PhysicalProtoConverterExtension) -> Result<()> {
-        let scan = node
-            .downcast_ref::<ChunkScanExec>()
-            .ok_or_else(|| DataFusionError::NotImplemented(format!("{} cannot run on a worker", node.name())))?;
-        scan.scan.encode(buf).map_err(|e| proto_err("chunk scan", e))
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let scan = node.downcast_ref::<ChunkScanExec>().ok_or_else(|| {
+            DataFusionError::NotImplemented(format!("{} cannot run on a worker", node.name()))
+        })?;
+        scan.scan
+            .encode(buf)
+            .map_err(|e| proto_err("chunk scan", e))
     }
 }
 
 /// Serializes a fragment for a ticket.
 pub fn encode_fragment(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
-    Ok(datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(plan, &Codec::default())?.to_vec())
+    Ok(
+        datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(
+            plan,
+            &Codec::default(),
+        )?
+        .to_vec(),
+    )
 }
 
 /// Rebuilds a fragment on a worker, its chunk scans made by `factory`.
-pub fn decode_fragment(bytes: &[u8], ctx: &TaskContext, factory: Arc<dyn ScanFactory>) -> Result<Arc<dyn ExecutionPlan>> {
-    datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(bytes, ctx, &Codec { factory: Some(factory) })
+pub fn decode_fragment(
+    bytes: &[u8],
+    ctx: &TaskContext,
+    factory: Arc<dyn ScanFactory>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(
+        bytes,
+        ctx,
+        &Codec {
+            factory: Some(factory),
+        },
+    )
 }
 
 /// Encodes a schema for [`ChunkScan::schema`].
 pub fn encode_schema(schema: &Schema) -> Result<Vec<u8>> {
-    let proto: datafusion_proto::protobuf::Schema = schema.try_into().map_err(|e| proto_err("schema", e))?;
+    let proto: datafusion_proto::protobuf::Schema =
+        schema.try_into().map_err(|e| proto_err("schema", e))?;
     Ok(proto.encode_to_vec())
 }
 

@@ -106,7 +106,8 @@ def test_cones_match_duckdb(served, release, cone):
 def close(a, b):
     if a in ("", None) or b in ("", None):
         return a in ("", None) and b in ("", None)
-    return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(b)))
+    # float32 columns print with 7 significant digits
+    return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))
 
 
 @pytest.mark.parametrize("adql,sql", [
@@ -148,7 +149,9 @@ def test_errors_and_maxrec(served):
     assert out.returncode == 0, out.stderr
     m = re.search(r"fragment over (\d+) chunks", out.stdout)
     assert m and 1 <= int(m.group(1)) <= 4, out.stdout
-    assert "AggregateExec: mode=Partial" in out.stdout, out.stdout
+    assert "ChunkScanExec" in out.stdout and "index ranges" in out.stdout, out.stdout
+    out = subprocess.run([SKYSHARD, "query", "--url", served, "--explain", "SELECT COUNT(*) FROM sky.object"], capture_output=True, text=True)
+    assert "AggregateExec: mode=Partial" in out.stdout.split("merge plan")[0], out.stdout
     out = subprocess.run([SKYSHARD, "query", "--url", served, "SELECT COUNT(*) AS n FROM sky.object"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.split() == ["n", str(ROWS)], out.stdout + out.stderr
 
@@ -158,28 +161,21 @@ def test_a_killed_worker(release):
     workers = [start(["worker", "--listen", "127.0.0.1:0", "--data-dir", str(data)], r"worker at (\S+)") for _ in range(3)]
     try:
         addresses = ",".join(a for _, a in workers)
-        czars = {}
-        for replicas in (1, 2):
-            czars[replicas] = start(["czar", "--port", "0", "--data-dir", str(data), "--workers", addresses, "--replicas", str(replicas)],
-                                    r"TAP service at (http://\S+/tap)")
-            # The metadata store is opened by one czar at a time: read the catalog, then let the next one open it.
-            if replicas == 1:
-                break
-        url1 = czars[1][1]
+        czar1, url1 = start(["czar", "--port", "0", "--data-dir", str(data), "--workers", addresses, "--replicas", "1"],
+                            r"TAP service at (http://\S+/tap)")
+        czar2, url2 = start(["czar", "--port", "0", "--data-dir", str(data), "--workers", addresses, "--replicas", "2"],
+                            r"TAP service at (http://\S+/tap)")
         query = "SELECT COUNT(*), SUM(mag_g) FROM sky.object"
         before = rows(url1, query)
         workers[0][0].send_signal(signal.SIGKILL)
         workers[0][0].wait()
         status, body = tap(url1, query)
         assert status == 503 and "unavailable" in body and "chunk" in body, body
-        czars[1][0].kill()
-        czars[1][0].wait()
-        czar2, url2 = start(["czar", "--port", "0", "--data-dir", str(data), "--workers", addresses, "--replicas", "2"],
-                            r"TAP service at (http://\S+/tap)")
         try:
             assert rows(url2, query) == before
             assert rows(url2, "SELECT COUNT(*) FROM sky.source") == [(str(len(duck(release, "SELECT * FROM source"))),)]
         finally:
+            czar1.kill()
             czar2.kill()
     finally:
         for p, _ in workers:

@@ -15,14 +15,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::datatypes::SchemaRef;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo,
-    PutResult, SchemaResult, Ticket,
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use datafusion::common::{Column, DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
@@ -33,7 +33,8 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties, SendableRecordBatchStream,
 };
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use futures::stream::{AbortHandle, Abortable};
@@ -44,7 +45,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// The DataFusion context fragments run in: ADQL's functions, one partition per fragment.
 pub fn session() -> SessionContext {
-    let config = SessionConfig::new().with_target_partitions(1).with_information_schema(false);
+    let config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_information_schema(false);
     let ctx = SessionContext::new_with_config(config);
     for udf in adql::udf::all() {
         ctx.register_udf(udf);
@@ -66,12 +69,19 @@ impl std::fmt::Debug for LocalFiles {
 
 impl LocalFiles {
     pub fn new(data_dir: &Path) -> LocalFiles {
-        LocalFiles { data_dir: data_dir.to_path_buf(), ctx: session() }
+        LocalFiles {
+            data_dir: data_dir.to_path_buf(),
+            ctx: session(),
+        }
     }
 
     /// The files holding a scan's rows, in a fixed order; those that do not exist (empty chunks) are left out.
     fn files(&self, scan: &ChunkScan) -> Result<Vec<String>, DataFusionError> {
-        let load = self.data_dir.join("tables").join(&scan.table).join(&scan.load_id);
+        let load = self
+            .data_dir
+            .join("tables")
+            .join(&scan.table)
+            .join(&scan.load_id);
         if !load.is_dir() {
             return Err(DataFusionError::Execution(format!(
                 "this worker does not hold load {} of {} (was the table reloaded?)",
@@ -81,30 +91,62 @@ impl LocalFiles {
         let mut files = Vec::new();
         if scan.replicated {
             let dir = load.join("replicated");
-            let mut parts: Vec<PathBuf> = std::fs::read_dir(&dir).map_err(|e| DataFusionError::Execution(format!("{}: {e}", dir.display())))?.flatten().map(|e| e.path()).collect();
+            let mut parts: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map_err(|e| DataFusionError::Execution(format!("{}: {e}", dir.display())))?
+                .flatten()
+                .map(|e| e.path())
+                .collect();
             parts.sort();
             files.extend(parts);
         }
         for &chunk in &scan.chunks {
             let dir = load.join("chunks");
-            files.push(if chunk == 0 { dir.join("orphans.parquet") } else { dir.join(format!("{chunk}.parquet")) });
+            files.push(if chunk == 0 {
+                dir.join("orphans.parquet")
+            } else {
+                dir.join(format!("{chunk}.parquet"))
+            });
             if scan.overlap {
                 files.push(dir.join(format!("{chunk}.overlap.parquet")));
             }
         }
-        Ok(files.into_iter().filter(|f| f.exists()).map(|f| f.to_string_lossy().into_owned()).collect())
+        Ok(files
+            .into_iter()
+            .filter(|f| f.exists())
+            .map(|f| f.to_string_lossy().into_owned())
+            .collect())
     }
 }
 
 impl ScanFactory for LocalFiles {
-    fn local_scan(&self, scan: ChunkScan, schema: SchemaRef, filters: Vec<Expr>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    fn local_scan(
+        &self,
+        scan: ChunkScan,
+        schema: SchemaRef,
+        filters: Vec<Expr>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let output = if scan.projected {
-            Arc::new(schema.project(&scan.projection.iter().map(|&i| i as usize).collect::<Vec<_>>())?)
+            Arc::new(
+                schema.project(
+                    &scan
+                        .projection
+                        .iter()
+                        .map(|&i| i as usize)
+                        .collect::<Vec<_>>(),
+                )?,
+            )
         } else {
             schema.clone()
         };
         let files = self.files(&scan)?;
-        Ok(Arc::new(LocalScanExec::new(self.ctx.clone(), scan, files, schema, output, filters)))
+        Ok(Arc::new(LocalScanExec::new(
+            self.ctx.clone(),
+            scan,
+            files,
+            schema,
+            output,
+            filters,
+        )))
     }
 }
 
@@ -127,20 +169,40 @@ impl std::fmt::Debug for LocalScanExec {
 }
 
 impl LocalScanExec {
-    fn new(ctx: SessionContext, scan: ChunkScan, files: Vec<String>, table_schema: SchemaRef, output: SchemaRef, filters: Vec<Expr>) -> Self {
+    fn new(
+        ctx: SessionContext,
+        scan: ChunkScan,
+        files: Vec<String>,
+        table_schema: SchemaRef,
+        output: SchemaRef,
+        filters: Vec<Expr>,
+    ) -> Self {
         let properties = PlanProperties::new(
             EquivalenceProperties::new(output.clone()),
             Partitioning::UnknownPartitioning(1),
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        LocalScanExec { ctx, scan, files, table_schema, output, filters, properties: Arc::new(properties) }
+        LocalScanExec {
+            ctx,
+            scan,
+            files,
+            table_schema,
+            output,
+            filters,
+            properties: Arc::new(properties),
+        }
     }
 }
 
 impl DisplayAs for LocalScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "LocalScanExec: {} files of {}", self.files.len(), self.scan.table)
+        write!(
+            f,
+            "LocalScanExec: {} files of {}",
+            self.files.len(),
+            self.scan.table
+        )
     }
 }
 
@@ -155,15 +217,30 @@ async fn scan_stream(
     filters: Vec<Expr>,
 ) -> DfResult<SendableRecordBatchStream> {
     if files.is_empty() {
-        return Ok(Box::pin(RecordBatchStreamAdapter::new(output, futures::stream::empty())));
+        return Ok(Box::pin(RecordBatchStreamAdapter::new(
+            output,
+            futures::stream::empty(),
+        )));
     }
-    let mut df = ctx.read_parquet(files, ParquetReadOptions::default()).await?;
+    let mut df = ctx
+        .read_parquet(files, ParquetReadOptions::default())
+        .await?;
     if !scan.ranges.is_empty() {
         let index = || col(Column::from_name("_hpx29"));
-        let within = scan.ranges.iter().map(|r| index().between(lit(r.from), lit(r.to))).reduce(Expr::or).expect("ranges");
+        let within = scan
+            .ranges
+            .iter()
+            .map(|r| index().between(lit(r.from), lit(r.to)))
+            .reduce(Expr::or)
+            .expect("ranges");
         df = df.filter(within)?;
     }
-    let file_names: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let file_names: Vec<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     let visible = table_schema
         .fields()
         .iter()
@@ -171,7 +248,13 @@ async fn scan_stream(
             let file_name = file_names
                 .iter()
                 .find(|n| n.eq_ignore_ascii_case(f.name()))
-                .ok_or_else(|| DataFusionError::Execution(format!("chunk files of {} have no column {}", scan.table, f.name())))?;
+                .ok_or_else(|| {
+                    DataFusionError::Execution(format!(
+                        "chunk files of {} have no column {}",
+                        scan.table,
+                        f.name()
+                    ))
+                })?;
             Ok(col(Column::from_name(file_name)).alias(f.name()))
         })
         .collect::<DfResult<Vec<_>>>()?;
@@ -179,14 +262,30 @@ async fn scan_stream(
     for f in filters {
         df = df.filter(f)?;
     }
-    df = df.select(output.fields().iter().map(|f| col(Column::from_name(f.name()))).collect::<Vec<Expr>>())?;
+    df = df.select(
+        output
+            .fields()
+            .iter()
+            .map(|f| col(Column::from_name(f.name())))
+            .collect::<Vec<Expr>>(),
+    )?;
     if let Some(limit) = scan.limit {
         df = df.limit(0, Some(limit as usize))?;
     }
     let stream = df.execute_stream().await?;
     // The fragment above was planned with the czar's schema: label the batches with it.
     let labelled = output.clone();
-    let batches = stream.map(move |b| b.and_then(|b| Ok(RecordBatch::try_new(labelled.clone(), b.columns().to_vec())?)));
+    let batches = stream.map(move |b| {
+        b.and_then(|b| {
+            // Keep the row count of batches without columns (COUNT(*) needs only how many rows qualify).
+            let options = RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+            Ok(RecordBatch::try_new_with_options(
+                labelled.clone(),
+                b.columns().to_vec(),
+                &options,
+            )?)
+        })
+    });
     Ok(Box::pin(RecordBatchStreamAdapter::new(output, batches)))
 }
 
@@ -205,16 +304,25 @@ impl ExecutionPlan for LocalScanExec {
 
     fn apply_expressions(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<datafusion::common::tree_node::TreeNodeRecursion>,
+        _f: &mut dyn FnMut(
+            &Arc<dyn PhysicalExpr>,
+        ) -> DfResult<datafusion::common::tree_node::TreeNodeRecursion>,
     ) -> DfResult<datafusion::common::tree_node::TreeNodeRecursion> {
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(self)
     }
 
-    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
         let fut = scan_stream(
             self.ctx.clone(),
             self.scan.clone(),
@@ -224,7 +332,10 @@ impl ExecutionPlan for LocalScanExec {
             self.filters.clone(),
         );
         let stream = futures::stream::once(fut).try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.output.clone(), stream)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.output.clone(),
+            stream,
+        )))
     }
 }
 
@@ -265,10 +376,19 @@ impl Worker {
     }
 
     /// Serves Flight on `listener` until the future is dropped.
-    pub async fn serve(self, listener: tokio::net::TcpListener) -> Result<(), tonic::transport::Error> {
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let service = FlightServiceServer::new(self).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
-        tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+    ) -> Result<(), tonic::transport::Error> {
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let service = FlightServiceServer::new(self)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await
     }
 }
 
@@ -309,59 +429,107 @@ impl FlightService for Worker {
     type ListActionsStream = Stream<ActionType>;
     type DoExchangeStream = Stream<FlightData>;
 
-    async fn handshake(&self, _r: Request<Streaming<HandshakeRequest>>) -> Result<Response<Self::HandshakeStream>, Status> {
-        Err(Status::unimplemented("no handshake: workers trust their czar's network"))
+    async fn handshake(
+        &self,
+        _r: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented(
+            "no handshake: workers trust their czar's network",
+        ))
     }
 
-    async fn list_flights(&self, _r: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
+    async fn list_flights(
+        &self,
+        _r: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
         Err(Status::unimplemented("list_flights"))
     }
 
-    async fn get_flight_info(&self, _r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info(
+        &self,
+        _r: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         Err(Status::unimplemented("get_flight_info"))
     }
 
-    async fn poll_flight_info(&self, _r: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+    async fn poll_flight_info(
+        &self,
+        _r: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
         Err(Status::unimplemented("poll_flight_info"))
     }
 
-    async fn get_schema(&self, _r: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+    async fn get_schema(
+        &self,
+        _r: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
         Err(Status::unimplemented("get_schema"))
     }
 
-    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        let ticket = FragmentTicket::decode(request.into_inner().ticket).map_err(|e| Status::invalid_argument(format!("bad ticket: {e}")))?;
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let ticket = FragmentTicket::decode(request.into_inner().ticket)
+            .map_err(|e| Status::invalid_argument(format!("bad ticket: {e}")))?;
         let stream = self.run_fragment(&ticket).map_err(status)?;
         self.served.fetch_add(1, Ordering::Relaxed);
         self.running.fetch_add(1, Ordering::Relaxed);
         let (handle, registration) = AbortHandle::new_pair();
-        self.queries.lock().expect("query registry").entry(ticket.query_id.clone()).or_default().push(handle.clone());
-        let guard = Running { running: self.running.clone(), queries: self.queries.clone(), query_id: ticket.query_id };
+        self.queries
+            .lock()
+            .expect("query registry")
+            .entry(ticket.query_id.clone())
+            .or_default()
+            .push(handle.clone());
+        let guard = Running {
+            running: self.running.clone(),
+            queries: self.queries.clone(),
+            query_id: ticket.query_id,
+        };
         let schema = stream.schema();
         // A cancelled fragment ends with an error, never as a stream that merely stops early.
         let cancelled = handle.clone();
-        let batches = Abortable::new(stream, registration).map_err(|e| FlightError::ExternalError(Box::new(e))).chain(
-            futures::stream::once(async move { cancelled.is_aborted() })
-                .filter_map(|aborted| async move { aborted.then(|| Err(FlightError::ProtocolError("the query was cancelled".into()))) }),
-        );
-        let flight = FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map(move |item| {
-            let _running = &guard;
-            item.map_err(|e| match e {
-                FlightError::ExternalError(e) => match e.downcast::<DataFusionError>() {
-                    Ok(e) => status(*e),
-                    Err(e) => Status::internal(e.to_string()),
-                },
-                other => Status::internal(other.to_string()),
-            })
-        });
+        let batches = Abortable::new(stream, registration)
+            .map_err(|e| FlightError::ExternalError(Box::new(e)))
+            .chain(
+                futures::stream::once(async move { cancelled.is_aborted() }).filter_map(
+                    |aborted| async move {
+                        aborted.then(|| {
+                            Err(FlightError::ProtocolError("the query was cancelled".into()))
+                        })
+                    },
+                ),
+            );
+        let flight = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map(move |item| {
+                let _running = &guard;
+                item.map_err(|e| match e {
+                    FlightError::ExternalError(e) => match e.downcast::<DataFusionError>() {
+                        Ok(e) => status(*e),
+                        Err(e) => Status::internal(e.to_string()),
+                    },
+                    other => Status::internal(other.to_string()),
+                })
+            });
         Ok(Response::new(Box::pin(flight)))
     }
 
-    async fn do_put(&self, _r: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
-        Err(Status::unimplemented("loading through workers (skyshard load) is not built yet; use skyshard ingest on the data directory"))
+    async fn do_put(
+        &self,
+        _r: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented(
+            "loading through workers (skyshard load) is not built yet; use skyshard ingest on the data directory",
+        ))
     }
 
-    async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
         let action = request.into_inner();
         let body = match action.r#type.as_str() {
             protocol::ACTION_HEALTH => protocol::Health {
@@ -371,8 +539,14 @@ impl FlightService for Worker {
             }
             .encode_to_vec(),
             protocol::ACTION_CANCEL => {
-                let cancel = protocol::Cancel::decode(action.body).map_err(|e| Status::invalid_argument(e.to_string()))?;
-                if let Some(handles) = self.queries.lock().expect("query registry").remove(&cancel.query_id) {
+                let cancel = protocol::Cancel::decode(action.body)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                if let Some(handles) = self
+                    .queries
+                    .lock()
+                    .expect("query registry")
+                    .remove(&cancel.query_id)
+                {
                     handles.iter().for_each(AbortHandle::abort);
                 }
                 Vec::new()
@@ -380,16 +554,32 @@ impl FlightService for Worker {
             other => return Err(Status::invalid_argument(format!("unknown action {other}"))),
         };
         let result = arrow_flight::Result { body: body.into() };
-        Ok(Response::new(Box::pin(futures::stream::once(async { Ok(result) }))))
+        Ok(Response::new(Box::pin(futures::stream::once(async {
+            Ok(result)
+        }))))
     }
 
-    async fn list_actions(&self, _r: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
-        let actions = [(protocol::ACTION_HEALTH, "running fragments and counters"), (protocol::ACTION_CANCEL, "abort a query's fragments")]
-            .map(|(t, d)| Ok(ActionType { r#type: t.into(), description: d.into() }));
+    async fn list_actions(
+        &self,
+        _r: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let actions = [
+            (protocol::ACTION_HEALTH, "running fragments and counters"),
+            (protocol::ACTION_CANCEL, "abort a query's fragments"),
+        ]
+        .map(|(t, d)| {
+            Ok(ActionType {
+                r#type: t.into(),
+                description: d.into(),
+            })
+        });
         Ok(Response::new(Box::pin(futures::stream::iter(actions))))
     }
 
-    async fn do_exchange(&self, _r: Request<Streaming<FlightData>>) -> Result<Response<Self::DoExchangeStream>, Status> {
+    async fn do_exchange(
+        &self,
+        _r: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
         Err(Status::unimplemented("do_exchange"))
     }
 }
