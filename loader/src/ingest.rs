@@ -6,18 +6,16 @@
 //! then publishes with one RocksDB write. Until that write, readers see the catalog exactly as before; a load that
 //! dies leaves only unreachable files and entries, removed by the next load.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type};
 use metastore::{ColumnRecord, MetaStore, TableKind, TableRecord};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use partitioner::ChunkId;
 use partitioner::map::ChunkMap;
 
 use crate::error::{LoaderError, Result, io};
-use crate::partition::{INDEX_COLUMN, PartitionOptions, find_column, partition};
+use crate::partition::{INDEX_COLUMN, PartitionOptions, integer_column, parquet_file, partition};
 
 /// What kind of table to load, with its columns.
 #[derive(Debug, Clone)]
@@ -150,13 +148,7 @@ pub fn collect_garbage(data_dir: &Path, store: &MetaStore) -> Result<()> {
 }
 
 fn columns_of(path: &Path, id: Option<&str>) -> Result<Vec<ColumnRecord>> {
-    let file = File::open(path).map_err(io(path))?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| LoaderError::Parquet {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    Ok(builder
+    Ok(parquet_file(path)?
         .schema()
         .fields()
         .iter()
@@ -183,22 +175,8 @@ fn read_chunk_ids(
     id: &str,
     entries: &mut Vec<(i64, ChunkId)>,
 ) -> Result<u64> {
-    let file = File::open(path).map_err(io(path))?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| LoaderError::Parquet {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let schema = builder.schema().clone();
-    let idx = find_column(path, &schema, id)?;
-    if !schema.field(idx).data_type().is_integer() {
-        return Err(LoaderError::ColumnType {
-            path: path.to_path_buf(),
-            column: id.to_string(),
-            expected: "an integer",
-            found: schema.field(idx).data_type().to_string(),
-        });
-    }
+    let builder = parquet_file(path)?;
+    let idx = integer_column(path, builder.schema(), id)?;
     let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
     let reader = builder
         .with_projection(mask)
@@ -523,14 +501,7 @@ fn stage(
             let mut rows = 0;
             let mut columns = Vec::new();
             for (k, input) in inputs.iter().enumerate() {
-                let file = File::open(input).map_err(io(input))?;
-                let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| {
-                    LoaderError::Parquet {
-                        path: input.clone(),
-                        source,
-                    }
-                })?;
-                rows += builder.metadata().file_metadata().num_rows() as u64;
+                rows += parquet_file(input)?.metadata().file_metadata().num_rows() as u64;
                 if k == 0 {
                     columns = columns_of(input, None)?;
                 }

@@ -120,15 +120,19 @@ impl PartitionStats {
     }
 }
 
+/// A Parquet file's reader, its errors naming the file.
+pub(crate) fn parquet_file(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let file = File::open(path).map_err(io(path))?;
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| LoaderError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// An input file's reader and its columns. An `_hpx29` column (the input is a chunk file, as when appending) is left
 /// out: it is recomputed.
 fn open(path: &Path) -> Result<(ParquetRecordBatchReaderBuilder<File>, SchemaRef)> {
-    let file = File::open(path).map_err(io(path))?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| LoaderError::Parquet {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let builder = parquet_file(path)?;
     let schema = builder.schema().clone();
     match schema.index_of(INDEX_COLUMN) {
         Err(_) => Ok((builder, schema)),
@@ -201,6 +205,21 @@ fn column_index(path: &Path, schema: &Schema, name: &str) -> Result<usize> {
             path: path.to_path_buf(),
             column: name.to_string(),
             expected: "a floating-point or integer number",
+            found: dt.to_string(),
+        });
+    }
+    Ok(idx)
+}
+
+/// The index of an id or key column, which must hold integers.
+pub(crate) fn integer_column(path: &Path, schema: &Schema, name: &str) -> Result<usize> {
+    let idx = find_column(path, schema, name)?;
+    let dt = schema.field(idx).data_type();
+    if !dt.is_integer() {
+        return Err(LoaderError::ColumnType {
+            path: path.to_path_buf(),
+            column: name.to_string(),
+            expected: "an integer",
             found: dt.to_string(),
         });
     }
@@ -526,15 +545,7 @@ pub fn partition_child(
 ) -> Result<PartitionStats> {
     let first = inputs.first().ok_or(LoaderError::NoInput)?;
     let schema = open(first)?.1;
-    let key_index = find_column(first, &schema, key)?;
-    if !schema.field(key_index).data_type().is_integer() {
-        return Err(LoaderError::ColumnType {
-            path: first.clone(),
-            column: key.to_string(),
-            expected: "an integer",
-            found: schema.field(key_index).data_type().to_string(),
-        });
-    }
+    let key_index = integer_column(first, &schema, key)?;
     let (chunk_dir, spill_dir) = output_dirs(out)?;
     let mut buffers = Buffers::new(spill_dir.clone(), schema.clone(), opts.memory_bytes);
     let mut stats = PartitionStats {
