@@ -12,7 +12,7 @@ mod scan;
 
 pub use scan::{
     ChunkScanExec, Codec, ScanFactory, decode_fragment, encode_filter, encode_fragment,
-    encode_schema,
+    encode_schema, leaf_properties,
 };
 
 /// Identifies a query on every worker, for cancelling it.

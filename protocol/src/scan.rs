@@ -32,19 +32,23 @@ pub struct ChunkScanExec {
     properties: Arc<PlanProperties>,
 }
 
+/// The properties of a scan leaf (ours at the czar and on workers): bounded, incremental, unordered partitions.
+pub fn leaf_properties(schema: &SchemaRef, partitions: usize) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema.clone()),
+        Partitioning::UnknownPartitioning(partitions),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    ))
+}
+
 impl ChunkScanExec {
     pub fn new(scan: ChunkScan, schema: SchemaRef) -> ChunkScanExec {
-        let partitions = scan.chunks.len().max(1);
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(partitions),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
+        let properties = leaf_properties(&schema, scan.chunks.len().max(1));
         ChunkScanExec {
             scan,
             schema,
-            properties: Arc::new(properties),
+            properties,
         }
     }
 

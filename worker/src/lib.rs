@@ -27,14 +27,13 @@ use arrow_flight::{
 use datafusion::common::{Column, DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, col, lit};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
-    PlanProperties, SendableRecordBatchStream,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
+    SendableRecordBatchStream,
 };
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use futures::stream::{AbortHandle, Abortable};
@@ -177,12 +176,7 @@ impl LocalScanExec {
         output: SchemaRef,
         filters: Vec<Expr>,
     ) -> Self {
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(output.clone()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
+        let properties = protocol::leaf_properties(&output, 1);
         LocalScanExec {
             ctx,
             scan,
@@ -190,7 +184,7 @@ impl LocalScanExec {
             table_schema,
             output,
             filters,
-            properties: Arc::new(properties),
+            properties,
         }
     }
 }
@@ -343,7 +337,6 @@ impl ExecutionPlan for LocalScanExec {
 #[derive(Clone)]
 pub struct Worker {
     files: Arc<LocalFiles>,
-    ctx: SessionContext,
     running: Arc<AtomicU32>,
     served: Arc<AtomicU64>,
     /// Abort handles of running fragments, by query id.
@@ -354,7 +347,6 @@ impl Worker {
     pub fn new(data_dir: &Path) -> Worker {
         Worker {
             files: Arc::new(LocalFiles::new(data_dir)),
-            ctx: session(),
             running: Arc::default(),
             served: Arc::default(),
             queries: Arc::default(),
@@ -363,7 +355,8 @@ impl Worker {
 
     /// Plans a fragment and runs it as one stream.
     pub fn run_fragment(&self, ticket: &FragmentTicket) -> DfResult<SendableRecordBatchStream> {
-        let task_ctx = self.ctx.task_ctx();
+        // Fragments are decoded in the context their scans run in.
+        let task_ctx = self.files.ctx.task_ctx();
         let plan = protocol::decode_fragment(&ticket.plan, &task_ctx, self.files.clone())?;
         let plan: Arc<dyn ExecutionPlan> = if plan.output_partitioning().partition_count() <= 1 {
             plan
