@@ -34,6 +34,8 @@ pub struct TableInfo {
     pub record: TableRecord,
     /// Visible columns: lower-case names, no `_hpx29`.
     pub schema: SchemaRef,
+    /// `schema` as chunk scans carry it (encoded once, not per query).
+    pub schema_proto: Vec<u8>,
     /// Chunks with a file (0: a child's orphans).
     pub chunks: Vec<u64>,
     pub map: Option<ChunkMap>,
@@ -48,41 +50,24 @@ pub fn load_table(
     store: &Arc<MetaStore>,
     record: &TableRecord,
 ) -> Result<TableInfo, String> {
-    let dir = data_dir
-        .join("tables")
-        .join(record.qualified_name())
-        .join(&record.load_id);
-    let files_dir = if record.kind == TableKind::Replicated {
-        dir.join("replicated")
-    } else {
-        dir.join("chunks")
+    let files = loader::ingest::current_files(data_dir, record).map_err(|e| e.to_string())?;
+    let chunks: BTreeSet<u64> = match record.kind {
+        TableKind::Replicated => BTreeSet::new(),
+        _ => files
+            .iter()
+            .filter_map(|f| {
+                let name = f.file_name()?.to_str()?;
+                if name == loader::partition::ORPHANS_FILE {
+                    Some(0)
+                } else {
+                    name.trim_end_matches(".parquet").parse().ok()
+                }
+            })
+            .collect(),
     };
-    let mut chunks = BTreeSet::new();
-    let mut sample = None;
-    for entry in std::fs::read_dir(&files_dir)
-        .map_err(|e| format!("{}: {e}", files_dir.display()))?
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.ends_with(".parquet") || name.ends_with(".overlap.parquet") {
-            continue;
-        }
-        if sample.is_none() {
-            sample = Some(entry.path());
-        }
-        if record.kind == TableKind::Replicated {
-            continue;
-        }
-        if name == "orphans.parquet" {
-            chunks.insert(0);
-        } else if let Ok(c) = name.trim_end_matches(".parquet").parse::<u64>() {
-            chunks.insert(c);
-        }
-    }
-    let schema = match sample {
+    let schema = match files.first() {
         Some(path) => {
-            let file =
-                std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let builder =
                 parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -102,9 +87,11 @@ pub fn load_table(
         TableKind::Child { director, .. } => store.table(director).map_err(|e| e.to_string())?,
         _ => None,
     };
+    let schema_proto = protocol::encode_schema(&schema).map_err(|e| e.to_string())?;
     Ok(TableInfo {
         record: record.clone(),
         schema,
+        schema_proto,
         chunks: chunks.into_iter().collect(),
         map,
         director,
@@ -394,7 +381,7 @@ impl TableProvider for DistributedTable {
             load_id: info.record.load_id.clone(),
             chunks: pruning.chunks,
             overlap: false,
-            schema: protocol::encode_schema(&info.schema)?,
+            schema: info.schema_proto.clone(),
             projected: projection.is_some(),
             projection: projection
                 .map(|p| p.iter().map(|&i| i as u32).collect())

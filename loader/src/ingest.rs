@@ -212,8 +212,10 @@ fn read_chunk_ids(
     Ok(rows)
 }
 
-/// The data files of a published load, as inputs for appending to it (chunk files without their overlap copies).
-fn current_files(data_dir: &Path, record: &TableRecord) -> Result<Vec<PathBuf>> {
+/// The data files of a published load, sorted: its chunk files (`UNIQ.parquet`, a child's `orphans.parquet`)
+/// without their overlap copies, or a replicated table's parts. Appending reads them as inputs; the czar lists a
+/// table's chunks from them.
+pub fn current_files(data_dir: &Path, record: &TableRecord) -> Result<Vec<PathBuf>> {
     let dir = load_dir(data_dir, record);
     let sub = if record.kind == TableKind::Replicated {
         dir.join("replicated")
