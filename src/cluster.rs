@@ -44,9 +44,7 @@ async fn run_czar(
             tables.join(", ")
         }
     );
-    czar::http::serve(listener, czar)
-        .await
-        .map_err(|e| e.to_string())
+    czar::tap::serve(listener, czar, czar::tap::Limits::default()).await
 }
 
 pub fn serve(data_dir: &Path, port: u16, workers: usize, replicas: usize) -> ExitCode {
@@ -201,7 +199,7 @@ pub fn query(url: &str, explain: bool, query: Option<String>) -> ExitCode {
             format!("{base}/sync"),
             format!(
                 "LANG=ADQL&RESPONSEFORMAT=csv&MAXREC={}&QUERY={}",
-                czar::http::MAX_MAXREC,
+                czar::tap::Limits::default().max_maxrec,
                 encode(&query)
             ),
         )

@@ -44,36 +44,36 @@ pub fn cell(array: &ArrayRef, row: usize) -> Option<String> {
     }
 }
 
+/// Writes a whole result with [`crate::output::ResultWriter`] (the TAP service streams the same documents).
+fn write_document(
+    out: &mut impl Write,
+    format: crate::output::OutputFormat,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    ending: crate::output::Ending,
+) -> std::io::Result<()> {
+    let mut w = crate::output::ResultWriter::new(format, schema.clone(), &[])?;
+    for b in batches {
+        w.write(b)?;
+        out.write_all(&w.take())?;
+    }
+    w.finish(&ending)?;
+    out.write_all(&w.take())
+}
+
+/// CSV (RFC 4180) with a header line.
 pub fn write_csv(
     out: &mut impl Write,
     schema: &SchemaRef,
     batches: &[RecordBatch],
 ) -> std::io::Result<()> {
-    let header: Vec<String> = schema
-        .fields()
-        .iter()
-        .map(|f| csv_escape(f.name()))
-        .collect();
-    writeln!(out, "{}", header.join(","))?;
-    for b in batches {
-        for row in 0..b.num_rows() {
-            let cells: Vec<String> = b
-                .columns()
-                .iter()
-                .map(|c| cell(c, row).map_or(String::new(), |s| csv_escape(&s)))
-                .collect();
-            writeln!(out, "{}", cells.join(","))?;
-        }
-    }
-    Ok(())
-}
-
-fn csv_escape(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    write_document(
+        out,
+        crate::output::OutputFormat::Csv,
+        schema,
+        batches,
+        crate::output::Ending::Complete,
+    )
 }
 
 pub fn write_table(
@@ -153,7 +153,7 @@ pub fn votable_type(dt: &DataType) -> (&'static str, Option<&'static str>, Optio
     }
 }
 
-fn xml_escape(s: &str) -> String {
+pub fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -167,56 +167,18 @@ pub fn write_votable(
     batches: &[RecordBatch],
     overflow: bool,
 ) -> std::io::Result<()> {
-    writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
-    writeln!(
+    let ending = if overflow {
+        crate::output::Ending::Overflow
+    } else {
+        crate::output::Ending::Complete
+    };
+    write_document(
         out,
-        r#"<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3">"#
-    )?;
-    writeln!(out, r#"<RESOURCE type="results">"#)?;
-    writeln!(out, r#"<INFO name="QUERY_STATUS" value="OK"/>"#)?;
-    writeln!(out, "<TABLE>")?;
-    for f in schema.fields() {
-        let (datatype, arraysize, xtype) = votable_type(f.data_type());
-        let mut attrs = format!(r#"name="{}" datatype="{datatype}""#, xml_escape(f.name()));
-        if let Some(a) = arraysize {
-            attrs.push_str(&format!(r#" arraysize="{a}""#));
-        }
-        if let Some(x) = xtype {
-            attrs.push_str(&format!(r#" xtype="{x}""#));
-        }
-        for key in ["unit", "ucd", "utype"] {
-            if let Some(v) = f.metadata().get(key) {
-                attrs.push_str(&format!(r#" {key}="{}""#, xml_escape(v)));
-            }
-        }
-        match f.metadata().get("description") {
-            Some(d) => writeln!(
-                out,
-                "<FIELD {attrs}><DESCRIPTION>{}</DESCRIPTION></FIELD>",
-                xml_escape(d)
-            )?,
-            None => writeln!(out, "<FIELD {attrs}/>")?,
-        }
-    }
-    writeln!(out, "<DATA><TABLEDATA>")?;
-    for b in batches {
-        for row in 0..b.num_rows() {
-            out.write_all(b"<TR>")?;
-            for c in b.columns() {
-                match cell(c, row) {
-                    Some(v) => write!(out, "<TD>{}</TD>", xml_escape(&v))?,
-                    None => out.write_all(b"<TD/>")?,
-                }
-            }
-            out.write_all(b"</TR>\n")?;
-        }
-    }
-    writeln!(out, "</TABLEDATA></DATA>\n</TABLE>")?;
-    if overflow {
-        writeln!(out, r#"<INFO name="QUERY_STATUS" value="OVERFLOW"/>"#)?;
-    }
-    writeln!(out, "</RESOURCE>\n</VOTABLE>")?;
-    Ok(())
+        crate::output::OutputFormat::VoTable,
+        schema,
+        batches,
+        ending,
+    )
 }
 
 /// A DALI error document: `QUERY_STATUS` = `ERROR` with the message.
@@ -225,34 +187,4 @@ pub fn error_votable(message: &str) -> String {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<VOTABLE version=\"1.4\" xmlns=\"http://www.ivoa.net/xml/VOTable/v1.3\">\n<RESOURCE type=\"results\">\n<INFO name=\"QUERY_STATUS\" value=\"ERROR\">{}</INFO>\n</RESOURCE>\n</VOTABLE>\n",
         xml_escape(message)
     )
-}
-
-/// Tab-separated values: a header line of names, then one line per row (tabs and newlines in values as spaces).
-pub fn write_tsv(
-    out: &mut impl Write,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-) -> std::io::Result<()> {
-    let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
-    writeln!(
-        out,
-        "{}",
-        schema
-            .fields()
-            .iter()
-            .map(|f| clean(f.name()))
-            .collect::<Vec<_>>()
-            .join("\t")
-    )?;
-    for b in batches {
-        for row in 0..b.num_rows() {
-            let cells: Vec<String> = b
-                .columns()
-                .iter()
-                .map(|c| cell(c, row).map_or(String::new(), |s| clean(&s)))
-                .collect();
-            writeln!(out, "{}", cells.join("\t"))?;
-        }
-    }
-    Ok(())
 }

@@ -7,15 +7,17 @@
 
 pub mod cluster;
 pub mod format;
-pub mod http;
+pub mod output;
 pub mod remote;
 pub mod table;
+pub mod tap;
+pub mod tap_schema;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use adql::{AdqlError, CatalogTable, Engine, MemoryCatalog};
+use adql::{AdqlError, Catalog, CatalogTable, Engine, MemoryCatalog};
 use datafusion::physical_plan::{
     ExecutionPlan, SendableRecordBatchStream, displayable, execute_stream,
 };
@@ -38,7 +40,7 @@ pub enum QueryError {
 }
 
 impl QueryError {
-    fn run(e: datafusion::error::DataFusionError) -> QueryError {
+    pub fn run(e: datafusion::error::DataFusionError) -> QueryError {
         QueryError::Execution(adql::engine::clean_message(&e))
     }
 }
@@ -46,6 +48,8 @@ impl QueryError {
 pub struct Czar {
     data_dir: PathBuf,
     engine: RwLock<Arc<Engine>>,
+    config: SessionConfig,
+    keys: RwLock<Vec<tap_schema::ForeignKey>>,
     tables: RwLock<Vec<Arc<TableInfo>>>,
     pub cluster: Arc<Cluster>,
     queries: AtomicU64,
@@ -58,6 +62,8 @@ impl Czar {
         let czar = Czar {
             data_dir: data_dir.to_path_buf(),
             engine: RwLock::new(Arc::new(Engine::new(Arc::new(MemoryCatalog::new())))),
+            config: session_config(),
+            keys: RwLock::new(Vec::new()),
             tables: RwLock::new(Vec::new()),
             cluster: Arc::new(cluster),
             queries: AtomicU64::new(0),
@@ -74,27 +80,50 @@ impl Czar {
         );
         let mut catalog = MemoryCatalog::new();
         let mut infos = Vec::new();
+        let mut keys = Vec::new();
         for record in store.tables().map_err(|e| e.to_string())? {
             let info = Arc::new(table::load_table(&self.data_dir, &store, &record)?);
             let provider = Arc::new(DistributedTable { info: info.clone() });
             let mut t = CatalogTable::new(&record.schema, &record.name, provider)
                 .map_err(|e| e.to_string())?;
             t.description = record.description.clone();
+            if let (metastore::TableKind::Child { key, .. }, Some(director)) =
+                (&record.kind, &info.director)
+                && let metastore::TableKind::Director { id, .. } = &director.kind
+            {
+                keys.push(tap_schema::ForeignKey {
+                    from: t.qualified_name(),
+                    target: format!("{}.{}", director.schema, director.name).to_lowercase(),
+                    from_column: key.to_lowercase(),
+                    target_column: id.to_lowercase(),
+                });
+            }
             catalog.add(t);
             infos.push(info);
         }
-        let mut config = SessionConfig::new()
-            .with_information_schema(false)
-            .with_target_partitions(2);
-        // Chunk scans have one partition per chunk already; round-robin repartitioning would only split fragments.
-        config
-            .options_mut()
-            .optimizer
-            .enable_round_robin_repartition = false;
-        let engine = Engine::new(Arc::new(catalog)).with_config(config);
+        keys.extend(tap_schema::own_keys());
+        for t in tap_schema::build(&catalog.tables(), &keys) {
+            catalog.add(t);
+        }
+        let engine = Engine::new(Arc::new(catalog)).with_config(self.config.clone());
         *self.engine.write().expect("engine lock") = Arc::new(engine);
         *self.tables.write().expect("tables lock") = infos;
+        *self.keys.write().expect("keys lock") = keys;
         Ok(())
+    }
+
+    /// Every queryable table (published ones and TAP_SCHEMA), with its TAP metadata.
+    pub fn catalog_tables(&self) -> Vec<Arc<CatalogTable>> {
+        self.engine().catalog().tables()
+    }
+
+    /// Foreign keys between published tables (child -> director).
+    pub fn foreign_keys(&self) -> Vec<tap_schema::ForeignKey> {
+        self.keys.read().expect("keys lock").clone()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     pub fn tables(&self) -> Vec<Arc<TableInfo>> {
@@ -109,6 +138,7 @@ impl Czar {
     pub async fn plan(
         &self,
         adql: &str,
+        uploads: &[Arc<CatalogTable>],
     ) -> Result<
         (
             Arc<dyn ExecutionPlan>,
@@ -116,7 +146,19 @@ impl Czar {
         ),
         QueryError,
     > {
-        let engine = self.engine();
+        let mut engine = self.engine();
+        if !uploads.is_empty() {
+            let mut catalog = MemoryCatalog::new();
+            for t in engine
+                .catalog()
+                .tables()
+                .into_iter()
+                .chain(uploads.iter().cloned())
+            {
+                catalog.add((*t).clone());
+            }
+            engine = Arc::new(Engine::new(Arc::new(catalog)).with_config(self.config.clone()));
+        }
         let state = engine.session();
         let logical = engine.plan(adql, &state)?;
         let physical = state
@@ -133,15 +175,19 @@ impl Czar {
     }
 
     /// Runs a query, streaming its result.
-    pub async fn execute(&self, adql: &str) -> Result<SendableRecordBatchStream, QueryError> {
-        let (plan, ctx) = self.plan(adql).await?;
+    pub async fn execute(
+        &self,
+        adql: &str,
+        uploads: &[Arc<CatalogTable>],
+    ) -> Result<SendableRecordBatchStream, QueryError> {
+        let (plan, ctx) = self.plan(adql, uploads).await?;
         execute_stream(plan, ctx).map_err(QueryError::run)
     }
 
     /// What a query would do: the chunks each fragment touches, the fragment, and the merge plan above.
     pub async fn explain(&self, adql: &str) -> Result<String, QueryError> {
         use datafusion::common::tree_node::TreeNode;
-        let (plan, _) = self.plan(adql).await?;
+        let (plan, _) = self.plan(adql, &[]).await?;
         let mut out = String::new();
         plan.apply(|node| {
             if let Some(remote) = node.downcast_ref::<RemoteExec>() {
@@ -164,4 +210,16 @@ impl Czar {
         ));
         Ok(out)
     }
+}
+
+fn session_config() -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_information_schema(false)
+        .with_target_partitions(2);
+    // Chunk scans have one partition per chunk already; round-robin repartitioning would only split fragments.
+    config
+        .options_mut()
+        .optimizer
+        .enable_round_robin_repartition = false;
+    config
 }

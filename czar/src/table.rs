@@ -108,6 +108,16 @@ fn visible_schema(file: &SchemaRef, record: &TableRecord) -> SchemaRef {
         .map(|f| {
             let name = f.name().to_lowercase();
             let mut meta = f.metadata().clone();
+            // Position and id columns of a director, and a child's key, are indexed (HEALPix order of the chunk
+            // files, the secondary index) and principal.
+            let key_column = match &record.kind {
+                TableKind::Director { ra, dec, id } => {
+                    [ra, dec, id].iter().any(|c| c.to_lowercase() == name)
+                }
+                TableKind::Child { key, .. } => key.to_lowercase() == name,
+                TableKind::Replicated => false,
+            };
+            let (mut indexed, mut principal) = (key_column, key_column);
             if let Some(c) = record.columns.iter().find(|c| c.name == name) {
                 for (k, v) in [
                     ("description", &c.description),
@@ -117,6 +127,13 @@ fn visible_schema(file: &SchemaRef, record: &TableRecord) -> SchemaRef {
                     if let Some(v) = v {
                         meta.insert(k.to_string(), v.clone());
                     }
+                }
+                indexed |= c.indexed;
+                principal |= c.principal;
+            }
+            for (k, on) in [("indexed", indexed), ("principal", principal)] {
+                if on {
+                    meta.insert(k.to_string(), "1".to_string());
                 }
             }
             f.as_ref().clone().with_name(name).with_metadata(meta)

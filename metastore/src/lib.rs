@@ -452,3 +452,47 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// A small durable map of named records (the czar's async jobs): one RocksDB under its own directory, values
+/// written with a synced WAL so a record put before a crash is there after it.
+pub struct RecordStore {
+    db: DB,
+}
+
+impl RecordStore {
+    pub fn open(path: &Path) -> Result<RecordStore> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        let db = DB::open(&opts, path).map_err(|source| MetaError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(RecordStore { db })
+    }
+
+    pub fn put(&self, key: &str, value: &[u8]) -> Result<()> {
+        let mut w = rocksdb::WriteOptions::default();
+        w.set_sync(true);
+        self.db.put_opt(key, value, &w)?;
+        Ok(())
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get(key)?)
+    }
+
+    pub fn delete(&self, key: &str) -> Result<()> {
+        self.db.delete(key)?;
+        Ok(())
+    }
+
+    /// Every record, in key order.
+    pub fn all(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator(IteratorMode::Start) {
+            let (k, v) = item?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}
