@@ -22,13 +22,32 @@ async fn bind(address: &str) -> Result<tokio::net::TcpListener, String> {
         .map_err(|e| format!("cannot listen on {address}: {e}"))
 }
 
+/// Flags of the TAP service (`serve`, `czar`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServiceArgs {
+    /// Where async jobs and their results live (default: DATA_DIR/jobs); one czar per directory.
+    #[arg(long)]
+    pub jobs_dir: Option<std::path::PathBuf>,
+    /// Fetch upload URLs on loopback and private networks (off by default: a public TAP service must not reach
+    /// into its own network).
+    #[arg(long)]
+    pub allow_private_uploads: bool,
+}
+
 /// Starts the HTTP service of a czar and reports where it listens.
 async fn run_czar(
     data_dir: &Path,
     port: u16,
     cluster: czar::cluster::Cluster,
+    service: &ServiceArgs,
+    howto: Option<fn(&str) -> String>,
 ) -> Result<(), String> {
     let czar = Arc::new(czar::Czar::open(data_dir, cluster)?);
+    let limits = czar::tap::Limits {
+        allow_private_uploads: service.allow_private_uploads,
+        ..Default::default()
+    };
+    let tap = czar::tap::Tap::open(czar.clone(), limits, service.jobs_dir.as_deref())?;
     let listener = bind(&format!("127.0.0.1:{port}")).await?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let tables: Vec<String> = czar
@@ -44,10 +63,31 @@ async fn run_czar(
             tables.join(", ")
         }
     );
-    czar::tap::serve(listener, czar, czar::tap::Limits::default()).await
+    if let Some(howto) = howto {
+        println!("{}", howto(&format!("http://{address}")));
+    }
+    czar::tap::serve(listener, tap).await
 }
 
-pub fn serve(data_dir: &Path, port: u16, workers: usize, replicas: usize) -> ExitCode {
+pub fn serve(
+    data_dir: &Path,
+    port: u16,
+    workers: usize,
+    replicas: usize,
+    service: &ServiceArgs,
+) -> ExitCode {
+    serve_with(data_dir, port, workers, replicas, service, None)
+}
+
+/// `serve`, printing `howto(base URL)` once the service listens.
+pub fn serve_with(
+    data_dir: &Path,
+    port: u16,
+    workers: usize,
+    replicas: usize,
+    service: &ServiceArgs,
+    howto: Option<fn(&str) -> String>,
+) -> ExitCode {
     let result = runtime().block_on(async {
         let mut addresses = Vec::new();
         for _ in 0..workers.max(1) {
@@ -68,7 +108,7 @@ pub fn serve(data_dir: &Path, port: u16, workers: usize, replicas: usize) -> Exi
         println!("{} workers at {}", addresses.len(), addresses.join(", "));
         let cluster = czar::cluster::Cluster::new(&addresses, replicas, PER_WORKER)
             .map_err(|e| e.to_string())?;
-        run_czar(data_dir, port, cluster).await
+        run_czar(data_dir, port, cluster, service, howto).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,11 +134,17 @@ pub fn worker(listen: &str, data_dir: &Path) -> ExitCode {
     }
 }
 
-pub fn czar(port: u16, data_dir: &Path, workers: &[String], replicas: usize) -> ExitCode {
+pub fn czar(
+    port: u16,
+    data_dir: &Path,
+    workers: &[String],
+    replicas: usize,
+    service: &ServiceArgs,
+) -> ExitCode {
     let result = runtime().block_on(async {
         let cluster = czar::cluster::Cluster::new(workers, replicas, PER_WORKER)
             .map_err(|e| e.to_string())?;
-        run_czar(data_dir, port, cluster).await
+        run_czar(data_dir, port, cluster, service, None).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

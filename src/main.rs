@@ -1,6 +1,7 @@
 //! `skyshard`: the one binary. Commands parse their arguments and call into the crates.
 
 mod cluster;
+mod demo;
 mod load_args;
 
 use std::io::{Read, Write};
@@ -64,6 +65,22 @@ enum Command {
         table: String,
     },
     /// Czar and K workers in one process (real Flight over loopback), serving what `skyshard ingest` loaded.
+    /// A sample catalog served by a local cluster, in one command: generates a data release, loads it, serves it
+    /// over TAP and prints how to connect from TOPCAT, pyvo and curl.
+    Demo {
+        /// HTTP port of the TAP service (0: any free port, printed).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Objects in the sample catalog (with about 5 sources each and a 60 % cross-match catalog).
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Where the sample data lives (default: skyshard-demo in the system's temporary directory); reused when it
+        /// already holds a demo catalog of the same size.
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+    },
     Serve {
         #[arg(long)]
         data_dir: std::path::PathBuf,
@@ -75,6 +92,8 @@ enum Command {
         /// Copies of each chunk (workers that can answer for it).
         #[arg(long, default_value_t = 2)]
         replicas: usize,
+        #[command(flatten)]
+        service: cluster::ServiceArgs,
     },
     /// A worker: an Arrow Flight server over the chunk files of its data directory.
     Worker {
@@ -95,6 +114,8 @@ enum Command {
         workers: Vec<String>,
         #[arg(long, default_value_t = 2)]
         replicas: usize,
+        #[command(flatten)]
+        service: cluster::ServiceArgs,
     },
     /// Runs an ADQL query through a czar and prints the result as CSV.
     Query {
@@ -331,19 +352,27 @@ fn main() -> ExitCode {
                 Err(e) => failure(e),
             }
         }
+        Command::Demo {
+            port,
+            rows,
+            workers,
+            data_dir,
+        } => demo::demo(port, rows, workers, data_dir),
         Command::Serve {
             data_dir,
             port,
             workers,
             replicas,
-        } => cluster::serve(&data_dir, port, workers, replicas),
+            service,
+        } => cluster::serve(&data_dir, port, workers, replicas, &service),
         Command::Worker { listen, data_dir } => cluster::worker(&listen, &data_dir),
         Command::Czar {
             port,
             data_dir,
             workers,
             replicas,
-        } => cluster::czar(port, &data_dir, &workers, replicas),
+            service,
+        } => cluster::czar(port, &data_dir, &workers, replicas, &service),
         Command::Query {
             url,
             explain,

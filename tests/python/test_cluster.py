@@ -161,9 +161,11 @@ def test_a_killed_worker(release):
     workers = [start(["worker", "--listen", "127.0.0.1:0", "--data-dir", str(data)], r"worker at (\S+)") for _ in range(3)]
     try:
         addresses = ",".join(a for _, a in workers)
-        czar1, url1 = start(["czar", "--port", "0", "--data-dir", str(data), "--workers", addresses, "--replicas", "1"],
+        czar1, url1 = start(["czar", "--port", "0", "--data-dir", str(data), "--workers", addresses, "--replicas", "1",
+                             "--jobs-dir", str(base / "jobs1")],
                             r"TAP service at (http://\S+/tap)")
-        czar2, url2 = start(["czar", "--port", "0", "--data-dir", str(data), "--workers", addresses, "--replicas", "2"],
+        czar2, url2 = start(["czar", "--port", "0", "--data-dir", str(data), "--workers", addresses, "--replicas", "2",
+                             "--jobs-dir", str(base / "jobs2")],
                             r"TAP service at (http://\S+/tap)")
         query = "SELECT COUNT(*), SUM(mag_g) FROM sky.object"
         before = rows(url1, query)

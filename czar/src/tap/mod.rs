@@ -81,9 +81,15 @@ pub struct Tap {
 }
 
 impl Tap {
-    /// The service over `czar`; async jobs live under `DATA_DIR/jobs` (RocksDB plus result files).
-    pub fn open(czar: Arc<Czar>, limits: Limits) -> Result<Arc<Tap>, String> {
-        let jobs = uws::Jobs::open(&czar.data_dir().join("jobs"))?;
+    /// The service over `czar`; async jobs live in `jobs_dir` (default `DATA_DIR/jobs`: RocksDB plus result
+    /// files; one czar per jobs directory).
+    pub fn open(
+        czar: Arc<Czar>,
+        limits: Limits,
+        jobs_dir: Option<&std::path::Path>,
+    ) -> Result<Arc<Tap>, String> {
+        let dir = jobs_dir.map_or_else(|| czar.data_dir().join("jobs"), |d| d.to_path_buf());
+        let jobs = uws::Jobs::open(&dir, limits.concurrent_jobs)?;
         let tap = Arc::new(Tap { czar, limits, jobs });
         uws::start_reaper(tap.clone());
         Ok(tap)
@@ -112,12 +118,7 @@ pub fn router(tap: Arc<Tap>) -> Router {
 }
 
 /// Serves the TAP service on `listener` until the process ends.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    czar: Arc<Czar>,
-    limits: Limits,
-) -> Result<(), String> {
-    let tap = Tap::open(czar, limits)?;
+pub async fn serve(listener: tokio::net::TcpListener, tap: Arc<Tap>) -> Result<(), String> {
     axum::serve(listener, router(tap))
         .await
         .map_err(|e| e.to_string())

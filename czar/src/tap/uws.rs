@@ -176,16 +176,21 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    pub fn open(dir: &Path) -> Result<Jobs, String> {
+    pub fn open(dir: &Path, concurrent: usize) -> Result<Jobs, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let store = RecordStore::open(&dir.join("db")).map_err(|e| e.to_string())?;
+        let store = RecordStore::open(&dir.join("db")).map_err(|e| {
+            format!(
+                "cannot open the async job store in {} ({e}); is another czar using it? Give each czar its own --jobs-dir",
+                dir.display()
+            )
+        })?;
         let jobs = Jobs {
             store,
             dir: dir.to_path_buf(),
             write: Mutex::new(()),
             running: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
-            slots: Arc::new(Semaphore::new(4)),
+            slots: Arc::new(Semaphore::new(concurrent.max(1))),
         };
         // Work that was queued or running when the czar stopped is gone: say so.
         for job in jobs.list() {

@@ -1,0 +1,106 @@
+//! `skyshard demo`: a sample data release, loaded and served by a local cluster, in one command.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use loader::ingest::{IngestOptions, LoadKind};
+
+use crate::failure;
+
+/// Where the demo keeps its data unless told: one directory per user under the system's temporary directory.
+pub fn default_dir() -> PathBuf {
+    std::env::temp_dir().join("skyshard-demo")
+}
+
+/// Generates and loads the sample release into `data_dir` unless it already holds one of `rows` objects.
+fn prepare(data_dir: &Path, rows: u64) -> Result<(), String> {
+    let marker = data_dir.join("demo-rows");
+    if std::fs::read_to_string(&marker).is_ok_and(|s| s.trim() == rows.to_string()) {
+        println!("using the sample catalog already in {}", data_dir.display());
+        return Ok(());
+    }
+    if data_dir.exists() {
+        let leftovers = std::fs::read_dir(data_dir)
+            .map_err(|e| format!("{}: {e}", data_dir.display()))?
+            .next()
+            .is_some();
+        if leftovers && !marker.exists() {
+            return Err(format!(
+                "{} holds something that is not a skyshard demo; give the demo an empty --data-dir",
+                data_dir.display()
+            ));
+        }
+        std::fs::remove_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    }
+    let started = std::time::Instant::now();
+    let release = data_dir.join("release");
+    let summary = loader::synth::generate(rows, &release, 42).map_err(|e| e.to_string())?;
+    let director = |id: &str| LoadKind::Director {
+        ra: "ra".into(),
+        dec: "dec".into(),
+        id: id.into(),
+    };
+    let loads = [
+        (
+            "sky.object",
+            "object.parquet",
+            director("id"),
+            "Synthetic objects (the demo's director table)",
+        ),
+        (
+            "sky.source",
+            "source.parquet",
+            LoadKind::Child {
+                director: "sky.object".into(),
+                key: "object_id".into(),
+            },
+            "Synthetic single-epoch detections of the objects",
+        ),
+        (
+            "sky.xmatch",
+            "xmatch.parquet",
+            director("xid"),
+            "A second synthetic catalog for cross-matching",
+        ),
+    ];
+    for (table, file, kind, description) in loads {
+        let mut opts = IngestOptions::new(table, kind);
+        opts.description = Some(description.into());
+        opts.quiet = true;
+        loader::ingest::ingest(data_dir, &[release.join(file)], &opts)
+            .map_err(|e| format!("loading {table}: {e}"))?;
+    }
+    std::fs::write(&marker, rows.to_string()).map_err(|e| e.to_string())?;
+    println!(
+        "generated and loaded {} objects, {} sources and {} cross-match rows in {:.1} s",
+        summary.objects,
+        summary.sources,
+        summary.xmatch,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// How to connect, printed once the service listens.
+pub fn howto(base: &str) -> String {
+    let tap = format!("{base}/tap");
+    format!(
+        "\nskyshard demo is serving a sample catalog (sky.object, sky.source, sky.xmatch).\n\n  TAP URL:  {tap}\n\n  TOPCAT:   VO > Table Access Protocol (TAP) Query, paste the TAP URL, then 'Use Service'\n  pyvo:     import pyvo; svc = pyvo.dal.TAPService(\"{tap}\")\n            svc.search(\"SELECT TOP 10 * FROM sky.object WHERE CONTAINS(POINT(ra, dec), CIRCLE(180, 0, 0.5)) = 1\").to_table()\n  curl:     curl '{tap}/sync?LANG=ADQL&RESPONSEFORMAT=csv&QUERY=SELECT+COUNT(*)+FROM+sky.object'\n  shell:    skyshard query --url {tap} \"SELECT TOP 5 id, ra, dec FROM sky.object ORDER BY id\"\n  cone:     {base}/scs/sky.object?RA=180&DEC=0&SR=0.1\n  examples: {tap}/examples\n\nCtrl-C stops it.\n"
+    )
+}
+
+pub fn demo(port: u16, rows: u64, workers: usize, data_dir: Option<PathBuf>) -> ExitCode {
+    let data_dir = data_dir.unwrap_or_else(default_dir);
+    if let Err(e) = prepare(&data_dir, rows) {
+        return failure(e);
+    }
+    let service = crate::cluster::ServiceArgs::default();
+    crate::cluster::serve_with(
+        &data_dir,
+        port,
+        workers,
+        workers.min(2),
+        &service,
+        Some(howto),
+    )
+}
