@@ -44,9 +44,15 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// The DataFusion context fragments run in: ADQL's functions, one partition per fragment.
 pub fn session() -> SessionContext {
-    let config = SessionConfig::new()
+    let mut config = SessionConfig::new()
         .with_target_partitions(1)
         .with_information_schema(false);
+    // Strings travel as the table schema the czar planned with says (Utf8), not as Parquet's view types.
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
     let ctx = SessionContext::new_with_config(config);
     for udf in adql::udf::all() {
         ctx.register_udf(udf);

@@ -372,7 +372,7 @@ pub fn example_queries(tap: &Tap) -> Vec<(String, String, String, String)> {
                 "Objects with their sources".into(),
                 format!("A join of {c} with {t} on its key, inside a small box."),
                 format!(
-                    "SELECT TOP 50 o.{id}, o.{ra}, o.{dec}, s.*\nFROM {t} AS o JOIN {c} AS s ON s.{key} = o.{id}\nWHERE CONTAINS(POINT('ICRS', o.{ra}, o.{dec}), BOX('ICRS', 180, 0, 1, 1)) = 1",
+                    "SELECT TOP 50 o.{id} AS director_{id}, o.{ra} AS director_{ra}, o.{dec} AS director_{dec}, s.*\nFROM {t} AS o JOIN {c} AS s ON s.{key} = o.{id}\nWHERE CONTAINS(POINT('ICRS', o.{ra}, o.{dec}), BOX('ICRS', 180, 0, 1, 1)) = 1",
                     key = key.to_lowercase()
                 ),
             ));
