@@ -1,0 +1,101 @@
+"""TAP service benchmarks (issue: the TAP service), run against a live service:
+
+    python3 benches/tap_bench.py cones URL [--clients 1,100] [--queries 400]
+        sync cone searches (r = 0.1 deg at random positions, VOTable) from 1 and 100 concurrent clients:
+        median and 99th percentile latency.
+    python3 benches/tap_bench.py output URL --pid CZAR_PID [--rows 10000000]
+        a 10-million-row result as VOTable BINARY2 and as Parquet: rows per second as the client reads them, and
+        the czar's peak resident memory (VmHWM of CZAR_PID) after each.
+
+Numbers go to docs/benchmarks.md."""
+
+import argparse
+import concurrent.futures
+import http.client
+import random
+import statistics
+import time
+import urllib.parse
+
+
+def post(host, port, form, sink=None):
+    conn = http.client.HTTPConnection(host, port, timeout=600)
+    body = urllib.parse.urlencode(form)
+    conn.request("POST", "/tap/sync", body, {"Content-Type": "application/x-www-form-urlencoded"})
+    r = conn.getresponse()
+    n = 0
+    while True:
+        chunk = r.read(1 << 20)
+        if not chunk:
+            break
+        n += len(chunk)
+    conn.close()
+    assert r.status == 200, r.status
+    return n
+
+
+def cone_form(rng):
+    a = rng.uniform(0, 360)
+    d = rng.uniform(-80, 80)
+    q = f"SELECT id, ra, dec, mag_g FROM sky.object WHERE CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', {a}, {d}, 0.1)) = 1"
+    return {"LANG": "ADQL", "QUERY": q}
+
+
+def cones(url, clients, queries):
+    u = urllib.parse.urlparse(url)
+    host, port = u.hostname, u.port
+    rng = random.Random(7)
+    post(host, port, cone_form(rng))  # warm up
+    for c in clients:
+        forms = [cone_form(rng) for _ in range(queries)]
+
+        def one(form):
+            t = time.perf_counter()
+            post(host, port, form)
+            return time.perf_counter() - t
+
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=c) as pool:
+            times = sorted(pool.map(one, forms))
+        wall = time.perf_counter() - started
+        p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+        print(f"{c:>4} clients: {len(times)} cones, median {statistics.median(times) * 1000:.1f} ms, "
+              f"p99 {p99 * 1000:.1f} ms, {len(times) / wall:.0f} queries/s")
+
+
+def peak_rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def output(url, pid, rows):
+    u = urllib.parse.urlparse(url)
+    q = f"SELECT id, ra, dec, mag_g, mag_r, mag_i, pmra, pmdec FROM sky.object"
+    for fmt in ["votable/b2", "parquet", "csv"]:
+        t = time.perf_counter()
+        n = post(u.hostname, u.port, {"LANG": "ADQL", "QUERY": q, "RESPONSEFORMAT": fmt, "MAXREC": str(rows)})
+        s = time.perf_counter() - t
+        print(f"{fmt:>11}: {rows} rows, {n / 1e6:.0f} MB in {s:.2f} s = {rows / s / 1e6:.2f} M rows/s; "
+              f"czar peak RSS so far {peak_rss_mb(pid):.0f} MB")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("what", choices=["cones", "output"])
+    p.add_argument("url")
+    p.add_argument("--clients", default="1,100")
+    p.add_argument("--queries", type=int, default=400)
+    p.add_argument("--pid", type=int)
+    p.add_argument("--rows", type=int, default=10_000_000)
+    a = p.parse_args()
+    if a.what == "cones":
+        cones(a.url, [int(c) for c in a.clients.split(",")], a.queries)
+    else:
+        output(a.url, a.pid, a.rows)
+
+
+if __name__ == "__main__":
+    main()
