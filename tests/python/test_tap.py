@@ -385,3 +385,40 @@ def test_taplint_reports_no_errors(service):
     totals = re.search(r"Totals: Errors: (\d+); Warnings: (\d+)", out.stdout)
     assert totals, out.stdout[-3000:] + out.stderr[-3000:]
     assert totals.group(1) == "0", out.stdout
+
+
+def test_demo_is_one_command(tmp_path):
+    def demo():
+        proc = subprocess.Popen([SKYSHARD, "demo", "--port", "0", "--rows", "20000", "--data-dir", str(tmp_path / "demo")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = []
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            m = re.search(r"TAP service at (http://\S+/tap)", line)
+            if m:
+                # The instructions follow the address.
+                for _ in range(9):
+                    lines.append(proc.stdout.readline())
+                return proc, m.group(1), "".join(lines)
+            if proc.poll() is not None:
+                raise AssertionError(proc.stderr.read())
+        raise AssertionError("the demo did not start")
+
+    proc, url, text = demo()
+    try:
+        assert "generated and loaded 20000 objects" in text and "pyvo.dal.TAPService" in text
+        svc = pyvo.dal.TAPService(url)
+        assert int(svc.search("SELECT COUNT(*) AS n FROM sky.object")["n"][0]) == 20000
+        assert {"sky.object", "sky.source", "sky.xmatch"} <= {t.name for t in svc.tables}
+    finally:
+        proc.kill()
+        proc.wait()
+    # A second start reuses the catalog.
+    proc, url, text = demo()
+    try:
+        assert "using the sample catalog already in" in text
+    finally:
+        proc.kill()
+        proc.wait()
