@@ -332,7 +332,8 @@ async fn cases() {
     let engine = Engine::new(Arc::new(catalog()));
     let update = std::env::var("UPDATE_EXPECT").is_ok();
     // Read at run time: a test binary reused from a checkout at another path must read this checkout's cases.
-    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let manifest =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
     let dir = std::path::Path::new(&manifest).join("tests/cases");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()

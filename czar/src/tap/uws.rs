@@ -406,17 +406,7 @@ async fn create(
     }
     let mut parts = Vec::new();
     for (name, content) in &p.parts {
-        let safe: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        if let Err(e) = std::fs::write(dir.join("uploads").join(&safe), content) {
+        if let Err(e) = std::fs::write(dir.join("uploads").join(part_file(name)), content) {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("cannot keep the upload: {e}"),
@@ -456,6 +446,19 @@ async fn create(
         run(&tap, &id);
     }
     see_other(&headers, &format!("/tap/async/{id}"))
+}
+
+/// The file an inline upload part is kept in (part names come from the client: no path characters).
+fn part_file(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn set_params(job: &mut Job, p: &Params) {
@@ -537,17 +540,7 @@ async fn execute(tap: &Arc<Tap>, id: &str) {
     let mut params = job.params();
     let dir = tap.jobs.job_dir(id);
     for name in &job.parts {
-        let safe: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        match std::fs::read(dir.join("uploads").join(safe)) {
+        match std::fs::read(dir.join("uploads").join(part_file(name))) {
             Ok(bytes) => params.parts.push((name.clone(), Bytes::from(bytes))),
             Err(e) => return fail(format!("the upload {name} is gone: {e}")),
         }
