@@ -6,6 +6,7 @@
 //! fragments run by workers and the merge run here.
 
 pub mod cluster;
+pub mod colocate;
 pub mod format;
 pub mod output;
 pub mod remote;
@@ -170,6 +171,12 @@ impl Czar {
             std::process::id(),
             self.queries.fetch_add(1, Ordering::Relaxed)
         );
+        let records: std::collections::HashMap<String, metastore::TableRecord> = self
+            .tables()
+            .iter()
+            .map(|t| (t.record.qualified_name().to_lowercase(), t.record.clone()))
+            .collect();
+        let physical = colocate::colocate(physical, &records).map_err(QueryError::run)?;
         let plan = distribute(physical, &self.cluster, &query_id).map_err(QueryError::run)?;
         Ok((plan, state.task_ctx()))
     }

@@ -25,6 +25,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
@@ -34,14 +35,15 @@ use datafusion::physical_plan::{
 };
 use futures::{SinkExt, StreamExt, TryStreamExt};
 use prost::Message;
-use protocol::{ChunkScanExec, FragmentTicket};
+use protocol::{ChunkScanExec, ConeJoinExec, FragmentTicket};
 
 use crate::cluster::Cluster;
 
 /// A fragment run on the workers, one partition per chunk.
 pub struct RemoteExec {
     fragment: Arc<dyn ExecutionPlan>,
-    leaf: ChunkScanExec,
+    /// The fragment's chunk scans (two for a chunk-local join), in `transform_up` order; all over the same chunks.
+    leaves: Vec<ChunkScanExec>,
     cluster: Arc<Cluster>,
     query_id: String,
     properties: Arc<PlanProperties>,
@@ -49,7 +51,7 @@ pub struct RemoteExec {
 
 impl fmt::Debug for RemoteExec {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "RemoteExec({})", self.leaf.scan.table)
+        write!(f, "RemoteExec({})", self.tables())
     }
 }
 
@@ -59,18 +61,25 @@ impl RemoteExec {
     }
 
     pub fn chunks(&self) -> &[u64] {
-        &self.leaf.scan.chunks
+        &self.leaves[0].scan.chunks
     }
 
-    /// The fragment for partition `i`: its leaf narrowed to one chunk.
+    fn tables(&self) -> String {
+        let names: Vec<&str> = self.leaves.iter().map(|l| l.scan.table.as_str()).collect();
+        names.join(" + ")
+    }
+
+    /// The fragment for partition `i`: each leaf narrowed to chunk `i`.
     fn fragment_for(&self, i: usize) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let leaf = Arc::new(self.leaf.for_partition(i));
+        let mut next = 0;
         Ok(self
             .fragment
             .clone()
             .transform_up(|node| {
                 Ok(if node.is::<ChunkScanExec>() {
-                    Transformed::yes(leaf.clone() as Arc<dyn ExecutionPlan>)
+                    let leaf = self.leaves[next].for_partition(i);
+                    next += 1;
+                    Transformed::yes(Arc::new(leaf) as Arc<dyn ExecutionPlan>)
                 } else {
                     Transformed::no(node)
                 })
@@ -84,8 +93,8 @@ impl DisplayAs for RemoteExec {
         write!(
             f,
             "RemoteExec: {} chunks of {} on {} workers",
-            self.leaf.scan.chunks.len(),
-            self.leaf.scan.table,
+            self.chunks().len(),
+            self.tables(),
             self.cluster.workers.len()
         )
     }
@@ -124,7 +133,7 @@ impl ExecutionPlan for RemoteExec {
         _context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let schema = self.fragment.schema();
-        let scan = &self.leaf.scan;
+        let scan = &self.leaves[0].scan;
         if scan.chunks.is_empty() && !scan.replicated {
             return Ok(Box::pin(RecordBatchStreamAdapter::new(
                 schema,
@@ -147,7 +156,7 @@ impl ExecutionPlan for RemoteExec {
         } else {
             self.cluster.placement(chunk)
         };
-        let table = scan.table.clone();
+        let table = self.tables();
         let (mut tx, rx) = futures::channel::mpsc::channel::<DfResult<RecordBatch>>(2);
         tokio::spawn(async move {
             let mut passed = 0usize;
@@ -238,11 +247,13 @@ impl ExecutionPlan for RemoteExec {
     }
 }
 
-/// The chunk scan under `node` when everything between works partition by partition (one chunk each).
-fn fragment_leaf(node: &Arc<dyn ExecutionPlan>) -> Option<ChunkScanExec> {
+/// The chunk scans under `node` when everything between works partition by partition (one chunk each): filters,
+/// projections, partial aggregates, per-partition sorts and limits over one scan, or a chunk-local join of two
+/// (see [`crate::colocate`]) whose scans read the same chunks.
+pub fn fragment_leaves(node: &Arc<dyn ExecutionPlan>) -> Option<Vec<ChunkScanExec>> {
     let any = node.as_ref();
     if let Some(scan) = any.downcast_ref::<ChunkScanExec>() {
-        return Some(scan.clone());
+        return Some(vec![scan.clone()]);
     }
     let per_partition = any.is::<FilterExec>()
         || any.is::<ProjectionExec>()
@@ -254,8 +265,24 @@ fn fragment_leaf(node: &Arc<dyn ExecutionPlan>) -> Option<ChunkScanExec> {
         || any
             .downcast_ref::<SortExec>()
             .is_some_and(|s| s.preserve_partitioning());
+    let pairwise = any.is::<ConeJoinExec>()
+        || any
+            .downcast_ref::<HashJoinExec>()
+            .is_some_and(|j| j.mode == PartitionMode::Partitioned);
     match node.children().as_slice() {
-        [child] if per_partition => fragment_leaf(child),
+        [child] if per_partition => fragment_leaves(child),
+        [left, right] if pairwise => {
+            let mut leaves = fragment_leaves(left)?;
+            let right = fragment_leaves(right)?;
+            let same_chunks = right
+                .iter()
+                .all(|r| r.scan.chunks == leaves[0].scan.chunks && !r.scan.replicated);
+            if !same_chunks || leaves.iter().any(|l| l.scan.replicated) {
+                return None;
+            }
+            leaves.extend(right);
+            Some(leaves)
+        }
         _ => None,
     }
 }
@@ -268,13 +295,13 @@ pub fn distribute(
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     Ok(plan
         .transform_down(|node| {
-            let Some(leaf) = fragment_leaf(&node) else {
+            let Some(leaves) = fragment_leaves(&node) else {
                 return Ok(Transformed::no(node));
             };
             let properties = node.properties().clone();
             let remote = RemoteExec {
                 fragment: node,
-                leaf,
+                leaves,
                 cluster: cluster.clone(),
                 query_id: query_id.to_string(),
                 properties,

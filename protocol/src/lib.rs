@@ -4,12 +4,15 @@
 //! filters, projections, partial aggregates, per-chunk top-k) is a *fragment*. It travels as a DataFusion physical
 //! plan (`datafusion-proto`) in a Flight `DoGet` ticket ([`FragmentTicket`]); its leaf is a [`ChunkScanExec`],
 //! encoded by [`Codec`] as a [`ChunkScan`] message, which a worker turns into a scan of its local chunk files. ADQL's
-//! functions travel by name: both sides register the same UDFs.
+//! functions travel by name: both sides register the same UDFs. A fragment may also join two chunk scans of the
+//! same chunk: a hash join on a director-child key, or a [`ConeJoinExec`] (pairs within a radius, with the overlap).
 //!
 //! Actions (`DoAction` type, body): `health` (empty) -> [`Health`]; `cancel` ([`Cancel`]) -> empty.
 
+mod join;
 mod scan;
 
+pub use join::{ConeJoin, ConeJoinExec};
 pub use scan::{
     ChunkScanExec, Codec, ScanFactory, decode_fragment, encode_filter, encode_fragment,
     encode_schema, leaf_properties,

@@ -20,6 +20,7 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use prost::Message;
 
 use crate::ChunkScan;
+use crate::join::{ConeJoin, ConeJoinExec};
 
 /// The rows of one table in a set of chunks: one output partition per chunk. Only a placeholder at the czar (the
 /// fragment above it is shipped to workers, see `czar::fragment`); executing it there is an error.
@@ -153,10 +154,27 @@ impl PhysicalExtensionCodec for Codec {
     fn try_decode(
         &self,
         buf: &[u8],
-        _inputs: &[Arc<dyn ExecutionPlan>],
+        inputs: &[Arc<dyn ExecutionPlan>],
         ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        // The first byte says which of our nodes follows.
+        let (kind, buf) = buf
+            .split_first()
+            .ok_or_else(|| DataFusionError::Internal("empty extension node".into()))?;
+        if *kind == NODE_CONE_JOIN {
+            let spec = ConeJoin::decode(buf).map_err(|e| proto_err("cone join", e))?;
+            let [left, right] = inputs else {
+                return Err(DataFusionError::Internal(
+                    "a cone join has two inputs".into(),
+                ));
+            };
+            return Ok(Arc::new(ConeJoinExec::try_new(
+                left.clone(),
+                right.clone(),
+                spec,
+            )?));
+        }
         let factory = self
             .factory
             .as_ref()
@@ -181,14 +199,23 @@ impl PhysicalExtensionCodec for Codec {
         buf: &mut Vec<u8>,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
+        if let Some(join) = node.downcast_ref::<ConeJoinExec>() {
+            buf.push(NODE_CONE_JOIN);
+            return join.spec.encode(buf).map_err(|e| proto_err("cone join", e));
+        }
         let scan = node.downcast_ref::<ChunkScanExec>().ok_or_else(|| {
             DataFusionError::NotImplemented(format!("{} cannot run on a worker", node.name()))
         })?;
+        buf.push(NODE_CHUNK_SCAN);
         scan.scan
             .encode(buf)
             .map_err(|e| proto_err("chunk scan", e))
     }
 }
+
+/// Extension node kinds (the first byte of an encoded node).
+const NODE_CHUNK_SCAN: u8 = 1;
+const NODE_CONE_JOIN: u8 = 2;
 
 /// Serializes a fragment for a ticket.
 pub fn encode_fragment(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {

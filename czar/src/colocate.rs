@@ -1,0 +1,380 @@
+//! Chunk-local joins. Before [`crate::remote::distribute`] cuts the plan, joins whose rows meet inside one chunk
+//! are rewritten to work chunk by chunk, so they run on the workers instead of gathering both tables at the czar:
+//!
+//! - an inner hash join of a child table with its director on the child's key = the director's id: a child row
+//!   lives in its director object's chunk, so chunk i of one side only meets chunk i of the other
+//!   (`HashJoinExec` in `Partitioned` mode straight over the two chunk scans, both over the chunks they share);
+//! - an inner nested-loop join of two director tables with the same chunk map (a near-neighbour self-join, or two
+//!   catalogs loaded on one map) whose filter confines pairs to a radius (`CONTAINS(POINT(b), CIRCLE(a, r)) = 1`
+//!   or `DISTANCE(a, b) < r`) no larger than the overlap of one side: that side reads each chunk with its overlap
+//!   rows, the other without, and a [`ConeJoinExec`] pairs them (the exact filter runs above it). Every pair closer
+//!   than the overlap meets in the chunk of the side read without overlap, and only there: each pair exactly once.
+//!
+//! Anything else (outer joins, larger radii, unrelated tables) is left as DataFusion planned it: correct, gathered
+//! at the czar.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::datatypes::Schema;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{JoinSide, JoinType, Result as DfResult, ScalarValue};
+use datafusion::logical_expr::{ColumnarValue, Operator};
+use datafusion::physical_expr::expressions::{BinaryExpr, Column};
+use datafusion::physical_expr::utils::split_conjunction;
+use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::utils::JoinFilter;
+use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use metastore::{TableKind, TableRecord};
+use protocol::{ChunkScanExec, ConeJoin, ConeJoinExec};
+
+use crate::remote::fragment_leaves;
+
+/// Rewrites the joins of `plan` that can run chunk by chunk; `tables` by qualified lower-case name.
+pub fn colocate(
+    plan: Arc<dyn ExecutionPlan>,
+    tables: &HashMap<String, TableRecord>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    Ok(plan
+        .transform_up(|node| {
+            let rewritten = if let Some(j) = node.downcast_ref::<HashJoinExec>() {
+                key_join(j, tables)?
+            } else if let Some(j) = node.downcast_ref::<NestedLoopJoinExec>() {
+                cone_join(j, tables)?
+            } else {
+                None
+            };
+            Ok(match rewritten {
+                Some(n) => Transformed::yes(n),
+                None => Transformed::no(node),
+            })
+        })?
+        .data)
+}
+
+/// Below the exchanges DataFusion put in to bring partitions together.
+fn strip(node: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    let mut node = node.clone();
+    while node.is::<RepartitionExec>() || node.is::<CoalescePartitionsExec>() {
+        node = node.children()[0].clone();
+    }
+    node
+}
+
+/// The single chunk scan of a per-chunk subtree (not a replicated table).
+fn single_leaf(node: &Arc<dyn ExecutionPlan>) -> Option<ChunkScanExec> {
+    match fragment_leaves(node)?.as_slice() {
+        [leaf] if !leaf.scan.replicated => Some(leaf.clone()),
+        _ => None,
+    }
+}
+
+/// `node` with its chunk scan reading `chunks` (and the overlap when asked).
+fn with_chunks(
+    node: Arc<dyn ExecutionPlan>,
+    chunks: &[u64],
+    overlap: bool,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    Ok(node
+        .transform_up(|n| {
+            Ok(match n.downcast_ref::<ChunkScanExec>() {
+                Some(leaf) => {
+                    let mut scan = leaf.scan.clone();
+                    scan.chunks = chunks.to_vec();
+                    scan.overlap = overlap;
+                    Transformed::yes(
+                        Arc::new(ChunkScanExec::new(scan, leaf.schema())) as Arc<dyn ExecutionPlan>
+                    )
+                }
+                None => Transformed::no(n),
+            })
+        })?
+        .data)
+}
+
+fn column_name<'a>(e: &'a Arc<dyn PhysicalExpr>) -> Option<&'a str> {
+    e.downcast_ref::<Column>().map(|c| c.name())
+}
+
+fn key_join(
+    j: &HashJoinExec,
+    tables: &HashMap<String, TableRecord>,
+) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+    if j.join_type != JoinType::Inner {
+        return Ok(None);
+    }
+    let (left, right) = (strip(&j.left), strip(&j.right));
+    let (Some(ll), Some(rl)) = (single_leaf(&left), single_leaf(&right)) else {
+        return Ok(None);
+    };
+    let (Some(lt), Some(rt)) = (tables.get(&ll.scan.table), tables.get(&rl.scan.table)) else {
+        return Ok(None);
+    };
+    // (child column, director column) of the key relation, if one side is the other's child.
+    let relation = |child: &TableRecord, director: &TableRecord| match (&child.kind, &director.kind)
+    {
+        (TableKind::Child { director: d, key }, TableKind::Director { id, .. })
+            if d.eq_ignore_ascii_case(&director.qualified_name()) =>
+        {
+            Some((key.to_lowercase(), id.to_lowercase()))
+        }
+        _ => None,
+    };
+    let on_key = |left_col: &str, right_col: &str| {
+        j.on.iter()
+            .any(|(l, r)| column_name(l) == Some(left_col) && column_name(r) == Some(right_col))
+    };
+    let colocated = match (relation(lt, rt), relation(rt, lt)) {
+        (Some((key, id)), _) => on_key(&key, &id),
+        (_, Some((key, id))) => on_key(&id, &key),
+        _ => false,
+    };
+    if !colocated {
+        return Ok(None);
+    }
+    let chunks: Vec<u64> = ll
+        .scan
+        .chunks
+        .iter()
+        .copied()
+        .filter(|c| rl.scan.chunks.binary_search(c).is_ok())
+        .collect();
+    let join = HashJoinExec::try_new(
+        with_chunks(left, &chunks, false)?,
+        with_chunks(right, &chunks, false)?,
+        j.on.clone(),
+        j.filter.clone(),
+        &j.join_type,
+        j.projection.as_ref().map(|p| p.to_vec()),
+        PartitionMode::Partitioned,
+        j.null_equality,
+        j.null_aware,
+    )?;
+    Ok(Some(Arc::new(join)))
+}
+
+/// The value of an expression without columns.
+fn constant(e: &Arc<dyn PhysicalExpr>) -> Option<f64> {
+    let mut has_column = false;
+    e.apply(|n| {
+        has_column |= n.is::<Column>();
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    })
+    .ok()?;
+    if has_column {
+        return None;
+    }
+    let batch = RecordBatch::try_new_with_options(
+        Arc::new(Schema::empty()),
+        vec![],
+        &RecordBatchOptions::new().with_row_count(Some(1)),
+    )
+    .ok()?;
+    match e.evaluate(&batch).ok()? {
+        ColumnarValue::Scalar(v) => match v.cast_to(&arrow::datatypes::DataType::Float64).ok()? {
+            ScalarValue::Float64(Some(x)) => Some(x),
+            _ => None,
+        },
+        ColumnarValue::Array(_) => None,
+    }
+}
+
+/// A filter conjunct that confines pairs to a radius: (first point's columns, second point's columns, radius in
+/// degrees), columns as indexes into the join filter's schema.
+fn radius_of(e: &Arc<dyn PhysicalExpr>) -> Option<([usize; 2], [usize; 2], f64)> {
+    let b = e.downcast_ref::<BinaryExpr>()?;
+    let call = |e: &Arc<dyn PhysicalExpr>| {
+        e.downcast_ref::<ScalarFunctionExpr>()
+            .map(|f| (f.name().to_string(), f.args().to_vec()))
+    };
+    let columns = |args: &[Arc<dyn PhysicalExpr>]| -> Option<([usize; 2], [usize; 2])> {
+        let c = |i: usize| args.get(i)?.downcast_ref::<Column>().map(|c| c.index());
+        Some(([c(0)?, c(1)?], [c(2)?, c(3)?]))
+    };
+    match b.op() {
+        Operator::Eq => {
+            let (f, value) = match (call(b.left()), call(b.right())) {
+                (Some(f), None) => (f, b.right()),
+                (None, Some(f)) => (f, b.left()),
+                _ => return None,
+            };
+            if f.0 != "adql_contains_point_circle" || f.1.len() != 5 || constant(value)? != 1.0 {
+                return None;
+            }
+            let (p, q) = columns(&f.1)?;
+            Some((p, q, constant(&f.1[4])?))
+        }
+        Operator::Lt | Operator::LtEq => {
+            let f = call(b.left())?;
+            if f.0 != "adql_distance" || f.1.len() != 4 {
+                return None;
+            }
+            let (p, q) = columns(&f.1)?;
+            Some((p, q, constant(b.right())?))
+        }
+        Operator::Gt | Operator::GtEq => {
+            let f = call(b.right())?;
+            if f.0 != "adql_distance" || f.1.len() != 4 {
+                return None;
+            }
+            let (p, q) = columns(&f.1)?;
+            Some((p, q, constant(b.left())?))
+        }
+        _ => None,
+    }
+}
+
+fn cone_join(
+    j: &NestedLoopJoinExec,
+    tables: &HashMap<String, TableRecord>,
+) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+    if *j.join_type() != JoinType::Inner {
+        return Ok(None);
+    }
+    let Some(filter) = j.filter() else {
+        return Ok(None);
+    };
+    let (left, right) = (strip(j.left()), strip(j.right()));
+    let (Some(ll), Some(rl)) = (single_leaf(&left), single_leaf(&right)) else {
+        return Ok(None);
+    };
+    let (Some(lt), Some(rt)) = (tables.get(&ll.scan.table), tables.get(&rl.scan.table)) else {
+        return Ok(None);
+    };
+    let (
+        TableKind::Director {
+            ra: lra, dec: ldec, ..
+        },
+        TableKind::Director {
+            ra: rra, dec: rdec, ..
+        },
+    ) = (&lt.kind, &rt.kind)
+    else {
+        return Ok(None);
+    };
+    if lt.chunks != rt.chunks {
+        return Ok(None);
+    }
+    // Where a filter column comes from: (side, index in that side's schema).
+    let origin = |i: usize| filter.column_indices().get(i).map(|c| (c.side, c.index));
+    let (lschema, rschema) = (left.schema(), right.schema());
+    let named = |side: JoinSide, index: usize, want: &str| {
+        let schema = if side == JoinSide::Left {
+            &lschema
+        } else {
+            &rschema
+        };
+        schema
+            .fields()
+            .get(index)
+            .is_some_and(|f| f.name().eq_ignore_ascii_case(want))
+    };
+    let mut found = None;
+    for conjunct in split_conjunction(filter.expression()) {
+        let Some((p, q, r)) = radius_of(conjunct) else {
+            continue;
+        };
+        let (Some(p0), Some(p1), Some(q0), Some(q1)) =
+            (origin(p[0]), origin(p[1]), origin(q[0]), origin(q[1]))
+        else {
+            continue;
+        };
+        // One point from each side, each its table's (ra, dec).
+        let (l, r_) = match (p0.0, q0.0) {
+            (JoinSide::Left, JoinSide::Right) => ((p0, p1), (q0, q1)),
+            (JoinSide::Right, JoinSide::Left) => ((q0, q1), (p0, p1)),
+            _ => continue,
+        };
+        if l.1.0 != JoinSide::Left || r_.1.0 != JoinSide::Right {
+            continue;
+        }
+        if named(JoinSide::Left, l.0.1, lra)
+            && named(JoinSide::Left, l.1.1, ldec)
+            && named(JoinSide::Right, r_.0.1, rra)
+            && named(JoinSide::Right, r_.1.1, rdec)
+            && r.is_finite()
+            && r >= 0.0
+        {
+            found = Some((l.0.1, l.1.1, r_.0.1, r_.1.1, r));
+            break;
+        }
+    }
+    let Some((left_ra, left_dec, right_ra, right_dec, radius)) = found else {
+        return Ok(None);
+    };
+    // The side read with its overlap must have an overlap at least as wide as the radius; the other side decides
+    // which chunks to read (its own rows are read exactly once).
+    let (left_overlap, chunks) = if radius <= rt.overlap_arcsec / 3600.0 {
+        (false, ll.scan.chunks.clone())
+    } else if radius <= lt.overlap_arcsec / 3600.0 {
+        (true, rl.scan.chunks.clone())
+    } else {
+        return Ok(None);
+    };
+    let left = with_chunks(left, &chunks, left_overlap)?;
+    let right = with_chunks(right, &chunks, !left_overlap)?;
+    let left_len = left.schema().fields().len();
+    let pairs: Arc<dyn ExecutionPlan> = Arc::new(ConeJoinExec::try_new(
+        left,
+        right,
+        ConeJoin {
+            left_ra: left_ra as u32,
+            left_dec: left_dec as u32,
+            right_ra: right_ra as u32,
+            right_dec: right_dec as u32,
+            radius,
+        },
+    )?);
+    let predicate = concat_columns(filter, left_len)?;
+    let filtered: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(predicate, pairs)?);
+    let out = match j.projection() {
+        Some(p) => {
+            let schema = filtered.schema();
+            let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = p
+                .iter()
+                .map(|&i| {
+                    let name = schema.field(i).name().clone();
+                    (
+                        Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>,
+                        name,
+                    )
+                })
+                .collect();
+            Arc::new(ProjectionExec::try_new(exprs, filtered)?) as Arc<dyn ExecutionPlan>
+        }
+        None => filtered,
+    };
+    Ok(Some(out))
+}
+
+/// The join filter's expression over the left ++ right columns (instead of its own intermediate schema).
+fn concat_columns(filter: &JoinFilter, left_len: usize) -> DfResult<Arc<dyn PhysicalExpr>> {
+    let indices = filter.column_indices().to_vec();
+    Ok(
+        filter
+            .expression()
+            .clone()
+            .transform_up(|e| {
+                Ok(match e.downcast_ref::<Column>() {
+                    Some(c) => {
+                        let origin = &indices[c.index()];
+                        let index = match origin.side {
+                            JoinSide::Left => origin.index,
+                            _ => left_len + origin.index,
+                        };
+                        Transformed::yes(
+                            Arc::new(Column::new(c.name(), index)) as Arc<dyn PhysicalExpr>
+                        )
+                    }
+                    None => Transformed::no(e),
+                })
+            })?
+            .data,
+    )
+}
