@@ -134,6 +134,56 @@ def test_queries_match_duckdb(served, release, adql, sql):
         assert all(close(a, b) for a, b in zip(g, w)), (g, w)
 
 
+def pairs_within(release, r, where=""):
+    return sorted(duck(release, f"""SELECT a.id, b.id FROM object a JOIN object b
+        ON b.dec BETWEEN a.dec - {r} AND a.dec + {r} AND a.id <> b.id AND {haversine('b.ra', 'b.dec', 'a.ra', 'a.dec')} <= {r}
+        {where}"""))
+
+
+def explain(served, adql):
+    out = subprocess.run([SKYSHARD, "query", "--url", served, "--explain", adql], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.parametrize("form", ["contains", "distance"])
+def test_near_neighbours_run_chunk_local_and_match_duckdb(served, release, form):
+    # Just inside the 60-arcsec overlap: every pair, across chunk edges, the poles and RA 0/360, exactly once.
+    r = 0.0166
+    on = (f"CONTAINS(POINT(b.ra, b.dec), CIRCLE(a.ra, a.dec, {r})) = 1" if form == "contains"
+          else f"DISTANCE(POINT(a.ra, a.dec), POINT(b.ra, b.dec)) < {r}")
+    adql = f"SELECT a.id, b.id AS bid FROM sky.object AS a JOIN sky.object AS b ON {on} WHERE a.id <> b.id"
+    plan = explain(served, adql)
+    assert "ConeJoinExec" in plan.split("merge plan")[0] and "with overlap" in plan, plan
+    got = sorted((int(a), int(b)) for a, b in rows(served, adql))
+    want = pairs_within(release, r)
+    assert len(want) > 20 and got == want
+    # Aggregated on the workers too.
+    assert rows(served, f"SELECT COUNT(*) FROM sky.object AS a JOIN sky.object AS b ON {on} WHERE a.id <> b.id") == [(str(len(want)),)]
+
+
+def test_wider_than_the_overlap_is_still_right(served, release):
+    # 0.05 deg is three times the overlap: not chunk-local (gathered at the czar), still complete.
+    r = 0.05
+    adql = (f"SELECT a.id, b.id AS bid FROM sky.object AS a JOIN sky.object AS b "
+            f"ON CONTAINS(POINT(b.ra, b.dec), CIRCLE(a.ra, a.dec, {r})) = 1 "
+            f"WHERE a.id <> b.id AND CONTAINS(POINT(a.ra, a.dec), CIRCLE(0, 0, 4)) = 1")
+    assert "ConeJoinExec" not in explain(served, adql)
+    got = sorted((int(a), int(b)) for a, b in rows(served, adql))
+    want = pairs_within(release, r, f"WHERE {haversine('a.ra', 'a.dec', 0, 0)} <= 4")
+    assert got == want
+
+
+def test_director_child_join_runs_chunk_local(served, release):
+    adql = "SELECT o.id, COUNT(*) AS n, SUM(s.flux) AS f FROM sky.source AS s JOIN sky.object AS o ON s.object_id = o.id WHERE o.mag_g < 19 GROUP BY o.id ORDER BY o.id"
+    assert "HashJoinExec: mode=Partitioned" in explain(served, adql).split("merge plan")[0]
+    got = rows(served, adql)
+    want = duck(release, "SELECT o.id, COUNT(*), SUM(s.flux) FROM source s JOIN object o ON s.object_id = o.id WHERE o.mag_g < 19 GROUP BY o.id ORDER BY o.id")
+    assert len(got) == len(want) > 100
+    for g, w in zip(got, want):
+        assert all(close(a, b) for a, b in zip(g, w)), (g, w)
+
+
 def test_errors_and_maxrec(served):
     status, body = tap(served, "SELECT ra FROM sky.object WHERE")
     assert status == 400 and 'value="ERROR"' in body and "1:" in body
