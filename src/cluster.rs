@@ -32,6 +32,13 @@ pub struct ServiceArgs {
     /// into its own network).
     #[arg(long)]
     pub allow_private_uploads: bool,
+    /// Memory one query may hold at the czar (hash tables, sorts, aggregates; sorts and aggregates spill to disk
+    /// beyond it), in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub query_memory_mb: usize,
+    /// Seconds a sync query may run (async jobs have their own execution duration).
+    #[arg(long, default_value_t = 600)]
+    pub sync_timeout: u64,
 }
 
 /// Starts the HTTP service of a czar and reports where it listens.
@@ -42,9 +49,14 @@ async fn run_czar(
     service: &ServiceArgs,
     howto: Option<fn(&str) -> String>,
 ) -> Result<(), String> {
-    let czar = Arc::new(czar::Czar::open(data_dir, cluster)?);
+    let czar = Arc::new(czar::Czar::open_with_limit(
+        data_dir,
+        cluster,
+        Some(service.query_memory_mb.max(1) << 20),
+    )?);
     let limits = czar::tap::Limits {
         allow_private_uploads: service.allow_private_uploads,
+        sync_duration: service.sync_timeout.max(1),
         ..Default::default()
     };
     let tap = czar::tap::Tap::open(czar.clone(), limits, service.jobs_dir.as_deref())?;

@@ -94,7 +94,11 @@ pub fn demo(port: u16, rows: u64, workers: usize, data_dir: Option<PathBuf>) -> 
     if let Err(e) = prepare(&data_dir, rows) {
         return failure(e);
     }
-    let service = crate::cluster::ServiceArgs::default();
+    let service = crate::cluster::ServiceArgs {
+        query_memory_mb: 2048,
+        sync_timeout: 600,
+        ..Default::default()
+    };
     crate::cluster::serve_with(
         &data_dir,
         port,

@@ -28,6 +28,8 @@ use crate::translate::{Translation, translate};
 pub struct Engine {
     catalog: Arc<dyn Catalog>,
     config: SessionConfig,
+    /// Bytes one query's operators may hold (hash tables, sorts, aggregates); None: no limit.
+    memory_limit: Option<usize>,
 }
 
 impl Engine {
@@ -39,7 +41,18 @@ impl Engine {
                     .map(|n| n.get())
                     .unwrap_or(2),
             );
-        Engine { catalog, config }
+        Engine {
+            catalog,
+            config,
+            memory_limit: None,
+        }
+    }
+
+    /// Gives every query its own memory pool of `bytes` (sorts and aggregates spill to disk beyond it; what
+    /// cannot spill ends the query with "Resources exhausted").
+    pub fn with_memory_limit(mut self, bytes: Option<usize>) -> Self {
+        self.memory_limit = bytes;
+        self
     }
 
     pub fn with_config(mut self, config: SessionConfig) -> Self {
@@ -56,6 +69,13 @@ impl Engine {
         let mut builder = SessionStateBuilder::new()
             .with_config(self.config.clone())
             .with_default_features();
+        if let Some(bytes) = self.memory_limit
+            && let Ok(runtime) = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+                .with_memory_limit(bytes, 1.0)
+                .build()
+        {
+            builder = builder.with_runtime_env(Arc::new(runtime));
+        }
         let mut functions: Vec<Arc<ScalarUDF>> =
             builder.scalar_functions().take().unwrap_or_default();
         functions.extend(crate::udf::all().into_iter().map(Arc::new));

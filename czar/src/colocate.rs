@@ -378,3 +378,24 @@ fn concat_columns(filter: &JoinFilter, left_len: usize) -> DfResult<Arc<dyn Phys
             .data,
     )
 }
+
+/// Makes the joins run at the czar yield to the scheduler between output batches. A join can produce many
+/// batches from one input batch without awaiting anything, and an aggregate above it then loops without ever
+/// returning Pending: a cancelled or timed-out query would keep its cores, and other queries would starve.
+pub fn yield_after_joins(plan: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    use datafusion::physical_plan::coop::CooperativeExec;
+    use datafusion::physical_plan::joins::CrossJoinExec;
+    Ok(plan
+        .transform_up(|node| {
+            let join = node.is::<NestedLoopJoinExec>()
+                || node.is::<HashJoinExec>()
+                || node.is::<CrossJoinExec>()
+                || node.is::<ConeJoinExec>();
+            Ok(if join {
+                Transformed::yes(Arc::new(CooperativeExec::new(node)) as Arc<dyn ExecutionPlan>)
+            } else {
+                Transformed::no(node)
+            })
+        })?
+        .data)
+}

@@ -42,7 +42,14 @@ pub enum QueryError {
 
 impl QueryError {
     pub fn run(e: datafusion::error::DataFusionError) -> QueryError {
-        QueryError::Execution(adql::engine::clean_message(&e))
+        let message = adql::engine::clean_message(&e);
+        if message.to_lowercase().contains("resources exhausted") {
+            return QueryError::Execution(format!(
+                "the query needs more memory at the czar than one query may use ({message}); narrow it (a \
+                 smaller area, fewer columns, TOP) or run it as an async job with a smaller result"
+            ));
+        }
+        QueryError::Execution(message)
     }
 }
 
@@ -50,6 +57,8 @@ pub struct Czar {
     data_dir: PathBuf,
     engine: RwLock<Arc<Engine>>,
     config: SessionConfig,
+    memory_limit: Option<usize>,
+    cpu: CpuRuntime,
     keys: RwLock<Vec<tap_schema::ForeignKey>>,
     tables: RwLock<Vec<Arc<TableInfo>>>,
     pub cluster: Arc<Cluster>,
@@ -59,11 +68,22 @@ pub struct Czar {
 impl Czar {
     /// Opens the catalog of `data_dir` (its metadata store) for a cluster.
     pub fn open(data_dir: &Path, cluster: Cluster) -> Result<Czar, String> {
+        Czar::open_with_limit(data_dir, cluster, None)
+    }
+
+    /// [`Czar::open`], each query's operators at the czar held to `memory_limit` bytes.
+    pub fn open_with_limit(
+        data_dir: &Path,
+        cluster: Cluster,
+        memory_limit: Option<usize>,
+    ) -> Result<Czar, String> {
         std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
         let czar = Czar {
             data_dir: data_dir.to_path_buf(),
             engine: RwLock::new(Arc::new(Engine::new(Arc::new(MemoryCatalog::new())))),
             config: session_config(),
+            memory_limit,
+            cpu: CpuRuntime::new(),
             keys: RwLock::new(Vec::new()),
             tables: RwLock::new(Vec::new()),
             cluster: Arc::new(cluster),
@@ -106,11 +126,17 @@ impl Czar {
         for t in tap_schema::build(&catalog.tables(), &keys) {
             catalog.add(t);
         }
-        let engine = Engine::new(Arc::new(catalog)).with_config(self.config.clone());
+        let engine = self.engine_over(catalog);
         *self.engine.write().expect("engine lock") = Arc::new(engine);
         *self.tables.write().expect("tables lock") = infos;
         *self.keys.write().expect("keys lock") = keys;
         Ok(())
+    }
+
+    fn engine_over(&self, catalog: MemoryCatalog) -> Engine {
+        Engine::new(Arc::new(catalog))
+            .with_config(self.config.clone())
+            .with_memory_limit(self.memory_limit)
     }
 
     /// Every queryable table (published ones and TAP_SCHEMA), with its TAP metadata.
@@ -158,7 +184,7 @@ impl Czar {
             {
                 catalog.add((*t).clone());
             }
-            engine = Arc::new(Engine::new(Arc::new(catalog)).with_config(self.config.clone()));
+            engine = Arc::new(self.engine_over(catalog));
         }
         let state = engine.session();
         let logical = engine.plan(adql, &state)?;
@@ -178,6 +204,7 @@ impl Czar {
             .collect();
         let physical = colocate::colocate(physical, &records).map_err(QueryError::run)?;
         let plan = distribute(physical, &self.cluster, &query_id).map_err(QueryError::run)?;
+        let plan = colocate::yield_after_joins(plan).map_err(QueryError::run)?;
         Ok((plan, state.task_ctx()))
     }
 
@@ -188,7 +215,32 @@ impl Czar {
         uploads: &[Arc<CatalogTable>],
     ) -> Result<SendableRecordBatchStream, QueryError> {
         let (plan, ctx) = self.plan(adql, uploads).await?;
-        execute_stream(plan, ctx).map_err(QueryError::run)
+        let schema = plan.schema();
+        // The query runs on the CPU runtime; the service's runtime only moves its batches, so HTTP, timers and
+        // other clients stay responsive while DataFusion operators hold a core.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let task = self.cpu.handle().spawn(async move {
+            let mut stream = match execute_stream(plan, ctx) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            while let Some(item) = futures::StreamExt::next(&mut stream).await {
+                if tx.send(item).await.is_err() {
+                    return; // the caller went away: dropping the stream cancels the workers' streams
+                }
+            }
+        });
+        let guard = AbortOnDrop(task);
+        let batches = futures::stream::poll_fn(move |cx| {
+            let _ = &guard;
+            rx.poll_recv(cx)
+        });
+        Ok(Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, batches),
+        ))
     }
 
     /// What a query would do: the chunks each fragment touches, the fragment, and the merge plan above.
@@ -216,6 +268,44 @@ impl Czar {
             displayable(plan.as_ref()).indent(true)
         ));
         Ok(out)
+    }
+}
+
+/// Aborts a task when dropped (a query whose reader went away, or timed out, stops at its next await).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The runtime queries execute on, apart from the one serving HTTP.
+struct CpuRuntime(Option<tokio::runtime::Runtime>);
+
+impl CpuRuntime {
+    fn new() -> CpuRuntime {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("czar-query")
+            .enable_all()
+            .build()
+            .expect("the query runtime starts");
+        CpuRuntime(Some(rt))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("query runtime").handle()
+    }
+}
+
+impl Drop for CpuRuntime {
+    fn drop(&mut self) {
+        // A runtime may not be dropped from async code: let its threads wind down on their own.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
     }
 }
 

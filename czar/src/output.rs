@@ -523,6 +523,7 @@ pub async fn stream_result(
     maxrec: u64,
     info: &[(&str, String)],
     sink: mpsc::Sender<std::io::Result<Bytes>>,
+    deadline: Option<(tokio::time::Instant, u64)>,
 ) -> Result<Outcome, String> {
     let schema = batches.schema();
     let mut writer = ResultWriter::new(format, schema, info).map_err(|e| e.to_string())?;
@@ -554,7 +555,16 @@ pub async fn stream_result(
                 Ending::Complete
             };
         }
-        match batches.next().await {
+        let next = match deadline {
+            Some((at, secs)) => match tokio::time::timeout_at(at, batches.next()).await {
+                Ok(next) => next,
+                Err(_) => Some(Err(datafusion::error::DataFusionError::Execution(format!(
+                    "the query ran longer than the limit of {secs} s and was stopped"
+                )))),
+            },
+            None => batches.next().await,
+        };
+        match next {
             None => break Ending::Complete,
             Some(Ok(batch)) => {
                 let take = (maxrec - rows).min(batch.num_rows() as u64) as usize;
@@ -571,7 +581,7 @@ pub async fn stream_result(
                 }
             }
             Some(Err(e)) => {
-                let message = adql::engine::clean_message(&e);
+                let message = crate::QueryError::run(e).to_string();
                 if !format.reports_errors_inline() {
                     send(writer.take()).await?;
                     let _ = sink.send(Err(std::io::Error::other(message.clone()))).await;

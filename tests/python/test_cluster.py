@@ -232,3 +232,43 @@ def test_a_killed_worker(release):
     finally:
         for p, _ in workers:
             p.kill()
+
+
+def test_limits_end_queries_clearly_and_free_the_service(release, tmp_path):
+    base, data = release
+    proc, url = start(["serve", "--data-dir", str(data), "--port", "0", "--workers", "2", "--query-memory-mb", "1",
+                       "--sync-timeout", "3", "--jobs-dir", str(tmp_path / "jobs")], r"TAP service at (http://\S+/tap)")
+    try:
+        # A join gathered at the czar needs more than 1 MiB for its hash table.
+        status, body = tap(url, "SELECT COUNT(*) FROM sky.source AS s JOIN sky.object AS o ON s.flux = o.mag_g")
+        assert status == 400 and "more memory" in body and 'value="ERROR"' in body, body[:500]
+        # A nested-loop join of 60k x 60k rows: stopped at the time limit, while a cone is answered meanwhile.
+        import threading
+        result = {}
+
+        def slow():
+            t = time.time()
+            result["slow"] = tap(url, "SELECT COUNT(*) FROM sky.object AS a, sky.object AS b WHERE a.mag_g < b.mag_g - 0.0001 * b.dec")
+            result["slow_s"] = time.time() - t
+
+        thread = threading.Thread(target=slow)
+        thread.start()
+        time.sleep(1)
+        t = time.time()
+        status, body = tap(url, "SELECT COUNT(*) FROM sky.object WHERE CONTAINS(POINT(ra, dec), CIRCLE(10, 10, 2)) = 1")
+        assert status == 200 and time.time() - t < 2.0
+        thread.join()
+        status, body = result["slow"]
+        assert "longer than the limit of 3 s" in body and result["slow_s"] < 6, (status, body[:300], result["slow_s"])
+        # The stopped query gave its cores back: the process goes idle.
+        def cpu_ticks():
+            with open(f"/proc/{proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])
+        time.sleep(0.5)
+        before = cpu_ticks()
+        time.sleep(1.0)
+        assert cpu_ticks() - before < 30  # under 0.3 s of CPU in 1 s
+    finally:
+        proc.kill()
+        proc.wait()

@@ -54,6 +54,8 @@ pub struct Limits {
     pub allow_private_uploads: bool,
     /// Async jobs executing at once; more wait QUEUED.
     pub concurrent_jobs: usize,
+    /// Seconds a sync query (or a cone search) may run.
+    pub sync_duration: u64,
 }
 
 impl Default for Limits {
@@ -69,6 +71,7 @@ impl Default for Limits {
             upload_timeout: 30,
             allow_private_uploads: false,
             concurrent_jobs: 4,
+            sync_duration: 600,
         }
     }
 }
@@ -286,9 +289,21 @@ async fn sync(
         Ok(u) => u,
         Err(m) => return error(StatusCode::BAD_REQUEST, &m),
     };
-    let stream = match start_query(&tap.czar, &req, &uploads).await {
-        Ok(s) => s,
-        Err(e) => return query_error(&e),
+    let secs = tap.limits.sync_duration;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let stream = match tokio::time::timeout_at(deadline, start_query(&tap.czar, &req, &uploads))
+        .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return query_error(&e),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "the query ran longer than the limit of {secs} s for sync queries and was stopped; run it as an async job"
+                ),
+            );
+        }
     };
     let info = result_info(&req);
     let extra = match req.format {
@@ -301,7 +316,15 @@ async fn sync(
     streamed_response(StatusCode::OK, req.format.mime(), extra, move |tx| {
         tokio::spawn(async move {
             let info: Vec<(&str, String)> = info.iter().map(|(k, v)| (*k, v.clone())).collect();
-            let _ = stream_result(stream, req.format, req.maxrec, &info, tx).await;
+            let _ = stream_result(
+                stream,
+                req.format,
+                req.maxrec,
+                &info,
+                tx,
+                Some((deadline, secs)),
+            )
+            .await;
         });
     })
 }

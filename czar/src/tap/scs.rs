@@ -139,7 +139,8 @@ pub async fn cone(
         Vec::new(),
         move |tx| {
             tokio::spawn(async move {
-                let _ = stream_result(stream, OutputFormat::VoTable, req.maxrec, &[], tx).await;
+                let _ =
+                    stream_result(stream, OutputFormat::VoTable, req.maxrec, &[], tx, None).await;
             });
         },
     )
