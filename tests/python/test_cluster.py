@@ -272,3 +272,39 @@ def test_limits_end_queries_clearly_and_free_the_service(release, tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_worker_killed_mid_query(release, tmp_path):
+    """kill -9 a worker while a large result is streaming: with two replicas the result is complete and right,
+    with one the document ends with an error naming the chunk, never silently short."""
+    import http.client
+    base, data = release
+    want = sorted(r[0] for r in duck(release, "SELECT source_id FROM source"))
+    for replicas in (2, 1):
+        workers = [start(["worker", "--listen", "127.0.0.1:0", "--data-dir", str(data)], r"worker at (\S+)") for _ in range(3)]
+        czar, url = start(["czar", "--port", "0", "--data-dir", str(data), "--workers", ",".join(a for _, a in workers),
+                           "--replicas", str(replicas), "--jobs-dir", str(tmp_path / f"jobs{replicas}")],
+                          r"TAP service at (http://\S+/tap)")
+        try:
+            u = urllib.parse.urlparse(url)
+            conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
+            form = urllib.parse.urlencode({"LANG": "ADQL", "QUERY": "SELECT source_id, object_id, flux FROM sky.source",
+                                           "MAXREC": "10000000"})
+            conn.request("POST", "/tap/sync", form, {"Content-Type": "application/x-www-form-urlencoded"})
+            response = conn.getresponse()
+            assert response.status == 200
+            head = response.read(64 * 1024)
+            workers[0][0].send_signal(signal.SIGKILL)
+            workers[0][0].wait()
+            body = (head + response.read()).decode()
+            ids = [int(x) for x in re.findall(r"<TR><TD>(\d+)</TD>", body)]
+            if replicas == 2:
+                assert 'value="ERROR"' not in body and sorted(ids) == want
+            else:
+                tail = body[-2000:]
+                assert 'value="ERROR"' in tail and "unavailable" in tail and "chunk" in tail, tail
+                assert len(ids) < len(want)
+        finally:
+            czar.kill()
+            for p, _ in workers:
+                p.kill()
