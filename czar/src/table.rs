@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
+use arrow::array::Array;
 use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
@@ -236,6 +237,135 @@ fn cone_of(e: &Expr, ra: &str, dec: &str) -> Option<(f64, f64, f64)> {
     }
 }
 
+/// A sky region a filter confines rows to.
+#[derive(Debug, Clone, PartialEq)]
+enum Region {
+    Cone(f64, f64, f64),
+    /// Vertices in degrees (BOX arrives as its four corners).
+    Polygon(Vec<(f64, f64)>),
+    /// Any of these (an OR of constraints).
+    Union(Vec<Region>),
+}
+
+/// The numbers of a list literal (a geometry value: a circle's center and radius, a polygon's vertices).
+fn numbers(e: &Expr) -> Option<Vec<f64>> {
+    let Expr::Literal(v, _) = e else {
+        return None;
+    };
+    let values = match v {
+        ScalarValue::List(a) if a.len() == 1 => a.value(0),
+        ScalarValue::LargeList(a) if a.len() == 1 => a.value(0),
+        ScalarValue::FixedSizeList(a) if a.len() == 1 => a.value(0),
+        _ => return None,
+    };
+    let values = arrow::compute::cast(&values, &arrow::datatypes::DataType::Float64).ok()?;
+    let values = values
+        .as_any()
+        .downcast_ref::<arrow::array::Float64Array>()?;
+    if values.null_count() > 0 {
+        return None;
+    }
+    Some(values.values().to_vec())
+}
+
+/// The region `e` confines the rows' (ra, dec) to: a cone ([`cone_of`]), `CONTAINS(POINT, BOX|POLYGON|CIRCLE) = 1`
+/// (also INTERSECTS, which is the same for a point), or an OR of such constraints.
+fn region_of(e: &Expr, ra: &str, dec: &str) -> Option<Region> {
+    if let Some((a, d, r)) = cone_of(e, ra, dec) {
+        return Some(Region::Cone(a, d, r));
+    }
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+        return None;
+    };
+    match op {
+        Operator::Or => {
+            let (l, r) = (region_of(left, ra, dec)?, region_of(right, ra, dec)?);
+            let mut parts = Vec::new();
+            for part in [l, r] {
+                match part {
+                    Region::Union(p) => parts.extend(p),
+                    other => parts.push(other),
+                }
+            }
+            Some(Region::Union(parts))
+        }
+        Operator::Eq => {
+            let (f, value) = match (left.as_ref(), right.as_ref()) {
+                (Expr::ScalarFunction(f), v) | (v, Expr::ScalarFunction(f))
+                    if number(v) == Some(1.0) =>
+                {
+                    (f, v)
+                }
+                _ => return None,
+            };
+            let _ = value;
+            if !matches!(f.func.name(), "adql_contains" | "adql_intersects") || f.args.len() != 2 {
+                return None;
+            }
+            let Expr::ScalarFunction(point) = &f.args[0] else {
+                return None;
+            };
+            if point.func.name() != "adql_point"
+                || point.args.len() != 2
+                || column_name(&point.args[0]) != Some(ra)
+                || column_name(&point.args[1]) != Some(dec)
+            {
+                return None;
+            }
+            let v = numbers(&f.args[1])?;
+            if !v.iter().all(|x| x.is_finite()) {
+                return None;
+            }
+            match v.len() {
+                3 => Some(Region::Cone(v[0], v[1], v[2])),
+                n if n >= 6 && n % 2 == 0 => {
+                    Some(Region::Polygon(v.chunks(2).map(|p| (p[0], p[1])).collect()))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+impl Region {
+    fn chunks(&self, map: &ChunkMap) -> BTreeSet<u64> {
+        match self {
+            Region::Cone(a, d, r) => map.cone(*a, *d, *r).iter().map(|c| c.0).collect(),
+            Region::Polygon(v) => map.polygon(v).iter().map(|c| c.0).collect(),
+            Region::Union(parts) => parts.iter().flat_map(|p| p.chunks(map)).collect(),
+        }
+    }
+
+    fn index_ranges(&self) -> Vec<IndexRange> {
+        let cone = |a: f64, d: f64, r: f64| {
+            partitioner::map::cone_index_ranges(a, d, r)
+                .into_iter()
+                .map(|(from, to)| IndexRange {
+                    from: from as i64,
+                    to: to as i64,
+                })
+                .collect::<Vec<_>>()
+        };
+        match self {
+            Region::Cone(a, d, r) => cone(*a, *d, *r),
+            Region::Polygon(v) => {
+                let (a, d, r) = partitioner::map::bounding_cone(v);
+                cone(a, d, r)
+            }
+            Region::Union(parts) => parts.iter().flat_map(|p| p.index_ranges()).collect(),
+        }
+    }
+
+    fn valid(&self) -> bool {
+        match self {
+            Region::Cone(a, d, r) => a.is_finite() && d.is_finite() && r.is_finite() && *r >= 0.0,
+            Region::Polygon(v) => v.len() >= 3,
+            Region::Union(parts) => parts.iter().all(Region::valid),
+        }
+    }
+}
+
 /// The ids `e` confines a column to (`col = v`, `col IN (...)`).
 fn ids_of(e: &Expr, column: &str) -> Option<Vec<i64>> {
     match e {
@@ -304,22 +434,16 @@ impl TableInfo {
         };
         for p in &parts {
             if let (Some(ra), Some(dec), Some(map)) = (&ra, &dec, &self.map)
-                && let Some((a, d, r)) = cone_of(p, ra, dec)
+                && let Some(region) = region_of(p, ra, dec)
             {
-                if !(a.is_finite() && d.is_finite() && r.is_finite()) || r < 0.0 {
+                if !region.valid() {
                     keep.clear();
                     continue;
                 }
-                let touched: BTreeSet<u64> = map.cone(a, d, r).iter().map(|c| c.0).collect();
+                let touched = region.chunks(map);
                 keep.retain(|c| touched.contains(c));
                 if ranges.is_empty() {
-                    ranges = partitioner::map::cone_index_ranges(a, d, r)
-                        .into_iter()
-                        .map(|(from, to)| IndexRange {
-                            from: from as i64,
-                            to: to as i64,
-                        })
-                        .collect();
+                    ranges = region.index_ranges();
                 }
             }
             if let (Some(column), Some(table)) = (&id_column, index_table)

@@ -238,7 +238,7 @@ impl ChunkMap {
 }
 
 /// A cone around a small polygon: centred on the mean of its vertex vectors, reaching past its farthest vertex.
-fn bounding_cone(vertices: &[(f64, f64)]) -> (f64, f64, f64) {
+pub fn bounding_cone(vertices: &[(f64, f64)]) -> (f64, f64, f64) {
     let unit = |(ra, dec): (f64, f64)| {
         let (a, d) = (ra.to_radians(), dec.to_radians());
         [d.cos() * a.cos(), d.cos() * a.sin(), d.sin()]

@@ -308,3 +308,32 @@ def test_a_worker_killed_mid_query(release, tmp_path):
             czar.kill()
             for p, _ in workers:
                 p.kill()
+
+
+REGIONS = [
+    "CONTAINS(POINT(ra, dec), BOX(10, 10, 4, 3)) = 1",
+    "CONTAINS(POINT(ra, dec), BOX(0, -20, 6, 4)) = 1",
+    "CONTAINS(POINT(ra, dec), BOX(120, 88.5, 40, 2)) = 1",
+    "CONTAINS(POINT(ra, dec), POLYGON(358, 1, 3, 1, 2, 5, 357, 4)) = 1",
+    "CONTAINS(POINT(ra, dec), POLYGON(10, -80, 100, -80, 200, -80)) = 1",
+    "CONTAINS(POINT(ra, dec), CIRCLE(10, 10, 2)) = 1 OR CONTAINS(POINT(ra, dec), CIRCLE(200, -40, 1.5)) = 1",
+    "(CONTAINS(POINT(ra, dec), BOX(300, 30, 3, 3)) = 1 OR DISTANCE(ra, dec, 45, 45) < 2) AND mag_g < 21",
+]
+
+
+@pytest.mark.parametrize("where", REGIONS)
+def test_regions_prune_chunks_and_match_single_node(served, release, where):
+    base, _ = release
+    adql = f"SELECT id FROM sky.object WHERE {where} ORDER BY id"
+    plan = explain(served, adql)
+    touched = int(re.search(r"fragment over (\d+) chunks", plan).group(1))
+    total = int(rows(served, "SELECT COUNT(*) FROM TAP_SCHEMA.tables")[0][0])  # warm-up, and a sanity query
+    assert total > 0
+    all_chunks = int(re.search(r"fragment over (\d+) chunks", explain(served, "SELECT id FROM sky.object")).group(1))
+    assert touched < all_chunks / 2, plan
+    got = [int(r[0]) for r in rows(served, adql)]
+    out = subprocess.run([SKYSHARD, "adql", "run", "--table", f"sky.object={base}/rel/object.parquet", "--format", "csv", adql],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    want = [int(x) for x in out.stdout.split()[1:]]
+    assert got == want and len(want) > 0
