@@ -2,7 +2,6 @@
 
 mod cluster;
 mod demo;
-mod load_args;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -54,7 +53,7 @@ enum Command {
         #[arg(long)]
         data_dir: std::path::PathBuf,
         #[command(flatten)]
-        load: load_args::LoadArgs,
+        load: loader::args::LoadArgs,
     },
     /// Removes a table from a data directory (a director only after its child tables).
     Drop {

@@ -248,6 +248,18 @@ fn children_of(store: &MetaStore, director: &str) -> Result<Vec<String>> {
 
 /// Loads `inputs` as a table of `data_dir`.
 pub fn ingest(data_dir: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<IngestReport> {
+    ingest_with(data_dir, inputs, opts, &|_, _| Ok(()))
+}
+
+/// [`ingest`], calling `before_publish(load directory, record)` once the load's files are in place and before the
+/// one write that publishes it (the czar ships the chunk files to workers there). If it fails, the load is dropped
+/// and the catalog stays as it was.
+pub fn ingest_with(
+    data_dir: &Path,
+    inputs: &[PathBuf],
+    opts: &IngestOptions,
+    before_publish: &dyn Fn(&Path, &TableRecord) -> std::result::Result<(), String>,
+) -> Result<IngestReport> {
     let (schema, name) =
         valid_table_name(&opts.table).ok_or_else(|| LoaderError::TableName(opts.table.clone()))?;
     let qualified = format!("{schema}.{name}");
@@ -371,6 +383,11 @@ pub fn ingest(data_dir: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Resu
         columns,
         orphan_rows,
     };
+    if let Err(e) = before_publish(&final_dir, &record) {
+        let _ = std::fs::remove_dir_all(&final_dir);
+        let _ = store.collect_garbage();
+        return Err(LoaderError::NotShipped(e));
+    }
     let previous = store.publish(&record).map_err(meta)?;
     if let Some(prev) = &previous {
         let _ = std::fs::remove_dir_all(load_dir(data_dir, prev));

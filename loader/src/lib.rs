@@ -1,6 +1,7 @@
 //! Turning a data release into skyshard chunks: `synth` writes a synthetic release (`skyshard gen`), `partition` cuts Parquet input
 //! into one Parquet file per HEALPix chunk (plus its overlap file), rows sorted by their depth-29 HEALPix index.
 
+pub mod args;
 pub mod columns_meta;
 pub mod error;
 pub mod fits;

@@ -1,13 +1,17 @@
 //! The flags that say what to load, shared by `skyshard ingest` (into a local data directory) and `skyshard load`
-//! (through a czar).
+//! (through a czar, which ingests and ships the chunks to its workers).
 
 use std::path::PathBuf;
 
 use clap::Args;
-use loader::ingest::{IngestOptions, LoadKind};
-use loader::input::InputFormat;
+use serde::{Deserialize, Serialize};
 
-#[derive(Args, Debug, Clone)]
+use crate::ingest::{IngestOptions, LoadKind};
+use crate::input::InputFormat;
+
+/// Also the body of a load request to a czar (`skyshard load` sends these flags as JSON; `input` and
+/// `columns_meta` then name files uploaded with the request).
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct LoadArgs {
     /// SCHEMA.TABLE
     #[arg(long)]
