@@ -179,6 +179,23 @@ fn encode(s: &str) -> String {
 
 /// A minimal HTTP/1.1 POST (the czar speaks plain HTTP on loopback or a private network): status and body.
 fn post(url: &str, form: &str) -> Result<(u16, String), String> {
+    http(
+        "POST",
+        url,
+        "application/x-www-form-urlencoded",
+        &mut form.as_bytes(),
+        form.len() as u64,
+    )
+}
+
+/// One HTTP/1.1 request with a body of `len` bytes read from `body`; returns the status and the body.
+fn http(
+    method: &str,
+    url: &str,
+    content_type: &str,
+    body: &mut dyn Read,
+    len: u64,
+) -> Result<(u16, String), String> {
     use std::io::Write;
     let rest = url
         .strip_prefix("http://")
@@ -191,10 +208,10 @@ fn post(url: &str, form: &str) -> Result<(u16, String), String> {
         std::net::TcpStream::connect(host).map_err(|e| format!("cannot reach {host}: {e}"))?;
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
-        form.len()
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
+    std::io::copy(body, &mut stream).map_err(|e| e.to_string())?;
     let mut response = Vec::new();
     stream
         .read_to_end(&mut response)
@@ -217,6 +234,99 @@ fn post(url: &str, form: &str) -> Result<(u16, String), String> {
         body.to_string()
     };
     Ok((status, body))
+}
+
+/// `skyshard load`: uploads the inputs to the czar and asks it to load them.
+pub fn load(url: &str, mut args: loader::args::LoadArgs) -> ExitCode {
+    let base = url.trim_end_matches('/').trim_end_matches("/tap");
+    let inputs = match loader::input::expand(&args.input) {
+        Ok(i) => i,
+        Err(e) => return failure(e),
+    };
+    let session = format!(
+        "s{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let send = |i: usize, path: &Path| -> Result<std::path::PathBuf, String> {
+        let base_name: String = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let name = format!("{i}-{base_name}");
+        let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        let (status, body) = http(
+            "PUT",
+            &format!("{base}/admin/loads/{session}/{name}"),
+            "application/octet-stream",
+            &mut file,
+            len,
+        )?;
+        if status != 200 {
+            return Err(format!("uploading {}: {}", path.display(), error_of(&body)));
+        }
+        Ok(std::path::PathBuf::from(name))
+    };
+    let mut uploaded = Vec::new();
+    for (i, path) in inputs.iter().enumerate() {
+        match send(i, path) {
+            Ok(name) => uploaded.push(name),
+            Err(e) => return failure(e),
+        }
+    }
+    if let Some(meta) = args.columns_meta.clone() {
+        match send(inputs.len(), &meta) {
+            Ok(name) => args.columns_meta = Some(name),
+            Err(e) => return failure(e),
+        }
+    }
+    args.input = uploaded;
+    let request = match serde_json::to_string(&args) {
+        Ok(r) => r,
+        Err(e) => return failure(e),
+    };
+    match http(
+        "POST",
+        &format!("{base}/admin/loads/{session}"),
+        "application/json",
+        &mut request.as_bytes(),
+        request.len() as u64,
+    ) {
+        Ok((200, body)) => {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            println!(
+                "loaded {}: {} rows in {} chunks (load {}), {} files shipped to workers",
+                v["table"].as_str().unwrap_or("?"),
+                v["rows"],
+                v["chunks"],
+                v["load_id"].as_str().unwrap_or("?"),
+                v["files_shipped"]
+            );
+            ExitCode::SUCCESS
+        }
+        Ok((_, body)) => failure(error_of(&body)),
+        Err(e) => failure(e),
+    }
+}
+
+/// The message of a JSON error answer (or the body as it is).
+fn error_of(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(String::from))
+        .unwrap_or_else(|| body.to_string())
 }
 
 /// Joins the chunks of a chunked HTTP body.

@@ -55,6 +55,15 @@ enum Command {
         #[command(flatten)]
         load: loader::args::LoadArgs,
     },
+    /// Loads a table through a running czar: uploads the inputs, the czar partitions them and ships the chunk files
+    /// to the workers that hold them, then publishes the table in one step (a failure publishes nothing).
+    Load {
+        /// The czar (its TAP URL or its base URL).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[command(flatten)]
+        load: loader::args::LoadArgs,
+    },
     /// Removes a table from a data directory (a director only after its child tables).
     Drop {
         #[arg(long)]
@@ -211,6 +220,7 @@ fn main() -> ExitCode {
             }
             Err(e) => failure(e),
         },
+        Command::Load { url, load } => cluster::load(&url, load),
         Command::Ingest { data_dir, load } => {
             let opts = match load.options() {
                 Ok(o) => o,

@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod colocate;
 pub mod format;
+pub mod load;
 pub mod output;
 pub mod remote;
 pub mod table;

@@ -337,3 +337,51 @@ def test_regions_prune_chunks_and_match_single_node(served, release, where):
     assert out.returncode == 0, out.stderr
     want = [int(x) for x in out.stdout.split()[1:]]
     assert got == want and len(want) > 0
+
+
+def test_load_ships_chunks_to_workers_own_disks(release, tmp_path):
+    """skyshard load through a czar: the czar partitions, ships each chunk to its workers (own data directories,
+    two replicas) and publishes; a failed load publishes nothing."""
+    base, _ = release
+    workers = [start(["worker", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / f"w{i}")], r"worker at (\S+)")
+               for i in range(3)]
+    czar, url = start(["czar", "--port", "0", "--data-dir", str(tmp_path / "czar"), "--workers",
+                       ",".join(a for _, a in workers), "--replicas", "2"], r"TAP service at (http://\S+/tap)")
+    try:
+        out = run("load", "--url", url, "--table", "sky.object", "--input", str(base / "rel/object.parquet"),
+                  "--ra", "ra", "--dec", "dec", "--id", "id", "--chunk-rows", "5000")
+        assert "loaded sky.object" in out and "files shipped" in out, out
+        run("load", "--url", url, "--table", "sky.source", "--input", str(base / "rel/source.parquet"),
+            "--director", "sky.object", "--director-key", "object_id")
+        bands = tmp_path / "bands.csv"
+        bands.write_text("band,lambda_nm\ng,480\nr,620\ni,750\n")
+        run("load", "--url", url, "--table", "sky.bands", "--input", str(bands), "--replicated")
+        # Every worker holds chunk files of its own, and each chunk file is on two workers.
+        held = [sorted(p.name for p in (tmp_path / f"w{i}").rglob("*.parquet") if "sky.object" in str(p)) for i in range(3)]
+        assert all(held)
+        names = [n for h in held for n in h]
+        assert all(names.count(n) == 2 for n in set(names))
+        assert rows(url, "SELECT COUNT(*), SUM(mag_g) FROM sky.object")[0][0] == str(ROWS)
+        got = rows(url, "SELECT COUNT(*) FROM sky.source AS s JOIN sky.object AS o ON s.object_id = o.id WHERE o.mag_g < 18")
+        assert got == [tuple(str(x) for x in duck(release, "SELECT COUNT(*) FROM source s JOIN object o ON s.object_id = o.id WHERE o.mag_g < 18")[0])]
+        assert rows(url, "SELECT COUNT(*) FROM sky.bands") == [("3",)]
+        # A bad input: refused, and the catalog is unchanged.
+        bad = tmp_path / "bad.csv"
+        bad.write_text("x,y\n1,2\n")
+        out = subprocess.run([SKYSHARD, "load", "--url", url, "--table", "sky.extra", "--input", str(bad),
+                              "--ra", "ra", "--dec", "dec", "--id", "id"], capture_output=True, text=True)
+        assert out.returncode != 0 and "ra" in out.stderr, out.stderr
+        # A dead worker: the load cannot be shipped, so it is not published.
+        workers[2][0].kill()
+        workers[2][0].wait()
+        out = subprocess.run([SKYSHARD, "load", "--url", url, "--table", "sky.object2", "--input", str(base / "rel/object.parquet"),
+                              "--ra", "ra", "--dec", "dec", "--id", "id", "--chunk-rows", "5000"], capture_output=True, text=True)
+        assert out.returncode != 0 and "not published" in out.stderr, out.stderr
+        status, body = tap(url, "SELECT COUNT(*) FROM sky.object2")
+        assert status == 400 and "object2" in body
+        # Still served from the replicas.
+        assert rows(url, "SELECT COUNT(*) FROM sky.object")[0][0] == str(ROWS)
+    finally:
+        czar.kill()
+        for p, _ in workers:
+            p.kill()

@@ -7,6 +7,10 @@
 //! `_hpx29` statistics miss the ticket's index ranges are skipped. A fragment runs as one partition, so a chunk's rows
 //! always come out in the same order (the czar relies on it to resume a stream on a replica).
 //!
+//! `DoPut` receives a load's files from the czar (`skyshard load`): the descriptor's path is `[SCHEMA.TABLE, LOAD,
+//! chunks/NAME.parquet | replicated/NAME.parquet]`, the messages' bodies are the file's bytes in order; the file is
+//! written beside its final name and renamed when complete, so a scan never sees half a file.
+//!
 //! `DoAction`: `health` and `cancel` (aborts the streams of a query).
 
 use std::collections::HashMap;
@@ -339,6 +343,38 @@ impl ExecutionPlan for LocalScanExec {
     }
 }
 
+/// Where a put file goes: `DATA/tables/SCHEMA.TABLE/LOAD/(chunks|replicated)/NAME.parquet`, every part checked so
+/// a put cannot write outside the data directory.
+fn put_target(data_dir: &Path, path: &[String]) -> Result<PathBuf, String> {
+    let [table, load, file] = path else {
+        return Err("a put names [SCHEMA.TABLE, LOAD, FILE]".into());
+    };
+    let plain = |s: &str, extra: &[char]| {
+        !s.is_empty()
+            && !s.starts_with('.')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || extra.contains(&c))
+    };
+    let (dir, name) = file
+        .split_once('/')
+        .ok_or("the file must be chunks/NAME or replicated/NAME")?;
+    if !(plain(table, &['.']) && table.matches('.').count() == 1)
+        || !plain(load, &['-'])
+        || !matches!(dir, "chunks" | "replicated")
+        || !plain(name, &['.', '-'])
+        || !name.ends_with(".parquet")
+        || name.contains("..")
+    {
+        return Err(format!("refusing to write {table}/{load}/{file}"));
+    }
+    Ok(data_dir
+        .join("tables")
+        .join(table)
+        .join(load)
+        .join(dir)
+        .join(name))
+}
+
 /// The Flight service of one worker.
 #[derive(Clone)]
 pub struct Worker {
@@ -518,11 +554,53 @@ impl FlightService for Worker {
 
     async fn do_put(
         &self,
-        _r: Request<Streaming<FlightData>>,
+        request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        Err(Status::unimplemented(
-            "loading through workers (skyshard load) is not built yet; use skyshard ingest on the data directory",
-        ))
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("an empty put"))?;
+        let path = first
+            .flight_descriptor
+            .as_ref()
+            .map(|d| d.path.clone())
+            .unwrap_or_default();
+        let target = put_target(&self.files.data_dir, &path).map_err(Status::invalid_argument)?;
+        let partial = target.with_extension("parquet.part");
+        let write = async {
+            use tokio::io::AsyncWriteExt;
+            if let Some(dir) = target.parent() {
+                tokio::fs::create_dir_all(dir).await?;
+            }
+            let mut file = tokio::fs::File::create(&partial).await?;
+            let mut bytes = first.data_body.len() as u64;
+            file.write_all(&first.data_body).await?;
+            while let Some(message) = stream
+                .message()
+                .await
+                .map_err(|s| std::io::Error::other(s.message().to_string()))?
+            {
+                bytes += message.data_body.len() as u64;
+                file.write_all(&message.data_body).await?;
+            }
+            file.sync_all().await?;
+            tokio::fs::rename(&partial, &target).await?;
+            Ok::<u64, std::io::Error>(bytes)
+        };
+        let bytes = match write.await {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(Status::internal(format!("{}: {e}", target.display())));
+            }
+        };
+        let result = PutResult {
+            app_metadata: bytes.to_string().into_bytes().into(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::once(async {
+            Ok(result)
+        }))))
     }
 
     async fn do_action(

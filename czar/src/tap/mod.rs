@@ -113,6 +113,7 @@ pub fn router(tap: Arc<Tap>) -> Router {
         .route("/tap/tables/{name}", get(vosi::table))
         .route("/tap/examples", get(vosi::examples))
         .merge(uws::routes())
+        .merge(crate::load::routes())
         .route("/scs/{table}", get(scs::cone).post(scs::cone))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -122,9 +123,12 @@ pub fn router(tap: Arc<Tap>) -> Router {
 
 /// Serves the TAP service on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, tap: Arc<Tap>) -> Result<(), String> {
-    axum::serve(listener, router(tap))
-        .await
-        .map_err(|e| e.to_string())
+    axum::serve(
+        listener,
+        router(tap).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 async fn server_header(mut response: Response) -> Response {
