@@ -80,6 +80,7 @@ fn with_chunks(
     node: Arc<dyn ExecutionPlan>,
     chunks: &[u64],
     overlap: bool,
+    optional_files: bool,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     Ok(node
         .transform_up(|n| {
@@ -88,6 +89,7 @@ fn with_chunks(
                     let mut scan = leaf.scan.clone();
                     scan.chunks = chunks.to_vec();
                     scan.overlap = overlap;
+                    scan.optional_files = optional_files;
                     Transformed::yes(
                         Arc::new(ChunkScanExec::new(scan, leaf.schema())) as Arc<dyn ExecutionPlan>
                     )
@@ -146,8 +148,8 @@ fn key_join(
         .filter(|c| rl.scan.chunks.binary_search(c).is_ok())
         .collect();
     let join = HashJoinExec::try_new(
-        with_chunks(left, &chunks, false)?,
-        with_chunks(right, &chunks, false)?,
+        with_chunks(left, &chunks, false, false)?,
+        with_chunks(right, &chunks, false, false)?,
         j.on.clone(),
         j.filter.clone(),
         &j.join_type,
@@ -317,8 +319,9 @@ fn cone_join(
     } else {
         return Ok(None);
     };
-    let left = with_chunks(left, &chunks, left_overlap)?;
-    let right = with_chunks(right, &chunks, !left_overlap)?;
+    // The side read with overlap reads the other side's chunks, where it may have no rows of its own.
+    let left = with_chunks(left, &chunks, left_overlap, left_overlap)?;
+    let right = with_chunks(right, &chunks, !left_overlap, !left_overlap)?;
     let left_len = left.schema().fields().len();
     let pairs: Arc<dyn ExecutionPlan> = Arc::new(ConeJoinExec::try_new(
         left,

@@ -204,7 +204,19 @@ impl Czar {
             .map(|t| (t.record.qualified_name().to_lowercase(), t.record.clone()))
             .collect();
         let physical = colocate::colocate(physical, &records).map_err(QueryError::run)?;
-        let plan = distribute(physical, &self.cluster, &query_id).map_err(QueryError::run)?;
+        let placements = self
+            .tables()
+            .iter()
+            .filter(|t| !t.record.placement.is_empty())
+            .map(|t| {
+                (
+                    t.record.qualified_name(),
+                    Arc::new(t.record.placement.iter().cloned().collect()),
+                )
+            })
+            .collect();
+        let plan =
+            distribute(physical, &self.cluster, &query_id, &placements).map_err(QueryError::run)?;
         let plan = colocate::yield_after_joins(plan).map_err(QueryError::run)?;
         Ok((plan, state.task_ctx()))
     }

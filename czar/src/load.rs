@@ -153,9 +153,20 @@ async fn load(
     let inputs = args.input.clone();
     let shipped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = shipped.clone();
+    // A child table's chunks go where its director's are (their joins run chunk-local).
+    let follow: std::collections::HashMap<u64, Vec<String>> = match &options.kind {
+        loader::ingest::LoadKind::Child { director, .. } => tap
+            .czar
+            .tables()
+            .iter()
+            .find(|t| t.record.qualified_name().eq_ignore_ascii_case(director))
+            .map(|t| t.record.placement.iter().cloned().collect())
+            .unwrap_or_default(),
+        _ => Default::default(),
+    };
     let result = tokio::task::spawn_blocking(move || {
-        let hook = |load_dir: &Path, record: &TableRecord| {
-            let n = runtime.block_on(ship(&cluster, &data_dir, load_dir, record))?;
+        let hook = |load_dir: &Path, record: &mut TableRecord| {
+            let n = runtime.block_on(ship(&cluster, &data_dir, load_dir, record, &follow))?;
             counter.store(n, std::sync::atomic::Ordering::Relaxed);
             Ok(())
         };
@@ -204,12 +215,14 @@ fn chunk_of(name: &str) -> Option<u64> {
         .ok()
 }
 
-/// Sends every file of a load to the workers that hold its chunk; returns how many puts were made.
+/// Sends every file of a load to the workers that are to hold its chunk (those in `follow`, else the cluster's
+/// placement) and notes them in `record.placement`; returns how many puts were made.
 pub async fn ship(
     cluster: &Cluster,
     czar_dir: &Path,
     load_dir: &Path,
-    record: &TableRecord,
+    record: &mut TableRecord,
+    follow: &std::collections::HashMap<u64, Vec<String>>,
 ) -> Result<usize, String> {
     // Workers serving the czar's own data directory have the files already.
     let own = std::fs::canonicalize(czar_dir).unwrap_or_else(|_| czar_dir.to_path_buf());
@@ -242,6 +255,7 @@ pub async fn ship(
         return Ok(0);
     }
     let mut puts: Vec<(PathBuf, String, Vec<Arc<WorkerHandle>>)> = Vec::new();
+    let mut placement: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
     for sub in ["chunks", "replicated"] {
         let Ok(entries) = std::fs::read_dir(load_dir.join(sub)) else {
             continue;
@@ -251,18 +265,32 @@ pub async fn ship(
             if !name.ends_with(".parquet") {
                 continue;
             }
-            let targets: Vec<Arc<WorkerHandle>> =
-                if record.kind == TableKind::Replicated || sub == "replicated" {
-                    remote.clone()
-                } else {
-                    let chunk = chunk_of(&name)
-                        .ok_or_else(|| format!("unexpected file {name} in the load"))?;
-                    cluster
-                        .placement(chunk)
-                        .into_iter()
-                        .filter(|w| remote.iter().any(|r| r.address == w.address))
-                        .collect()
+            let targets: Vec<Arc<WorkerHandle>> = if record.kind == TableKind::Replicated
+                || sub == "replicated"
+            {
+                remote.clone()
+            } else {
+                let chunk =
+                    chunk_of(&name).ok_or_else(|| format!("unexpected file {name} in the load"))?;
+                let holders: Vec<Arc<WorkerHandle>> = match follow.get(&chunk) {
+                    Some(addresses) => addresses
+                        .iter()
+                        .filter_map(|a| cluster.workers.iter().find(|w| &w.address == a).cloned())
+                        .collect(),
+                    None => cluster.placement(chunk),
                 };
+                let holders: Vec<Arc<WorkerHandle>> = holders
+                    .into_iter()
+                    .filter(|w| remote.iter().any(|r| r.address == w.address))
+                    .collect();
+                if holders.is_empty() {
+                    return Err(format!("no worker of this cluster can hold chunk {chunk}"));
+                }
+                if !name.contains(".overlap.") {
+                    placement.insert(chunk, holders.iter().map(|w| w.address.clone()).collect());
+                }
+                holders
+            };
             if !targets.is_empty() {
                 puts.push((entry.path(), format!("{sub}/{name}"), targets));
             }
@@ -290,6 +318,7 @@ pub async fn ship(
         .await;
     let n = results.len();
     results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    record.placement = placement.into_iter().collect();
     Ok(n)
 }
 

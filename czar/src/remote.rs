@@ -45,6 +45,8 @@ pub struct RemoteExec {
     /// The fragment's chunk scans (two for a chunk-local join), in `transform_up` order; all over the same chunks.
     leaves: Vec<ChunkScanExec>,
     cluster: Arc<Cluster>,
+    /// Where the first leaf's table was shipped (`skyshard load`): chunk -> worker addresses.
+    stored: Option<Arc<std::collections::HashMap<u64, Vec<String>>>>,
     query_id: String,
     properties: Arc<PlanProperties>,
 }
@@ -154,7 +156,20 @@ impl ExecutionPlan for RemoteExec {
             w.rotate_left(partition % n);
             w
         } else {
-            self.cluster.placement(chunk)
+            match self.stored.as_ref().and_then(|p| p.get(&chunk)) {
+                // Shipped chunks are only where they were shipped.
+                Some(addresses) => addresses
+                    .iter()
+                    .filter_map(|a| {
+                        self.cluster
+                            .workers
+                            .iter()
+                            .find(|w| &w.address == a)
+                            .cloned()
+                    })
+                    .collect(),
+                None => self.cluster.placement(chunk),
+            }
         };
         let table = self.tables();
         let (mut tx, rx) = futures::channel::mpsc::channel::<DfResult<RecordBatch>>(2);
@@ -292,6 +307,10 @@ pub fn distribute(
     plan: Arc<dyn ExecutionPlan>,
     cluster: &Arc<Cluster>,
     query_id: &str,
+    placements: &std::collections::HashMap<
+        String,
+        Arc<std::collections::HashMap<u64, Vec<String>>>,
+    >,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     Ok(plan
         .transform_down(|node| {
@@ -299,10 +318,12 @@ pub fn distribute(
                 return Ok(Transformed::no(node));
             };
             let properties = node.properties().clone();
+            let stored = placements.get(&leaves[0].scan.table).cloned();
             let remote = RemoteExec {
                 fragment: node,
                 leaves,
                 cluster: cluster.clone(),
+                stored,
                 query_id: query_id.to_string(),
                 properties,
             };

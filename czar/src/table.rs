@@ -534,6 +534,7 @@ impl TableProvider for DistributedTable {
             ranges: pruning.ranges,
             limit: limit.map(|l| l as u64),
             replicated,
+            optional_files: false,
         };
         Ok(Arc::new(ChunkScanExec::new(scan, output)))
     }

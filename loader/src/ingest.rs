@@ -251,14 +251,15 @@ pub fn ingest(data_dir: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Resu
     ingest_with(data_dir, inputs, opts, &|_, _| Ok(()))
 }
 
-/// [`ingest`], calling `before_publish(load directory, record)` once the load's files are in place and before the
+/// [`ingest`], calling `before_publish(load directory, record)` (which may note the chunks' placement in the
+/// record) once the load's files are in place and before the
 /// one write that publishes it (the czar ships the chunk files to workers there). If it fails, the load is dropped
 /// and the catalog stays as it was.
 pub fn ingest_with(
     data_dir: &Path,
     inputs: &[PathBuf],
     opts: &IngestOptions,
-    before_publish: &dyn Fn(&Path, &TableRecord) -> std::result::Result<(), String>,
+    before_publish: &dyn Fn(&Path, &mut TableRecord) -> std::result::Result<(), String>,
 ) -> Result<IngestReport> {
     let (schema, name) =
         valid_table_name(&opts.table).ok_or_else(|| LoaderError::TableName(opts.table.clone()))?;
@@ -371,7 +372,7 @@ pub fn ingest_with(
     } else {
         0
     };
-    let record = TableRecord {
+    let mut record = TableRecord {
         schema,
         name,
         kind,
@@ -382,8 +383,9 @@ pub fn ingest_with(
         chunks,
         columns,
         orphan_rows,
+        placement: Vec::new(),
     };
-    if let Err(e) = before_publish(&final_dir, &record) {
+    if let Err(e) = before_publish(&final_dir, &mut record) {
         let _ = std::fs::remove_dir_all(&final_dir);
         let _ = store.collect_garbage();
         return Err(LoaderError::NotShipped(e));

@@ -72,6 +72,10 @@ pub struct TableRecord {
     /// Child tables: rows kept with `--allow-orphans` whose key names no director object (in `orphans.parquet`).
     #[serde(default)]
     pub orphan_rows: u64,
+    /// Which workers hold each chunk, for loads shipped to workers' own disks (`skyshard load`): chunk -> worker
+    /// addresses. Empty when workers read the czar's data directory.
+    #[serde(default)]
+    pub placement: Vec<(u64, Vec<String>)>,
 }
 
 impl TableRecord {
@@ -371,6 +375,7 @@ mod tests {
             chunks: vec![16, 17],
             columns: vec![],
             orphan_rows: 0,
+            placement: vec![],
         }
     }
 

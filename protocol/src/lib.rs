@@ -64,6 +64,10 @@ pub struct ChunkScan {
     /// Replicated tables: the files are under `replicated/`, `chunks` is empty.
     #[prost(bool, tag = "11")]
     pub replicated: bool,
+    /// Some `chunks` may have no file of this table (the overlap side of a cone join reads the other side's
+    /// chunks). Otherwise a missing chunk file is an error, never an empty chunk.
+    #[prost(bool, tag = "12")]
+    pub optional_files: bool,
 }
 
 /// An inclusive range of depth-29 nested HEALPix indexes.

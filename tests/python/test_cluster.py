@@ -381,6 +381,23 @@ def test_load_ships_chunks_to_workers_own_disks(release, tmp_path):
         assert status == 400 and "object2" in body
         # Still served from the replicas.
         assert rows(url, "SELECT COUNT(*) FROM sky.object")[0][0] == str(ROWS)
+        # A restarted czar with one more (empty) worker routes chunks where they were shipped (kept in RocksDB).
+        czar.kill()
+        czar.wait()
+        workers.append(start(["worker", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "w3")], r"worker at (\S+)"))
+        czar, url = start(["czar", "--port", "0", "--data-dir", str(tmp_path / "czar"), "--workers",
+                           ",".join(a for _, a in workers[:2] + workers[3:]), "--replicas", "2"],
+                          r"TAP service at (http://\S+/tap)")
+        assert rows(url, "SELECT COUNT(*), SUM(mag_g) FROM sky.object")[0][0] == str(ROWS)
+        assert rows(url, "SELECT COUNT(*) FROM sky.source AS s JOIN sky.object AS o ON s.object_id = o.id WHERE o.mag_g < 18") == got
+        # A chunk file gone from every worker is an error naming the chunk, never an empty chunk.
+        victim = [n for n in held[0] if ".overlap." not in n][0]
+        for i in range(4):
+            for p in (tmp_path / f"w{i}").rglob(victim):
+                if "sky.object" in str(p):
+                    p.unlink()
+        status, body = tap(url, "SELECT COUNT(*) FROM sky.object")
+        assert status == 503 and "chunk " + victim.split(".")[0] in body, body[:800]
     finally:
         czar.kill()
         for p, _ in workers:

@@ -93,7 +93,7 @@ impl LocalFiles {
             .join(&scan.load_id);
         if !load.is_dir() {
             return Err(DataFusionError::Execution(format!(
-                "this worker does not hold load {} of {} (was the table reloaded?)",
+                "{NOT_HELD} load {} of {} (was the table reloaded?)",
                 scan.load_id, scan.table
             )));
         }
@@ -110,11 +110,19 @@ impl LocalFiles {
         }
         for &chunk in &scan.chunks {
             let dir = load.join("chunks");
-            files.push(if chunk == 0 {
+            let file = if chunk == 0 {
                 dir.join("orphans.parquet")
             } else {
                 dir.join(format!("{chunk}.parquet"))
-            });
+            };
+            // A chunk the czar knows has rows must be here: a missing file is never an empty chunk.
+            if !scan.optional_files && !file.exists() {
+                return Err(DataFusionError::Execution(format!(
+                    "{NOT_HELD} chunk {chunk} of {} (load {})",
+                    scan.table, scan.load_id
+                )));
+            }
+            files.push(file);
             if scan.overlap {
                 files.push(dir.join(format!("{chunk}.overlap.parquet")));
             }
@@ -343,6 +351,9 @@ impl ExecutionPlan for LocalScanExec {
     }
 }
 
+/// How a worker says it lacks data it was asked for (the czar then tries a replica).
+const NOT_HELD: &str = "this worker does not hold";
+
 /// Where a put file goes: `DATA/tables/SCHEMA.TABLE/LOAD/(chunks|replicated)/NAME.parquet`, every part checked so
 /// a put cannot write outside the data directory.
 fn put_target(data_dir: &Path, path: &[String]) -> Result<PathBuf, String> {
@@ -429,7 +440,12 @@ impl Worker {
 
 /// An error of the fragment itself (the czar does not retry it elsewhere): `InvalidArgument`.
 fn status(e: DataFusionError) -> Status {
-    Status::invalid_argument(adql::engine::clean_message(&e))
+    let message = adql::engine::clean_message(&e);
+    if message.contains(NOT_HELD) {
+        // Data this worker should hold and does not: another replica may have it.
+        return Status::not_found(message);
+    }
+    Status::invalid_argument(message)
 }
 
 type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
