@@ -385,6 +385,41 @@ fn ids_of(e: &Expr, column: &str) -> Option<Vec<i64>> {
         Expr::InList(list) if !list.negated && column_name(&list.expr) == Some(column) => {
             list.list.iter().map(integer).collect()
         }
+        Expr::Between(b) if !b.negated && column_name(&b.expr) == Some(column) => {
+            id_span(integer(&b.low)?, integer(&b.high)?)
+        }
+        _ => None,
+    }
+}
+
+/// The ids from `low` to `high` when there are few enough to look up one by one.
+fn id_span(low: i64, high: i64) -> Option<Vec<i64>> {
+    if high < low {
+        return Some(Vec::new());
+    }
+    (high.checked_sub(low)? < MAX_ID_LOOKUPS as i64).then(|| (low..=high).collect())
+}
+
+/// More ids than this are not looked up in the secondary index (the scan prunes nothing then).
+const MAX_ID_LOOKUPS: usize = 10_000;
+
+/// A bound `e` puts on an integer column: (lower, upper), inclusive.
+fn id_bound(e: &Expr, column: &str) -> Option<(Option<i64>, Option<i64>)> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+        return None;
+    };
+    let (op, value) = if column_name(left) == Some(column) {
+        (*op, integer(right)?)
+    } else if column_name(right) == Some(column) {
+        (op.swap()?, integer(left)?)
+    } else {
+        return None;
+    };
+    match op {
+        Operator::GtEq => Some((Some(value), None)),
+        Operator::Gt => Some((value.checked_add(1), None)),
+        Operator::LtEq => Some((None, Some(value))),
+        Operator::Lt => Some((None, value.checked_sub(1))),
         _ => None,
     }
 }
@@ -432,6 +467,8 @@ impl TableInfo {
             }
             TableKind::Replicated => (None, None, None, None),
         };
+        // Bounds on the id (or a child's key) from `>=`/`<=` conjuncts: a small range goes through the index.
+        let (mut low, mut high): (Option<i64>, Option<i64>) = (None, None);
         for p in &parts {
             if let (Some(ra), Some(dec), Some(map)) = (&ra, &dec, &self.map)
                 && let Some(region) = region_of(p, ra, dec)
@@ -446,9 +483,18 @@ impl TableInfo {
                     ranges = region.index_ranges();
                 }
             }
+            if let Some(column) = &id_column
+                && let Some((lo, hi)) = id_bound(p, column)
+            {
+                low = low.max(lo);
+                high = match (high, hi) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
             if let (Some(column), Some(table)) = (&id_column, index_table)
                 && let Some(ids) = ids_of(p, column)
-                && ids.len() <= 10_000
+                && ids.len() <= MAX_ID_LOOKUPS
                 && let Ok(found) =
                     self.store
                         .lookup_many(&table.qualified_name(), &table.load_id, &ids)
@@ -456,6 +502,15 @@ impl TableInfo {
                 let touched: BTreeSet<u64> = found.into_iter().flatten().map(|c| c.0).collect();
                 keep.retain(|c| touched.contains(c));
             }
+        }
+        if let (Some(lo), Some(hi), Some(table)) = (low, high, index_table)
+            && let Some(ids) = id_span(lo, hi)
+            && let Ok(found) = self
+                .store
+                .lookup_many(&table.qualified_name(), &table.load_id, &ids)
+        {
+            let touched: BTreeSet<u64> = found.into_iter().flatten().map(|c| c.0).collect();
+            keep.retain(|c| touched.contains(c));
         }
         Pruning {
             chunks: keep.into_iter().collect(),

@@ -402,3 +402,14 @@ def test_load_ships_chunks_to_workers_own_disks(release, tmp_path):
         czar.kill()
         for p, _ in workers:
             p.kill()
+
+
+@pytest.mark.parametrize("where", ["id BETWEEN 100 AND 140", "id >= 100 AND id < 141", "object_id BETWEEN 7 AND 9"])
+def test_small_id_ranges_use_the_index(served, release, where):
+    table = "source" if where.startswith("object_id") else "object"
+    key = "source_id" if table == "source" else "id"
+    adql = f"SELECT {key} FROM sky.{table} WHERE {where} ORDER BY {key}"
+    touched = int(re.search(r"fragment over (\d+) chunks", explain(served, adql)).group(1))
+    assert touched <= 41
+    got = [int(r[0]) for r in rows(served, adql)]
+    assert got == [r[0] for r in duck(release, f"SELECT {key} FROM {table} WHERE {where} ORDER BY {key}")] and got
