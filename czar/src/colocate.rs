@@ -44,7 +44,10 @@ pub fn colocate(
     Ok(plan
         .transform_up(|node| {
             let rewritten = if let Some(j) = node.downcast_ref::<HashJoinExec>() {
-                key_join(j, tables)?
+                match key_join(j, tables)? {
+                    Some(n) => Some(n),
+                    None => replicated_join(j)?,
+                }
             } else if let Some(j) = node.downcast_ref::<NestedLoopJoinExec>() {
                 cone_join(j, tables)?
             } else {
@@ -155,6 +158,47 @@ fn key_join(
         &j.join_type,
         j.projection.as_ref().map(|p| p.to_vec()),
         PartitionMode::Partitioned,
+        j.null_equality,
+        j.null_aware,
+    )?;
+    Ok(Some(Arc::new(join)))
+}
+
+/// A hash join of a chunked side with a replicated table (on every worker) runs under every chunk when the join
+/// keeps only what the chunked side preserves: inner, or outer/semi/anti on the chunked side.
+fn replicated_join(j: &HashJoinExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+    let (left, right) = (strip(&j.left), strip(&j.right));
+    let (Some(l), Some(r)) = (fragment_leaves(&left), fragment_leaves(&right)) else {
+        return Ok(None);
+    };
+    let replicated = |leaves: &[ChunkScanExec]| leaves.iter().all(|x| x.scan.replicated);
+    let single_chunked = |leaves: &[ChunkScanExec]| leaves.len() == 1 && !leaves[0].scan.replicated;
+    let mode = if single_chunked(&l)
+        && replicated(&r)
+        && matches!(
+            j.join_type,
+            JoinType::Inner | JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti
+        ) {
+        PartitionMode::Partitioned
+    } else if replicated(&l)
+        && single_chunked(&r)
+        && matches!(
+            j.join_type,
+            JoinType::Inner | JoinType::Right | JoinType::RightSemi | JoinType::RightAnti
+        )
+    {
+        PartitionMode::CollectLeft
+    } else {
+        return Ok(None);
+    };
+    let join = HashJoinExec::try_new(
+        left,
+        right,
+        j.on.clone(),
+        j.filter.clone(),
+        &j.join_type,
+        j.projection.as_ref().map(|p| p.to_vec()),
+        mode,
         j.null_equality,
         j.null_aware,
     )?;

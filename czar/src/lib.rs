@@ -217,6 +217,28 @@ impl Czar {
             .collect();
         let plan =
             distribute(physical, &self.cluster, &query_id, &placements).map_err(QueryError::run)?;
+        // Rewritten joins partition their output by chunk, not by their keys: let DataFusion bring the merge plan's
+        // distribution and ordering requirements back in line (the fragments are leaves to it now), then check.
+        let plan = {
+            use datafusion::physical_optimizer::PhysicalOptimizerRule;
+            use datafusion::physical_optimizer::ensure_requirements::EnsureRequirements;
+            use datafusion::physical_optimizer::output_requirements::OutputRequirements;
+            use datafusion::physical_optimizer::sanity_checker::SanityCheckPlan;
+            let options = state.config_options();
+            // The root's own ordering and distribution are requirements too (ORDER BY's final merge).
+            let plan = OutputRequirements::new_add_mode()
+                .optimize(plan, options)
+                .map_err(QueryError::run)?;
+            let plan = EnsureRequirements::new()
+                .optimize(plan, options)
+                .map_err(QueryError::run)?;
+            let plan = OutputRequirements::new_remove_mode()
+                .optimize(plan, options)
+                .map_err(QueryError::run)?;
+            SanityCheckPlan::new()
+                .optimize(plan, options)
+                .map_err(QueryError::run)?
+        };
         let plan = colocate::yield_after_joins(plan).map_err(QueryError::run)?;
         Ok((plan, state.task_ctx()))
     }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow_flight::Ticket;
 use arrow_flight::decode::FlightRecordBatchStream;
+use datafusion::common::JoinType;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
@@ -63,7 +64,7 @@ impl RemoteExec {
     }
 
     pub fn chunks(&self) -> &[u64] {
-        &self.leaves[0].scan.chunks
+        &primary(&self.leaves).scan.chunks
     }
 
     fn tables(&self) -> String {
@@ -135,7 +136,7 @@ impl ExecutionPlan for RemoteExec {
         _context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let schema = self.fragment.schema();
-        let scan = &self.leaves[0].scan;
+        let scan = &primary(&self.leaves).scan;
         if scan.chunks.is_empty() && !scan.replicated {
             return Ok(Box::pin(RecordBatchStreamAdapter::new(
                 schema,
@@ -280,26 +281,67 @@ pub fn fragment_leaves(node: &Arc<dyn ExecutionPlan>) -> Option<Vec<ChunkScanExe
         || any
             .downcast_ref::<SortExec>()
             .is_some_and(|s| s.preserve_partitioning());
-    let pairwise = any.is::<ConeJoinExec>()
-        || any
-            .downcast_ref::<HashJoinExec>()
-            .is_some_and(|j| j.mode == PartitionMode::Partitioned);
     match node.children().as_slice() {
         [child] if per_partition => fragment_leaves(child),
-        [left, right] if pairwise => {
-            let mut leaves = fragment_leaves(left)?;
-            let right = fragment_leaves(right)?;
-            let same_chunks = right
-                .iter()
-                .all(|r| r.scan.chunks == leaves[0].scan.chunks && !r.scan.replicated);
-            if !same_chunks || leaves.iter().any(|l| l.scan.replicated) {
+        [left, right] => {
+            let (l, r) = (fragment_leaves(left)?, fragment_leaves(right)?);
+            let replicated = |leaves: &[ChunkScanExec]| leaves.iter().all(|x| x.scan.replicated);
+            let chunked = |leaves: &[ChunkScanExec]| leaves.iter().all(|x| !x.scan.replicated);
+            let pairwise = if any.is::<ConeJoinExec>() {
+                chunked(&l) && chunked(&r)
+            } else if let Some(j) = any.downcast_ref::<HashJoinExec>() {
+                match j.mode {
+                    // Chunk i meets chunk i (co-located tables), or every chunk of the left side meets the whole
+                    // replicated right side, keeping only what the left side preserves.
+                    PartitionMode::Partitioned => {
+                        chunked(&l)
+                            && (chunked(&r)
+                                || (replicated(&r)
+                                    && matches!(
+                                        j.join_type,
+                                        JoinType::Inner
+                                            | JoinType::Left
+                                            | JoinType::LeftSemi
+                                            | JoinType::LeftAnti
+                                    )))
+                    }
+                    // A replicated build side under every chunk of the probe side.
+                    PartitionMode::CollectLeft => {
+                        replicated(&l)
+                            && chunked(&r)
+                            && matches!(
+                                j.join_type,
+                                JoinType::Inner
+                                    | JoinType::Right
+                                    | JoinType::RightSemi
+                                    | JoinType::RightAnti
+                            )
+                    }
+                    _ => false,
+                }
+            } else {
+                false
+            };
+            if !pairwise {
                 return None;
             }
-            leaves.extend(right);
-            Some(leaves)
+            let leaves: Vec<ChunkScanExec> = l.into_iter().chain(r).collect();
+            let chunks = &primary(&leaves).scan.chunks;
+            leaves
+                .iter()
+                .all(|x| x.scan.replicated || &x.scan.chunks == chunks)
+                .then_some(leaves)
         }
         _ => None,
     }
+}
+
+/// The leaf whose chunks a fragment runs over (the first that is not a replicated table).
+fn primary(leaves: &[ChunkScanExec]) -> &ChunkScanExec {
+    leaves
+        .iter()
+        .find(|l| !l.scan.replicated)
+        .unwrap_or(&leaves[0])
 }
 
 /// Replaces every maximal per-chunk subtree of `plan` with a [`RemoteExec`].
@@ -317,8 +359,13 @@ pub fn distribute(
             let Some(leaves) = fragment_leaves(&node) else {
                 return Ok(Transformed::no(node));
             };
-            let properties = node.properties().clone();
-            let stored = placements.get(&leaves[0].scan.table).cloned();
+            // One output partition per chunk, whatever the fragment's root says (a join with a replicated table
+            // reports the partitioning of one side); its ordering and equivalences hold per chunk.
+            let partitions = primary(&leaves).scan.chunks.len().max(1);
+            let properties = Arc::new(node.properties().as_ref().clone().with_partitioning(
+                datafusion::physical_plan::Partitioning::UnknownPartitioning(partitions),
+            ));
+            let stored = placements.get(&primary(&leaves).scan.table).cloned();
             let remote = RemoteExec {
                 fragment: node,
                 leaves,
