@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow::array::Array;
 use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::datatypes::Schema;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -49,7 +50,10 @@ pub fn colocate(
                     None => replicated_join(j)?,
                 }
             } else if let Some(j) = node.downcast_ref::<NestedLoopJoinExec>() {
-                cone_join(j, tables)?
+                match cone_join(j, tables)? {
+                    Some(n) => Some(n),
+                    None => list_join(&node, j, tables)?,
+                }
             } else {
                 None
             };
@@ -398,6 +402,177 @@ fn cone_join(
         None => filtered,
     };
     Ok(Some(out))
+}
+
+/// Rows of a plan with no chunk scan in it (an upload, a constant list), computed now; None if it has chunk scans or
+/// more than `limit` rows.
+fn small_rows(
+    plan: &Arc<dyn ExecutionPlan>,
+    limit: usize,
+) -> Option<Vec<arrow::array::RecordBatch>> {
+    let mut chunked = false;
+    plan.apply(|n| {
+        chunked |= n.is::<ChunkScanExec>();
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    })
+    .ok()?;
+    if chunked {
+        return None;
+    }
+    let ctx = Arc::new(datafusion::execution::TaskContext::default());
+    let batches =
+        futures::executor::block_on(datafusion::physical_plan::collect(plan.clone(), ctx)).ok()?;
+    (batches.iter().map(|b| b.num_rows()).sum::<usize>() <= limit).then_some(batches)
+}
+
+/// A user's list (an upload) cross-matched with a director table at the czar: the table's scan is narrowed to the
+/// chunks the list's cones touch, so only those chunks are read (instead of the whole table).
+fn list_join(
+    node: &Arc<dyn ExecutionPlan>,
+    j: &NestedLoopJoinExec,
+    tables: &HashMap<String, TableRecord>,
+) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+    if !matches!(
+        j.join_type(),
+        JoinType::Inner
+            | JoinType::Left
+            | JoinType::LeftSemi
+            | JoinType::Right
+            | JoinType::RightSemi
+    ) {
+        return Ok(None);
+    }
+    let Some(filter) = j.filter() else {
+        return Ok(None);
+    };
+    let (left, right) = (strip(j.left()), strip(j.right()));
+    // Which side is the table: the other must be small rows without chunk scans.
+    let (table_side, list_side) = match (single_leaf(&left), single_leaf(&right)) {
+        (Some(leaf), None) => ((JoinSide::Left, leaf), (JoinSide::Right, right.clone())),
+        (None, Some(leaf)) => ((JoinSide::Right, leaf), (JoinSide::Left, left.clone())),
+        _ => return Ok(None),
+    };
+    // Outer joins must preserve the list side, never the table side (pruning drops unmatched table rows).
+    let table_preserved = matches!(
+        (j.join_type(), table_side.0),
+        (JoinType::Left | JoinType::LeftSemi, JoinSide::Left)
+            | (JoinType::Right | JoinType::RightSemi, JoinSide::Right)
+    );
+    if table_preserved {
+        return Ok(None);
+    }
+    let Some(record) = tables.get(&table_side.1.scan.table) else {
+        return Ok(None);
+    };
+    let TableKind::Director { ra, dec, .. } = &record.kind else {
+        return Ok(None);
+    };
+    let table_schema = if table_side.0 == JoinSide::Left {
+        left.schema()
+    } else {
+        right.schema()
+    };
+    let origin = |i: usize| filter.column_indices().get(i).map(|c| (c.side, c.index));
+    let mut found = None;
+    for conjunct in split_conjunction(filter.expression()) {
+        let Some((p, q, r)) = radius_of(conjunct) else {
+            continue;
+        };
+        let (Some(p0), Some(p1), Some(q0), Some(q1)) =
+            (origin(p[0]), origin(p[1]), origin(q[0]), origin(q[1]))
+        else {
+            continue;
+        };
+        let (t, l) = if p0.0 == table_side.0 {
+            ((p0, p1), (q0, q1))
+        } else {
+            ((q0, q1), (p0, p1))
+        };
+        let named = |i: usize, want: &str| {
+            table_schema
+                .fields()
+                .get(i)
+                .is_some_and(|f| f.name().eq_ignore_ascii_case(want))
+        };
+        if t.0.0 == table_side.0
+            && t.1.0 == table_side.0
+            && l.0.0 == list_side.0
+            && l.1.0 == list_side.0
+            && named(t.0.1, ra)
+            && named(t.1.1, dec)
+            && r.is_finite()
+            && r >= 0.0
+        {
+            found = Some((l.0.1, l.1.1, r));
+            break;
+        }
+    }
+    let Some((list_ra, list_dec, radius)) = found else {
+        return Ok(None);
+    };
+    let Some(batches) = small_rows(&list_side.1, 200_000) else {
+        return Ok(None);
+    };
+    let Ok(map) = partitioner::ChunkMap::from_chunks(
+        record
+            .chunks
+            .iter()
+            .map(|&c| partitioner::ChunkId(c))
+            .collect(),
+    ) else {
+        return Ok(None);
+    };
+    let mut touched = std::collections::BTreeSet::new();
+    for b in &batches {
+        let (Some(ras), Some(decs)) = (
+            arrow::compute::cast(b.column(list_ra), &arrow::datatypes::DataType::Float64).ok(),
+            arrow::compute::cast(b.column(list_dec), &arrow::datatypes::DataType::Float64).ok(),
+        ) else {
+            return Ok(None);
+        };
+        let ras = ras
+            .as_any()
+            .downcast_ref::<arrow::array::Float64Array>()
+            .expect("cast to f64");
+        let decs = decs
+            .as_any()
+            .downcast_ref::<arrow::array::Float64Array>()
+            .expect("cast to f64");
+        for i in 0..b.num_rows() {
+            if ras.is_null(i)
+                || decs.is_null(i)
+                || !ras.value(i).is_finite()
+                || !decs.value(i).is_finite()
+            {
+                continue;
+            }
+            touched.extend(
+                map.cone(ras.value(i), decs.value(i), radius)
+                    .into_iter()
+                    .map(|c| c.0),
+            );
+        }
+    }
+    let chunks: Vec<u64> = table_side
+        .1
+        .scan
+        .chunks
+        .iter()
+        .copied()
+        .filter(|c| touched.contains(c))
+        .collect();
+    let narrowed = |side: &Arc<dyn ExecutionPlan>| with_chunks(side.clone(), &chunks, false, false);
+    let children = if table_side.0 == JoinSide::Left {
+        vec![narrowed(j.left())?, j.right().clone()]
+    } else {
+        vec![j.left().clone(), narrowed(j.right())?]
+    };
+    Ok(Some(
+        datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+            node.clone(),
+            children,
+        )?,
+    ))
 }
 
 /// The join filter's expression over the left ++ right columns (instead of its own intermediate schema).

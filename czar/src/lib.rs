@@ -279,9 +279,13 @@ impl Czar {
     }
 
     /// What a query would do: the chunks each fragment touches, the fragment, and the merge plan above.
-    pub async fn explain(&self, adql: &str) -> Result<String, QueryError> {
+    pub async fn explain(
+        &self,
+        adql: &str,
+        uploads: &[Arc<CatalogTable>],
+    ) -> Result<String, QueryError> {
         use datafusion::common::tree_node::TreeNode;
-        let (plan, _) = self.plan(adql, &[]).await?;
+        let (plan, _) = self.plan(adql, uploads).await?;
         let mut out = String::new();
         plan.apply(|node| {
             if let Some(remote) = node.downcast_ref::<RemoteExec>() {

@@ -267,6 +267,15 @@ def test_upload_cross_match(service, duck):
         for (i,) in duck.execute(f"SELECT id FROM object WHERE {haversine('ra', 'dec', ra, dec)} <= {1 / 3600}").fetchall():
             want.add((str(name), i))
     assert pairs == want and len(pairs) >= len(rows)
+    # Only the chunks the list's cones touch are read.
+    buf = io.BytesIO()
+    t.write(buf, format="votable")
+    status, _, plan = post(service + "/explain", {"QUERY": query, "UPLOAD": "mine,param:mine"}, {"mine": buf.getvalue()})
+    assert status == 200, plan
+    touched = int(re.search(rb"fragment over (\d+) chunks", plan).group(1))
+    status, _, full = post(service + "/explain", {"QUERY": "SELECT id FROM sky.object"})
+    total = int(re.search(rb"fragment over (\d+) chunks", full).group(1))
+    assert 1 <= touched <= len(t) and touched < total, plan.decode()
     # Two uploads at once, pyvo's a,param:a;b,param:b form; async too.
     result = svc.run_async("SELECT COUNT(*) AS n FROM TAP_UPLOAD.a AS a JOIN TAP_UPLOAD.b AS b ON a.name = b.name",
                            uploads={"a": t, "b": t[:7]})

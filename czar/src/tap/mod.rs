@@ -346,7 +346,11 @@ async fn explain(
     let Some(query) = params.get("QUERY") else {
         return error(StatusCode::BAD_REQUEST, "QUERY is missing");
     };
-    match tap.czar.explain(query).await {
+    let uploads = match upload::load_all(&params, &tap.limits).await {
+        Ok(u) => u,
+        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+    };
+    match tap.czar.explain(query, &uploads).await {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
         Err(e) => query_error(&e),
     }
