@@ -77,7 +77,8 @@ impl CatalogTable {
                 });
                 ColumnMeta {
                     name: f.name().to_lowercase(),
-                    original_name: f.name().clone(),
+                    // A provider that already exposes lower-case names may say how the data spells the column.
+                    original_name: get("original_name").unwrap_or_else(|| f.name().clone()),
                     datatype: f.data_type().clone(),
                     description: get("description"),
                     unit: get("unit"),

@@ -281,6 +281,10 @@ pub fn fragment_leaves(node: &Arc<dyn ExecutionPlan>) -> Option<Vec<ChunkScanExe
         || any
             .downcast_ref::<SortExec>()
             .is_some_and(|s| s.preserve_partitioning());
+    if has_subquery(node) {
+        // A scalar subquery's value is computed at the czar (`ScalarSubqueryExec`): it cannot travel in a fragment.
+        return None;
+    }
     match node.children().as_slice() {
         [child] if per_partition => fragment_leaves(child),
         [left, right] => {
@@ -334,6 +338,20 @@ pub fn fragment_leaves(node: &Arc<dyn ExecutionPlan>) -> Option<Vec<ChunkScanExe
         }
         _ => None,
     }
+}
+
+/// Whether one of the node's own expressions holds a scalar subquery.
+fn has_subquery(node: &Arc<dyn ExecutionPlan>) -> bool {
+    use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
+    let mut found = false;
+    let _ = node.apply_expressions(&mut |e| {
+        let _ = e.apply(|x| {
+            found |= x.is::<ScalarSubqueryExpr>();
+            Ok(TreeNodeRecursion::Continue)
+        });
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// The leaf whose chunks a fragment runs over (the first that is not a replicated table).

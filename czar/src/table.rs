@@ -109,6 +109,10 @@ fn visible_schema(file: &SchemaRef, record: &TableRecord) -> SchemaRef {
         .map(|f| {
             let name = f.name().to_lowercase();
             let mut meta = f.metadata().clone();
+            if &name != f.name() {
+                // How the data spells it: a delimited identifier ("Name") must match this exactly.
+                meta.insert("original_name".into(), f.name().clone());
+            }
             // Position and id columns of a director, and a child's key, are indexed (HEALPix order of the chunk
             // files, the secondary index) and principal.
             let key_column = match &record.kind {
@@ -562,8 +566,18 @@ impl TableProvider for DistributedTable {
             Some(p) => Arc::new(info.schema.project(p)?),
             None => info.schema.clone(),
         };
+        // Filters with subqueries stay at the czar (they are Inexact: the plan above applies every filter again).
         let filters = filters
             .iter()
+            .filter(|f| {
+                !f.exists(|e| {
+                    Ok(matches!(
+                        e,
+                        Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)
+                    ))
+                })
+                .unwrap_or(true)
+            })
             .map(unqualified)
             .collect::<DfResult<Vec<_>>>()?;
         let replicated = info.record.kind == TableKind::Replicated;
