@@ -47,6 +47,11 @@ pub struct LoadArgs {
     /// Director tables: no chunk holds more rows, except where one cell at depth 10 is denser.
     #[arg(long, default_value_t = 1_000_000)]
     pub chunk_rows: u64,
+    /// Director tables: use the chunk map of this loaded director table (SCHEMA.TABLE) instead of one of its own,
+    /// so cross-matches between the two run chunk by chunk on the workers.
+    #[arg(long, conflicts_with_all = ["replicated", "director"])]
+    #[serde(default)]
+    pub chunk_map_of: Option<String>,
     #[arg(long)]
     pub description: Option<String>,
     /// Column descriptions, units and UCDs: a JSON object {"col": {"unit": ..}} or a CSV with a name header.
@@ -119,6 +124,7 @@ impl LoadArgs {
             quiet: self.quiet,
             skip_invalid: self.skip_invalid,
             format: self.format.as_deref().and_then(InputFormat::parse),
+            chunk_map_of: self.chunk_map_of.clone(),
             ..IngestOptions::new(&self.table, kind)
         })
     }

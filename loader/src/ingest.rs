@@ -57,6 +57,9 @@ pub struct IngestOptions {
     pub skip_invalid: bool,
     /// `None`: by each file's extension.
     pub format: Option<crate::input::InputFormat>,
+    /// Director tables: partition with the chunk map of this director table (`SCHEMA.TABLE`), so cross-matches
+    /// between the two run chunk by chunk.
+    pub chunk_map_of: Option<String>,
 }
 
 impl IngestOptions {
@@ -76,6 +79,7 @@ impl IngestOptions {
             quiet: true,
             skip_invalid: false,
             format: None,
+            chunk_map_of: None,
         }
     }
 }
@@ -331,12 +335,24 @@ pub fn ingest_with(
     let result =
         crate::input::prepare(&inputs, opts.format, &staging.join("input")).and_then(|prepared| {
             all_inputs.extend(prepared);
-            let map = match (&existing, opts.append) {
-                (Some(e), true) if !e.chunks.is_empty() => Some(
-                    ChunkMap::from_chunks(e.chunks.iter().map(|&c| ChunkId(c)).collect())
+            let same_map_as = match (&existing, opts.append, &opts.chunk_map_of) {
+                (Some(e), true, _) if !e.chunks.is_empty() => Some(e.clone()),
+                (_, _, Some(other)) => match store.table(other).map_err(meta)? {
+                    Some(t)
+                        if matches!(t.kind, TableKind::Director { .. }) && !t.chunks.is_empty() =>
+                    {
+                        Some(t)
+                    }
+                    _ => return Err(LoaderError::NoDirector(other.clone())),
+                },
+                _ => None,
+            };
+            let map = match same_map_as {
+                Some(t) => Some(
+                    ChunkMap::from_chunks(t.chunks.iter().map(|&c| ChunkId(c)).collect())
                         .map_err(|e| LoaderError::Corrupt(e.to_string()))?,
                 ),
-                _ => None,
+                None => None,
             };
             let mut staged = stage(&store, &qualified, &load, &staging, &all_inputs, &opts, map)?;
             if let Some(path) = &opts.columns_meta {

@@ -36,6 +36,8 @@ def release(tmp_path_factory):
         "--ra", "ra", "--dec", "dec", "--id", "id", "--chunk-rows", "2000", "--quiet")
     run("ingest", "--data-dir", str(data), "--table", "sky.source", "--input", str(base / "rel/source.parquet"),
         "--director", "sky.object", "--director-key", "object_id", "--quiet")
+    run("ingest", "--data-dir", str(data), "--table", "sky.xmatch", "--input", str(base / "rel/xmatch.parquet"),
+        "--ra", "ra", "--dec", "dec", "--id", "xid", "--chunk-map-of", "sky.object", "--quiet")
     (base / "bands.csv").write_text("band,lambda_nm\ng,480\nr,620\ni,750\nz,900\n")
     run("ingest", "--data-dir", str(data), "--table", "sky.bands", "--input", str(base / "bands.csv"), "--replicated",
         "--quiet")
@@ -85,6 +87,7 @@ def duck(release, sql):
     con = duckdb.connect()
     con.execute(f"CREATE VIEW object AS SELECT * FROM read_parquet('{base}/rel/object.parquet')")
     con.execute(f"CREATE VIEW source AS SELECT * FROM read_parquet('{base}/rel/source.parquet')")
+    con.execute(f"CREATE VIEW xmatch AS SELECT * FROM read_parquet('{base}/rel/xmatch.parquet')")
     con.execute(f"CREATE VIEW bands AS SELECT * FROM read_csv_auto('{base}/bands.csv')")
     return con.execute(sql).fetchall()
 
@@ -435,3 +438,15 @@ def test_joins_with_a_replicated_table(served, release, adql, sql):
     assert len(got) == len(want)
     for g, w in zip(got, want):
         assert all(close(a, b) for a, b in zip(g, w)), (g, w)
+
+
+def test_cross_match_of_two_catalogs_on_one_chunk_map(served, release):
+    # sky.xmatch was loaded with --chunk-map-of sky.object: the cross-match runs chunk by chunk.
+    r = 1.5 / 3600
+    adql = (f"SELECT o.id, x.xid FROM sky.object AS o JOIN sky.xmatch AS x "
+            f"ON CONTAINS(POINT(x.ra, x.dec), CIRCLE(o.ra, o.dec, {r})) = 1")
+    assert "ConeJoinExec" in explain(served, adql).split("merge plan")[0]
+    got = sorted((int(a), int(b)) for a, b in rows(served, adql))
+    want = sorted(duck(release, f"""SELECT o.id, x.xid FROM object o JOIN xmatch x
+        ON x.dec BETWEEN o.dec - {r} AND o.dec + {r} AND {haversine('x.ra', 'x.dec', 'o.ra', 'o.dec')} <= {r}"""))
+    assert len(want) > 1000 and got == want
