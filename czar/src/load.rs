@@ -184,6 +184,20 @@ async fn load(
             );
         }
     };
+    // Older loads of the table on the workers are garbage now (queries name the new load).
+    for w in &tap.czar.cluster.workers {
+        let body = protocol::DropTable {
+            table: report.record.qualified_name(),
+            keep_load: report.record.load_id.clone(),
+        };
+        let _ = w
+            .client()
+            .do_action(arrow_flight::Action {
+                r#type: protocol::ACTION_DROP.into(),
+                body: body.encode_to_vec().into(),
+            })
+            .await;
+    }
     if let Err(e) = tap.czar.refresh() {
         return refused(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -7,7 +7,8 @@
 //! functions travel by name: both sides register the same UDFs. A fragment may also join two chunk scans of the
 //! same chunk: a hash join on a director-child key, or a [`ConeJoinExec`] (pairs within a radius, with the overlap).
 //!
-//! Actions (`DoAction` type, body): `health` (empty) -> [`Health`]; `cancel` ([`Cancel`]) -> empty.
+//! Actions (`DoAction` type, body): `health` (empty) -> [`Health`]; `cancel` ([`Cancel`]) -> empty; `drop`
+//! ([`DropTable`]) -> empty; `statistics` (empty) -> [`Statistics`].
 
 mod join;
 mod scan;
@@ -96,5 +97,37 @@ pub struct Cancel {
     pub query_id: String,
 }
 
+/// Removes a table's loads from a worker, all but `keep_load` (empty: all of them).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DropTable {
+    #[prost(string, tag = "1")]
+    pub table: String,
+    #[prost(string, tag = "2")]
+    pub keep_load: String,
+}
+
+/// The loads a worker holds: one entry per table and load.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Statistics {
+    #[prost(message, repeated, tag = "1")]
+    pub loads: Vec<LoadStatistics>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LoadStatistics {
+    #[prost(string, tag = "1")]
+    pub table: String,
+    #[prost(string, tag = "2")]
+    pub load_id: String,
+    #[prost(uint64, tag = "3")]
+    pub files: u64,
+    #[prost(uint64, tag = "4")]
+    pub bytes: u64,
+}
+
 pub const ACTION_HEALTH: &str = "health";
 pub const ACTION_CANCEL: &str = "cancel";
+/// Body [`DropTable`], answer empty.
+pub const ACTION_DROP: &str = "drop";
+/// Body empty, answer [`Statistics`].
+pub const ACTION_STATISTICS: &str = "statistics";

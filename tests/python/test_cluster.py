@@ -374,6 +374,12 @@ def test_load_ships_chunks_to_workers_own_disks(release, tmp_path):
         got = rows(url, "SELECT COUNT(*) FROM sky.source AS s JOIN sky.object AS o ON s.object_id = o.id WHERE o.mag_g < 18")
         assert got == [tuple(str(x) for x in duck(release, "SELECT COUNT(*) FROM source s JOIN object o ON s.object_id = o.id WHERE o.mag_g < 18")[0])]
         assert rows(url, "SELECT COUNT(*) FROM sky.bands") == [("3",)]
+        # Replacing a table leaves only its new load on the workers.
+        bands.write_text("band,lambda_nm\ng,480\nr,620\n")
+        run("load", "--url", url, "--table", "sky.bands", "--input", str(bands), "--replicated", "--replace")
+        assert rows(url, "SELECT COUNT(*) FROM sky.bands") == [("2",)]
+        for i in range(3):
+            assert len(list((tmp_path / f"w{i}" / "tables" / "sky.bands").iterdir())) == 1
         # A bad input: refused, and the catalog is unchanged.
         bad = tmp_path / "bad.csv"
         bad.write_text("x,y\n1,2\n")

@@ -351,6 +351,41 @@ impl ExecutionPlan for LocalScanExec {
     }
 }
 
+/// The loads under `DATA/tables`: files and bytes of each.
+fn statistics(data_dir: &Path) -> protocol::Statistics {
+    let mut loads = Vec::new();
+    let tables = std::fs::read_dir(data_dir.join("tables"))
+        .into_iter()
+        .flatten()
+        .flatten();
+    for table in tables {
+        for load in std::fs::read_dir(table.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let (mut files, mut bytes) = (0, 0);
+            for sub in ["chunks", "replicated"] {
+                for f in std::fs::read_dir(load.path().join(sub))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    files += 1;
+                    bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+            }
+            loads.push(protocol::LoadStatistics {
+                table: table.file_name().to_string_lossy().into_owned(),
+                load_id: load.file_name().to_string_lossy().into_owned(),
+                files,
+                bytes,
+            });
+        }
+    }
+    protocol::Statistics { loads }
+}
+
 /// How a worker says it lacks data it was asked for (the czar then tries a replica).
 const NOT_HELD: &str = "this worker does not hold";
 
@@ -644,6 +679,33 @@ impl FlightService for Worker {
                 }
                 Vec::new()
             }
+            protocol::ACTION_DROP => {
+                let drop = protocol::DropTable::decode(action.body)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                if put_target(
+                    &self.files.data_dir,
+                    &[drop.table.clone(), "0".into(), "chunks/x.parquet".into()],
+                )
+                .is_err()
+                {
+                    return Err(Status::invalid_argument(format!(
+                        "bad table name {}",
+                        drop.table
+                    )));
+                }
+                let dir = self.files.data_dir.join("tables").join(&drop.table);
+                if let Ok(entries) = std::fs::read_dir(&dir) {
+                    for e in entries.flatten() {
+                        if e.file_name().to_string_lossy() != drop.keep_load {
+                            std::fs::remove_dir_all(e.path()).map_err(|err| {
+                                Status::internal(format!("{}: {err}", e.path().display()))
+                            })?;
+                        }
+                    }
+                }
+                Vec::new()
+            }
+            protocol::ACTION_STATISTICS => statistics(&self.files.data_dir).encode_to_vec(),
             other => return Err(Status::invalid_argument(format!("unknown action {other}"))),
         };
         let result = arrow_flight::Result { body: body.into() };
@@ -659,6 +721,11 @@ impl FlightService for Worker {
         let actions = [
             (protocol::ACTION_HEALTH, "running fragments and counters"),
             (protocol::ACTION_CANCEL, "abort a query's fragments"),
+            (protocol::ACTION_DROP, "remove a table's loads but one"),
+            (
+                protocol::ACTION_STATISTICS,
+                "the loads held: files and bytes",
+            ),
         ]
         .map(|(t, d)| {
             Ok(ActionType {
