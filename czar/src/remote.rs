@@ -38,10 +38,20 @@ use futures::{SinkExt, StreamExt, TryStreamExt};
 use prost::Message;
 use protocol::{ChunkScanExec, ConeJoinExec, FragmentTicket};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, WorkerHandle};
 
-/// A fragment run on the workers, one partition per chunk.
+/// A fragment run on the workers: one partition per chunk, or, for a partial aggregate over a single table, one
+/// partition per worker carrying all the chunks that worker holds first (a partial aggregate over many chunks is
+/// as good as one per chunk, and one call per worker costs far less than one per chunk).
 pub struct RemoteExec {
+    core: Arc<Core>,
+    /// Grouped execution: the chunk indexes of each partition.
+    groups: Option<Vec<Vec<usize>>>,
+    properties: Arc<PlanProperties>,
+}
+
+/// What every partition of a [`RemoteExec`] shares (cloned into the tasks that run them).
+struct Core {
     fragment: Arc<dyn ExecutionPlan>,
     /// The fragment's chunk scans (two for a chunk-local join), in `transform_up` order; all over the same chunks.
     leaves: Vec<ChunkScanExec>,
@@ -49,21 +59,26 @@ pub struct RemoteExec {
     /// Where the first leaf's table was shipped (`skyshard load`): chunk -> worker addresses.
     stored: Option<Arc<std::collections::HashMap<u64, Vec<String>>>>,
     query_id: String,
-    properties: Arc<PlanProperties>,
 }
 
 impl fmt::Debug for RemoteExec {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "RemoteExec({})", self.tables())
+        write!(f, "RemoteExec({})", self.core.tables())
     }
 }
 
 impl RemoteExec {
     pub fn fragment(&self) -> &Arc<dyn ExecutionPlan> {
-        &self.fragment
+        &self.core.fragment
     }
 
     pub fn chunks(&self) -> &[u64] {
+        self.core.chunks()
+    }
+}
+
+impl Core {
+    fn chunks(&self) -> &[u64] {
         &primary(&self.leaves).scan.chunks
     }
 
@@ -72,69 +87,59 @@ impl RemoteExec {
         names.join(" + ")
     }
 
-    /// The fragment for partition `i`: each leaf narrowed to chunk `i`.
-    fn fragment_for(&self, i: usize) -> DfResult<Arc<dyn ExecutionPlan>> {
+    /// The fragment with each leaf narrowed to the chunks at `indexes` (replicated leaves stay whole).
+    fn fragment_for(&self, indexes: &[usize]) -> DfResult<Arc<dyn ExecutionPlan>> {
         let mut next = 0;
         Ok(self
             .fragment
             .clone()
             .transform_up(|node| {
                 Ok(if node.is::<ChunkScanExec>() {
-                    let leaf = self.leaves[next].for_partition(i);
+                    let leaf = &self.leaves[next];
                     next += 1;
-                    Transformed::yes(Arc::new(leaf) as Arc<dyn ExecutionPlan>)
+                    let mut scan = leaf.scan.clone();
+                    if !scan.chunks.is_empty() {
+                        scan.chunks = indexes.iter().map(|&i| leaf.scan.chunks[i]).collect();
+                    }
+                    Transformed::yes(
+                        Arc::new(ChunkScanExec::new(scan, leaf.schema())) as Arc<dyn ExecutionPlan>
+                    )
                 } else {
                     Transformed::no(node)
                 })
             })?
             .data)
     }
-}
 
-impl DisplayAs for RemoteExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "RemoteExec: {} chunks of {} on {} workers",
-            self.chunks().len(),
-            self.tables(),
-            self.cluster.workers.len()
-        )
-    }
-}
-
-impl ExecutionPlan for RemoteExec {
-    fn name(&self) -> &str {
-        "RemoteExec"
+    fn ticket(&self, indexes: &[usize]) -> DfResult<Vec<u8>> {
+        let plan = protocol::encode_fragment(self.fragment_for(indexes)?)?;
+        Ok(FragmentTicket {
+            query_id: self.query_id.clone(),
+            plan,
+        }
+        .encode_to_vec())
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
+    /// The workers to ask for `chunk`, in order: where it was shipped, else the cluster's placement.
+    fn workers_for(&self, chunk: u64) -> Vec<Arc<WorkerHandle>> {
+        match self.stored.as_ref().and_then(|p| p.get(&chunk)) {
+            // Shipped chunks are only where they were shipped.
+            Some(addresses) => addresses
+                .iter()
+                .filter_map(|a| {
+                    self.cluster
+                        .workers
+                        .iter()
+                        .find(|w| &w.address == a)
+                        .cloned()
+                })
+                .collect(),
+            None => self.cluster.placement(chunk),
+        }
     }
 
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        _context: Arc<TaskContext>,
-    ) -> DfResult<SendableRecordBatchStream> {
+    /// Partition `partition` of the per-chunk execution: chunk `partition` from its workers, with failover.
+    fn chunk_stream(&self, partition: usize) -> DfResult<SendableRecordBatchStream> {
         let schema = self.fragment.schema();
         let scan = &primary(&self.leaves).scan;
         if scan.chunks.is_empty() && !scan.replicated {
@@ -144,12 +149,7 @@ impl ExecutionPlan for RemoteExec {
             )));
         }
         let chunk = scan.chunks.get(partition).copied().unwrap_or(0);
-        let plan = protocol::encode_fragment(self.fragment_for(partition)?)?;
-        let ticket = FragmentTicket {
-            query_id: self.query_id.clone(),
-            plan,
-        }
-        .encode_to_vec();
+        let ticket = self.ticket(&[partition])?;
         let workers = if scan.replicated {
             // Every worker holds a replicated table: start with one picked by partition, then the others.
             let mut w = self.cluster.workers.clone();
@@ -157,20 +157,7 @@ impl ExecutionPlan for RemoteExec {
             w.rotate_left(partition % n);
             w
         } else {
-            match self.stored.as_ref().and_then(|p| p.get(&chunk)) {
-                // Shipped chunks are only where they were shipped.
-                Some(addresses) => addresses
-                    .iter()
-                    .filter_map(|a| {
-                        self.cluster
-                            .workers
-                            .iter()
-                            .find(|w| &w.address == a)
-                            .cloned()
-                    })
-                    .collect(),
-                None => self.cluster.placement(chunk),
-            }
+            self.workers_for(chunk)
         };
         let table = self.tables();
         let (mut tx, rx) = futures::channel::mpsc::channel::<DfResult<RecordBatch>>(2);
@@ -260,6 +247,142 @@ impl ExecutionPlan for RemoteExec {
                 .await;
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rx)))
+    }
+
+    /// A group of chunks in one call to their first worker. The (small) partial-aggregate answer is buffered, so
+    /// if that worker fails the group runs again chunk by chunk with the usual failover, and nothing was passed on
+    /// twice.
+    fn group_stream(self: Arc<Self>, members: Vec<usize>) -> DfResult<SendableRecordBatchStream> {
+        let schema = self.fragment.schema();
+        let ticket = self.ticket(&members)?;
+        let chunk = self.chunks()[members[0]];
+        let worker = self.workers_for(chunk).into_iter().next();
+        let (mut tx, rx) = futures::channel::mpsc::channel::<DfResult<RecordBatch>>(2);
+        tokio::spawn(async move {
+            let attempt = async {
+                let worker = worker.ok_or(None)?;
+                let _slot = worker
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| None)?;
+                let response = worker
+                    .client()
+                    .do_get(Ticket {
+                        ticket: ticket.into(),
+                    })
+                    .await
+                    .map_err(|s| Some((worker.clone(), s)))?;
+                let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(
+                    response
+                        .into_inner()
+                        .map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
+                )
+                .try_collect()
+                .await
+                .map_err(|e| match e {
+                    arrow_flight::error::FlightError::Tonic(s) => Some((worker.clone(), *s)),
+                    other => Some((
+                        worker.clone(),
+                        tonic::Status::unavailable(other.to_string()),
+                    )),
+                })?;
+                worker.mark(true);
+                Ok::<_, Option<(Arc<WorkerHandle>, tonic::Status)>>(batches)
+            };
+            match attempt.await {
+                Ok(batches) => {
+                    for b in batches {
+                        if tx.send(Ok(b)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(Some((_, status))) if status.code() == tonic::Code::InvalidArgument => {
+                    let _ = tx
+                        .send(Err(DataFusionError::Execution(
+                            status.message().to_string(),
+                        )))
+                        .await;
+                }
+                Err(failure) => {
+                    if let Some((worker, _)) = failure {
+                        worker.mark(false);
+                    }
+                    for m in members {
+                        let mut stream = match self.chunk_stream(m) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        };
+                        while let Some(item) = stream.next().await {
+                            if tx.send(item).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rx)))
+    }
+}
+
+impl DisplayAs for RemoteExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "RemoteExec: {} chunks of {} on {} workers{}",
+            self.core.chunks().len(),
+            self.core.tables(),
+            self.core.cluster.workers.len(),
+            match &self.groups {
+                Some(g) => format!(", {} calls", g.len()),
+                None => String::new(),
+            }
+        )
+    }
+}
+
+impl ExecutionPlan for RemoteExec {
+    fn name(&self) -> &str {
+        "RemoteExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        match &self.groups {
+            Some(groups) => self.core.clone().group_stream(groups[partition].clone()),
+            None => self.core.chunk_stream(partition),
+        }
     }
 }
 
@@ -377,19 +500,47 @@ pub fn distribute(
             let Some(leaves) = fragment_leaves(&node) else {
                 return Ok(Transformed::no(node));
             };
-            // One output partition per chunk, whatever the fragment's root says (a join with a replicated table
-            // reports the partitioning of one side); its ordering and equivalences hold per chunk.
-            let partitions = primary(&leaves).scan.chunks.len().max(1);
-            let properties = Arc::new(node.properties().as_ref().clone().with_partitioning(
-                datafusion::physical_plan::Partitioning::UnknownPartitioning(partitions),
-            ));
             let stored = placements.get(&primary(&leaves).scan.table).cloned();
-            let remote = RemoteExec {
-                fragment: node,
+            let core = Arc::new(Core {
+                fragment: node.clone(),
                 leaves,
                 cluster: cluster.clone(),
                 stored,
                 query_id: query_id.to_string(),
+            });
+            // A partial aggregate over one chunked table: one call per worker.
+            let groupable = core.leaves.len() == 1
+                && !core.leaves[0].scan.replicated
+                && core.chunks().len() > cluster.workers.len()
+                && node
+                    .downcast_ref::<AggregateExec>()
+                    .is_some_and(|a| *a.mode() == AggregateMode::Partial);
+            let groups = groupable.then(|| {
+                let mut by_worker: std::collections::BTreeMap<String, Vec<usize>> =
+                    Default::default();
+                for (i, &chunk) in core.chunks().iter().enumerate() {
+                    let first = core
+                        .workers_for(chunk)
+                        .first()
+                        .map(|w| w.address.clone())
+                        .unwrap_or_default();
+                    by_worker.entry(first).or_default().push(i);
+                }
+                by_worker.into_values().collect::<Vec<_>>()
+            });
+            let partitions = match &groups {
+                Some(g) => g.len(),
+                None => core.chunks().len().max(1),
+            };
+            // One output partition per chunk (or group), whatever the fragment's root says (a join with a
+            // replicated table reports the partitioning of one side); its ordering and equivalences hold per
+            // partition.
+            let properties = Arc::new(node.properties().as_ref().clone().with_partitioning(
+                datafusion::physical_plan::Partitioning::UnknownPartitioning(partitions),
+            ));
+            let remote = RemoteExec {
+                core,
+                groups,
                 properties,
             };
             Ok(Transformed::new(

@@ -297,7 +297,7 @@ def test_a_worker_killed_mid_query(release, tmp_path):
         try:
             u = urllib.parse.urlparse(url)
             conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
-            form = urllib.parse.urlencode({"LANG": "ADQL", "QUERY": "SELECT source_id, object_id, flux FROM sky.source",
+            form = urllib.parse.urlencode({"LANG": "ADQL", "QUERY": "SELECT source_id, object_id, flux, band, mjd, ra, dec FROM sky.source",
                                            "MAXREC": "10000000"})
             conn.request("POST", "/tap/sync", form, {"Content-Type": "application/x-www-form-urlencoded"})
             response = conn.getresponse()
@@ -307,11 +307,12 @@ def test_a_worker_killed_mid_query(release, tmp_path):
             workers[0][0].wait()
             body = (head + response.read()).decode()
             ids = [int(x) for x in re.findall(r"<TR><TD>(\d+)</TD>", body)]
-            if replicas == 2:
+            tail = body[-2000:]
+            if replicas == 2 or 'value="ERROR"' not in tail:
+                # Complete and right (with one replica only if the dead worker had already sent all it had).
                 assert 'value="ERROR"' not in body and sorted(ids) == want
             else:
-                tail = body[-2000:]
-                assert 'value="ERROR"' in tail and "unavailable" in tail and "chunk" in tail, tail
+                assert "unavailable" in tail and "chunk" in tail, tail
                 assert len(ids) < len(want)
         finally:
             czar.kill()
