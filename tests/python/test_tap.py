@@ -45,6 +45,8 @@ def release(tmp_path_factory):
         "--description", "synthetic objects")
     run("ingest", "--data-dir", str(data), "--table", "sky.source", "--input", str(base / "rel/source.parquet"),
         "--director", "sky.object", "--director-key", "object_id", "--quiet")
+    run("ingest", "--data-dir", str(data), "--table", "sky.xmatch", "--input", str(base / "rel/xmatch.parquet"),
+        "--ra", "ra", "--dec", "dec", "--id", "xid", "--chunk-map-of", "sky.object", "--quiet")
     return base, data
 
 
@@ -355,7 +357,7 @@ def test_examples_run(service):
     status, body = get(service + "/examples")
     assert status == 200
     queries = re.findall(r'<pre property="query">(.*?)</pre>', body.decode(), re.S)
-    assert len(queries) >= 5
+    assert len(queries) >= 7 and any("JOIN sky.xmatch" in q for q in queries)
     svc = pyvo.dal.TAPService(service)
     for q in queries:
         q = q.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&#39;", "'").replace("&amp;", "&")

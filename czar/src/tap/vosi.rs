@@ -378,6 +378,47 @@ pub fn example_queries(tap: &Tap) -> Vec<(String, String, String, String)> {
             ));
         }
     }
+    // A cross-match with a second catalog on the same chunk map (it runs chunk by chunk).
+    let directors: Vec<_> = infos
+        .iter()
+        .filter(|t| matches!(t.record.kind, metastore::TableKind::Director { .. }))
+        .collect();
+    if let [a, b, ..] = directors.as_slice()
+        && a.record.chunks == b.record.chunks
+        && let (
+            metastore::TableKind::Director {
+                ra: ra_a,
+                dec: dec_a,
+                id: id_a,
+            },
+            metastore::TableKind::Director {
+                ra: ra_b,
+                dec: dec_b,
+                id: id_b,
+            },
+        ) = (&a.record.kind, &b.record.kind)
+    {
+        out.push((
+            "cross-match".into(),
+            "A cross-match of two catalogs".into(),
+            format!(
+                "Every object of {} with the objects of {} within 1 arcsecond, inside a 2-degree circle.",
+                a.record.qualified_name(),
+                b.record.qualified_name()
+            ),
+            format!(
+                "SELECT a.{id_a}, b.{id_b}, DISTANCE(POINT('ICRS', a.{ra_a}, a.{dec_a}), POINT('ICRS', b.{ra_b}, b.{dec_b})) * 3600 AS sep_arcsec\nFROM {} AS a JOIN {} AS b\nON CONTAINS(POINT('ICRS', b.{ra_b}, b.{dec_b}), CIRCLE('ICRS', a.{ra_a}, a.{dec_a}, 1.0 / 3600)) = 1\nWHERE CONTAINS(POINT('ICRS', a.{ra_a}, a.{dec_a}), CIRCLE('ICRS', 180, 0, 2)) = 1",
+                a.record.qualified_name(),
+                b.record.qualified_name(),
+                id_a = id_a.to_lowercase(),
+                id_b = id_b.to_lowercase(),
+                ra_a = ra_a.to_lowercase(),
+                dec_a = dec_a.to_lowercase(),
+                ra_b = ra_b.to_lowercase(),
+                dec_b = dec_b.to_lowercase(),
+            ),
+        ));
+    }
     out.push((
         "columns".into(),
         "Columns with units and UCDs".into(),
