@@ -46,6 +46,8 @@ use prost::Message;
 use protocol::{ChunkScan, FragmentTicket, ScanFactory};
 use tonic::{Request, Response, Status, Streaming};
 
+mod local_store;
+
 /// The DataFusion context fragments run in: ADQL's functions, one partition per fragment.
 pub fn session() -> SessionContext {
     let mut config = SessionConfig::new()
@@ -58,6 +60,7 @@ pub fn session() -> SessionContext {
         .parquet
         .schema_force_view_types = false;
     let ctx = SessionContext::new_with_config(config);
+    local_store::install(&ctx);
     for udf in adql::udf::all() {
         ctx.register_udf(udf);
     }
