@@ -36,11 +36,20 @@ use metastore::{TableKind, TableRecord};
 use protocol::{ChunkScanExec, ConeJoin, ConeJoinExec};
 
 use crate::remote::fragment_leaves;
+use crate::table::TableInfo;
+
+/// The record of the table a chunk scan reads.
+fn record<'a>(
+    tables: &'a HashMap<String, Arc<TableInfo>>,
+    leaf: &ChunkScanExec,
+) -> Option<&'a TableRecord> {
+    tables.get(&leaf.scan.table).map(|t| &t.record)
+}
 
 /// Rewrites the joins of `plan` that can run chunk by chunk; `tables` by qualified lower-case name.
 pub fn colocate(
     plan: Arc<dyn ExecutionPlan>,
-    tables: &HashMap<String, TableRecord>,
+    tables: &HashMap<String, Arc<TableInfo>>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     Ok(plan
         .transform_up(|node| {
@@ -113,7 +122,7 @@ fn column_name<'a>(e: &'a Arc<dyn PhysicalExpr>) -> Option<&'a str> {
 
 fn key_join(
     j: &HashJoinExec,
-    tables: &HashMap<String, TableRecord>,
+    tables: &HashMap<String, Arc<TableInfo>>,
 ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
     if j.join_type != JoinType::Inner {
         return Ok(None);
@@ -122,7 +131,7 @@ fn key_join(
     let (Some(ll), Some(rl)) = (single_leaf(&left), single_leaf(&right)) else {
         return Ok(None);
     };
-    let (Some(lt), Some(rt)) = (tables.get(&ll.scan.table), tables.get(&rl.scan.table)) else {
+    let (Some(lt), Some(rt)) = (record(tables, &ll), record(tables, &rl)) else {
         return Ok(None);
     };
     // (child column, director column) of the key relation, if one side is the other's child.
@@ -280,9 +289,39 @@ fn radius_of(e: &Arc<dyn PhysicalExpr>) -> Option<([usize; 2], [usize; 2], f64)>
     }
 }
 
+/// Whether column `index` of `schema` is called `want` (case-insensitively).
+fn named(schema: &arrow::datatypes::SchemaRef, index: usize, want: &str) -> bool {
+    schema
+        .fields()
+        .get(index)
+        .is_some_and(|f| f.name().eq_ignore_ascii_case(want))
+}
+
+/// The conjuncts of a join filter that confine a left-side point and a right-side point to a radius: (the left
+/// point's (ra, dec) column indexes in the left schema, the right point's in the right schema, radius in degrees).
+fn radius_constraints(filter: &JoinFilter) -> Vec<([usize; 2], [usize; 2], f64)> {
+    // Where a filter column comes from: (side, index in that side's schema).
+    let origin = |i: usize| filter.column_indices().get(i).map(|c| (c.side, c.index));
+    split_conjunction(filter.expression())
+        .into_iter()
+        .filter_map(|conjunct| {
+            let (p, q, r) = radius_of(conjunct)?;
+            let (p0, p1, q0, q1) = (origin(p[0])?, origin(p[1])?, origin(q[0])?, origin(q[1])?);
+            if p0.0 != p1.0 || q0.0 != q1.0 || !r.is_finite() || r < 0.0 {
+                return None;
+            }
+            match (p0.0, q0.0) {
+                (JoinSide::Left, JoinSide::Right) => Some(([p0.1, p1.1], [q0.1, q1.1], r)),
+                (JoinSide::Right, JoinSide::Left) => Some(([q0.1, q1.1], [p0.1, p1.1], r)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 fn cone_join(
     j: &NestedLoopJoinExec,
-    tables: &HashMap<String, TableRecord>,
+    tables: &HashMap<String, Arc<TableInfo>>,
 ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
     if *j.join_type() != JoinType::Inner {
         return Ok(None);
@@ -294,7 +333,7 @@ fn cone_join(
     let (Some(ll), Some(rl)) = (single_leaf(&left), single_leaf(&right)) else {
         return Ok(None);
     };
-    let (Some(lt), Some(rt)) = (tables.get(&ll.scan.table), tables.get(&rl.scan.table)) else {
+    let (Some(lt), Some(rt)) = (record(tables, &ll), record(tables, &rl)) else {
         return Ok(None);
     };
     let (
@@ -311,50 +350,14 @@ fn cone_join(
     if lt.chunks != rt.chunks {
         return Ok(None);
     }
-    // Where a filter column comes from: (side, index in that side's schema).
-    let origin = |i: usize| filter.column_indices().get(i).map(|c| (c.side, c.index));
     let (lschema, rschema) = (left.schema(), right.schema());
-    let named = |side: JoinSide, index: usize, want: &str| {
-        let schema = if side == JoinSide::Left {
-            &lschema
-        } else {
-            &rschema
-        };
-        schema
-            .fields()
-            .get(index)
-            .is_some_and(|f| f.name().eq_ignore_ascii_case(want))
-    };
-    let mut found = None;
-    for conjunct in split_conjunction(filter.expression()) {
-        let Some((p, q, r)) = radius_of(conjunct) else {
-            continue;
-        };
-        let (Some(p0), Some(p1), Some(q0), Some(q1)) =
-            (origin(p[0]), origin(p[1]), origin(q[0]), origin(q[1]))
-        else {
-            continue;
-        };
-        // One point from each side, each its table's (ra, dec).
-        let (l, r_) = match (p0.0, q0.0) {
-            (JoinSide::Left, JoinSide::Right) => ((p0, p1), (q0, q1)),
-            (JoinSide::Right, JoinSide::Left) => ((q0, q1), (p0, p1)),
-            _ => continue,
-        };
-        if l.1.0 != JoinSide::Left || r_.1.0 != JoinSide::Right {
-            continue;
-        }
-        if named(JoinSide::Left, l.0.1, lra)
-            && named(JoinSide::Left, l.1.1, ldec)
-            && named(JoinSide::Right, r_.0.1, rra)
-            && named(JoinSide::Right, r_.1.1, rdec)
-            && r.is_finite()
-            && r >= 0.0
-        {
-            found = Some((l.0.1, l.1.1, r_.0.1, r_.1.1, r));
-            break;
-        }
-    }
+    let found = radius_constraints(filter).into_iter().find(|(l, r, _)| {
+        named(&lschema, l[0], lra)
+            && named(&lschema, l[1], ldec)
+            && named(&rschema, r[0], rra)
+            && named(&rschema, r[1], rdec)
+    });
+    let found = found.map(|(l, r, radius)| (l[0], l[1], r[0], r[1], radius));
     let Some((left_ra, left_dec, right_ra, right_dec, radius)) = found else {
         return Ok(None);
     };
@@ -430,7 +433,7 @@ fn small_rows(
 fn list_join(
     node: &Arc<dyn ExecutionPlan>,
     j: &NestedLoopJoinExec,
-    tables: &HashMap<String, TableRecord>,
+    tables: &HashMap<String, Arc<TableInfo>>,
 ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
     if !matches!(
         j.join_type(),
@@ -461,9 +464,10 @@ fn list_join(
     if table_preserved {
         return Ok(None);
     }
-    let Some(record) = tables.get(&table_side.1.scan.table) else {
+    let Some(info) = tables.get(&table_side.1.scan.table) else {
         return Ok(None);
     };
+    let record = &info.record;
     let TableKind::Director { ra, dec, .. } = &record.kind else {
         return Ok(None);
     };
@@ -472,54 +476,25 @@ fn list_join(
     } else {
         right.schema()
     };
-    let origin = |i: usize| filter.column_indices().get(i).map(|c| (c.side, c.index));
-    let mut found = None;
-    for conjunct in split_conjunction(filter.expression()) {
-        let Some((p, q, r)) = radius_of(conjunct) else {
-            continue;
-        };
-        let (Some(p0), Some(p1), Some(q0), Some(q1)) =
-            (origin(p[0]), origin(p[1]), origin(q[0]), origin(q[1]))
-        else {
-            continue;
-        };
-        let (t, l) = if p0.0 == table_side.0 {
-            ((p0, p1), (q0, q1))
-        } else {
-            ((q0, q1), (p0, p1))
-        };
-        let named = |i: usize, want: &str| {
-            table_schema
-                .fields()
-                .get(i)
-                .is_some_and(|f| f.name().eq_ignore_ascii_case(want))
-        };
-        if t.0.0 == table_side.0
-            && t.1.0 == table_side.0
-            && l.0.0 == list_side.0
-            && l.1.0 == list_side.0
-            && named(t.0.1, ra)
-            && named(t.1.1, dec)
-            && r.is_finite()
-            && r >= 0.0
-        {
-            found = Some((l.0.1, l.1.1, r));
-            break;
-        }
-    }
+    let found = radius_constraints(filter)
+        .into_iter()
+        .find_map(|(l, r, radius)| {
+            let (table_point, list_point) = if table_side.0 == JoinSide::Left {
+                (l, r)
+            } else {
+                (r, l)
+            };
+            (named(&table_schema, table_point[0], ra) && named(&table_schema, table_point[1], dec))
+                .then_some((list_point[0], list_point[1], radius))
+        });
     let Some((list_ra, list_dec, radius)) = found else {
         return Ok(None);
     };
     let Some(batches) = small_rows(&list_side.1, 200_000) else {
         return Ok(None);
     };
-    let Ok(map) = partitioner::ChunkMap::from_chunks(
-        record
-            .chunks
-            .iter()
-            .map(|&c| partitioner::ChunkId(c))
-            .collect(),
-    ) else {
+    // The table's chunk map, built once when the catalog was read.
+    let Some(map) = &info.map else {
         return Ok(None);
     };
     let mut touched = std::collections::BTreeSet::new();

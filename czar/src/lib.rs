@@ -61,7 +61,7 @@ pub struct Czar {
     memory_limit: Option<usize>,
     cpu: CpuRuntime,
     keys: RwLock<Vec<tap_schema::ForeignKey>>,
-    tables: RwLock<Vec<Arc<TableInfo>>>,
+    tables: RwLock<Arc<Tables>>,
     pub cluster: Arc<Cluster>,
     queries: AtomicU64,
 }
@@ -86,7 +86,7 @@ impl Czar {
             memory_limit,
             cpu: CpuRuntime::new(),
             keys: RwLock::new(Vec::new()),
-            tables: RwLock::new(Vec::new()),
+            tables: RwLock::new(Arc::new(Tables::default())),
             cluster: Arc::new(cluster),
             queries: AtomicU64::new(0),
         };
@@ -129,7 +129,14 @@ impl Czar {
         }
         let engine = self.engine_over(catalog);
         *self.engine.write().expect("engine lock") = Arc::new(engine);
-        *self.tables.write().expect("tables lock") = infos;
+        let by_name = infos
+            .iter()
+            .map(|t| (t.record.qualified_name().to_lowercase(), t.clone()))
+            .collect();
+        *self.tables.write().expect("tables lock") = Arc::new(Tables {
+            list: infos,
+            by_name,
+        });
         *self.keys.write().expect("keys lock") = keys;
         Ok(())
     }
@@ -155,7 +162,7 @@ impl Czar {
     }
 
     pub fn tables(&self) -> Vec<Arc<TableInfo>> {
-        self.tables.read().expect("tables lock").clone()
+        self.tables.read().expect("tables lock").list.clone()
     }
 
     fn engine(&self) -> Arc<Engine> {
@@ -198,25 +205,10 @@ impl Czar {
             std::process::id(),
             self.queries.fetch_add(1, Ordering::Relaxed)
         );
-        let records: std::collections::HashMap<String, metastore::TableRecord> = self
-            .tables()
-            .iter()
-            .map(|t| (t.record.qualified_name().to_lowercase(), t.record.clone()))
-            .collect();
-        let physical = colocate::colocate(physical, &records).map_err(QueryError::run)?;
-        let placements = self
-            .tables()
-            .iter()
-            .filter(|t| !t.record.placement.is_empty())
-            .map(|t| {
-                (
-                    t.record.qualified_name(),
-                    Arc::new(t.record.placement.iter().cloned().collect()),
-                )
-            })
-            .collect();
-        let plan =
-            distribute(physical, &self.cluster, &query_id, &placements).map_err(QueryError::run)?;
+        let tables = self.tables.read().expect("tables lock").clone();
+        let physical = colocate::colocate(physical, &tables.by_name).map_err(QueryError::run)?;
+        let plan = distribute(physical, &self.cluster, &query_id, &tables.by_name)
+            .map_err(QueryError::run)?;
         // Rewritten joins partition their output by chunk, not by their keys: let DataFusion bring the merge plan's
         // distribution and ordering requirements back in line (the fragments are leaves to it now), then check.
         let plan = {
@@ -308,6 +300,13 @@ impl Czar {
         ));
         Ok(out)
     }
+}
+
+/// The published tables, in catalog order and by lower-case qualified name (read by every query's planning).
+#[derive(Default)]
+struct Tables {
+    list: Vec<Arc<TableInfo>>,
+    by_name: std::collections::HashMap<String, Arc<TableInfo>>,
 }
 
 /// Aborts a task when dropped (a query whose reader went away, or timed out, stops at its next await).

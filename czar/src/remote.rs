@@ -490,17 +490,17 @@ pub fn distribute(
     plan: Arc<dyn ExecutionPlan>,
     cluster: &Arc<Cluster>,
     query_id: &str,
-    placements: &std::collections::HashMap<
-        String,
-        Arc<std::collections::HashMap<u64, Vec<String>>>,
-    >,
+    tables: &std::collections::HashMap<String, Arc<crate::table::TableInfo>>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     Ok(plan
         .transform_down(|node| {
             let Some(leaves) = fragment_leaves(&node) else {
                 return Ok(Transformed::no(node));
             };
-            let stored = placements.get(&primary(&leaves).scan.table).cloned();
+            let stored = tables
+                .get(&primary(&leaves).scan.table)
+                .map(|t| t.placement.clone())
+                .filter(|p| !p.is_empty());
             let core = Arc::new(Core {
                 fragment: node.clone(),
                 leaves,

@@ -43,6 +43,8 @@ pub struct TableInfo {
     /// The director's record (child tables): for index lookups by the key.
     pub director: Option<TableRecord>,
     pub store: Arc<MetaStore>,
+    /// Where a shipped table's chunks are (`skyshard load`): chunk -> worker addresses; empty otherwise.
+    pub placement: Arc<std::collections::HashMap<u64, Vec<String>>>,
 }
 
 /// Reads a published table's schema and chunk list from its files in `data_dir`.
@@ -97,6 +99,7 @@ pub fn load_table(
         map,
         director,
         store: store.clone(),
+        placement: Arc::new(record.placement.iter().cloned().collect()),
     })
 }
 
