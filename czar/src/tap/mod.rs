@@ -166,6 +166,15 @@ fn status_of(e: &QueryError) -> StatusCode {
     }
 }
 
+/// A request's parameters, or the 400 error document that says why they cannot be read.
+pub fn request_params(
+    q: Option<String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Params, Response> {
+    Params::parse(q.as_deref(), headers, body).map_err(|m| error(StatusCode::BAD_REQUEST, &m))
+}
+
 /// A checked query request (sync, or the parameters of an async job).
 #[derive(Debug, Clone)]
 pub struct QueryRequest {
@@ -281,9 +290,9 @@ async fn sync(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = match Params::parse(q.as_deref(), &headers, &body) {
+    let params = match request_params(q, &headers, &body) {
         Ok(p) => p,
-        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+        Err(r) => return r,
     };
     let req = match QueryRequest::from_params(&params, &tap.limits) {
         Ok(r) => r,
@@ -339,9 +348,9 @@ async fn explain(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = match Params::parse(q.as_deref(), &headers, &body) {
+    let params = match request_params(q, &headers, &body) {
         Ok(p) => p,
-        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+        Err(r) => return r,
     };
     let Some(query) = params.get("QUERY") else {
         return error(StatusCode::BAD_REQUEST, "QUERY is missing");

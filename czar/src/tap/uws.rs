@@ -23,7 +23,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::params::Params;
-use super::{QueryRequest, Tap, base_url, error, result_info, start_query, upload};
+use super::{QueryRequest, Tap, base_url, error, request_params, result_info, start_query, upload};
 use crate::format::xml_escape;
 use crate::output::{Ending, OutputFormat, stream_result};
 
@@ -317,10 +317,6 @@ fn no_job(id: &str) -> Response {
     )
 }
 
-fn parse(q: Option<String>, headers: &HeaderMap, body: &Bytes) -> Result<Params, Response> {
-    Params::parse(q.as_deref(), headers, body).map_err(|m| error(StatusCode::BAD_REQUEST, &m))
-}
-
 const UWS_NS: &str = "xmlns:uws=\"http://www.ivoa.net/xml/UWS/v1.0\" xmlns:xlink=\"http://www.w3.org/1999/xlink\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"";
 
 /// Parameters that control the job rather than the query.
@@ -333,7 +329,7 @@ const CONTROL: [&str; 5] = [
 ];
 
 async fn list(State(tap): State<Arc<Tap>>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
-    let p = match parse(q, &headers, &Bytes::new()) {
+    let p = match request_params(q, &headers, &Bytes::new()) {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -392,7 +388,7 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = match parse(q, &headers, &body) {
+    let p = match request_params(q, &headers, &body) {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -699,7 +695,7 @@ async fn job(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let p = match parse(q, &headers, &Bytes::new()) {
+    let p = match request_params(q, &headers, &Bytes::new()) {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -777,7 +773,7 @@ async fn post_job(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = match parse(q, &headers, &body) {
+    let p = match request_params(q, &headers, &body) {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -890,7 +886,7 @@ async fn post_field(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = match parse(q, &headers, &body) {
+    let p = match request_params(q, &headers, &body) {
         Ok(p) => p,
         Err(r) => return r,
     };
