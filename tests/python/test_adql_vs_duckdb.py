@@ -7,7 +7,6 @@ paths from skyshard's Rust kernels. Random points include both poles and RA exac
 
 import csv
 import io
-import os
 import subprocess
 
 import duckdb
@@ -16,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-SKYSHARD = os.environ.get("SKYSHARD", os.path.expanduser("~/.cache/skyshard-target/debug/skyshard"))
+from skyshard_processes import SKYSHARD
+
 N = 20000
 
 

@@ -6,7 +6,6 @@ results), TOP/ORDER BY/OFFSET, id lookups through the secondary index, a directo
 
 import csv
 import io
-import os
 import re
 import signal
 import subprocess
@@ -17,14 +16,9 @@ import urllib.request
 import duckdb
 import pytest
 
-SKYSHARD = os.environ.get("SKYSHARD", os.path.expanduser("~/.cache/skyshard-target/debug/skyshard"))
+from skyshard_processes import SKYSHARD, haversine, run, start
+
 ROWS = 60000
-
-
-def run(*args):
-    out = subprocess.run([SKYSHARD, *args], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +36,6 @@ def release(tmp_path_factory):
     run("ingest", "--data-dir", str(data), "--table", "sky.bands", "--input", str(base / "bands.csv"), "--replicated",
         "--quiet")
     return base, data
-
-
-def start(args, pattern):
-    proc = subprocess.Popen([SKYSHARD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        m = re.search(pattern, line)
-        if m:
-            return proc, m.group(1)
-        if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read())
-    raise AssertionError("no address printed")
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +71,6 @@ def duck(release, sql):
     con.execute(f"CREATE VIEW xmatch AS SELECT * FROM read_parquet('{base}/rel/xmatch.parquet')")
     con.execute(f"CREATE VIEW bands AS SELECT * FROM read_csv_auto('{base}/bands.csv')")
     return con.execute(sql).fetchall()
-
-
-def haversine(ra, dec, a, d):
-    return (f"degrees(2 * asin(sqrt(pow(sin(radians({dec} - {d}) / 2), 2) + cos(radians({dec})) * cos(radians({d})) "
-            f"* pow(sin(radians({ra} - {a}) / 2), 2))))")
 
 
 CONES = [(45.0, 10.0, 1.5), (0.0, 0.0, 2.0), (359.9, -5.0, 3.0), (120.0, 89.5, 2.0), (300.0, -89.0, 3.0), (10.0, 60.0, 0.05)]

@@ -2,7 +2,6 @@
 its values, NULLs and column metadata, whatever the serialization (FITS binary table, VOTable TABLEDATA, BINARY,
 BINARY2), and a broken file is refused with its name."""
 
-import os
 import subprocess
 
 import numpy as np
@@ -13,7 +12,8 @@ from astropy.io import fits
 from astropy.io.votable import from_table
 from astropy.table import MaskedColumn, Table
 
-SKYSHARD = os.environ.get("SKYSHARD", os.path.expanduser("~/.cache/skyshard-target/debug/skyshard"))
+from skyshard_processes import SKYSHARD
+
 N = 5000
 
 

@@ -25,14 +25,9 @@ from astropy.io import ascii as astropy_ascii
 from astropy.io.votable import parse_single_table
 from astropy.table import Table
 
-SKYSHARD = os.environ.get("SKYSHARD", os.path.expanduser("~/.cache/skyshard-target/debug/skyshard"))
+from skyshard_processes import SKYSHARD, haversine, run, start
+
 ROWS = 40000
-
-
-def run(*args):
-    out = subprocess.run([SKYSHARD, *args], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +43,6 @@ def release(tmp_path_factory):
     run("ingest", "--data-dir", str(data), "--table", "sky.xmatch", "--input", str(base / "rel/xmatch.parquet"),
         "--ra", "ra", "--dec", "dec", "--id", "xid", "--chunk-map-of", "sky.object", "--quiet")
     return base, data
-
-
-def start(args):
-    proc = subprocess.Popen([SKYSHARD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        m = re.search(r"TAP service at (http://\S+/tap)", line)
-        if m:
-            return proc, m.group(1)
-        if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read())
-    raise AssertionError("no address printed")
 
 
 def serve(data, *extra):
@@ -83,11 +65,6 @@ def duck(release):
     con.execute(f"CREATE VIEW object AS SELECT * FROM read_parquet('{base}/rel/object.parquet')")
     con.execute(f"CREATE VIEW source AS SELECT * FROM read_parquet('{base}/rel/source.parquet')")
     return con
-
-
-def haversine(ra, dec, a, d):
-    return (f"degrees(2 * asin(sqrt(pow(sin(radians({dec} - ({d})) / 2), 2) + cos(radians({dec})) * "
-            f"cos(radians({d})) * pow(sin(radians({ra} - ({a})) / 2), 2))))")
 
 
 def cone_ids(duck, a, d, r):
