@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::failure;
+use crate::http::{self, Payload, encode};
 
 const PER_WORKER: usize = 4;
 
@@ -49,17 +50,20 @@ async fn run_czar(
     service: &ServiceArgs,
     howto: Option<fn(&str) -> String>,
 ) -> Result<(), String> {
-    let czar = Arc::new(czar::Czar::open_with_limit(
-        data_dir,
-        cluster,
-        Some(service.query_memory_mb.max(1) << 20),
-    )?);
-    let limits = czar::tap::Limits {
+    let czar = Arc::new(
+        czar::Czar::open(
+            data_dir,
+            cluster,
+            tap::czar_options(Some(service.query_memory_mb.max(1) << 20)),
+        )
+        .map_err(|e| e.to_string())?,
+    );
+    let limits = tap::Limits {
         allow_private_uploads: service.allow_private_uploads,
         sync_duration: service.sync_timeout.max(1),
         ..Default::default()
     };
-    let tap = czar::tap::Tap::open(czar.clone(), limits, service.jobs_dir.as_deref())?;
+    let tap = tap::Tap::open(czar.clone(), limits, service.jobs_dir.as_deref())?;
     let listener = bind(&format!("127.0.0.1:{port}")).await?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let tables: Vec<String> = czar
@@ -78,7 +82,7 @@ async fn run_czar(
     if let Some(howto) = howto {
         println!("{}", howto(&format!("http://{address}")));
     }
-    czar::tap::serve(listener, tap).await
+    tap::serve(listener, tap).await
 }
 
 pub fn serve(
@@ -164,76 +168,14 @@ pub fn czar(
     }
 }
 
-/// Percent-encodes a form value.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            b' ' => "+".into(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A minimal HTTP/1.1 POST (the czar speaks plain HTTP on loopback or a private network): status and body.
+/// A form POST: status and body.
 fn post(url: &str, form: &str) -> Result<(u16, String), String> {
-    http(
+    http::send(
         "POST",
         url,
         "application/x-www-form-urlencoded",
-        &mut form.as_bytes(),
-        form.len() as u64,
+        Payload::Bytes(form.as_bytes().to_vec()),
     )
-}
-
-/// One HTTP/1.1 request with a body of `len` bytes read from `body`; returns the status and the body.
-fn http(
-    method: &str,
-    url: &str,
-    content_type: &str,
-    body: &mut dyn Read,
-    len: u64,
-) -> Result<(u16, String), String> {
-    use std::io::Write;
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
-    let (host, path) = match rest.split_once('/') {
-        Some((h, p)) => (h, format!("/{p}")),
-        None => (rest, "/".to_string()),
-    };
-    let mut stream =
-        std::net::TcpStream::connect(host).map_err(|e| format!("cannot reach {host}: {e}"))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    std::io::copy(body, &mut stream).map_err(|e| e.to_string())?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or("a malformed HTTP response")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("a malformed HTTP status line")?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok((status, body))
 }
 
 /// `skyshard load`: uploads the inputs to the czar and asks it to load them.
@@ -265,14 +207,11 @@ pub fn load(url: &str, mut args: loader::args::LoadArgs) -> ExitCode {
             })
             .collect();
         let name = format!("{i}-{base_name}");
-        let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let len = file.metadata().map_err(|e| e.to_string())?.len();
-        let (status, body) = http(
+        let (status, body) = http::send(
             "PUT",
             &format!("{base}/admin/loads/{session}/{name}"),
             "application/octet-stream",
-            &mut file,
-            len,
+            Payload::File(path.to_path_buf()),
         )?;
         if status != 200 {
             return Err(format!("uploading {}: {}", path.display(), error_of(&body)));
@@ -297,12 +236,11 @@ pub fn load(url: &str, mut args: loader::args::LoadArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return failure(e),
     };
-    match http(
+    match http::send(
         "POST",
         &format!("{base}/admin/loads/{session}"),
         "application/json",
-        &mut request.as_bytes(),
-        request.len() as u64,
+        Payload::Bytes(request.into_bytes()),
     ) {
         Ok((200, body)) => {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
@@ -329,22 +267,6 @@ fn error_of(body: &str) -> String {
         .unwrap_or_else(|| body.to_string())
 }
 
-/// Joins the chunks of a chunked HTTP body.
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 pub fn query(url: &str, explain: bool, query: Option<String>) -> ExitCode {
     let query = match query {
         Some(q) => q,
@@ -367,7 +289,7 @@ pub fn query(url: &str, explain: bool, query: Option<String>) -> ExitCode {
             format!("{base}/sync"),
             format!(
                 "LANG=ADQL&RESPONSEFORMAT=csv&MAXREC={}&QUERY={}",
-                czar::tap::Limits::default().max_maxrec,
+                tap::Limits::default().max_maxrec,
                 encode(&query)
             ),
         )

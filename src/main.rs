@@ -2,6 +2,7 @@
 
 mod cluster;
 mod demo;
+mod http;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -475,9 +476,9 @@ async fn adql_run(
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match format {
-        Format::Table => czar::format::write_table(&mut out, &schema, &batches)?,
-        Format::Csv => czar::format::write_csv(&mut out, &schema, &batches)?,
-        Format::Votable => czar::format::write_votable(&mut out, &schema, &batches, false)?,
+        Format::Table => tap::format::write_table(&mut out, &schema, &batches)?,
+        Format::Csv => tap::format::write_csv(&mut out, &schema, &batches)?,
+        Format::Votable => tap::format::write_votable(&mut out, &schema, &batches, false)?,
     }
     out.flush()?;
     Ok(())

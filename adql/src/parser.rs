@@ -3,6 +3,9 @@
 //! Written by hand rather than on `sqlparser` so that every refusal names the position, what was found and what
 //! ADQL expects there, and so that SQL which is not ADQL (LIMIT, `::`, `TOP` after `DISTINCT`, DML) is refused with
 //! the ADQL way to say it instead of being silently accepted or misread.
+//!
+//! Why one long module: one recursive-descent parser for the whole ADQL grammar; its productions call each other,
+//! and a reader follows the grammar top to bottom in one file.
 
 use crate::ast::*;
 use crate::error::{AdqlError, Pos, Result};

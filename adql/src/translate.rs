@@ -5,6 +5,9 @@
 //! constructors folded into the fused kernels where the shapes are known (CONTAINS(POINT, CIRCLE) becomes the cone
 //! kernel over plain coordinate columns). SQL text rather than a hand-built plan keeps DataFusion in charge of
 //! name resolution, type coercion, subquery decorrelation and join planning.
+//!
+//! Why one long module: one pass over the syntax tree that writes SQL; every node kind has its case here, and
+//! splitting by node kind would scatter the quoting and naming rules they share.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

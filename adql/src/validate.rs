@@ -1,6 +1,9 @@
 //! The checks ADQL's grammar makes beyond the shape of the text: which functions exist and with how many arguments,
 //! where a condition is needed and where a value (ADQL has no boolean type), and which arguments must be
 //! geometries. Needs no catalog; the translator adds the checks that do.
+//!
+//! Why one long module: one walk over the syntax tree; the checks for functions, conditions and geometry share its
+//! context.
 
 use crate::ast::*;
 use crate::error::{AdqlError, Pos, Result};

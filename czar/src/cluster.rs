@@ -98,6 +98,35 @@ impl Cluster {
         })
     }
 
+    /// Whether each worker answers a health check within `timeout`, in the order of [`Cluster::workers`].
+    pub async fn answering(&self, timeout: Duration) -> Vec<bool> {
+        let asks = self.workers.iter().map(|w| async move {
+            let mut client = w.client();
+            let ask = client.do_action(arrow_flight::Action {
+                r#type: protocol::ACTION_HEALTH.into(),
+                body: Default::default(),
+            });
+            matches!(tokio::time::timeout(timeout, ask).await, Ok(Ok(_)))
+        });
+        futures::future::join_all(asks).await
+    }
+
+    /// The workers to ask for `chunk`, in order: where `stored` says a shipped table's chunk was put (only there),
+    /// else the cluster's [`placement`](Cluster::placement).
+    pub fn holders(
+        &self,
+        chunk: u64,
+        stored: Option<&std::collections::HashMap<u64, Vec<String>>>,
+    ) -> Vec<Arc<WorkerHandle>> {
+        match stored.and_then(|p| p.get(&chunk)) {
+            Some(addresses) => addresses
+                .iter()
+                .filter_map(|a| self.workers.iter().find(|w| &w.address == a).cloned())
+                .collect(),
+            None => self.placement(chunk),
+        }
+    }
+
     /// The workers holding `chunk`, in the order to try them: rendezvous hashing (highest `mix(chunk, worker)`
     /// first), so a chunk's replicas do not move when unrelated workers come and go, and every table's chunk N sits
     /// on the same workers (chunk-local joins). Workers that failed recently go last.

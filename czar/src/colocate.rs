@@ -1,4 +1,4 @@
-//! Chunk-local joins. Before [`crate::remote::distribute`] cuts the plan, joins whose rows meet inside one chunk
+//! Chunk-local joins. Before [`crate::distribute`] cuts the plan, joins whose rows meet inside one chunk
 //! are rewritten to work chunk by chunk, so they run on the workers instead of gathering both tables at the czar:
 //!
 //! - an inner hash join of a child table with its director on the child's key = the director's id: a child row
@@ -16,12 +16,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::Array;
 use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::datatypes::Schema;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{JoinSide, JoinType, Result as DfResult, ScalarValue};
-use datafusion::logical_expr::{ColumnarValue, Operator};
+use datafusion::logical_expr::ColumnarValue;
 use datafusion::physical_expr::expressions::{BinaryExpr, Column};
 use datafusion::physical_expr::utils::split_conjunction;
 use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
@@ -32,11 +31,13 @@ use datafusion::physical_plan::joins::utils::JoinFilter;
 use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
+use exec::{ChunkScanExec, ConeJoinExec};
 use metastore::{TableKind, TableRecord};
-use protocol::{ChunkScanExec, ConeJoin, ConeJoinExec};
+use protocol::ConeJoin;
 
-use crate::remote::fragment_leaves;
-use crate::table::TableInfo;
+use crate::catalog::TableInfo;
+use crate::fragment::{fragment_leaves, keeps_chunked_side, narrow};
+use crate::prune::{chunks_near, within_radius};
 
 /// The record of the table a chunk scan reads.
 fn record<'a>(
@@ -98,22 +99,11 @@ fn with_chunks(
     overlap: bool,
     optional_files: bool,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
-    Ok(node
-        .transform_up(|n| {
-            Ok(match n.downcast_ref::<ChunkScanExec>() {
-                Some(leaf) => {
-                    let mut scan = leaf.scan.clone();
-                    scan.chunks = chunks.to_vec();
-                    scan.overlap = overlap;
-                    scan.optional_files = optional_files;
-                    Transformed::yes(
-                        Arc::new(ChunkScanExec::new(scan, leaf.schema())) as Arc<dyn ExecutionPlan>
-                    )
-                }
-                None => Transformed::no(n),
-            })
-        })?
-        .data)
+    narrow(node, |scan| {
+        scan.chunks = chunks.to_vec();
+        scan.overlap = overlap;
+        scan.optional_files = optional_files;
+    })
 }
 
 fn column_name<'a>(e: &'a Arc<dyn PhysicalExpr>) -> Option<&'a str> {
@@ -177,8 +167,7 @@ fn key_join(
     Ok(Some(Arc::new(join)))
 }
 
-/// A hash join of a chunked side with a replicated table (on every worker) runs under every chunk when the join
-/// keeps only what the chunked side preserves: inner, or outer/semi/anti on the chunked side.
+/// A hash join of a chunked side with a replicated table runs under every chunk when [`keeps_chunked_side`].
 fn replicated_join(j: &HashJoinExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
     let (left, right) = (strip(&j.left), strip(&j.right));
     let (Some(l), Some(r)) = (fragment_leaves(&left), fragment_leaves(&right)) else {
@@ -188,17 +177,12 @@ fn replicated_join(j: &HashJoinExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>>
     let single_chunked = |leaves: &[ChunkScanExec]| leaves.len() == 1 && !leaves[0].scan.replicated;
     let mode = if single_chunked(&l)
         && replicated(&r)
-        && matches!(
-            j.join_type,
-            JoinType::Inner | JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti
-        ) {
+        && keeps_chunked_side(j.join_type, JoinSide::Left)
+    {
         PartitionMode::Partitioned
     } else if replicated(&l)
         && single_chunked(&r)
-        && matches!(
-            j.join_type,
-            JoinType::Inner | JoinType::Right | JoinType::RightSemi | JoinType::RightAnti
-        )
+        && keeps_chunked_side(j.join_type, JoinSide::Right)
     {
         PartitionMode::CollectLeft
     } else {
@@ -248,45 +232,13 @@ fn constant(e: &Arc<dyn PhysicalExpr>) -> Option<f64> {
 /// degrees), columns as indexes into the join filter's schema.
 fn radius_of(e: &Arc<dyn PhysicalExpr>) -> Option<([usize; 2], [usize; 2], f64)> {
     let b = e.downcast_ref::<BinaryExpr>()?;
-    let call = |e: &Arc<dyn PhysicalExpr>| {
+    fn call(e: &Arc<dyn PhysicalExpr>) -> Option<(&str, &[Arc<dyn PhysicalExpr>])> {
         e.downcast_ref::<ScalarFunctionExpr>()
-            .map(|f| (f.name().to_string(), f.args().to_vec()))
-    };
-    let columns = |args: &[Arc<dyn PhysicalExpr>]| -> Option<([usize; 2], [usize; 2])> {
-        let c = |i: usize| args.get(i)?.downcast_ref::<Column>().map(|c| c.index());
-        Some(([c(0)?, c(1)?], [c(2)?, c(3)?]))
-    };
-    match b.op() {
-        Operator::Eq => {
-            let (f, value) = match (call(b.left()), call(b.right())) {
-                (Some(f), None) => (f, b.right()),
-                (None, Some(f)) => (f, b.left()),
-                _ => return None,
-            };
-            if f.0 != "adql_contains_point_circle" || f.1.len() != 5 || constant(value)? != 1.0 {
-                return None;
-            }
-            let (p, q) = columns(&f.1)?;
-            Some((p, q, constant(&f.1[4])?))
-        }
-        Operator::Lt | Operator::LtEq => {
-            let f = call(b.left())?;
-            if f.0 != "adql_distance" || f.1.len() != 4 {
-                return None;
-            }
-            let (p, q) = columns(&f.1)?;
-            Some((p, q, constant(b.right())?))
-        }
-        Operator::Gt | Operator::GtEq => {
-            let f = call(b.right())?;
-            if f.0 != "adql_distance" || f.1.len() != 4 {
-                return None;
-            }
-            let (p, q) = columns(&f.1)?;
-            Some((p, q, constant(b.left())?))
-        }
-        _ => None,
+            .map(|f| (f.name(), f.args()))
     }
+    let (args, r) = within_radius(*b.op(), b.left(), b.right(), call, constant)?;
+    let c = |i: usize| args[i].downcast_ref::<Column>().map(|c| c.index());
+    Some(([c(0)?, c(1)?], [c(2)?, c(3)?], r))
 }
 
 /// Whether column `index` of `schema` is called `want` (case-insensitively).
@@ -497,37 +449,9 @@ fn list_join(
     let Some(map) = &info.map else {
         return Ok(None);
     };
-    let mut touched = std::collections::BTreeSet::new();
-    for b in &batches {
-        let (Some(ras), Some(decs)) = (
-            arrow::compute::cast(b.column(list_ra), &arrow::datatypes::DataType::Float64).ok(),
-            arrow::compute::cast(b.column(list_dec), &arrow::datatypes::DataType::Float64).ok(),
-        ) else {
-            return Ok(None);
-        };
-        let ras = ras
-            .as_any()
-            .downcast_ref::<arrow::array::Float64Array>()
-            .expect("cast to f64");
-        let decs = decs
-            .as_any()
-            .downcast_ref::<arrow::array::Float64Array>()
-            .expect("cast to f64");
-        for i in 0..b.num_rows() {
-            if ras.is_null(i)
-                || decs.is_null(i)
-                || !ras.value(i).is_finite()
-                || !decs.value(i).is_finite()
-            {
-                continue;
-            }
-            touched.extend(
-                map.cone(ras.value(i), decs.value(i), radius)
-                    .into_iter()
-                    .map(|c| c.0),
-            );
-        }
-    }
+    let Some(touched) = chunks_near(map, &batches, list_ra, list_dec, radius) else {
+        return Ok(None);
+    };
     let chunks: Vec<u64> = table_side
         .1
         .scan
@@ -574,25 +498,4 @@ fn concat_columns(filter: &JoinFilter, left_len: usize) -> DfResult<Arc<dyn Phys
             })?
             .data,
     )
-}
-
-/// Makes the joins run at the czar yield to the scheduler between output batches. A join can produce many
-/// batches from one input batch without awaiting anything, and an aggregate above it then loops without ever
-/// returning Pending: a cancelled or timed-out query would keep its cores, and other queries would starve.
-pub fn yield_after_joins(plan: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
-    use datafusion::physical_plan::coop::CooperativeExec;
-    use datafusion::physical_plan::joins::CrossJoinExec;
-    Ok(plan
-        .transform_up(|node| {
-            let join = node.is::<NestedLoopJoinExec>()
-                || node.is::<HashJoinExec>()
-                || node.is::<CrossJoinExec>()
-                || node.is::<ConeJoinExec>();
-            Ok(if join {
-                Transformed::yes(Arc::new(CooperativeExec::new(node)) as Arc<dyn ExecutionPlan>)
-            } else {
-                Transformed::no(node)
-            })
-        })?
-        .data)
 }

@@ -6,6 +6,8 @@
 //! repeats > 1 as fixed-size lists. `TNULL` integers and NaN floats read as NULL. `TUNITn`, `TUCDn` and `TCOMMn`
 //! become the field metadata `unit`, `ucd` and `description`. Bits (`X`), complex numbers and variable-length arrays
 //! are refused with the column's name.
+//!
+//! Why one long module: a FITS BINTABLE reader: header cards, the column types and the row decoder belong together.
 
 use std::collections::HashMap;
 use std::fs::File;

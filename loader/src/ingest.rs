@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type};
 use metastore::{ColumnRecord, MetaStore, TableKind, TableRecord};
-use partitioner::ChunkId;
 use partitioner::map::ChunkMap;
+use partitioner::{ChunkId, layout};
 
 use crate::error::{LoaderError, Result, io};
 use crate::partition::{INDEX_COLUMN, PartitionOptions, integer_column, parquet_file, partition};
@@ -100,15 +100,12 @@ fn meta(e: metastore::MetaError) -> LoaderError {
 /// Opens (or creates) the metadata store of a data directory.
 pub fn open_store(data_dir: &Path) -> Result<MetaStore> {
     std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
-    MetaStore::open(&data_dir.join("meta")).map_err(meta)
+    MetaStore::open(&layout::meta_dir(data_dir)).map_err(meta)
 }
 
 /// The directory of a table's current load.
 pub fn load_dir(data_dir: &Path, record: &TableRecord) -> PathBuf {
-    data_dir
-        .join("tables")
-        .join(record.qualified_name())
-        .join(&record.load_id)
+    layout::load_dir(data_dir, &record.qualified_name(), &record.load_id)
 }
 
 fn valid_table_name(name: &str) -> Option<(String, String)> {
@@ -123,12 +120,12 @@ fn valid_table_name(name: &str) -> Option<(String, String)> {
 
 /// Removes what interrupted loads left behind: staging directories and unreachable index entries.
 pub fn collect_garbage(data_dir: &Path, store: &MetaStore) -> Result<()> {
-    let staging = data_dir.join("staging");
+    let staging = layout::staging_dir(data_dir);
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
     }
     store.collect_garbage().map_err(meta)?;
-    let tables = data_dir.join("tables");
+    let tables = layout::tables_dir(data_dir);
     if let Ok(entries) = std::fs::read_dir(&tables) {
         let current: Vec<PathBuf> = store
             .tables()
@@ -222,17 +219,23 @@ fn read_chunk_ids(
 pub fn current_files(data_dir: &Path, record: &TableRecord) -> Result<Vec<PathBuf>> {
     let dir = load_dir(data_dir, record);
     let sub = if record.kind == TableKind::Replicated {
-        dir.join("replicated")
+        dir.join(layout::REPLICATED)
     } else {
-        dir.join("chunks")
+        dir.join(layout::CHUNKS)
     };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&sub)
         .map_err(io(&sub))?
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            p.extension().is_some_and(|e| e == "parquet")
-                && !p.to_string_lossy().ends_with(".overlap.parquet")
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            match record.kind {
+                TableKind::Replicated => name.ends_with(".parquet"),
+                _ => layout::parse_chunk_file(&name).is_some_and(|(_, overlap)| !overlap),
+            }
         })
         .collect();
     files.sort();
@@ -330,7 +333,7 @@ pub fn ingest_with(
         .map(|d| d.as_millis())
         .unwrap_or(0);
     let load = format!("{millis}-{}", std::process::id());
-    let staging = data_dir.join("staging").join(format!("{qualified}-{load}"));
+    let staging = layout::staging_dir(data_dir).join(format!("{qualified}-{load}"));
     std::fs::create_dir_all(&staging).map_err(io(&staging))?;
     let result =
         crate::input::prepare(&inputs, opts.format, &staging.join("input")).and_then(|prepared| {
@@ -380,7 +383,7 @@ pub fn ingest_with(
         }
     };
     let _ = std::fs::remove_dir_all(staging.join("input"));
-    let final_dir = data_dir.join("tables").join(&qualified).join(&load);
+    let final_dir = layout::load_dir(data_dir, &qualified, &load);
     std::fs::create_dir_all(final_dir.parent().expect("has a parent")).map_err(io(&final_dir))?;
     std::fs::rename(&staging, &final_dir).map_err(io(&final_dir))?;
     let orphan_rows = if matches!(kind, TableKind::Child { .. }) {
@@ -443,13 +446,13 @@ fn stage(
                 ..Default::default()
             };
             let stats = partition(inputs, staging, &popts)?;
-            let chunk_dir = staging.join("chunks");
+            let chunk_dir = staging.join(layout::CHUNKS);
             let mut files = Vec::new();
             let mut rows = 0;
             // The index of one load is sorted in memory (16 bytes per row) and ingested as one SST file.
             let mut entries = Vec::with_capacity(stats.rows as usize);
             for (&chunk, _) in &stats.chunk_rows {
-                let path = chunk_dir.join(format!("{chunk}.parquet"));
+                let path = chunk_dir.join(layout::chunk_file(chunk.0));
                 rows += read_chunk_ids(&path, chunk, id, &mut entries)?;
                 files.push(path);
             }
@@ -515,7 +518,7 @@ fn stage(
                 .chunk_rows
                 .keys()
                 .next()
-                .map(|c| staging.join("chunks").join(format!("{c}.parquet")));
+                .map(|&c| staging.join(layout::CHUNKS).join(layout::chunk_file(c.0)));
             let columns = match first {
                 Some(f) => columns_of(&f, None)?,
                 None => Vec::new(),
@@ -533,7 +536,7 @@ fn stage(
             ))
         }
         LoadKind::Replicated => {
-            let dir = staging.join("replicated");
+            let dir = staging.join(layout::REPLICATED);
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
             let mut rows = 0;
             let mut columns = Vec::new();
@@ -566,7 +569,7 @@ pub fn drop_table(data_dir: &Path, table: &str) -> Result<()> {
     }
     match store.drop_table(&qualified).map_err(meta)? {
         Some(record) => {
-            let dir = data_dir.join("tables").join(record.qualified_name());
+            let dir = layout::table_dir(data_dir, &record.qualified_name());
             let _ = std::fs::remove_dir_all(&dir);
             Ok(())
         }

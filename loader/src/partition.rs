@@ -7,6 +7,9 @@
 //! each chunk is sorted and written with bounded row groups (their min/max `_hpx29` statistics let a cone search
 //! skip row groups). Output: `DIR/chunks/UNIQ.parquet`, `DIR/chunks/UNIQ.overlap.parquet`, `DIR/chunks.txt` (the
 //! chunk map, one NUNIQ per line) and `DIR/partition.json` (statistics).
+//!
+//! Why one long module: the two passes, the spill buffers and the chunk writer share their state and error mapping;
+//! the child-table pass reuses them.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -24,7 +27,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use partitioner::map::{ChunkMap, Histogram};
-use partitioner::{ChunkId, OverlapFinder};
+use partitioner::{ChunkId, OverlapFinder, layout};
 
 use crate::error::{LoaderError, Result, io};
 use crate::progress::Progress;
@@ -458,11 +461,11 @@ impl Buffers {
 }
 
 /// The buffer key of orphan child rows: NUNIQ 0 is no HEALPix cell.
-const ORPHAN_KEY: (ChunkId, bool) = (ChunkId(0), false);
+const ORPHAN_KEY: (ChunkId, bool) = (ChunkId(layout::ORPHANS_CHUNK), false);
 
 /// Creates `OUT/chunks` (the result) and `OUT/spill` (rows waiting on disk).
 fn output_dirs(out: &Path) -> Result<(PathBuf, PathBuf)> {
-    let (chunks, spill) = (out.join("chunks"), out.join("spill"));
+    let (chunks, spill) = (out.join(layout::CHUNKS), out.join("spill"));
     for d in [&chunks, &spill] {
         std::fs::create_dir_all(d).map_err(io(d))?;
     }
@@ -486,10 +489,10 @@ fn write_chunks(
         .build();
     for key in buffers.keys() {
         let batches = buffers.take(key)?;
-        let name = if key == ORPHAN_KEY {
-            ORPHANS_FILE.to_string()
-        } else {
-            format!("{}{}.parquet", key.0, if key.1 { ".overlap" } else { "" })
+        let name = match key {
+            ORPHAN_KEY => layout::ORPHANS_FILE.to_string(),
+            (chunk, true) => layout::overlap_file(chunk.0),
+            (chunk, false) => layout::chunk_file(chunk.0),
         };
         let path = chunk_dir.join(name);
         let arrow_err = |source| LoaderError::Arrow {
@@ -528,13 +531,9 @@ fn write_chunks(
 /// Where each child row goes: the chunk of its director, found through the secondary index.
 pub type DirectorLookup<'a> = dyn Fn(&[i64]) -> Result<Vec<Option<ChunkId>>> + 'a;
 
-/// The file of a child table's rows whose key names no director object (kept with `allow_orphans`). It belongs to
-/// no chunk: a scan of the child table reads it, a join with the director never matches it.
-pub const ORPHANS_FILE: &str = "orphans.parquet";
-
 /// Cuts a child table into the chunks of its director: each row goes to the chunk of the director object its key
 /// names (files sorted by the key). Rows whose key names no director object (or is NULL) are refused, counted,
-/// with examples naming file and row; with `opts.allow_orphans` they are kept in [`ORPHANS_FILE`] and counted in
+/// with examples naming file and row; with `opts.allow_orphans` they are kept in [`layout::ORPHANS_FILE`] and counted in
 /// `invalid_rows`.
 pub fn partition_child(
     inputs: &[PathBuf],

@@ -8,6 +8,7 @@
 //! chunks a query shape touches. Angles are in degrees at this crate's boundary; cdshealpix takes radians.
 
 pub mod chunk;
+pub mod layout;
 pub mod map;
 pub mod overlap;
 

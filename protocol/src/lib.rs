@@ -1,23 +1,19 @@
-//! The wire between the czar and its workers.
+//! The wire between the czar and its workers: protobuf messages (written with prost's derive, no `protoc`) and
+//! the error codes every layer shares.
 //!
-//! Queries: the czar plans an ADQL query with DataFusion; the part of the physical plan that runs per chunk (scan,
-//! filters, projections, partial aggregates, per-chunk top-k) is a *fragment*. It travels as a DataFusion physical
-//! plan (`datafusion-proto`) in a Flight `DoGet` ticket ([`FragmentTicket`]); its leaf is a [`ChunkScanExec`],
-//! encoded by [`Codec`] as a [`ChunkScan`] message, which a worker turns into a scan of its local chunk files. ADQL's
-//! functions travel by name: both sides register the same UDFs. A fragment may also join two chunk scans of the
-//! same chunk: a hash join on a director-child key, or a [`ConeJoinExec`] (pairs within a radius, with the overlap).
+//! Queries: a plan fragment (see the `exec` crate) travels in a Flight `DoGet` ticket ([`FragmentTicket`]); its
+//! chunk-scan leaves are [`ChunkScan`] messages, a chunk-local cross-match a [`ConeJoin`]. Loads: `DoPut` with a
+//! descriptor path `[SCHEMA.TABLE, LOAD, chunks/NAME.parquet | replicated/NAME.parquet]`.
 //!
 //! Actions (`DoAction` type, body): `health` (empty) -> [`Health`]; `cancel` ([`Cancel`]) -> empty; `drop`
 //! ([`DropTable`]) -> empty; `statistics` (empty) -> [`Statistics`].
+//!
+//! Failures: [`ErrorCode`] is the one mapping from the kind of a failure to its gRPC code and HTTP status, and
+//! says whether another replica may succeed where one failed.
 
-mod join;
-mod scan;
+mod error;
 
-pub use join::{ConeJoin, ConeJoinExec};
-pub use scan::{
-    ChunkScanExec, Codec, ScanFactory, decode_fragment, encode_filter, encode_fragment,
-    encode_schema, leaf_properties,
-};
+pub use error::ErrorCode;
 
 /// Identifies a query on every worker, for cancelling it.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -69,6 +65,22 @@ pub struct ChunkScan {
     /// chunks). Otherwise a missing chunk file is an error, never an empty chunk.
     #[prost(bool, tag = "12")]
     pub optional_files: bool,
+}
+
+/// How a cone join is encoded in a fragment (its two inputs travel as the node's children).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ConeJoin {
+    #[prost(uint32, tag = "1")]
+    pub left_ra: u32,
+    #[prost(uint32, tag = "2")]
+    pub left_dec: u32,
+    #[prost(uint32, tag = "3")]
+    pub right_ra: u32,
+    #[prost(uint32, tag = "4")]
+    pub right_dec: u32,
+    /// Degrees.
+    #[prost(double, tag = "5")]
+    pub radius: f64,
 }
 
 /// An inclusive range of depth-29 nested HEALPix indexes.

@@ -1,7 +1,8 @@
-//! VOTable, the IVOA's XML table format, to and from Arrow. Reading ([`VoTableReader`]) serves the loader's
-//! VOTable inputs and TAP uploads.
+//! VOTable (IVOA VOTable 1.4), the IVOA's XML table format, to and from Arrow. Reading ([`VoTableReader`]) serves
+//! the loader's VOTable inputs and TAP uploads; [`write`] holds what the result writers of the TAP service build on.
 
 mod read;
+pub mod write;
 
 pub use read::{Result, VoTableError, VoTableReader, read_bytes};
 

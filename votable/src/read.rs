@@ -9,6 +9,9 @@
 //! arrays as fixed-size lists (`arraysize="3"`, `"2x3"` flattened) or lists (`*`, `10*`). Field attributes `unit`,
 //! `ucd`, `utype`, `xtype` and the DESCRIPTION become Arrow field metadata of the same names (`description`).
 //! Complex numbers and bit arrays are refused, naming the field.
+//!
+//! Why one long module: FIELD parsing is shared by the three serializations (TABLEDATA, BINARY, BINARY2), each of
+//! which is small on its own.
 
 use std::collections::HashMap;
 use std::io::BufRead;

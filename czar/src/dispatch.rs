@@ -1,0 +1,406 @@
+//! Sending fragments to workers and streaming their results back: [`RemoteExec`], the leaf that
+//! [`crate::distribute`] puts in place of each per-chunk subtree of the plan.
+//!
+//! Choosing workers: a chunk goes to the workers [`Cluster::holders`] names (where a shipped table's chunk was
+//! put, else the cluster's placement with its replicas), healthy ones first.
+//!
+//! Failover: a chunk's fragment goes to the first worker of its placement; if the call fails, or the stream breaks
+//! part-way, the next replica runs it again and the rows already passed on are skipped (a fragment over one chunk
+//! yields its rows in the same order every time: workers run it as one partition over the same files). When no
+//! replica is left the query fails with an error that names the chunk and the workers tried: never a partial result.
+//! Whether a failure is the worker's (try the next replica) or the query's (stop) is decided by its
+//! [`ErrorCode`] alone ([`ErrorCode::retryable`]), never by message text.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow_flight::Ticket;
+use arrow_flight::decode::FlightRecordBatchStream;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
+};
+use exec::ChunkScanExec;
+use futures::{SinkExt, StreamExt, TryStreamExt};
+use prost::Message;
+use protocol::{ErrorCode, FragmentTicket};
+
+use crate::cluster::{Cluster, WorkerHandle};
+use crate::error::CzarError;
+use crate::fragment::{narrow, primary};
+
+/// A fragment run on the workers: one partition per chunk, or, for a partial aggregate over a single table, one
+/// partition per worker carrying all the chunks that worker holds first (a partial aggregate over many chunks is
+/// as good as one per chunk, and one call per worker costs far less than one per chunk).
+pub struct RemoteExec {
+    core: Arc<Core>,
+    /// Grouped execution: the chunk indexes of each partition.
+    groups: Option<Vec<Vec<usize>>>,
+    properties: Arc<PlanProperties>,
+}
+
+/// What every partition of a [`RemoteExec`] shares (cloned into the tasks that run them).
+struct Core {
+    fragment: Arc<dyn ExecutionPlan>,
+    /// The fragment's chunk scans (two for a chunk-local join), in `transform_up` order; all over the same chunks.
+    leaves: Vec<ChunkScanExec>,
+    cluster: Arc<Cluster>,
+    /// Where the first leaf's table was shipped (`skyshard load`): chunk -> worker addresses.
+    stored: Option<Arc<std::collections::HashMap<u64, Vec<String>>>>,
+    query_id: String,
+}
+
+impl fmt::Debug for RemoteExec {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "RemoteExec({})", self.core.tables())
+    }
+}
+
+impl RemoteExec {
+    /// `fragment` run over the chunks of its `leaves` (in plan order); `grouped`: one call per worker carrying all
+    /// the chunks that worker holds first (for a partial aggregate over one table), else one call per chunk.
+    pub fn new(
+        fragment: Arc<dyn ExecutionPlan>,
+        leaves: Vec<ChunkScanExec>,
+        cluster: &Arc<Cluster>,
+        stored: Option<Arc<std::collections::HashMap<u64, Vec<String>>>>,
+        query_id: &str,
+        grouped: bool,
+    ) -> RemoteExec {
+        let core = Arc::new(Core {
+            fragment: fragment.clone(),
+            leaves,
+            cluster: cluster.clone(),
+            stored,
+            query_id: query_id.to_string(),
+        });
+        let groups = grouped.then(|| {
+            let mut by_worker: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+            for (i, &chunk) in core.chunks().iter().enumerate() {
+                let first = core
+                    .workers_for(chunk)
+                    .first()
+                    .map(|w| w.address.clone())
+                    .unwrap_or_default();
+                by_worker.entry(first).or_default().push(i);
+            }
+            by_worker.into_values().collect::<Vec<_>>()
+        });
+        let partitions = match &groups {
+            Some(g) => g.len(),
+            None => core.chunks().len().max(1),
+        };
+        // One output partition per chunk (or group), whatever the fragment's root says (a join with a replicated
+        // table reports the partitioning of one side); its ordering and equivalences hold per partition.
+        let properties = Arc::new(fragment.properties().as_ref().clone().with_partitioning(
+            datafusion::physical_plan::Partitioning::UnknownPartitioning(partitions),
+        ));
+        RemoteExec {
+            core,
+            groups,
+            properties,
+        }
+    }
+
+    pub fn fragment(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.core.fragment
+    }
+
+    pub fn chunks(&self) -> &[u64] {
+        self.core.chunks()
+    }
+}
+
+impl Core {
+    fn chunks(&self) -> &[u64] {
+        &primary(&self.leaves).scan.chunks
+    }
+
+    fn tables(&self) -> String {
+        let names: Vec<&str> = self.leaves.iter().map(|l| l.scan.table.as_str()).collect();
+        names.join(" + ")
+    }
+
+    /// The fragment with each leaf narrowed to the chunks at `indexes` (replicated leaves stay whole; all chunked
+    /// leaves of a fragment read the same chunks).
+    fn fragment_for(&self, indexes: &[usize]) -> DfResult<Arc<dyn ExecutionPlan>> {
+        narrow(self.fragment.clone(), |scan| {
+            if !scan.chunks.is_empty() {
+                scan.chunks = indexes.iter().map(|&i| scan.chunks[i]).collect();
+            }
+        })
+    }
+
+    fn ticket(&self, indexes: &[usize]) -> DfResult<Vec<u8>> {
+        let plan = exec::encode_fragment(self.fragment_for(indexes)?)?;
+        Ok(FragmentTicket {
+            query_id: self.query_id.clone(),
+            plan,
+        }
+        .encode_to_vec())
+    }
+
+    /// The workers to ask for `chunk`, in order.
+    fn workers_for(&self, chunk: u64) -> Vec<Arc<WorkerHandle>> {
+        self.cluster.holders(chunk, self.stored.as_deref())
+    }
+
+    /// Partition `partition` of the per-chunk execution: chunk `partition` from its workers, with failover.
+    fn chunk_stream(&self, partition: usize) -> DfResult<SendableRecordBatchStream> {
+        let schema = self.fragment.schema();
+        let scan = &primary(&self.leaves).scan;
+        if scan.chunks.is_empty() && !scan.replicated {
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::empty(),
+            )));
+        }
+        let chunk = scan.chunks.get(partition).copied().unwrap_or(0);
+        let ticket = self.ticket(&[partition])?;
+        let workers = if scan.replicated {
+            // Every worker holds a replicated table: start with one picked by partition, then the others.
+            let mut w = self.cluster.workers.clone();
+            let n = w.len();
+            w.rotate_left(partition % n);
+            w
+        } else {
+            self.workers_for(chunk)
+        };
+        let table = self.tables();
+        let (mut tx, rx) = futures::channel::mpsc::channel::<DfResult<RecordBatch>>(2);
+        tokio::spawn(async move {
+            let mut passed = 0usize;
+            let mut tried = Vec::new();
+            let mut last_error = String::new();
+            for worker in workers {
+                tried.push(worker.address.clone());
+                let Ok(_slot) = worker.slots.clone().acquire_owned().await else {
+                    break;
+                };
+                let mut client = worker.client();
+                let stream = match client
+                    .do_get(Ticket {
+                        ticket: ticket.clone().into(),
+                    })
+                    .await
+                {
+                    Ok(response) => response.into_inner(),
+                    Err(status) => {
+                        if let Some(refusal) = refused(&worker, &status) {
+                            // The worker answered and refused: a query error, not a dead worker.
+                            let _ = tx.send(Err(refusal)).await;
+                            return;
+                        }
+                        worker.mark(false);
+                        last_error = status.message().to_string();
+                        continue;
+                    }
+                };
+                let mut batches = FlightRecordBatchStream::new_from_flight_data(
+                    stream.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
+                );
+                // Rows this attempt has produced, to skip those an earlier attempt already passed on.
+                let mut seen = 0usize;
+                let mut failed = None;
+                while let Some(item) = batches.next().await {
+                    match item {
+                        Ok(batch) => {
+                            let n = batch.num_rows();
+                            let skip = passed.saturating_sub(seen).min(n);
+                            seen += n;
+                            if skip < n {
+                                passed += n - skip;
+                                if tx.send(Ok(batch.slice(skip, n - skip))).await.is_err() {
+                                    return; // the query was dropped
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    None => {
+                        worker.mark(true);
+                        return;
+                    }
+                    Some(arrow_flight::error::FlightError::Tonic(status))
+                        if refused(&worker, &status).is_some() =>
+                    {
+                        let _ = tx
+                            .send(Err(refused(&worker, &status).expect("refused")))
+                            .await;
+                        return;
+                    }
+                    Some(e) => {
+                        worker.mark(false);
+                        last_error = e.to_string();
+                    }
+                }
+            }
+            let unavailable = CzarError::ChunkUnavailable {
+                table,
+                chunk,
+                tried,
+                last_error,
+            };
+            let _ = tx.send(Err(unavailable.into())).await;
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rx)))
+    }
+
+    /// A group of chunks in one call to their first worker. The (small) partial-aggregate answer is buffered, so
+    /// if that worker fails the group runs again chunk by chunk with the usual failover, and nothing was passed on
+    /// twice.
+    fn group_stream(self: Arc<Self>, members: Vec<usize>) -> DfResult<SendableRecordBatchStream> {
+        let schema = self.fragment.schema();
+        let ticket = self.ticket(&members)?;
+        let chunk = self.chunks()[members[0]];
+        let worker = self.workers_for(chunk).into_iter().next();
+        let (mut tx, rx) = futures::channel::mpsc::channel::<DfResult<RecordBatch>>(2);
+        tokio::spawn(async move {
+            let attempt = async {
+                let worker = worker.ok_or(None)?;
+                let _slot = worker
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| None)?;
+                let response = worker
+                    .client()
+                    .do_get(Ticket {
+                        ticket: ticket.into(),
+                    })
+                    .await
+                    .map_err(|s| Some((worker.clone(), s)))?;
+                let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(
+                    response
+                        .into_inner()
+                        .map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
+                )
+                .try_collect()
+                .await
+                .map_err(|e| match e {
+                    arrow_flight::error::FlightError::Tonic(s) => Some((worker.clone(), *s)),
+                    other => Some((
+                        worker.clone(),
+                        tonic::Status::unavailable(other.to_string()),
+                    )),
+                })?;
+                worker.mark(true);
+                Ok::<_, Option<(Arc<WorkerHandle>, tonic::Status)>>(batches)
+            };
+            match attempt.await {
+                Ok(batches) => {
+                    for b in batches {
+                        if tx.send(Ok(b)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(Some((worker, status))) if refused(&worker, &status).is_some() => {
+                    let _ = tx
+                        .send(Err(refused(&worker, &status).expect("refused")))
+                        .await;
+                }
+                Err(failure) => {
+                    if let Some((worker, _)) = failure {
+                        worker.mark(false);
+                    }
+                    for m in members {
+                        let mut stream = match self.chunk_stream(m) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        };
+                        while let Some(item) = stream.next().await {
+                            if tx.send(item).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rx)))
+    }
+}
+
+/// The error to end the query with when a worker's failure is final (the query's own, not the worker's); None
+/// when the next replica should be tried.
+fn refused(worker: &WorkerHandle, status: &tonic::Status) -> Option<DataFusionError> {
+    let code = ErrorCode::from_grpc(status.code());
+    (!code.retryable()).then(|| {
+        CzarError::Worker {
+            worker: worker.address.clone(),
+            code,
+            message: status.message().to_string(),
+        }
+        .into()
+    })
+}
+
+impl DisplayAs for RemoteExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "RemoteExec: {} chunks of {} on {} workers{}",
+            self.core.chunks().len(),
+            self.core.tables(),
+            self.core.cluster.workers.len(),
+            match &self.groups {
+                Some(g) => format!(", {} calls", g.len()),
+                None => String::new(),
+            }
+        )
+    }
+}
+
+impl ExecutionPlan for RemoteExec {
+    fn name(&self) -> &str {
+        "RemoteExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        match &self.groups {
+            Some(groups) => self.core.clone().group_stream(groups[partition].clone()),
+            None => self.core.chunk_stream(partition),
+        }
+    }
+}

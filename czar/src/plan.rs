@@ -1,0 +1,92 @@
+//! `Czar::plan`: one ADQL query to the distributed physical plan, as named passes.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use adql::{CatalogTable, MemoryCatalog};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
+
+use crate::dispatch::RemoteExec;
+use crate::{Czar, CzarError, colocate, distribute, merge};
+
+impl Czar {
+    /// ADQL -> the distributed physical plan and the context to run it in:
+    /// 1. parse, validate and translate (`adql`), with any uploads as extra tables;
+    /// 2. DataFusion's logical and physical planning; scans of chunked tables are pruned here
+    ///    ([`crate::prune`], through [`crate::catalog::DistributedTable::scan`]);
+    /// 3. [`colocate::colocate`]: joins whose rows meet inside one chunk run chunk by chunk;
+    /// 4. [`distribute::distribute`]: per-chunk subtrees become fragments ([`RemoteExec`]);
+    /// 5. [`merge::restore`]: the merge plan above them gets its distribution and ordering back;
+    /// 6. [`merge::yield_after_joins`].
+    pub async fn plan(
+        &self,
+        adql: &str,
+        uploads: &[Arc<CatalogTable>],
+    ) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>), CzarError> {
+        let mut engine = self.engine();
+        if !uploads.is_empty() {
+            let mut catalog = MemoryCatalog::new();
+            for t in engine
+                .catalog()
+                .tables()
+                .into_iter()
+                .chain(uploads.iter().cloned())
+            {
+                catalog.add((*t).clone());
+            }
+            engine = Arc::new(self.engine_over(catalog));
+        }
+        let state = engine.session();
+        let logical = engine.plan(adql, &state)?;
+        let physical = state
+            .create_physical_plan(&logical)
+            .await
+            .map_err(|e| CzarError::Adql(adql::engine::plan_error(e, adql)))?;
+        let query_id = format!(
+            "q{}-{}",
+            std::process::id(),
+            self.queries.fetch_add(1, Ordering::Relaxed)
+        );
+        let tables = self.tables.read().expect("tables lock").clone();
+        let plan =
+            colocate::colocate(physical, &tables.by_name).map_err(CzarError::from_datafusion)?;
+        let plan = distribute::distribute(plan, &self.cluster, &query_id, &tables.by_name)
+            .map_err(CzarError::from_datafusion)?;
+        let plan =
+            merge::restore(plan, state.config_options()).map_err(CzarError::from_datafusion)?;
+        let plan = merge::yield_after_joins(plan).map_err(CzarError::from_datafusion)?;
+        Ok((plan, state.task_ctx()))
+    }
+
+    /// What a query would do: the chunks each fragment touches, the fragment, and the merge plan above.
+    pub async fn explain(
+        &self,
+        adql: &str,
+        uploads: &[Arc<CatalogTable>],
+    ) -> Result<String, CzarError> {
+        let (plan, _) = self.plan(adql, uploads).await?;
+        let mut out = String::new();
+        plan.apply(|node| {
+            if let Some(remote) = node.downcast_ref::<RemoteExec>() {
+                let chunks = remote.chunks();
+                let shown: Vec<String> = chunks.iter().take(20).map(|c| c.to_string()).collect();
+                out.push_str(&format!(
+                    "fragment over {} chunks: {}{}\n{}\n",
+                    chunks.len(),
+                    shown.join(" "),
+                    if chunks.len() > 20 { " ..." } else { "" },
+                    displayable(remote.fragment().as_ref()).indent(true)
+                ));
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .map_err(CzarError::from_datafusion)?;
+        out.push_str(&format!(
+            "merge plan at the czar:\n{}",
+            displayable(plan.as_ref()).indent(true)
+        ));
+        Ok(out)
+    }
+}

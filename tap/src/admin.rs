@@ -1,0 +1,212 @@
+//! Loading through the czar (`skyshard load`): the client uploads its input files (`PUT
+//! /admin/loads/SESSION/FILE`, streamed to `DATA_DIR/incoming/SESSION/`), then asks for the load (`POST
+//! /admin/loads/SESSION` with the load flags as JSON, [`loader::args::LoadArgs`]). The czar runs the loader into
+//! its data directory and ships the files before publishing ([`czar::ship`]): if any worker cannot take its files,
+//! nothing is published and the catalog stays as it was.
+//!
+//! The admin routes answer only clients on the czar's own machine (loopback).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, put};
+use futures::StreamExt;
+use metastore::TableRecord;
+use partitioner::layout;
+use tokio::io::AsyncWriteExt;
+
+use crate::service::Tap;
+
+pub fn routes() -> Router<Arc<Tap>> {
+    Router::new()
+        .route("/admin/loads/{session}/{file}", put(upload))
+        .route("/admin/loads/{session}", post(load))
+        .layer(DefaultBodyLimit::disable())
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+fn refused(status: StatusCode, message: impl Into<String>) -> Response {
+    json(status, serde_json::json!({ "error": message.into() }))
+}
+
+/// A name the client chose: letters, digits, `_`, `-`, `.`, not starting with a dot.
+fn plain(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+fn local_only(peer: &SocketAddr) -> Result<(), Response> {
+    if peer.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(refused(
+            StatusCode::FORBIDDEN,
+            "loads are taken only from the czar's own machine",
+        ))
+    }
+}
+
+fn session_dir(tap: &Tap, session: &str) -> PathBuf {
+    layout::incoming_dir(tap.czar.data_dir()).join(session)
+}
+
+async fn upload(
+    State(tap): State<Arc<Tap>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath((session, file)): UrlPath<(String, String)>,
+    body: Body,
+) -> Response {
+    if let Err(r) = local_only(&peer) {
+        return r;
+    }
+    if !plain(&session) || !plain(&file) {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "session and file names must be plain names",
+        );
+    }
+    let dir = session_dir(&tap, &session);
+    let path = dir.join(&file);
+    let write = async {
+        tokio::fs::create_dir_all(&dir).await?;
+        let mut out = tokio::fs::File::create(&path).await?;
+        let mut stream = body.into_data_stream();
+        let mut bytes = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            bytes += chunk.len() as u64;
+            out.write_all(&chunk).await?;
+        }
+        out.flush().await?;
+        Ok::<u64, std::io::Error>(bytes)
+    };
+    match write.await {
+        Ok(bytes) => json(
+            StatusCode::OK,
+            serde_json::json!({ "file": file, "bytes": bytes }),
+        ),
+        Err(e) => refused(StatusCode::BAD_REQUEST, format!("receiving {file}: {e}")),
+    }
+}
+
+async fn load(
+    State(tap): State<Arc<Tap>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath(session): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = local_only(&peer) {
+        return r;
+    }
+    if !plain(&session) {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "the session name must be a plain name",
+        );
+    }
+    let mut args: loader::args::LoadArgs = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => return refused(StatusCode::BAD_REQUEST, format!("the load request: {e}")),
+    };
+    let dir = session_dir(&tap, &session);
+    // Inputs and the column metadata name files of this session.
+    for p in args.input.iter_mut().chain(args.columns_meta.iter_mut()) {
+        let name = p.to_string_lossy().to_string();
+        if !plain(&name) || !dir.join(&name).is_file() {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                format!("{name} was not uploaded in this session"),
+            );
+        }
+        *p = dir.join(name);
+    }
+    args.quiet = true;
+    let options = match args.options() {
+        Ok(o) => o,
+        Err(e) => return refused(StatusCode::BAD_REQUEST, e),
+    };
+    let data_dir = tap.czar.data_dir().to_path_buf();
+    let cluster = tap.czar.cluster.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let inputs = args.input.clone();
+    let shipped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = shipped.clone();
+    // A child table's chunks go where its director's are (their joins run chunk-local).
+    let follow: std::collections::HashMap<u64, Vec<String>> = match &options.kind {
+        loader::ingest::LoadKind::Child { director, .. } => tap
+            .czar
+            .tables()
+            .iter()
+            .find(|t| t.record.qualified_name().eq_ignore_ascii_case(director))
+            .map(|t| t.record.placement.iter().cloned().collect())
+            .unwrap_or_default(),
+        _ => Default::default(),
+    };
+    let result = tokio::task::spawn_blocking(move || {
+        let hook = |load_dir: &Path, record: &mut TableRecord| {
+            let n = runtime
+                .block_on(czar::ship::ship(
+                    &cluster, &data_dir, load_dir, record, &follow,
+                ))
+                .map_err(|e| e.to_string())?;
+            counter.store(n, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        };
+        loader::ingest::ingest_with(&data_dir, &inputs, &options, &hook)
+    })
+    .await;
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    let report = match result {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return refused(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => {
+            return refused(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the load stopped: {e}"),
+            );
+        }
+    };
+    // Older loads of the table on the workers are garbage now (queries name the new load).
+    czar::ship::drop_old_loads(
+        &tap.czar.cluster,
+        &report.record.qualified_name(),
+        &report.record.load_id,
+    )
+    .await;
+    if let Err(e) = tap.czar.refresh() {
+        return refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("loaded, but the catalog could not be re-read: {e}"),
+        );
+    }
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "table": report.record.qualified_name(),
+            "load_id": report.record.load_id,
+            "rows": report.record.rows,
+            "chunks": report.chunks_with_rows,
+            "skipped": report.skipped,
+            "replaced": report.replaced,
+            "files_shipped": shipped.load(std::sync::atomic::Ordering::Relaxed),
+        }),
+    )
+}

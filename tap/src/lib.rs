@@ -1,0 +1,85 @@
+//! skyshard's HTTP face over a [`czar::Czar`]: IVOA TAP 1.1 at `/tap` with UWS 1.1 async jobs, VOSI, TAP_SCHEMA,
+//! uploads and streamed result formats, Simple Cone Search at `/scs/SCHEMA.TABLE`, and the loopback-only admin
+//! endpoints of `skyshard load`. Only this crate knows HTTP, TAP and the result formats.
+//!
+//! - `/tap/sync` (GET, POST urlencoded or multipart): `LANG` (ADQL, ADQL-2.0, ADQL-2.1), `QUERY`,
+//!   `RESPONSEFORMAT` or `FORMAT` ([`output::FORMATS`]), `MAXREC` (default and hard cap in [`Limits`];
+//!   `MAXREC=0` gives the result's metadata without running it; `QUERY_STATUS` = `OVERFLOW` only when rows were
+//!   really cut), `RUNID`, `UPLOAD`. Parameter names are case-insensitive; unknown ones (pyvo's `REQUEST`) are
+//!   ignored.
+//! - `/tap/async`: UWS jobs ([`uws`]). `/tap/capabilities`, `/tap/availability`, `/tap/tables[/NAME]`,
+//!   `/tap/examples`: VOSI and DALI ([`vosi`]). `/tap/explain` (skyshard's own): the distributed plan as text
+//!   ([`sync`], beside `/tap/sync`).
+//!
+//! Every failure is a DALI error VOTable (`QUERY_STATUS` = `ERROR`) with the HTTP status of its
+//! [`protocol::ErrorCode`]: 400 for the user's mistakes, 404 for unknown jobs or tables, 503 when chunks are
+//! unavailable.
+//!
+//! Files: [`service`] (state and limits), [`query`] (a checked request), [`sync`], [`uws`], [`vosi`],
+//! [`jobs`] (the job store), [`tap_schema`], [`scs`], [`upload`], [`params`] (reading parameters), [`output`] (the result writers),
+//! [`format`] (the text table and DALI error document), [`reply`] (error documents, streamed bodies), [`admin`].
+
+pub mod admin;
+pub mod error;
+pub mod format;
+pub mod jobs;
+pub mod output;
+pub mod params;
+pub mod query;
+pub mod reply;
+pub mod scs;
+pub mod service;
+pub mod sync;
+pub mod tap_schema;
+pub mod upload;
+pub mod uws;
+pub mod vosi;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+
+pub use error::TapError;
+pub use service::{Limits, Tap};
+
+/// The czar options that make its catalog carry TAP_SCHEMA (rebuilt at every refresh).
+pub fn czar_options(memory_limit: Option<usize>) -> czar::CzarOptions {
+    czar::CzarOptions {
+        memory_limit,
+        system_tables: Some(Arc::new(tap_schema::system_tables)),
+    }
+}
+
+/// The routes.
+pub fn router(tap: Arc<Tap>) -> Router {
+    let body_limit = tap.limits.max_upload_bytes + (1 << 20);
+    Router::new()
+        .route("/tap", get(vosi::root))
+        .route("/tap/", get(vosi::root))
+        .route("/tap/sync", get(sync::sync).post(sync::sync))
+        .route("/tap/explain", get(sync::explain).post(sync::explain))
+        .route("/tap/availability", get(vosi::availability))
+        .route("/tap/capabilities", get(vosi::capabilities))
+        .route("/tap/tables", get(vosi::tables))
+        .route("/tap/tables/{name}", get(vosi::table))
+        .route("/tap/examples", get(vosi::examples))
+        .merge(uws::routes())
+        .merge(admin::routes())
+        .route("/scs/{table}", get(scs::cone).post(scs::cone))
+        .fallback(reply::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response(reply::server_header))
+        .with_state(tap)
+}
+
+/// Serves the TAP service on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, tap: Arc<Tap>) -> Result<(), String> {
+    axum::serve(
+        listener,
+        router(tap).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await
+    .map_err(|e| e.to_string())
+}

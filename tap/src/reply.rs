@@ -1,0 +1,91 @@
+//! Answers: DALI error documents with the status of their kind, streamed bodies, and request helpers shared by
+//! the handlers.
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use protocol::ErrorCode;
+use tokio::sync::mpsc;
+
+use crate::error::TapError;
+use crate::format;
+use crate::params::Params;
+
+pub(crate) async fn server_header(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::SERVER,
+        header::HeaderValue::from_static(concat!("skyshard/", env!("CARGO_PKG_VERSION"))),
+    );
+    response
+}
+
+pub(crate) async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "no such resource: the TAP service is at /tap",
+    )
+}
+
+pub fn error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/x-votable+xml")],
+        format::error_votable(message),
+    )
+        .into_response()
+}
+
+/// The error document of a failed request, with the HTTP status of its kind.
+pub fn failure(e: &TapError) -> Response {
+    error(status_of(e.code()), &e.to_string())
+}
+
+/// The HTTP status of a kind of failure.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// A request's parameters, or the 400 error document that says why they cannot be read.
+pub async fn request_params(
+    q: Option<String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Params, Response> {
+    Params::parse(q.as_deref(), headers, body)
+        .await
+        .map_err(|m| error(StatusCode::BAD_REQUEST, &m))
+}
+
+/// A response whose body is produced by `producer` writing into the channel it is given.
+pub fn streamed_response(
+    status: StatusCode,
+    content_type: &str,
+    extra: Vec<(header::HeaderName, String)>,
+    producer: impl FnOnce(mpsc::Sender<std::io::Result<Bytes>>) + Send + 'static,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
+    producer(tx);
+    let body =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, content_type.to_string())],
+        Body::from_stream(body),
+    )
+        .into_response();
+    for (k, v) in extra {
+        if let Ok(v) = v.parse() {
+            response.headers_mut().insert(k, v);
+        }
+    }
+    response
+}
+
+/// The base URL clients reached the service at (from the Host header).
+pub fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}

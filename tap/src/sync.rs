@@ -1,0 +1,89 @@
+//! `/tap/sync`: a query answered in the response, streamed batch by batch; and `/tap/explain` (skyshard's own):
+//! the distributed plan as text.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::TapError;
+use crate::output::{OutputFormat, stream_result};
+use crate::query::{QueryRequest, result_info, start_query};
+use crate::reply::{error, failure, request_params, streamed_response};
+use crate::service::Tap;
+use crate::upload;
+
+pub async fn sync(
+    State(tap): State<Arc<Tap>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = match request_params(q, &headers, &body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let req = match QueryRequest::from_params(&params, &tap.limits) {
+        Ok(r) => r,
+        Err(e) => return failure(&e),
+    };
+    let uploads = match upload::load_all(&params, &tap.limits).await {
+        Ok(u) => u,
+        Err(e) => return failure(&e),
+    };
+    let secs = tap.limits.sync_duration;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let stream =
+        match tokio::time::timeout_at(deadline, start_query(&tap.czar, &req, &uploads)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return failure(&e.into()),
+            Err(_) => return failure(&TapError::SyncTimeout { seconds: secs }),
+        };
+    let info = result_info(&req);
+    let extra = match req.format {
+        OutputFormat::Parquet => vec![(
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"result.parquet\"".to_string(),
+        )],
+        _ => Vec::new(),
+    };
+    streamed_response(StatusCode::OK, req.format.mime(), extra, move |tx| {
+        tokio::spawn(async move {
+            let info: Vec<(&str, String)> = info.iter().map(|(k, v)| (*k, v.clone())).collect();
+            let _ = stream_result(
+                stream,
+                req.format,
+                req.maxrec,
+                &info,
+                tx,
+                Some((deadline, secs)),
+            )
+            .await;
+        });
+    })
+}
+
+pub async fn explain(
+    State(tap): State<Arc<Tap>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = match request_params(q, &headers, &body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some(query) = params.get("QUERY") else {
+        return error(StatusCode::BAD_REQUEST, "QUERY is missing");
+    };
+    let uploads = match upload::load_all(&params, &tap.limits).await {
+        Ok(u) => u,
+        Err(e) => return failure(&e),
+    };
+    match tap.czar.explain(query, &uploads).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
+        Err(e) => failure(&e.into()),
+    }
+}

@@ -1,0 +1,742 @@
+//! UWS 1.1 async jobs at `/tap/async`: creating, listing, running, aborting and deleting jobs, and their fields
+//! (phase, quote, destruction, executionduration, error, parameters, results, owner). The records live in
+//! [`crate::jobs`]. ABORT and DELETE drop the running query, which ends its Flight streams and so the work on the
+//! workers.
+//!
+//! Why one long module: the handlers of UWS's one resource tree (UWS 1.1 section 2.2) share their helpers (job
+//! documents, phase changes, parameter checks); split by resource they would only import each other.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use votable::write::xml_escape;
+
+use crate::jobs::{Job, Phase, ResultFile, iso, now_ms, parse_iso};
+use crate::output::{Ending, OutputFormat, stream_result};
+use crate::params::Params;
+use crate::query::{QueryRequest, result_info, start_query};
+use crate::reply::{base_url, error, request_params};
+use crate::service::Tap;
+use crate::upload;
+
+pub fn routes() -> Router<Arc<Tap>> {
+    Router::new()
+        .route("/tap/async", get(list).post(create))
+        .route(
+            "/tap/async/{id}",
+            get(job).post(post_job).delete(delete_job),
+        )
+        .route("/tap/async/{id}/{field}", get(job_field).post(post_field))
+        .route("/tap/async/{id}/results/result", get(result))
+}
+
+fn xml(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+fn see_other(headers: &HeaderMap, path: &str) -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, format!("{}{path}", base_url(headers)))],
+    )
+        .into_response()
+}
+
+fn no_job(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("no job {id} (it may have been destroyed)"),
+    )
+}
+
+const UWS_NS: &str = "xmlns:uws=\"http://www.ivoa.net/xml/UWS/v1.0\" xmlns:xlink=\"http://www.w3.org/1999/xlink\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"";
+
+/// Parameters that control the job rather than the query.
+const CONTROL: [&str; 5] = [
+    "PHASE",
+    "ACTION",
+    "DESTRUCTION",
+    "EXECUTIONDURATION",
+    "WAIT",
+];
+
+async fn list(State(tap): State<Arc<Tap>>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+    let p = match request_params(q, &headers, &Bytes::new()).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let phases: Vec<Phase> = p.all("PHASE").filter_map(Phase::parse).collect();
+    let after = p.get("AFTER").and_then(parse_iso);
+    let mut jobs: Vec<Job> = tap
+        .jobs
+        .list()
+        .into_iter()
+        .filter(|j| phases.is_empty() || phases.contains(&j.phase))
+        .filter(|j| after.is_none_or(|a| j.creation > a))
+        .collect();
+    jobs.sort_by(|a, b| b.creation.cmp(&a.creation));
+    if let Some(last) = p.get("LAST").and_then(|l| l.trim().parse::<usize>().ok()) {
+        jobs.truncate(last);
+    }
+    let base = base_url(&headers);
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<uws:jobs {UWS_NS} version=\"1.1\">\n"
+    );
+    for j in jobs {
+        out.push_str(&format!(
+            "<uws:jobref id=\"{0}\" xlink:href=\"{base}/tap/async/{0}\">\n<uws:phase>{1}</uws:phase>\n",
+            j.id,
+            j.phase.name()
+        ));
+        if let Some(r) = &j.run_id {
+            out.push_str(&format!("<uws:runId>{}</uws:runId>\n", xml_escape(r)));
+        }
+        out.push_str(&format!(
+            "<uws:creationTime>{}</uws:creationTime>\n</uws:jobref>\n",
+            iso(j.creation)
+        ));
+    }
+    out.push_str("</uws:jobs>\n");
+    xml(StatusCode::OK, out)
+}
+
+fn new_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    // Not guessable from the creation time alone: mix in the process id and a counter.
+    let mixed =
+        (t as u64) ^ ((std::process::id() as u64) << 40) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    format!("j{:x}{:04x}", mixed, n & 0xffff)
+}
+
+async fn create(
+    State(tap): State<Arc<Tap>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = match request_params(q, &headers, &body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let id = new_id();
+    let dir = tap.jobs.job_dir(&id);
+    if let Err(e) = std::fs::create_dir_all(dir.join("uploads")) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot create the job: {e}"),
+        );
+    }
+    let mut parts = Vec::new();
+    for (name, content) in &p.parts {
+        if let Err(e) = std::fs::write(dir.join("uploads").join(part_file(name)), content) {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("cannot keep the upload: {e}"),
+            );
+        }
+        parts.push(name.clone());
+    }
+    let now = now_ms();
+    let mut job = Job {
+        id: id.clone(),
+        run_id: p.get("RUNID").map(String::from),
+        phase: Phase::Pending,
+        params: Vec::new(),
+        parts,
+        creation: now,
+        start: None,
+        end: None,
+        duration: tap.limits.default_duration,
+        destruction: now + tap.limits.default_retention * 1000,
+        error: None,
+        result: None,
+    };
+    if let Err(m) = apply_controls(&tap, &mut job, &p) {
+        let _ = std::fs::remove_dir_all(&dir);
+        return error(StatusCode::BAD_REQUEST, &m);
+    }
+    set_params(&mut job, &p);
+    if let Err(e) = tap.jobs.put(&job) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot store the job: {e}"),
+        );
+    }
+    if p.get("PHASE")
+        .is_some_and(|v| v.eq_ignore_ascii_case("RUN"))
+    {
+        run(&tap, &id);
+    }
+    see_other(&headers, &format!("/tap/async/{id}"))
+}
+
+/// The file an inline upload part is kept in (part names come from the client: no path characters).
+fn part_file(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn set_params(job: &mut Job, p: &Params) {
+    for (k, v) in &p.pairs {
+        if CONTROL.contains(&k.as_str()) {
+            continue;
+        }
+        let k = k.to_lowercase();
+        if k == "runid" {
+            job.run_id = Some(v.clone());
+        }
+        job.params.retain(|(name, _)| name != &k);
+        job.params.push((k, v.clone()));
+    }
+}
+
+/// DESTRUCTION and EXECUTIONDURATION, checked and capped.
+fn apply_controls(tap: &Tap, job: &mut Job, p: &Params) -> Result<(), String> {
+    if let Some(d) = p.get("EXECUTIONDURATION") {
+        let secs: u64 = d
+            .trim()
+            .parse()
+            .map_err(|_| format!("EXECUTIONDURATION={d} is not a number of seconds"))?;
+        // 0 means "no limit" in UWS: the hard limit applies.
+        job.duration = if secs == 0 {
+            tap.limits.max_duration
+        } else {
+            secs.min(tap.limits.max_duration)
+        };
+    }
+    if let Some(d) = p.get("DESTRUCTION") {
+        let at = parse_iso(d).ok_or_else(|| format!("DESTRUCTION={d} is not an ISO 8601 time"))?;
+        job.destruction = at.min(job.creation + tap.limits.max_retention * 1000);
+    }
+    Ok(())
+}
+
+/// Queues a job and starts it when an execution slot is free.
+fn run(tap: &Arc<Tap>, id: &str) {
+    let queued = tap.jobs.update(id, |j| {
+        if j.phase == Phase::Pending {
+            j.phase = Phase::Queued;
+        }
+    });
+    if !queued.is_some_and(|j| j.phase == Phase::Queued) {
+        return;
+    }
+    let tap2 = tap.clone();
+    let id2 = id.to_string();
+    let task = tokio::spawn(async move {
+        let slots = tap2.jobs.slots.clone();
+        let Ok(_permit) = slots.acquire_owned().await else {
+            return;
+        };
+        execute(&tap2, &id2).await;
+        tap2.jobs.running.lock().expect("running lock").remove(&id2);
+    });
+    tap.jobs
+        .running
+        .lock()
+        .expect("running lock")
+        .insert(id.to_string(), task.abort_handle());
+}
+
+async fn execute(tap: &Arc<Tap>, id: &str) {
+    let Some(job) = tap.jobs.update(id, |j| {
+        j.phase = Phase::Executing;
+        j.start = Some(now_ms());
+    }) else {
+        return;
+    };
+    let fail = |message: String| {
+        tap.jobs.update(id, |j| {
+            j.phase = Phase::Error;
+            j.end = Some(now_ms());
+            j.error = Some(message);
+        });
+    };
+    let mut params = job.params();
+    let dir = tap.jobs.job_dir(id);
+    for name in &job.parts {
+        match std::fs::read(dir.join("uploads").join(part_file(name))) {
+            Ok(bytes) => params.parts.push((name.clone(), Bytes::from(bytes))),
+            Err(e) => return fail(format!("the upload {name} is gone: {e}")),
+        }
+    }
+    let req = match QueryRequest::from_params(&params, &tap.limits) {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    let deadline = Duration::from_secs(job.duration.max(1));
+    let work = async {
+        let uploads = upload::load_all(&params, &tap.limits)
+            .await
+            .map_err(|e| e.to_string())?;
+        let stream = start_query(&tap.czar, &req, &uploads)
+            .await
+            .map_err(|e| e.to_string())?;
+        let file_name = format!("result.{}", req.format.extension());
+        let path = dir.join(&file_name);
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| format!("cannot write the result: {e}"))?;
+        let (tx, mut rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
+        let writer = async move {
+            let mut bytes = 0u64;
+            while let Some(chunk) = rx.recv().await {
+                let chunk = chunk.map_err(|e| e.to_string())?;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| format!("cannot write the result: {e}"))?;
+                bytes += chunk.len() as u64;
+            }
+            file.flush().await.map_err(|e| e.to_string())?;
+            Ok::<u64, String>(bytes)
+        };
+        let info = result_info(&req);
+        let (outcome, written) = tokio::join!(
+            stream_result(stream, req.format, req.maxrec, &info, tx, None),
+            writer
+        );
+        let outcome = outcome?;
+        let bytes = written?;
+        Ok::<_, String>((outcome, file_name, bytes))
+    };
+    match tokio::time::timeout(deadline, work).await {
+        Err(_) => fail(format!(
+            "the job ran longer than its execution duration of {} s and was stopped",
+            job.duration
+        )),
+        Ok(Err(m)) => fail(m),
+        Ok(Ok((outcome, file, bytes))) => {
+            let failed = match &outcome.ending {
+                Ending::Failed(m) => Some(m.clone()),
+                _ => None,
+            };
+            tap.jobs.update(id, |j| {
+                j.end = Some(now_ms());
+                j.result = Some(ResultFile {
+                    mime: req.format.mime().to_string(),
+                    file,
+                    rows: outcome.rows,
+                    overflow: outcome.ending == Ending::Overflow,
+                    bytes,
+                });
+                match failed {
+                    Some(m) => {
+                        j.phase = Phase::Error;
+                        j.error = Some(m);
+                    }
+                    None => j.phase = Phase::Completed,
+                }
+            });
+        }
+    }
+}
+
+fn job_xml(job: &Job, base: &str) -> String {
+    let nil = |tag: &str, v: Option<String>| match v {
+        Some(v) => format!("<uws:{tag}>{}</uws:{tag}>\n", xml_escape(&v)),
+        None => format!("<uws:{tag} xsi:nil=\"true\"/>\n"),
+    };
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<uws:job {UWS_NS} version=\"1.1\">\n<uws:jobId>{}</uws:jobId>\n",
+        job.id
+    );
+    if let Some(r) = &job.run_id {
+        out.push_str(&format!("<uws:runId>{}</uws:runId>\n", xml_escape(r)));
+    }
+    out.push_str("<uws:ownerId xsi:nil=\"true\"/>\n");
+    out.push_str(&format!("<uws:phase>{}</uws:phase>\n", job.phase.name()));
+    out.push_str("<uws:quote xsi:nil=\"true\"/>\n");
+    out.push_str(&format!(
+        "<uws:creationTime>{}</uws:creationTime>\n",
+        iso(job.creation)
+    ));
+    out.push_str(&nil("startTime", job.start.map(iso)));
+    out.push_str(&nil("endTime", job.end.map(iso)));
+    out.push_str(&format!(
+        "<uws:executionDuration>{}</uws:executionDuration>\n<uws:destruction>{}</uws:destruction>\n<uws:parameters>\n",
+        job.duration,
+        iso(job.destruction)
+    ));
+    for (k, v) in &job.params {
+        out.push_str(&format!(
+            "<uws:parameter id=\"{}\">{}</uws:parameter>\n",
+            xml_escape(k),
+            xml_escape(v)
+        ));
+    }
+    out.push_str("</uws:parameters>\n<uws:results>\n");
+    if job.phase == Phase::Completed
+        && let Some(r) = &job.result
+    {
+        out.push_str(&format!(
+            "<uws:result id=\"result\" xlink:type=\"simple\" xlink:href=\"{base}/tap/async/{}/results/result\" mime-type=\"{}\" size=\"{}\"/>\n",
+            job.id,
+            xml_escape(&r.mime),
+            r.bytes
+        ));
+    }
+    out.push_str("</uws:results>\n");
+    if let Some(e) = &job.error {
+        out.push_str(&format!(
+            "<uws:errorSummary type=\"fatal\" hasDetail=\"true\">\n<uws:message>{}</uws:message>\n</uws:errorSummary>\n",
+            xml_escape(e)
+        ));
+    }
+    if let Some(r) = &job.result {
+        out.push_str(&format!(
+            "<uws:jobInfo><rows>{}</rows><overflow>{}</overflow></uws:jobInfo>\n",
+            r.rows, r.overflow
+        ));
+    }
+    out.push_str("</uws:job>\n");
+    out
+}
+
+/// Blocks for at most `wait` seconds while the job is in `phase` (or any active phase) (UWS 1.1 section 2.2.1.1).
+async fn wait_for(tap: &Tap, id: &str, wait: i64, phase: Option<Phase>) -> Option<Job> {
+    let limit = if wait < 0 { 60 } else { wait.min(60) } as u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(limit);
+    let mut changes = tap.jobs.changed.subscribe();
+    loop {
+        let job = tap.jobs.get(id)?;
+        let blocking = job.phase.active() && phase.is_none_or(|p| p == job.phase);
+        if !blocking {
+            return Some(job);
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return tap.jobs.get(id),
+        }
+    }
+}
+
+async fn job(
+    State(tap): State<Arc<Tap>>,
+    UrlPath(id): UrlPath<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let p = match request_params(q, &headers, &Bytes::new()).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let job = match p.get("WAIT").map(|w| w.trim().parse::<i64>()) {
+        Some(Ok(wait)) => {
+            let phase = p.get("PHASE").and_then(Phase::parse);
+            wait_for(&tap, &id, wait, phase).await
+        }
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "WAIT must be a number of seconds"),
+        None => tap.jobs.get(&id),
+    };
+    match job {
+        Some(j) => xml(StatusCode::OK, job_xml(&j, &base_url(&headers))),
+        None => no_job(&id),
+    }
+}
+
+async fn delete_job(
+    State(tap): State<Arc<Tap>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    if tap.jobs.get(&id).is_none() {
+        return no_job(&id);
+    }
+    tap.jobs.delete(&id);
+    see_other(&headers, "/tap/async")
+}
+
+fn abort(tap: &Tap, id: &str) {
+    let running = tap.jobs.stop(id);
+    tap.jobs.update(id, |j| {
+        if j.phase.active() || running {
+            j.phase = Phase::Aborted;
+            j.end = Some(now_ms());
+        }
+    });
+}
+
+/// Applies a PHASE change (RUN or ABORT).
+fn change_phase(tap: &Arc<Tap>, id: &str, phase: &str) -> Result<(), Response> {
+    let job = tap.jobs.get(id).ok_or_else(|| no_job(id))?;
+    match phase.trim().to_uppercase().as_str() {
+        "RUN" => {
+            if job.phase != Phase::Pending {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "the job is {}: only a PENDING job can be run",
+                        job.phase.name()
+                    ),
+                ));
+            }
+            run(tap, id);
+        }
+        "ABORT" => {
+            if job.phase.active() {
+                abort(tap, id);
+            }
+        }
+        other => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                &format!("PHASE={other}: use PHASE=RUN or PHASE=ABORT"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn post_job(
+    State(tap): State<Arc<Tap>>,
+    UrlPath(id): UrlPath<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = match request_params(q, &headers, &body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some(job) = tap.jobs.get(&id) else {
+        return no_job(&id);
+    };
+    if p.get("ACTION")
+        .is_some_and(|a| a.eq_ignore_ascii_case("DELETE"))
+    {
+        tap.jobs.delete(&id);
+        return see_other(&headers, "/tap/async");
+    }
+    let mut updated = job.clone();
+    if let Err(m) = apply_controls(&tap, &mut updated, &p) {
+        return error(StatusCode::BAD_REQUEST, &m);
+    }
+    let has_query_params = p.pairs.iter().any(|(k, _)| !CONTROL.contains(&k.as_str()));
+    if has_query_params {
+        if job.phase != Phase::Pending {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "the job is {}: parameters can change only while it is PENDING",
+                    job.phase.name()
+                ),
+            );
+        }
+        set_params(&mut updated, &p);
+    }
+    let (duration, destruction, params, run_id) = (
+        updated.duration,
+        updated.destruction,
+        updated.params,
+        updated.run_id,
+    );
+    tap.jobs.update(&id, |j| {
+        j.duration = duration;
+        j.destruction = destruction;
+        j.params = params;
+        j.run_id = run_id;
+    });
+    if let Some(phase) = p.get("PHASE")
+        && let Err(r) = change_phase(&tap, &id, phase)
+    {
+        return r;
+    }
+    see_other(&headers, &format!("/tap/async/{id}"))
+}
+
+async fn job_field(
+    State(tap): State<Arc<Tap>>,
+    UrlPath((id, field)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(job) = tap.jobs.get(&id) else {
+        return no_job(&id);
+    };
+    let base = base_url(&headers);
+    match field.as_str() {
+        "phase" => text(job.phase.name().to_string()),
+        "executionduration" => text(job.duration.to_string()),
+        "destruction" => text(iso(job.destruction)),
+        "quote" => text(String::new()),
+        "owner" => text(String::new()),
+        "runId" | "runid" => text(job.run_id.unwrap_or_default()),
+        "error" => match &job.error {
+            Some(m) => (
+                [(header::CONTENT_TYPE, "application/x-votable+xml")],
+                crate::format::error_votable(m),
+            )
+                .into_response(),
+            None => error(StatusCode::NOT_FOUND, "the job has no error"),
+        },
+        "parameters" => {
+            let mut out =
+                format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<uws:parameters {UWS_NS}>\n");
+            for (k, v) in &job.params {
+                out.push_str(&format!(
+                    "<uws:parameter id=\"{}\">{}</uws:parameter>\n",
+                    xml_escape(k),
+                    xml_escape(v)
+                ));
+            }
+            out.push_str("</uws:parameters>\n");
+            xml(StatusCode::OK, out)
+        }
+        "results" => {
+            let mut out =
+                format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<uws:results {UWS_NS}>\n");
+            if job.phase == Phase::Completed
+                && let Some(r) = &job.result
+            {
+                out.push_str(&format!(
+                    "<uws:result id=\"result\" xlink:type=\"simple\" xlink:href=\"{base}/tap/async/{id}/results/result\" mime-type=\"{}\" size=\"{}\"/>\n",
+                    xml_escape(&r.mime),
+                    r.bytes
+                ));
+            }
+            out.push_str("</uws:results>\n");
+            xml(StatusCode::OK, out)
+        }
+        other => error(StatusCode::NOT_FOUND, &format!("a job has no {other}")),
+    }
+}
+
+async fn post_field(
+    State(tap): State<Arc<Tap>>,
+    UrlPath((id, field)): UrlPath<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = match request_params(q, &headers, &body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some(job) = tap.jobs.get(&id) else {
+        return no_job(&id);
+    };
+    match field.as_str() {
+        "phase" => {
+            let Some(phase) = p.get("PHASE") else {
+                return error(StatusCode::BAD_REQUEST, "PHASE is missing");
+            };
+            if let Err(r) = change_phase(&tap, &id, phase) {
+                return r;
+            }
+        }
+        "executionduration" | "destruction" => {
+            let key = field.to_uppercase();
+            let Some(v) = p.get(&key) else {
+                return error(StatusCode::BAD_REQUEST, &format!("{key} is missing"));
+            };
+            let mut updated = job.clone();
+            let only = Params {
+                pairs: vec![(key, v.to_string())],
+                parts: Vec::new(),
+            };
+            if let Err(m) = apply_controls(&tap, &mut updated, &only) {
+                return error(StatusCode::BAD_REQUEST, &m);
+            }
+            tap.jobs.update(&id, |j| {
+                j.duration = updated.duration;
+                j.destruction = updated.destruction;
+            });
+        }
+        "parameters" => {
+            if job.phase != Phase::Pending {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "the job is {}: parameters can change only while it is PENDING",
+                        job.phase.name()
+                    ),
+                );
+            }
+            let mut updated = job.clone();
+            set_params(&mut updated, &p);
+            tap.jobs.update(&id, |j| {
+                j.params = updated.params;
+                j.run_id = updated.run_id;
+            });
+        }
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("a job's {other} cannot be changed"),
+            );
+        }
+    }
+    see_other(&headers, &format!("/tap/async/{id}"))
+}
+
+async fn result(State(tap): State<Arc<Tap>>, UrlPath(id): UrlPath<String>) -> Response {
+    let Some(job) = tap.jobs.get(&id) else {
+        return no_job(&id);
+    };
+    let Some(r) = job.result.filter(|_| job.phase == Phase::Completed) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("the job is {}: it has no result", job.phase.name()),
+        );
+    };
+    let path = tap.jobs.job_dir(&id).join(&r.file);
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::NOT_FOUND, &format!("the result is gone: {e}")),
+    };
+    let stream = futures::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 256 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<Bytes, std::io::Error>(Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    let mut response = (
+        [(header::CONTENT_TYPE, r.mime.clone())],
+        Body::from_stream(stream),
+    )
+        .into_response();
+    if r.mime == OutputFormat::Parquet.mime()
+        && let Ok(v) = "attachment; filename=\"result.parquet\"".parse()
+    {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, v);
+    }
+    response
+}

@@ -1,0 +1,306 @@
+//! The worker's Arrow Flight service: `DoGet` runs a fragment ([`protocol::FragmentTicket`]) over local chunk files
+//! ([`crate::scan`]) and streams its batches; `DoPut` and the `drop` and `statistics` actions manage what the worker
+//! holds ([`crate::store`]); `health` and `cancel` (aborts the streams of a query). Every failure is a
+//! [`WorkerError`], sent with the gRPC code of its [`protocol::ErrorCode`].
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::{
+    ExecutionPlan, ExecutionPlanProperties, SendableRecordBatchStream,
+};
+use futures::stream::{AbortHandle, Abortable};
+use futures::{StreamExt, TryStreamExt};
+use prost::Message;
+use protocol::FragmentTicket;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::WorkerError;
+use crate::scan::LocalFiles;
+use crate::store;
+
+/// The Flight service of one worker.
+#[derive(Clone)]
+pub struct Worker {
+    files: Arc<LocalFiles>,
+    running: Arc<AtomicU32>,
+    served: Arc<AtomicU64>,
+    /// Abort handles of running fragments, by query id.
+    queries: Arc<Mutex<HashMap<String, Vec<AbortHandle>>>>,
+}
+
+impl Worker {
+    pub fn new(data_dir: &Path) -> Worker {
+        Worker {
+            files: Arc::new(LocalFiles::new(data_dir)),
+            running: Arc::default(),
+            served: Arc::default(),
+            queries: Arc::default(),
+        }
+    }
+
+    /// Plans a fragment and runs it as one stream.
+    pub fn run_fragment(&self, ticket: &FragmentTicket) -> DfResult<SendableRecordBatchStream> {
+        // Fragments are decoded in the context their scans run in.
+        let task_ctx = self.files.ctx.task_ctx();
+        let plan = exec::decode_fragment(&ticket.plan, &task_ctx, self.files.clone())?;
+        let plan: Arc<dyn ExecutionPlan> = if plan.output_partitioning().partition_count() <= 1 {
+            plan
+        } else if let Some(ordering) = plan.output_ordering() {
+            Arc::new(SortPreservingMergeExec::new(ordering.clone(), plan))
+        } else {
+            Arc::new(CoalescePartitionsExec::new(plan))
+        };
+        plan.execute(0, task_ctx)
+    }
+
+    /// Serves Flight on `listener` until the future is dropped.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+    ) -> Result<(), tonic::transport::Error> {
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let service = FlightServiceServer::new(self)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await
+    }
+}
+
+/// A fragment's failure as the czar receives it: its [`protocol::ErrorCode`] decides whether a replica is tried.
+fn status(e: DataFusionError) -> Status {
+    WorkerError::from_datafusion(e).into()
+}
+
+type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// A running fragment: counted, and cancellable through its query id, until its stream is dropped.
+struct Running {
+    running: Arc<AtomicU32>,
+    queries: Arc<Mutex<HashMap<String, Vec<AbortHandle>>>>,
+    query_id: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        let mut q = self.queries.lock().expect("query registry");
+        if let Some(handles) = q.get_mut(&self.query_id) {
+            handles.retain(|h| !h.is_aborted());
+            if handles.len() <= 1 {
+                q.remove(&self.query_id);
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl FlightService for Worker {
+    type HandshakeStream = Stream<HandshakeResponse>;
+    type ListFlightsStream = Stream<FlightInfo>;
+    type DoGetStream = Stream<FlightData>;
+    type DoPutStream = Stream<PutResult>;
+    type DoActionStream = Stream<arrow_flight::Result>;
+    type ListActionsStream = Stream<ActionType>;
+    type DoExchangeStream = Stream<FlightData>;
+
+    async fn handshake(
+        &self,
+        _r: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented(
+            "no handshake: workers trust their czar's network",
+        ))
+    }
+
+    async fn list_flights(
+        &self,
+        _r: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented("list_flights"))
+    }
+
+    async fn get_flight_info(
+        &self,
+        _r: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented("get_flight_info"))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _r: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("poll_flight_info"))
+    }
+
+    async fn get_schema(
+        &self,
+        _r: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented("get_schema"))
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let ticket =
+            FragmentTicket::decode(request.into_inner().ticket).map_err(WorkerError::BadTicket)?;
+        let stream = self.run_fragment(&ticket).map_err(status)?;
+        self.served.fetch_add(1, Ordering::Relaxed);
+        self.running.fetch_add(1, Ordering::Relaxed);
+        let (handle, registration) = AbortHandle::new_pair();
+        self.queries
+            .lock()
+            .expect("query registry")
+            .entry(ticket.query_id.clone())
+            .or_default()
+            .push(handle.clone());
+        let guard = Running {
+            running: self.running.clone(),
+            queries: self.queries.clone(),
+            query_id: ticket.query_id,
+        };
+        let schema = stream.schema();
+        // A cancelled fragment ends with an error, never as a stream that merely stops early.
+        let cancelled = handle.clone();
+        let batches = Abortable::new(stream, registration)
+            .map_err(|e| FlightError::ExternalError(Box::new(e)))
+            .chain(
+                futures::stream::once(async move { cancelled.is_aborted() }).filter_map(
+                    |aborted| async move {
+                        aborted.then(|| {
+                            Err(FlightError::ProtocolError("the query was cancelled".into()))
+                        })
+                    },
+                ),
+            );
+        let flight = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map(move |item| {
+                let _running = &guard;
+                item.map_err(|e| match e {
+                    FlightError::ExternalError(e) => match e.downcast::<DataFusionError>() {
+                        Ok(e) => status(*e),
+                        Err(e) => Status::internal(e.to_string()),
+                    },
+                    other => Status::internal(other.to_string()),
+                })
+            });
+        Ok(Response::new(Box::pin(flight)))
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("an empty put"))?;
+        let bytes = store::put(&self.files.data_dir, first, stream).await?;
+        let result = PutResult {
+            app_metadata: bytes.to_string().into_bytes().into(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::once(async {
+            Ok(result)
+        }))))
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let action = request.into_inner();
+        let body = match action.r#type.as_str() {
+            protocol::ACTION_HEALTH => protocol::Health {
+                running_fragments: self.running.load(Ordering::Relaxed),
+                fragments_served: self.served.load(Ordering::Relaxed),
+                data_dir: self.files.data_dir.display().to_string(),
+            }
+            .encode_to_vec(),
+            protocol::ACTION_CANCEL => {
+                let cancel = protocol::Cancel::decode(action.body).map_err(|source| {
+                    WorkerError::BadAction {
+                        action: protocol::ACTION_CANCEL,
+                        source,
+                    }
+                })?;
+                if let Some(handles) = self
+                    .queries
+                    .lock()
+                    .expect("query registry")
+                    .remove(&cancel.query_id)
+                {
+                    handles.iter().for_each(AbortHandle::abort);
+                }
+                Vec::new()
+            }
+            protocol::ACTION_DROP => {
+                let drop = protocol::DropTable::decode(action.body).map_err(|source| {
+                    WorkerError::BadAction {
+                        action: protocol::ACTION_DROP,
+                        source,
+                    }
+                })?;
+                store::drop_loads(&self.files.data_dir, &drop.table, &drop.keep_load)?;
+                Vec::new()
+            }
+            protocol::ACTION_STATISTICS => store::statistics(&self.files.data_dir).encode_to_vec(),
+            other => return Err(WorkerError::UnknownAction(other.to_string()).into()),
+        };
+        let result = arrow_flight::Result { body: body.into() };
+        Ok(Response::new(Box::pin(futures::stream::once(async {
+            Ok(result)
+        }))))
+    }
+
+    async fn list_actions(
+        &self,
+        _r: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let actions = [
+            (protocol::ACTION_HEALTH, "running fragments and counters"),
+            (protocol::ACTION_CANCEL, "abort a query's fragments"),
+            (protocol::ACTION_DROP, "remove a table's loads but one"),
+            (
+                protocol::ACTION_STATISTICS,
+                "the loads held: files and bytes",
+            ),
+        ]
+        .map(|(t, d)| {
+            Ok(ActionType {
+                r#type: t.into(),
+                description: d.into(),
+            })
+        });
+        Ok(Response::new(Box::pin(futures::stream::iter(actions))))
+    }
+
+    async fn do_exchange(
+        &self,
+        _r: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("do_exchange"))
+    }
+}

@@ -1,0 +1,147 @@
+//! What a worker holds: files put by the czar (`skyshard load` ships every chunk file of a load with Flight
+//! `DoPut`), loads dropped after a replacing load, and statistics of what is held. Every path a request names is
+//! checked to stay inside the data directory's layout (`partitioner::layout`).
+
+use std::path::{Path, PathBuf};
+
+use arrow_flight::FlightData;
+use partitioner::layout;
+use tonic::Streaming;
+
+use crate::error::WorkerError;
+
+fn bad_path(reason: impl Into<String>) -> WorkerError {
+    WorkerError::BadPath {
+        reason: reason.into(),
+    }
+}
+
+/// The loads under `DATA/tables`: files and bytes of each.
+pub fn statistics(data_dir: &Path) -> protocol::Statistics {
+    let mut loads = Vec::new();
+    let tables = std::fs::read_dir(layout::tables_dir(data_dir))
+        .into_iter()
+        .flatten()
+        .flatten();
+    for table in tables {
+        for load in std::fs::read_dir(table.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let (mut files, mut bytes) = (0, 0);
+            for sub in [layout::CHUNKS, layout::REPLICATED] {
+                for f in std::fs::read_dir(load.path().join(sub))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    files += 1;
+                    bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+            }
+            loads.push(protocol::LoadStatistics {
+                table: table.file_name().to_string_lossy().into_owned(),
+                load_id: load.file_name().to_string_lossy().into_owned(),
+                files,
+                bytes,
+            });
+        }
+    }
+    protocol::Statistics { loads }
+}
+
+/// Where a put file goes: `DATA/tables/SCHEMA.TABLE/LOAD/(chunks|replicated)/NAME.parquet`, every part checked so
+/// a put cannot write outside the data directory.
+pub fn put_target(data_dir: &Path, path: &[String]) -> Result<PathBuf, WorkerError> {
+    let [table, load, file] = path else {
+        return Err(bad_path("a put names [SCHEMA.TABLE, LOAD, FILE]"));
+    };
+    let plain = |s: &str, extra: &[char]| {
+        !s.is_empty()
+            && !s.starts_with('.')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || extra.contains(&c))
+    };
+    let (dir, name) = file
+        .split_once('/')
+        .ok_or_else(|| bad_path("the file must be chunks/NAME or replicated/NAME"))?;
+    if !(plain(table, &['.']) && table.matches('.').count() == 1)
+        || !plain(load, &['-'])
+        || ![layout::CHUNKS, layout::REPLICATED].contains(&dir)
+        || !plain(name, &['.', '-'])
+        || !name.ends_with(".parquet")
+        || name.contains("..")
+    {
+        return Err(bad_path(format!("refusing to write {table}/{load}/{file}")));
+    }
+    Ok(layout::load_dir(data_dir, table, load).join(dir).join(name))
+}
+
+/// Writes a put's file: `first` carries the descriptor and the first bytes, `rest` the others in order. The file is
+/// written beside its final name and renamed when whole, so a scan never sees half a file. Returns the bytes written.
+pub async fn put(
+    data_dir: &Path,
+    first: FlightData,
+    mut rest: Streaming<FlightData>,
+) -> Result<u64, WorkerError> {
+    let path = first
+        .flight_descriptor
+        .as_ref()
+        .map(|d| d.path.clone())
+        .unwrap_or_default();
+    let target = put_target(data_dir, &path)?;
+    let partial = target.with_extension("parquet.part");
+    let write = async {
+        use tokio::io::AsyncWriteExt;
+        if let Some(dir) = target.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let mut file = tokio::fs::File::create(&partial).await?;
+        let mut bytes = first.data_body.len() as u64;
+        file.write_all(&first.data_body).await?;
+        while let Some(message) = rest
+            .message()
+            .await
+            .map_err(|s| std::io::Error::other(s.message().to_string()))?
+        {
+            bytes += message.data_body.len() as u64;
+            file.write_all(&message.data_body).await?;
+        }
+        file.sync_all().await?;
+        tokio::fs::rename(&partial, &target).await?;
+        Ok::<u64, std::io::Error>(bytes)
+    };
+    match write.await {
+        Ok(bytes) => Ok(bytes),
+        Err(source) => {
+            let _ = tokio::fs::remove_file(&partial).await;
+            Err(WorkerError::Io {
+                path: target,
+                source,
+            })
+        }
+    }
+}
+
+/// Removes a table's loads, all but `keep_load` (empty: all of them).
+pub fn drop_loads(data_dir: &Path, table: &str, keep_load: &str) -> Result<(), WorkerError> {
+    // The same checks as a put of this table's files.
+    put_target(
+        data_dir,
+        &[table.to_string(), "0".into(), "chunks/x.parquet".into()],
+    )
+    .map_err(|_| bad_path(format!("bad table name {table}")))?;
+    let dir = layout::table_dir(data_dir, table);
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy() != keep_load {
+                std::fs::remove_dir_all(e.path()).map_err(|source| WorkerError::Io {
+                    path: e.path(),
+                    source,
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
