@@ -16,7 +16,7 @@ use datafusion::logical_expr::{
     AggregateUDF, HigherOrderUDF, LogicalPlan, ScalarUDF, TableSource, WindowUDF,
 };
 use datafusion::prelude::SessionConfig;
-use datafusion::sql::parser::DFParser;
+use datafusion::sql::parser::DFParserBuilder;
 use datafusion::sql::planner::{ParserOptions, SqlToRel};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 
@@ -85,7 +85,8 @@ impl Engine {
 
     /// ADQL -> SQL for DataFusion, with the tables it reads.
     pub fn translate(&self, adql: &str) -> Result<Translation> {
-        let query = crate::check(adql)?;
+        let query = crate::parser::parse(adql)?;
+        crate::validate::validate_values(&query)?;
         translate(&query, self.catalog.as_ref())
     }
 
@@ -134,10 +135,17 @@ pub fn plan_sql(
         .with_parse_float_as_decimal(false)
         .with_enable_ident_normalization(false)
         .with_map_string_types_to_utf8view(false);
-    let statement = DFParser::parse_sql_with_dialect(&translation.sql, &GenericDialect {})
-        .map_err(|e| AdqlError::Plan {
-            message: format!("internal translation error: {e} in {}", translation.sql),
-        })?
+    // The translation parenthesizes every operation: a chain of N operators nests N deep (bounded by the parser).
+    let internal = |e: datafusion::error::DataFusionError| AdqlError::Plan {
+        message: format!("internal translation error: {e} in {}", translation.sql),
+    };
+    let statement = DFParserBuilder::new(translation.sql.as_str())
+        .with_dialect(&GenericDialect {})
+        .with_recursion_limit(crate::parser::MAX_LINKS + 2 * crate::parser::MAX_DEPTH + 64)
+        .build()
+        .map_err(internal)?
+        .parse_statements()
+        .map_err(internal)?
         .pop_front()
         .ok_or_else(|| AdqlError::Plan {
             message: "empty translation".into(),

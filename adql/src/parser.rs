@@ -13,15 +13,29 @@ use crate::lexer::{Tok, Token, tokenize};
 use crate::reserved::is_reserved;
 
 /// How deep expressions and subqueries may nest before the parser refuses (guards the stack).
-const MAX_DEPTH: usize = 200;
+pub const MAX_DEPTH: usize = 200;
+/// Chained operators one query may hold (see `Parser::link`).
+pub const MAX_LINKS: usize = 1000;
+/// The longest query text taken, in bytes.
+pub const MAX_QUERY_BYTES: usize = 1 << 20;
 
 /// Parses one ADQL query.
 pub fn parse(src: &str) -> Result<Query> {
+    if src.len() > MAX_QUERY_BYTES {
+        return Err(AdqlError::syntax(
+            Pos { line: 1, col: 1 },
+            format!(
+                "the query text is {} bytes; the limit is {MAX_QUERY_BYTES} (upload long lists as a table instead)",
+                src.len()
+            ),
+        ));
+    }
     let tokens = tokenize(src)?;
     let mut p = Parser {
         tokens,
         i: 0,
         depth: 0,
+        links: 0,
     };
     p.statement()
 }
@@ -30,6 +44,8 @@ struct Parser {
     tokens: Vec<Token>,
     i: usize,
     depth: usize,
+    /// Chained operators so far.
+    links: usize,
 }
 
 impl Parser {
@@ -130,6 +146,22 @@ impl Parser {
 
     fn leave(&mut self) {
         self.depth -= 1;
+    }
+
+    /// Counts one more link of a chain (`a + b + c`, `x OR y OR z`, joins, set operations): chains are built
+    /// without recursion, but every later pass walks them recursively, so their length is bounded.
+    fn link(&mut self) -> Result<()> {
+        self.links += 1;
+        if self.links > MAX_LINKS {
+            return Err(AdqlError::syntax(
+                self.pos(),
+                format!(
+                    "the query chains more than {MAX_LINKS} operators (AND, OR, +, joins, ...); write long lists \
+                     as IN (...) or split the query"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn statement(&mut self) -> Result<Query> {
@@ -257,6 +289,7 @@ impl Parser {
             let all = self.eat_kw("ALL");
             self.eat_kw("DISTINCT");
             let right = self.set_term()?;
+            self.link()?;
             left = SetExpr::SetOp {
                 op,
                 all,
@@ -275,6 +308,7 @@ impl Parser {
             let all = self.eat_kw("ALL");
             self.eat_kw("DISTINCT");
             let right = self.set_primary()?;
+            self.link()?;
             left = SetExpr::SetOp {
                 op: SetOp::Intersect,
                 all,
@@ -525,6 +559,7 @@ impl Parser {
                 // A join without a condition pairs every row with every row, as DaCHS and ADQLLib read it.
                 JoinConstraint::None
             };
+            self.link()?;
             left = TableRef::Join {
                 left: Box::new(left),
                 right: Box::new(right),
@@ -619,6 +654,7 @@ impl Parser {
         while self.at_kw("OR") {
             let pos = self.bump();
             let right = self.and_expr()?;
+            self.link()?;
             left = Expr::Binary {
                 op: BinOp::Or,
                 left: Box::new(left),
@@ -634,6 +670,7 @@ impl Parser {
         while self.at_kw("AND") {
             let pos = self.bump();
             let right = self.not_expr()?;
+            self.link()?;
             left = Expr::Binary {
                 op: BinOp::And,
                 left: Box::new(left),
@@ -782,6 +819,7 @@ impl Parser {
         while *self.peek() == Tok::Pipe {
             let pos = self.bump();
             let right = self.bitxor_expr()?;
+            self.link()?;
             left = Expr::Binary {
                 op: BinOp::BitOr,
                 left: Box::new(left),
@@ -797,6 +835,7 @@ impl Parser {
         while *self.peek() == Tok::Caret {
             let pos = self.bump();
             let right = self.bitand_expr()?;
+            self.link()?;
             left = Expr::Binary {
                 op: BinOp::BitXor,
                 left: Box::new(left),
@@ -812,6 +851,7 @@ impl Parser {
         while *self.peek() == Tok::Amp {
             let pos = self.bump();
             let right = self.additive()?;
+            self.link()?;
             left = Expr::Binary {
                 op: BinOp::BitAnd,
                 left: Box::new(left),
@@ -833,6 +873,7 @@ impl Parser {
             };
             let pos = self.bump();
             let right = self.multiplicative()?;
+            self.link()?;
             left = Expr::Binary {
                 op,
                 left: Box::new(left),
@@ -852,6 +893,7 @@ impl Parser {
             };
             let pos = self.bump();
             let right = self.unary()?;
+            self.link()?;
             left = Expr::Binary {
                 op,
                 left: Box::new(left),

@@ -106,6 +106,7 @@ fn sem(pos: Pos, message: impl Into<String>) -> AdqlError {
 impl<'a> Translator<'a> {
     // ---- pass 1: resolve table names ----
 
+    #[recursive::recursive]
     fn collect_query(&mut self, q: &Query, ctes: &mut Vec<String>) -> Result<()> {
         let depth = ctes.len();
         for cte in &q.with {
@@ -120,6 +121,7 @@ impl<'a> Translator<'a> {
         Ok(())
     }
 
+    #[recursive::recursive]
     fn collect_set(&mut self, s: &SetExpr, ctes: &mut Vec<String>) -> Result<()> {
         match s {
             SetExpr::Select(sel) => {
@@ -149,6 +151,7 @@ impl<'a> Translator<'a> {
         }
     }
 
+    #[recursive::recursive]
     fn collect_expr(&mut self, e: &Expr, ctes: &mut Vec<String>) -> Result<()> {
         match e {
             Expr::Exists { query, .. } | Expr::Subquery { query, .. } => {
@@ -205,6 +208,7 @@ impl<'a> Translator<'a> {
         }
     }
 
+    #[recursive::recursive]
     fn collect_table(&mut self, t: &TableRef, ctes: &mut Vec<String>) -> Result<()> {
         match t {
             TableRef::Table { name, alias } => {
@@ -320,6 +324,7 @@ impl<'a> Translator<'a> {
         }
     }
 
+    #[recursive::recursive]
     fn query(&mut self, q: &Query, ctes: &mut Vec<String>) -> Result<String> {
         let depth = ctes.len();
         let mut out = String::new();
@@ -367,6 +372,7 @@ impl<'a> Translator<'a> {
         Ok(out)
     }
 
+    #[recursive::recursive]
     fn set_expr(&mut self, s: &SetExpr, ctes: &mut Vec<String>) -> Result<String> {
         Ok(match s {
             SetExpr::Select(sel) => {
@@ -489,6 +495,7 @@ impl<'a> Translator<'a> {
         Ok(out)
     }
 
+    #[recursive::recursive]
     fn table_ref(&mut self, t: &TableRef, ctes: &mut Vec<String>) -> Result<String> {
         Ok(match t {
             TableRef::Table { name, alias } => {
@@ -554,6 +561,7 @@ impl<'a> Translator<'a> {
         Ok(self.expr(e, ctes)?.text())
     }
 
+    #[recursive::recursive]
     fn expr(&mut self, e: &Expr, ctes: &mut Vec<String>) -> Result<Sql> {
         Ok(Sql::Text(match e {
             Expr::Column(parts) => {

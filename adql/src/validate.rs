@@ -49,16 +49,46 @@ impl Kind {
 
 /// Checks a parsed query.
 pub fn validate(query: &Query) -> Result<()> {
-    Validator.query(query)
+    Validator { values: false }.query(query)
 }
 
-struct Validator;
+/// [`validate`], and the values of geometry literals too: a declination within -90..90, finite coordinates, a
+/// CIRCLE radius within 0..180, a BOX size within 0..180 (what a query run by the engine needs; `adql check` judges
+/// the grammar alone).
+pub fn validate_values(query: &Query) -> Result<()> {
+    Validator { values: true }.query(query)
+}
+
+struct Validator {
+    /// Check the values of constant geometry arguments.
+    values: bool,
+}
+
+/// The value of a constant number (a literal, maybe signed), with its position.
+fn constant(e: &Expr) -> Option<f64> {
+    match e.unnested() {
+        Expr::Literal(Literal::Int(t) | Literal::Real(t), _) => t.parse().ok(),
+        Expr::Literal(Literal::Hex(v), _) => Some(*v as f64),
+        Expr::Unary {
+            op: UnaryOp::Neg,
+            expr,
+            ..
+        } => constant(expr).map(|v| -v),
+        Expr::Unary {
+            op: UnaryOp::Plus,
+            expr,
+            ..
+        } => constant(expr),
+        _ => None,
+    }
+}
 
 fn err(pos: Pos, message: impl Into<String>) -> AdqlError {
     AdqlError::syntax(pos, message)
 }
 
 impl Validator {
+    #[recursive::recursive]
     fn query(&self, q: &Query) -> Result<()> {
         for cte in &q.with {
             self.query(&cte.query)?;
@@ -70,6 +100,7 @@ impl Validator {
         Ok(())
     }
 
+    #[recursive::recursive]
     fn set_expr(&self, s: &SetExpr) -> Result<()> {
         match s {
             SetExpr::Select(select) => self.select(select),
@@ -102,6 +133,7 @@ impl Validator {
         Ok(())
     }
 
+    #[recursive::recursive]
     fn table_ref(&self, t: &TableRef) -> Result<()> {
         match t {
             TableRef::Table { .. } => Ok(()),
@@ -124,6 +156,7 @@ impl Validator {
     }
 
     /// An expression where a condition is required.
+    #[recursive::recursive]
     fn condition(&self, e: &Expr, clause: &str) -> Result<()> {
         let kind = self.kind(e)?;
         if kind != Kind::Bool {
@@ -157,6 +190,30 @@ impl Validator {
     }
 
     /// A value that must be a number (or may be one: unknown kinds pass).
+    /// A constant `what` must lie within `range` (degrees); anything not constant is checked when it is computed.
+    fn within(&self, e: &Expr, what: &str, range: std::ops::RangeInclusive<f64>) -> Result<()> {
+        if !self.values {
+            return Ok(());
+        }
+        match constant(e) {
+            Some(v) if !v.is_finite() || !range.contains(&v) => Err(err(
+                e.pos(),
+                format!(
+                    "{what} is {v}; it must be between {} and {} degrees",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The coordinates of a position: a finite RA, a declination within -90..90.
+    fn position(&self, ra: &Expr, dec: &Expr, of: &str) -> Result<()> {
+        self.within(ra, &format!("the right ascension of {of}"), -1e9..=1e9)?;
+        self.within(dec, &format!("the declination of {of}"), -90.0..=90.0)
+    }
+
     fn number(&self, e: &Expr, what: &str) -> Result<()> {
         let kind = self.value(e)?;
         if kind.is_geometry() {
@@ -204,6 +261,7 @@ impl Validator {
         Ok(())
     }
 
+    #[recursive::recursive]
     fn kind(&self, e: &Expr) -> Result<Kind> {
         Ok(match e {
             Expr::Column(_) => Kind::Unknown,
@@ -443,6 +501,7 @@ impl Validator {
                 for a in rest {
                     self.number(a, "a coordinate of POINT")?;
                 }
+                self.position(&rest[0], &rest[1], "POINT")?;
                 Kind::Point
             }
             FunctionKind::Circle => {
@@ -452,10 +511,13 @@ impl Validator {
                         for a in rest {
                             self.number(a, "an argument of CIRCLE")?;
                         }
+                        self.position(&rest[0], &rest[1], "the centre of CIRCLE")?;
+                        self.within(&rest[2], "the radius of CIRCLE", 0.0..=180.0)?;
                     }
                     2 => {
                         self.point(&rest[0], "the centre of CIRCLE")?;
                         self.number(&rest[1], "the radius of CIRCLE")?;
+                        self.within(&rest[1], "the radius of CIRCLE", 0.0..=180.0)?;
                     }
                     k => {
                         return Err(err(
@@ -475,11 +537,16 @@ impl Validator {
                         for a in rest {
                             self.number(a, "an argument of BOX")?;
                         }
+                        self.position(&rest[0], &rest[1], "the centre of BOX")?;
+                        self.within(&rest[2], "the width of BOX", 0.0..=180.0)?;
+                        self.within(&rest[3], "the height of BOX", 0.0..=180.0)?;
                     }
                     3 => {
                         self.point(&rest[0], "the centre of BOX")?;
                         self.number(&rest[1], "the width of BOX")?;
                         self.number(&rest[2], "the height of BOX")?;
+                        self.within(&rest[1], "the width of BOX", 0.0..=180.0)?;
+                        self.within(&rest[2], "the height of BOX", 0.0..=180.0)?;
                     }
                     k => {
                         return Err(err(
@@ -527,6 +594,9 @@ impl Validator {
                     }
                     for a in rest {
                         self.number(a, "a coordinate of POLYGON")?;
+                    }
+                    for (i, v) in rest.chunks(2).enumerate() {
+                        self.position(&v[0], &v[1], &format!("vertex {} of POLYGON", i + 1))?;
                     }
                 }
                 Kind::Polygon

@@ -1,5 +1,5 @@
 //! Data-driven tests: every `tests/cases/*.adql` file holds queries and their expected results (or errors) over
-//! the small deterministic tables of [`corpus`]. `UPDATE_EXPECT=1 cargo test -p adql --test cases` rewrites the
+//! the small deterministic tables of [`corpus`]. `UPDATE_EXPECT=1 cargo test --workspace cases` rewrites the
 //! expectations from the current output; review the diff before committing it.
 
 mod corpus;

@@ -129,16 +129,25 @@ impl Czar {
             }
         }
         let engine = self.engine_over(catalog);
-        *self.engine.write().expect("engine lock") = Arc::new(engine);
+        *self
+            .engine
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(engine);
         let by_name = infos
             .iter()
             .map(|t| (t.record.qualified_name().to_lowercase(), t.clone()))
             .collect();
-        *self.tables.write().expect("tables lock") = Arc::new(Tables {
+        *self
+            .tables
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(Tables {
             list: infos,
             by_name,
         });
-        *self.keys.write().expect("keys lock") = keys;
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
         Ok(())
     }
 
@@ -155,7 +164,10 @@ impl Czar {
 
     /// Foreign keys between tables (child -> director, and the system tables' own).
     pub fn foreign_keys(&self) -> Vec<ForeignKey> {
-        self.keys.read().expect("keys lock").clone()
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -163,11 +175,18 @@ impl Czar {
     }
 
     pub fn tables(&self) -> Vec<Arc<TableInfo>> {
-        self.tables.read().expect("tables lock").list.clone()
+        self.tables
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .list
+            .clone()
     }
 
     fn engine(&self) -> Arc<Engine> {
-        self.engine.read().expect("engine lock").clone()
+        self.engine
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Runs a query, streaming its result.
@@ -182,17 +201,32 @@ impl Czar {
         // other clients stay responsive while DataFusion operators hold a core.
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         let task = self.cpu.handle().spawn(async move {
-            let mut stream = match execute_stream(plan, ctx) {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
+            let work = async {
+                let mut stream = match execute_stream(plan, ctx) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                while let Some(item) = futures::StreamExt::next(&mut stream).await {
+                    if tx.send(item).await.is_err() {
+                        return; // the caller went away: dropping the stream cancels the workers' streams
+                    }
                 }
             };
-            while let Some(item) = futures::StreamExt::next(&mut stream).await {
-                if tx.send(item).await.is_err() {
-                    return; // the caller went away: dropping the stream cancels the workers' streams
-                }
+            // A panic inside an operator must end the stream with an error: a stream that merely stops would pass
+            // for a complete result.
+            if futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work))
+                .await
+                .is_err()
+            {
+                eprintln!("error: a query panicked while running");
+                let _ = tx
+                    .send(Err(datafusion::error::DataFusionError::Internal(
+                        "the query failed inside the engine (an internal error, logged)".into(),
+                    )))
+                    .await;
             }
         });
         let guard = AbortOnDrop(task);

@@ -49,7 +49,11 @@ impl Czar {
             std::process::id(),
             self.queries.fetch_add(1, Ordering::Relaxed)
         );
-        let tables = self.tables.read().expect("tables lock").clone();
+        let tables = self
+            .tables
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let plan =
             colocate::colocate(physical, &tables.by_name).map_err(CzarError::from_datafusion)?;
         let plan = distribute::distribute(plan, &self.cluster, &query_id, &tables.by_name)

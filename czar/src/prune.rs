@@ -153,6 +153,7 @@ fn numbers(e: &Expr) -> Option<Vec<f64>> {
 
 /// The region `e` confines the rows' (ra, dec) to: a cone ([`cone_of`]), `CONTAINS(POINT, BOX|POLYGON|CIRCLE) = 1`
 /// (also INTERSECTS, which is the same for a point), or an OR of such constraints.
+#[recursive::recursive]
 fn region_of(e: &Expr, ra: &str, dec: &str) -> Option<Region> {
     if let Some((a, d, r)) = cone_of(e, ra, dec) {
         return Some(Region::Cone(a, d, r));
@@ -333,6 +334,7 @@ fn id_bound(e: &Expr, column: &str) -> Option<(Option<i64>, Option<i64>)> {
 }
 
 /// Splits top-level ANDs.
+#[recursive::recursive]
 fn conjuncts(e: &Expr, out: &mut Vec<Expr>) {
     match e {
         Expr::BinaryExpr(BinaryExpr {

@@ -203,9 +203,11 @@ impl ChunkMap {
         out
     }
 
-    /// The chunks a cone touches (a superset: never misses one).
+    /// The chunks a cone touches (a superset: never misses one). A cone that is not one (a centre off the sphere,
+    /// a radius that is not a finite non-negative angle) touches every chunk: pruning stays correct, and nothing
+    /// below panics on it.
     pub fn cone(&self, ra: f64, dec: f64, radius: f64) -> Vec<ChunkId> {
-        if radius >= 180.0 {
+        if radius >= 180.0 || !valid_cone(ra, dec, radius) {
             return self.chunks.clone();
         }
         let bmoc = nested::cone_coverage_approx(
@@ -222,6 +224,9 @@ impl ChunkMap {
     /// cdshealpix's exact polygon coverage panics on some polygons around a pole (seen with a triangle at Dec 70);
     /// such a polygon falls back to the coverage of its bounding cone.
     pub fn polygon(&self, vertices: &[(f64, f64)]) -> Vec<ChunkId> {
+        if vertices.len() < 3 || !vertices.iter().all(|&(a, d)| valid_position(a, d)) {
+            return self.chunks.clone();
+        }
         let v: Vec<(f64, f64)> = vertices
             .iter()
             .map(|&(a, d)| (a.rem_euclid(360.0).to_radians(), d.to_radians()))
@@ -235,6 +240,16 @@ impl ChunkMap {
             }
         }
     }
+}
+
+/// Whether (ra, dec) in degrees is a position on the sphere.
+pub fn valid_position(ra: f64, dec: f64) -> bool {
+    ra.is_finite() && dec.is_finite() && (-90.0..=90.0).contains(&dec)
+}
+
+/// Whether a cone is one: a valid centre and a finite, non-negative radius in degrees.
+pub fn valid_cone(ra: f64, dec: f64, radius: f64) -> bool {
+    valid_position(ra, dec) && radius.is_finite() && radius >= 0.0
 }
 
 /// A cone around a small polygon: centred on the mean of its vertex vectors, reaching past its farthest vertex.
@@ -331,6 +346,35 @@ mod tests {
     }
 
     #[test]
+    fn shapes_off_the_sphere_touch_every_chunk_and_never_panic() {
+        let map = ChunkMap::uniform(2);
+        let all = map.chunks().len();
+        for (ra, dec, r) in [
+            (10.0, 95.0, 1.0),
+            (10.0, -90.5, 1.0),
+            (f64::NAN, 0.0, 1.0),
+            (0.0, f64::INFINITY, 1.0),
+            (10.0, 10.0, f64::NAN),
+            (10.0, 10.0, -1.0),
+        ] {
+            assert_eq!(map.cone(ra, dec, r).len(), all, "({ra}, {dec}, {r})");
+            assert_eq!(cone_index_ranges(ra, dec, r).len(), 1, "({ra}, {dec}, {r})");
+        }
+        assert_eq!(
+            map.polygon(&[(10.0, 95.0), (11.0, 0.0), (12.0, 1.0)]).len(),
+            all
+        );
+        assert_eq!(
+            map.polygon(&[(10.0, 0.0), (f64::NAN, 0.0), (12.0, 1.0)])
+                .len(),
+            all
+        );
+        assert_eq!(map.polygon(&[(10.0, 0.0), (11.0, 0.0)]).len(), all);
+        // A valid cone still prunes.
+        assert!(map.cone(10.0, 10.0, 1.0).len() < all);
+    }
+
+    #[test]
     fn from_chunks_refuses_gaps_and_overlaps() {
         let mut chunks = ChunkMap::uniform(1).chunks().to_vec();
         chunks.pop();
@@ -343,7 +387,7 @@ mod tests {
 /// Depth-29 index ranges (inclusive) covering a cone, for skipping row groups inside chunk files. The coverage depth
 /// grows as the cone shrinks (cells about half its radius, at most depth 16), keeping the list short.
 pub fn cone_index_ranges(ra: f64, dec: f64, radius: f64) -> Vec<(u64, u64)> {
-    if radius >= 30.0 {
+    if radius >= 30.0 || !valid_cone(ra, dec, radius) {
         return vec![(0, (12u64 << (2 * INDEX_DEPTH as u32)) - 1)];
     }
     // A cell at depth d is about 58.6 / 2^d degrees across.

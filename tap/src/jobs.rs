@@ -203,7 +203,10 @@ impl Jobs {
 
     /// Changes a job's record; None when there is no such job.
     pub fn update(&self, id: &str, change: impl FnOnce(&mut Job)) -> Option<Job> {
-        let _guard = self.write.lock().expect("job write lock");
+        let _guard = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut job = self.get(id)?;
         change(&mut job);
         self.put(&job).ok()?;
@@ -224,7 +227,12 @@ impl Jobs {
     }
 
     pub(crate) fn stop(&self, id: &str) -> bool {
-        match self.running.lock().expect("running lock").remove(id) {
+        match self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id)
+        {
             Some(handle) => {
                 handle.abort();
                 true
@@ -235,7 +243,10 @@ impl Jobs {
 
     pub(crate) fn delete(&self, id: &str) {
         self.stop(id);
-        let _guard = self.write.lock().expect("job write lock");
+        let _guard = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let _ = self.store.delete(&format!("job/{id}"));
         let _ = std::fs::remove_dir_all(self.job_dir(id));
         self.changed.send_modify(|v| *v += 1);

@@ -122,7 +122,10 @@ struct Shared(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Shared {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("buffer lock").extend_from_slice(buf);
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -318,7 +321,12 @@ impl ResultWriter {
                     let sink = writer.inner().clone();
                     writer.close().map_err(std::io::Error::other)?;
                     self.parquet = None;
-                    self.buf.append(&mut sink.0.lock().expect("buffer lock"));
+                    self.buf.append(
+                        &mut sink
+                            .0
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner),
+                    );
                 }
             }
             OutputFormat::Csv | OutputFormat::Tsv => {}
@@ -329,7 +337,12 @@ impl ResultWriter {
     /// The bytes written since the last call.
     pub fn take(&mut self) -> Vec<u8> {
         if let Some((_, sink)) = &self.parquet {
-            self.buf.append(&mut sink.0.lock().expect("buffer lock"));
+            self.buf.append(
+                &mut sink
+                    .0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
         }
         std::mem::take(&mut self.buf)
     }

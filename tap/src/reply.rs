@@ -19,6 +19,53 @@ pub(crate) async fn server_header(mut response: Response) -> Response {
     response
 }
 
+/// Panics the last line of defence caught since the service started (a test suite asserts it stays 0).
+static PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn panics_caught() -> u64 {
+    PANICS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The last line of defence: a handler that panics answers 500 with a DALI error document instead of dropping the
+/// connection; the panic itself is printed by the panic hook and counted.
+pub(crate) async fn catch_panic(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(next.run(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(panic) => {
+            PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            eprintln!("error: a request handler panicked: {what}");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the service failed on this request (an internal error, logged); nothing was changed",
+            )
+        }
+    }
+}
+
+/// `/health`: the process answers; how many panics were caught.
+pub(crate) async fn health() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(
+            "{{\"status\":\"ok\",\"panics_caught\":{}}}\n",
+            panics_caught()
+        ),
+    )
+        .into_response()
+}
+
 pub(crate) async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,

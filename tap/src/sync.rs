@@ -52,15 +52,27 @@ pub async fn sync(
     streamed_response(StatusCode::OK, req.format.mime(), extra, move |tx| {
         tokio::spawn(async move {
             let info: Vec<(&str, String)> = info.iter().map(|(k, v)| (*k, v.clone())).collect();
-            let _ = stream_result(
+            let body = tx.clone();
+            let written = stream_result(
                 stream,
                 req.format,
                 req.maxrec,
                 &info,
                 tx,
                 Some((deadline, secs)),
-            )
-            .await;
+            );
+            // A writer that panics must break the body, never end it as if the result were complete.
+            if futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(written))
+                .await
+                .is_err()
+            {
+                eprintln!("error: writing a sync result panicked");
+                let _ = body
+                    .send(Err(std::io::Error::other(
+                        "the result could not be written",
+                    )))
+                    .await;
+            }
         });
     })
 }

@@ -260,7 +260,11 @@ fn run(tap: &Arc<Tap>, id: &str) {
             return;
         };
         execute(&tap2, &id2).await;
-        tap2.jobs.running.lock().expect("running lock").remove(&id2);
+        tap2.jobs
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id2);
     });
     tap.jobs
         .running

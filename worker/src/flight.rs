@@ -101,7 +101,10 @@ struct Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.running.fetch_sub(1, Ordering::Relaxed);
-        let mut q = self.queries.lock().expect("query registry");
+        let mut q = self
+            .queries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(handles) = q.get_mut(&self.query_id) {
             handles.retain(|h| !h.is_aborted());
             if handles.len() <= 1 {
