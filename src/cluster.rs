@@ -40,6 +40,15 @@ pub struct ServiceArgs {
     /// Seconds a sync query may run (async jobs have their own execution duration).
     #[arg(long, default_value_t = 600)]
     pub sync_timeout: u64,
+    /// Sync queries and cone searches running at once; more wait in line.
+    #[arg(long, default_value_t = 32)]
+    pub concurrent_sync: usize,
+    /// Sync queries that may wait for a turn; past them the service answers 503 with Retry-After.
+    #[arg(long, default_value_t = 512)]
+    pub waiting_sync: usize,
+    /// Async jobs queued or executing at once; past them PHASE=RUN answers 503 with Retry-After.
+    #[arg(long, default_value_t = 200)]
+    pub queued_jobs: usize,
 }
 
 /// Starts the HTTP service of a czar and reports where it listens.
@@ -61,6 +70,9 @@ async fn run_czar(
     let limits = tap::Limits {
         allow_private_uploads: service.allow_private_uploads,
         sync_duration: service.sync_timeout.max(1),
+        concurrent_sync: service.concurrent_sync.max(1),
+        waiting_sync: service.waiting_sync,
+        queued_jobs: service.queued_jobs.max(1),
         ..Default::default()
     };
     let tap = tap::Tap::open(czar.clone(), limits, service.jobs_dir.as_deref())?;

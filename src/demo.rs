@@ -98,9 +98,13 @@ pub fn demo(port: u16, rows: u64, workers: usize, data_dir: Option<PathBuf>) -> 
     if let Err(e) = prepare(&data_dir, rows) {
         return failure(e);
     }
+    let limits = tap::Limits::default();
     let service = crate::cluster::ServiceArgs {
         query_memory_mb: 2048,
-        sync_timeout: 600,
+        sync_timeout: limits.sync_duration,
+        concurrent_sync: limits.concurrent_sync,
+        waiting_sync: limits.waiting_sync,
+        queued_jobs: limits.queued_jobs,
         ..Default::default()
     };
     crate::cluster::serve_with(

@@ -311,10 +311,34 @@ impl ResultWriter {
             }
             OutputFormat::Parquet => {
                 if let Some((mut writer, _)) = self.parquet.take() {
-                    if ending == &Ending::Overflow {
+                    // VOParquet (IVOA Note): the VOTable header of the result in the footer, with its units, UCDs
+                    // and QUERY_STATUS, so a reader can tell a result cut at MAXREC from a whole one; and the
+                    // status alone under its own key for readers that know no VOTable.
+                    let status = match ending {
+                        Ending::Overflow => "OVERFLOW",
+                        Ending::Failed(_) => "ERROR",
+                        Ending::Complete => "OK",
+                    };
+                    let fields: String = self
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| field_element(f))
+                        .collect();
+                    let header = format!(
+                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<VOTABLE version=\"1.4\" \
+                         xmlns=\"http://www.ivoa.net/xml/VOTable/v1.3\">\n<RESOURCE type=\"results\">\n\
+                         <INFO name=\"QUERY_STATUS\" value=\"{status}\"/>\n<TABLE>\n{fields}\n</TABLE>\n\
+                         </RESOURCE>\n</VOTABLE>\n"
+                    );
+                    for (key, value) in [
+                        ("QUERY_STATUS", status.to_string()),
+                        ("IVOA.VOTable-Parquet.version", "1.0".to_string()),
+                        ("IVOA.VOTable-Parquet.content", header),
+                    ] {
                         writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
-                            "QUERY_STATUS".into(),
-                            "OVERFLOW".to_string(),
+                            key.into(),
+                            value,
                         ));
                     }
                     // Keep the sink: `take` still drains it.

@@ -82,6 +82,21 @@ pub fn error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// 503 with `Retry-After`: the service is at a limit now, not broken.
+pub fn busy(b: &crate::service::Busy) -> Response {
+    let mut response = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!(
+            "the service is busy ({} at the limit of {}); try again in a few seconds",
+            b.what, b.limit
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    response
+}
+
 /// The error document of a failed request, with the HTTP status of its kind.
 pub fn failure(e: &TapError) -> Response {
     error(status_of(e.code()), &e.to_string())

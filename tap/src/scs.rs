@@ -20,7 +20,7 @@ use votable::write::xml_escape;
 use crate::output::{OutputFormat, stream_result};
 use crate::params::Params;
 use crate::query::{QueryRequest, start_query};
-use crate::reply::streamed_response;
+use crate::reply::{busy, streamed_response};
 use crate::service::Tap;
 
 /// The largest radius answered, in degrees.
@@ -105,9 +105,16 @@ pub async fn cone(
         maxrec: tap.limits.max_maxrec,
         run_id: None,
     };
-    let stream = match start_query(&tap.czar, &req, &[]).await {
-        Ok(s) => s,
-        Err(e) => return scs_error(&e.to_string()),
+    let turn = match tap.sync_turn().await {
+        Ok(t) => t,
+        Err(b) => return busy(&b),
+    };
+    let secs = tap.limits.sync_duration;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let stream = match tokio::time::timeout_at(deadline, start_query(&tap.czar, &req, &[])).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return scs_error(&e.to_string()),
+        Err(_) => return scs_error(&format!("the search ran longer than the limit of {secs} s")),
     };
     // The SCS UCDs on the id and position columns.
     let fields: Vec<Field> = stream
@@ -142,8 +149,10 @@ pub async fn cone(
         Vec::new(),
         move |tx| {
             tokio::spawn(async move {
+                let _turn = turn;
+                let limit = Some((deadline, secs));
                 let _ =
-                    stream_result(stream, OutputFormat::VoTable, req.maxrec, &[], tx, None).await;
+                    stream_result(stream, OutputFormat::VoTable, req.maxrec, &[], tx, limit).await;
             });
         },
     )

@@ -28,6 +28,12 @@ pub struct Limits {
     pub concurrent_jobs: usize,
     /// Seconds a sync query (or a cone search) may run.
     pub sync_duration: u64,
+    /// Sync queries (and cone searches) running at once, and waiting for a turn beyond those; past both a request
+    /// is answered 503 with `Retry-After` at once, never left hanging.
+    pub concurrent_sync: usize,
+    pub waiting_sync: usize,
+    /// Async jobs queued or executing in this process; past it, PHASE=RUN answers 503 with `Retry-After`.
+    pub queued_jobs: usize,
 }
 
 impl Default for Limits {
@@ -44,6 +50,9 @@ impl Default for Limits {
             allow_private_uploads: false,
             concurrent_jobs: 4,
             sync_duration: 600,
+            concurrent_sync: 32,
+            waiting_sync: 512,
+            queued_jobs: 200,
         }
     }
 }
@@ -53,6 +62,16 @@ pub struct Tap {
     pub czar: Arc<Czar>,
     pub limits: Limits,
     pub jobs: Arc<Jobs>,
+    /// Turns of sync queries ([`Limits::concurrent_sync`]), and how many wait for one.
+    sync_slots: Arc<tokio::sync::Semaphore>,
+    sync_waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// Why the service would not take a request now.
+#[derive(Debug)]
+pub struct Busy {
+    pub what: &'static str,
+    pub limit: usize,
 }
 
 impl Tap {
@@ -66,7 +85,34 @@ impl Tap {
         let dir = jobs_dir.map_or_else(|| layout::jobs_dir(czar.data_dir()), |d| d.to_path_buf());
         let jobs = Arc::new(Jobs::open(&dir, limits.concurrent_jobs)?);
         jobs.start_reaper();
-        let tap = Arc::new(Tap { czar, limits, jobs });
+        let sync_slots = Arc::new(tokio::sync::Semaphore::new(limits.concurrent_sync.max(1)));
+        let tap = Arc::new(Tap {
+            czar,
+            limits,
+            jobs,
+            sync_slots,
+            sync_waiting: Default::default(),
+        });
         Ok(tap)
+    }
+
+    /// A turn to run a sync query, held until its result is written: at once when one is free, after waiting in a
+    /// bounded line otherwise; [`Busy`] when the line is full.
+    pub async fn sync_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Busy> {
+        use std::sync::atomic::Ordering;
+        if let Ok(permit) = self.sync_slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let busy = Busy {
+            what: "sync queries waiting",
+            limit: self.limits.waiting_sync,
+        };
+        if self.sync_waiting.fetch_add(1, Ordering::AcqRel) >= self.limits.waiting_sync {
+            self.sync_waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(busy);
+        }
+        let permit = self.sync_slots.clone().acquire_owned().await;
+        self.sync_waiting.fetch_sub(1, Ordering::AcqRel);
+        permit.map_err(|_| busy)
     }
 }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use crate::error::TapError;
 use crate::output::{OutputFormat, stream_result};
 use crate::query::{QueryRequest, result_info, start_query};
-use crate::reply::{error, failure, request_params, streamed_response};
+use crate::reply::{busy, error, failure, request_params, streamed_response};
 use crate::service::Tap;
 use crate::upload;
 
@@ -33,6 +33,10 @@ pub async fn sync(
         Ok(u) => u,
         Err(e) => return failure(&e),
     };
+    let turn = match tap.sync_turn().await {
+        Ok(t) => t,
+        Err(b) => return busy(&b),
+    };
     let secs = tap.limits.sync_duration;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
     let stream =
@@ -51,6 +55,8 @@ pub async fn sync(
     };
     streamed_response(StatusCode::OK, req.format.mime(), extra, move |tx| {
         tokio::spawn(async move {
+            // The turn is held until the result is written.
+            let _turn = turn;
             let info: Vec<(&str, String)> = info.iter().map(|(k, v)| (*k, v.clone())).collect();
             let body = tx.clone();
             let written = stream_result(

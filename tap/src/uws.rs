@@ -24,8 +24,8 @@ use crate::jobs::{Job, Phase, ResultFile, iso, now_ms, parse_iso};
 use crate::output::{Ending, OutputFormat, stream_result};
 use crate::params::Params;
 use crate::query::{QueryRequest, result_info, start_query};
-use crate::reply::{base_url, error, request_params};
-use crate::service::Tap;
+use crate::reply::{base_url, busy, error, request_params};
+use crate::service::{Busy, Tap};
 use crate::upload;
 
 pub fn routes() -> Router<Arc<Tap>> {
@@ -188,8 +188,10 @@ async fn create(
     }
     if p.get("PHASE")
         .is_some_and(|v| v.eq_ignore_ascii_case("RUN"))
+        && let Err(b) = run(&tap, &id)
     {
-        run(&tap, &id);
+        // The job stays PENDING: it can be run later.
+        return busy(&b);
     }
     see_other(&headers, &format!("/tap/async/{id}"))
 }
@@ -243,14 +245,26 @@ fn apply_controls(tap: &Tap, job: &mut Job, p: &Params) -> Result<(), String> {
 }
 
 /// Queues a job and starts it when an execution slot is free.
-fn run(tap: &Arc<Tap>, id: &str) {
+fn run(tap: &Arc<Tap>, id: &str) -> Result<(), Busy> {
+    let active = tap
+        .jobs
+        .running
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .len();
+    if active >= tap.limits.queued_jobs {
+        return Err(Busy {
+            what: "async jobs queued or executing",
+            limit: tap.limits.queued_jobs,
+        });
+    }
     let queued = tap.jobs.update(id, |j| {
         if j.phase == Phase::Pending {
             j.phase = Phase::Queued;
         }
     });
     if !queued.is_some_and(|j| j.phase == Phase::Queued) {
-        return;
+        return Ok(());
     }
     let tap2 = tap.clone();
     let id2 = id.to_string();
@@ -269,8 +283,9 @@ fn run(tap: &Arc<Tap>, id: &str) {
     tap.jobs
         .running
         .lock()
-        .expect("running lock")
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .insert(id.to_string(), task.abort_handle());
+    Ok(())
 }
 
 async fn execute(tap: &Arc<Tap>, id: &str) {
@@ -505,7 +520,7 @@ fn change_phase(tap: &Arc<Tap>, id: &str, phase: &str) -> Result<(), Response> {
                     ),
                 ));
             }
-            run(tap, id);
+            run(tap, id).map_err(|b| busy(&b))?;
         }
         "ABORT" => {
             if job.phase.active() {

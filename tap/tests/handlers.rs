@@ -53,12 +53,16 @@ impl Drop for Service {
 }
 
 fn service(name: &str) -> Service {
+    service_with(name, Limits::default())
+}
+
+fn service_with(name: &str, limits: Limits) -> Service {
     let dir = std::env::temp_dir().join(format!("skyshard-handlers-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     catalog(&dir);
     let cluster = Cluster::new(&dead_workers(2), 2, 4).unwrap();
     let czar = Czar::open(&dir, cluster, tap::czar_options(None)).unwrap();
-    let tap = Tap::open(Arc::new(czar), Limits::default(), None).unwrap();
+    let tap = Tap::open(Arc::new(czar), limits, None).unwrap();
     Service { tap, dir }
 }
 
@@ -199,4 +203,36 @@ async fn an_async_job_is_created_and_listed() {
     assert_eq!(status, StatusCode::OK);
     let id = path.trim_start_matches("/tap/async/");
     assert!(body.contains(id), "{body}");
+}
+
+#[tokio::test]
+async fn past_the_queues_the_service_answers_503_with_retry_after() {
+    let limits = Limits {
+        concurrent_sync: 1,
+        waiting_sync: 0,
+        queued_jobs: 0,
+        ..Limits::default()
+    };
+    let s = service_with("busy", limits);
+    // Every turn taken: the next sync query is refused at once, not left waiting.
+    let held = s.tap.sync_turn().await.unwrap();
+    let (status, body, headers) = call(&s.tap, sync_form("LANG=ADQL&QUERY=SELECT+1+AS+one")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(is_error_document(&body) && body.contains("busy"), "{body}");
+    assert_eq!(headers[header::RETRY_AFTER], "5");
+    drop(held);
+    let (status, body, _) = call(
+        &s.tap,
+        sync_form("LANG=ADQL&QUERY=SELECT+TOP+1+table_name+FROM+TAP_SCHEMA.tables"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // No room for async work: the job is created but not run.
+    let request = Request::post("/tap/async")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("LANG=ADQL&QUERY=SELECT+1+AS+one&PHASE=RUN"))
+        .unwrap();
+    let (status, body, headers) = call(&s.tap, request).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(headers[header::RETRY_AFTER], "5");
 }

@@ -180,6 +180,16 @@ def test_maxrec_and_overflow(service):
     caps = svc.capabilities
     tap_cap = [c for c in caps if c.standardid.lower() == "ivo://ivoa.net/std/tap"][0]
     assert tap_cap.outputlimit.hard.content == 10000000
+    # Parquet results say whether they were cut: QUERY_STATUS and the VOParquet header in the footer.
+    for maxrec, rows, status_expected in [(10, 10, "OVERFLOW"), (ROWS, ROWS, "OK")]:
+        status, body = get(service + f"/sync?LANG=ADQL&RESPONSEFORMAT=parquet&MAXREC={maxrec}&QUERY="
+                           + urllib.parse.quote("SELECT id, ra FROM sky.object"))
+        meta = pq.read_metadata(io.BytesIO(body))
+        assert status == 200 and meta.num_rows == rows
+        assert meta.metadata[b"QUERY_STATUS"].decode() == status_expected
+        assert meta.metadata[b"IVOA.VOTable-Parquet.version"] == b"1.0"
+        header = parse_single_table(io.BytesIO(meta.metadata[b"IVOA.VOTable-Parquet.content"]))
+        assert [f.name for f in header.fields] == ["id", "ra"] and header.fields[1].unit == "deg"
 
 
 def test_every_format_reads_back(service, duck):
