@@ -342,7 +342,7 @@ async fn pruning_never_drops_a_chunk_with_a_qualifying_row() {
         .unwrap();
     let map = object.map.as_ref().unwrap();
     let conditions = [
-        "CONTAINS(POINT(ra, dec), CIRCLE(180, 10, 2)) = 1",
+        "CONTAINS(POINT(ra, dec), CIRCLE(180, 10, 5)) = 1",
         "DISTANCE(POINT(ra, dec), POINT(30, -15)) < 4",
         "CONTAINS(POINT(ra, dec), CIRCLE(0, 90, 8)) = 1",
         "CONTAINS(POINT(ra, dec), CIRCLE(0, -90, 8)) = 1",

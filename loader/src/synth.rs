@@ -7,6 +7,10 @@
 //! - `xmatch.parquet`: a second catalog for cross-matching: 60 % of the objects again, offset by up to 1 arcsec,
 //!   plus 10 % unrelated positions.
 //!
+//! One object in [`LANDMARK_EVERY`] sits near a landmark: both poles and the RA 0/360 seam (at the equator and at
+//! +-60), every other one as a close twin (about 1 arcsec) of the one before, so tests of cones, regions, pairs and
+//! cross-matches at the edges of the coordinate system always have rows to find.
+//!
 //! Every column carries its unit, UCD and description as Parquet field metadata. Rows are written in batches, so
 //! memory stays bounded whatever the row count.
 
@@ -75,6 +79,53 @@ pub fn sky_position(rng: &mut Rng) -> (f64, f64) {
             return (ra, dec);
         }
     }
+}
+
+/// Places every release populates densely: (ra, dec) in degrees.
+pub const LANDMARKS: [(f64, f64); 5] = [
+    (0.0, 90.0),
+    (0.0, -90.0),
+    (0.0, 0.0),
+    (0.0, 60.0),
+    (0.0, -60.0),
+];
+/// One object in this many is placed near a landmark.
+pub const LANDMARK_EVERY: u64 = 50;
+/// Landmark objects lie within this many degrees of their landmark.
+pub const LANDMARK_RADIUS: f64 = 1.0;
+
+/// A position uniformly distributed within `radius` degrees of (ra, dec) (a small cap), also at a pole.
+fn cap_position(rng: &mut Rng, ra: f64, dec: f64, radius: f64) -> (f64, f64) {
+    let rho = (radius * rng.uniform().sqrt()).to_radians();
+    let theta = rng.uniform() * std::f64::consts::TAU;
+    let (a, d) = (ra.to_radians(), dec.to_radians());
+    let dec2 = (d.sin() * rho.cos() + d.cos() * rho.sin() * theta.cos())
+        .clamp(-1.0, 1.0)
+        .asin();
+    let ra2 = if d.cos() < 1e-9 {
+        // At a pole every bearing is a right ascension.
+        theta
+    } else {
+        a + (theta.sin() * rho.sin() * d.cos()).atan2(rho.cos() - d.sin() * dec2.sin())
+    };
+    (ra2.to_degrees().rem_euclid(360.0), dec2.to_degrees())
+}
+
+/// The position of object `id`: near a landmark for one in [`LANDMARK_EVERY`] (every other one a twin of the
+/// landmark object before it), else [`sky_position`].
+fn object_position(rng: &mut Rng, id: u64, previous_landmark: &mut (f64, f64)) -> (f64, f64) {
+    if id % LANDMARK_EVERY != 0 {
+        return sky_position(rng);
+    }
+    let n = id / LANDMARK_EVERY;
+    let p = if n % 2 == 1 {
+        jitter(rng, previous_landmark.0, previous_landmark.1, 1.0)
+    } else {
+        let (a, d) = LANDMARKS[(n / 2 % LANDMARKS.len() as u64) as usize];
+        cap_position(rng, a, d, LANDMARK_RADIUS)
+    };
+    *previous_landmark = p;
+    p
 }
 
 fn field(name: &str, dt: DataType, unit: &str, ucd: &str, description: &str) -> Field {
@@ -278,6 +329,7 @@ pub fn generate(rows: u64, out: &Path, seed: u64) -> Result<GenSummary> {
     let mut next_source = 0i64;
     let mut next_x = 0i64;
     let mut done = 0u64;
+    let mut previous_landmark = (0.0, 0.0);
     while done < rows {
         let n = (rows - done).min(BATCH as u64) as usize;
         let mut o: (Vec<i64>, Vec<f64>, Vec<f64>) = (
@@ -298,7 +350,7 @@ pub fn generate(rows: u64, out: &Path, seed: u64) -> Result<GenSummary> {
         let mut x: (Vec<i64>, Vec<f64>, Vec<f64>, Vec<f32>) = Default::default();
         for k in 0..n {
             let id = (done as usize + k) as i64;
-            let (ra, dec) = sky_position(&mut rng);
+            let (ra, dec) = object_position(&mut rng, id as u64, &mut previous_landmark);
             let r = 14.0 + 10.0 * rng.uniform().powf(0.4);
             let color = 0.3 + 0.5 * rng.normal().abs();
             o.0.push(id);
@@ -410,4 +462,73 @@ pub fn generate(rows: u64, out: &Path, seed: u64) -> Result<GenSummary> {
         })?;
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::AsArray;
+    use arrow::datatypes::Float64Type;
+
+    /// Great-circle distance in degrees (haversine), independent of the partitioner and the ADQL kernels.
+    fn distance(a: (f64, f64), b: (f64, f64)) -> f64 {
+        let (ra1, de1, ra2, de2) = (
+            a.0.to_radians(),
+            a.1.to_radians(),
+            b.0.to_radians(),
+            b.1.to_radians(),
+        );
+        let h = ((de2 - de1) / 2.0).sin().powi(2)
+            + de1.cos() * de2.cos() * ((ra2 - ra1) / 2.0).sin().powi(2);
+        2.0 * h.sqrt().min(1.0).asin().to_degrees()
+    }
+
+    #[test]
+    fn every_landmark_has_objects_and_close_pairs() {
+        let dir = std::env::temp_dir().join(format!("skyshard-synth-{}", std::process::id()));
+        generate(20_000, &dir, 3).unwrap();
+        let file = File::open(dir.join("object.parquet")).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut positions = Vec::new();
+        for b in reader {
+            let b = b.unwrap();
+            let (ra, dec) = (
+                b.column(1).as_primitive::<Float64Type>(),
+                b.column(2).as_primitive::<Float64Type>(),
+            );
+            positions.extend((0..b.num_rows()).map(|i| (ra.value(i), dec.value(i))));
+        }
+        assert!(
+            positions
+                .iter()
+                .all(|&(a, d)| (0.0..360.0).contains(&a) && (-90.0..=90.0).contains(&d))
+        );
+        for landmark in LANDMARKS {
+            let near: Vec<(f64, f64)> = positions
+                .iter()
+                .copied()
+                .filter(|&p| distance(p, landmark) <= LANDMARK_RADIUS + 0.01)
+                .collect();
+            assert!(near.len() >= 70, "{landmark:?}: {} objects", near.len());
+            let pairs = near
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &p)| near[i + 1..].iter().map(move |&q| distance(p, q)))
+                .filter(|&d| d < 5.0 / 3600.0)
+                .count();
+            assert!(pairs >= 30, "{landmark:?}: {pairs} pairs within 5 arcsec");
+        }
+        // Both sides of the RA 0/360 seam.
+        let seam = |lo: f64, hi: f64| {
+            positions
+                .iter()
+                .filter(|p| p.0 >= lo && p.0 < hi && p.1.abs() < 1.0)
+                .count()
+        };
+        assert!(seam(359.5, 360.0) >= 10 && seam(0.0, 0.5) >= 10);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -100,14 +100,17 @@ def get(url):
         return e.code, e.read()
 
 
-CONES = [(10.0, 20.0, 0.5), (0.05, -3.0, 0.7), (359.9, 45.0, 0.4), (123.0, 89.6, 1.0), (200.0, -89.7, 0.8)]
+# Each cone has rows (the release plants objects at both poles and across RA 0/360).
+CONES = [(10.0, 20.0, 0.5), (0.05, -0.3, 0.7), (359.9, 60.0, 0.4), (123.0, 89.6, 1.0), (200.0, -89.7, 0.8)]
 
 
 @pytest.mark.parametrize("a,d,r", CONES)
 def test_sync_cones_through_pyvo(service, duck, a, d, r):
     svc = pyvo.dal.TAPService(service)
     result = svc.search(f"SELECT id, ra, dec FROM sky.object WHERE CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', {a}, {d}, {r})) = 1")
-    assert sorted(int(x) for x in result["id"]) == cone_ids(duck, a, d, r)
+    want = cone_ids(duck, a, d, r)
+    assert len(want) > 0, "the reference is empty: this cone tests nothing"
+    assert sorted(int(x) for x in result["id"]) == want
     table = result.to_table()
     assert str(table["ra"].unit) == "deg"
     assert {f.name: f.ucd for f in result.fielddescs}["ra"] == "pos.eq.ra;meta.main"
