@@ -49,6 +49,10 @@ pub struct ServiceArgs {
     /// Async jobs queued or executing at once; past them PHASE=RUN answers 503 with Retry-After.
     #[arg(long, default_value_t = 200)]
     pub queued_jobs: usize,
+    /// Seconds a worker may stay silent per chunk (before its first batch or between two) before its chunks go to
+    /// a replica: a hung worker is treated like a dead one.
+    #[arg(long, default_value_t = 60.0)]
+    pub worker_silence: f64,
 }
 
 /// Starts the HTTP service of a czar and reports where it listens.
@@ -135,7 +139,10 @@ pub fn serve_with(
         }
         println!("{} workers at {}", addresses.len(), addresses.join(", "));
         let cluster = czar::cluster::Cluster::new(&addresses, replicas, PER_WORKER)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .with_silence(std::time::Duration::from_secs_f64(
+                service.worker_silence.max(0.1),
+            ));
         run_czar(data_dir, port, cluster, service, howto).await
     });
     match result {
@@ -171,7 +178,10 @@ pub fn czar(
 ) -> ExitCode {
     let result = runtime().block_on(async {
         let cluster = czar::cluster::Cluster::new(workers, replicas, PER_WORKER)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .with_silence(std::time::Duration::from_secs_f64(
+                service.worker_silence.max(0.1),
+            ));
         run_czar(data_dir, port, cluster, service, None).await
     });
     match result {

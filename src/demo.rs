@@ -105,6 +105,7 @@ pub fn demo(port: u16, rows: u64, workers: usize, data_dir: Option<PathBuf>) -> 
         concurrent_sync: limits.concurrent_sync,
         waiting_sync: limits.waiting_sync,
         queued_jobs: limits.queued_jobs,
+        worker_silence: czar::cluster::DEFAULT_SILENCE.as_secs_f64(),
         ..Default::default()
     };
     crate::cluster::serve_with(

@@ -41,7 +41,13 @@ pub struct Cluster {
     /// Copies of each chunk (capped at the number of workers).
     pub replicas: usize,
     pub per_worker: usize,
+    /// How long a worker may stay silent per chunk of a call (before its first batch, or between two) before it
+    /// counts as hung and the chunk goes to a replica.
+    pub silence: Duration,
 }
+
+/// The default of [`Cluster::silence`].
+pub const DEFAULT_SILENCE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -95,7 +101,14 @@ impl Cluster {
             workers,
             replicas,
             per_worker,
+            silence: DEFAULT_SILENCE,
         })
+    }
+
+    /// The same cluster, a worker counting as hung after `silence` without a batch (per chunk of a call).
+    pub fn with_silence(mut self, silence: Duration) -> Cluster {
+        self.silence = silence.max(Duration::from_millis(100));
+        self
     }
 
     /// Whether each worker answers a health check within `timeout`, in the order of [`Cluster::workers`].

@@ -173,6 +173,7 @@ impl Core {
         };
         let table = self.tables();
         let (mut tx, rx) = futures::channel::mpsc::channel::<DfResult<RecordBatch>>(2);
+        let silence = self.cluster.silence;
         tokio::spawn(async move {
             let mut passed = 0usize;
             let mut tried = Vec::new();
@@ -183,14 +184,18 @@ impl Core {
                     break;
                 };
                 let mut client = worker.client();
-                let stream = match client
-                    .do_get(Ticket {
-                        ticket: ticket.clone().into(),
-                    })
-                    .await
-                {
-                    Ok(response) => response.into_inner(),
-                    Err(status) => {
+                let call = client.do_get(Ticket {
+                    ticket: ticket.clone().into(),
+                });
+                let stream = match tokio::time::timeout(silence, call).await {
+                    Err(_) => {
+                        // A worker that hangs is treated like a dead one.
+                        worker.mark(false);
+                        last_error = format!("no answer within {} s", silence.as_secs_f64());
+                        continue;
+                    }
+                    Ok(Ok(response)) => response.into_inner(),
+                    Ok(Err(status)) => {
                         if let Some(refusal) = refused(&worker, &status) {
                             // The worker answered and refused: a query error, not a dead worker.
                             let _ = tx.send(Err(refusal)).await;
@@ -207,7 +212,17 @@ impl Core {
                 // Rows this attempt has produced, to skip those an earlier attempt already passed on.
                 let mut seen = 0usize;
                 let mut failed = None;
-                while let Some(item) = batches.next().await {
+                loop {
+                    let item = match tokio::time::timeout(silence, batches.next()).await {
+                        Ok(Some(item)) => item,
+                        Ok(None) => break,
+                        Err(_) => {
+                            failed = Some(arrow_flight::error::FlightError::ProtocolError(
+                                format!("no data within {} s", silence.as_secs_f64()),
+                            ));
+                            break;
+                        }
+                    };
                     match item {
                         Ok(batch) => {
                             let n = batch.num_rows();
@@ -265,6 +280,7 @@ impl Core {
         let chunk = self.chunks()[members[0]];
         let worker = self.workers_for(chunk).into_iter().next();
         let (mut tx, rx) = futures::channel::mpsc::channel::<DfResult<RecordBatch>>(2);
+        let silence = self.cluster.silence * members.len().max(1) as u32;
         tokio::spawn(async move {
             let attempt = async {
                 let worker = worker.ok_or(None)?;
@@ -274,27 +290,46 @@ impl Core {
                     .acquire_owned()
                     .await
                     .map_err(|_| None)?;
-                let response = worker
-                    .client()
-                    .do_get(Ticket {
-                        ticket: ticket.into(),
-                    })
+                // A partial aggregate answers only at the end of its chunks: silence is allowed per chunk.
+                let hung = || {
+                    Some((
+                        worker.clone(),
+                        tonic::Status::deadline_exceeded(format!(
+                            "no answer within {} s",
+                            silence.as_secs_f64()
+                        )),
+                    ))
+                };
+                let mut client = worker.client();
+                let call = client.do_get(Ticket {
+                    ticket: ticket.into(),
+                });
+                let response = tokio::time::timeout(silence, call)
                     .await
+                    .map_err(|_| hung())?
                     .map_err(|s| Some((worker.clone(), s)))?;
-                let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(
+                let mut stream = FlightRecordBatchStream::new_from_flight_data(
                     response
                         .into_inner()
                         .map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
-                )
-                .try_collect()
-                .await
-                .map_err(|e| match e {
-                    arrow_flight::error::FlightError::Tonic(s) => Some((worker.clone(), *s)),
-                    other => Some((
-                        worker.clone(),
-                        tonic::Status::unavailable(other.to_string()),
-                    )),
-                })?;
+                );
+                let mut batches = Vec::new();
+                loop {
+                    match tokio::time::timeout(silence, stream.next()).await {
+                        Err(_) => return Err(hung()),
+                        Ok(None) => break,
+                        Ok(Some(Ok(b))) => batches.push(b),
+                        Ok(Some(Err(arrow_flight::error::FlightError::Tonic(s)))) => {
+                            return Err(Some((worker.clone(), *s)));
+                        }
+                        Ok(Some(Err(other))) => {
+                            return Err(Some((
+                                worker.clone(),
+                                tonic::Status::unavailable(other.to_string()),
+                            )));
+                        }
+                    }
+                }
                 worker.mark(true);
                 Ok::<_, Option<(Arc<WorkerHandle>, tonic::Status)>>(batches)
             };

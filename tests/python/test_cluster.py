@@ -435,3 +435,28 @@ def test_cross_match_of_two_catalogs_on_one_chunk_map(served, release):
     want = sorted(duck(release, f"""SELECT o.id, x.xid FROM object o JOIN xmatch x
         ON x.dec BETWEEN o.dec - {r} AND o.dec + {r} AND {haversine('x.ra', 'x.dec', 'o.ra', 'o.dec')} <= {r}"""))
     assert len(want) > 1000 and got == want
+
+
+def test_a_hung_worker_is_passed_over(release, tmp_path):
+    """A worker that stops answering (SIGSTOP, not dead: its connections stay open) is given --worker-silence per
+    chunk, then its chunks go to their replicas: the answer is complete and right, and no request hangs."""
+    base, data = release
+    workers = [start(["worker", "--listen", "127.0.0.1:0", "--data-dir", str(data)], r"worker at (\S+)") for _ in range(2)]
+    czar, url = start(["czar", "--port", "0", "--data-dir", str(data), "--workers", ",".join(a for _, a in workers),
+                       "--replicas", "2", "--worker-silence", "2", "--jobs-dir", str(tmp_path / "jobs")],
+                      r"TAP service at (http://\S+/tap)")
+    try:
+        query = "SELECT id, mag_g FROM sky.object WHERE dec > 30"
+        want = sorted(x[0] for x in duck(release, "SELECT id FROM object WHERE dec > 30"))
+        assert len(want) > 0 and sorted(int(r[0]) for r in rows(url, query)) == want
+        workers[0][0].send_signal(signal.SIGSTOP)
+        t = time.time()
+        got = sorted(int(r[0]) for r in rows(url, query))
+        took = time.time() - t
+        assert got == want
+        assert took < 60, took
+    finally:
+        workers[0][0].send_signal(signal.SIGCONT)
+        czar.kill()
+        for p, _ in workers:
+            p.kill()
