@@ -9,6 +9,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -374,6 +375,54 @@ def test_a_finished_job_survives_a_restart(release, tmp_path):
         assert status == 200 and b"COMPLETED" in body
         status, after = get(f"{url}/async/{job_id}/results/result")
         assert status == 200 and after == before and after.count(b"<TR>") == 20
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_killed_czar_loses_no_job(release, tmp_path):
+    """kill -9 of the czar while async jobs are EXECUTING and QUEUED: after the restart every one of them is ERROR
+    with a message saying why (never stuck, never lost), and a job that had COMPLETED still has its result."""
+    base, data = release
+    jobs = tmp_path / "jobs"
+    proc, url = serve(data, "--jobs-dir", str(jobs))
+    slow = "SELECT COUNT(*) FROM sky.object AS a, sky.object AS b WHERE a.mag_g < b.mag_g - 0.0001 * b.dec"
+    try:
+        svc = pyvo.dal.TAPService(url)
+        done = svc.submit_job("SELECT TOP 5 id FROM sky.object ORDER BY id")
+        done.run()
+        done.wait(phases=["COMPLETED", "ERROR"], timeout=60)
+        assert done.phase == "COMPLETED"
+        result = get(done.result_uri)[1]
+        running = []
+        for _ in range(6):
+            job = svc.submit_job(slow)
+            job.run()
+            running.append(job.job_id)
+        # Four execute at once, the others wait QUEUED.
+        deadline = time.time() + 30
+        phases = []
+        while time.time() < deadline:
+            phases = [svc.get_job(j).phase for j in running]
+            if phases.count("EXECUTING") == 4 and phases.count("QUEUED") == 2:
+                break
+            time.sleep(0.2)
+        assert phases.count("EXECUTING") == 4 and phases.count("QUEUED") == 2, phases
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    proc, url = serve(data, "--jobs-dir", str(jobs))
+    try:
+        svc = pyvo.dal.TAPService(url)
+        for job_id in running:
+            job = svc.get_job(job_id)
+            assert job.phase == "ERROR", (job_id, job.phase)
+            status, body = get(f"{url}/async/{job_id}/error")
+            assert b"restarted" in body, body[:300]
+        assert svc.get_job(done.job_id).phase == "COMPLETED"
+        assert get(f"{url}/async/{done.job_id}/results/result")[1] == result
+        listed = get(f"{url}/async")[1].decode()
+        assert all(j in listed for j in running + [done.job_id])
     finally:
         proc.kill()
         proc.wait()
