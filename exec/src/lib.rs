@@ -14,3 +14,31 @@ mod scan;
 pub use codec::{Codec, decode_fragment, encode_filter, encode_fragment, encode_schema};
 pub use cone_join::ConeJoinExec;
 pub use scan::{ChunkScanExec, ScanFactory, leaf_properties};
+
+/// The `ExecutionPlan` methods every leaf node of ours writes alike (no children, no expressions of its own to
+/// visit, nothing to replace): `leaf_methods!();` inside the `impl ExecutionPlan` of `ChunkScanExec`, the worker's
+/// `LocalScanExec` and the czar's `RemoteExec`.
+#[macro_export]
+macro_rules! leaf_methods {
+    () => {
+        fn children(&self) -> Vec<&std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+            vec![]
+        }
+
+        fn apply_expressions(
+            &self,
+            _f: &mut dyn FnMut(
+                &std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+            ) -> datafusion::common::Result<datafusion::common::tree_node::TreeNodeRecursion>,
+        ) -> datafusion::common::Result<datafusion::common::tree_node::TreeNodeRecursion> {
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        }
+
+        fn with_new_children(
+            self: std::sync::Arc<Self>,
+            _children: Vec<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>>,
+        ) -> datafusion::common::Result<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+            Ok(self)
+        }
+    };
+}

@@ -54,7 +54,7 @@ pub fn czar_options(memory_limit: Option<usize>) -> czar::CzarOptions {
 
 /// The routes.
 pub fn router(tap: Arc<Tap>) -> Router {
-    let body_limit = tap.limits.max_upload_bytes + (1 << 20);
+    let body_limit = tap.limits.max_body_bytes();
     Router::new()
         .route("/tap", get(vosi::root))
         .route("/tap/", get(vosi::root))

@@ -13,6 +13,52 @@ pub struct Params {
     pub parts: Vec<(String, Bytes)>,
 }
 
+/// Handlers take their parameters as an extractor: the query string and the body read into [`Params`], or the DALI
+/// error document that says why they cannot be: a body announced larger than the service takes is refused (413)
+/// before any of it is read, and a body that does not arrive within [`Limits::body_timeout`] is dropped (408), so
+/// a slow or lying client cannot hold a connection open.
+///
+/// [`Limits::body_timeout`]: crate::service::Limits::body_timeout
+impl axum::extract::FromRequest<std::sync::Arc<crate::service::Tap>> for Params {
+    type Rejection = axum::response::Response;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        tap: &std::sync::Arc<crate::service::Tap>,
+    ) -> Result<Params, Self::Rejection> {
+        use crate::reply::error;
+        use axum::http::StatusCode;
+        let limit = tap.limits.max_body_bytes();
+        let announced = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > limit as u64) {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the request body is larger than the {limit} bytes this service takes"),
+            ));
+        }
+        let query = request.uri().query().map(str::to_string);
+        let headers = request.headers().clone();
+        let seconds = tap.limits.body_timeout;
+        let read = Bytes::from_request(request, tap);
+        let body = match tokio::time::timeout(std::time::Duration::from_secs(seconds), read).await {
+            Err(_) => {
+                return Err(error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!("the request body did not arrive within {seconds} s"),
+                ));
+            }
+            Ok(Err(e)) => return Err(error(e.status(), &e.body_text())),
+            Ok(Ok(body)) => body,
+        };
+        Params::parse(query.as_deref(), &headers, &body)
+            .await
+            .map_err(|m| error(StatusCode::BAD_REQUEST, &m))
+    }
+}
+
 impl Params {
     /// The parameters of a request: its query string and its body (read whole, within the service's body limit).
     pub async fn parse(

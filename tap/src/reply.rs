@@ -9,7 +9,6 @@ use tokio::sync::mpsc;
 
 use crate::error::TapError;
 use crate::format;
-use crate::params::Params;
 
 pub(crate) async fn server_header(mut response: Response) -> Response {
     response.headers_mut().insert(
@@ -105,17 +104,6 @@ pub fn failure(e: &TapError) -> Response {
 /// The HTTP status of a kind of failure.
 pub fn status_of(code: ErrorCode) -> StatusCode {
     StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-}
-
-/// A request's parameters, or the 400 error document that says why they cannot be read.
-pub async fn request_params(
-    q: Option<String>,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<Params, Response> {
-    Params::parse(q.as_deref(), headers, body)
-        .await
-        .map_err(|m| error(StatusCode::BAD_REQUEST, &m))
 }
 
 /// A response whose body is produced by `producer` writing into the channel it is given.

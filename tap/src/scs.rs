@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema};
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
@@ -50,17 +49,7 @@ fn number(p: &Params, name: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("{name}={v} is not a number"))
 }
 
-pub async fn cone(
-    State(tap): State<Arc<Tap>>,
-    Path(table): Path<String>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let p = match Params::parse(q.as_deref(), &headers, &body).await {
-        Ok(p) => p,
-        Err(m) => return scs_error(&m),
-    };
+pub async fn cone(State(tap): State<Arc<Tap>>, Path(table): Path<String>, p: Params) -> Response {
     let Some(info) = tap
         .czar
         .tables()

@@ -34,6 +34,15 @@ pub struct Limits {
     pub waiting_sync: usize,
     /// Async jobs queued or executing in this process; past it, PHASE=RUN answers 503 with `Retry-After`.
     pub queued_jobs: usize,
+    /// Seconds a request body may take to arrive.
+    pub body_timeout: u64,
+}
+
+impl Limits {
+    /// The largest request body taken: the inline uploads plus room for the other parameters.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_upload_bytes + (1 << 20)
+    }
 }
 
 impl Default for Limits {
@@ -53,6 +62,7 @@ impl Default for Limits {
             concurrent_sync: 32,
             waiting_sync: 512,
             queued_jobs: 200,
+            body_timeout: 300,
         }
     }
 }

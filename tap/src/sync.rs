@@ -3,28 +3,19 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::TapError;
 use crate::output::{OutputFormat, stream_result};
+use crate::params::Params;
 use crate::query::{QueryRequest, result_info, start_query};
-use crate::reply::{busy, error, failure, request_params, streamed_response};
+use crate::reply::{busy, error, failure, streamed_response};
 use crate::service::Tap;
 use crate::upload;
 
-pub async fn sync(
-    State(tap): State<Arc<Tap>>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let params = match request_params(q, &headers, &body).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+pub async fn sync(State(tap): State<Arc<Tap>>, params: Params) -> Response {
     let req = match QueryRequest::from_params(&params, &tap.limits) {
         Ok(r) => r,
         Err(e) => return failure(&e),
@@ -83,16 +74,7 @@ pub async fn sync(
     })
 }
 
-pub async fn explain(
-    State(tap): State<Arc<Tap>>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let params = match request_params(q, &headers, &body).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+pub async fn explain(State(tap): State<Arc<Tap>>, params: Params) -> Response {
     let Some(query) = params.get("QUERY") else {
         return error(StatusCode::BAD_REQUEST, "QUERY is missing");
     };

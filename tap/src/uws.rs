@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -24,7 +24,7 @@ use crate::jobs::{Job, Phase, ResultFile, iso, now_ms, parse_iso};
 use crate::output::{Ending, OutputFormat, stream_result};
 use crate::params::Params;
 use crate::query::{QueryRequest, result_info, start_query};
-use crate::reply::{base_url, busy, error, request_params};
+use crate::reply::{base_url, busy, error};
 use crate::service::{Busy, Tap};
 use crate::upload;
 
@@ -78,11 +78,7 @@ const CONTROL: [&str; 5] = [
     "WAIT",
 ];
 
-async fn list(State(tap): State<Arc<Tap>>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
-    let p = match request_params(q, &headers, &Bytes::new()).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+async fn list(State(tap): State<Arc<Tap>>, headers: HeaderMap, p: Params) -> Response {
     let phases: Vec<Phase> = p.all("PHASE").filter_map(Phase::parse).collect();
     let after = p.get("AFTER").and_then(parse_iso);
     let mut jobs: Vec<Job> = tap
@@ -132,16 +128,7 @@ fn new_id() -> String {
     format!("j{:x}{:04x}", mixed, n & 0xffff)
 }
 
-async fn create(
-    State(tap): State<Arc<Tap>>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let p = match request_params(q, &headers, &body).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+async fn create(State(tap): State<Arc<Tap>>, headers: HeaderMap, p: Params) -> Response {
     let id = new_id();
     let dir = tap.jobs.job_dir(&id);
     if let Err(e) = std::fs::create_dir_all(dir.join("uploads")) {
@@ -463,13 +450,9 @@ async fn wait_for(tap: &Tap, id: &str, wait: i64, phase: Option<Phase>) -> Optio
 async fn job(
     State(tap): State<Arc<Tap>>,
     UrlPath(id): UrlPath<String>,
-    RawQuery(q): RawQuery,
     headers: HeaderMap,
+    p: Params,
 ) -> Response {
-    let p = match request_params(q, &headers, &Bytes::new()).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
     let job = match p.get("WAIT").map(|w| w.trim().parse::<i64>()) {
         Some(Ok(wait)) => {
             let phase = p.get("PHASE").and_then(Phase::parse);
@@ -540,14 +523,9 @@ fn change_phase(tap: &Arc<Tap>, id: &str, phase: &str) -> Result<(), Response> {
 async fn post_job(
     State(tap): State<Arc<Tap>>,
     UrlPath(id): UrlPath<String>,
-    RawQuery(q): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    p: Params,
 ) -> Response {
-    let p = match request_params(q, &headers, &body).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
     let Some(job) = tap.jobs.get(&id) else {
         return no_job(&id);
     };
@@ -653,14 +631,9 @@ async fn job_field(
 async fn post_field(
     State(tap): State<Arc<Tap>>,
     UrlPath((id, field)): UrlPath<(String, String)>,
-    RawQuery(q): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    p: Params,
 ) -> Response {
-    let p = match request_params(q, &headers, &body).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
     let Some(job) = tap.jobs.get(&id) else {
         return no_job(&id);
     };

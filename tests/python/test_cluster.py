@@ -252,10 +252,16 @@ def test_limits_end_queries_clearly_and_free_the_service(release, tmp_path):
             with open(f"/proc/{proc.pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             return int(fields[11]) + int(fields[12])
-        time.sleep(0.5)
-        before = cpu_ticks()
-        time.sleep(1.0)
-        assert cpu_ticks() - before < 30  # under 0.3 s of CPU in 1 s
+        # A query that kept its cores would burn them in every window; wind-down work on a loaded machine (the
+        # suite runs many servers) may take a window or two.
+        idle = []
+        for _ in range(5):
+            before = cpu_ticks()
+            time.sleep(1.0)
+            idle.append(cpu_ticks() - before)
+            if idle[-1] < 30:  # under 0.3 s of CPU in 1 s
+                break
+        assert idle[-1] < 30, idle
     finally:
         proc.kill()
         proc.wait()

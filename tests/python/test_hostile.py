@@ -228,6 +228,23 @@ def test_hostile_requests_are_refused_cleanly(service, method, path, body, heade
     assert_alive(service)
 
 
+def test_a_body_over_the_limit_is_refused_before_it_is_read(service):
+    # 70 MiB announced (the limit is 64 MiB of uploads plus 1 MiB): refused on the announcement, with a DALI
+    # document, without reading the body.
+    import socket
+    host, port = service
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(b"POST /tap/sync HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                     + f"Content-Length: {70 << 20}\r\nConnection: close\r\n\r\n".encode() + b"LANG=ADQL&QUERY=")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert b'<INFO name="QUERY_STATUS" value="ERROR">' in body, body[:300]
+    assert_alive(service)
+
+
 HOSTILE_UWS = [
     {"DESTRUCTION": "not a date"},
     {"DESTRUCTION": "99999-01-01T00:00:00Z"},
