@@ -368,6 +368,33 @@ async fn execute(tap: &Arc<Tap>, id: &str) {
     }
 }
 
+/// The `uws:parameter` elements of a job.
+fn parameter_elements(job: &Job) -> String {
+    job.params
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "<uws:parameter id=\"{}\">{}</uws:parameter>\n",
+                xml_escape(k),
+                xml_escape(v)
+            )
+        })
+        .collect()
+}
+
+/// The `uws:result` elements of a job (its one result, once it is COMPLETED).
+fn result_elements(job: &Job, base: &str) -> String {
+    match &job.result {
+        Some(r) if job.phase == Phase::Completed => format!(
+            "<uws:result id=\"result\" xlink:type=\"simple\" xlink:href=\"{base}/tap/async/{}/results/result\" mime-type=\"{}\" size=\"{}\"/>\n",
+            job.id,
+            xml_escape(&r.mime),
+            r.bytes
+        ),
+        _ => String::new(),
+    }
+}
+
 fn job_xml(job: &Job, base: &str) -> String {
     let nil = |tag: &str, v: Option<String>| match v {
         Some(v) => format!("<uws:{tag}>{}</uws:{tag}>\n", xml_escape(&v)),
@@ -394,24 +421,9 @@ fn job_xml(job: &Job, base: &str) -> String {
         job.duration,
         iso(job.destruction)
     ));
-    for (k, v) in &job.params {
-        out.push_str(&format!(
-            "<uws:parameter id=\"{}\">{}</uws:parameter>\n",
-            xml_escape(k),
-            xml_escape(v)
-        ));
-    }
+    out.push_str(&parameter_elements(job));
     out.push_str("</uws:parameters>\n<uws:results>\n");
-    if job.phase == Phase::Completed
-        && let Some(r) = &job.result
-    {
-        out.push_str(&format!(
-            "<uws:result id=\"result\" xlink:type=\"simple\" xlink:href=\"{base}/tap/async/{}/results/result\" mime-type=\"{}\" size=\"{}\"/>\n",
-            job.id,
-            xml_escape(&r.mime),
-            r.bytes
-        ));
-    }
+    out.push_str(&result_elements(job, base));
     out.push_str("</uws:results>\n");
     if let Some(e) = &job.error {
         out.push_str(&format!(
@@ -599,28 +611,14 @@ async fn job_field(
         "parameters" => {
             let mut out =
                 format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<uws:parameters {UWS_NS}>\n");
-            for (k, v) in &job.params {
-                out.push_str(&format!(
-                    "<uws:parameter id=\"{}\">{}</uws:parameter>\n",
-                    xml_escape(k),
-                    xml_escape(v)
-                ));
-            }
+            out.push_str(&parameter_elements(&job));
             out.push_str("</uws:parameters>\n");
             xml(StatusCode::OK, out)
         }
         "results" => {
             let mut out =
                 format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<uws:results {UWS_NS}>\n");
-            if job.phase == Phase::Completed
-                && let Some(r) = &job.result
-            {
-                out.push_str(&format!(
-                    "<uws:result id=\"result\" xlink:type=\"simple\" xlink:href=\"{base}/tap/async/{id}/results/result\" mime-type=\"{}\" size=\"{}\"/>\n",
-                    xml_escape(&r.mime),
-                    r.bytes
-                ));
-            }
+            out.push_str(&result_elements(&job, &base));
             out.push_str("</uws:results>\n");
             xml(StatusCode::OK, out)
         }
