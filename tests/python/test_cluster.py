@@ -466,3 +466,47 @@ def test_a_hung_worker_is_passed_over(release, tmp_path):
         czar.kill()
         for p, _ in workers:
             p.kill()
+
+
+def test_a_czar_killed_during_a_load_publishes_nothing(release, tmp_path):
+    """kill -9 of the czar while `skyshard load --replace` partitions and ships a bigger release: after the restart
+    the table answers exactly as before (same rows, same sums), and loading again works."""
+    base, _ = release
+    big = tmp_path / "big"
+    run("gen", "--rows", "400000", "--out", str(big))
+    workers = [start(["worker", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / f"w{i}")], r"worker at (\S+)")
+               for i in range(2)]
+    addresses = ",".join(a for _, a in workers)
+    czar_args = ["czar", "--port", "0", "--data-dir", str(tmp_path / "czar"), "--workers", addresses, "--replicas", "2"]
+    czar, url = start(czar_args, r"TAP service at (http://\S+/tap)")
+    load = ["load", "--url", url, "--table", "sky.object", "--ra", "ra", "--dec", "dec", "--id", "id",
+            "--chunk-rows", "20000"]
+    query = "SELECT COUNT(*), SUM(mag_g), MIN(id), MAX(id) FROM sky.object"
+    try:
+        run(*load, "--input", str(base / "rel/object.parquet"))
+        before = rows(url, query)
+        assert before[0][0] == str(ROWS)
+        loading = subprocess.Popen([SKYSHARD, *load, "--replace", "--input", str(big / "object.parquet")],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Kill the czar while the load is under way: once it partitions into its staging directory (the inputs are
+        # uploaded first, then partitioned, then shipped, then published).
+        staging = tmp_path / "czar" / "staging"
+        deadline = time.time() + 60
+        while not (staging.exists() and any(staging.iterdir())) and time.time() < deadline and loading.poll() is None:
+            time.sleep(0.005)
+        assert loading.poll() is None, "the load ended before the czar was killed: make it bigger"
+        czar.send_signal(signal.SIGKILL)
+        czar.wait()
+        assert loading.wait(timeout=60) != 0
+        czar, url = start([*czar_args[:2], "0", *czar_args[3:]], r"TAP service at (http://\S+/tap)")
+        assert rows(url, query) == before
+        # What the killed load left behind does not stop the next one.
+        bands = tmp_path / "bands.csv"
+        bands.write_text("band,lambda_nm\ng,480\n")
+        run("load", "--url", url, "--table", "sky.bands", "--input", str(bands), "--replicated")
+        assert rows(url, "SELECT COUNT(*) FROM sky.bands") == [("1",)]
+        assert rows(url, query) == before
+    finally:
+        czar.kill()
+        for p, _ in workers:
+            p.kill()
