@@ -53,6 +53,9 @@ pub struct ServiceArgs {
     /// a replica: a hung worker is treated like a dead one.
     #[arg(long, default_value_t = 60.0)]
     pub worker_silence: f64,
+    /// `serve`: memory one query's fragment may hold on each worker, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub fragment_memory_mb: usize,
 }
 
 /// Starts the HTTP service of a czar and reports where it listens.
@@ -130,7 +133,8 @@ pub fn serve_with(
                     .map_err(|e| e.to_string())?
                     .to_string(),
             );
-            let w = worker::Worker::new(data_dir);
+            let w = worker::Worker::new(data_dir)
+                .with_fragment_memory(service.fragment_memory_mb.max(1) << 20);
             tokio::spawn(async move {
                 if let Err(e) = w.serve(listener).await {
                     eprintln!("error: worker stopped: {e}");
@@ -151,7 +155,7 @@ pub fn serve_with(
     }
 }
 
-pub fn worker(listen: &str, data_dir: &Path) -> ExitCode {
+pub fn worker(listen: &str, data_dir: &Path, fragment_memory_mb: usize) -> ExitCode {
     let result = runtime().block_on(async {
         let listener = bind(listen).await?;
         println!(
@@ -159,6 +163,7 @@ pub fn worker(listen: &str, data_dir: &Path) -> ExitCode {
             listener.local_addr().map_err(|e| e.to_string())?
         );
         worker::Worker::new(data_dir)
+            .with_fragment_memory(fragment_memory_mb << 20)
             .serve(listener)
             .await
             .map_err(|e| e.to_string())

@@ -106,6 +106,7 @@ pub fn demo(port: u16, rows: u64, workers: usize, data_dir: Option<PathBuf>) -> 
         waiting_sync: limits.waiting_sync,
         queued_jobs: limits.queued_jobs,
         worker_silence: czar::cluster::DEFAULT_SILENCE.as_secs_f64(),
+        fragment_memory_mb: worker::flight::DEFAULT_FRAGMENT_MEMORY >> 20,
         ..Default::default()
     };
     crate::cluster::serve_with(

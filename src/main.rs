@@ -111,6 +111,9 @@ enum Command {
         listen: String,
         #[arg(long)]
         data_dir: std::path::PathBuf,
+        /// Memory one query's fragment may hold on this worker (hash tables, sorts, aggregates), in MiB.
+        #[arg(long, default_value_t = 2048)]
+        fragment_memory_mb: usize,
     },
     /// A czar: the TAP service over workers that hold the data directory's chunks.
     Czar {
@@ -375,7 +378,11 @@ fn main() -> ExitCode {
             replicas,
             service,
         } => cluster::serve(&data_dir, port, workers, replicas, &service),
-        Command::Worker { listen, data_dir } => cluster::worker(&listen, &data_dir),
+        Command::Worker {
+            listen,
+            data_dir,
+            fragment_memory_mb,
+        } => cluster::worker(&listen, &data_dir, fragment_memory_mb),
         Command::Czar {
             port,
             data_dir,

@@ -32,6 +32,9 @@ use crate::error::WorkerError;
 use crate::scan::LocalFiles;
 use crate::store;
 
+/// What a fragment's operators may hold unless told ([`Worker::with_fragment_memory`]).
+pub const DEFAULT_FRAGMENT_MEMORY: usize = 2 << 30;
+
 /// The Flight service of one worker.
 #[derive(Clone)]
 pub struct Worker {
@@ -40,6 +43,8 @@ pub struct Worker {
     served: Arc<AtomicU64>,
     /// Abort handles of running fragments, by query id.
     queries: Arc<Mutex<HashMap<String, Vec<AbortHandle>>>>,
+    /// Bytes each fragment's operators may hold.
+    fragment_memory: usize,
 }
 
 impl Worker {
@@ -49,13 +54,32 @@ impl Worker {
             running: Arc::default(),
             served: Arc::default(),
             queries: Arc::default(),
+            fragment_memory: DEFAULT_FRAGMENT_MEMORY,
         }
+    }
+
+    /// The same worker, each fragment's operators (hash tables, sorts, aggregates) held to `bytes`: a query too
+    /// large for one worker fails with a clear error instead of taking the worker's memory from every other query.
+    pub fn with_fragment_memory(mut self, bytes: usize) -> Worker {
+        self.fragment_memory = bytes.max(1 << 20);
+        self
     }
 
     /// Plans a fragment and runs it as one stream.
     pub fn run_fragment(&self, ticket: &FragmentTicket) -> DfResult<SendableRecordBatchStream> {
-        // Fragments are decoded in the context their scans run in.
-        let task_ctx = self.files.ctx.task_ctx();
+        // Fragments are decoded in the context their scans run in, with a memory pool of their own.
+        let shared = self.files.ctx.task_ctx();
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_object_store_registry(shared.runtime_env().object_store_registry.clone())
+            .with_memory_pool(Arc::new(
+                datafusion::execution::memory_pool::GreedyMemoryPool::new(self.fragment_memory),
+            ))
+            .build_arc()?;
+        let state =
+            datafusion::execution::SessionStateBuilder::new_from_existing(self.files.ctx.state())
+                .with_runtime_env(runtime)
+                .build();
+        let task_ctx = Arc::new(datafusion::execution::TaskContext::from(&state));
         let plan = exec::decode_fragment(&ticket.plan, &task_ctx, self.files.clone())?;
         let plan: Arc<dyn ExecutionPlan> = if plan.output_partitioning().partition_count() <= 1 {
             plan
