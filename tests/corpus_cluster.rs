@@ -42,6 +42,14 @@ fn ingest(data: &Path, table: &str, input: &Path, kind: &[&str]) {
     );
 }
 
+/// How a message reads inside a DALI error document.
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 struct Server(Child);
 
 impl Drop for Server {
@@ -224,7 +232,21 @@ fn every_corpus_query_gives_the_single_node_answer_through_a_cluster() {
             };
             compared += 1;
             let same = if expected_error {
-                actual.starts_with("ERROR")
+                // The user's mistake is a 400 through the cluster too (never a 500 or a 503), and an error the
+                // front end finds (positioned, `LINE:COL: ...`) reads the same.
+                // (The service also knows TAP_SCHEMA, so a list of known tables is compared up to its start; an
+                // empty query is refused by the TAP layer before ADQL sees it.)
+                let message = case.expected.trim_start_matches("ERROR").trim();
+                let message = message.split(" (known tables:").next().unwrap_or(message);
+                let positioned = message.split_once(':').is_some_and(|(line, rest)| {
+                    line.parse::<u32>().is_ok() && rest.split_once(':').is_some()
+                });
+                let reads_the_same = if case.query.trim().is_empty() {
+                    actual.contains("QUERY is missing")
+                } else {
+                    !positioned || actual.contains(&xml_escape(message))
+                };
+                status == 400 && reads_the_same
             } else if (upper.contains("TOP ") && !upper.contains("ORDER BY"))
                 || AMBIGUOUS.iter().any(|(name, _)| *name == case.name)
             {
@@ -235,7 +257,7 @@ fn every_corpus_query_gives_the_single_node_answer_through_a_cluster() {
             };
             if !same {
                 failures.push(format!(
-                    "{}: {}\n  query: {}\n  expected:\n{}\n  through the cluster:\n{}",
+                    "{}: {}\n  query: {}\n  expected:\n{}\n  through the cluster (HTTP {status}):\n{}",
                     path.file_name().unwrap().to_string_lossy(),
                     case.name,
                     case.query,
