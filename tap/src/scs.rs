@@ -16,11 +16,12 @@ use futures::StreamExt;
 
 use votable::write::xml_escape;
 
-use crate::output::{OutputFormat, stream_result};
+use crate::output::OutputFormat;
 use crate::params::Params;
 use crate::query::{QueryRequest, start_query};
-use crate::reply::{busy, streamed_response};
+use crate::reply::busy;
 use crate::service::Tap;
+use crate::sync::result_response;
 
 /// The largest radius answered, in degrees.
 pub const MAX_SR: f64 = 10.0;
@@ -132,17 +133,14 @@ pub async fn cone(State(tap): State<Arc<Tap>>, Path(table): Path<String>, p: Par
         })
     });
     let stream = Box::pin(RecordBatchStreamAdapter::new(schema, batches));
-    streamed_response(
-        StatusCode::OK,
-        OutputFormat::VoTable.mime(),
+    let deadline = (deadline, secs);
+    result_response(
+        stream,
+        OutputFormat::VoTable,
+        req.maxrec,
         Vec::new(),
-        move |tx| {
-            tokio::spawn(async move {
-                let _turn = turn;
-                let limit = Some((deadline, secs));
-                let _ =
-                    stream_result(stream, OutputFormat::VoTable, req.maxrec, &[], tx, limit).await;
-            });
-        },
+        deadline,
+        turn,
+        Vec::new(),
     )
 }

@@ -44,26 +44,32 @@ pub async fn sync(State(tap): State<Arc<Tap>>, params: Params) -> Response {
         )],
         _ => Vec::new(),
     };
-    streamed_response(StatusCode::OK, req.format.mime(), extra, move |tx| {
+    let deadline = (deadline, secs);
+    result_response(stream, req.format, req.maxrec, info, deadline, turn, extra)
+}
+
+/// The answer of a started sync query or cone search: its result written into the body batch by batch by a task
+/// that holds the query's turn until the last byte, within the time limit. A writer that panics breaks the body,
+/// never ends it as if the result were complete.
+pub(crate) fn result_response(
+    stream: datafusion::physical_plan::SendableRecordBatchStream,
+    format: OutputFormat,
+    maxrec: u64,
+    info: Vec<(&'static str, String)>,
+    deadline: (tokio::time::Instant, u64),
+    turn: tokio::sync::OwnedSemaphorePermit,
+    extra: Vec<(header::HeaderName, String)>,
+) -> Response {
+    streamed_response(StatusCode::OK, format.mime(), extra, move |tx| {
         tokio::spawn(async move {
-            // The turn is held until the result is written.
             let _turn = turn;
-            let info: Vec<(&str, String)> = info.iter().map(|(k, v)| (*k, v.clone())).collect();
             let body = tx.clone();
-            let written = stream_result(
-                stream,
-                req.format,
-                req.maxrec,
-                &info,
-                tx,
-                Some((deadline, secs)),
-            );
-            // A writer that panics must break the body, never end it as if the result were complete.
+            let written = stream_result(stream, format, maxrec, &info, tx, Some(deadline));
             if futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(written))
                 .await
                 .is_err()
             {
-                eprintln!("error: writing a sync result panicked");
+                eprintln!("error: writing a result panicked");
                 let _ = body
                     .send(Err(std::io::Error::other(
                         "the result could not be written",
