@@ -239,17 +239,15 @@ impl Core {
                         }
                     }
                 }
+                if let Some(arrow_flight::error::FlightError::Tonic(status)) = &failed
+                    && let Some(refusal) = refused(&worker, status)
+                {
+                    let _ = tx.send(Err(refusal)).await;
+                    return;
+                }
                 match failed {
                     None => {
                         worker.mark(true);
-                        return;
-                    }
-                    Some(arrow_flight::error::FlightError::Tonic(status))
-                        if refused(&worker, &status).is_some() =>
-                    {
-                        let _ = tx
-                            .send(Err(refused(&worker, &status).expect("refused")))
-                            .await;
                         return;
                     }
                     Some(e) => {
@@ -331,18 +329,20 @@ impl Core {
                 worker.mark(true);
                 Ok::<_, Option<(Arc<WorkerHandle>, tonic::Status)>>(batches)
             };
-            match attempt.await {
+            let outcome = attempt.await;
+            if let Err(Some((worker, status))) = &outcome
+                && let Some(refusal) = refused(worker, status)
+            {
+                let _ = tx.send(Err(refusal)).await;
+                return;
+            }
+            match outcome {
                 Ok(batches) => {
                     for b in batches {
                         if tx.send(Ok(b)).await.is_err() {
                             return;
                         }
                     }
-                }
-                Err(Some((worker, status))) if refused(&worker, &status).is_some() => {
-                    let _ = tx
-                        .send(Err(refused(&worker, &status).expect("refused")))
-                        .await;
                 }
                 Err(failure) => {
                     if let Some((worker, _)) = failure {
