@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type};
-use metastore::{ColumnRecord, MetaStore, TableKind, TableRecord};
+use metastore::{ColumnRecord, IndexBuilder, MetaStore, TableKind, TableRecord};
 use partitioner::map::ChunkMap;
 use partitioner::{ChunkId, layout};
 
@@ -170,12 +170,7 @@ fn columns_of(path: &Path, id: Option<&str>) -> Result<Vec<ColumnRecord>> {
 }
 
 /// Reads the id column of one chunk file into `entries`; returns the row count.
-fn read_chunk_ids(
-    path: &Path,
-    chunk: ChunkId,
-    id: &str,
-    entries: &mut Vec<(i64, ChunkId)>,
-) -> Result<u64> {
+fn read_chunk_ids(path: &Path, chunk: ChunkId, id: &str, index: &mut IndexBuilder) -> Result<u64> {
     let builder = parquet_file(path)?;
     let idx = integer_column(path, builder.schema(), id)?;
     let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
@@ -207,7 +202,9 @@ fn read_chunk_ids(
                 problem: format!("the id column {id} has NULLs"),
             });
         }
-        entries.extend(ids.values().iter().map(|&v| (v, chunk)));
+        index
+            .extend(ids.values().iter().map(|&v| (v, chunk)))
+            .map_err(io(path))?;
         rows += ids.len() as u64;
     }
     Ok(rows)
@@ -449,32 +446,22 @@ fn stage(
             let chunk_dir = staging.join(layout::CHUNKS);
             let mut files = Vec::new();
             let mut rows = 0;
-            // The index of one load is sorted in memory (16 bytes per row) and ingested as one SST file.
-            let mut entries = Vec::with_capacity(stats.rows as usize);
+            // The index of one load is sorted within the load's memory budget (16 bytes a row; larger loads spill
+            // sorted runs and merge them) and written as one immutable file.
+            let mut index = store
+                .index_builder(table, load, opts.memory_bytes)
+                .map_err(meta)?;
             for (&chunk, _) in &stats.chunk_rows {
                 let path = chunk_dir.join(layout::chunk_file(chunk.0));
-                rows += read_chunk_ids(&path, chunk, id, &mut entries)?;
+                rows += read_chunk_ids(&path, chunk, id, &mut index)?;
                 files.push(path);
             }
-            let examples = store
-                .stage_index_bulk(table, load, &mut entries, &staging.join("index.sst"))
-                .map_err(meta)?;
-            if !examples.is_empty() {
-                let distinct = {
-                    let mut d = 0u64;
-                    let mut last = None;
-                    for (v, _) in &entries {
-                        if last != Some(*v) {
-                            d += 1;
-                            last = Some(*v);
-                        }
-                    }
-                    d
-                };
+            let built = index.finish().map_err(io(&chunk_dir))?;
+            if built.duplicates > 0 {
                 return Err(LoaderError::DuplicateIds {
                     column: id.clone(),
-                    count: rows - distinct,
-                    examples,
+                    count: built.duplicates,
+                    examples: built.examples,
                 });
             }
             let columns = match files.first() {

@@ -1,36 +1,78 @@
-//! skyshard's durable metadata, in RocksDB: the published tables (kind, chunk map, column metadata, current load)
-//! and the secondary index from director ids to chunks.
+//! skyshard's durable metadata, in plain files: the published tables (kind, chunk map, column metadata, current
+//! load), the secondary index from director ids to chunks, and small record maps (the async jobs).
 //!
-//! Loads are atomic. A load writes its index entries under its own load id, where nothing reads them; publishing
-//! is one RocksDB write that points the table at the new load. A load that dies before that write leaves only
-//! unreachable entries and files, which [`MetaStore::collect_garbage`] removes.
+//! ```text
+//! META/LOCK                          held by the one process that writes (a loader, or a czar loading)
+//! META/tables/SCHEMA.TABLE.json      the table record: which load is current
+//! META/index/SCHEMA.TABLE/LOAD.idx   one load's secondary index (immutable; see [`index`])
+//! META/**/.NAME.PID.N.tmp            files being written; nothing reads them, garbage collection removes them
+//! ```
 //!
-//! Keys: `t/SCHEMA.TABLE` -> the table record (JSON); `i/SCHEMA.TABLE/LOAD/ID` -> chunk (8 bytes, big-endian), ids
-//! encoded so that byte order is numeric order.
+//! Loads are atomic. A load writes its index file under its own load id, where nothing reads it; publishing is one
+//! rename of the table record, which points the table at the new load. A load that dies before that rename leaves
+//! only unreachable files, which [`MetaStore::collect_garbage`] removes. Every write is synced before its rename and
+//! the directory after it, so a record that was published, or a job that was put, is there after `kill -9` or a
+//! power cut. Readers take no lock: any number of processes (czars) read while one writes.
 
-use std::path::Path;
+pub mod files;
+pub mod index;
+mod records;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use partitioner::ChunkId;
-use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch};
 use serde::{Deserialize, Serialize};
+
+use files::DirLock;
+pub use index::{Built, IndexBuilder, IndexFile};
+pub use records::RecordStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
     #[error("metadata store at {path}: {source}")]
-    Open {
+    Io {
         path: String,
-        source: rocksdb::Error,
+        source: std::io::Error,
     },
-    #[error("metadata store: {0}")]
-    Rocks(#[from] rocksdb::Error),
     #[error("metadata record of {table} is unreadable: {source}")]
     Corrupt {
         table: String,
         source: serde_json::Error,
     },
+    #[error(
+        "the index of load {load} of {table} is gone (the table was replaced or dropped since it was read); read the catalog again"
+    )]
+    LoadGone { table: String, load: String },
+    #[error("metadata store at {path} was opened read-only")]
+    ReadOnly { path: String },
+    #[error(
+        "{path} holds a metadata store written by an older skyshard (RocksDB), which this version cannot read; load the tables again into a new data directory"
+    )]
+    OldFormat { path: String },
+}
+
+impl MetaError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> MetaError {
+        MetaError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
 }
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
+
+/// A directory RocksDB wrote (skyshard before 0.2 kept its metadata there) is refused by name, not misread.
+pub(crate) fn refuse_rocksdb(path: &Path) -> Result<()> {
+    if path.join("CURRENT").exists() && path.join("IDENTITY").exists() {
+        return Err(MetaError::OldFormat {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(())
+}
 
 /// How a table is spread over chunks (the data model of `../shared/DESIGN.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,167 +126,198 @@ impl TableRecord {
     }
 }
 
-/// Byte order equals numeric order for signed ids.
-fn id_key(id: i64) -> [u8; 8] {
-    ((id as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-fn index_prefix(table: &str, load: &str) -> Vec<u8> {
-    format!("i/{table}/{load}/").into_bytes()
-}
-
+/// The metadata store of a data directory.
 pub struct MetaStore {
-    db: DB,
+    dir: PathBuf,
+    /// Held by a store opened for writing; None when read-only.
+    lock: Option<DirLock>,
+    /// Index files opened so far, by (table, load); they never change once written.
+    open_indexes: Mutex<HashMap<(String, String), Arc<IndexFile>>>,
 }
 
 impl std::fmt::Debug for MetaStore {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "MetaStore({})", self.db.path().display())
+        write!(f, "MetaStore({})", self.dir.display())
     }
 }
 
 impl MetaStore {
+    /// Opens (creating if need be) a store for writing; one process writes a store at a time.
     pub fn open(path: &Path) -> Result<MetaStore> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let db = DB::open(&opts, path).map_err(|source| MetaError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Ok(MetaStore { db })
+        refuse_rocksdb(path)?;
+        let io = |e| MetaError::io(path, e);
+        std::fs::create_dir_all(path.join("tables")).map_err(io)?;
+        std::fs::create_dir_all(path.join("index")).map_err(io)?;
+        let lock = DirLock::acquire(path).map_err(io)?;
+        Ok(MetaStore {
+            dir: path.to_path_buf(),
+            lock: Some(lock),
+            open_indexes: Mutex::new(HashMap::new()),
+        })
     }
 
-    /// Opens a store for reading while another process may write it (a czar serving what `ingest` loads): a
-    /// snapshot as of opening; open again to see later loads. Creates an empty store if there is none.
+    /// Opens a store for reading while another process may write it (a czar serving what `ingest` loads). Each
+    /// call reads the records as they are then; a missing store reads as empty.
     pub fn open_read_only(path: &Path) -> Result<MetaStore> {
-        if !path.join("CURRENT").exists() {
-            drop(MetaStore::open(path)?);
+        refuse_rocksdb(path)?;
+        Ok(MetaStore {
+            dir: path.to_path_buf(),
+            lock: None,
+            open_indexes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn writable(&self) -> Result<()> {
+        match self.lock {
+            Some(_) => Ok(()),
+            None => Err(MetaError::ReadOnly {
+                path: self.dir.display().to_string(),
+            }),
         }
-        let opts = Options::default();
-        let db = DB::open_for_read_only(&opts, path, false).map_err(|source| MetaError::Open {
-            path: path.display().to_string(),
+    }
+
+    fn record_path(&self, table: &str) -> PathBuf {
+        self.dir
+            .join("tables")
+            .join(format!("{}.json", files::encode(table)))
+    }
+
+    fn index_dir(&self, table: &str) -> PathBuf {
+        self.dir.join("index").join(files::encode(table))
+    }
+
+    fn index_path(&self, table: &str, load: &str) -> PathBuf {
+        self.index_dir(table)
+            .join(format!("{}.idx", files::encode(load)))
+    }
+
+    fn parse(table: &str, bytes: &[u8]) -> Result<TableRecord> {
+        serde_json::from_slice(bytes).map_err(|source| MetaError::Corrupt {
+            table: table.to_string(),
             source,
-        })?;
-        Ok(MetaStore { db })
+        })
     }
 
     pub fn table(&self, qualified: &str) -> Result<Option<TableRecord>> {
-        match self.db.get(format!("t/{qualified}"))? {
+        let path = self.record_path(qualified);
+        match files::read_if_present(&path).map_err(|e| MetaError::io(&path, e))? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|source| MetaError::Corrupt {
-                    table: qualified.to_string(),
-                    source,
-                }),
+            Some(bytes) => Self::parse(qualified, &bytes).map(Some),
         }
     }
 
+    /// Every published table, by qualified name.
     pub fn tables(&self) -> Result<Vec<TableRecord>> {
+        let dir = self.dir.join("tables");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(MetaError::io(&dir, e)),
+        };
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(b"t/", Direction::Forward))
-        {
-            let (k, v) = item?;
-            if !k.starts_with(b"t/") {
-                break;
+        for entry in entries {
+            let entry = entry.map_err(|e| MetaError::io(&dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(table) = name
+                .strip_suffix(".json")
+                .filter(|_| !name.starts_with('.'))
+                .and_then(files::decode)
+            else {
+                continue;
+            };
+            let path = entry.path();
+            if let Some(bytes) =
+                files::read_if_present(&path).map_err(|e| MetaError::io(&path, e))?
+            {
+                out.push(Self::parse(&table, &bytes)?);
             }
-            let name = String::from_utf8_lossy(&k[2..]).to_string();
-            out.push(
-                serde_json::from_slice(&v).map_err(|source| MetaError::Corrupt {
-                    table: name,
-                    source,
-                })?,
-            );
         }
+        out.sort_by_key(|r| r.qualified_name());
         Ok(out)
     }
 
-    /// Writes index entries of a load that is not yet published (invisible to [`MetaStore::lookup`]).
-    pub fn stage_index(&self, table: &str, load: &str, entries: &[(i64, ChunkId)]) -> Result<()> {
-        let prefix = index_prefix(table, load);
-        let mut batch = WriteBatch::default();
-        let mut key = prefix.clone();
-        for (id, chunk) in entries {
-            key.truncate(prefix.len());
-            key.extend_from_slice(&id_key(*id));
-            batch.put(&key, chunk.0.to_be_bytes());
-        }
-        self.db.write(batch)?;
-        Ok(())
-    }
-
-    /// Stages a whole load's index at once: sorts the entries, refuses duplicate ids (returning up to five of
-    /// them), writes one SST file and ingests it, which is far faster than puts for bulk loads.
-    pub fn stage_index_bulk(
+    /// A builder of a load's index, which is invisible to [`MetaStore::lookup`] until the load is published. It
+    /// sorts in at most `memory_bytes` (16 bytes an entry), spilling sorted runs beside the index.
+    pub fn index_builder(
         &self,
         table: &str,
         load: &str,
-        entries: &mut [(i64, ChunkId)],
-        scratch: &Path,
-    ) -> Result<Vec<i64>> {
-        entries.sort_unstable_by_key(|e| e.0);
-        let dups: Vec<i64> = entries
-            .windows(2)
-            .filter(|w| w[0].0 == w[1].0)
-            .map(|w| w[0].0)
-            .take(5)
-            .collect();
-        if !dups.is_empty() || entries.is_empty() {
-            return Ok(dups);
-        }
-        let opts = Options::default();
-        let mut writer = rocksdb::SstFileWriter::create(&opts);
-        writer.open(scratch)?;
-        let prefix = index_prefix(table, load);
-        let mut key = prefix.clone();
-        for (id, chunk) in entries.iter() {
-            key.truncate(prefix.len());
-            key.extend_from_slice(&id_key(*id));
-            writer.put(&key, chunk.0.to_be_bytes())?;
-        }
-        writer.finish()?;
-        self.db.ingest_external_file(vec![scratch])?;
-        let _ = std::fs::remove_file(scratch);
-        Ok(Vec::new())
+        memory_bytes: usize,
+    ) -> Result<IndexBuilder> {
+        self.writable()?;
+        let dir = self.index_dir(table);
+        std::fs::create_dir_all(&dir).map_err(|e| MetaError::io(&dir, e))?;
+        Ok(IndexBuilder::new(
+            self.index_path(table, load),
+            memory_bytes,
+        ))
     }
 
-    /// How many distinct ids a load staged (fewer than its rows means duplicate ids).
+    /// Writes a whole load's index from entries in memory (refused with no file written if an id repeats).
+    pub fn stage_index(
+        &self,
+        table: &str,
+        load: &str,
+        entries: &[(i64, ChunkId)],
+    ) -> Result<Built> {
+        let mut b = self.index_builder(table, load, entries.len().saturating_mul(16))?;
+        let path = self.index_path(table, load);
+        b.extend(entries.iter().copied())
+            .map_err(|e| MetaError::io(&path, e))?;
+        b.finish().map_err(|e| MetaError::io(&path, e))
+    }
+
+    /// How many distinct ids a load staged (0 if it staged none).
     pub fn count_staged(&self, table: &str, load: &str) -> Result<u64> {
-        let prefix = index_prefix(table, load);
-        let mut n = 0;
-        for item in self
-            .db
-            .iterator(IteratorMode::From(&prefix, Direction::Forward))
-        {
-            let (k, _) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            n += 1;
+        let path = self.index_path(table, load);
+        match IndexFile::open(&path) {
+            Ok(i) => Ok(i.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(MetaError::io(&path, e)),
         }
-        Ok(n)
     }
 
-    /// Makes a load current, in one write; the previous load's index entries go in the same write.
+    /// Makes a load current with one rename of the table record; then the previous load's index goes.
     pub fn publish(&self, record: &TableRecord) -> Result<Option<TableRecord>> {
+        self.writable()?;
         let table = record.qualified_name();
         let previous = self.table(&table)?;
-        let mut batch = WriteBatch::default();
-        batch.put(
-            format!("t/{table}"),
-            serde_json::to_vec(record).expect("a table record serializes"),
-        );
+        let path = self.record_path(&table);
+        let bytes = serde_json::to_vec(record).expect("a table record serializes");
+        files::write_atomically(&path, &bytes).map_err(|e| MetaError::io(&path, e))?;
         if let Some(prev) = &previous
             && prev.load_id != record.load_id
         {
-            let (from, to) = range_of(&index_prefix(&table, &prev.load_id));
-            batch.delete_range(from, to);
+            let old = self.index_path(&table, &prev.load_id);
+            files::remove(&old).map_err(|e| MetaError::io(&old, e))?;
+            self.open_indexes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(table.clone(), prev.load_id.clone()));
         }
-        self.db.write(batch)?;
         Ok(previous)
+    }
+
+    /// The open index of a load (opened once per store).
+    fn index(&self, table: &str, load: &str) -> Result<Arc<IndexFile>> {
+        let key = (table.to_string(), load.to_string());
+        let mut open = self.open_indexes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = open.get(&key) {
+            return Ok(i.clone());
+        }
+        let path = self.index_path(table, load);
+        let index = match IndexFile::open(&path) {
+            Ok(i) => Arc::new(i),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(MetaError::LoadGone {
+                    table: table.to_string(),
+                    load: load.to_string(),
+                });
+            }
+            Err(e) => return Err(MetaError::io(&path, e)),
+        };
+        open.insert(key, index.clone());
+        Ok(index)
     }
 
     /// The chunk of a director id in the table's current load.
@@ -252,107 +325,86 @@ impl MetaStore {
         let Some(record) = self.table(table)? else {
             return Ok(None);
         };
-        let mut key = index_prefix(table, &record.load_id);
-        key.extend_from_slice(&id_key(id));
         Ok(self
-            .db
-            .get(key)?
-            .map(|v| ChunkId(u64::from_be_bytes(v[..8].try_into().expect("8-byte chunk")))))
+            .lookup_many(table, &record.load_id, &[id])?
+            .pop()
+            .flatten())
     }
 
-    /// The chunks of many director ids at once (one RocksDB multi-get), in the table's current load.
+    /// The chunks of many director ids at once, in a given load of the table (each index block read once).
     pub fn lookup_many(
         &self,
         table: &str,
         load: &str,
         ids: &[i64],
     ) -> Result<Vec<Option<ChunkId>>> {
-        let prefix = index_prefix(table, load);
-        let keys: Vec<Vec<u8>> = ids
-            .iter()
-            .map(|id| {
-                let mut k = prefix.clone();
-                k.extend_from_slice(&id_key(*id));
-                k
-            })
-            .collect();
-        self.db
-            .multi_get(keys)
-            .into_iter()
-            .map(|r| {
-                Ok(r?
-                    .map(|v| ChunkId(u64::from_be_bytes(v[..8].try_into().expect("8-byte chunk")))))
-            })
-            .collect()
+        let index = self.index(table, load)?;
+        index
+            .lookup_many(ids)
+            .map_err(|e| MetaError::io(&self.index_path(table, load), e))
     }
 
-    /// Removes index entries of loads that are not current (interrupted or replaced loads).
+    /// Removes what no published table points at: index files of interrupted or replaced loads, index folders of
+    /// dropped tables, and files a crash left half written. Returns how many it removed.
     pub fn collect_garbage(&self) -> Result<u64> {
+        self.writable()?;
         let current: Vec<(String, String)> = self
             .tables()?
             .into_iter()
             .map(|t| (t.qualified_name(), t.load_id))
             .collect();
-        let mut stale_prefixes = Vec::new();
-        let mut last: Option<Vec<u8>> = None;
-        for item in self
-            .db
-            .iterator(IteratorMode::From(b"i/", Direction::Forward))
+        let mut removed = 0;
+        let tables = self.dir.join("tables");
+        for entry in std::fs::read_dir(&tables)
+            .map_err(|e| MetaError::io(&tables, e))?
+            .flatten()
         {
-            let (k, _) = item?;
-            if !k.starts_with(b"i/") {
-                break;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                let _ = std::fs::remove_file(entry.path());
+                removed += 1;
             }
-            // i/TABLE/LOAD/ID: the prefix is everything up to the third '/'.
-            let slashes: Vec<usize> = k
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| **b == b'/')
-                .map(|(i, _)| i)
-                .take(3)
-                .collect();
-            if slashes.len() < 3 {
-                continue;
-            }
-            let prefix = k[..=slashes[2]].to_vec();
-            if last.as_ref() == Some(&prefix) {
-                continue;
-            }
-            let table = String::from_utf8_lossy(&k[slashes[0] + 1..slashes[1]]).to_string();
-            let load = String::from_utf8_lossy(&k[slashes[1] + 1..slashes[2]]).to_string();
-            if !current.contains(&(table, load)) {
-                stale_prefixes.push(prefix.clone());
-            }
-            last = Some(prefix);
         }
-        let mut batch = WriteBatch::default();
-        for p in &stale_prefixes {
-            let (from, to) = range_of(p);
-            batch.delete_range(from, to);
+        let index = self.dir.join("index");
+        for table_dir in std::fs::read_dir(&index)
+            .map_err(|e| MetaError::io(&index, e))?
+            .flatten()
+        {
+            let Some(table) = files::decode(&table_dir.file_name().to_string_lossy()) else {
+                continue;
+            };
+            let Ok(loads) = std::fs::read_dir(table_dir.path()) else {
+                continue;
+            };
+            for file in loads.flatten() {
+                let name = file.file_name().to_string_lossy().into_owned();
+                let load = name.strip_suffix(".idx").and_then(files::decode);
+                let keep = !name.starts_with('.')
+                    && load.is_some_and(|l| current.contains(&(table.clone(), l)));
+                if !keep {
+                    std::fs::remove_file(file.path())
+                        .map_err(|e| MetaError::io(&file.path(), e))?;
+                    removed += 1;
+                }
+            }
+            // Empty once its table is dropped; a folder in use keeps its file.
+            let _ = std::fs::remove_dir(table_dir.path());
         }
-        self.db.write(batch)?;
-        Ok(stale_prefixes.len() as u64)
+        files::sync_dir(&index).map_err(|e| MetaError::io(&index, e))?;
+        Ok(removed)
     }
 
-    /// Removes a table (its record and current index entries) in one write.
+    /// Removes a table: its record (one durable unlink, after which nothing reads the table), then its index.
     pub fn drop_table(&self, table: &str) -> Result<Option<TableRecord>> {
+        self.writable()?;
         let previous = self.table(table)?;
-        if let Some(prev) = &previous {
-            let mut batch = WriteBatch::default();
-            batch.delete(format!("t/{table}"));
-            let (from, to) = range_of(&index_prefix(table, &prev.load_id));
-            batch.delete_range(from, to);
-            self.db.write(batch)?;
+        if previous.is_some() {
+            let path = self.record_path(table);
+            files::remove(&path).map_err(|e| MetaError::io(&path, e))?;
+            let dir = self.index_dir(table);
+            let _ = std::fs::remove_dir_all(&dir);
         }
         Ok(previous)
     }
-}
-
-/// The key range of everything under a prefix.
-fn range_of(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let mut end = prefix.to_vec();
-    *end.last_mut().expect("non-empty prefix") += 1;
-    (prefix.to_vec(), end)
 }
 
 #[cfg(test)]
@@ -420,30 +472,47 @@ mod tests {
         assert_eq!(previous.map(|p| p.load_id), Some("a".into()));
         assert_eq!(store.lookup("cat.obj", 7).unwrap(), Some(ChunkId(16)));
         assert_eq!(store.count_staged("cat.obj", "a").unwrap(), 0);
-        // The bulk path: duplicates are named, unique ids are ingested in one SST file.
-        let mut dup = vec![(3, ChunkId(16)), (1, ChunkId(17)), (3, ChunkId(17))];
-        assert_eq!(
-            store
-                .stage_index_bulk("cat.obj", "d", &mut dup, &dir.join("x.sst"))
-                .unwrap(),
-            vec![3]
-        );
-        let mut bulk: Vec<(i64, ChunkId)> = (0..1000)
+        // Duplicates are counted and named, and nothing is written for them.
+        let dup = [(3, ChunkId(16)), (1, ChunkId(17)), (3, ChunkId(17))];
+        let built = store.stage_index("cat.obj", "d", &dup).unwrap();
+        assert_eq!((built.duplicates, built.examples), (1, vec![3]));
+        assert_eq!(store.count_staged("cat.obj", "d").unwrap(), 0);
+        let bulk: Vec<(i64, ChunkId)> = (0..1000)
             .rev()
             .map(|i| (i * 7 - 3000, ChunkId(16 + (i as u64 % 3))))
             .collect();
-        assert!(
-            store
-                .stage_index_bulk("cat.obj", "d", &mut bulk, &dir.join("x.sst"))
-                .unwrap()
-                .is_empty()
+        assert_eq!(
+            store.stage_index("cat.obj", "d", &bulk).unwrap().duplicates,
+            0
         );
         assert_eq!(store.count_staged("cat.obj", "d").unwrap(), 1000);
+        // A reader opened before a publish sees it at its next read; the load it had is gone, loudly.
+        let reader = MetaStore::open_read_only(&dir).unwrap();
+        assert_eq!(
+            reader.lookup_many("cat.obj", "c", &[7]).unwrap(),
+            vec![Some(ChunkId(16))]
+        );
         store.publish(&record("d")).unwrap();
         assert_eq!(
             store.lookup("cat.obj", 7 * 999 - 3000).unwrap(),
             Some(ChunkId(16 + 999 % 3))
         );
+        assert_eq!(reader.table("cat.obj").unwrap().unwrap().load_id, "d");
+        assert!(matches!(
+            MetaStore::open_read_only(&dir)
+                .unwrap()
+                .lookup_many("cat.obj", "c", &[7]),
+            Err(MetaError::LoadGone { .. })
+        ));
+        assert!(matches!(
+            reader.publish(&record("c")),
+            Err(MetaError::ReadOnly { .. })
+        ));
+        let second = MetaStore::open(&dir).unwrap_err().to_string();
+        assert!(second.contains("another process is writing"), "{second}");
+        store
+            .stage_index("cat.obj", "c", &[(7, ChunkId(16))])
+            .unwrap();
         store.publish(&record("c")).unwrap();
         drop(store);
         let store = MetaStore::open(&dir).unwrap();
@@ -454,50 +523,25 @@ mod tests {
         );
         store.drop_table("cat.obj").unwrap();
         assert!(store.tables().unwrap().is_empty());
+        assert_eq!(store.collect_garbage().unwrap(), 0);
+        assert_eq!(std::fs::read_dir(dir.join("index")).unwrap().count(), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
-}
 
-/// A small durable map of named records (the czar's async jobs): one RocksDB under its own directory, values
-/// written with a synced WAL so a record put before a crash is there after it.
-pub struct RecordStore {
-    db: DB,
-}
-
-impl RecordStore {
-    pub fn open(path: &Path) -> Result<RecordStore> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        let db = DB::open(&opts, path).map_err(|source| MetaError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Ok(RecordStore { db })
-    }
-
-    pub fn put(&self, key: &str, value: &[u8]) -> Result<()> {
-        let mut w = rocksdb::WriteOptions::default();
-        w.set_sync(true);
-        self.db.put_opt(key, value, &w)?;
-        Ok(())
-    }
-
-    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get(key)?)
-    }
-
-    pub fn delete(&self, key: &str) -> Result<()> {
-        self.db.delete(key)?;
-        Ok(())
-    }
-
-    /// Every record, in key order.
-    pub fn all(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut out = Vec::new();
-        for item in self.db.iterator(IteratorMode::Start) {
-            let (k, v) = item?;
-            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
+    #[test]
+    fn a_rocksdb_store_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("skyshard-meta-old-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("CURRENT"), "MANIFEST-000005\n").unwrap();
+        std::fs::write(dir.join("IDENTITY"), "x").unwrap();
+        for err in [
+            MetaStore::open(&dir).unwrap_err(),
+            MetaStore::open_read_only(&dir).unwrap_err(),
+            RecordStore::open(&dir).unwrap_err(),
+        ] {
+            assert!(err.to_string().contains("older skyshard"), "{err}");
         }
-        Ok(out)
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
