@@ -30,4 +30,15 @@ else
   echo "SKIPPED: the IVOA ADQL conformance collection ($scorer is not beside the checkout)"
 fi
 
-SKYSHARD="$skyshard" python3 -m pytest -q tests/python
+# The Python side: reference engines (DuckDB, numpy, pyarrow) and the clients (astropy, pyvo).
+if ! python3 -c "import duckdb, pyarrow, numpy, pytest, astropy, pyvo" 2>/dev/null; then
+  echo "installing the Python packages the tests need: python3 -m pip install -r tests/python/requirements.txt"
+  if ! python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt; then
+    echo "could not install them; run that command yourself (in a virtualenv if your Python is managed by the" \
+      "system: python3 -m venv .venv && . .venv/bin/activate), then this script again" >&2
+    exit 1
+  fi
+fi
+command -v stilts >/dev/null || echo "SKIPPED: the STILTS taplint test (stilts is not installed: apt-get install stilts)"
+# -rs names every skipped test and why.
+SKYSHARD="$skyshard" python3 -m pytest -q -rs tests/python

@@ -15,7 +15,10 @@ pub fn default_dir() -> PathBuf {
 /// Generates and loads the sample release into `data_dir` unless it already holds one of `rows` objects.
 fn prepare(data_dir: &Path, rows: u64) -> Result<(), String> {
     let marker = data_dir.join("demo-rows");
-    if std::fs::read_to_string(&marker).is_ok_and(|s| s.trim() == rows.to_string()) {
+    // A catalog an older skyshard wrote (its metadata in RocksDB) is made again, not refused.
+    let readable =
+        metastore::MetaStore::open_read_only(&partitioner::layout::meta_dir(data_dir)).is_ok();
+    if readable && std::fs::read_to_string(&marker).is_ok_and(|s| s.trim() == rows.to_string()) {
         println!("using the sample catalog already in {}", data_dir.display());
         return Ok(());
     }

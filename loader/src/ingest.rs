@@ -1,10 +1,11 @@
 //! `skyshard ingest`: load a table into a data directory, atomically.
 //!
-//! Layout of a data directory: `meta/` (RocksDB: table records and the secondary index), `tables/SCHEMA.TABLE/LOAD/`
-//! (the chunk files of each load), `staging/` (loads under way). A load partitions into `staging/`, writes its index
-//! entries under its own load id, checks them (director ids must be unique), moves its files under `tables/` and
-//! then publishes with one RocksDB write. Until that write, readers see the catalog exactly as before; a load that
-//! dies leaves only unreachable files and entries, removed by the next load.
+//! Layout of a data directory: `meta/` (the `metastore`: table records and the secondary index),
+//! `tables/SCHEMA.TABLE/LOAD/` (the chunk files of each load), `staging/` (loads under way). A load partitions into
+//! `staging/`, writes its index file under its own load id (director ids must be unique: a repeat refuses the load),
+//! moves its files under `tables/` and then publishes with one rename of the table record. Until that rename,
+//! readers see the catalog exactly as before; a load that dies leaves only unreachable files, removed by the next
+//! load.
 
 use std::path::{Path, PathBuf};
 

@@ -158,8 +158,13 @@ impl Jobs {
     pub fn open(dir: &Path, concurrent: usize) -> Result<Jobs, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let store = RecordStore::open(&dir.join("db")).map_err(|e| {
+            let hint = if e.to_string().contains("another process") {
+                "; is another czar using it? Give each czar its own --jobs-dir"
+            } else {
+                ""
+            };
             format!(
-                "cannot open the async job store in {} ({e}); is another czar using it? Give each czar its own --jobs-dir",
+                "cannot open the async job store in {} ({e}){hint}",
                 dir.display()
             )
         })?;
