@@ -7,13 +7,16 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::{DataFusionError, TableReference, plan_err};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DataFusionError, NullEquality, TableReference, plan_err};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SessionContext, SessionState};
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::planner::{ContextProvider, ExprPlanner, TypePlanner};
 use datafusion::logical_expr::{
-    AggregateUDF, HigherOrderUDF, LogicalPlan, ScalarUDF, TableSource, WindowUDF,
+    AggregateUDF, Expr, ExprFunctionExt, HigherOrderUDF, JoinType, LogicalPlan, LogicalPlanBuilder,
+    ScalarUDF, TableSource, WindowUDF,
 };
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::DFParserBuilder;
@@ -150,9 +153,78 @@ pub fn plan_sql(
         .ok_or_else(|| AdqlError::Plan {
             message: "empty translation".into(),
         })?;
-    SqlToRel::new_with_options(&provider, options)
+    let plan = SqlToRel::new_with_options(&provider, options)
         .statement_to_plan(statement)
+        .map_err(|e| plan_error(e, adql))?;
+    plan.transform_up(count_copies)
+        .map(|t| t.data)
         .map_err(|e| plan_error(e, adql))
+}
+
+/// INTERSECT ALL and EXCEPT ALL keep multiplicities: `[0, 0, 0] EXCEPT ALL [0]` is `[0, 0]`. DataFusion 55 plans
+/// both (and their DISTINCT forms) as a semi or anti join on every column with NULLs equal, which loses them (that
+/// EXCEPT ALL gives nothing). Numbering the copies of each distinct row on both sides (ROW_NUMBER over a partition
+/// by every column) and joining on the number too makes the same join exact: the n-th copy of a row on the left is
+/// kept by INTERSECT ALL when the right has at least n copies, and by EXCEPT ALL when it has fewer.
+fn count_copies(plan: LogicalPlan) -> datafusion::error::Result<Transformed<LogicalPlan>> {
+    let LogicalPlan::Join(join) = &plan else {
+        return Ok(Transformed::no(plan));
+    };
+    let set_join = matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti)
+        && join.null_equality == NullEquality::NullEqualsNull
+        && join.filter.is_none()
+        && !join.null_aware
+        && join.on.len() == join.left.schema().fields().len()
+        && join
+            .on
+            .iter()
+            .all(|(l, r)| matches!((l, r), (Expr::Column(_), Expr::Column(_))));
+    if !set_join {
+        return Ok(Transformed::no(plan));
+    }
+    let number = |input: &LogicalPlan, name: &str| -> datafusion::error::Result<LogicalPlan> {
+        let columns: Vec<Expr> = input
+            .schema()
+            .columns()
+            .into_iter()
+            .map(Expr::Column)
+            .collect();
+        let copy = row_number().partition_by(columns).build()?.alias(name);
+        LogicalPlanBuilder::from(input.clone())
+            .window(vec![copy])?
+            .build()
+    };
+    let (left_copy, right_copy) = ("__adql_copy_left", "__adql_copy_right");
+    let left = number(&join.left, left_copy)?;
+    let right = number(&join.right, right_copy)?;
+    let mut left_keys = Vec::new();
+    let mut right_keys = Vec::new();
+    for (l, r) in &join.on {
+        if let (Expr::Column(l), Expr::Column(r)) = (l, r) {
+            left_keys.push(l.clone());
+            right_keys.push(r.clone());
+        }
+    }
+    left_keys.push(Column::from_name(left_copy));
+    right_keys.push(Column::from_name(right_copy));
+    let output: Vec<Expr> = join
+        .left
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    let rewritten = LogicalPlanBuilder::from(left)
+        .join_detailed(
+            right,
+            join.join_type,
+            (left_keys, right_keys),
+            None,
+            NullEquality::NullEqualsNull,
+        )?
+        .project(output)?
+        .build()?;
+    Ok(Transformed::yes(rewritten))
 }
 
 struct Provider<'a> {

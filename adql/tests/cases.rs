@@ -73,3 +73,47 @@ async fn cases() {
     );
     println!("{total} ADQL cases passed");
 }
+
+/// The corpus tables as Parquet files beside their code (`tests/corpus/*.parquet`), for the second, independent
+/// check of these cases: `tests/python/test_adql_cases_vs_duckdb.py` runs every case DuckDB can express over them.
+/// The files must hold exactly the tables the cases run on; `UPDATE_EXPECT=1` rewrites them.
+#[test]
+fn corpus_files_hold_the_corpus_tables() {
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let manifest =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let dir = std::path::Path::new(&manifest).join("tests/corpus");
+    for (name, batch) in [
+        ("stars", corpus::stars()),
+        ("obs", corpus::obs()),
+        ("fields", corpus::fields()),
+    ] {
+        let path = dir.join(format!("{name}.parquet"));
+        if std::env::var("UPDATE_EXPECT").is_ok() {
+            let mut w =
+                ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None)
+                    .unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+        }
+        let file = std::fs::File::open(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; UPDATE_EXPECT=1 writes it", path.display()));
+        let read: Vec<_> = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        let read = arrow::compute::concat_batches(&read[0].schema(), &read).unwrap();
+        assert!(batch.num_rows() > 0);
+        assert_eq!(read.num_rows(), batch.num_rows(), "{name}");
+        for (c, (ours, theirs)) in batch.columns().iter().zip(read.columns()).enumerate() {
+            assert_eq!(
+                ours.to_data(),
+                theirs.to_data(),
+                "{name}: column {c} differs from the file; UPDATE_EXPECT=1 rewrites it"
+            );
+        }
+    }
+}

@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow_flight::Ticket;
@@ -248,6 +249,9 @@ impl Core {
                 match failed {
                     None => {
                         worker.mark(true);
+                        if tried.len() > 1 {
+                            moved(&table, &[chunk], &tried, &last_error);
+                        }
                         return;
                     }
                     Some(e) => {
@@ -345,8 +349,14 @@ impl Core {
                     }
                 }
                 Err(failure) => {
-                    if let Some((worker, _)) = failure {
+                    if let Some((worker, status)) = failure {
                         worker.mark(false);
+                        eprintln!(
+                            "failover: a grouped call to {} failed ({}); its {} chunks run one by one on their replicas",
+                            worker.address,
+                            status.message(),
+                            members.len()
+                        );
                     }
                     for m in members {
                         let mut stream = match self.chunk_stream(m) {
@@ -367,6 +377,32 @@ impl Core {
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rx)))
     }
+}
+
+/// Chunks that ran on another worker than their first because that one failed or hung, since the process started.
+static FAILED_OVER: AtomicU64 = AtomicU64::new(0);
+
+/// How many chunks have failed over to a replica since the process started (`/health` shows it).
+pub fn chunks_failed_over() -> u64 {
+    FAILED_OVER.load(Ordering::Relaxed)
+}
+
+/// Says which chunks moved off which workers, and why: an operator reads it in the czar's log.
+fn moved(table: &str, chunks: &[u64], tried: &[String], why: &str) {
+    FAILED_OVER.fetch_add(chunks.len() as u64, Ordering::Relaxed);
+    let (to, from) = tried
+        .split_last()
+        .expect("a chunk that moved was tried twice");
+    eprintln!(
+        "failover: {table} chunk{} {} moved from {} to {to}: {why}",
+        if chunks.len() == 1 { "" } else { "s" },
+        chunks
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        from.join(", "),
+    );
 }
 
 /// The error to end the query with when a worker's failure is final (the query's own, not the worker's); None

@@ -58,8 +58,9 @@ pub(crate) async fn health() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         format!(
-            "{{\"status\":\"ok\",\"panics_caught\":{}}}\n",
-            panics_caught()
+            "{{\"status\":\"ok\",\"panics_caught\":{},\"chunks_failed_over\":{}}}\n",
+            panics_caught(),
+            czar::dispatch::chunks_failed_over()
         ),
     )
         .into_response()

@@ -221,6 +221,41 @@ def test_a_killed_worker(release):
             p.kill()
 
 
+def test_a_worker_that_rejoins_after_a_restart_serves_again(release, tmp_path):
+    """One replica: while a worker is down its chunks fail the query (503 naming a chunk); restarted at the same
+    address, it serves them again, with no czar restart, and the answer is the same as before."""
+    base, data = release
+    workers = [start(["worker", "--listen", "127.0.0.1:0", "--data-dir", str(data)], r"worker at (\S+)") for _ in range(2)]
+    czar = None
+    try:
+        czar, url = start(["czar", "--port", "0", "--data-dir", str(data), "--workers", ",".join(a for _, a in workers),
+                           "--replicas", "1", "--jobs-dir", str(tmp_path / "jobs")],
+                          r"TAP service at (http://\S+/tap)")
+        query = "SELECT COUNT(*), SUM(mag_g) FROM sky.object"
+        before = rows(url, query)
+        assert before and int(before[0][0]) > 0
+        address = workers[0][1]
+        workers[0][0].send_signal(signal.SIGKILL)
+        workers[0][0].wait()
+        status, body = tap(url, query)
+        assert status == 503 and "chunk" in body, body
+        workers[0] = start(["worker", "--listen", address, "--data-dir", str(data)], r"worker at (\S+)")
+        assert workers[0][1] == address
+        deadline = time.time() + 30
+        while True:
+            status, body = tap(url, query)
+            if status == 200 or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        assert status == 200, body
+        assert rows(url, query) == before
+    finally:
+        if czar:
+            czar.kill()
+        for p, _ in workers:
+            p.kill()
+
+
 def test_limits_end_queries_clearly_and_free_the_service(release, tmp_path):
     base, data = release
     proc, url = start(["serve", "--data-dir", str(data), "--port", "0", "--workers", "2", "--query-memory-mb", "1",
@@ -295,6 +330,17 @@ def test_a_worker_killed_mid_query(release, tmp_path):
             if replicas == 2 or 'value="ERROR"' not in tail:
                 # Complete and right (with one replica only if the dead worker had already sent all it had).
                 assert 'value="ERROR"' not in body and sorted(ids) == want
+                if replicas == 2:
+                    # Proof that failover happened: the czar counts the chunks that moved and names them in its log.
+                    health = urllib.request.urlopen(url.replace("/tap", "/health"), timeout=10).read().decode()
+                    moved = int(re.search(r'"chunks_failed_over":(\d+)', health).group(1))
+                    assert moved > 0, health
+                    czar.kill()
+                    log = czar.stderr.read()
+                    lines = [line for line in log.splitlines() if line.startswith("failover: ")]
+                    assert lines and all(workers[0][1] in line for line in lines), log
+                    assert sum(len(re.search(r"chunks? ([\d,]+) moved", line).group(1).split(","))
+                               for line in lines if " moved from " in line) == moved, log
             else:
                 assert "unavailable" in tail and "chunk" in tail, tail
                 assert len(ids) < len(want)

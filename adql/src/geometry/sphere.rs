@@ -16,6 +16,15 @@ pub struct Vec3 {
 
 impl Vec3 {
     pub fn from_radec(ra: f64, dec: f64) -> Vec3 {
+        // A pole is one point whatever its RA: exactly (0, 0, +-1), not a vector 6e-17 off the axis in the RA's
+        // direction (which put one pole inside a 90-degree circle and the other outside).
+        if dec.abs() == 90.0 {
+            return Vec3 {
+                x: 0.0,
+                y: 0.0,
+                z: dec.signum(),
+            };
+        }
         let (sr, cr) = ra.to_radians().sin_cos();
         let (sd, cd) = dec.to_radians().sin_cos();
         Vec3 {

@@ -1,6 +1,7 @@
 //! CONTAINS(a, b) and INTERSECTS(a, b): 1 when the geometry a lies inside b (shares a point with b), else 0; NULL
 //! when either is NULL. A constant second argument is prepared once per batch, not once per row.
 
+use std::f64::consts::FRAC_PI_2;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int32Array};
@@ -10,7 +11,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
-use crate::geometry::sphere::{Shape, Vec3};
+use crate::geometry::sphere::{Shape, Vec3, cos_dec};
 use crate::geometry::values::{GeomColumn, GeomKind, f64_array, to_arrays, union_nulls};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,17 +129,23 @@ impl Default for ContainsPointCircle {
 }
 
 /// Haversine of the separation of (ra, dec) from a centre, all in radians, with the centre's cosine precomputed.
+/// At a pole the cosine is exactly 0, so both poles lie exactly 90 degrees from any point of the equator.
 #[inline]
 fn hav_sep(ra: f64, dec: f64, cra: f64, cdec: f64, cos_cdec: f64) -> f64 {
     let sd = ((dec - cdec) * 0.5).sin();
     let sr = ((ra - cra) * 0.5).sin();
-    sd * sd + dec.cos() * cos_cdec * sr * sr
+    let cos_dec = if dec.abs() == FRAC_PI_2 {
+        0.0
+    } else {
+        dec.cos()
+    };
+    sd * sd + cos_dec * cos_cdec * sr * sr
 }
 
 /// The cone test over whole columns with a constant circle: 1 inside, 0 outside.
 pub fn cone_kernel(ra: &[f64], dec: &[f64], cra: f64, cdec: f64, radius: f64, out: &mut Vec<i32>) {
     let (cra_r, cdec_r, r_r) = (cra.to_radians(), cdec.to_radians(), radius.to_radians());
-    let cos_cdec = cdec_r.cos();
+    let cos_cdec = cos_dec(cdec);
     let hav_r = (r_r * 0.5).sin().powi(2);
     let band = radius;
     for (&a, &d) in ra.iter().zip(dec) {
@@ -199,7 +206,7 @@ impl ScalarUDFImpl for ContainsPointCircle {
                 dec.value(i).to_radians(),
                 c_ra,
                 c_dec,
-                c_dec.cos(),
+                cos_dec(cdec.value(i)),
             );
             out.push((h <= hav_r) as i32);
         }

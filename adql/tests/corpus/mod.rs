@@ -268,7 +268,8 @@ fn float(v: f64) -> String {
 }
 
 fn cell(a: &ArrayRef, r: usize) -> String {
-    if a.is_null(r) {
+    // A NullArray (the type of a bare NULL) has no validity buffer: every value is NULL all the same.
+    if a.is_null(r) || a.data_type() == &DataType::Null {
         return "NULL".into();
     }
     match a.data_type() {
