@@ -143,6 +143,22 @@ impl Cluster {
     /// The workers holding `chunk`, in the order to try them: rendezvous hashing (highest `mix(chunk, worker)`
     /// first), so a chunk's replicas do not move when unrelated workers come and go, and every table's chunk N sits
     /// on the same workers (chunk-local joins). Workers that failed recently go last.
+    /// The address of a chunk's first holder whatever its health: where the chunk runs when nothing has failed.
+    pub fn primary(
+        &self,
+        chunk: u64,
+        stored: Option<&std::collections::HashMap<u64, Vec<String>>>,
+    ) -> Option<String> {
+        match stored.and_then(|p| p.get(&chunk)) {
+            Some(addresses) => addresses.first().cloned(),
+            None => self
+                .workers
+                .iter()
+                .max_by_key(|w| mix(chunk ^ address_hash(&w.address)))
+                .map(|w| w.address.clone()),
+        }
+    }
+
     pub fn placement(&self, chunk: u64) -> Vec<Arc<WorkerHandle>> {
         let mut ranked: Vec<(u64, &Arc<WorkerHandle>)> = self
             .workers

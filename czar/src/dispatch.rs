@@ -171,6 +171,11 @@ impl Core {
             self.workers_for(chunk)
         };
         let table = self.tables();
+        let primary = if scan.replicated {
+            None
+        } else {
+            self.cluster.primary(chunk, self.stored.as_deref())
+        };
         let (mut tx, rx) = futures::channel::mpsc::channel::<DfResult<RecordBatch>>(2);
         let silence = self.cluster.silence;
         tokio::spawn(async move {
@@ -249,8 +254,13 @@ impl Core {
                 match failed {
                     None => {
                         worker.mark(true);
-                        if tried.len() > 1 {
-                            moved(&table, &[chunk], &tried, &last_error);
+                        if let Some(primary) = primary.filter(|p| *p != worker.address) {
+                            let why = if last_error.is_empty() {
+                                "it was known to be down"
+                            } else {
+                                &last_error
+                            };
+                            moved(&table, chunk, &primary, &worker.address, why);
                         }
                         return;
                     }
@@ -379,7 +389,8 @@ impl Core {
     }
 }
 
-/// Chunks that ran on another worker than their first because that one failed or hung, since the process started.
+/// Chunk runs served by another worker than the chunk's first holder (which failed, hung or was known down), since
+/// the process started.
 static FAILED_OVER: AtomicU64 = AtomicU64::new(0);
 
 /// How many chunks have failed over to a replica since the process started (`/health` shows it).
@@ -387,22 +398,10 @@ pub fn chunks_failed_over() -> u64 {
     FAILED_OVER.load(Ordering::Relaxed)
 }
 
-/// Says which chunks moved off which workers, and why: an operator reads it in the czar's log.
-fn moved(table: &str, chunks: &[u64], tried: &[String], why: &str) {
-    FAILED_OVER.fetch_add(chunks.len() as u64, Ordering::Relaxed);
-    let (to, from) = tried
-        .split_last()
-        .expect("a chunk that moved was tried twice");
-    eprintln!(
-        "failover: {table} chunk{} {} moved from {} to {to}: {why}",
-        if chunks.len() == 1 { "" } else { "s" },
-        chunks
-            .iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-        from.join(", "),
-    );
+/// Says which chunk ran off its first holder, where, and why: an operator reads it in the czar's log.
+fn moved(table: &str, chunk: u64, from: &str, to: &str, why: &str) {
+    FAILED_OVER.fetch_add(1, Ordering::Relaxed);
+    eprintln!("failover: {table} chunk {chunk} moved from {from} to {to}: {why}");
 }
 
 /// The error to end the query with when a worker's failure is final (the query's own, not the worker's); None
