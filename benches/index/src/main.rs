@@ -183,7 +183,8 @@ mod rocks {
             let mut entries: Vec<(i64, u64)> = (0..ids).map(|i| (id_of(i), chunk_of(i).0)).collect();
             entries.sort_unstable_by_key(|e| e.0);
             let sst = dir.join("index.sst");
-            let mut w = rocksdb::SstFileWriter::create(&Options::default());
+            let sst_options = Options::default();
+            let mut w = rocksdb::SstFileWriter::create(&sst_options);
             w.open(&sst).unwrap();
             for (id, chunk) in &entries {
                 w.put(key(*id), chunk.to_be_bytes()).unwrap();
