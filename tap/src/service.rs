@@ -85,7 +85,7 @@ pub struct Busy {
 }
 
 impl Tap {
-    /// The service over `czar`; async jobs live in `jobs_dir` (default `DATA_DIR/jobs`: RocksDB plus result
+    /// The service over `czar`; async jobs live in `jobs_dir` (default `DATA_DIR/jobs`: a record per job plus result
     /// files; one czar per jobs directory).
     pub fn open(
         czar: Arc<Czar>,

@@ -430,7 +430,7 @@ def test_load_ships_chunks_to_workers_own_disks(release, tmp_path):
         assert status == 400 and "object2" in body
         # Still served from the replicas.
         assert rows(url, "SELECT COUNT(*) FROM sky.object")[0][0] == str(ROWS)
-        # A restarted czar with one more (empty) worker routes chunks where they were shipped (kept in RocksDB).
+        # A restarted czar with one more (empty) worker routes chunks where they were shipped (kept in the table record).
         czar.kill()
         czar.wait()
         workers.append(start(["worker", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "w3")], r"worker at (\S+)"))
