@@ -140,9 +140,6 @@ impl Cluster {
         }
     }
 
-    /// The workers holding `chunk`, in the order to try them: rendezvous hashing (highest `mix(chunk, worker)`
-    /// first), so a chunk's replicas do not move when unrelated workers come and go, and every table's chunk N sits
-    /// on the same workers (chunk-local joins). Workers that failed recently go last.
     /// The address of a chunk's first holder whatever its health: where the chunk runs when nothing has failed.
     pub fn primary(
         &self,
@@ -151,26 +148,31 @@ impl Cluster {
     ) -> Option<String> {
         match stored.and_then(|p| p.get(&chunk)) {
             Some(addresses) => addresses.first().cloned(),
-            None => self
-                .workers
-                .iter()
-                .max_by_key(|w| mix(chunk ^ address_hash(&w.address)))
-                .map(|w| w.address.clone()),
+            None => self.ranked(chunk).first().map(|w| w.address.clone()),
         }
     }
 
-    pub fn placement(&self, chunk: u64) -> Vec<Arc<WorkerHandle>> {
+    /// The `replicas` workers holding `chunk` by rendezvous hashing (highest `mix(chunk, worker)` first), health
+    /// aside.
+    fn ranked(&self, chunk: u64) -> Vec<Arc<WorkerHandle>> {
         let mut ranked: Vec<(u64, &Arc<WorkerHandle>)> = self
             .workers
             .iter()
             .map(|w| (mix(chunk ^ address_hash(&w.address)), w))
             .collect();
         ranked.sort_by(|a, b| b.0.cmp(&a.0));
-        let mut chosen: Vec<Arc<WorkerHandle>> = ranked
+        ranked
             .into_iter()
             .take(self.replicas)
             .map(|(_, w)| w.clone())
-            .collect();
+            .collect()
+    }
+
+    /// The workers holding `chunk`, in the order to try them: rendezvous hashing (highest `mix(chunk, worker)`
+    /// first), so a chunk's replicas do not move when unrelated workers come and go, and every table's chunk N sits
+    /// on the same workers (chunk-local joins). Workers that failed recently go last.
+    pub fn placement(&self, chunk: u64) -> Vec<Arc<WorkerHandle>> {
+        let mut chosen = self.ranked(chunk);
         chosen.sort_by_key(|w| !w.healthy());
         chosen
     }
