@@ -67,6 +67,48 @@ pub(crate) fn read_if_present(path: &Path) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
+/// The records of a directory: the key and content of every file named `encode(key) + suffix`, in key order. Files
+/// being written (named `.…tmp`) are not records; a missing directory has none.
+pub(crate) fn records(dir: &Path, suffix: &str) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let Some(key) = name.strip_suffix(suffix).and_then(decode) else {
+            continue;
+        };
+        // A record deleted since the listing is simply not there.
+        if let Some(value) = read_if_present(&dir.join(&name))? {
+            out.push((key, value));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Removes what writes left behind when their process died (`.…tmp` files); only for the one writing process, at
+/// a moment it has no write of its own under way.
+pub(crate) fn remove_leftovers(dir: &Path) -> io::Result<u64> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(TMP) {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// A key as a file name: ASCII letters, digits, `_`, `-` and `.` (not leading) stay; every other byte is `%XX`.
 pub(crate) fn encode(key: &str) -> String {
     let mut out = String::with_capacity(key.len());

@@ -209,31 +209,11 @@ impl MetaStore {
     /// Every published table, by qualified name.
     pub fn tables(&self) -> Result<Vec<TableRecord>> {
         let dir = self.dir.join("tables");
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(MetaError::io(&dir, e)),
-        };
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| MetaError::io(&dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(table) = name
-                .strip_suffix(".json")
-                .filter(|_| !name.starts_with('.'))
-                .and_then(files::decode)
-            else {
-                continue;
-            };
-            let path = entry.path();
-            if let Some(bytes) =
-                files::read_if_present(&path).map_err(|e| MetaError::io(&path, e))?
-            {
-                out.push(Self::parse(&table, &bytes)?);
-            }
-        }
-        out.sort_by_key(|r| r.qualified_name());
-        Ok(out)
+        files::records(&dir, ".json")
+            .map_err(|e| MetaError::io(&dir, e))?
+            .into_iter()
+            .map(|(table, bytes)| Self::parse(&table, &bytes))
+            .collect()
     }
 
     /// A builder of a load's index, which is invisible to [`MetaStore::lookup`] until the load is published. It
@@ -353,17 +333,9 @@ impl MetaStore {
             .into_iter()
             .map(|t| (t.qualified_name(), t.load_id))
             .collect();
-        let mut removed = 0;
         let tables = self.dir.join("tables");
-        for entry in std::fs::read_dir(&tables)
-            .map_err(|e| MetaError::io(&tables, e))?
-            .flatten()
-        {
-            if entry.file_name().to_string_lossy().starts_with('.') {
-                let _ = std::fs::remove_file(entry.path());
-                removed += 1;
-            }
-        }
+        let mut removed =
+            files::remove_leftovers(&tables).map_err(|e| MetaError::io(&tables, e))?;
         let index = self.dir.join("index");
         for table_dir in std::fs::read_dir(&index)
             .map_err(|e| MetaError::io(&index, e))?

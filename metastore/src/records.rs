@@ -1,6 +1,7 @@
 //! A small durable map of named records (the czar's async jobs): one file per record in its own directory,
 //! each put written beside its name, synced and renamed, so a record put before a crash is there after it and a
-//! record is never half written. One process writes a directory at a time (`LOCK`).
+//! record is never half written. One process writes a directory at a time (`LOCK`); it removes what a crashed
+//! write left when it opens the directory (not while listing, where it would race its own puts).
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,8 @@ impl RecordStore {
         let io = |e| MetaError::io(path, e);
         std::fs::create_dir_all(path).map_err(io)?;
         let lock = DirLock::acquire(path).map_err(io)?;
+        // Under the lock and before any put: no write of ours is under way, so a `.tmp` file is a dead one's.
+        files::remove_leftovers(path).map_err(io)?;
         Ok(RecordStore {
             dir: path.to_path_buf(),
             _lock: lock,
@@ -52,30 +55,9 @@ impl RecordStore {
         files::remove(&path).map_err(|e| MetaError::io(&path, e))
     }
 
-    /// Every record, in key order. Files being written (and left by a crash) are skipped and removed.
+    /// Every record, in key order.
     pub fn all(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        let io = |e| MetaError::io(&self.dir, e);
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(io)? {
-            let entry = entry.map_err(io)?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                if name.ends_with(files::TMP) {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-                continue;
-            }
-            let Some(key) = name.strip_suffix(RECORD).and_then(files::decode) else {
-                continue;
-            };
-            if let Some(value) = files::read_if_present(&entry.path())
-                .map_err(|e| MetaError::io(&entry.path(), e))?
-            {
-                out.push((key, value));
-            }
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        files::records(&self.dir, RECORD).map_err(|e| MetaError::io(&self.dir, e))
     }
 }
 
