@@ -41,7 +41,8 @@ pub struct Built {
 /// Builds an index file from entries in any order, in bounded memory.
 pub struct IndexBuilder {
     dest: PathBuf,
-    scratch: PathBuf,
+    /// The index file as it is written, beside `dest` (renamed onto it when done); the runs are named after it.
+    staged: PathBuf,
     run: Vec<(i64, u64)>,
     run_limit: usize,
     runs: Vec<PathBuf>,
@@ -51,10 +52,10 @@ pub struct IndexBuilder {
 impl IndexBuilder {
     /// A builder that writes `dest` and spills sorted runs of at most `memory_bytes` (16 bytes an entry) beside it.
     pub(crate) fn new(dest: PathBuf, memory_bytes: usize) -> IndexBuilder {
-        let scratch = files::tmp_beside(&dest);
+        let staged = files::tmp_beside(&dest).with_extension("idx");
         IndexBuilder {
             dest,
-            scratch,
+            staged,
             run: Vec::new(),
             run_limit: (memory_bytes / ENTRY as usize).max(1024),
             runs: Vec::new(),
@@ -86,7 +87,7 @@ impl IndexBuilder {
     fn spill(&mut self) -> io::Result<()> {
         self.run.sort_unstable_by_key(|e| e.0);
         let path = self
-            .scratch
+            .staged
             .with_extension(format!("run{}", self.runs.len()));
         let mut w = BufWriter::with_capacity(1 << 20, File::create(&path)?);
         self.runs.push(path);
@@ -101,22 +102,20 @@ impl IndexBuilder {
     /// written and [`Built::duplicates`] says how many repeats there were.
     pub fn finish(mut self) -> io::Result<Built> {
         let outcome = self.write();
-        let _ = std::fs::remove_file(&self.scratch);
         for run in &self.runs {
             let _ = std::fs::remove_file(run);
         }
         let built = outcome?;
         if built.duplicates == 0 {
-            files::publish(&self.scratch.with_extension("idx"), &self.dest)?;
+            files::publish(&self.staged, &self.dest)?;
         } else {
-            let _ = std::fs::remove_file(self.scratch.with_extension("idx"));
+            let _ = std::fs::remove_file(&self.staged);
         }
         Ok(built)
     }
 
     fn write(&mut self) -> io::Result<Built> {
-        let path = self.scratch.with_extension("idx");
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&path)?);
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(&self.staged)?);
         out.write_all(&[0; HEADER as usize])?;
         let mut sparse = Vec::new();
         let mut built = Built {
@@ -192,13 +191,19 @@ impl IndexBuilder {
     }
 }
 
+/// An entry's id and chunk.
+fn decode(entry: &[u8; ENTRY as usize]) -> (i64, u64) {
+    let (id, chunk) = entry.split_at(8);
+    (
+        i64::from_le_bytes(id.try_into().expect("8 bytes")),
+        u64::from_le_bytes(chunk.try_into().expect("8 bytes")),
+    )
+}
+
 fn read_entry(r: &mut impl Read) -> io::Result<Option<(i64, u64)>> {
     let mut buf = [0u8; ENTRY as usize];
     match r.read_exact(&mut buf) {
-        Ok(()) => Ok(Some((
-            i64::from_le_bytes(buf[..8].try_into().expect("8 bytes")),
-            u64::from_le_bytes(buf[8..].try_into().expect("8 bytes")),
-        ))),
+        Ok(()) => Ok(Some(decode(&buf))),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
         Err(e) => Err(e),
     }
@@ -304,22 +309,9 @@ impl IndexFile {
                 self.read_block(b, &mut buf)?;
                 loaded = Some(b);
             }
-            let entries = buf.chunks_exact(ENTRY as usize);
-            let id_at =
-                |k: usize| i64::from_le_bytes(buf[k * 16..k * 16 + 8].try_into().expect("8 bytes"));
-            let (mut lo, mut hi) = (0, entries.len());
-            while lo < hi {
-                let mid = (lo + hi) / 2;
-                if id_at(mid) < ids[i] {
-                    lo = mid + 1;
-                } else {
-                    hi = mid;
-                }
-            }
-            if lo < buf.len() / 16 && id_at(lo) == ids[i] {
-                out[i] = Some(ChunkId(u64::from_le_bytes(
-                    buf[lo * 16 + 8..lo * 16 + 16].try_into().expect("8 bytes"),
-                )));
+            let (entries, _) = buf.as_chunks::<{ ENTRY as usize }>();
+            if let Ok(k) = entries.binary_search_by_key(&ids[i], |e| decode(e).0) {
+                out[i] = Some(ChunkId(decode(&entries[k]).1));
             }
         }
         Ok(out)
