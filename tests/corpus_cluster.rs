@@ -151,14 +151,6 @@ fn without_top(query: &str) -> Option<String> {
     Some(format!("{}{}", &query[..at], &digits[n..]))
 }
 
-/// A query's answer on one node, rendered as the corpus renders it.
-async fn single_node(engine: &adql::Engine, query: &str) -> String {
-    match engine.collect(query).await {
-        Ok(batches) => corpus::render(&batches).trim_end().to_string(),
-        Err(e) => format!("ERROR {e}"),
-    }
-}
-
 /// True when `part` has `whole`'s header and each of its rows is a distinct row of `whole` (with multiplicity).
 fn rows_within(part: &str, whole: &str) -> bool {
     if part.trim() == "(no rows)" {
@@ -303,7 +295,7 @@ fn every_corpus_query_gives_the_single_node_answer_through_a_cluster() {
                 let same_count = actual.lines().count() == case.expected.lines().count();
                 match without_top(&case.query) {
                     Some(all) => {
-                        let whole = runtime.block_on(single_node(&engine, &all));
+                        let whole = runtime.block_on(corpus::answer(&engine, &all));
                         tops_by_value += (!whole.contains("(no rows)")) as usize;
                         same_count && rows_within(&actual, &whole)
                     }

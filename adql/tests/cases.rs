@@ -8,14 +8,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use adql::Engine;
-use corpus::{catalog, parse_cases, render};
-
-async fn run(engine: &Engine, query: &str) -> String {
-    match engine.collect(query).await {
-        Ok(batches) => render(&batches).trim_end().to_string(),
-        Err(e) => format!("ERROR {e}"),
-    }
-}
+use corpus::{answer, catalog, parse_cases};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cases() {
@@ -41,7 +34,7 @@ async fn cases() {
         let mut rewritten = String::new();
         for case in &cases {
             total += 1;
-            let actual = run(&engine, &case.query).await;
+            let actual = answer(&engine, &case.query).await;
             if update {
                 write!(
                     rewritten,

@@ -226,6 +226,14 @@ pub fn catalog() -> MemoryCatalog {
     catalog
 }
 
+/// A query's answer on one node, rendered as the cases record it (an error as `ERROR message`).
+pub async fn answer(engine: &adql::Engine, query: &str) -> String {
+    match engine.collect(query).await {
+        Ok(batches) => render(&batches).trim_end().to_string(),
+        Err(e) => format!("ERROR {e}"),
+    }
+}
+
 /// Results as text: a header, then one line per row; floats to 9 significant digits so that results do not
 /// depend on the last bit of a libm.
 pub fn render(batches: &[RecordBatch]) -> String {
