@@ -56,6 +56,16 @@ pub struct ServiceArgs {
     /// `serve`: memory one query's fragment may hold on each worker, in MiB.
     #[arg(long, default_value_t = 2048)]
     pub fragment_memory_mb: usize,
+    /// MiB of inline uploads one request may carry (and of one fetched upload URL); a larger body is refused
+    /// with 413 before it is read.
+    #[arg(long, default_value_t = 64)]
+    pub max_upload_mb: usize,
+    /// Seconds a request body may take to arrive; a slower one is answered 408.
+    #[arg(long, default_value_t = 300)]
+    pub body_timeout: u64,
+    /// Seconds a request's line and headers may take to arrive; a client trickling them is disconnected.
+    #[arg(long, default_value_t = 30)]
+    pub header_timeout: u64,
 }
 
 /// Starts the HTTP service of a czar and reports where it listens.
@@ -80,6 +90,9 @@ async fn run_czar(
         concurrent_sync: service.concurrent_sync.max(1),
         waiting_sync: service.waiting_sync,
         queued_jobs: service.queued_jobs.max(1),
+        max_upload_bytes: service.max_upload_mb.max(1) << 20,
+        body_timeout: service.body_timeout.max(1),
+        header_timeout: service.header_timeout.max(1),
         ..Default::default()
     };
     let tap = tap::Tap::open(czar.clone(), limits, service.jobs_dir.as_deref())?;

@@ -110,6 +110,9 @@ pub fn demo(port: u16, rows: u64, workers: usize, data_dir: Option<PathBuf>) -> 
         queued_jobs: limits.queued_jobs,
         worker_silence: czar::cluster::DEFAULT_SILENCE.as_secs_f64(),
         fragment_memory_mb: worker::flight::DEFAULT_FRAGMENT_MEMORY >> 20,
+        max_upload_mb: limits.max_upload_bytes >> 20,
+        body_timeout: limits.body_timeout,
+        header_timeout: limits.header_timeout,
         ..Default::default()
     };
     crate::cluster::serve_with(

@@ -71,17 +71,51 @@ pub fn router(tap: Arc<Tap>) -> Router {
         .route("/health", get(reply::health))
         .fallback(reply::not_found)
         .layer(axum::middleware::from_fn(reply::catch_panic))
+        .layer(axum::middleware::from_fn(reply::header_cap))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::map_response(reply::server_header))
         .with_state(tap)
 }
 
-/// Serves the TAP service on `listener` until the process ends.
+/// Serves the TAP service on `listener` until the process ends: HTTP/1.1 connections whose request heads must
+/// arrive within [`Limits::header_timeout`] seconds (a client that trickles its headers is cut off, not waited
+/// for) and may not outgrow hyper's buffer; the head's size and header count past [`reply::MAX_HEADERS`] are
+/// refused by [`reply::header_cap`] with a DALI document.
 pub async fn serve(listener: tokio::net::TcpListener, tap: Arc<Tap>) -> Result<(), String> {
-    axum::serve(
-        listener,
-        router(tap).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .await
-    .map_err(|e| e.to_string())
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let header_timeout = std::time::Duration::from_secs(tap.limits.header_timeout.max(1));
+    let app = router(tap);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        // Room for the refusal of reply::header_cap to be the one a client sees.
+        .max_headers(4 * reply::MAX_HEADERS)
+        .max_buf_size(8 * reply::MAX_HEADER_BYTES);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, or a connection reset before it was accepted: the listener itself
+                // is fine; wait a moment rather than spin.
+                eprintln!("warning: accepting a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let mut request = request.map(axum::body::Body::new);
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            app.clone().oneshot(request)
+        });
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            // A connection that ends badly (reset, a head too slow or too large) concerns that client only.
+            let _ = connection.await;
+        });
+    }
 }

@@ -53,6 +53,35 @@ pub(crate) async fn catch_panic(
     }
 }
 
+/// Header fields a request may carry, and the bytes of its header section (names and values), as nginx's
+/// defaults allow: a browser with a large cookie stays far below both.
+pub const MAX_HEADERS: usize = 100;
+pub const MAX_HEADER_BYTES: usize = 32 << 10;
+
+/// Refuses a request whose header section is past [`MAX_HEADERS`] or [`MAX_HEADER_BYTES`] with 431 and a DALI
+/// document (hyper's own, larger limits cut off anything beyond with a bare 431).
+pub(crate) async fn header_cap(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &format!(
+                "the request has {} header fields of {bytes} bytes; this service takes at most {MAX_HEADERS} \
+                 fields and {MAX_HEADER_BYTES} bytes",
+                headers.len()
+            ),
+        );
+    }
+    next.run(request).await
+}
+
 /// `/health`: the process answers; how many panics were caught.
 pub(crate) async fn health() -> Response {
     (

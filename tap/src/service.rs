@@ -36,6 +36,8 @@ pub struct Limits {
     pub queued_jobs: usize,
     /// Seconds a request body may take to arrive.
     pub body_timeout: u64,
+    /// Seconds a request's line and headers may take to arrive (a client trickling them is cut off).
+    pub header_timeout: u64,
 }
 
 impl Limits {
@@ -63,6 +65,7 @@ impl Default for Limits {
             waiting_sync: 512,
             queued_jobs: 200,
             body_timeout: 300,
+            header_timeout: 30,
         }
     }
 }

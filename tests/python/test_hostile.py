@@ -20,7 +20,8 @@ def service(tmp_path_factory):
     data = base / "data"
     run("ingest", "--data-dir", str(data), "--table", "sky.object", "--input", str(base / "rel/object.parquet"),
         "--ra", "ra", "--dec", "dec", "--id", "id", "--chunk-rows", "500", "--quiet")
-    proc, url = start(["serve", "--data-dir", str(data), "--port", "0", "--workers", "2"])
+    proc, url = start(["serve", "--data-dir", str(data), "--port", "0", "--workers", "2",
+                       "--header-timeout", "2", "--body-timeout", "2"])
     parts = urllib.parse.urlparse(url)
     yield parts.hostname, parts.port
     proc.kill()
@@ -241,6 +242,73 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(service):
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413"), head
+    assert b'<INFO name="QUERY_STATUS" value="ERROR">' in body, body[:300]
+    assert_alive(service)
+
+
+def raw_exchange(service, data, pause_after=None, pause=0.0):
+    """Sends raw bytes (pausing `pause` seconds after the first `pause_after` bytes), then reads until the server
+    closes: the answer, or b"" when the connection was dropped without one."""
+    import socket
+    import time
+    host, port = service
+    with socket.create_connection((host, port), timeout=30) as sock:
+        if pause_after is not None:
+            sock.sendall(data[:pause_after])
+            time.sleep(pause)
+            data = data[pause_after:]
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except OSError:
+            pass
+    return answer
+
+
+HEAD = b"GET /tap/availability HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+
+
+@pytest.mark.parametrize("extra", [
+    b"".join(b"X-Filler-%d: y\r\n" % i for i in range(150)),   # too many fields
+    b"Cookie: " + b"a" * 40_000 + b"\r\n",                     # one field past the byte cap
+], ids=["150 fields", "40 KB field"])
+def test_oversized_headers_are_refused_with_a_dali_document(service, extra):
+    answer = raw_exchange(service, HEAD + extra + b"\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431"), head[:200]
+    assert b'<INFO name="QUERY_STATUS" value="ERROR">' in body, body[:300]
+    assert_alive(service)
+
+
+def test_a_header_section_past_the_buffer_is_refused(service):
+    # 2 MB of headers: hyper's buffer limit answers before any handler (a bare 431), and nothing is kept.
+    answer = raw_exchange(service, HEAD + b"Cookie: " + b"a" * 2_000_000 + b"\r\n\r\n")
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert_alive(service)
+
+
+def test_a_client_trickling_its_headers_is_cut_off(service):
+    # The fixture's --header-timeout is 2 s: a head still incomplete after 4 s is not waited for.
+    import time
+    t = time.monotonic()
+    answer = raw_exchange(service, HEAD + b"X-Slow: 1\r\n\r\n", pause_after=len(HEAD), pause=4)
+    assert time.monotonic() - t < 20
+    assert not answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert_alive(service)
+
+
+def test_a_body_that_stops_arriving_gets_408(service):
+    # The fixture's --body-timeout is 2 s: the body announced 100 bytes and sent 16.
+    head = (b"POST /tap/sync HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 100\r\nConnection: close\r\n\r\n")
+    answer = raw_exchange(service, head + b"LANG=ADQL&QUERY=" + b"x" * 84, pause_after=len(head) + 16, pause=5)
+    status, _, body = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 408"), status[:200]
     assert b'<INFO name="QUERY_STATUS" value="ERROR">' in body, body[:300]
     assert_alive(service)
 
