@@ -59,6 +59,10 @@ impl axum::extract::FromRequest<std::sync::Arc<crate::service::Tap>> for Params 
     }
 }
 
+/// Parameters (query string, form fields and multipart parts together) one request may carry: TAP needs a
+/// handful; a body of a million empty fields is work for nothing.
+pub const MAX_PARAMETERS: usize = 1000;
+
 impl Params {
     /// The parameters of a request: its query string and its body (read whole, within the service's body limit).
     pub async fn parse(
@@ -83,6 +87,12 @@ impl Params {
             && (lower.is_empty() || lower.starts_with("application/x-www-form-urlencoded"))
         {
             params.add_urlencoded(body);
+        }
+        let count = params.pairs.len() + params.parts.len();
+        if count > MAX_PARAMETERS {
+            return Err(format!(
+                "the request has {count} parameters and parts; this service takes at most {MAX_PARAMETERS}"
+            ));
         }
         Ok(params)
     }

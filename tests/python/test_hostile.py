@@ -204,6 +204,11 @@ HOSTILE_REQUESTS = [
     ("POST", "/tap/sync", b"\xff\xfe\x00garbage", {"Content-Type": "application/x-www-form-urlencoded"}),
     ("POST", "/tap/sync", b"LANG=ADQL&QUERY=%ZZ%", {"Content-Type": "application/x-www-form-urlencoded"}),
     ("GET", "/tap/sync?LANG=ADQL&QUERY=" + "%28" * 3000, b"", {}),
+    ("POST", "/tap/sync", b"&".join([b"LANG=ADQL&QUERY=SELECT+1"] + [b"x=1"] * 5000),
+     {"Content-Type": "application/x-www-form-urlencoded"}),
+    ("POST", "/tap/sync", b"".join(b"--XyZzy\r\nContent-Disposition: form-data; name=\"p%d\"\r\n\r\nv\r\n" % i
+                                   for i in range(3000)) + b"--XyZzy--\r\n",
+     {"Content-Type": "multipart/form-data; boundary=XyZzy"}),
     ("GET", "/tap/async/../../etc/passwd", b"", {}),
     ("GET", "/tap/async/%00", b"", {}),
     ("GET", "/tap/tables/" + "x" * 5000, b"", {}),

@@ -114,4 +114,24 @@ mod tests {
         let err = read_bytes(doc.as_bytes()).unwrap_err().to_string();
         assert!(err.contains("row 2"), "{err}");
     }
+
+    #[test]
+    fn declared_shapes_cannot_overflow_or_reserve_memory() {
+        let field = |arraysize: &str| {
+            format!(
+                r#"<VOTABLE><RESOURCE><TABLE><FIELD name="a" datatype="double" arraysize="{arraysize}"/>
+<DATA><BINARY><STREAM encoding="base64">AAAAAAAAAAA=</STREAM></BINARY></DATA></TABLE></RESOURCE></VOTABLE>"#
+            )
+        };
+        for shape in ["4294967296x4294967296", "18446744073709551615x2", "2000000"] {
+            let err = read_bytes(field(shape).as_bytes()).unwrap_err().to_string();
+            assert!(err.contains("elements one value may have"), "{shape}: {err}");
+        }
+        // A variable-length value announcing 2^32-1 doubles in an 8-byte stream: a clean error, nothing reserved.
+        let doc = field("*").replace("AAAAAAAAAAA=", "/////wAAAAA=");
+        let err = read_bytes(doc.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("ends inside row 1"), "{err}");
+        // The largest shape allowed still reads.
+        assert!(read_bytes(field("1x1").as_bytes()).is_ok());
+    }
 }

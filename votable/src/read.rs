@@ -115,13 +115,26 @@ fn parse_arraysize(field: &str, a: Option<&str>) -> Result<Count> {
             }
             return Ok(Count::Variable);
         }
-        total *= p.parse::<usize>().map_err(|_| VoTableError::Field {
+        let n = p.parse::<usize>().map_err(|_| VoTableError::Field {
             field: field.into(),
             problem: format!("arraysize {a} is not valid"),
         })?;
+        total = total
+            .checked_mul(n)
+            .filter(|&t| t <= MAX_ELEMENTS)
+            .ok_or_else(|| VoTableError::Field {
+                field: field.into(),
+                problem: format!(
+                    "arraysize {a} is more than the {MAX_ELEMENTS} elements one value may have"
+                ),
+            })?;
     }
     Ok(Count::Fixed(total))
 }
+
+/// Elements one fixed-size value may have (`arraysize="AxB"`: A times B), so that no declared shape can overflow
+/// a size computation or ask for memory its data does not bring.
+pub const MAX_ELEMENTS: usize = 1 << 20;
 
 fn attrs(e: &BytesStart) -> Result<HashMap<String, String>> {
     let mut out = HashMap::new();
@@ -690,7 +703,7 @@ impl<R: BufRead> VoTableReader<R> {
     }
 
     fn take_bytes(&mut self, n: usize) -> Result<&[u8]> {
-        if self.at + n > self.binary.len() {
+        if n > self.binary.len() - self.at {
             return Err(VoTableError::Xml(format!(
                 "the binary stream ends inside row {}",
                 self.rows + 1
@@ -721,7 +734,10 @@ impl<R: BufRead> VoTableReader<R> {
                     u32::from_be_bytes(self.take_bytes(4)?.try_into().expect("4 bytes")) as usize
                 }
             };
-            let bytes = self.take_bytes(count * col.prim.width())?.to_vec();
+            // count <= MAX_ELEMENTS for fixed sizes and < 2^32 for variable ones: the product fits a 64-bit usize.
+            let bytes = self
+                .take_bytes(count.saturating_mul(col.prim.width()))?
+                .to_vec();
             if col.is_string {
                 let Builder::Str(b) = &mut builders[k] else {
                     unreachable!("string column")
