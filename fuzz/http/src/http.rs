@@ -1,0 +1,226 @@
+//! The HTTP surface must answer every request cleanly: TAP parameters (query string, urlencoded and multipart
+//! bodies), uploads in the three VOTable serializations, UWS parameters and sub-resources, Simple Cone Search,
+//! content types and paths. A real service answers (one worker on loopback, the czar, the TAP router with its
+//! layers, a 2,000-row catalog); a panic, a 500, a 4xx without a DALI error document or a panic caught by the
+//! catch-panic layer is a crash.
+//!
+//! The first byte of an input chooses the request; the rest is its raw material (see `request`). Seeds:
+//! `fuzz/http/seeds` (written by `seeds.py`). Coverage-guided run: docs/benchmarks.md#fuzzing.
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use libfuzzer_sys::fuzz_target;
+use tower::ServiceExt;
+
+struct Service {
+    runtime: tokio::runtime::Runtime,
+    tap: Arc<tap::Tap>,
+}
+
+fn service() -> &'static Service {
+    static SERVICE: OnceLock<Service> = OnceLock::new();
+    SERVICE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("skyshard-http-fuzz-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let release = dir.join("release");
+        loader::synth::generate(2_000, &release, 7).expect("a release");
+        let mut opts = loader::ingest::IngestOptions::new(
+            "sky.object",
+            loader::ingest::LoadKind::Director {
+                ra: "ra".into(),
+                dec: "dec".into(),
+                id: "id".into(),
+            },
+        );
+        opts.chunk_rows = 400;
+        loader::ingest::ingest(&dir, &[release.join("object.parquet")], &opts).expect("ingest");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let tap = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let address = listener.local_addr().expect("address").to_string();
+            tokio::spawn(worker::Worker::new(&dir).serve(listener));
+            let cluster = czar::cluster::Cluster::new(&[address], 1, 4).expect("cluster");
+            let czar = czar::Czar::open(&dir, cluster, tap::czar_options(Some(256 << 20))).expect("czar");
+            let limits = tap::Limits {
+                sync_duration: 20,
+                max_upload_bytes: 4 << 20,
+                body_timeout: 5,
+                ..Default::default()
+            };
+            tap::Tap::open(Arc::new(czar), limits, None).expect("tap")
+        });
+        Service { runtime, tap }
+    })
+}
+
+/// Bytes as a query string: URI-safe bytes kept, the others percent-encoded.
+fn query_string(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || b"&=%+*-_.,()'!~:/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The raw material split at the first NUL: (before, after).
+fn split(bytes: &[u8]) -> (&[u8], &[u8]) {
+    match bytes.iter().position(|&b| b == 0) {
+        Some(i) => (&bytes[..i], &bytes[i + 1..]),
+        None => (bytes, &[]),
+    }
+}
+
+const UPLOAD_QUERIES: [&str; 4] = [
+    "SELECT * FROM TAP_UPLOAD.t",
+    "SELECT COUNT(*) AS n FROM TAP_UPLOAD.t",
+    "SELECT t.*, o.id FROM TAP_UPLOAD.t AS t JOIN sky.object AS o \
+     ON 1 = CONTAINS(POINT(o.ra, o.dec), CIRCLE(t.ra, t.dec, 0.5))",
+    "SELECT TOP 5 * FROM TAP_UPLOAD.t ORDER BY 1",
+];
+
+fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, file, content) in parts {
+        body.extend_from_slice(b"--XyZzy\r\nContent-Disposition: form-data; name=\"");
+        body.extend_from_slice(name.as_bytes());
+        body.push(b'"');
+        if let Some(f) = file {
+            body.extend_from_slice(format!("; filename=\"{f}\"\r\nContent-Type: application/x-votable+xml").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n\r\n");
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"--XyZzy--\r\n");
+    body
+}
+
+fn post(uri: &str, content_type: &str, body: Vec<u8>) -> Option<Request<Body>> {
+    Request::post(uri)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body))
+        .ok()
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+const MULTIPART: &str = "multipart/form-data; boundary=XyZzy";
+
+/// The request an input stands for (None: not a request an HTTP client could send, e.g. an invalid URI).
+fn request(kind: u8, raw: &[u8]) -> Option<Request<Body>> {
+    match kind % 8 {
+        // TAP parameters in a urlencoded body, in the query string, in a multipart body.
+        0 => post("/tap/sync", FORM, raw.to_vec()),
+        1 => Request::get(format!("/tap/sync?{}", query_string(raw))).body(Body::empty()).ok(),
+        2 => post("/tap/sync", MULTIPART, raw.to_vec()),
+        // An upload (any serialization: the seeds hold TABLEDATA, BINARY and BINARY2) queried four ways.
+        3 => {
+            let (choice, table) = raw.split_first()?;
+            let query = UPLOAD_QUERIES[*choice as usize % UPLOAD_QUERIES.len()];
+            let body = multipart(&[
+                ("LANG", None, b"ADQL"),
+                ("QUERY", None, query.as_bytes()),
+                ("UPLOAD", None, b"t,param:tab"),
+                ("tab", Some("t.xml"), table),
+            ]);
+            post("/tap/sync", MULTIPART, body)
+        }
+        // Simple Cone Search parameters.
+        4 => Request::get(format!("/scs/sky.object?{}", query_string(raw))).body(Body::empty()).ok(),
+        // A content type of the input's choosing over a body of its choosing.
+        5 => {
+            let (content_type, body) = split(raw);
+            let content_type = std::str::from_utf8(content_type).ok()?;
+            post("/tap/sync", content_type, body.to_vec())
+        }
+        // Any path under /tap (VOSI tables, UWS sub-resources of unknown jobs, examples).
+        6 => Request::get(format!("/tap/{}", query_string(raw).replace('%', "%25")))
+            .body(Body::empty())
+            .ok(),
+        // UWS: handled in `uws`.
+        _ => None,
+    }
+}
+
+const DALI: &[u8] = b"<INFO name=\"QUERY_STATUS\" value=\"ERROR\">";
+
+/// Asserts a clean answer: never a 500, and every refusal a DALI error document (405 is axum's, SCS answers
+/// errors under 200 as its standard says).
+async fn check(tap: &Arc<tap::Tap>, mut request: Request<Body>) -> (StatusCode, Vec<u8>, Option<String>) {
+    // Not on loopback: the admin routes must refuse it.
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from(([203, 0, 113, 9], 4000))));
+    let uri = request.uri().to_string();
+    let response = tap::router(tap.clone()).oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let body = tokio::time::timeout(Duration::from_secs(120), axum::body::to_bytes(response.into_body(), 512 << 20))
+        .await
+        .unwrap_or_else(|_| panic!("{uri}: the body did not end within 120 s"))
+        .unwrap_or_else(|e| panic!("{uri}: the body failed: {e}"));
+    assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{uri}: {}", String::from_utf8_lossy(&body));
+    if status.is_client_error() || status.is_server_error() {
+        assert!(
+            status == StatusCode::METHOD_NOT_ALLOWED
+                || body.windows(DALI.len()).any(|w| w == DALI),
+            "{uri}: {status} without a DALI error document: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        );
+    }
+    assert_eq!(tap::reply::panics_caught(), 0, "{uri}: the catch-panic layer fired");
+    (status, body.to_vec(), location)
+}
+
+/// An async job created with the input's parameters, then a POST to one of its sub-resources with more of them,
+/// a read of each sub-resource, and its deletion (jobs are not left behind).
+async fn uws(tap: &Arc<tap::Tap>, raw: &[u8]) {
+    let (create, rest) = split(raw);
+    let Some(req) = post("/tap/async", FORM, create.to_vec()) else { return };
+    let (status, _, location) = check(tap, req).await;
+    if status != StatusCode::SEE_OTHER {
+        return;
+    }
+    let job = location.expect("a 303 names the job");
+    let path = job.find("/tap/async/").map(|i| &job[i..]).expect("a job URL");
+    let (which, more) = rest.split_first().unwrap_or((&0, &[]));
+    let field = ["parameters", "phase", "destruction", "executionduration", "quote", "runId"][*which as usize % 6];
+    if let Some(req) = post(&format!("{path}/{field}"), FORM, more.to_vec()) {
+        check(tap, req).await;
+    }
+    for field in ["", "/phase", "/parameters", "/destruction", "/executionduration", "/error", "/results"] {
+        if let Ok(req) = Request::get(format!("{path}{field}")).body(Body::empty()) {
+            check(tap, req).await;
+        }
+    }
+    let req = Request::delete(path).body(Body::empty()).expect("a DELETE");
+    let (status, _, _) = check(tap, req).await;
+    assert!(status == StatusCode::SEE_OTHER || status == StatusCode::NOT_FOUND, "{path}: DELETE gave {status}");
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&kind, raw)) = data.split_first() else { return };
+    let s = service();
+    s.runtime.block_on(async {
+        if kind % 8 == 7 {
+            uws(&s.tap, raw).await;
+        } else if let Some(req) = request(kind, raw) {
+            check(&s.tap, req).await;
+        }
+    });
+});
