@@ -214,7 +214,7 @@ impl ChunkMap {
             self.max_depth,
             ra.rem_euclid(360.0).to_radians(),
             dec.to_radians(),
-            radius.to_radians(),
+            coverage_radius(radius),
         );
         self.from_bmoc(&bmoc)
     }
@@ -248,6 +248,12 @@ pub fn valid_position(ra: f64, dec: f64) -> bool {
 }
 
 /// Whether a cone is one: a valid centre and a finite, non-negative radius in degrees.
+/// The radius (radians) whose coverage is asked of cdshealpix, which refuses a zero radius (an assertion): a cone
+/// of radius 0 (or one too small to be a positive angle in radians) is covered as one of 1e-9 degrees, a superset.
+fn coverage_radius(radius: f64) -> f64 {
+    radius.max(1e-9).to_radians()
+}
+
 pub fn valid_cone(ra: f64, dec: f64, radius: f64) -> bool {
     valid_position(ra, dec) && radius.is_finite() && radius >= 0.0
 }
@@ -364,6 +370,11 @@ mod tests {
             map.polygon(&[(10.0, 95.0), (11.0, 0.0), (12.0, 1.0)]).len(),
             all
         );
+        // Radii of zero and of a subnormal size (cdshealpix asserts a positive radius): a small coverage.
+        for (ra, dec, r) in [(0.0, -90.0, 0.0), (180.0, 0.0, 0.0), (33.0, 89.9, 5e-324)] {
+            assert!((1..all).contains(&map.cone(ra, dec, r).len()), "({ra}, {dec}, {r})");
+            assert!(!cone_index_ranges(ra, dec, r).is_empty());
+        }
         assert_eq!(
             map.polygon(&[(10.0, 0.0), (f64::NAN, 0.0), (12.0, 1.0)])
                 .len(),
@@ -399,7 +410,7 @@ pub fn cone_index_ranges(ra: f64, dec: f64, radius: f64) -> Vec<(u64, u64)> {
         depth,
         ra.rem_euclid(360.0).to_radians(),
         dec.to_radians(),
-        radius.to_radians(),
+        coverage_radius(radius),
     );
     let shift = 2 * (INDEX_DEPTH - bmoc.get_depth_max()) as u32;
     bmoc.to_ranges()

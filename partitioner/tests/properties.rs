@@ -88,6 +88,10 @@ fn cone_coverage_never_misses_a_position() {
         (0.0, 0.0, 2.0),
         (359.9, 45.0, 1.0),
         (11.0, 21.0, 0.5),
+        // Radii cdshealpix refuses (a zero radius, one that is zero in radians): the point itself is covered.
+        (0.0, -90.0, 0.0),
+        (points[0].0, points[0].1, 0.0),
+        (points[1].0, points[1].1, 5e-324),
     ];
     cones.extend((0..40).map(|_| {
         let (ra, dec) = rng.position();

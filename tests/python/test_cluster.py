@@ -302,6 +302,32 @@ def test_limits_end_queries_clearly_and_free_the_service(release, tmp_path):
         proc.wait()
 
 
+def test_a_worker_out_of_query_memory_fails_the_query_not_the_worker(tmp_path):
+    # A million objects in the minimum 48 chunks: a director-child join's hash table needs about 1.4 MiB per
+    # chunk on the worker, past --fragment-memory-mb 1; the czar's own limit is not the one reached.
+    run("gen", "--rows", "1000000", "--out", str(tmp_path / "rel"), "--seed", "3")
+    data = tmp_path / "data"
+    run("ingest", "--data-dir", str(data), "--table", "sky.object", "--input", str(tmp_path / "rel/object.parquet"),
+        "--ra", "ra", "--dec", "dec", "--id", "id", "--quiet")
+    run("ingest", "--data-dir", str(data), "--table", "sky.source", "--input", str(tmp_path / "rel/source.parquet"),
+        "--director", "sky.object", "--director-key", "object_id", "--quiet")
+    proc, url = start(["serve", "--data-dir", str(data), "--port", "0", "--workers", "2", "--fragment-memory-mb", "1",
+                       "--jobs-dir", str(tmp_path / "jobs")], r"TAP service at (http://\S+/tap)")
+    try:
+        join = "SELECT COUNT(*) FROM sky.object AS o JOIN sky.source AS s ON s.object_id = o.id"
+        assert "HashJoinExec" in explain(url, join).split("merge plan at the czar")[0]
+        status, body = tap(url, join)
+        assert status == 400 and 'value="ERROR"' in body, body[:500]
+        assert "more memory on a worker" in body and "--fragment-memory-mb" in body, body[:500]
+        # The workers are fine: a query within the limit is answered, exactly.
+        status, body = tap(url, "SELECT COUNT(*) FROM sky.object WHERE mag_g < 20")
+        expected = duckdb.sql(f"SELECT COUNT(*) FROM '{tmp_path / 'rel/object.parquet'}' WHERE mag_g < 20").fetchall()[0][0]
+        assert expected > 0 and status == 200 and body.split()[1] == str(expected), body[:300]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_a_worker_killed_mid_query(release, tmp_path):
     """kill -9 a worker while a large result is streaming: with two replicas the result is complete and right,
     with one the document ends with an error naming the chunk, never silently short."""

@@ -35,6 +35,13 @@ pub enum WorkerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The fragment's operators needed more memory than one fragment may hold on a worker (`--fragment-memory-mb`);
+    /// every replica would fail alike.
+    #[error(
+        "the query needs more memory on a worker than one query may hold there ({detail}); narrow it (a smaller \
+         area, fewer columns, TOP) or ask the operator to raise --fragment-memory-mb"
+    )]
+    TooLarge { detail: String },
     /// The fragment itself failed (a cast that cannot be done, a bad plan): every replica would fail alike.
     #[error("{message}")]
     Query { message: String },
@@ -52,6 +59,7 @@ impl WorkerError {
             | WorkerError::UnknownAction(_)
             | WorkerError::BadPath { .. }
             | WorkerError::Query { .. } => ErrorCode::BadRequest,
+            WorkerError::TooLarge { .. } => ErrorCode::TooLarge,
             WorkerError::Io { .. } => ErrorCode::Internal,
         }
     }
@@ -78,6 +86,11 @@ impl WorkerError {
                 other => WorkerError::Query {
                     message: other.to_string(),
                 },
+            };
+        }
+        if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
+            return WorkerError::TooLarge {
+                detail: adql::engine::clean_message(&e),
             };
         }
         WorkerError::Query {
