@@ -14,6 +14,7 @@
 //! the directory after it, so a record that was published, or a job that was put, is there after `kill -9` or a
 //! power cut. Readers take no lock: any number of processes (czars) read while one writes.
 
+pub mod accounts;
 pub mod files;
 pub mod index;
 mod records;

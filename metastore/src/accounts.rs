@@ -1,0 +1,415 @@
+//! Accounts: users (name, groups, admin) and their API tokens, in plain files under `DATA_DIR/accounts/`:
+//! `users/NAME.json` and `tokens/ID.json`. A token is `sky_ID_SECRET` (ID: 8 random bytes, SECRET: 32, both hex);
+//! only the SHA-256 of its secret is stored, so a copy of the data directory grants nothing, and the token is shown
+//! once, when it is created. (A token carries 256 random bits: a fast hash is the right one; passwords, which
+//! carry few, would need a slow one.)
+//!
+//! The command line writes (under the directory's `LOCK`, one writer at a time); a serving czar reads the files
+//! at each check without a lock, so a user added or a token revoked counts at the next request, no restart.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::files::{self, DirLock};
+use crate::{MetaError, Result};
+
+/// What a token may be used for.
+pub const SCOPES: [&str; 4] = ["read:tap", "write:tables", "write:files", "admin"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub name: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub admin: bool,
+    /// Milliseconds since the Unix epoch.
+    pub created: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub user: String,
+    pub scopes: Vec<String>,
+    /// Hex SHA-256 of the secret part.
+    pub hash: String,
+    pub created: u64,
+    /// Milliseconds since the Unix epoch; none: until revoked.
+    pub expires: Option<u64>,
+}
+
+/// Who a checked token speaks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    pub user: String,
+    pub groups: Vec<String>,
+    pub scopes: Vec<String>,
+    /// The token's id (for the audit line; never its secret).
+    pub token: String,
+}
+
+impl Identity {
+    pub fn may(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// Why a presented token was not accepted (what the client is told stays the same for all: "not valid").
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the token is not a skyshard token")]
+    Malformed,
+    #[error("the token is not known (revoked, or never issued here)")]
+    Unknown,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token's user no longer exists")]
+    NoUser,
+}
+
+/// A valid user or group name: what a schema name `user_NAME` can carry.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn digest(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// Equal without an early exit (the compare of a hash must not time-leak a prefix).
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn random_hex(n: usize) -> Result<String> {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes).map_err(|e| MetaError::Io {
+        path: "the system's random source".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(hex(&bytes))
+}
+
+/// The accounts of a data directory, for reading (no lock; nothing is created).
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    dir: PathBuf,
+}
+
+impl Accounts {
+    pub fn new(data_dir: &Path) -> Accounts {
+        Accounts {
+            dir: data_dir.join("accounts"),
+        }
+    }
+
+    fn user_path(&self, name: &str) -> PathBuf {
+        self.dir.join("users").join(format!("{name}.json"))
+    }
+
+    fn token_path(&self, id: &str) -> PathBuf {
+        self.dir.join("tokens").join(format!("{id}.json"))
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<Option<T>> {
+        let Some(bytes) = files::read_if_present(path).map_err(|e| MetaError::io(path, e))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| MetaError::Corrupt {
+                table: path.display().to_string(),
+                source,
+            })
+    }
+
+    fn all<T: serde::de::DeserializeOwned>(&self, sub: &str) -> Result<Vec<T>> {
+        let dir = self.dir.join(sub);
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        files::records(&dir, ".json")
+            .map_err(|e| MetaError::io(&dir, e))?
+            .into_iter()
+            .map(|(name, bytes)| {
+                serde_json::from_slice(&bytes).map_err(|source| MetaError::Corrupt {
+                    table: dir.join(name).display().to_string(),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    pub fn user(&self, name: &str) -> Result<Option<User>> {
+        if !valid_name(name) {
+            return Ok(None);
+        }
+        self.read(&self.user_path(name))
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Result<Vec<User>> {
+        self.all("users")
+    }
+
+    /// Every token record (hashes only), by id.
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.all("tokens")
+    }
+
+    /// Whether any user exists (a service with no accounts cannot require them).
+    pub fn any(&self) -> bool {
+        self.users().is_ok_and(|u| !u.is_empty())
+    }
+
+    /// The identity a token speaks for at `now` (ms since the epoch), or why it does not.
+    pub fn check(&self, token: &str, now: u64) -> Result<std::result::Result<Identity, Refusal>> {
+        let Some((id, secret)) = token
+            .strip_prefix("sky_")
+            .and_then(|rest| rest.split_once('_'))
+            .filter(|(id, secret)| {
+                id.len() == 16
+                    && secret.len() == 64
+                    && id.bytes().chain(secret.bytes()).all(|b| b.is_ascii_hexdigit())
+            })
+        else {
+            return Ok(Err(Refusal::Malformed));
+        };
+        let Some(record) = self.read::<TokenRecord>(&self.token_path(id))? else {
+            return Ok(Err(Refusal::Unknown));
+        };
+        if !same(&record.hash, &digest(secret)) {
+            return Ok(Err(Refusal::Unknown));
+        }
+        if record.expires.is_some_and(|e| e <= now) {
+            return Ok(Err(Refusal::Expired));
+        }
+        let Some(user) = self.user(&record.user)? else {
+            return Ok(Err(Refusal::NoUser));
+        };
+        let scopes = record
+            .scopes
+            .into_iter()
+            // The admin scope counts only while the user is an admin.
+            .filter(|s| s != "admin" || user.admin)
+            .collect();
+        Ok(Ok(Identity {
+            user: user.name,
+            groups: user.groups,
+            scopes,
+            token: record.id,
+        }))
+    }
+
+    /// The writer (one process at a time: the directory's `LOCK`).
+    pub fn writer(&self) -> Result<AccountsWriter> {
+        let io = |e| MetaError::io(&self.dir, e);
+        std::fs::create_dir_all(self.dir.join("users")).map_err(io)?;
+        std::fs::create_dir_all(self.dir.join("tokens")).map_err(io)?;
+        let lock = DirLock::acquire(&self.dir).map_err(io)?;
+        Ok(AccountsWriter {
+            accounts: self.clone(),
+            _lock: lock,
+        })
+    }
+}
+
+pub struct AccountsWriter {
+    accounts: Accounts,
+    _lock: DirLock,
+}
+
+/// What a change to the accounts refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(
+        "{0:?} is not a valid user or group name (1-64 characters: lower-case letters, digits and _, starting with a letter)"
+    )]
+    BadName(String),
+    #[error("user {0} already exists")]
+    Exists(String),
+    #[error("no user {0}")]
+    NoUser(String),
+    #[error("unknown scope {0:?}; scopes are {scopes}", scopes = SCOPES.join(", "))]
+    BadScope(String),
+    #[error("user {0} is not an admin, so a token of theirs cannot carry the admin scope")]
+    NotAdmin(String),
+    #[error("no token {0}")]
+    NoToken(String),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+impl AccountsWriter {
+    fn write<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(value).expect("account records serialize");
+        files::write_atomically(path, &bytes).map_err(|e| MetaError::io(path, e))
+    }
+
+    pub fn add_user(
+        &self,
+        name: &str,
+        groups: &[String],
+        admin: bool,
+        now: u64,
+    ) -> std::result::Result<User, AccountError> {
+        for n in std::iter::once(name).chain(groups.iter().map(String::as_str)) {
+            if !valid_name(n) {
+                return Err(AccountError::BadName(n.to_string()));
+            }
+        }
+        if self.accounts.user(name)?.is_some() {
+            return Err(AccountError::Exists(name.to_string()));
+        }
+        let mut groups = groups.to_vec();
+        groups.sort();
+        groups.dedup();
+        let user = User {
+            name: name.to_string(),
+            groups,
+            admin,
+            created: now,
+        };
+        self.write(&self.accounts.user_path(name), &user)?;
+        Ok(user)
+    }
+
+    /// Removes a user and every token of theirs.
+    pub fn remove_user(&self, name: &str) -> std::result::Result<(), AccountError> {
+        if self.accounts.user(name)?.is_none() {
+            return Err(AccountError::NoUser(name.to_string()));
+        }
+        for t in self.accounts.tokens()? {
+            if t.user == name {
+                self.revoke(&t.id)?;
+            }
+        }
+        let path = self.accounts.user_path(name);
+        files::remove(&path).map_err(|e| MetaError::io(&path, e))?;
+        Ok(())
+    }
+
+    /// A new token for `user`; the returned text is the only copy of it.
+    pub fn create_token(
+        &self,
+        user: &str,
+        scopes: &[String],
+        expires: Option<u64>,
+        now: u64,
+    ) -> std::result::Result<(TokenRecord, String), AccountError> {
+        let Some(account) = self.accounts.user(user)? else {
+            return Err(AccountError::NoUser(user.to_string()));
+        };
+        for s in scopes {
+            if !SCOPES.contains(&s.as_str()) {
+                return Err(AccountError::BadScope(s.clone()));
+            }
+            if s == "admin" && !account.admin {
+                return Err(AccountError::NotAdmin(user.to_string()));
+            }
+        }
+        let id = random_hex(8)?;
+        let secret = random_hex(32)?;
+        let record = TokenRecord {
+            id: id.clone(),
+            user: user.to_string(),
+            scopes: scopes.to_vec(),
+            hash: digest(&secret),
+            created: now,
+            expires,
+        };
+        self.write(&self.accounts.token_path(&id), &record)?;
+        Ok((record, format!("sky_{id}_{secret}")))
+    }
+
+    /// Revokes a token by its id (the 16 hex digits after `sky_`), or by the whole token.
+    pub fn revoke(&self, id_or_token: &str) -> std::result::Result<(), AccountError> {
+        let id = id_or_token
+            .strip_prefix("sky_")
+            .and_then(|rest| rest.split('_').next())
+            .unwrap_or(id_or_token);
+        let valid = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        let path = self.accounts.token_path(id);
+        if !valid || !path.exists() {
+            return Err(AccountError::NoToken(id.to_string()));
+        }
+        files::remove(&path).map_err(|e| MetaError::io(&path, e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scopes(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn tokens_check_expire_and_revoke() {
+        let dir = std::env::temp_dir().join(format!("skyshard-accounts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let accounts = Accounts::new(&dir);
+        assert!(!accounts.any());
+        let w = accounts.writer().unwrap();
+        w.add_user("ada", &["optics".into(), "optics".into()], false, 1).unwrap();
+        w.add_user("root", &[], true, 1).unwrap();
+        assert!(matches!(w.add_user("ada", &[], false, 2), Err(AccountError::Exists(_))));
+        assert!(matches!(w.add_user("../x", &[], false, 2), Err(AccountError::BadName(_))));
+        assert!(matches!(w.add_user("Ada", &[], false, 2), Err(AccountError::BadName(_))));
+        assert!(matches!(
+            w.create_token("ada", &scopes(&["admin"]), None, 5),
+            Err(AccountError::NotAdmin(_))
+        ));
+        assert!(matches!(
+            w.create_token("ada", &scopes(&["read:everything"]), None, 5),
+            Err(AccountError::BadScope(_))
+        ));
+        let (_, token) = w.create_token("ada", &scopes(&["read:tap"]), Some(1_000), 5).unwrap();
+        let who = accounts.check(&token, 999).unwrap().unwrap();
+        assert_eq!((who.user.as_str(), who.groups.clone()), ("ada", vec!["optics".to_string()]));
+        assert!(who.may("read:tap") && !who.may("admin"));
+        assert_eq!(accounts.check(&token, 1_000).unwrap(), Err(Refusal::Expired));
+        // Nothing in the files gives the token away.
+        let stored = std::fs::read_to_string(accounts.token_path(&who.token)).unwrap();
+        assert!(!stored.contains(&token[21..]));
+        // A secret one digit off, a made-up id, garbage: refused alike.
+        let mut wrong = token.clone();
+        let last = wrong.pop().unwrap();
+        wrong.push(if last == '0' { '1' } else { '0' });
+        assert_eq!(accounts.check(&wrong, 0).unwrap(), Err(Refusal::Unknown));
+        assert_eq!(
+            accounts.check(&format!("sky_{}_{}", "0".repeat(16), "0".repeat(64)), 0).unwrap(),
+            Err(Refusal::Unknown)
+        );
+        for bad in ["", "sky_", "Bearer x", "sky_../../etc_passwd", &"sky_".repeat(1000)] {
+            assert_eq!(accounts.check(bad, 0).unwrap(), Err(Refusal::Malformed), "{bad}");
+        }
+        let (_, forever) = w.create_token("root", &scopes(&["read:tap", "admin"]), None, 5).unwrap();
+        assert!(accounts.check(&forever, u64::MAX).unwrap().unwrap().may("admin"));
+        w.revoke(&forever).unwrap();
+        assert_eq!(accounts.check(&forever, 0).unwrap(), Err(Refusal::Unknown));
+        // Removing a user revokes their tokens.
+        let (_, other) = w.create_token("ada", &scopes(&["read:tap"]), None, 5).unwrap();
+        w.remove_user("ada").unwrap();
+        assert_eq!(accounts.check(&other, 0).unwrap(), Err(Refusal::Unknown));
+        assert_eq!(accounts.users().unwrap().len(), 1);
+        // One writer at a time.
+        assert!(accounts.writer().is_err());
+        drop(w);
+        assert!(accounts.writer().is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

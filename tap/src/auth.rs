@@ -1,0 +1,327 @@
+//! Who is calling. Three ways in, as clients already speak them: `Authorization: Bearer TOKEN` (pyvo with a
+//! session, curl, Flight SQL), HTTP Basic with any user name and the token as password (TOPCAT, rclone, cadctap with
+//! `.netrc`), and the session cookie that `POST /tap/login` sets (astroquery's `TapPlus.login()`, browsers). Tokens
+//! are checked against the data directory's accounts ([`metastore::accounts`]) at each request, so a revoked token
+//! stops working at once.
+//!
+//! The policy (`--auth`): `none` (nobody is asked, every job is everyone's: a laptop), `optional` (anonymous
+//! callers query the catalogs; named ones also own their jobs), `required` (every request but the capabilities,
+//! availability, login and health needs a valid token). Presented credentials that are not valid are refused
+//! under every policy but `none`: a typo never silently makes someone anonymous.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use metastore::accounts::{Accounts, Identity};
+
+use crate::params::Params;
+use crate::reply::error;
+use crate::service::Tap;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "skyshard_session";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    #[default]
+    None,
+    Optional,
+    Required,
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Policy, String> {
+        match s {
+            "none" => Ok(Policy::None),
+            "optional" => Ok(Policy::Optional),
+            "required" => Ok(Policy::Required),
+            other => Err(format!("--auth {other}: use none, optional or required")),
+        }
+    }
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            Policy::None => "none",
+            Policy::Optional => "optional",
+            Policy::Required => "required",
+        })
+    }
+}
+
+/// The caller of a request, put into its extensions by [`authenticate`].
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Anonymous,
+    User(Identity),
+}
+
+impl Caller {
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::User(i) => Some(&i.user),
+        }
+    }
+
+    pub fn may(&self, scope: &str) -> bool {
+        matches!(self, Caller::User(i) if i.may(scope))
+    }
+}
+
+/// The service's policy and the accounts it checks tokens against.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub policy: Policy,
+    pub accounts: Accounts,
+}
+
+/// The token a request presents, if any; Err for credentials that cannot be read.
+fn presented(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value
+            .to_str()
+            .map_err(|_| "the Authorization header is not text")?;
+        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+        let rest = rest.trim();
+        return match scheme.to_ascii_lowercase().as_str() {
+            "bearer" if !rest.is_empty() => Ok(Some(rest.to_string())),
+            "basic" => {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(rest)
+                    .map_err(|_| "the Basic credentials are not base64")?;
+                let text = String::from_utf8(decoded)
+                    .map_err(|_| "the Basic credentials are not UTF-8")?;
+                // The user name is the client's habit (TOPCAT's x-oauth-basic, a login name): the token decides.
+                let (_, password) = text
+                    .split_once(':')
+                    .ok_or("the Basic credentials have no password")?;
+                Ok(Some(password.to_string()))
+            }
+            _ => Err("the Authorization header must be Bearer TOKEN or Basic (any user, the token as password)"),
+        };
+    }
+    Ok(cookie(headers, COOKIE))
+}
+
+/// The value of a cookie.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Where a client logs in, from the request's Host.
+fn login_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("localhost");
+    format!("http://{host}/tap/login")
+}
+
+/// 401 with a DALI error document and the challenges of every way in: Bearer and Basic (RFC 6750, 7617) and the
+/// IVOA SSO schemes, which point at the login form.
+pub fn unauthorized(headers: &HeaderMap, message: &str) -> Response {
+    let mut response = error(StatusCode::UNAUTHORIZED, message);
+    let login = login_url(headers);
+    let challenges = [
+        "Bearer realm=\"skyshard\"".to_string(),
+        "Basic realm=\"skyshard\"".to_string(),
+        format!("ivoa_bearer standard_id=\"ivo://ivoa.net/sso#tls-with-password\", access_url=\"{login}\""),
+        format!("ivoa_cookie standard_id=\"ivo://ivoa.net/sso#tls-with-password\", access_url=\"{login}\""),
+    ];
+    for c in challenges {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            response.headers_mut().append(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    response
+}
+
+/// Paths anyone may reach under `required`: what a client needs to find out how to log in, and to log in.
+fn open_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/tap/capabilities" | "/tap/availability" | "/tap/login" | "/tap/logout" | "/health"
+    )
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Checks a token: the caller, or the refusal to answer with.
+fn check(auth: &Auth, headers: &HeaderMap, token: &str) -> Result<Caller, Response> {
+    match auth.accounts.check(token, now_ms()) {
+        Ok(Ok(identity)) => Ok(Caller::User(identity)),
+        Ok(Err(refusal)) => Err(unauthorized(
+            headers,
+            &format!("the credentials are not valid: {refusal}"),
+        )),
+        Err(e) => {
+            eprintln!("error: checking a token: {e}");
+            Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the accounts cannot be read just now; try again",
+            ))
+        }
+    }
+}
+
+/// The middleware: puts the [`Caller`] into the request, or answers 401.
+pub(crate) async fn authenticate(
+    State(tap): State<Arc<Tap>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let caller = match &tap.auth {
+        None => Caller::Anonymous,
+        Some(auth) => match presented(request.headers()) {
+            Err(problem) => return unauthorized(request.headers(), problem),
+            Ok(Some(token)) => match check(auth, request.headers(), &token) {
+                Ok(caller) => caller,
+                Err(response) => return response,
+            },
+            Ok(None) => {
+                if auth.policy == Policy::Required && !open_path(request.uri().path()) {
+                    return unauthorized(
+                        request.headers(),
+                        "this service needs identity: send a token (Authorization: Bearer TOKEN, or Basic with the \
+                         token as password) or log in at /tap/login",
+                    );
+                }
+                Caller::Anonymous
+            }
+        },
+    };
+    let user = caller.user().map(str::to_string);
+    request.extensions_mut().insert(caller);
+    let mut response = next.run(request).await;
+    if let Some(user) = user.and_then(|u| HeaderValue::from_str(&u).ok()) {
+        response.headers_mut().insert("x-vo-authenticated", user);
+    }
+    response
+}
+
+/// `POST /tap/login`: `username` and `password` (a token of that user; passwords proper are not kept), or `token`.
+/// Sets the session cookie and answers the SSO headers `X-VO-Authenticated` and `X-VO-Bearer`.
+pub(crate) async fn login(State(tap): State<Arc<Tap>>, headers: HeaderMap, params: Params) -> Response {
+    let Some(auth) = &tap.auth else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this service has no accounts (--auth none): there is nothing to log in to",
+        );
+    };
+    let token = params
+        .get("TOKEN")
+        .or_else(|| params.get("PASSWORD"))
+        .unwrap_or("")
+        .to_string();
+    if token.is_empty() {
+        return unauthorized(&headers, "log in with username and password (a token), or token");
+    }
+    let identity = match check(auth, &headers, &token) {
+        Ok(Caller::User(identity)) => identity,
+        Ok(Caller::Anonymous) => unreachable!("a checked token names a user"),
+        Err(response) => return response,
+    };
+    if let Some(name) = params.get("USERNAME").filter(|n| !n.is_empty())
+        && name != identity.user
+    {
+        return unauthorized(&headers, "the credentials are not valid: the token is not that user's");
+    }
+    let mut response = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain")],
+        format!("logged in as {}\n", identity.user),
+    )
+        .into_response();
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax")) {
+        h.insert(header::SET_COOKIE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&identity.user) {
+        h.insert("x-vo-authenticated", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&token) {
+        h.insert("x-vo-bearer", v);
+    }
+    response
+}
+
+/// `/tap/logout`: the session cookie is cleared.
+pub(crate) async fn logout() -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/plain"),
+            (
+                header::SET_COOKIE,
+                "skyshard_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
+            ),
+        ],
+        "logged out\n",
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/me`: who the service takes the caller for, as JSON.
+pub(crate) async fn me(
+    State(tap): State<Arc<Tap>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Response {
+    let policy = tap.auth.as_ref().map_or(Policy::None, |a| a.policy);
+    let body = match &caller {
+        Caller::Anonymous => serde_json::json!({ "anonymous": true, "auth": policy.to_string() }),
+        Caller::User(i) => serde_json::json!({
+            "anonymous": false,
+            "user": i.user,
+            "groups": i.groups,
+            "scopes": i.scopes,
+            "token": i.token,
+            "auth": policy.to_string(),
+            "jobs": tap.jobs.owned_by(&i.user),
+        }),
+    };
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("{body}\n"),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_read_from_each_way_in() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented(&h), Ok(None));
+        h.insert(header::COOKIE, "a=b; skyshard_session=sky_x; c=d".parse().unwrap());
+        assert_eq!(presented(&h), Ok(Some("sky_x".into())));
+        h.insert(header::AUTHORIZATION, "Bearer  sky_y ".parse().unwrap());
+        assert_eq!(presented(&h), Ok(Some("sky_y".into())));
+        let basic = base64::engine::general_purpose::STANDARD.encode("x-oauth-basic:sky_z");
+        h.insert(header::AUTHORIZATION, format!("Basic {basic}").parse().unwrap());
+        assert_eq!(presented(&h), Ok(Some("sky_z".into())));
+        for bad in ["Basic !!!", "Digest x", "Bearer", "Basic eA=="] {
+            h.insert(header::AUTHORIZATION, bad.parse().unwrap());
+            assert!(presented(&h).is_err(), "{bad}");
+        }
+    }
+}
