@@ -66,6 +66,11 @@ pub struct ServiceArgs {
     /// Seconds a request's line and headers may take to arrive; a client trickling them is disconnected.
     #[arg(long, default_value_t = 30)]
     pub header_timeout: u64,
+    /// Who must say who they are: none (nobody is asked; every job is everyone's), optional (anonymous callers
+    /// query; named ones own their jobs), required (every request but capabilities, availability and login needs a
+    /// token). Accounts: `skyshard user add`, `skyshard token create`.
+    #[arg(long, default_value = "none", value_parser = ["none", "optional", "required"])]
+    pub auth: String,
 }
 
 /// Starts the HTTP service of a czar and reports where it listens.
@@ -95,7 +100,23 @@ async fn run_czar(
         header_timeout: service.header_timeout.max(1),
         ..Default::default()
     };
-    let tap = tap::Tap::open(czar.clone(), limits, service.jobs_dir.as_deref())?;
+    let policy: tap::auth::Policy = service.auth.parse()?;
+    let auth = tap::auth::Auth {
+        policy,
+        accounts: metastore::accounts::Accounts::new(data_dir),
+    };
+    if policy == tap::auth::Policy::Required && !auth.accounts.any() {
+        eprintln!(
+            "warning: --auth required and no users yet: every query will be refused until `skyshard user add` and \
+             `skyshard token create` (run while serving)"
+        );
+    }
+    let tap = tap::Tap::open_with(
+        czar.clone(),
+        limits,
+        service.jobs_dir.as_deref(),
+        Some(auth),
+    )?;
     let listener = bind(&format!("127.0.0.1:{port}")).await?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let tables: Vec<String> = czar

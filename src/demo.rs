@@ -113,6 +113,7 @@ pub fn demo(port: u16, rows: u64, workers: usize, data_dir: Option<PathBuf>) -> 
         max_upload_mb: limits.max_upload_bytes >> 20,
         body_timeout: limits.body_timeout,
         header_timeout: limits.header_timeout,
+        auth: "optional".into(),
         ..Default::default()
     };
     crate::cluster::serve_with(

@@ -86,14 +86,19 @@ async fn send_async(
         }
     };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let request = hyper::Request::builder()
+    let mut request = hyper::Request::builder()
         .method(method)
         .uri(path)
         .header(header::HOST, authority.as_str())
         .header(header::CONTENT_TYPE, content_type)
-        .header(header::CONTENT_LENGTH, length)
-        .body(body)
-        .map_err(|e| e.to_string())?;
+        .header(header::CONTENT_LENGTH, length);
+    // A service with accounts: the token of `skyshard token create` (loads need one with the admin scope).
+    if let Ok(token) = std::env::var("SKYSHARD_TOKEN")
+        && !token.is_empty()
+    {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request.body(body).map_err(|e| e.to_string())?;
     let response = sender
         .send_request(request)
         .await

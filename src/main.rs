@@ -1,5 +1,6 @@
 //! `skyshard`: the one binary. Commands parse their arguments and call into the crates.
 
+mod accounts;
 mod cluster;
 mod demo;
 mod http;
@@ -139,6 +140,16 @@ enum Command {
         explain: bool,
         /// The ADQL query; read from standard input when absent.
         query: Option<String>,
+    },
+    /// The users of a data directory's TAP service (`--auth optional` or `required`).
+    User {
+        #[command(subcommand)]
+        command: accounts::UserCommand,
+    },
+    /// API tokens: what pyvo, TOPCAT, astroquery, curl and `skyshard query` (SKYSHARD_TOKEN) present.
+    Token {
+        #[command(subcommand)]
+        command: accounts::TokenCommand,
     },
     /// Lists the tables of a data directory, or with --table the columns of one (name, type, unit, UCD, description).
     Tables {
@@ -365,6 +376,8 @@ fn main() -> ExitCode {
                 Err(e) => failure(e),
             }
         }
+        Command::User { command } => accounts::user(command),
+        Command::Token { command } => accounts::token(command),
         Command::Demo {
             port,
             rows,

@@ -4,13 +4,14 @@
 //! its data directory and ships the files before publishing ([`czar::ship`]): if any worker cannot take its files,
 //! nothing is published and the catalog stays as it was.
 //!
-//! The admin routes answer only clients on the czar's own machine (loopback).
+//! The admin routes answer only clients on the czar's own machine (loopback), and with accounts (`--auth optional`
+//! or `required`) only tokens with the `admin` scope.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::Router;
+use axum::{Extension, Router};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::{StatusCode, header};
@@ -21,6 +22,7 @@ use metastore::TableRecord;
 use partitioner::layout;
 use tokio::io::AsyncWriteExt;
 
+use crate::auth::Caller;
 use crate::service::Tap;
 
 pub fn routes() -> Router<Arc<Tap>> {
@@ -53,15 +55,22 @@ fn plain(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
-fn local_only(peer: &SocketAddr) -> Result<(), Response> {
-    if peer.ip().is_loopback() {
-        Ok(())
-    } else {
-        Err(refused(
+/// Loads are taken from the czar's own machine only, and, when the service has accounts, from a caller whose
+/// token carries the `admin` scope.
+fn allowed(tap: &Tap, caller: &Caller, peer: &SocketAddr) -> Result<(), Response> {
+    if !peer.ip().is_loopback() {
+        return Err(refused(
             StatusCode::FORBIDDEN,
             "loads are taken only from the czar's own machine",
-        ))
+        ));
     }
+    if tap.auth.is_some() && !caller.may("admin") {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            "loads need a token with the admin scope (skyshard load --token, or SKYSHARD_TOKEN)",
+        ));
+    }
+    Ok(())
 }
 
 fn session_dir(tap: &Tap, session: &str) -> PathBuf {
@@ -71,10 +80,11 @@ fn session_dir(tap: &Tap, session: &str) -> PathBuf {
 async fn upload(
     State(tap): State<Arc<Tap>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     UrlPath((session, file)): UrlPath<(String, String)>,
     body: Body,
 ) -> Response {
-    if let Err(r) = local_only(&peer) {
+    if let Err(r) = allowed(&tap, &caller, &peer) {
         return r;
     }
     if !plain(&session) || !plain(&file) {
@@ -110,10 +120,11 @@ async fn upload(
 async fn load(
     State(tap): State<Arc<Tap>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     UrlPath(session): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = local_only(&peer) {
+    if let Err(r) = allowed(&tap, &caller, &peer) {
         return r;
     }
     if !plain(&session) {

@@ -182,6 +182,24 @@ fn check(auth: &Auth, headers: &HeaderMap, token: &str) -> Result<Caller, Respon
     }
 }
 
+/// Someone else's job answers 403 (UWS 1.1), or 401 to an anonymous caller, who may be its owner not logged in;
+/// anonymous jobs are anyone's who has the URL.
+fn job_refusal(tap: &Tap, caller: &Caller, path: &str, headers: &HeaderMap) -> Option<Response> {
+    let id = path.strip_prefix("/tap/async/")?.split('/').next()?;
+    let owner = tap.jobs.get(id)?.owner?;
+    match caller.user() {
+        Some(user) if user == owner => None,
+        Some(_) => Some(error(
+            StatusCode::FORBIDDEN,
+            &format!("job {id} belongs to another user"),
+        )),
+        None => Some(unauthorized(
+            headers,
+            &format!("job {id} belongs to a named user: send their token or log in"),
+        )),
+    }
+}
+
 /// The middleware: puts the [`Caller`] into the request, or answers 401.
 pub(crate) async fn authenticate(
     State(tap): State<Arc<Tap>>,
@@ -208,6 +226,11 @@ pub(crate) async fn authenticate(
             }
         },
     };
+    if tap.auth.is_some()
+        && let Some(refusal) = job_refusal(&tap, &caller, request.uri().path(), request.headers())
+    {
+        return refusal;
+    }
     let user = caller.user().map(str::to_string);
     request.extensions_mut().insert(caller);
     let mut response = next.run(request).await;

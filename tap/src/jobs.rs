@@ -84,6 +84,9 @@ pub struct Job {
     pub destruction: u64,
     pub error: Option<String>,
     pub result: Option<ResultFile>,
+    /// The user who created it; None: an anonymous job, reachable by anyone who has its (unguessable) URL.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 impl Job {
@@ -218,6 +221,14 @@ impl Jobs {
         change(&mut job);
         self.put(&job).ok()?;
         Some(job)
+    }
+
+    /// How many jobs `user` has.
+    pub fn owned_by(&self, user: &str) -> usize {
+        self.list()
+            .iter()
+            .filter(|j| j.owner.as_deref() == Some(user))
+            .count()
     }
 
     pub fn list(&self) -> Vec<Job> {

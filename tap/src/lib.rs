@@ -20,6 +20,7 @@
 //! [`format`] (the text table and DALI error document), [`reply`] (error documents, streamed bodies), [`admin`].
 
 pub mod admin;
+pub mod auth;
 pub mod error;
 pub mod format;
 pub mod jobs;
@@ -65,11 +66,18 @@ pub fn router(tap: Arc<Tap>) -> Router {
         .route("/tap/tables", get(vosi::tables))
         .route("/tap/tables/{name}", get(vosi::table))
         .route("/tap/examples", get(vosi::examples))
+        .route("/tap/login", axum::routing::post(auth::login))
+        .route("/tap/logout", get(auth::logout).post(auth::logout))
+        .route("/api/v1/me", get(auth::me))
         .merge(uws::routes())
         .merge(admin::routes())
         .route("/scs/{table}", get(scs::cone).post(scs::cone))
         .route("/health", get(reply::health))
         .fallback(reply::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            tap.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn(reply::catch_panic))
         .layer(axum::middleware::from_fn(reply::header_cap))
         .layer(DefaultBodyLimit::max(body_limit))

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use czar::Czar;
 use partitioner::layout;
 
+use crate::auth::{Auth, Policy};
 use crate::jobs::Jobs;
 
 /// What the service allows; advertised in `/capabilities`.
@@ -75,6 +76,8 @@ pub struct Tap {
     pub czar: Arc<Czar>,
     pub limits: Limits,
     pub jobs: Arc<Jobs>,
+    /// Accounts and the `--auth` policy; None: `--auth none` (nobody is asked who they are).
+    pub auth: Option<Auth>,
     /// Turns of sync queries ([`Limits::concurrent_sync`]), and how many wait for one.
     sync_slots: Arc<tokio::sync::Semaphore>,
     sync_waiting: std::sync::atomic::AtomicUsize,
@@ -95,6 +98,16 @@ impl Tap {
         limits: Limits,
         jobs_dir: Option<&std::path::Path>,
     ) -> Result<Arc<Tap>, String> {
+        Tap::open_with(czar, limits, jobs_dir, None)
+    }
+
+    /// [`Tap::open`] with accounts and a policy other than `none`.
+    pub fn open_with(
+        czar: Arc<Czar>,
+        limits: Limits,
+        jobs_dir: Option<&std::path::Path>,
+        auth: Option<Auth>,
+    ) -> Result<Arc<Tap>, String> {
         let dir = jobs_dir.map_or_else(|| layout::jobs_dir(czar.data_dir()), |d| d.to_path_buf());
         let jobs = Arc::new(Jobs::open(&dir, limits.concurrent_jobs)?);
         jobs.start_reaper();
@@ -103,6 +116,7 @@ impl Tap {
             czar,
             limits,
             jobs,
+            auth: auth.filter(|a| a.policy != Policy::None),
             sync_slots,
             sync_waiting: Default::default(),
         });

@@ -7,10 +7,11 @@
 //! documents, phase changes, parameter checks); split by resource they would only import each other.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::Extension;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +21,7 @@ use tokio::sync::mpsc;
 
 use votable::write::xml_escape;
 
+use crate::auth::Caller;
 use crate::jobs::{Job, Phase, ResultFile, iso, now_ms, parse_iso};
 use crate::output::{Ending, OutputFormat, stream_result};
 use crate::params::Params;
@@ -78,13 +80,22 @@ const CONTROL: [&str; 5] = [
     "WAIT",
 ];
 
-async fn list(State(tap): State<Arc<Tap>>, headers: HeaderMap, p: Params) -> Response {
+async fn list(
+    State(tap): State<Arc<Tap>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    p: Params,
+) -> Response {
     let phases: Vec<Phase> = p.all("PHASE").filter_map(Phase::parse).collect();
     let after = p.get("AFTER").and_then(parse_iso);
+    // Without accounts every job is everyone's; with them a caller sees their own jobs, and anonymous jobs are
+    // listed to nobody (their URL is their key).
+    let everyone = tap.auth.is_none();
     let mut jobs: Vec<Job> = tap
         .jobs
         .list()
         .into_iter()
+        .filter(|j| everyone || (j.owner.is_some() && j.owner.as_deref() == caller.user()))
         .filter(|j| phases.is_empty() || phases.contains(&j.phase))
         .filter(|j| after.is_none_or(|a| j.creation > a))
         .collect();
@@ -114,22 +125,30 @@ async fn list(State(tap): State<Arc<Tap>>, headers: HeaderMap, p: Params) -> Res
     xml(StatusCode::OK, out)
 }
 
-fn new_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    // Not guessable from the creation time alone: mix in the process id and a counter.
-    let mixed =
-        (t as u64) ^ ((std::process::id() as u64) << 40) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    format!("j{:x}{:04x}", mixed, n & 0xffff)
+/// 128 random bits: an anonymous job's URL is the only key to it, so it must not be guessable.
+fn new_id() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(std::iter::once("j".to_string())
+        .chain(bytes.iter().map(|b| format!("{b:02x}")))
+        .collect())
 }
 
-async fn create(State(tap): State<Arc<Tap>>, headers: HeaderMap, p: Params) -> Response {
-    let id = new_id();
+async fn create(
+    State(tap): State<Arc<Tap>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    p: Params,
+) -> Response {
+    let id = match new_id() {
+        Ok(id) => id,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("cannot create the job: no random number source ({e})"),
+            );
+        }
+    };
     let dir = tap.jobs.job_dir(&id);
     if let Err(e) = std::fs::create_dir_all(dir.join("uploads")) {
         return error(
@@ -161,6 +180,7 @@ async fn create(State(tap): State<Arc<Tap>>, headers: HeaderMap, p: Params) -> R
         destruction: now + tap.limits.default_retention * 1000,
         error: None,
         result: None,
+        owner: caller.user().map(str::to_string),
     };
     if let Err(m) = apply_controls(&tap, &mut job, &p) {
         let _ = std::fs::remove_dir_all(&dir);
@@ -407,7 +427,10 @@ fn job_xml(job: &Job, base: &str) -> String {
     if let Some(r) = &job.run_id {
         out.push_str(&format!("<uws:runId>{}</uws:runId>\n", xml_escape(r)));
     }
-    out.push_str("<uws:ownerId xsi:nil=\"true\"/>\n");
+    match &job.owner {
+        Some(o) => out.push_str(&format!("<uws:ownerId>{}</uws:ownerId>\n", xml_escape(o))),
+        None => out.push_str("<uws:ownerId xsi:nil=\"true\"/>\n"),
+    }
     out.push_str(&format!("<uws:phase>{}</uws:phase>\n", job.phase.name()));
     out.push_str("<uws:quote xsi:nil=\"true\"/>\n");
     out.push_str(&format!(
@@ -598,7 +621,7 @@ async fn job_field(
         "executionduration" => text(job.duration.to_string()),
         "destruction" => text(iso(job.destruction)),
         "quote" => text(String::new()),
-        "owner" => text(String::new()),
+        "owner" => text(job.owner.clone().unwrap_or_default()),
         "runId" | "runid" => text(job.run_id.unwrap_or_default()),
         "error" => match &job.error {
             Some(m) => (

@@ -1,0 +1,219 @@
+//! `skyshard user` and `skyshard token`: the accounts of a data directory, written while a czar serves it (it
+//! reads them at each request).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use metastore::accounts::Accounts;
+
+use crate::failure;
+
+#[derive(clap::Subcommand)]
+pub enum UserCommand {
+    /// Adds a user (names: lower-case letters, digits and _, as in the schema user_NAME).
+    Add {
+        #[arg(long)]
+        data_dir: PathBuf,
+        name: String,
+        /// A group the user belongs to (repeat for several); groups share tables and files.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// May hold tokens with the admin scope (loads, drops, accounts over HTTP).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Lists the users.
+    List {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Removes a user and revokes every token of theirs (their jobs stay until their destruction time).
+    Remove {
+        #[arg(long)]
+        data_dir: PathBuf,
+        name: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum TokenCommand {
+    /// Creates a token for a user and prints it: the only time it is shown (only its hash is kept).
+    Create {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        user: String,
+        /// What the token may do: read:tap, write:tables, write:files, admin (admins only).
+        #[arg(long, value_delimiter = ',', default_value = "read:tap,write:tables,write:files")]
+        scopes: Vec<String>,
+        /// How long it lasts: 90d, 12h, 30m, or never.
+        #[arg(long, default_value = "90d")]
+        expires: String,
+    },
+    /// Revokes a token, named by its id (as `token list` shows) or given whole; it stops working at once.
+    Revoke {
+        #[arg(long)]
+        data_dir: PathBuf,
+        token: String,
+    },
+    /// Lists the tokens: id, user, scopes, expiry (never the tokens themselves).
+    List {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `90d`, `12h`, `30m`, `never` as milliseconds (None: never).
+fn lifetime(text: &str) -> Result<Option<u64>, String> {
+    if text == "never" {
+        return Ok(None);
+    }
+    let bad = || format!("--expires {text}: use a number of days, hours or minutes (90d, 12h, 30m) or never");
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        "d" => 86_400_000,
+        "h" => 3_600_000,
+        "m" => 60_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(ms)
+        .filter(|&v| v > 0)
+        .map(Some)
+        .ok_or_else(bad)
+}
+
+fn date(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map_or_else(|| ms.to_string(), |d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+}
+
+fn accounts(data_dir: &Path) -> Result<Accounts, String> {
+    if !data_dir.is_dir() {
+        return Err(format!("{}: no such data directory", data_dir.display()));
+    }
+    Ok(Accounts::new(data_dir))
+}
+
+pub fn user(command: UserCommand) -> ExitCode {
+    let result = (|| -> Result<(), String> {
+        match command {
+            UserCommand::Add {
+                data_dir,
+                name,
+                groups,
+                admin,
+            } => {
+                let writer = accounts(&data_dir)?.writer().map_err(|e| e.to_string())?;
+                let user = writer
+                    .add_user(&name, &groups, admin, now_ms())
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "user {} added{}{}; next: skyshard token create --data-dir {} --user {}",
+                    user.name,
+                    if user.groups.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (groups {})", user.groups.join(", "))
+                    },
+                    if user.admin { ", admin" } else { "" },
+                    data_dir.display(),
+                    user.name
+                );
+            }
+            UserCommand::List { data_dir } => {
+                let a = accounts(&data_dir)?;
+                let tokens = a.tokens().map_err(|e| e.to_string())?;
+                println!("user\tgroups\tadmin\ttokens\tcreated");
+                for u in a.users().map_err(|e| e.to_string())? {
+                    let n = tokens.iter().filter(|t| t.user == u.name).count();
+                    println!("{}\t{}\t{}\t{n}\t{}", u.name, u.groups.join(","), u.admin, date(u.created));
+                }
+            }
+            UserCommand::Remove { data_dir, name } => {
+                let writer = accounts(&data_dir)?.writer().map_err(|e| e.to_string())?;
+                writer.remove_user(&name).map_err(|e| e.to_string())?;
+                println!("user {name} removed, and every token of theirs revoked");
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failure(e),
+    }
+}
+
+pub fn token(command: TokenCommand) -> ExitCode {
+    let result = (|| -> Result<(), String> {
+        match command {
+            TokenCommand::Create {
+                data_dir,
+                user,
+                scopes,
+                expires,
+            } => {
+                let now = now_ms();
+                let expires = lifetime(&expires)?.map(|ms| now.saturating_add(ms));
+                let writer = accounts(&data_dir)?.writer().map_err(|e| e.to_string())?;
+                let (record, token) = writer
+                    .create_token(&user, &scopes, expires, now)
+                    .map_err(|e| e.to_string())?;
+                eprintln!(
+                    "token {} for {} ({}), {}; it is shown only now:",
+                    record.id,
+                    record.user,
+                    record.scopes.join(","),
+                    record
+                        .expires
+                        .map_or("never expires".to_string(), |e| format!("expires {}", date(e)))
+                );
+                println!("{token}");
+            }
+            TokenCommand::Revoke { data_dir, token } => {
+                let writer = accounts(&data_dir)?.writer().map_err(|e| e.to_string())?;
+                writer.revoke(&token).map_err(|e| e.to_string())?;
+                println!("revoked");
+            }
+            TokenCommand::List { data_dir } => {
+                let a = accounts(&data_dir)?;
+                println!("id\tuser\tscopes\tcreated\texpires");
+                for t in a.tokens().map_err(|e| e.to_string())? {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        t.id,
+                        t.user,
+                        t.scopes.join(","),
+                        date(t.created),
+                        t.expires.map_or("never".into(), date)
+                    );
+                }
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failure(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lifetimes() {
+        assert_eq!(super::lifetime("90d"), Ok(Some(90 * 86_400_000)));
+        assert_eq!(super::lifetime("30m"), Ok(Some(1_800_000)));
+        assert_eq!(super::lifetime("never"), Ok(None));
+        for bad in ["", "d", "0d", "-1d", "5y", "99999999999999999d"] {
+            assert!(super::lifetime(bad).is_err(), "{bad}");
+        }
+        assert_eq!(metastore::accounts::SCOPES.len(), 4);
+    }
+}
