@@ -102,8 +102,29 @@ const UDFS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The `securityMethod`s of an interface under the service's policy (SSO 2.0): anonymous unless identity is
+/// required, and with accounts HTTP Basic, the login cookie and bearer tokens.
+fn security(tap: &Tap) -> &'static str {
+    use crate::auth::Policy;
+    match tap.auth.as_ref().map(|a| a.policy) {
+        None | Some(Policy::None) => "",
+        Some(Policy::Optional) => concat!(
+            "<securityMethod/>\n",
+            "<securityMethod standardID=\"ivo://ivoa.net/sso#BasicAA\"/>\n",
+            "<securityMethod standardID=\"ivo://ivoa.net/sso#cookie\"/>\n",
+            "<securityMethod standardID=\"ivo://ivoa.net/sso#OAuth\"/>\n"
+        ),
+        Some(Policy::Required) => concat!(
+            "<securityMethod standardID=\"ivo://ivoa.net/sso#BasicAA\"/>\n",
+            "<securityMethod standardID=\"ivo://ivoa.net/sso#cookie\"/>\n",
+            "<securityMethod standardID=\"ivo://ivoa.net/sso#OAuth\"/>\n"
+        ),
+    }
+}
+
 pub async fn capabilities(State(tap): State<Arc<Tap>>, headers: HeaderMap) -> Response {
     let base = format!("{}/tap", base_url(&headers));
+    let secured = security(&tap);
     let l = &tap.limits;
     let mut out = String::new();
     out.push_str(concat!(
@@ -115,7 +136,7 @@ pub async fn capabilities(State(tap): State<Arc<Tap>>, headers: HeaderMap) -> Re
         " xmlns:tr=\"http://www.ivoa.net/xml/TAPRegExt/v1.0\">\n",
     ));
     out.push_str(&format!(
-        "<capability standardID=\"ivo://ivoa.net/std/TAP\" xsi:type=\"tr:TableAccess\">\n<interface xsi:type=\"vs:ParamHTTP\" role=\"std\" version=\"1.1\">\n<accessURL use=\"base\">{base}</accessURL>\n</interface>\n"
+        "<capability standardID=\"ivo://ivoa.net/std/TAP\" xsi:type=\"tr:TableAccess\">\n<interface xsi:type=\"vs:ParamHTTP\" role=\"std\" version=\"1.1\">\n<accessURL use=\"base\">{base}</accessURL>\n{secured}</interface>\n"
     ));
     out.push_str("<language>\n<name>ADQL</name>\n<version ivo-id=\"ivo://ivoa.net/std/ADQL#v2.0\">2.0</version>\n<version ivo-id=\"ivo://ivoa.net/std/ADQL#v2.1\">2.1</version>\n<description>ADQL 2.1 with its optional features; geometry is exact on the sphere.</description>\n");
     out.push_str("<languageFeatures type=\"ivo://ivoa.net/std/TAPRegExt#features-udf\">\n");
@@ -173,14 +194,15 @@ pub async fn capabilities(State(tap): State<Arc<Tap>>, headers: HeaderMap) -> Re
         l.max_upload_bytes
     ));
     out.push_str("</capability>\n");
-    for (id, path) in [
-        ("ivo://ivoa.net/std/VOSI#capabilities", "capabilities"),
-        ("ivo://ivoa.net/std/VOSI#availability", "availability"),
-        ("ivo://ivoa.net/std/VOSI#tables-1.1", "tables"),
-        ("ivo://ivoa.net/std/DALI#examples", "examples"),
+    // Capabilities and availability stay anonymous: a client reads them to learn how to log in.
+    for (id, path, secured) in [
+        ("ivo://ivoa.net/std/VOSI#capabilities", "capabilities", ""),
+        ("ivo://ivoa.net/std/VOSI#availability", "availability", ""),
+        ("ivo://ivoa.net/std/VOSI#tables-1.1", "tables", secured),
+        ("ivo://ivoa.net/std/DALI#examples", "examples", secured),
     ] {
         out.push_str(&format!(
-            "<capability standardID=\"{id}\">\n<interface xsi:type=\"vs:ParamHTTP\" version=\"1.1\">\n<accessURL use=\"full\">{base}/{path}</accessURL>\n</interface>\n</capability>\n"
+            "<capability standardID=\"{id}\">\n<interface xsi:type=\"vs:ParamHTTP\" version=\"1.1\">\n<accessURL use=\"full\">{base}/{path}</accessURL>\n{secured}</interface>\n</capability>\n"
         ));
     }
     out.push_str("</vosi:capabilities>\n");

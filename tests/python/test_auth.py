@@ -1,0 +1,202 @@
+"""Identity as the clients speak it, against a real `skyshard serve`: tokens made with `skyshard user add` and
+`skyshard token create`, presented by pyvo (a requests session with a bearer header, and pyvo's AuthSession with
+HTTP Basic), by plain HTTP Basic, and through the login cookie; per-user jobs (listed only to their owner, 403 to
+another user, 401 to an anonymous caller); `--auth required` refusing everything but the capabilities,
+availability and login with the standard challenges; a token revoked while the service runs stops at once; loads
+need the admin scope; STILTS taplint stays clean with accounts."""
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+import pyvo
+import requests
+
+from skyshard_processes import run, start
+
+ROWS = 3000
+COUNT = "SELECT COUNT(*) AS n FROM sky.object"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    base = tmp_path_factory.mktemp("auth")
+    run("gen", "--rows", str(ROWS), "--out", str(base / "rel"))
+    data = base / "data"
+    run("ingest", "--data-dir", str(data), "--table", "sky.object", "--input", str(base / "rel/object.parquet"),
+        "--ra", "ra", "--dec", "dec", "--id", "id", "--chunk-rows", "500", "--quiet")
+    run("user", "add", "--data-dir", str(data), "ada", "--group", "optics")
+    run("user", "add", "--data-dir", str(data), "bob")
+    run("user", "add", "--data-dir", str(data), "root", "--admin")
+    tokens = {name: run("token", "create", "--data-dir", str(data), "--user", name).strip()
+              for name in ("ada", "bob")}
+    tokens["root"] = run("token", "create", "--data-dir", str(data), "--user", "root", "--scopes",
+                         "read:tap,admin").strip()
+    assert all(re.fullmatch(r"sky_[0-9a-f]{16}_[0-9a-f]{64}", t) for t in tokens.values()), tokens
+    return data, tokens
+
+
+def serve(data, tmp_path, policy):
+    return start(["serve", "--data-dir", str(data), "--port", "0", "--workers", "2", "--auth", policy,
+                  "--jobs-dir", str(tmp_path / f"jobs-{policy}")])
+
+
+@pytest.fixture(scope="module")
+def optional(data, tmp_path_factory):
+    proc, url = serve(data[0], tmp_path_factory.mktemp("optional"), "optional")
+    yield url
+    proc.kill()
+    proc.wait()
+
+
+def call(url, method="GET", body=None, headers=None):
+    """(status, headers, body text) of one request; errors are answers too."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def basic(user, token):
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{token}".encode()).decode()}
+
+
+def sync_count(url, headers):
+    form = urllib.parse.urlencode({"LANG": "ADQL", "QUERY": COUNT, "RESPONSEFORMAT": "csv"}).encode()
+    return call(url + "/sync", "POST", form, headers)
+
+
+def test_anonymous_callers_query_and_the_capabilities_name_every_way_in(optional):
+    status, _, body = sync_count(optional, {})
+    assert status == 200 and body.split()[1] == str(ROWS), body[:300]
+    status, _, caps = call(optional + "/capabilities")
+    assert status == 200
+    for method in ("#BasicAA", "#cookie", "#OAuth"):
+        assert f'standardID="ivo://ivoa.net/sso{method}"' in caps
+    assert "<securityMethod/>" in caps  # anonymous access too
+
+
+def test_pyvo_with_a_bearer_session_owns_its_jobs(optional, data):
+    _, tokens = data
+    session = requests.Session()
+    session.headers.update(bearer(tokens["ada"]))
+    service = pyvo.dal.TAPService(optional, session=session)
+    assert service.run_sync(COUNT).to_table()["n"][0] == ROWS
+    job = service.submit_job(COUNT)
+    job.run()
+    job.wait(timeout=60)
+    job.raise_if_error()
+    assert job.fetch_result().to_table()["n"][0] == ROWS
+    assert job.owner == "ada"
+    # Listed to ada, not to bob nor to an anonymous caller.
+    base = optional + "/async"
+    assert job.job_id in call(base, headers=bearer(tokens["ada"]))[2]
+    assert job.job_id not in call(base, headers=bearer(tokens["bob"]))[2]
+    assert job.job_id not in call(base)[2]
+    # Another user: 403; anonymous: 401 with the challenges; the owner: 200.
+    status, _, body = call(f"{base}/{job.job_id}", headers=bearer(tokens["bob"]))
+    assert status == 403 and "another user" in body and 'value="ERROR"' in body, (status, body[:300])
+    status, headers, body = call(f"{base}/{job.job_id}/results/result")
+    assert status == 401, (status, body[:300])
+    challenges = headers.get_all("WWW-Authenticate")
+    assert any(c.startswith("Bearer") for c in challenges) and any(c.startswith("Basic") for c in challenges)
+    assert any(c.startswith("ivoa_bearer") and "/tap/login" in c for c in challenges), challenges
+    assert any(c.startswith("ivoa_cookie") for c in challenges), challenges
+    status, _, _ = call(f"{base}/{job.job_id}", "DELETE", headers=bearer(tokens["bob"]))
+    assert status == 403
+    assert call(f"{base}/{job.job_id}/phase", headers=bearer(tokens["ada"]))[2].strip() == "COMPLETED"
+    job.delete()
+
+
+def test_pyvo_auth_session_with_basic(optional, data):
+    _, tokens = data
+    from pyvo.auth import AuthSession
+    session = AuthSession()
+    session.credentials.set_password("bob", tokens["bob"])
+    service = pyvo.dal.TAPService(optional, session=session)
+    job = service.submit_job(COUNT)
+    job.run()
+    job.wait(timeout=60)
+    assert job.owner == "bob"
+    assert job.fetch_result().to_table()["n"][0] == ROWS
+    job.delete()
+
+
+def test_basic_with_any_user_name_and_the_cookie_of_a_login(optional, data):
+    _, tokens = data
+    status, headers, body = sync_count(optional, basic("x-oauth-basic", tokens["ada"]))
+    assert status == 200 and headers["X-VO-Authenticated"] == "ada", (status, body[:200])
+    # Login: the form of SSO's tls-with-password, a token as password.
+    form = urllib.parse.urlencode({"username": "ada", "password": tokens["ada"]}).encode()
+    status, headers, body = call(optional + "/login", "POST", form)
+    assert status == 200 and headers["X-VO-Authenticated"] == "ada" and headers["X-VO-Bearer"] == tokens["ada"]
+    cookie = headers["Set-Cookie"].split(";")[0]
+    assert "HttpOnly" in headers["Set-Cookie"]
+    status, _, me = call(optional.replace("/tap", "/api/v1/me"), headers={"Cookie": cookie})
+    me = json.loads(me)
+    assert status == 200 and me["user"] == "ada" and me["groups"] == ["optics"] and not me["anonymous"], me
+    assert "admin" not in me["scopes"]
+    # Someone else's token under ada's name, a wrong token, a malformed header: 401, never anonymous.
+    form = urllib.parse.urlencode({"username": "ada", "password": tokens["bob"]}).encode()
+    assert call(optional + "/login", "POST", form)[0] == 401
+    wrong = tokens["ada"][:-1] + ("0" if tokens["ada"][-1] != "0" else "1")
+    for headers in (bearer(wrong), {"Authorization": "Digest abc"}, {"Authorization": "Basic !!"},
+                    {"Cookie": "skyshard_session=nonsense"}):
+        status, _, body = sync_count(optional, headers)
+        assert status == 401 and 'value="ERROR"' in body, (headers, status, body[:200])
+    assert call(optional + "/logout")[1]["Set-Cookie"].startswith("skyshard_session=;")
+
+
+def test_loads_need_the_admin_scope(optional, data):
+    _, tokens = data
+    for headers in ({}, bearer(tokens["ada"])):
+        status, _, body = call(optional.replace("/tap", "/admin/loads/s1"), "POST", b"{}", headers)
+        assert status == 403 and "admin scope" in body, (status, body)
+    # An admin's token gets past the door (and then the load request itself is judged).
+    status, _, body = call(optional.replace("/tap", "/admin/loads/s1"), "POST", b"{}", bearer(tokens["root"]))
+    assert status == 400 and "admin" not in body, (status, body)
+
+
+def test_required_refuses_anonymous_callers_and_revocation_is_immediate(data, tmp_path):
+    data_dir, tokens = data
+    proc, url = serve(data_dir, tmp_path, "required")
+    try:
+        for path in ("/sync?LANG=ADQL&QUERY=SELECT+1", "/tables", "/async", "/examples"):
+            status, headers, body = call(url + path)
+            assert status == 401 and 'value="ERROR"' in body, (path, status, body[:200])
+            assert any(c.startswith("ivoa_bearer") for c in headers.get_all("WWW-Authenticate"))
+        for path in ("/capabilities", "/availability"):
+            assert call(url + path)[0] == 200, path
+        status, _, caps = call(url + "/capabilities")
+        assert "<securityMethod/>" not in caps and "sso#BasicAA" in caps
+        token = run("token", "create", "--data-dir", str(data_dir), "--user", "bob", "--expires", "1d").strip()
+        assert sync_count(url, bearer(token))[0] == 200
+        run("token", "revoke", "--data-dir", str(data_dir), token[4:20])
+        status, _, body = sync_count(url, bearer(token))
+        assert status == 401 and "not known" in body, body[:300]
+        assert sync_count(url, bearer(tokens["bob"]))[0] == 200
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.skipif(shutil.which("stilts") is None and not os.environ.get("CI"), reason="stilts is not installed")
+def test_taplint_with_accounts(optional):
+    out = subprocess.run(["stilts", "taplint", f"tapurl={optional}", "report=EW"], capture_output=True, text=True,
+                         timeout=900)
+    totals = re.search(r"Totals: Errors: (\d+); Warnings: (\d+)", out.stdout)
+    assert totals, out.stdout[-3000:] + out.stderr[-3000:]
+    assert totals.group(1) == "0" and totals.group(2) == "0", out.stdout[-5000:]
