@@ -71,6 +71,15 @@ pub struct ServiceArgs {
     /// token). Accounts: `skyshard user add`, `skyshard token create`.
     #[arg(long, default_value = "none", value_parser = ["none", "optional", "required"])]
     pub auth: String,
+    /// Sync queries one caller (a user, or an anonymous address) may have in flight; past it, 429.
+    #[arg(long, default_value_t = 8)]
+    pub caller_sync: usize,
+    /// Async jobs one caller may have queued or executing; past it, PHASE=RUN answers 429.
+    #[arg(long, default_value_t = 8)]
+    pub caller_jobs: usize,
+    /// Appends one JSON line per request (time, user or address, method, path, status, milliseconds) to this file.
+    #[arg(long)]
+    pub audit_log: Option<std::path::PathBuf>,
 }
 
 /// Starts the HTTP service of a czar and reports where it listens.
@@ -98,6 +107,9 @@ async fn run_czar(
         max_upload_bytes: service.max_upload_mb.max(1) << 20,
         body_timeout: service.body_timeout.max(1),
         header_timeout: service.header_timeout.max(1),
+        caller_sync: service.caller_sync.max(1),
+        caller_jobs: service.caller_jobs.max(1),
+        audit_log: service.audit_log.clone(),
         ..Default::default()
     };
     let policy: tap::auth::Policy = service.auth.parse()?;

@@ -114,6 +114,8 @@ pub fn demo(port: u16, rows: u64, workers: usize, data_dir: Option<PathBuf>) -> 
         body_timeout: limits.body_timeout,
         header_timeout: limits.header_timeout,
         auth: "optional".into(),
+        caller_sync: limits.caller_sync,
+        caller_jobs: limits.caller_jobs,
         ..Default::default()
     };
     crate::cluster::serve_with(

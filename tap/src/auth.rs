@@ -74,6 +74,24 @@ impl Caller {
     }
 }
 
+/// Whose share a request counts against ([`crate::Limits::caller_sync`], `caller_jobs`): a user, or the address of
+/// an anonymous client.
+#[derive(Debug, Clone)]
+pub struct Client(pub String);
+
+impl Client {
+    fn of(caller: &Caller, request: &axum::extract::Request) -> Client {
+        if let Some(user) = caller.user() {
+            return Client(format!("user {user}"));
+        }
+        let address = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string());
+        Client(format!("address {address}"))
+    }
+}
+
 /// The service's policy and the accounts it checks tokens against.
 #[derive(Debug, Clone)]
 pub struct Auth {
@@ -232,8 +250,27 @@ pub(crate) async fn authenticate(
         return refusal;
     }
     let user = caller.user().map(str::to_string);
+    let client = Client::of(&caller, &request);
+    let started = std::time::Instant::now();
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    request.extensions_mut().insert(client.clone());
     request.extensions_mut().insert(caller);
     let mut response = next.run(request).await;
+    if let Some(audit) = &tap.audit {
+        let line = serde_json::json!({
+            "time": crate::jobs::iso(now_ms()),
+            "who": client.0,
+            "method": method.as_str(),
+            "path": path,
+            "status": response.status().as_u16(),
+            "ms": started.elapsed().as_secs_f64() * 1000.0,
+        });
+        use std::io::Write;
+        let mut file = audit.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = writeln!(file, "{line}") {
+            eprintln!("warning: the audit log: {e}");
+        }
+    }
     if let Some(user) = user.and_then(|u| HeaderValue::from_str(&u).ok()) {
         response.headers_mut().insert("x-vo-authenticated", user);
     }

@@ -87,6 +87,9 @@ pub struct Job {
     /// The user who created it; None: an anonymous job, reachable by anyone who has its (unguessable) URL.
     #[serde(default)]
     pub owner: Option<String>,
+    /// Whose share of jobs it counts against ([`crate::auth::Client`]).
+    #[serde(default)]
+    pub client: Option<String>,
 }
 
 impl Job {

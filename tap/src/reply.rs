@@ -111,15 +111,26 @@ pub fn error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-/// 503 with `Retry-After`: the service is at a limit now, not broken.
+/// 503 with `Retry-After`: the service is at a limit now, not broken; 429 when it is the caller's own share.
 pub fn busy(b: &crate::service::Busy) -> Response {
-    let mut response = error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &format!(
-            "the service is busy ({} at the limit of {}); try again in a few seconds",
-            b.what, b.limit
-        ),
-    );
+    let mut response = if b.mine {
+        error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "you have {0} {1}, the limit for one user (or one anonymous address) is {0}; wait for one to \
+                 end, or run the query as an async job",
+                b.limit, b.what
+            ),
+        )
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "the service is busy ({} at the limit of {}); try again in a few seconds",
+                b.what, b.limit
+            ),
+        )
+    };
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));

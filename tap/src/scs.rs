@@ -50,7 +50,12 @@ fn number(p: &Params, name: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("{name}={v} is not a number"))
 }
 
-pub async fn cone(State(tap): State<Arc<Tap>>, Path(table): Path<String>, p: Params) -> Response {
+pub async fn cone(
+    State(tap): State<Arc<Tap>>,
+    axum::Extension(client): axum::Extension<crate::auth::Client>,
+    Path(table): Path<String>,
+    p: Params,
+) -> Response {
     let Some(info) = tap
         .czar
         .tables()
@@ -95,7 +100,7 @@ pub async fn cone(State(tap): State<Arc<Tap>>, Path(table): Path<String>, p: Par
         maxrec: tap.limits.max_maxrec,
         run_id: None,
     };
-    let turn = match tap.sync_turn().await {
+    let turn = match tap.sync_turn(&client.0).await {
         Ok(t) => t,
         Err(b) => return busy(&b),
     };

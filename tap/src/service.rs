@@ -39,6 +39,12 @@ pub struct Limits {
     pub body_timeout: u64,
     /// Seconds a request's line and headers may take to arrive (a client trickling them is cut off).
     pub header_timeout: u64,
+    /// One caller's share (a user, or an anonymous client's address): sync queries in flight, and async jobs
+    /// queued or executing. Past it, 429: one caller cannot take every turn from the others.
+    pub caller_sync: usize,
+    pub caller_jobs: usize,
+    /// Where one JSON line per request is appended (None: no audit log).
+    pub audit_log: Option<std::path::PathBuf>,
 }
 
 impl Limits {
@@ -67,6 +73,9 @@ impl Default for Limits {
             queued_jobs: 200,
             body_timeout: 300,
             header_timeout: 30,
+            caller_sync: 8,
+            caller_jobs: 8,
+            audit_log: None,
         }
     }
 }
@@ -81,6 +90,10 @@ pub struct Tap {
     /// Turns of sync queries ([`Limits::concurrent_sync`]), and how many wait for one.
     sync_slots: Arc<tokio::sync::Semaphore>,
     sync_waiting: std::sync::atomic::AtomicUsize,
+    /// The audit log, appended to by [`crate::auth::authenticate`].
+    pub(crate) audit: Option<std::sync::Mutex<std::fs::File>>,
+    /// Sync queries in flight per caller ([`Limits::caller_sync`]).
+    sync_shares: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
 }
 
 /// Why the service would not take a request now.
@@ -88,6 +101,8 @@ pub struct Tap {
 pub struct Busy {
     pub what: &'static str,
     pub limit: usize,
+    /// The caller's own quota (429), not the service's capacity (503).
+    pub mine: bool,
 }
 
 impl Tap {
@@ -112,20 +127,62 @@ impl Tap {
         let jobs = Arc::new(Jobs::open(&dir, limits.concurrent_jobs)?);
         jobs.start_reaper();
         let sync_slots = Arc::new(tokio::sync::Semaphore::new(limits.concurrent_sync.max(1)));
+        let audit = match &limits.audit_log {
+            None => None,
+            Some(path) => Some(std::sync::Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("the audit log {}: {e}", path.display()))?,
+            )),
+        };
         let tap = Arc::new(Tap {
             czar,
             limits,
             jobs,
             auth: auth.filter(|a| a.policy != Policy::None),
+            audit,
             sync_slots,
             sync_waiting: Default::default(),
+            sync_shares: Default::default(),
         });
         Ok(tap)
     }
 
     /// A turn to run a sync query, held until its result is written: at once when one is free, after waiting in a
     /// bounded line otherwise; [`Busy`] when the line is full.
-    pub async fn sync_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Busy> {
+    pub async fn sync_turn(&self, caller: &str) -> Result<Turn, Busy> {
+        let share = self.sync_share(caller)?;
+        let permit = self.service_turn().await?;
+        Ok(Turn {
+            _permit: permit,
+            _share: share,
+        })
+    }
+
+    /// The caller's share of sync queries, counted until the returned guard drops.
+    fn sync_share(&self, caller: &str) -> Result<Share, Busy> {
+        let mut shares = self
+            .sync_shares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mine = shares.entry(caller.to_string()).or_insert(0);
+        if *mine >= self.limits.caller_sync {
+            return Err(Busy {
+                what: "sync queries in flight",
+                limit: self.limits.caller_sync,
+                mine: true,
+            });
+        }
+        *mine += 1;
+        Ok(Share {
+            shares: self.sync_shares.clone(),
+            caller: caller.to_string(),
+        })
+    }
+
+    async fn service_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Busy> {
         use std::sync::atomic::Ordering;
         if let Ok(permit) = self.sync_slots.clone().try_acquire_owned() {
             return Ok(permit);
@@ -133,6 +190,7 @@ impl Tap {
         let busy = Busy {
             what: "sync queries waiting",
             limit: self.limits.waiting_sync,
+            mine: false,
         };
         if self.sync_waiting.fetch_add(1, Ordering::AcqRel) >= self.limits.waiting_sync {
             self.sync_waiting.fetch_sub(1, Ordering::AcqRel);
@@ -141,5 +199,31 @@ impl Tap {
         let permit = self.sync_slots.clone().acquire_owned().await;
         self.sync_waiting.fetch_sub(1, Ordering::AcqRel);
         permit.map_err(|_| busy)
+    }
+}
+
+/// A sync query's turn: the service's slot and the caller's share, both given back when it drops.
+pub struct Turn {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _share: Share,
+}
+
+struct Share {
+    shares: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    caller: String,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut shares = self
+            .shares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = shares.get_mut(&self.caller) {
+            *n -= 1;
+            if *n == 0 {
+                shares.remove(&self.caller);
+            }
+        }
     }
 }

@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::Client;
 use crate::error::TapError;
 use crate::output::{OutputFormat, stream_result};
 use crate::params::Params;
@@ -15,7 +17,11 @@ use crate::reply::{busy, error, failure, streamed_response};
 use crate::service::Tap;
 use crate::upload;
 
-pub async fn sync(State(tap): State<Arc<Tap>>, params: Params) -> Response {
+pub async fn sync(
+    State(tap): State<Arc<Tap>>,
+    Extension(client): Extension<Client>,
+    params: Params,
+) -> Response {
     let req = match QueryRequest::from_params(&params, &tap.limits) {
         Ok(r) => r,
         Err(e) => return failure(&e),
@@ -24,7 +30,7 @@ pub async fn sync(State(tap): State<Arc<Tap>>, params: Params) -> Response {
         Ok(u) => u,
         Err(e) => return failure(&e),
     };
-    let turn = match tap.sync_turn().await {
+    let turn = match tap.sync_turn(&client.0).await {
         Ok(t) => t,
         Err(b) => return busy(&b),
     };
@@ -57,7 +63,7 @@ pub(crate) fn result_response(
     maxrec: u64,
     info: Vec<(&'static str, String)>,
     deadline: (tokio::time::Instant, u64),
-    turn: tokio::sync::OwnedSemaphorePermit,
+    turn: crate::service::Turn,
     extra: Vec<(header::HeaderName, String)>,
 ) -> Response {
     streamed_response(StatusCode::OK, format.mime(), extra, move |tx| {

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use votable::write::xml_escape;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Client};
 use crate::jobs::{Job, Phase, ResultFile, iso, now_ms, parse_iso};
 use crate::output::{Ending, OutputFormat, stream_result};
 use crate::params::Params;
@@ -137,6 +137,7 @@ fn new_id() -> Result<String, getrandom::Error> {
 async fn create(
     State(tap): State<Arc<Tap>>,
     Extension(caller): Extension<Caller>,
+    Extension(client): Extension<Client>,
     headers: HeaderMap,
     p: Params,
 ) -> Response {
@@ -181,6 +182,7 @@ async fn create(
         error: None,
         result: None,
         owner: caller.user().map(str::to_string),
+        client: Some(client.0),
     };
     if let Err(m) = apply_controls(&tap, &mut job, &p) {
         let _ = std::fs::remove_dir_all(&dir);
@@ -263,7 +265,30 @@ fn run(tap: &Arc<Tap>, id: &str) -> Result<(), Busy> {
         return Err(Busy {
             what: "async jobs queued or executing",
             limit: tap.limits.queued_jobs,
+            mine: false,
         });
+    }
+    // The caller's share: their jobs already queued or executing.
+    if let Some(client) = tap.jobs.get(id).and_then(|j| j.client) {
+        let ids: Vec<String> = tap
+            .jobs
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        let mine = ids
+            .iter()
+            .filter(|other| tap.jobs.get(other).and_then(|j| j.client).as_deref() == Some(&client))
+            .count();
+        if mine >= tap.limits.caller_jobs {
+            return Err(Busy {
+                what: "async jobs queued or executing",
+                limit: tap.limits.caller_jobs,
+                mine: true,
+            });
+        }
     }
     let queued = tap.jobs.update(id, |j| {
         if j.phase == Phase::Pending {

@@ -206,6 +206,32 @@ async fn an_async_job_is_created_and_listed() {
 }
 
 #[tokio::test]
+async fn one_caller_cannot_take_every_turn() {
+    let limits = Limits {
+        caller_sync: 1,
+        ..Limits::default()
+    };
+    let s = service_with("share", limits);
+    let query = "LANG=ADQL&QUERY=SELECT+TOP+1+table_name+FROM+TAP_SCHEMA.tables";
+    let from = |ip: [u8; 4]| {
+        let mut r = sync_form(query);
+        r.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((ip, 4000))));
+        r
+    };
+    // 192.0.2.1 has its one sync query in flight: its next is refused with 429, naming the share.
+    let held = s.tap.sync_turn("address 192.0.2.1").await.unwrap();
+    let (status, body, headers) = call(&s.tap, from([192, 0, 2, 1])).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(is_error_document(&body) && body.contains("limit for one user"), "{body}");
+    assert_eq!(headers[header::RETRY_AFTER], "5");
+    // Another address is served meanwhile, and the first again once its query ends.
+    assert_eq!(call(&s.tap, from([192, 0, 2, 2])).await.0, StatusCode::OK);
+    drop(held);
+    assert_eq!(call(&s.tap, from([192, 0, 2, 1])).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn past_the_queues_the_service_answers_503_with_retry_after() {
     let limits = Limits {
         concurrent_sync: 1,
@@ -215,7 +241,7 @@ async fn past_the_queues_the_service_answers_503_with_retry_after() {
     };
     let s = service_with("busy", limits);
     // Every turn taken: the next sync query is refused at once, not left waiting.
-    let held = s.tap.sync_turn().await.unwrap();
+    let held = s.tap.sync_turn("address 192.0.2.7").await.unwrap();
     let (status, body, headers) = call(&s.tap, sync_form("LANG=ADQL&QUERY=SELECT+1+AS+one")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(is_error_document(&body) && body.contains("busy"), "{body}");

@@ -23,6 +23,7 @@ from skyshard_processes import run, start
 
 ROWS = 3000
 COUNT = "SELECT COUNT(*) AS n FROM sky.object"
+AUDIT = {}
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +46,14 @@ def data(tmp_path_factory):
 
 def serve(data, tmp_path, policy):
     return start(["serve", "--data-dir", str(data), "--port", "0", "--workers", "2", "--auth", policy,
-                  "--jobs-dir", str(tmp_path / f"jobs-{policy}")])
+                  "--jobs-dir", str(tmp_path / f"jobs-{policy}"), "--audit-log", str(tmp_path / "audit.jsonl")])
 
 
 @pytest.fixture(scope="module")
 def optional(data, tmp_path_factory):
-    proc, url = serve(data[0], tmp_path_factory.mktemp("optional"), "optional")
+    base = tmp_path_factory.mktemp("optional")
+    proc, url = serve(data[0], base, "optional")
+    AUDIT["path"] = base / "audit.jsonl"
     yield url
     proc.kill()
     proc.wait()
@@ -191,6 +194,16 @@ def test_required_refuses_anonymous_callers_and_revocation_is_immediate(data, tm
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_every_request_leaves_an_audit_line(optional, data):
+    _, tokens = data
+    sync_count(optional, bearer(tokens["bob"]))
+    call(optional + "/async/nosuchjob")
+    lines = [json.loads(line) for line in AUDIT["path"].read_text().splitlines()]
+    assert any(l["who"] == "user bob" and l["path"] == "/tap/sync" and l["status"] == 200 for l in lines), lines[-5:]
+    assert any(l["who"].startswith("address 127.0.0.1") and l["status"] == 404 for l in lines), lines[-5:]
+    assert all(l["ms"] >= 0 and l["time"].endswith("Z") for l in lines)
 
 
 @pytest.mark.skipif(shutil.which("stilts") is None and not os.environ.get("CI"), reason="stilts is not installed")
