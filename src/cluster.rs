@@ -77,6 +77,10 @@ pub struct ServiceArgs {
     /// Async jobs one caller may have queued or executing; past it, PHASE=RUN answers 429.
     #[arg(long, default_value_t = 8)]
     pub caller_jobs: usize,
+    /// `czar`: the secret its workers were started with (`skyshard worker --cluster-secret`); `serve` makes one
+    /// of its own for the workers it starts.
+    #[arg(long, env = "SKYSHARD_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
     /// Appends one JSON line per request (time, user or address, method, path, status, milliseconds) to this file.
     #[arg(long)]
     pub audit_log: Option<std::path::PathBuf>,
@@ -169,6 +173,17 @@ pub fn serve_with(
     service: &ServiceArgs,
     howto: Option<fn(&str) -> String>,
 ) -> ExitCode {
+    // The in-process workers listen on loopback ports any local process can reach: they answer only this czar.
+    let secret = match service.cluster_secret.clone().filter(|s| !s.is_empty()) {
+        Some(s) => s,
+        None => {
+            let mut bytes = [0u8; 16];
+            if let Err(e) = getrandom::fill(&mut bytes) {
+                return failure(format!("no random source for the cluster secret: {e}"));
+            }
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        }
+    };
     let result = runtime().block_on(async {
         let mut addresses = Vec::new();
         for _ in 0..workers.max(1) {
@@ -180,7 +195,8 @@ pub fn serve_with(
                     .to_string(),
             );
             let w = worker::Worker::new(data_dir)
-                .with_fragment_memory(service.fragment_memory_mb.max(1) << 20);
+                .with_fragment_memory(service.fragment_memory_mb.max(1) << 20)
+                .with_secret(Some(secret.clone()));
             tokio::spawn(async move {
                 if let Err(e) = w.serve(listener).await {
                     eprintln!("error: worker stopped: {e}");
@@ -192,7 +208,9 @@ pub fn serve_with(
             .map_err(|e| e.to_string())?
             .with_silence(std::time::Duration::from_secs_f64(
                 service.worker_silence.max(0.1),
-            ));
+            ))
+            .with_secret(&secret)
+            .map_err(|e| e.to_string())?;
         run_czar(data_dir, port, cluster, service, howto).await
     });
     match result {
@@ -201,15 +219,26 @@ pub fn serve_with(
     }
 }
 
-pub fn worker(listen: &str, data_dir: &Path, fragment_memory_mb: usize) -> ExitCode {
+pub fn worker(
+    listen: &str,
+    data_dir: &Path,
+    fragment_memory_mb: usize,
+    cluster_secret: Option<String>,
+) -> ExitCode {
     let result = runtime().block_on(async {
         let listener = bind(listen).await?;
         println!(
             "worker at {}",
             listener.local_addr().map_err(|e| e.to_string())?
         );
+        if cluster_secret.is_none() {
+            eprintln!(
+                "warning: no --cluster-secret: anything that can reach this port can read chunks and drop tables"
+            );
+        }
         worker::Worker::new(data_dir)
             .with_fragment_memory(fragment_memory_mb << 20)
+            .with_secret(cluster_secret)
             .serve(listener)
             .await
             .map_err(|e| e.to_string())
@@ -228,11 +257,14 @@ pub fn czar(
     service: &ServiceArgs,
 ) -> ExitCode {
     let result = runtime().block_on(async {
-        let cluster = czar::cluster::Cluster::new(workers, replicas, PER_WORKER)
+        let mut cluster = czar::cluster::Cluster::new(workers, replicas, PER_WORKER)
             .map_err(|e| e.to_string())?
             .with_silence(std::time::Duration::from_secs_f64(
                 service.worker_silence.max(0.1),
             ));
+        if let Some(secret) = service.cluster_secret.as_deref().filter(|s| !s.is_empty()) {
+            cluster = cluster.with_secret(secret).map_err(|e| e.to_string())?;
+        }
         run_czar(data_dir, port, cluster, service, None).await
     });
     match result {

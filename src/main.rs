@@ -115,6 +115,10 @@ enum Command {
         /// Memory one query's fragment may hold on this worker (hash tables, sorts, aggregates), in MiB.
         #[arg(long, default_value_t = 2048)]
         fragment_memory_mb: usize,
+        /// Answer only calls carrying this secret (give the czar the same one): without it, anything that can
+        /// reach the port can read chunks, ship files and drop tables.
+        #[arg(long, env = "SKYSHARD_CLUSTER_SECRET", hide_env_values = true)]
+        cluster_secret: Option<String>,
     },
     /// A czar: the TAP service over workers that hold the data directory's chunks.
     Czar {
@@ -395,7 +399,8 @@ fn main() -> ExitCode {
             listen,
             data_dir,
             fragment_memory_mb,
-        } => cluster::worker(&listen, &data_dir, fragment_memory_mb),
+            cluster_secret,
+        } => cluster::worker(&listen, &data_dir, fragment_memory_mb, cluster_secret),
         Command::Czar {
             port,
             data_dir,

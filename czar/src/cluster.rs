@@ -9,12 +9,29 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 
+/// Adds the cluster secret to a call's metadata.
+#[derive(Clone)]
+pub struct Secret(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Secret {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(secret) = &self.0 {
+            request
+                .metadata_mut()
+                .insert(protocol::SECRET_HEADER, secret.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// One worker as the czar sees it.
 #[derive(Debug)]
 pub struct WorkerHandle {
     /// `HOST:PORT`.
     pub address: String,
     channel: Channel,
+    /// The cluster secret every call carries ([`protocol::SECRET_HEADER`]), when the workers are given one.
+    secret: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     /// Chunk queries running on it, at most [`Cluster::per_worker`].
     pub slots: Arc<Semaphore>,
     /// False after a failed call, true again after a successful one: failed workers are tried last.
@@ -22,8 +39,12 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    pub fn client(&self) -> FlightServiceClient<Channel> {
-        FlightServiceClient::new(self.channel.clone()).max_decoding_message_size(64 << 20)
+    /// A Flight client whose every call carries the cluster secret.
+    pub fn client(
+        &self,
+    ) -> FlightServiceClient<tonic::service::interceptor::InterceptedService<Channel, Secret>> {
+        FlightServiceClient::with_interceptor(self.channel.clone(), Secret(self.secret.clone()))
+            .max_decoding_message_size(64 << 20)
     }
 
     pub fn healthy(&self) -> bool {
@@ -55,6 +76,8 @@ pub enum ClusterError {
     Address(String),
     #[error("a cluster needs at least one worker")]
     NoWorkers,
+    #[error("the cluster secret must be printable ASCII")]
+    BadSecret,
 }
 
 /// A 64-bit mix (splitmix64's finalizer): placement must not depend on the order workers were listed in.
@@ -91,6 +114,7 @@ impl Cluster {
                 Ok(Arc::new(WorkerHandle {
                     address: a.clone(),
                     channel: endpoint.connect_lazy(),
+                    secret: None,
                     slots: Arc::new(Semaphore::new(per_worker)),
                     healthy: AtomicBool::new(true),
                 }))
@@ -106,6 +130,19 @@ impl Cluster {
     }
 
     /// The same cluster, a worker counting as hung after `silence` without a batch (per chunk of a call).
+    /// The same cluster, every call to its workers carrying `secret` (workers started with it refuse calls
+    /// without it).
+    pub fn with_secret(mut self, secret: &str) -> Result<Cluster, ClusterError> {
+        let value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = secret
+            .parse()
+            .map_err(|_| ClusterError::BadSecret)?;
+        for w in &mut self.workers {
+            let handle = Arc::get_mut(w).expect("no call made before the secret is set");
+            handle.secret = Some(value.clone());
+        }
+        Ok(self)
+    }
+
     pub fn with_silence(mut self, silence: Duration) -> Cluster {
         self.silence = silence.max(Duration::from_millis(100));
         self

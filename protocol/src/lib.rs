@@ -137,6 +137,10 @@ pub struct LoadStatistics {
     pub bytes: u64,
 }
 
+/// The gRPC metadata key of the cluster secret: a worker given one (`--cluster-secret`) refuses every call that
+/// does not carry it, so only its czar can read chunks, ship files or drop tables.
+pub const SECRET_HEADER: &str = "x-skyshard-cluster-secret";
+
 pub const ACTION_HEALTH: &str = "health";
 pub const ACTION_CANCEL: &str = "cancel";
 /// Body [`DropTable`], answer empty.

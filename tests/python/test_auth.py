@@ -213,3 +213,35 @@ def test_taplint_with_accounts(optional):
     totals = re.search(r"Totals: Errors: (\d+); Warnings: (\d+)", out.stdout)
     assert totals, out.stdout[-3000:] + out.stderr[-3000:]
     assert totals.group(1) == "0" and totals.group(2) == "0", out.stdout[-5000:]
+
+
+def test_workers_answer_only_their_czar(data, tmp_path):
+    import pyarrow.flight as flight
+    data_dir, tokens = data
+    worker, address = start(["worker", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), "--cluster-secret",
+                             "s3cret-of-the-cluster"], r"worker at (\S+)")
+    czars = []
+    try:
+        client = flight.connect(f"grpc://{address}")
+        # A raw Flight client: refused without the secret or with a wrong one, served with it.
+        for headers in ([], [(b"x-skyshard-cluster-secret", b"guess")]):
+            with pytest.raises(flight.FlightUnauthenticatedError):
+                list(client.do_action(flight.Action("health", b""), flight.FlightCallOptions(headers=headers)))
+        with pytest.raises(flight.FlightUnauthenticatedError):
+            list(client.do_get(flight.Ticket(b"anything")))
+        right = flight.FlightCallOptions(headers=[(b"x-skyshard-cluster-secret", b"s3cret-of-the-cluster")])
+        list(client.do_action(flight.Action("health", b""), right))
+        # Its czar, given the secret, answers; a czar with a wrong one gets a clear refusal, not a result.
+        for secret, expected in (("s3cret-of-the-cluster", 200), ("wrong", None)):
+            proc, url = start(["czar", "--port", "0", "--data-dir", str(data_dir), "--workers", address,
+                               "--replicas", "1", "--cluster-secret", secret, "--jobs-dir", str(tmp_path / secret)])
+            czars.append(proc)
+            status, _, body = sync_count(url, {})
+            if expected:
+                assert status == 200 and body.split()[1] == str(ROWS), body[:300]
+            else:
+                assert status in (403, 503) and 'value="ERROR"' in body and "cluster secret" in body, body[:400]
+    finally:
+        for p in [worker, *czars]:
+            p.kill()
+            p.wait()

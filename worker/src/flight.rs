@@ -45,6 +45,8 @@ pub struct Worker {
     queries: Arc<Mutex<HashMap<String, Vec<AbortHandle>>>>,
     /// Bytes each fragment's operators may hold.
     fragment_memory: usize,
+    /// The cluster secret calls must carry ([`protocol::SECRET_HEADER`]); None: any caller is served.
+    secret: Option<String>,
 }
 
 impl Worker {
@@ -55,6 +57,7 @@ impl Worker {
             served: Arc::default(),
             queries: Arc::default(),
             fragment_memory: DEFAULT_FRAGMENT_MEMORY,
+            secret: None,
         }
     }
 
@@ -62,6 +65,12 @@ impl Worker {
     /// large for one worker fails with a clear error instead of taking the worker's memory from every other query.
     pub fn with_fragment_memory(mut self, bytes: usize) -> Worker {
         self.fragment_memory = bytes.max(1 << 20);
+        self
+    }
+
+    /// The same worker, refusing every call that does not carry `secret`.
+    pub fn with_secret(mut self, secret: Option<String>) -> Worker {
+        self.secret = secret.filter(|s| !s.is_empty());
         self
     }
 
@@ -98,9 +107,37 @@ impl Worker {
     ) -> Result<(), tonic::transport::Error> {
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let secret = self.secret.clone();
         let service = FlightServiceServer::new(self)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
+        let service = tonic::service::interceptor::InterceptedService::new(
+            service,
+            move |request: tonic::Request<()>| {
+                let Some(secret) = &secret else {
+                    return Ok(request);
+                };
+                let given = request
+                    .metadata()
+                    .get(protocol::SECRET_HEADER)
+                    .map(|v| v.as_bytes())
+                    .unwrap_or_default();
+                // Compared without an early exit.
+                let same = given.len() == secret.len()
+                    && given
+                        .iter()
+                        .zip(secret.as_bytes())
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                        == 0;
+                if same {
+                    Ok(request)
+                } else {
+                    Err(tonic::Status::unauthenticated(
+                        "this worker answers only its czar (the cluster secret is missing or wrong)",
+                    ))
+                }
+            },
+        );
         tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming(incoming)
