@@ -31,7 +31,7 @@ else
 fi
 
 # The Python side: reference engines (DuckDB, numpy, pyarrow) and the clients (astropy, pyvo).
-if ! python3 -c "import duckdb, pyarrow, numpy, pytest, astropy, pyvo" 2>/dev/null; then
+if ! python3 -c "import duckdb, pyarrow, numpy, pytest, astropy, pyvo, astroquery" 2>/dev/null; then
   echo "installing the Python packages the tests need: python3 -m pip install -r tests/python/requirements.txt"
   if ! python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt; then
     echo "could not install them; run that command yourself (in a virtualenv if your Python is managed by the" \

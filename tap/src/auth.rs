@@ -21,8 +21,8 @@ use crate::params::Params;
 use crate::reply::error;
 use crate::service::Tap;
 
-/// The session cookie's name.
-pub const COOKIE: &str = "skyshard_session";
+/// The session cookie's name: `SESSION`, the name astroquery's `TapPlus.login()` looks for (ESA's archives set it).
+pub const COOKIE: &str = "SESSION";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
@@ -331,7 +331,7 @@ pub(crate) async fn logout() -> Response {
             (header::CONTENT_TYPE, "text/plain"),
             (
                 header::SET_COOKIE,
-                "skyshard_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
+                "SESSION=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
             ),
         ],
         "logged out\n",
@@ -372,7 +372,7 @@ mod tests {
     fn credentials_are_read_from_each_way_in() {
         let mut h = HeaderMap::new();
         assert_eq!(presented(&h), Ok(None));
-        h.insert(header::COOKIE, "a=b; skyshard_session=sky_x; c=d".parse().unwrap());
+        h.insert(header::COOKIE, "a=b; SESSION=sky_x; c=d".parse().unwrap());
         assert_eq!(presented(&h), Ok(Some("sky_x".into())));
         h.insert(header::AUTHORIZATION, "Bearer  sky_y ".parse().unwrap());
         assert_eq!(presented(&h), Ok(Some("sky_y".into())));

@@ -157,10 +157,10 @@ def test_basic_with_any_user_name_and_the_cookie_of_a_login(optional, data):
     assert call(optional + "/login", "POST", form)[0] == 401
     wrong = tokens["ada"][:-1] + ("0" if tokens["ada"][-1] != "0" else "1")
     for headers in (bearer(wrong), {"Authorization": "Digest abc"}, {"Authorization": "Basic !!"},
-                    {"Cookie": "skyshard_session=nonsense"}):
+                    {"Cookie": "SESSION=nonsense"}):
         status, _, body = sync_count(optional, headers)
         assert status == 401 and 'value="ERROR"' in body, (headers, status, body[:200])
-    assert call(optional + "/logout")[1]["Set-Cookie"].startswith("skyshard_session=;")
+    assert call(optional + "/logout")[1]["Set-Cookie"].startswith("SESSION=;")
 
 
 def test_loads_need_the_admin_scope(optional, data):
@@ -245,3 +245,23 @@ def test_workers_answer_only_their_czar(data, tmp_path):
         for p in [worker, *czars]:
             p.kill()
             p.wait()
+
+
+def test_astroquery_tapplus_login(optional, data):
+    # astroquery logs in over HTTPS only (a deployment puts TLS in front of skyshard); here its secure connection
+    # is pointed at the plain-HTTP test server, and everything else is astroquery's own: the login form, the
+    # SESSION cookie it keeps, the async job it runs with it.
+    import http.client
+    from astroquery.utils.tap.core import TapPlus
+    _, tokens = data
+    parts = urllib.parse.urlparse(optional)
+    tap = TapPlus(url=optional, verbose=False)
+    # Once logged in astroquery makes every connection a secure one: all of them go to the test server.
+    handler = tap._TapPlus__getconnhandler()._TapConn__connectionHandler
+    handler.get_connection_secure = lambda verbose=False: http.client.HTTPConnection(parts.hostname, parts.port)
+    tap.login(user="ada", password=tokens["ada"])
+    job = tap.launch_job_async(COUNT, verbose=False)
+    assert job.get_results()["n"][0] == ROWS
+    status, _, body = call(f"{optional}/async/{job.jobid}", headers=bearer(tokens["ada"]))
+    assert status == 200 and "<uws:ownerId>ada</uws:ownerId>" in body, body[:500]
+    assert call(f"{optional}/async/{job.jobid}", headers=bearer(tokens["bob"]))[0] == 403
