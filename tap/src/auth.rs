@@ -343,10 +343,20 @@ pub(crate) async fn logout() -> Response {
 pub(crate) async fn me(
     State(tap): State<Arc<Tap>>,
     axum::Extension(caller): axum::Extension<Caller>,
+    axum::Extension(client): axum::Extension<Client>,
 ) -> Response {
     let policy = tap.auth.as_ref().map_or(Policy::None, |a| a.policy);
+    let shares = serde_json::json!({
+        "sync_in_flight": { "used": tap.sync_of(&client.0), "limit": tap.limits.caller_sync },
+        "jobs_queued_or_executing": { "used": tap.jobs.active_of(&client.0), "limit": tap.limits.caller_jobs },
+    });
     let body = match &caller {
-        Caller::Anonymous => serde_json::json!({ "anonymous": true, "auth": policy.to_string() }),
+        Caller::Anonymous => serde_json::json!({
+            "anonymous": true,
+            "auth": policy.to_string(),
+            "counted_as": client.0,
+            "shares": shares,
+        }),
         Caller::User(i) => serde_json::json!({
             "anonymous": false,
             "user": i.user,
@@ -354,7 +364,9 @@ pub(crate) async fn me(
             "scopes": i.scopes,
             "token": i.token,
             "auth": policy.to_string(),
+            "counted_as": client.0,
             "jobs": tap.jobs.owned_by(&i.user),
+            "shares": shares,
         }),
     };
     (

@@ -226,6 +226,20 @@ impl Jobs {
         Some(job)
     }
 
+    /// How many jobs of `client` ([`crate::auth::Client`]) are queued or executing in this process.
+    pub fn active_of(&self, client: &str) -> usize {
+        let ids: Vec<String> = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        ids.iter()
+            .filter(|id| self.get(id).and_then(|j| j.client).as_deref() == Some(client))
+            .count()
+    }
+
     /// How many jobs `user` has.
     pub fn owned_by(&self, user: &str) -> usize {
         self.list()

@@ -161,6 +161,16 @@ impl Tap {
         })
     }
 
+    /// Sync queries of `caller` in flight now.
+    pub fn sync_of(&self, caller: &str) -> usize {
+        self.sync_shares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(caller)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The caller's share of sync queries, counted until the returned guard drops.
     fn sync_share(&self, caller: &str) -> Result<Share, Busy> {
         let mut shares = self

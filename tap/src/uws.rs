@@ -270,19 +270,7 @@ fn run(tap: &Arc<Tap>, id: &str) -> Result<(), Busy> {
     }
     // The caller's share: their jobs already queued or executing.
     if let Some(client) = tap.jobs.get(id).and_then(|j| j.client) {
-        let ids: Vec<String> = tap
-            .jobs
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect();
-        let mine = ids
-            .iter()
-            .filter(|other| tap.jobs.get(other).and_then(|j| j.client).as_deref() == Some(&client))
-            .count();
-        if mine >= tap.limits.caller_jobs {
+        if tap.jobs.active_of(&client) >= tap.limits.caller_jobs {
             return Err(Busy {
                 what: "async jobs queued or executing",
                 limit: tap.limits.caller_jobs,

@@ -152,6 +152,7 @@ def test_basic_with_any_user_name_and_the_cookie_of_a_login(optional, data):
     me = json.loads(me)
     assert status == 200 and me["user"] == "ada" and me["groups"] == ["optics"] and not me["anonymous"], me
     assert "admin" not in me["scopes"]
+    assert me["shares"]["sync_in_flight"]["limit"] == 8 and me["shares"]["jobs_queued_or_executing"]["used"] == 0
     # Someone else's token under ada's name, a wrong token, a malformed header: 401, never anonymous.
     form = urllib.parse.urlencode({"username": "ada", "password": tokens["bob"]}).encode()
     assert call(optional + "/login", "POST", form)[0] == 401
