@@ -2,7 +2,7 @@
 
     python3 fuzz/http/seeds.py
 
-Each seed is one request: its first byte chooses the kind (see src/http.rs), the rest is the raw material.
+Inputs that once found a bug are kept beside them as found-*. Each seed is one request: its first byte chooses the kind (see src/http.rs), the rest is the raw material.
 The uploads are written by astropy in the three VOTable serializations."""
 
 import io
@@ -64,13 +64,20 @@ SEEDS = {
                        + form(DESTRUCTION="2030-01-01T00:00:00Z"),
     "uws-phase": b"\x07" + form(LANG="ADQL", QUERY="SELECT 1") + b"\x00\x01" + form(PHASE="ABORT"),
 }
+SEEDS.update({
+    "auth-bearer": b"\x08\x00Bearer TOKEN",
+    "auth-basic": b"\x08\x00Basic eC1vYXV0aC1iYXNpYzpUT0tFTg==",
+    "auth-cookie": b"\x08\x01a=b; SESSION=TOKEN",
+    "auth-bad": b"\x08\x00Bearer sky_0000000000000000_" + b"0" * 64,
+})
 for choice, serialization in enumerate(["tabledata", "binary", "binary2"]):
     for query in range(4):
         SEEDS[f"upload-{serialization}-{query}"] = b"\x03" + bytes([query]) + votable(serialization)
 
 OUT.mkdir(exist_ok=True)
 for old in OUT.iterdir():
-    old.unlink()
+    if not old.name.startswith("found-"):  # inputs that once crashed the service stay
+        old.unlink()
 for name, data in SEEDS.items():
     (OUT / name).write_bytes(data)
 print(f"{len(SEEDS)} seeds in {OUT}")

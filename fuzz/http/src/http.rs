@@ -19,6 +19,8 @@ use tower::ServiceExt;
 struct Service {
     runtime: tokio::runtime::Runtime,
     tap: Arc<tap::Tap>,
+    /// A valid token of the service's one user (`--auth optional`).
+    token: String,
 }
 
 fn service() -> &'static Service {
@@ -38,6 +40,12 @@ fn service() -> &'static Service {
         );
         opts.chunk_rows = 400;
         loader::ingest::ingest(&dir, &[release.join("object.parquet")], &opts).expect("ingest");
+        let writer = metastore::accounts::Accounts::new(&dir).writer().expect("accounts");
+        writer.add_user("ada", &[], false, 0).expect("a user");
+        let (_, token) = writer
+            .create_token("ada", &["read:tap".into()], None, 0)
+            .expect("a token");
+        drop(writer);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -55,9 +63,13 @@ fn service() -> &'static Service {
                 body_timeout: 5,
                 ..Default::default()
             };
-            tap::Tap::open(Arc::new(czar), limits, None).expect("tap")
+            let auth = tap::auth::Auth {
+                policy: tap::auth::Policy::Optional,
+                accounts: metastore::accounts::Accounts::new(&dir),
+            };
+            tap::Tap::open_with(Arc::new(czar), limits, None, Some(auth)).expect("tap")
         });
-        Service { runtime, tap }
+        Service { runtime, tap, token }
     })
 }
 
@@ -118,8 +130,8 @@ const FORM: &str = "application/x-www-form-urlencoded";
 const MULTIPART: &str = "multipart/form-data; boundary=XyZzy";
 
 /// The request an input stands for (None: not a request an HTTP client could send, e.g. an invalid URI).
-fn request(kind: u8, raw: &[u8]) -> Option<Request<Body>> {
-    match kind % 8 {
+fn request(kind: u8, raw: &[u8], token: &str) -> Option<Request<Body>> {
+    match kind % 9 {
         // TAP parameters in a urlencoded body, in the query string, in a multipart body.
         0 => post("/tap/sync", FORM, raw.to_vec()),
         1 => Request::get(format!("/tap/sync?{}", query_string(raw))).body(Body::empty()).ok(),
@@ -148,6 +160,16 @@ fn request(kind: u8, raw: &[u8]) -> Option<Request<Body>> {
         6 => Request::get(format!("/tap/{}", query_string(raw).replace('%', "%25")))
             .body(Body::empty())
             .ok(),
+        // Credentials: an Authorization header or a cookie of the input's choosing (`TOKEN` in it stands for the
+        // valid token), on a sync query.
+        8 => {
+            let (which, value) = raw.split_first()?;
+            let value = String::from_utf8_lossy(value).replace("TOKEN", token);
+            let name = if which % 2 == 0 { header::AUTHORIZATION } else { header::COOKIE };
+            let mut req = Request::get("/tap/sync?LANG=ADQL&QUERY=SELECT+1+AS+one").body(Body::empty()).ok()?;
+            req.headers_mut().insert(name, value.parse().ok()?);
+            Some(req)
+        }
         // UWS: handled in `uws`.
         _ => None,
     }
@@ -217,9 +239,9 @@ fuzz_target!(|data: &[u8]| {
     let Some((&kind, raw)) = data.split_first() else { return };
     let s = service();
     s.runtime.block_on(async {
-        if kind % 8 == 7 {
+        if kind % 9 == 7 {
             uws(&s.tap, raw).await;
-        } else if let Some(req) = request(kind, raw) {
+        } else if let Some(req) = request(kind, raw, &s.token) {
             check(&s.tap, req).await;
         }
     });
