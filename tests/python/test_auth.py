@@ -188,6 +188,13 @@ def test_required_refuses_anonymous_callers_and_revocation_is_immediate(data, tm
         assert "<securityMethod/>" not in caps and "sso#BasicAA" in caps
         token = run("token", "create", "--data-dir", str(data_dir), "--user", "bob", "--expires", "1d").strip()
         assert sync_count(url, bearer(token))[0] == 200
+        # The command line's client presents SKYSHARD_TOKEN.
+        from skyshard_processes import SKYSHARD
+        query = [SKYSHARD, "query", "--url", url, COUNT]
+        denied = subprocess.run(query, capture_output=True, text=True, env={**os.environ, "SKYSHARD_TOKEN": ""})
+        assert denied.returncode != 0 and "identity" in denied.stderr + denied.stdout, denied
+        served = subprocess.run(query, capture_output=True, text=True, env={**os.environ, "SKYSHARD_TOKEN": token})
+        assert served.returncode == 0 and served.stdout.split()[1] == str(ROWS), served
         run("token", "revoke", "--data-dir", str(data_dir), token[4:20])
         status, _, body = sync_count(url, bearer(token))
         assert status == 401 and "not known" in body, body[:300]
