@@ -77,6 +77,9 @@ pub struct ServiceArgs {
     /// Async jobs one caller may have queued or executing; past it, PHASE=RUN answers 429.
     #[arg(long, default_value_t = 8)]
     pub caller_jobs: usize,
+    /// MiB of async results one caller may keep; past it, new jobs answer 429 until finished ones are deleted.
+    #[arg(long, default_value_t = 10240)]
+    pub caller_storage_mb: u64,
     /// `czar`: the secret its workers were started with (`skyshard worker --cluster-secret`); `serve` makes one
     /// of its own for the workers it starts.
     #[arg(long, env = "SKYSHARD_CLUSTER_SECRET", hide_env_values = true)]
@@ -113,6 +116,7 @@ async fn run_czar(
         header_timeout: service.header_timeout.max(1),
         caller_sync: service.caller_sync.max(1),
         caller_jobs: service.caller_jobs.max(1),
+        caller_storage: service.caller_storage_mb.max(1) << 20,
         audit_log: service.audit_log.clone(),
         ..Default::default()
     };

@@ -116,6 +116,7 @@ pub fn demo(port: u16, rows: u64, workers: usize, data_dir: Option<PathBuf>) -> 
         auth: "optional".into(),
         caller_sync: limits.caller_sync,
         caller_jobs: limits.caller_jobs,
+        caller_storage_mb: limits.caller_storage >> 20,
         ..Default::default()
     };
     crate::cluster::serve_with(

@@ -349,6 +349,7 @@ pub(crate) async fn me(
     let shares = serde_json::json!({
         "sync_in_flight": { "used": tap.sync_of(&client.0), "limit": tap.limits.caller_sync },
         "jobs_queued_or_executing": { "used": tap.jobs.active_of(&client.0), "limit": tap.limits.caller_jobs },
+        "result_bytes": { "used": tap.jobs.result_bytes_of(&client.0), "limit": tap.limits.caller_storage },
     });
     let body = match &caller {
         Caller::Anonymous => serde_json::json!({

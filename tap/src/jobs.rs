@@ -240,6 +240,15 @@ impl Jobs {
             .count()
     }
 
+    /// Bytes of the results `client` keeps (jobs not yet destroyed or deleted).
+    pub fn result_bytes_of(&self, client: &str) -> u64 {
+        self.list()
+            .iter()
+            .filter(|j| j.client.as_deref() == Some(client))
+            .filter_map(|j| j.result.as_ref().map(|r| r.bytes))
+            .sum()
+    }
+
     /// How many jobs `user` has.
     pub fn owned_by(&self, user: &str) -> usize {
         self.list()

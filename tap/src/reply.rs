@@ -117,9 +117,9 @@ pub fn busy(b: &crate::service::Busy) -> Response {
         error(
             StatusCode::TOO_MANY_REQUESTS,
             &format!(
-                "you have {0} {1}, the limit for one user (or one anonymous address) is {0}; wait for one to \
-                 end, or run the query as an async job",
-                b.limit, b.what
+                "your share is used up: {} {}, where one user (or one anonymous address) may have {}; wait for \
+                 some to end (or, for results, delete finished jobs)",
+                b.used, b.what, b.limit
             ),
         )
     } else {

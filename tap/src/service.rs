@@ -43,6 +43,8 @@ pub struct Limits {
     /// queued or executing. Past it, 429: one caller cannot take every turn from the others.
     pub caller_sync: usize,
     pub caller_jobs: usize,
+    /// Bytes of async results one caller may keep; past it, PHASE=RUN answers 429 until jobs are deleted.
+    pub caller_storage: u64,
     /// Where one JSON line per request is appended (None: no audit log).
     pub audit_log: Option<std::path::PathBuf>,
 }
@@ -75,6 +77,7 @@ impl Default for Limits {
             header_timeout: 30,
             caller_sync: 8,
             caller_jobs: 8,
+            caller_storage: 10 << 30,
             audit_log: None,
         }
     }
@@ -103,6 +106,8 @@ pub struct Busy {
     pub limit: usize,
     /// The caller's own quota (429), not the service's capacity (503).
     pub mine: bool,
+    /// How much of it the caller uses (for `mine`).
+    pub used: u64,
 }
 
 impl Tap {
@@ -183,6 +188,7 @@ impl Tap {
                 what: "sync queries in flight",
                 limit: self.limits.caller_sync,
                 mine: true,
+                used: *mine as u64,
             });
         }
         *mine += 1;
@@ -201,6 +207,7 @@ impl Tap {
             what: "sync queries waiting",
             limit: self.limits.waiting_sync,
             mine: false,
+            used: 0,
         };
         if self.sync_waiting.fetch_add(1, Ordering::AcqRel) >= self.limits.waiting_sync {
             self.sync_waiting.fetch_sub(1, Ordering::AcqRel);

@@ -266,15 +266,27 @@ fn run(tap: &Arc<Tap>, id: &str) -> Result<(), Busy> {
             what: "async jobs queued or executing",
             limit: tap.limits.queued_jobs,
             mine: false,
+            used: 0,
         });
     }
     // The caller's share: their jobs already queued or executing.
     if let Some(client) = tap.jobs.get(id).and_then(|j| j.client) {
-        if tap.jobs.active_of(&client) >= tap.limits.caller_jobs {
+        let kept = tap.jobs.result_bytes_of(&client);
+        if kept >= tap.limits.caller_storage {
+            return Err(Busy {
+                what: "bytes of kept results (delete finished jobs to make room)",
+                limit: tap.limits.caller_storage as usize,
+                mine: true,
+                used: kept,
+            });
+        }
+        let active = tap.jobs.active_of(&client);
+        if active >= tap.limits.caller_jobs {
             return Err(Busy {
                 what: "async jobs queued or executing",
                 limit: tap.limits.caller_jobs,
                 mine: true,
+                used: active as u64,
             });
         }
     }

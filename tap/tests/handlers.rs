@@ -223,12 +223,52 @@ async fn one_caller_cannot_take_every_turn() {
     let held = s.tap.sync_turn("address 192.0.2.1").await.unwrap();
     let (status, body, headers) = call(&s.tap, from([192, 0, 2, 1])).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
-    assert!(is_error_document(&body) && body.contains("limit for one user"), "{body}");
+    assert!(is_error_document(&body) && body.contains("your share is used up: 1 sync"), "{body}");
     assert_eq!(headers[header::RETRY_AFTER], "5");
     // Another address is served meanwhile, and the first again once its query ends.
     assert_eq!(call(&s.tap, from([192, 0, 2, 2])).await.0, StatusCode::OK);
     drop(held);
     assert_eq!(call(&s.tap, from([192, 0, 2, 1])).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn kept_results_count_against_their_callers_share() {
+    let s = service_with(
+        "storage",
+        Limits {
+            caller_storage: 1,
+            ..Limits::default()
+        },
+    );
+    let run = || {
+        Request::post("/tap/async")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(
+                "LANG=ADQL&QUERY=SELECT+TOP+3+table_name+FROM+TAP_SCHEMA.tables&PHASE=RUN",
+            ))
+            .unwrap()
+    };
+    let (status, body, headers) = call(&s.tap, run()).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let job = headers[header::LOCATION].to_str().unwrap().to_string();
+    let path = &job[job.find("/tap/async/").unwrap()..];
+    let mut phase = String::new();
+    for _ in 0..300 {
+        phase = call(&s.tap, get(&format!("{path}/phase"))).await.1;
+        if !phase.contains("QUEUED") && !phase.contains("EXECUTING") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(phase.contains("COMPLETED"), "{phase}");
+    // Its result now holds more than the 1 byte this caller may keep: the next job is refused, naming the use.
+    let (status, body, _) = call(&s.tap, run()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body.contains("bytes of kept results"), "{body}");
+    // Deleting the finished job makes room.
+    let delete = Request::delete(path).body(Body::empty()).unwrap();
+    assert_eq!(call(&s.tap, delete).await.0, StatusCode::SEE_OTHER);
+    assert_eq!(call(&s.tap, run()).await.0, StatusCode::SEE_OTHER);
 }
 
 #[tokio::test]
