@@ -210,17 +210,15 @@ impl Core {
                         continue;
                     }
                 };
-                let mut batches = FlightRecordBatchStream::new_from_flight_data(
-                    stream.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
-                );
+                let (mut batches, heard) = decode(stream);
                 // Rows this attempt has produced, to skip those an earlier attempt already passed on.
                 let mut seen = 0usize;
                 let mut failed = None;
                 loop {
-                    let item = match tokio::time::timeout(silence, batches.next()).await {
+                    let item = match next_within(&mut batches, &heard, silence).await {
                         Ok(Some(item)) => item,
                         Ok(None) => break,
-                        Err(_) => {
+                        Err(()) => {
                             failed = Some(arrow_flight::error::FlightError::ProtocolError(
                                 format!("no data within {} s", silence.as_secs_f64()),
                             ));
@@ -290,7 +288,9 @@ impl Core {
         let chunk = self.chunks()[members[0]];
         let worker = self.workers_for(chunk).into_iter().next();
         let (mut tx, rx) = futures::channel::mpsc::channel::<DfResult<RecordBatch>>(2);
-        let silence = self.cluster.silence * members.len().max(1) as u32;
+        // Silence is allowed per message: a worker busy with a partial aggregate (which answers only after its last
+        // chunk) sends keep-alives (`protocol::KEEP_ALIVE`), so a hung one is found as fast as for one chunk.
+        let silence = self.cluster.silence;
         tokio::spawn(async move {
             let attempt = async {
                 let worker = worker.ok_or(None)?;
@@ -300,7 +300,6 @@ impl Core {
                     .acquire_owned()
                     .await
                     .map_err(|_| None)?;
-                // A partial aggregate answers only at the end of its chunks: silence is allowed per chunk.
                 let hung = || {
                     Some((
                         worker.clone(),
@@ -318,15 +317,11 @@ impl Core {
                     .await
                     .map_err(|_| hung())?
                     .map_err(|s| Some((worker.clone(), s)))?;
-                let mut stream = FlightRecordBatchStream::new_from_flight_data(
-                    response
-                        .into_inner()
-                        .map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
-                );
+                let (mut stream, heard) = decode(response.into_inner());
                 let mut batches = Vec::new();
                 loop {
-                    match tokio::time::timeout(silence, stream.next()).await {
-                        Err(_) => return Err(hung()),
+                    match next_within(&mut stream, &heard, silence).await {
+                        Err(()) => return Err(hung()),
                         Ok(None) => break,
                         Ok(Some(Ok(b))) => batches.push(b),
                         Ok(Some(Err(arrow_flight::error::FlightError::Tonic(s)))) => {
@@ -406,6 +401,52 @@ fn moved(table: &str, chunk: u64, from: &str, to: &str, why: &str) {
 
 /// The error to end the query with when a worker's failure is final (the query's own, not the worker's); None
 /// when the next replica should be tried.
+/// When the last message of a worker's answer arrived: a batch or a keep-alive.
+#[derive(Clone)]
+struct Heard(Arc<std::sync::Mutex<tokio::time::Instant>>);
+
+impl Heard {
+    fn at(&self) -> tokio::time::Instant {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The record batches of a DoGet answer, and when its last message arrived. The worker's keep-alives
+/// (`protocol::KEEP_ALIVE_METADATA` with no IPC message) count as signs of life and are taken out before decoding.
+fn decode(stream: tonic::Streaming<arrow_flight::FlightData>) -> (FlightRecordBatchStream, Heard) {
+    let heard = Heard(Arc::new(std::sync::Mutex::new(tokio::time::Instant::now())));
+    let mark = heard.clone();
+    let raw = stream
+        .inspect(move |_| {
+            *mark.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                tokio::time::Instant::now();
+        })
+        .try_filter(|d| {
+            futures::future::ready(
+                !(d.data_header.is_empty() && d.app_metadata == protocol::KEEP_ALIVE_METADATA),
+            )
+        })
+        .map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s)));
+    (FlightRecordBatchStream::new_from_flight_data(raw), heard)
+}
+
+/// The next batch of an answer, waiting as long as messages keep coming; `Err` after `silence` without any (a hung
+/// worker, whatever the number of chunks it works on).
+async fn next_within(
+    batches: &mut FlightRecordBatchStream,
+    heard: &Heard,
+    silence: std::time::Duration,
+) -> Result<Option<Result<RecordBatch, arrow_flight::error::FlightError>>, ()> {
+    loop {
+        match tokio::time::timeout_at(heard.at() + silence, batches.next()).await {
+            Ok(item) => return Ok(item),
+            // A keep-alive came in meanwhile: wait again from it.
+            Err(_) if heard.at() + silence > tokio::time::Instant::now() => continue,
+            Err(_) => return Err(()),
+        }
+    }
+}
+
 fn refused(worker: &WorkerHandle, status: &tonic::Status) -> Option<DataFusionError> {
     let code = ErrorCode::from_grpc(status.code());
     (!code.retryable()).then(|| {

@@ -141,6 +141,11 @@ pub struct LoadStatistics {
 /// does not carry it, so only its czar can read chunks, ship files or drop tables.
 pub const SECRET_HEADER: &str = "x-skyshard-cluster-secret";
 
+/// A worker streaming a fragment sends a message at least this often (a keep-alive with only `app_metadata` when
+/// it has no batch ready), so a czar's silence limit applies per message, not per fragment.
+pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(1);
+pub const KEEP_ALIVE_METADATA: &[u8] = b"skyshard:alive";
+
 pub const ACTION_HEALTH: &str = "health";
 pub const ACTION_CANCEL: &str = "cancel";
 /// Body [`DropTable`], answer empty.

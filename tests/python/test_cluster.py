@@ -519,8 +519,10 @@ def test_cross_match_of_two_catalogs_on_one_chunk_map(served, release):
 
 
 def test_a_hung_worker_is_passed_over(release, tmp_path):
-    """A worker that stops answering (SIGSTOP, not dead: its connections stay open) is given --worker-silence per
-    chunk, then its chunks go to their replicas: the answer is complete and right, and no request hangs."""
+    """A worker that stops answering (SIGSTOP, not dead: its connections stay open) is given --worker-silence
+    without a message (workers at work send keep-alives), then its chunks go to their replicas: the answer is
+    complete and right, and no request hangs. An aggregate, whose partial answers travel as one call per worker for
+    all of its chunks, is passed over as fast as a single chunk (before keep-alives: silence x chunks)."""
     base, data = release
     workers = [start(["worker", "--listen", "127.0.0.1:0", "--data-dir", str(data)], r"worker at (\S+)") for _ in range(2)]
     czar, url = start(["czar", "--port", "0", "--data-dir", str(data), "--workers", ",".join(a for _, a in workers),
@@ -530,7 +532,18 @@ def test_a_hung_worker_is_passed_over(release, tmp_path):
         query = "SELECT id, mag_g FROM sky.object WHERE dec > 30"
         want = sorted(x[0] for x in duck(release, "SELECT id FROM object WHERE dec > 30"))
         assert len(want) > 0 and sorted(int(r[0]) for r in rows(url, query)) == want
+        # Every chunk (about 15 a worker): silence x chunks would be 30 s or more.
+        aggregate = "SELECT COUNT(*) AS n, SUM(mag_g) AS s FROM sky.object"
+        plan = explain(url, aggregate)
+        chunks = int(re.search(r"RemoteExec: (\d+) chunks", plan).group(1))
+        assert ", 2 calls" in plan and chunks >= 20, plan  # grouped: one call per worker
         workers[0][0].send_signal(signal.SIGSTOP)
+        t = time.time()
+        (n, s), = [(int(r[0]), float(r[1])) for r in rows(url, aggregate)]
+        took = time.time() - t
+        (dn, ds), = duck(release, "SELECT COUNT(*), SUM(mag_g) FROM object")
+        assert n == dn and abs(s - ds) < 1e-6 * abs(ds), (n, s, dn, ds)
+        assert took < 12, (took, chunks)
         t = time.time()
         got = sorted(int(r[0]) for r in rows(url, query))
         took = time.time() - t

@@ -152,6 +152,35 @@ fn status(e: DataFusionError) -> Status {
 
 type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// Between a fragment's messages, at most [`protocol::KEEP_ALIVE`] passes without one: when no batch is ready
+/// (a partial aggregate answers only after its last chunk) a message with only `app_metadata` says the worker is
+/// still at work, so the czar can tell a slow fragment from a hung worker whatever the number of chunks.
+fn with_keep_alive(
+    flight: impl futures::Stream<Item = Result<FlightData, Status>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<FlightData, Status>> + Send + 'static {
+    let start = tokio::time::Instant::now() + protocol::KEEP_ALIVE;
+    let ticks = tokio::time::interval_at(start, protocol::KEEP_ALIVE);
+    futures::stream::unfold(
+        (Box::pin(flight), ticks),
+        |(mut flight, mut ticks)| async move {
+            tokio::select! {
+                biased;
+                item = flight.next() => {
+                    ticks.reset();
+                    item.map(|i| (i, (flight, ticks)))
+                }
+                _ = ticks.tick() => {
+                    let alive = FlightData {
+                        app_metadata: protocol::KEEP_ALIVE_METADATA.into(),
+                        ..Default::default()
+                    };
+                    Some((Ok(alive), (flight, ticks)))
+                }
+            }
+        },
+    )
+}
+
 /// A running fragment: counted, and cancellable through its query id, until its stream is dropped.
 struct Running {
     running: Arc<AtomicU32>,
@@ -270,7 +299,7 @@ impl FlightService for Worker {
                     other => Status::internal(other.to_string()),
                 })
             });
-        Ok(Response::new(Box::pin(flight)))
+        Ok(Response::new(Box::pin(with_keep_alive(flight))))
     }
 
     async fn do_put(
