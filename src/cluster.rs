@@ -49,8 +49,8 @@ pub struct ServiceArgs {
     /// Async jobs queued or executing at once; past them PHASE=RUN answers 503 with Retry-After.
     #[arg(long, default_value_t = 200)]
     pub queued_jobs: usize,
-    /// Seconds a worker may stay silent per chunk (before its first batch or between two) before its chunks go to
-    /// a replica: a hung worker is treated like a dead one.
+    /// Seconds a worker may stay silent (no batch, and none of the keep-alives a working worker sends every second)
+    /// before its chunks go to a replica: a hung worker is treated like a dead one.
     #[arg(long, default_value_t = 60.0)]
     pub worker_silence: f64,
     /// `serve`: memory one query's fragment may hold on each worker, in MiB.
