@@ -273,3 +273,17 @@ def test_astroquery_tapplus_login(optional, data):
     status, _, body = call(f"{optional}/async/{job.jobid}", headers=bearer(tokens["ada"]))
     assert status == 200 and "<uws:ownerId>ada</uws:ownerId>" in body, body[:500]
     assert call(f"{optional}/async/{job.jobid}", headers=bearer(tokens["bob"]))[0] == 403
+
+
+def test_cadctap_with_a_token(optional, data):
+    # CADC's command line client (pip install cadctap) reads the capabilities' securityMethods and sends the token.
+    _, tokens = data
+    cadc = shutil.which("cadc-tap")
+    assert cadc, "cadc-tap is not installed (pip install -r tests/python/requirements.txt)"
+    query = [cadc, "query", "-s", optional, "SELECT COUNT(*) AS n FROM sky.object"]
+    out = subprocess.run(query[:2] + ["--token", tokens["ada"]] + query[2:], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and str(ROWS) in out.stdout.split(), out.stdout + out.stderr
+    wrong = tokens["ada"][:-1] + ("0" if tokens["ada"][-1] != "0" else "1")
+    out = subprocess.run(query[:2] + ["--token", wrong] + query[2:], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "not valid" in out.stdout + out.stderr, out.stdout + out.stderr
