@@ -120,6 +120,11 @@ def test_pyvo_with_a_bearer_session_owns_its_jobs(optional, data):
     assert any(c.startswith("ivoa_cookie") for c in challenges), challenges
     status, _, _ = call(f"{base}/{job.job_id}", "DELETE", headers=bearer(tokens["bob"]))
     assert status == 403
+    # The same job spelled with percent escapes is still ada's.
+    escaped = "".join(f"%{ord(c):02X}" for c in job.job_id)
+    for path in (f"{base}/{escaped}", f"{base}/{escaped}/results/result", f"{base}/%{ord(job.job_id[0]):02x}{job.job_id[1:]}/phase"):
+        status, _, body = call(path, headers=bearer(tokens["bob"]))
+        assert status == 403, (path, status, body[:200])
     assert call(f"{base}/{job.job_id}/phase", headers=bearer(tokens["ada"]))[2].strip() == "COMPLETED"
     job.delete()
 
