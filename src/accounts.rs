@@ -27,6 +27,13 @@ pub enum UserCommand {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Sets a user's password for the login form (`POST /tap/login`), read from standard input (one line, at least
+    /// 8 characters); only its Argon2id hash is kept.
+    Passwd {
+        #[arg(long)]
+        data_dir: PathBuf,
+        name: String,
+    },
     /// Removes a user and revokes every token of theirs (their jobs stay until their destruction time).
     Remove {
         #[arg(long)]
@@ -135,6 +142,18 @@ pub fn user(command: UserCommand) -> ExitCode {
                     let n = tokens.iter().filter(|t| t.user == u.name).count();
                     println!("{}\t{}\t{}\t{n}\t{}", u.name, u.groups.join(","), u.admin, date(u.created));
                 }
+            }
+            UserCommand::Passwd { data_dir, name } => {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .map_err(|e| format!("reading the password from standard input: {e}"))?;
+                let password = line.trim_end_matches(['\r', '\n']);
+                let writer = accounts(&data_dir)?.writer().map_err(|e| e.to_string())?;
+                writer
+                    .set_password(&name, password)
+                    .map_err(|e| e.to_string())?;
+                println!("password of {name} set");
             }
             UserCommand::Remove { data_dir, name } => {
                 let writer = accounts(&data_dir)?.writer().map_err(|e| e.to_string())?;

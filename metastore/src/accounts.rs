@@ -27,6 +27,9 @@ pub struct User {
     pub admin: bool,
     /// Milliseconds since the Unix epoch.
     pub created: u64,
+    /// The Argon2id hash (PHC string) of the user's password, for the login form; None: tokens only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +171,24 @@ impl Accounts {
         self.all("tokens")
     }
 
+    /// The user whose password this is (Argon2id, slow on purpose: for the login form, never per request).
+    pub fn check_password(&self, name: &str, password: &str) -> Result<Option<User>> {
+        use argon2::PasswordVerifier;
+        let Some(user) = self.user(name)? else {
+            return Ok(None);
+        };
+        let Some(hash) = user.password.as_deref() else {
+            return Ok(None);
+        };
+        let Ok(parsed) = argon2::PasswordHash::new(hash) else {
+            return Ok(None);
+        };
+        Ok(argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+            .then_some(user))
+    }
+
     /// Whether any user exists (a service with no accounts cannot require them).
     pub fn any(&self) -> bool {
         self.users().is_ok_and(|u| !u.is_empty())
@@ -247,6 +268,10 @@ pub enum AccountError {
     NotAdmin(String),
     #[error("no token {0}")]
     NoToken(String),
+    #[error("a password needs at least 8 characters")]
+    WeakPassword,
+    #[error("hashing the password: {0}")]
+    Hash(String),
     #[error(transparent)]
     Meta(#[from] MetaError),
 }
@@ -280,9 +305,34 @@ impl AccountsWriter {
             groups,
             admin,
             created: now,
+            password: None,
         };
         self.write(&self.accounts.user_path(name), &user)?;
         Ok(user)
+    }
+
+    /// Sets (or replaces) a user's password for the login form.
+    pub fn set_password(&self, name: &str, password: &str) -> std::result::Result<(), AccountError> {
+        use argon2::PasswordHasher;
+        let Some(mut user) = self.accounts.user(name)? else {
+            return Err(AccountError::NoUser(name.to_string()));
+        };
+        if password.chars().count() < 8 {
+            return Err(AccountError::WeakPassword);
+        }
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).map_err(|e| MetaError::Io {
+            path: "the system's random source".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let salt = argon2::password_hash::SaltString::encode_b64(&salt)
+            .map_err(|e| AccountError::Hash(e.to_string()))?;
+        let hash = argon2::Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map_err(|e| AccountError::Hash(e.to_string()))?;
+        user.password = Some(hash.to_string());
+        self.write(&self.accounts.user_path(name), &user)?;
+        Ok(())
     }
 
     /// Removes a user and every token of theirs.
@@ -401,6 +451,14 @@ mod tests {
         assert!(accounts.check(&forever, u64::MAX).unwrap().unwrap().may("admin"));
         w.revoke(&forever).unwrap();
         assert_eq!(accounts.check(&forever, 0).unwrap(), Err(Refusal::Unknown));
+        // Passwords: hashed, checked, never stored in clear.
+        assert!(matches!(w.set_password("ada", "short"), Err(AccountError::WeakPassword)));
+        w.set_password("ada", "correct horse battery").unwrap();
+        assert!(accounts.check_password("ada", "correct horse battery").unwrap().is_some());
+        assert!(accounts.check_password("ada", "correct horse batterY").unwrap().is_none());
+        assert!(accounts.check_password("root", "correct horse battery").unwrap().is_none());
+        let stored = std::fs::read_to_string(accounts.user_path("ada")).unwrap();
+        assert!(stored.contains("$argon2id$") && !stored.contains("horse"));
         // Removing a user revokes their tokens.
         let (_, other) = w.create_token("ada", &scopes(&["read:tap"]), None, 5).unwrap();
         w.remove_user("ada").unwrap();

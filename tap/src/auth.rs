@@ -311,14 +311,24 @@ pub(crate) async fn login(State(tap): State<Arc<Tap>>, headers: HeaderMap, param
             "this service has no accounts (--auth none): there is nothing to log in to",
         );
     };
-    let token = params
-        .get("TOKEN")
-        .or_else(|| params.get("PASSWORD"))
-        .unwrap_or("")
-        .to_string();
-    if token.is_empty() {
-        return unauthorized(&headers, "log in with username and password (a token), or token");
-    }
+    let username = params.get("USERNAME").unwrap_or("").to_string();
+    let password = params.get("PASSWORD").unwrap_or("").to_string();
+    let token = match params.get("TOKEN") {
+        Some(t) => t.to_string(),
+        None if password.starts_with("sky_") => password,
+        None if !username.is_empty() && !password.is_empty() => {
+            match session(auth, &username, password).await {
+                Ok(token) => token,
+                Err(message) => return unauthorized(&headers, &message),
+            }
+        }
+        None => {
+            return unauthorized(
+                &headers,
+                "log in with username and password (the user's password or a token), or token",
+            );
+        }
+    };
     let identity = match check(auth, &headers, &token) {
         Ok(Caller::User(identity)) => identity,
         Ok(Caller::Anonymous) => unreachable!("a checked token names a user"),
@@ -346,6 +356,31 @@ pub(crate) async fn login(State(tap): State<Arc<Tap>>, headers: HeaderMap, param
         h.insert("x-vo-bearer", v);
     }
     response
+}
+
+/// How long a login with a password lasts.
+const SESSION_HOURS: u64 = 24;
+
+/// A login with a password: checked (Argon2, off the async threads), then a token for the session, which expires
+/// after [`SESSION_HOURS`] and cannot carry the admin scope.
+async fn session(auth: &Auth, username: &str, password: String) -> Result<String, String> {
+    let accounts = auth.accounts.clone();
+    let name = username.to_string();
+    let user = tokio::task::spawn_blocking(move || accounts.check_password(&name, &password))
+        .await
+        .map_err(|e| format!("checking the password failed: {e}"))?
+        .map_err(|e| format!("the accounts cannot be read just now: {e}"))?
+        .ok_or("the credentials are not valid: wrong user name or password")?;
+    let now = now_ms();
+    let scopes = ["read:tap", "write:tables", "write:files"].map(String::from);
+    let writer = auth
+        .accounts
+        .writer()
+        .map_err(|e| format!("the accounts are being changed just now; try again ({e})"))?;
+    writer
+        .create_token(&user.name, &scopes, Some(now + SESSION_HOURS * 3_600_000), now)
+        .map(|(_, token)| token)
+        .map_err(|e| format!("cannot open a session: {e}"))
 }
 
 /// `/tap/logout`: the session cookie is cleared.

@@ -169,6 +169,27 @@ def test_basic_with_any_user_name_and_the_cookie_of_a_login(optional, data):
     assert call(optional + "/logout")[1]["Set-Cookie"].startswith("SESSION=;")
 
 
+def test_login_with_a_password_opens_a_session(optional, data):
+    from skyshard_processes import SKYSHARD
+    data_dir, _ = data
+    out = subprocess.run([SKYSHARD, "user", "passwd", "--data-dir", str(data_dir), "bob"], input="bobs long password\n",
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "bobs long password" not in (data_dir / "accounts/users/bob.json").read_text()
+    login = lambda pw: call(optional + "/login", "POST", urllib.parse.urlencode({"username": "bob", "password": pw}).encode())
+    status, _, body = login("bobs long passworD")
+    assert status == 401 and "wrong user name or password" in body, body[:300]
+    status, headers, _ = login("bobs long password")
+    assert status == 200 and headers["X-VO-Authenticated"] == "bob"
+    session = headers["X-VO-Bearer"]
+    assert session.startswith("sky_") and headers["Set-Cookie"].startswith(f"SESSION={session};")
+    status, headers, body = sync_count(optional, bearer(session))
+    assert status == 200 and headers["X-VO-Authenticated"] == "bob", body[:300]
+    # A session never carries the admin scope, and it is a token like the others: listed, revocable.
+    assert "admin" not in json.loads(call(optional.replace("/tap", "/api/v1/me"), headers=bearer(session))[2])["scopes"]
+    assert session[4:20] in run("token", "list", "--data-dir", str(data_dir))
+
+
 def test_loads_need_the_admin_scope(optional, data):
     _, tokens = data
     for headers in ({}, bearer(tokens["ada"])):
