@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use metastore::accounts::Accounts;
+use tap::jobs::now_ms;
 
 use crate::failure;
 
@@ -68,12 +69,6 @@ pub enum TokenCommand {
         #[arg(long)]
         data_dir: PathBuf,
     },
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `90d`, `12h`, `30m`, `never` as milliseconds (None: never).

@@ -180,13 +180,10 @@ pub fn serve_with(
     // The in-process workers listen on loopback ports any local process can reach: they answer only this czar.
     let secret = match service.cluster_secret.clone().filter(|s| !s.is_empty()) {
         Some(s) => s,
-        None => {
-            let mut bytes = [0u8; 16];
-            if let Err(e) = getrandom::fill(&mut bytes) {
-                return failure(format!("no random source for the cluster secret: {e}"));
-            }
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
-        }
+        None => match metastore::accounts::random_hex(16) {
+            Ok(secret) => secret,
+            Err(e) => return failure(format!("the cluster secret: {e}")),
+        },
     };
     let result = runtime().block_on(async {
         let mut addresses = Vec::new();

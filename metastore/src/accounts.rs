@@ -95,7 +95,8 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn random_hex(n: usize) -> Result<String> {
+/// `n` bytes from the system's random source, as hex (tokens, job ids, cluster secrets).
+pub fn random_hex(n: usize) -> Result<String> {
     let mut bytes = vec![0u8; n];
     getrandom::fill(&mut bytes).map_err(|e| MetaError::Io {
         path: "the system's random source".into(),

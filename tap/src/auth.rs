@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use metastore::accounts::{Accounts, Identity};
 
+use crate::jobs::now_ms;
 use crate::params::Params;
 use crate::reply::error;
 use crate::service::Tap;
@@ -174,12 +175,6 @@ fn open_path(path: &str) -> bool {
         path,
         "/tap/capabilities" | "/tap/availability" | "/tap/login" | "/tap/logout" | "/health"
     )
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Checks a token: the caller, or the refusal to answer with.

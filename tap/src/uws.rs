@@ -126,12 +126,8 @@ async fn list(
 }
 
 /// 128 random bits: an anonymous job's URL is the only key to it, so it must not be guessable.
-fn new_id() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes)?;
-    Ok(std::iter::once("j".to_string())
-        .chain(bytes.iter().map(|b| format!("{b:02x}")))
-        .collect())
+fn new_id() -> Result<String, metastore::MetaError> {
+    Ok(format!("j{}", metastore::accounts::random_hex(16)?))
 }
 
 async fn create(
@@ -146,7 +142,7 @@ async fn create(
         Err(e) => {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &format!("cannot create the job: no random number source ({e})"),
+                &format!("cannot create the job: {e}"),
             );
         }
     };
