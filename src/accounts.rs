@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use metastore::accounts::Accounts;
+use metastore::accounts::{Accounts, Quota};
 use tap::jobs::now_ms;
 
 use crate::failure;
@@ -35,6 +35,32 @@ pub enum UserCommand {
         data_dir: PathBuf,
         name: String,
     },
+    /// Sets a user's limits, or a group's with --group (a group's bound the sum of its members' use); a limit not
+    /// given stays as it was, 0 puts it back to the default (for a group: no limit). With no limit given, shows them.
+    Quota {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The user (or, with --group, the group).
+        name: String,
+        /// NAME is a group.
+        #[arg(long)]
+        group: bool,
+        /// Sync queries in flight at once.
+        #[arg(long)]
+        sync: Option<u64>,
+        /// Async jobs queued or executing at once.
+        #[arg(long)]
+        jobs: Option<u64>,
+        /// MiB of kept async results.
+        #[arg(long)]
+        results_mb: Option<u64>,
+        /// MiB of user tables.
+        #[arg(long)]
+        tables_mb: Option<u64>,
+        /// MiB of user files.
+        #[arg(long)]
+        files_mb: Option<u64>,
+    },
     /// Removes a user and revokes every token of theirs (their jobs stay until their destruction time).
     Remove {
         #[arg(long)]
@@ -52,7 +78,11 @@ pub enum TokenCommand {
         #[arg(long)]
         user: String,
         /// What the token may do: read:tap, write:tables, write:files, admin (admins only).
-        #[arg(long, value_delimiter = ',', default_value = "read:tap,write:tables,write:files")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "read:tap,write:tables,write:files"
+        )]
         scopes: Vec<String>,
         /// How long it lasts: 90d, 12h, 30m, or never.
         #[arg(long, default_value = "90d")]
@@ -76,7 +106,9 @@ fn lifetime(text: &str) -> Result<Option<u64>, String> {
     if text == "never" {
         return Ok(None);
     }
-    let bad = || format!("--expires {text}: use a number of days, hours or minutes (90d, 12h, 30m) or never");
+    let bad = || {
+        format!("--expires {text}: use a number of days, hours or minutes (90d, 12h, 30m) or never")
+    };
     let (number, unit) = text.split_at(text.len().saturating_sub(1));
     let n: u64 = number.parse().map_err(|_| bad())?;
     let ms = match unit {
@@ -91,9 +123,30 @@ fn lifetime(text: &str) -> Result<Option<u64>, String> {
         .ok_or_else(bad)
 }
 
+/// A quota as `sync 4, jobs 2, results 100 MiB`, or `unset` when it sets nothing.
+fn describe(q: &Quota, unset: &str) -> String {
+    let parts: Vec<String> = [
+        ("sync", q.sync, ""),
+        ("jobs", q.jobs, ""),
+        ("results", q.results_mb, " MiB"),
+        ("tables", q.tables_mb, " MiB"),
+        ("files", q.files_mb, " MiB"),
+    ]
+    .iter()
+    .filter_map(|(name, v, unit)| v.map(|v| format!("{name} {v}{unit}")))
+    .collect();
+    if parts.is_empty() {
+        unset.to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
 fn date(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64)
-        .map_or_else(|| ms.to_string(), |d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+    chrono::DateTime::from_timestamp_millis(ms as i64).map_or_else(
+        || ms.to_string(),
+        |d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    )
 }
 
 fn accounts(data_dir: &Path) -> Result<Accounts, String> {
@@ -132,10 +185,20 @@ pub fn user(command: UserCommand) -> ExitCode {
             UserCommand::List { data_dir } => {
                 let a = accounts(&data_dir)?;
                 let tokens = a.tokens().map_err(|e| e.to_string())?;
-                println!("user\tgroups\tadmin\ttokens\tcreated");
+                println!("user\tgroups\tadmin\ttokens\tcreated\tlimits");
                 for u in a.users().map_err(|e| e.to_string())? {
                     let n = tokens.iter().filter(|t| t.user == u.name).count();
-                    println!("{}\t{}\t{}\t{n}\t{}", u.name, u.groups.join(","), u.admin, date(u.created));
+                    println!(
+                        "{}\t{}\t{}\t{n}\t{}\t{}",
+                        u.name,
+                        u.groups.join(","),
+                        u.admin,
+                        date(u.created),
+                        describe(&u.quota, "defaults")
+                    );
+                }
+                for g in a.groups().map_err(|e| e.to_string())? {
+                    println!("group {}: {}", g.name, describe(&g.quota, "no limit"));
                 }
             }
             UserCommand::Passwd { data_dir, name } => {
@@ -149,6 +212,38 @@ pub fn user(command: UserCommand) -> ExitCode {
                     .set_password(&name, password)
                     .map_err(|e| e.to_string())?;
                 println!("password of {name} set");
+            }
+            UserCommand::Quota {
+                data_dir,
+                name,
+                group,
+                sync,
+                jobs,
+                results_mb,
+                tables_mb,
+                files_mb,
+            } => {
+                let change = Quota {
+                    sync,
+                    jobs,
+                    results_mb,
+                    tables_mb,
+                    files_mb,
+                };
+                let writer = accounts(&data_dir)?.writer().map_err(|e| e.to_string())?;
+                let now = if group {
+                    writer.set_group_quota(&name, change)
+                } else {
+                    writer.set_user_quota(&name, change)
+                }
+                .map_err(|e| e.to_string())?;
+                let what = if group { "group" } else { "user" };
+                let unset = if group {
+                    "no limit"
+                } else {
+                    "the service's default"
+                };
+                println!("{what} {name}: {}", describe(&now, unset));
             }
             UserCommand::Remove { data_dir, name } => {
                 let writer = accounts(&data_dir)?.writer().map_err(|e| e.to_string())?;
@@ -186,7 +281,10 @@ pub fn token(command: TokenCommand) -> ExitCode {
                     record.scopes.join(","),
                     record
                         .expires
-                        .map_or("never expires".to_string(), |e| format!("expires {}", date(e)))
+                        .map_or("never expires".to_string(), |e| format!(
+                            "expires {}",
+                            date(e)
+                        ))
                 );
                 println!("{token}");
             }

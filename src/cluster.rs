@@ -84,6 +84,14 @@ pub struct ServiceArgs {
     /// of its own for the workers it starts.
     #[arg(long, env = "SKYSHARD_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// The address of an authenticating proxy in front (Gafaelfawr, oauth2-proxy; repeat for several): its
+    /// --proxy-user-header names the caller, and its X-Forwarded-For and X-Forwarded-Proto are believed. The same
+    /// headers from any other address are ignored.
+    #[arg(long = "trusted-proxy")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The header a --trusted-proxy names the caller in.
+    #[arg(long, default_value = "X-Auth-Request-User")]
+    pub proxy_user_header: String,
     /// Appends one JSON line per request (time, user or address, method, path, status, milliseconds) to this file.
     #[arg(long)]
     pub audit_log: Option<std::path::PathBuf>,
@@ -124,7 +132,23 @@ async fn run_czar(
     let auth = tap::auth::Auth {
         policy,
         accounts: metastore::accounts::Accounts::new(data_dir),
+        proxy: if service.trusted_proxies.is_empty() {
+            None
+        } else {
+            Some(tap::auth::Proxy {
+                addresses: service.trusted_proxies.clone(),
+                header: service.proxy_user_header.parse().map_err(|_| {
+                    format!(
+                        "--proxy-user-header {}: not a header name",
+                        service.proxy_user_header
+                    )
+                })?,
+            })
+        },
     };
+    if auth.proxy.is_some() && policy == tap::auth::Policy::None {
+        return Err("--trusted-proxy needs --auth optional or required: with --auth none nobody is asked who they are".into());
+    }
     if policy == tap::auth::Policy::Required && !auth.accounts.any() {
         eprintln!(
             "warning: --auth required and no users yet: every query will be refused until `skyshard user add` and \

@@ -14,7 +14,10 @@ use tonic::transport::{Channel, Endpoint};
 pub struct Secret(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl tonic::service::Interceptor for Secret {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(secret) = &self.0 {
             request
                 .metadata_mut()
@@ -133,9 +136,8 @@ impl Cluster {
     /// The same cluster, every call to its workers carrying `secret` (workers started with it refuse calls
     /// without it).
     pub fn with_secret(mut self, secret: &str) -> Result<Cluster, ClusterError> {
-        let value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = secret
-            .parse()
-            .map_err(|_| ClusterError::BadSecret)?;
+        let value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+            secret.parse().map_err(|_| ClusterError::BadSecret)?;
         for w in &mut self.workers {
             let handle = Arc::get_mut(w).expect("no call made before the secret is set");
             handle.secret = Some(value.clone());

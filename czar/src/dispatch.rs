@@ -407,7 +407,10 @@ struct Heard(Arc<std::sync::Mutex<tokio::time::Instant>>);
 
 impl Heard {
     fn at(&self) -> tokio::time::Instant {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -418,8 +421,10 @@ fn decode(stream: tonic::Streaming<arrow_flight::FlightData>) -> (FlightRecordBa
     let mark = heard.clone();
     let raw = stream
         .inspect(move |_| {
-            *mark.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                tokio::time::Instant::now();
+            *mark
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
         })
         .try_filter(|d| {
             futures::future::ready(

@@ -15,8 +15,15 @@ fn check(c: &mut Criterion) {
     let mut tokens = Vec::new();
     for i in 0..1000 {
         let name = format!("user{i}");
-        writer.add_user(&name, &["survey".into()], false, 0).unwrap();
-        tokens.push(writer.create_token(&name, &["read:tap".into()], None, 0).unwrap().1);
+        writer
+            .add_user(&name, &["survey".into()], false, 0)
+            .unwrap();
+        tokens.push(
+            writer
+                .create_token(&name, &["read:tap".into()], None, 0)
+                .unwrap()
+                .1,
+        );
     }
     drop(writer);
     let mut i = 0;

@@ -30,6 +30,60 @@ pub struct User {
     /// The Argon2id hash (PHC string) of the user's password, for the login form; None: tokens only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// What this user may use beyond the service's defaults (`skyshard user quota`).
+    #[serde(default, skip_serializing_if = "Quota::is_empty")]
+    pub quota: Quota,
+}
+
+/// Limits set for a user or a group; each unset one is the service's default for a user, and no limit for a group
+/// (a group's limits bound the sum of its members' use).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    /// Sync queries in flight at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<u64>,
+    /// Async jobs queued or executing at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<u64>,
+    /// Bytes of kept async results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results_mb: Option<u64>,
+    /// Bytes of user tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables_mb: Option<u64>,
+    /// Bytes of user files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_mb: Option<u64>,
+}
+
+impl Quota {
+    pub fn is_empty(&self) -> bool {
+        *self == Quota::default()
+    }
+
+    /// `self`, with each limit `change` sets replaced (0 clears it back to the default).
+    pub fn updated(self, change: Quota) -> Quota {
+        let pick = |old: Option<u64>, new: Option<u64>| match new {
+            Some(0) => None,
+            Some(v) => Some(v),
+            None => old,
+        };
+        Quota {
+            sync: pick(self.sync, change.sync),
+            jobs: pick(self.jobs, change.jobs),
+            results_mb: pick(self.results_mb, change.results_mb),
+            tables_mb: pick(self.tables_mb, change.tables_mb),
+            files_mb: pick(self.files_mb, change.files_mb),
+        }
+    }
+}
+
+/// A group's own record: only its limits (membership is on the users).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    pub name: String,
+    #[serde(default)]
+    pub quota: Quota,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +106,10 @@ pub struct Identity {
     pub scopes: Vec<String>,
     /// The token's id (for the audit line; never its secret).
     pub token: String,
+    /// The user's own limits ([`User::quota`]).
+    pub quota: Quota,
+    /// The limits of those of the user's groups that have any.
+    pub group_quotas: Vec<(String, Quota)>,
 }
 
 impl Identity {
@@ -92,7 +150,11 @@ fn digest(secret: &str) -> String {
 
 /// Equal without an early exit (the compare of a hash must not time-leak a prefix).
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// `n` bytes from the system's random source, as hex (tokens, job ids, cluster secrets).
@@ -120,6 +182,10 @@ impl Accounts {
 
     fn user_path(&self, name: &str) -> PathBuf {
         self.dir.join("users").join(format!("{name}.json"))
+    }
+
+    fn group_path(&self, name: &str) -> PathBuf {
+        self.dir.join("groups").join(format!("{name}.json"))
     }
 
     fn token_path(&self, id: &str) -> PathBuf {
@@ -163,6 +229,18 @@ impl Accounts {
     }
 
     /// Every user, by name.
+    /// A group's record (None: the group has no limits of its own).
+    pub fn group(&self, name: &str) -> Result<Option<Group>> {
+        if !valid_name(name) {
+            return Ok(None);
+        }
+        self.read(&self.group_path(name))
+    }
+
+    pub fn groups(&self) -> Result<Vec<Group>> {
+        self.all("groups")
+    }
+
     pub fn users(&self) -> Result<Vec<User>> {
         self.all("users")
     }
@@ -203,7 +281,10 @@ impl Accounts {
             .filter(|(id, secret)| {
                 id.len() == 16
                     && secret.len() == 64
-                    && id.bytes().chain(secret.bytes()).all(|b| b.is_ascii_hexdigit())
+                    && id
+                        .bytes()
+                        .chain(secret.bytes())
+                        .all(|b| b.is_ascii_hexdigit())
             })
         else {
             return Ok(Err(Refusal::Malformed));
@@ -226,11 +307,19 @@ impl Accounts {
             // The admin scope counts only while the user is an admin.
             .filter(|s| s != "admin" || user.admin)
             .collect();
+        let mut group_quotas = Vec::new();
+        for g in &user.groups {
+            if let Some(group) = self.group(g)?.filter(|g| !g.quota.is_empty()) {
+                group_quotas.push((group.name, group.quota));
+            }
+        }
         Ok(Ok(Identity {
             user: user.name,
             groups: user.groups,
             scopes,
             token: record.id,
+            quota: user.quota,
+            group_quotas,
         }))
     }
 
@@ -307,13 +396,18 @@ impl AccountsWriter {
             admin,
             created: now,
             password: None,
+            quota: Quota::default(),
         };
         self.write(&self.accounts.user_path(name), &user)?;
         Ok(user)
     }
 
     /// Sets (or replaces) a user's password for the login form.
-    pub fn set_password(&self, name: &str, password: &str) -> std::result::Result<(), AccountError> {
+    pub fn set_password(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> std::result::Result<(), AccountError> {
         use argon2::PasswordHasher;
         let Some(mut user) = self.accounts.user(name)? else {
             return Err(AccountError::NoUser(name.to_string()));
@@ -334,6 +428,40 @@ impl AccountsWriter {
         user.password = Some(hash.to_string());
         self.write(&self.accounts.user_path(name), &user)?;
         Ok(())
+    }
+
+    /// Changes a user's limits; returns them as they are now.
+    pub fn set_user_quota(
+        &self,
+        name: &str,
+        change: Quota,
+    ) -> std::result::Result<Quota, AccountError> {
+        let Some(mut user) = self.accounts.user(name)? else {
+            return Err(AccountError::NoUser(name.to_string()));
+        };
+        user.quota = user.quota.updated(change);
+        self.write(&self.accounts.user_path(name), &user)?;
+        Ok(user.quota)
+    }
+
+    /// Changes a group's limits (the sum of its members' use); returns them as they are now.
+    pub fn set_group_quota(
+        &self,
+        name: &str,
+        change: Quota,
+    ) -> std::result::Result<Quota, AccountError> {
+        if !valid_name(name) {
+            return Err(AccountError::BadName(name.to_string()));
+        }
+        std::fs::create_dir_all(self.accounts.dir.join("groups"))
+            .map_err(|e| MetaError::io(&self.accounts.dir, e))?;
+        let mut group = self.accounts.group(name)?.unwrap_or(Group {
+            name: name.to_string(),
+            quota: Quota::default(),
+        });
+        group.quota = group.quota.updated(change);
+        self.write(&self.accounts.group_path(name), &group)?;
+        Ok(group.quota)
     }
 
     /// Removes a user and every token of theirs.
@@ -384,6 +512,19 @@ impl AccountsWriter {
         Ok((record, format!("sky_{id}_{secret}")))
     }
 
+    /// Removes the tokens that expired before `now` (sessions of the login form pile up otherwise); returns how
+    /// many.
+    pub fn sweep_expired(&self, now: u64) -> std::result::Result<usize, AccountError> {
+        let mut n = 0;
+        for t in self.accounts.tokens()? {
+            if t.expires.is_some_and(|e| e <= now) {
+                self.revoke(&t.id)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Revokes a token by its id (the 16 hex digits after `sky_`), or by the whole token.
     pub fn revoke(&self, id_or_token: &str) -> std::result::Result<(), AccountError> {
         let id = id_or_token
@@ -415,11 +556,21 @@ mod tests {
         let accounts = Accounts::new(&dir);
         assert!(!accounts.any());
         let w = accounts.writer().unwrap();
-        w.add_user("ada", &["optics".into(), "optics".into()], false, 1).unwrap();
+        w.add_user("ada", &["optics".into(), "optics".into()], false, 1)
+            .unwrap();
         w.add_user("root", &[], true, 1).unwrap();
-        assert!(matches!(w.add_user("ada", &[], false, 2), Err(AccountError::Exists(_))));
-        assert!(matches!(w.add_user("../x", &[], false, 2), Err(AccountError::BadName(_))));
-        assert!(matches!(w.add_user("Ada", &[], false, 2), Err(AccountError::BadName(_))));
+        assert!(matches!(
+            w.add_user("ada", &[], false, 2),
+            Err(AccountError::Exists(_))
+        ));
+        assert!(matches!(
+            w.add_user("../x", &[], false, 2),
+            Err(AccountError::BadName(_))
+        ));
+        assert!(matches!(
+            w.add_user("Ada", &[], false, 2),
+            Err(AccountError::BadName(_))
+        ));
         assert!(matches!(
             w.create_token("ada", &scopes(&["admin"]), None, 5),
             Err(AccountError::NotAdmin(_))
@@ -428,11 +579,19 @@ mod tests {
             w.create_token("ada", &scopes(&["read:everything"]), None, 5),
             Err(AccountError::BadScope(_))
         ));
-        let (_, token) = w.create_token("ada", &scopes(&["read:tap"]), Some(1_000), 5).unwrap();
+        let (_, token) = w
+            .create_token("ada", &scopes(&["read:tap"]), Some(1_000), 5)
+            .unwrap();
         let who = accounts.check(&token, 999).unwrap().unwrap();
-        assert_eq!((who.user.as_str(), who.groups.clone()), ("ada", vec!["optics".to_string()]));
+        assert_eq!(
+            (who.user.as_str(), who.groups.clone()),
+            ("ada", vec!["optics".to_string()])
+        );
         assert!(who.may("read:tap") && !who.may("admin"));
-        assert_eq!(accounts.check(&token, 1_000).unwrap(), Err(Refusal::Expired));
+        assert_eq!(
+            accounts.check(&token, 1_000).unwrap(),
+            Err(Refusal::Expired)
+        );
         // Nothing in the files gives the token away.
         let stored = std::fs::read_to_string(accounts.token_path(&who.token)).unwrap();
         assert!(!stored.contains(&token[21..]));
@@ -442,26 +601,66 @@ mod tests {
         wrong.push(if last == '0' { '1' } else { '0' });
         assert_eq!(accounts.check(&wrong, 0).unwrap(), Err(Refusal::Unknown));
         assert_eq!(
-            accounts.check(&format!("sky_{}_{}", "0".repeat(16), "0".repeat(64)), 0).unwrap(),
+            accounts
+                .check(&format!("sky_{}_{}", "0".repeat(16), "0".repeat(64)), 0)
+                .unwrap(),
             Err(Refusal::Unknown)
         );
-        for bad in ["", "sky_", "Bearer x", "sky_../../etc_passwd", &"sky_".repeat(1000)] {
-            assert_eq!(accounts.check(bad, 0).unwrap(), Err(Refusal::Malformed), "{bad}");
+        for bad in [
+            "",
+            "sky_",
+            "Bearer x",
+            "sky_../../etc_passwd",
+            &"sky_".repeat(1000),
+        ] {
+            assert_eq!(
+                accounts.check(bad, 0).unwrap(),
+                Err(Refusal::Malformed),
+                "{bad}"
+            );
         }
-        let (_, forever) = w.create_token("root", &scopes(&["read:tap", "admin"]), None, 5).unwrap();
-        assert!(accounts.check(&forever, u64::MAX).unwrap().unwrap().may("admin"));
+        let (_, forever) = w
+            .create_token("root", &scopes(&["read:tap", "admin"]), None, 5)
+            .unwrap();
+        assert!(
+            accounts
+                .check(&forever, u64::MAX)
+                .unwrap()
+                .unwrap()
+                .may("admin")
+        );
         w.revoke(&forever).unwrap();
         assert_eq!(accounts.check(&forever, 0).unwrap(), Err(Refusal::Unknown));
         // Passwords: hashed, checked, never stored in clear.
-        assert!(matches!(w.set_password("ada", "short"), Err(AccountError::WeakPassword)));
+        assert!(matches!(
+            w.set_password("ada", "short"),
+            Err(AccountError::WeakPassword)
+        ));
         w.set_password("ada", "correct horse battery").unwrap();
-        assert!(accounts.check_password("ada", "correct horse battery").unwrap().is_some());
-        assert!(accounts.check_password("ada", "correct horse batterY").unwrap().is_none());
-        assert!(accounts.check_password("root", "correct horse battery").unwrap().is_none());
+        assert!(
+            accounts
+                .check_password("ada", "correct horse battery")
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            accounts
+                .check_password("ada", "correct horse batterY")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            accounts
+                .check_password("root", "correct horse battery")
+                .unwrap()
+                .is_none()
+        );
         let stored = std::fs::read_to_string(accounts.user_path("ada")).unwrap();
         assert!(stored.contains("$argon2id$") && !stored.contains("horse"));
         // Removing a user revokes their tokens.
-        let (_, other) = w.create_token("ada", &scopes(&["read:tap"]), None, 5).unwrap();
+        let (_, other) = w
+            .create_token("ada", &scopes(&["read:tap"]), None, 5)
+            .unwrap();
         w.remove_user("ada").unwrap();
         assert_eq!(accounts.check(&other, 0).unwrap(), Err(Refusal::Unknown));
         assert_eq!(accounts.users().unwrap().len(), 1);
@@ -469,6 +668,79 @@ mod tests {
         assert!(accounts.writer().is_err());
         drop(w);
         assert!(accounts.writer().is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn quotas_of_users_and_groups_reach_the_identity() {
+        let dir = std::env::temp_dir().join(format!("skyshard-quotas-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let accounts = Accounts::new(&dir);
+        let w = accounts.writer().unwrap();
+        w.add_user("ada", &["optics".into(), "radio".into()], false, 1)
+            .unwrap();
+        let (_, token) = w
+            .create_token("ada", &scopes(&["read:tap"]), Some(10), 1)
+            .unwrap();
+        let (_, keep) = w
+            .create_token("ada", &scopes(&["read:tap"]), None, 1)
+            .unwrap();
+        let q = w
+            .set_user_quota(
+                "ada",
+                Quota {
+                    jobs: Some(2),
+                    tables_mb: Some(5),
+                    ..Quota::default()
+                },
+            )
+            .unwrap();
+        assert_eq!((q.jobs, q.tables_mb, q.sync), (Some(2), Some(5), None));
+        // A later change keeps what it does not name; 0 puts a limit back to the default.
+        let q = w
+            .set_user_quota(
+                "ada",
+                Quota {
+                    jobs: Some(0),
+                    sync: Some(3),
+                    ..Quota::default()
+                },
+            )
+            .unwrap();
+        assert_eq!((q.jobs, q.tables_mb, q.sync), (None, Some(5), Some(3)));
+        w.set_group_quota(
+            "optics",
+            Quota {
+                results_mb: Some(1),
+                ..Quota::default()
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            w.set_group_quota("Bad Name", Quota::default()),
+            Err(AccountError::BadName(_))
+        ));
+        assert!(matches!(
+            w.set_user_quota("nobody", Quota::default()),
+            Err(AccountError::NoUser(_))
+        ));
+        let identity = accounts.check(&token, 5).unwrap().unwrap();
+        assert_eq!(identity.quota.sync, Some(3));
+        // Only the groups with limits are listed (radio has none).
+        assert_eq!(
+            identity.group_quotas,
+            vec![(
+                "optics".to_string(),
+                Quota {
+                    results_mb: Some(1),
+                    ..Quota::default()
+                }
+            )]
+        );
+        // Expired tokens are swept; the others stay.
+        assert_eq!(w.sweep_expired(10).unwrap(), 1);
+        assert_eq!(accounts.check(&token, 5).unwrap(), Err(Refusal::Unknown));
+        assert!(accounts.check(&keep, 5).unwrap().is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

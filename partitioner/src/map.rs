@@ -372,7 +372,10 @@ mod tests {
         );
         // Radii of zero and of a subnormal size (cdshealpix asserts a positive radius): a small coverage.
         for (ra, dec, r) in [(0.0, -90.0, 0.0), (180.0, 0.0, 0.0), (33.0, 89.9, 5e-324)] {
-            assert!((1..all).contains(&map.cone(ra, dec, r).len()), "({ra}, {dec}, {r})");
+            assert!(
+                (1..all).contains(&map.cone(ra, dec, r).len()),
+                "({ra}, {dec}, {r})"
+            );
             assert!(!cone_index_ranges(ra, dec, r).is_empty());
         }
         assert_eq!(

@@ -11,12 +11,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::{Extension, Router};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
+use axum::{Extension, Router};
 use futures::StreamExt;
 use metastore::TableRecord;
 use partitioner::layout;

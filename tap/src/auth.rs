@@ -75,21 +75,83 @@ impl Caller {
     }
 }
 
-/// Whose share a request counts against ([`crate::Limits::caller_sync`], `caller_jobs`): a user, or the address of
-/// an anonymous client.
+/// What one share may use at once: a caller's own ([`crate::Limits::caller_sync`] and its kin, or the user's
+/// `skyshard user quota`), or a group's (the sum of its members').
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    pub sync: usize,
+    pub jobs: usize,
+    pub result_bytes: u64,
+}
+
+impl Allowance {
+    fn default_of(limits: &crate::Limits) -> Allowance {
+        Allowance {
+            sync: limits.caller_sync,
+            jobs: limits.caller_jobs,
+            result_bytes: limits.caller_storage,
+        }
+    }
+}
+
+/// Whose shares a request counts against: the caller's own (a user, or the address of an anonymous client) and
+/// those of the user's groups that have limits.
 #[derive(Debug, Clone)]
-pub struct Client(pub String);
+pub struct Client {
+    /// `user NAME` or `address IP`.
+    pub key: String,
+    pub allowance: Allowance,
+    /// (`group NAME`, its allowance).
+    pub groups: Vec<(String, Allowance)>,
+}
 
 impl Client {
-    fn of(caller: &Caller, request: &axum::extract::Request) -> Client {
-        if let Some(user) = caller.user() {
-            return Client(format!("user {user}"));
+    /// An anonymous client, counted by its address.
+    pub fn anonymous(limits: &crate::Limits, address: &str) -> Client {
+        Client {
+            key: format!("address {address}"),
+            allowance: Allowance::default_of(limits),
+            groups: Vec::new(),
         }
-        let address = request
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string());
-        Client(format!("address {address}"))
+    }
+
+    fn of(tap: &Tap, caller: &Caller, request: &axum::extract::Request) -> Client {
+        let defaults = Allowance::default_of(&tap.limits);
+        let Caller::User(identity) = caller else {
+            return Client::anonymous(&tap.limits, &client_address(tap, request));
+        };
+        let size = |v: Option<u64>, default: usize| {
+            v.map_or(default, |v| usize::try_from(v).unwrap_or(usize::MAX))
+        };
+        let bytes =
+            |mb: Option<u64>, default: u64| mb.map_or(default, |mb| mb.saturating_mul(1 << 20));
+        let q = identity.quota;
+        Client {
+            key: format!("user {}", identity.user),
+            allowance: Allowance {
+                sync: size(q.sync, defaults.sync),
+                jobs: size(q.jobs, defaults.jobs),
+                result_bytes: bytes(q.results_mb, defaults.result_bytes),
+            },
+            groups: identity
+                .group_quotas
+                .iter()
+                .map(|(g, q)| {
+                    let allowance = Allowance {
+                        sync: size(q.sync, usize::MAX),
+                        jobs: size(q.jobs, usize::MAX),
+                        result_bytes: bytes(q.results_mb, u64::MAX),
+                    };
+                    (format!("group {g}"), allowance)
+                })
+                .collect(),
+        }
+    }
+
+    /// Every share the caller's requests count against: their own first, then their groups'.
+    pub fn shares(&self) -> impl Iterator<Item = (&str, &Allowance)> {
+        std::iter::once((self.key.as_str(), &self.allowance))
+            .chain(self.groups.iter().map(|(k, a)| (k.as_str(), a)))
     }
 }
 
@@ -98,6 +160,106 @@ impl Client {
 pub struct Auth {
     pub policy: Policy,
     pub accounts: Accounts,
+    /// An authenticating proxy in front (Gafaelfawr, oauth2-proxy), trusted for who the caller is.
+    pub proxy: Option<Proxy>,
+}
+
+/// A proxy trusted to say who the caller is: requests from its addresses that carry its identity header are that
+/// user's (with the scopes read:tap, write:tables and write:files; never admin), and their `X-Forwarded-For` and
+/// `X-Forwarded-Proto` are believed. The same headers from anywhere else are ignored.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    pub addresses: Vec<std::net::IpAddr>,
+    /// The identity header, e.g. `X-Auth-Request-User` (Gafaelfawr, oauth2-proxy).
+    pub header: axum::http::HeaderName,
+}
+
+impl Proxy {
+    fn trusts(&self, request: &axum::extract::Request) -> bool {
+        peer(request).is_some_and(|ip| self.addresses.contains(&ip))
+    }
+}
+
+/// The address the connection comes from.
+fn peer(request: &axum::extract::Request) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// Whether the client reached the service over HTTPS (as a trusted proxy says): its session cookie is then `Secure`.
+#[derive(Debug, Clone, Copy)]
+pub struct Https(pub bool);
+
+/// The caller a trusted proxy names, if the request comes through it with its header.
+fn proxied(auth: &Auth, request: &axum::extract::Request) -> Result<Option<Caller>, Response> {
+    let Some(proxy) = auth.proxy.as_ref().filter(|p| p.trusts(request)) else {
+        return Ok(None);
+    };
+    let Some(value) = request.headers().get(&proxy.header) else {
+        return Ok(None);
+    };
+    let name = value.to_str().unwrap_or("").trim();
+    if !metastore::accounts::valid_name(name) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "the proxy's {} names no valid user (1-64 lower-case letters, digits and _)",
+                proxy.header
+            ),
+        ));
+    }
+    let account = match auth.accounts.user(name) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: reading the account of {name}: {e}");
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the accounts cannot be read just now; try again",
+            ));
+        }
+    };
+    // A local account of the same name gives its groups and limits; the proxy's word never gives admin.
+    let (groups, quota) = account.map_or_else(Default::default, |a| (a.groups, a.quota));
+    let mut group_quotas = Vec::new();
+    for g in &groups {
+        if let Ok(Some(group)) = auth.accounts.group(g)
+            && !group.quota.is_empty()
+        {
+            group_quotas.push((group.name, group.quota));
+        }
+    }
+    Ok(Some(Caller::User(Identity {
+        user: name.to_string(),
+        groups,
+        scopes: ["read:tap", "write:tables", "write:files"]
+            .map(String::from)
+            .to_vec(),
+        token: format!("proxy {}", proxy.header),
+        quota,
+        group_quotas,
+    })))
+}
+
+/// The client's address: the connection's, or the last hop a trusted proxy recorded in `X-Forwarded-For`.
+fn client_address(tap: &Tap, request: &axum::extract::Request) -> String {
+    let trusted = tap
+        .auth
+        .as_ref()
+        .and_then(|a| a.proxy.as_ref())
+        .is_some_and(|p| p.trusts(request));
+    if trusted
+        && let Some(hop) = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
+    {
+        return hop.to_string();
+    }
+    peer(request).map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
 }
 
 /// The token a request presents, if any; Err for credentials that cannot be read.
@@ -122,7 +284,9 @@ fn presented(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
                     .ok_or("the Basic credentials have no password")?;
                 Ok(Some(password.to_string()))
             }
-            _ => Err("the Authorization header must be Bearer TOKEN or Basic (any user, the token as password)"),
+            _ => Err(
+                "the Authorization header must be Bearer TOKEN or Basic (any user, the token as password)",
+            ),
         };
     }
     Ok(cookie(headers, COOKIE))
@@ -158,8 +322,12 @@ pub fn unauthorized(headers: &HeaderMap, message: &str) -> Response {
     let challenges = [
         "Bearer realm=\"skyshard\"".to_string(),
         "Basic realm=\"skyshard\"".to_string(),
-        format!("ivoa_bearer standard_id=\"ivo://ivoa.net/sso#tls-with-password\", access_url=\"{login}\""),
-        format!("ivoa_cookie standard_id=\"ivo://ivoa.net/sso#tls-with-password\", access_url=\"{login}\""),
+        format!(
+            "ivoa_bearer standard_id=\"ivo://ivoa.net/sso#tls-with-password\", access_url=\"{login}\""
+        ),
+        format!(
+            "ivoa_cookie standard_id=\"ivo://ivoa.net/sso#tls-with-password\", access_url=\"{login}\""
+        ),
     ];
     for c in challenges {
         if let Ok(v) = HeaderValue::from_str(&c) {
@@ -246,22 +414,26 @@ pub(crate) async fn authenticate(
 ) -> Response {
     let caller = match &tap.auth {
         None => Caller::Anonymous,
-        Some(auth) => match presented(request.headers()) {
-            Err(problem) => return unauthorized(request.headers(), problem),
-            Ok(Some(token)) => match check(auth, request.headers(), &token) {
-                Ok(caller) => caller,
-                Err(response) => return response,
-            },
-            Ok(None) => {
-                if auth.policy == Policy::Required && !open_path(request.uri().path()) {
-                    return unauthorized(
-                        request.headers(),
-                        "this service needs identity: send a token (Authorization: Bearer TOKEN, or Basic with the \
+        Some(auth) => match proxied(auth, &request) {
+            Err(response) => return response,
+            Ok(Some(caller)) => caller,
+            Ok(None) => match presented(request.headers()) {
+                Err(problem) => return unauthorized(request.headers(), problem),
+                Ok(Some(token)) => match check(auth, request.headers(), &token) {
+                    Ok(caller) => caller,
+                    Err(response) => return response,
+                },
+                Ok(None) => {
+                    if auth.policy == Policy::Required && !open_path(request.uri().path()) {
+                        return unauthorized(
+                            request.headers(),
+                            "this service needs identity: send a token (Authorization: Bearer TOKEN, or Basic with the \
                          token as password) or log in at /tap/login",
-                    );
+                        );
+                    }
+                    Caller::Anonymous
                 }
-                Caller::Anonymous
-            }
+            },
         },
     };
     if tap.auth.is_some()
@@ -270,26 +442,41 @@ pub(crate) async fn authenticate(
         return refusal;
     }
     let user = caller.user().map(str::to_string);
-    let client = Client::of(&caller, &request);
+    let client = Client::of(&tap, &caller, &request);
     let started = std::time::Instant::now();
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let https = tap
+        .auth
+        .as_ref()
+        .and_then(|a| a.proxy.as_ref())
+        .is_some_and(|p| p.trusts(&request))
+        && request
+            .headers()
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     request.extensions_mut().insert(client.clone());
     request.extensions_mut().insert(caller);
+    request.extensions_mut().insert(Https(https));
+    let tally = Arc::new(crate::audit::Tally::default());
+    request.extensions_mut().insert(tally.clone());
     let mut response = next.run(request).await;
-    if let Some(audit) = &tap.audit {
-        let line = serde_json::json!({
+    if tap.audit.is_some() {
+        let mut line = serde_json::json!({
             "time": crate::jobs::iso(now_ms()),
-            "who": client.0,
+            "who": client.key,
             "method": method.as_str(),
             "path": path,
             "status": response.status().as_u16(),
-            "ms": started.elapsed().as_secs_f64() * 1000.0,
         });
-        use std::io::Write;
-        let mut file = audit.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(e) = writeln!(file, "{line}") {
-            eprintln!("warning: the audit log: {e}");
-        }
+        let tap = tap.clone();
+        response = crate::audit::when_sent(response, move |bytes| {
+            tally.fill(&mut line);
+            line["bytes"] = bytes.into();
+            line["ms"] = (started.elapsed().as_secs_f64() * 1000.0).into();
+            if let Some(audit) = &tap.audit {
+                audit.write(&line);
+            }
+        });
     }
     if let Some(user) = user.and_then(|u| HeaderValue::from_str(&u).ok()) {
         response.headers_mut().insert("x-vo-authenticated", user);
@@ -299,7 +486,12 @@ pub(crate) async fn authenticate(
 
 /// `POST /tap/login`: `username` and `password` (a token of that user; passwords proper are not kept), or `token`.
 /// Sets the session cookie and answers the SSO headers `X-VO-Authenticated` and `X-VO-Bearer`.
-pub(crate) async fn login(State(tap): State<Arc<Tap>>, headers: HeaderMap, params: Params) -> Response {
+pub(crate) async fn login(
+    State(tap): State<Arc<Tap>>,
+    https: Option<axum::Extension<Https>>,
+    headers: HeaderMap,
+    params: Params,
+) -> Response {
     let Some(auth) = &tap.auth else {
         return error(
             StatusCode::NOT_FOUND,
@@ -332,7 +524,10 @@ pub(crate) async fn login(State(tap): State<Arc<Tap>>, headers: HeaderMap, param
     if let Some(name) = params.get("USERNAME").filter(|n| !n.is_empty())
         && name != identity.user
     {
-        return unauthorized(&headers, "the credentials are not valid: the token is not that user's");
+        return unauthorized(
+            &headers,
+            "the credentials are not valid: the token is not that user's",
+        );
     }
     let mut response = (
         StatusCode::OK,
@@ -341,7 +536,14 @@ pub(crate) async fn login(State(tap): State<Arc<Tap>>, headers: HeaderMap, param
     )
         .into_response();
     let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax")) {
+    let secure = if https.is_some_and(|h| h.0.0) {
+        "; Secure"
+    } else {
+        ""
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax{secure}"
+    )) {
         h.insert(header::SET_COOKIE, v);
     }
     if let Ok(v) = HeaderValue::from_str(&identity.user) {
@@ -373,7 +575,12 @@ async fn session(auth: &Auth, username: &str, password: String) -> Result<String
         .writer()
         .map_err(|e| format!("the accounts are being changed just now; try again ({e})"))?;
     writer
-        .create_token(&user.name, &scopes, Some(now + SESSION_HOURS * 3_600_000), now)
+        .create_token(
+            &user.name,
+            &scopes,
+            Some(now + SESSION_HOURS * 3_600_000),
+            now,
+        )
         .map(|(_, token)| token)
         .map_err(|e| format!("cannot open a session: {e}"))
 }
@@ -401,16 +608,28 @@ pub(crate) async fn me(
     axum::Extension(client): axum::Extension<Client>,
 ) -> Response {
     let policy = tap.auth.as_ref().map_or(Policy::None, |a| a.policy);
-    let shares = serde_json::json!({
-        "sync_in_flight": { "used": tap.sync_of(&client.0), "limit": tap.limits.caller_sync },
-        "jobs_queued_or_executing": { "used": tap.jobs.active_of(&client.0), "limit": tap.limits.caller_jobs },
-        "result_bytes": { "used": tap.jobs.result_bytes_of(&client.0), "limit": tap.limits.caller_storage },
-    });
+    let limit = |v: u64| {
+        if v == u64::MAX {
+            serde_json::Value::Null
+        } else {
+            v.into()
+        }
+    };
+    let share = |key: &str, a: &Allowance| {
+        serde_json::json!({
+            "counted_as": key,
+            "sync_in_flight": { "used": tap.sync_of(key), "limit": limit(a.sync as u64) },
+            "jobs_queued_or_executing": { "used": tap.jobs.active_of(key), "limit": limit(a.jobs as u64) },
+            "result_bytes": { "used": tap.jobs.result_bytes_of(key), "limit": limit(a.result_bytes) },
+        })
+    };
+    let shares = share(&client.key, &client.allowance);
+    let group_shares: Vec<_> = client.groups.iter().map(|(k, a)| share(k, a)).collect();
     let body = match &caller {
         Caller::Anonymous => serde_json::json!({
             "anonymous": true,
             "auth": policy.to_string(),
-            "counted_as": client.0,
+            "counted_as": client.key,
             "shares": shares,
         }),
         Caller::User(i) => serde_json::json!({
@@ -420,9 +639,10 @@ pub(crate) async fn me(
             "scopes": i.scopes,
             "token": i.token,
             "auth": policy.to_string(),
-            "counted_as": client.0,
+            "counted_as": client.key,
             "jobs": tap.jobs.owned_by(&i.user),
             "shares": shares,
+            "group_shares": group_shares,
         }),
     };
     (
@@ -452,7 +672,10 @@ mod tests {
         h.insert(header::AUTHORIZATION, "Bearer  sky_y ".parse().unwrap());
         assert_eq!(presented(&h), Ok(Some("sky_y".into())));
         let basic = base64::engine::general_purpose::STANDARD.encode("x-oauth-basic:sky_z");
-        h.insert(header::AUTHORIZATION, format!("Basic {basic}").parse().unwrap());
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Basic {basic}").parse().unwrap(),
+        );
         assert_eq!(presented(&h), Ok(Some("sky_z".into())));
         for bad in ["Basic !!!", "Digest x", "Bearer", "Basic eA=="] {
             h.insert(header::AUTHORIZATION, bad.parse().unwrap());

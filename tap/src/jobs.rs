@@ -90,9 +90,17 @@ pub struct Job {
     /// Whose share of jobs it counts against ([`crate::auth::Client`]).
     #[serde(default)]
     pub client: Option<String>,
+    /// The group shares it also counts against (`group NAME`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 impl Job {
+    /// Whether the job counts against a share (`user NAME`, `group NAME`, `address IP`).
+    pub fn counts_against(&self, share: &str) -> bool {
+        self.client.as_deref() == Some(share) || self.groups.iter().any(|g| g == share)
+    }
+
     pub(crate) fn params(&self) -> Params {
         Params {
             pairs: self
@@ -226,8 +234,9 @@ impl Jobs {
         Some(job)
     }
 
-    /// How many jobs of `client` ([`crate::auth::Client`]) are queued or executing in this process.
-    pub fn active_of(&self, client: &str) -> usize {
+    /// How many jobs counted against a share (`user NAME`, `group NAME`, `address IP`: [`crate::auth::Client`])
+    /// are queued or executing in this process.
+    pub fn active_of(&self, share: &str) -> usize {
         let ids: Vec<String> = self
             .running
             .lock()
@@ -236,15 +245,15 @@ impl Jobs {
             .cloned()
             .collect();
         ids.iter()
-            .filter(|id| self.get(id).and_then(|j| j.client).as_deref() == Some(client))
+            .filter(|id| self.get(id).is_some_and(|j| j.counts_against(share)))
             .count()
     }
 
-    /// Bytes of the results `client` keeps (jobs not yet destroyed or deleted).
-    pub fn result_bytes_of(&self, client: &str) -> u64 {
+    /// Bytes of the results kept (by jobs not yet destroyed or deleted) that count against a share.
+    pub fn result_bytes_of(&self, share: &str) -> u64 {
         self.list()
             .iter()
-            .filter(|j| j.client.as_deref() == Some(client))
+            .filter(|j| j.counts_against(share))
             .filter_map(|j| j.result.as_ref().map(|r| r.bytes))
             .sum()
     }

@@ -20,6 +20,7 @@
 //! [`format`] (the text table and DALI error document), [`reply`] (error documents, streamed bodies), [`admin`].
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod format;
@@ -113,13 +114,14 @@ pub async fn serve(listener: tokio::net::TcpListener, tap: Arc<Tap>) -> Result<(
             }
         };
         let app = app.clone();
-        let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            let mut request = request.map(axum::body::Body::new);
-            request
-                .extensions_mut()
-                .insert(axum::extract::ConnectInfo(peer));
-            app.clone().oneshot(request)
-        });
+        let service =
+            hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let mut request = request.map(axum::body::Body::new);
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                app.clone().oneshot(request)
+            });
         let connection = http.serve_connection(TokioIo::new(stream), service);
         tokio::spawn(async move {
             // A connection that ends badly (reset, a head too slow or too large) concerns that client only.

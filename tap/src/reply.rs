@@ -117,9 +117,12 @@ pub fn busy(b: &crate::service::Busy) -> Response {
         error(
             StatusCode::TOO_MANY_REQUESTS,
             &format!(
-                "your share is used up: {} {}, where one user (or one anonymous address) may have {}; wait for \
-                 some to end (or, for results, delete finished jobs)",
-                b.used, b.what, b.limit
+                "your share is used up: {used} {what} count against {whose}, which may have {limit}; wait for some \
+                 to end (or, for results, delete finished jobs)",
+                used = b.used,
+                what = b.what,
+                whose = b.whose,
+                limit = b.limit
             ),
         )
     } else {

@@ -53,6 +53,7 @@ fn number(p: &Params, name: &str) -> Result<f64, String> {
 pub async fn cone(
     State(tap): State<Arc<Tap>>,
     axum::Extension(client): axum::Extension<crate::auth::Client>,
+    tally: Option<axum::Extension<Arc<crate::audit::Tally>>>,
     Path(table): Path<String>,
     p: Params,
 ) -> Response {
@@ -100,7 +101,7 @@ pub async fn cone(
         maxrec: tap.limits.max_maxrec,
         run_id: None,
     };
-    let turn = match tap.sync_turn(&client.0).await {
+    let turn = match tap.sync_turn(&client).await {
         Ok(t) => t,
         Err(b) => return busy(&b),
     };
@@ -147,5 +148,6 @@ pub async fn cone(
         deadline,
         turn,
         Vec::new(),
+        tally.map(|t| t.0),
     )
 }

@@ -94,7 +94,7 @@ pub struct Tap {
     sync_slots: Arc<tokio::sync::Semaphore>,
     sync_waiting: std::sync::atomic::AtomicUsize,
     /// The audit log, appended to by [`crate::auth::authenticate`].
-    pub(crate) audit: Option<std::sync::Mutex<std::fs::File>>,
+    pub(crate) audit: Option<crate::audit::AuditLog>,
     /// Sync queries in flight per caller ([`Limits::caller_sync`]).
     sync_shares: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
 }
@@ -103,11 +103,13 @@ pub struct Tap {
 #[derive(Debug)]
 pub struct Busy {
     pub what: &'static str,
-    pub limit: usize,
+    pub limit: u64,
     /// The caller's own quota (429), not the service's capacity (503).
     pub mine: bool,
     /// How much of it the caller uses (for `mine`).
     pub used: u64,
+    /// Whose share it is (`user NAME`, `group NAME`, `address IP`), for `mine`.
+    pub whose: String,
 }
 
 impl Tap {
@@ -134,13 +136,7 @@ impl Tap {
         let sync_slots = Arc::new(tokio::sync::Semaphore::new(limits.concurrent_sync.max(1)));
         let audit = match &limits.audit_log {
             None => None,
-            Some(path) => Some(std::sync::Mutex::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| format!("the audit log {}: {e}", path.display()))?,
-            )),
+            Some(path) => Some(crate::audit::AuditLog::open(path)?),
         };
         let tap = Arc::new(Tap {
             czar,
@@ -157,8 +153,8 @@ impl Tap {
 
     /// A turn to run a sync query, held until its result is written: at once when one is free, after waiting in a
     /// bounded line otherwise; [`Busy`] when the line is full.
-    pub async fn sync_turn(&self, caller: &str) -> Result<Turn, Busy> {
-        let share = self.sync_share(caller)?;
+    pub async fn sync_turn(&self, client: &crate::auth::Client) -> Result<Turn, Busy> {
+        let share = self.sync_share(client)?;
         let permit = self.service_turn().await?;
         Ok(Turn {
             _permit: permit,
@@ -166,35 +162,42 @@ impl Tap {
         })
     }
 
-    /// Sync queries of `caller` in flight now.
-    pub fn sync_of(&self, caller: &str) -> usize {
+    /// Sync queries in flight now that count against a share (`user NAME`, `group NAME`, `address IP`).
+    pub fn sync_of(&self, key: &str) -> usize {
         self.sync_shares
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(caller)
+            .get(key)
             .copied()
             .unwrap_or(0)
     }
 
-    /// The caller's share of sync queries, counted until the returned guard drops.
-    fn sync_share(&self, caller: &str) -> Result<Share, Busy> {
+    /// The caller's share of sync queries and their groups', all counted until the returned guard drops, or none
+    /// when one of them is used up.
+    fn sync_share(&self, client: &crate::auth::Client) -> Result<Share, Busy> {
         let mut shares = self
             .sync_shares
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mine = shares.entry(caller.to_string()).or_insert(0);
-        if *mine >= self.limits.caller_sync {
-            return Err(Busy {
-                what: "sync queries in flight",
-                limit: self.limits.caller_sync,
-                mine: true,
-                used: *mine as u64,
-            });
+        for (key, allowance) in client.shares() {
+            let used = shares.get(key).copied().unwrap_or(0);
+            if used >= allowance.sync {
+                return Err(Busy {
+                    what: "sync queries in flight",
+                    limit: allowance.sync as u64,
+                    mine: true,
+                    used: used as u64,
+                    whose: key.to_string(),
+                });
+            }
         }
-        *mine += 1;
+        let keys: Vec<String> = client.shares().map(|(k, _)| k.to_string()).collect();
+        for k in &keys {
+            *shares.entry(k.clone()).or_insert(0) += 1;
+        }
         Ok(Share {
             shares: self.sync_shares.clone(),
-            caller: caller.to_string(),
+            keys,
         })
     }
 
@@ -205,9 +208,10 @@ impl Tap {
         }
         let busy = Busy {
             what: "sync queries waiting",
-            limit: self.limits.waiting_sync,
+            limit: self.limits.waiting_sync as u64,
             mine: false,
             used: 0,
+            whose: String::new(),
         };
         if self.sync_waiting.fetch_add(1, Ordering::AcqRel) >= self.limits.waiting_sync {
             self.sync_waiting.fetch_sub(1, Ordering::AcqRel);
@@ -227,7 +231,7 @@ pub struct Turn {
 
 struct Share {
     shares: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
-    caller: String,
+    keys: Vec<String>,
 }
 
 impl Drop for Share {
@@ -236,10 +240,12 @@ impl Drop for Share {
             .shares
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = shares.get_mut(&self.caller) {
-            *n -= 1;
-            if *n == 0 {
-                shares.remove(&self.caller);
+        for key in &self.keys {
+            if let Some(n) = shares.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    shares.remove(key);
+                }
             }
         }
     }

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::audit::Tally;
 use crate::auth::Client;
 use crate::error::TapError;
 use crate::output::{OutputFormat, stream_result};
@@ -20,17 +21,22 @@ use crate::upload;
 pub async fn sync(
     State(tap): State<Arc<Tap>>,
     Extension(client): Extension<Client>,
+    tally: Option<Extension<Arc<Tally>>>,
     params: Params,
 ) -> Response {
     let req = match QueryRequest::from_params(&params, &tap.limits) {
         Ok(r) => r,
         Err(e) => return failure(&e),
     };
+    let tally = tally.map(|t| t.0);
+    if let Some(t) = &tally {
+        t.query(&req.query);
+    }
     let uploads = match upload::load_all(&params, &tap.limits).await {
         Ok(u) => u,
         Err(e) => return failure(&e),
     };
-    let turn = match tap.sync_turn(&client.0).await {
+    let turn = match tap.sync_turn(&client).await {
         Ok(t) => t,
         Err(b) => return busy(&b),
     };
@@ -51,7 +57,9 @@ pub async fn sync(
         _ => Vec::new(),
     };
     let deadline = (deadline, secs);
-    result_response(stream, req.format, req.maxrec, info, deadline, turn, extra)
+    result_response(
+        stream, req.format, req.maxrec, info, deadline, turn, extra, tally,
+    )
 }
 
 /// The answer of a started sync query or cone search: its result written into the body batch by batch by a task
@@ -65,16 +73,20 @@ pub(crate) fn result_response(
     deadline: (tokio::time::Instant, u64),
     turn: crate::service::Turn,
     extra: Vec<(header::HeaderName, String)>,
+    tally: Option<Arc<Tally>>,
 ) -> Response {
     streamed_response(StatusCode::OK, format.mime(), extra, move |tx| {
         tokio::spawn(async move {
             let _turn = turn;
             let body = tx.clone();
             let written = stream_result(stream, format, maxrec, &info, tx, Some(deadline));
-            if futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(written))
-                .await
-                .is_err()
-            {
+            // `body` (a sender) stays open until the rows are told, so the audit line has them.
+            let outcome =
+                futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(written)).await;
+            if let (Ok(Ok(o)), Some(t)) = (&outcome, &tally) {
+                t.rows(o.rows);
+            }
+            if outcome.is_err() {
                 eprintln!("error: writing a result panicked");
                 let _ = body
                     .send(Err(std::io::Error::other(

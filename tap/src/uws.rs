@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::Extension;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -134,6 +134,7 @@ async fn create(
     State(tap): State<Arc<Tap>>,
     Extension(caller): Extension<Caller>,
     Extension(client): Extension<Client>,
+    tally: Option<Extension<Arc<crate::audit::Tally>>>,
     headers: HeaderMap,
     p: Params,
 ) -> Response {
@@ -178,13 +179,20 @@ async fn create(
         error: None,
         result: None,
         owner: caller.user().map(str::to_string),
-        client: Some(client.0),
+        client: Some(client.key.clone()),
+        groups: client.groups.iter().map(|(k, _)| k.clone()).collect(),
     };
     if let Err(m) = apply_controls(&tap, &mut job, &p) {
         let _ = std::fs::remove_dir_all(&dir);
         return error(StatusCode::BAD_REQUEST, &m);
     }
     set_params(&mut job, &p);
+    if let Some(t) = &tally {
+        t.job(&id);
+        if let Some(q) = p.get("QUERY") {
+            t.query(q);
+        }
+    }
     if let Err(e) = tap.jobs.put(&job) {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -193,7 +201,7 @@ async fn create(
     }
     if p.get("PHASE")
         .is_some_and(|v| v.eq_ignore_ascii_case("RUN"))
-        && let Err(b) = run(&tap, &id)
+        && let Err(b) = run(&tap, &id, &client)
     {
         // The job stays PENDING: it can be run later.
         return busy(&b);
@@ -249,8 +257,9 @@ fn apply_controls(tap: &Tap, job: &mut Job, p: &Params) -> Result<(), String> {
     Ok(())
 }
 
-/// Queues a job and starts it when an execution slot is free.
-fn run(tap: &Arc<Tap>, id: &str) -> Result<(), Busy> {
+/// Queues a job and starts it when an execution slot is free; it counts against the shares of `client`, who runs
+/// it.
+fn run(tap: &Arc<Tap>, id: &str, client: &Client) -> Result<(), Busy> {
     let active = tap
         .jobs
         .running
@@ -260,35 +269,40 @@ fn run(tap: &Arc<Tap>, id: &str) -> Result<(), Busy> {
     if active >= tap.limits.queued_jobs {
         return Err(Busy {
             what: "async jobs queued or executing",
-            limit: tap.limits.queued_jobs,
+            limit: tap.limits.queued_jobs as u64,
             mine: false,
             used: 0,
+            whose: String::new(),
         });
     }
-    // The caller's share: their jobs already queued or executing.
-    if let Some(client) = tap.jobs.get(id).and_then(|j| j.client) {
-        let kept = tap.jobs.result_bytes_of(&client);
-        if kept >= tap.limits.caller_storage {
+    // The caller's shares, and their groups': kept results, and jobs already queued or executing.
+    for (key, allowance) in client.shares() {
+        let kept = tap.jobs.result_bytes_of(key);
+        if kept >= allowance.result_bytes {
             return Err(Busy {
                 what: "bytes of kept results (delete finished jobs to make room)",
-                limit: tap.limits.caller_storage as usize,
+                limit: allowance.result_bytes,
                 mine: true,
                 used: kept,
+                whose: key.to_string(),
             });
         }
-        let active = tap.jobs.active_of(&client);
-        if active >= tap.limits.caller_jobs {
+        let active = tap.jobs.active_of(key);
+        if active >= allowance.jobs {
             return Err(Busy {
                 what: "async jobs queued or executing",
-                limit: tap.limits.caller_jobs,
+                limit: allowance.jobs as u64,
                 mine: true,
                 used: active as u64,
+                whose: key.to_string(),
             });
         }
     }
     let queued = tap.jobs.update(id, |j| {
         if j.phase == Phase::Pending {
             j.phase = Phase::Queued;
+            j.client = Some(client.key.clone());
+            j.groups = client.groups.iter().map(|(k, _)| k.clone()).collect();
         }
     });
     if !queued.is_some_and(|j| j.phase == Phase::Queued) {
@@ -407,6 +421,31 @@ async fn execute(tap: &Arc<Tap>, id: &str) {
             });
         }
     }
+    audit_end(tap, id);
+}
+
+/// The audit line of a job that ended: whose, its query's fingerprint, phase, rows, bytes and run time.
+fn audit_end(tap: &Tap, id: &str) {
+    let (Some(audit), Some(job)) = (&tap.audit, tap.jobs.get(id)) else {
+        return;
+    };
+    let query = job
+        .params
+        .iter()
+        .find(|(k, _)| k == "query")
+        .map(|(_, q)| crate::audit::fingerprint(q));
+    let line = serde_json::json!({
+        "time": crate::jobs::iso(now_ms()),
+        "who": job.client,
+        "event": "job ended",
+        "job": job.id,
+        "phase": job.phase.name(),
+        "query": query,
+        "rows": job.result.as_ref().map_or(0, |r| r.rows),
+        "bytes": job.result.as_ref().map_or(0, |r| r.bytes),
+        "ms": job.end.zip(job.start).map_or(0, |(e, s)| e.saturating_sub(s)),
+    });
+    audit.write(&line);
 }
 
 /// The `uws:parameter` elements of a job.
@@ -546,7 +585,7 @@ fn abort(tap: &Tap, id: &str) {
 }
 
 /// Applies a PHASE change (RUN or ABORT).
-fn change_phase(tap: &Arc<Tap>, id: &str, phase: &str) -> Result<(), Response> {
+fn change_phase(tap: &Arc<Tap>, id: &str, phase: &str, client: &Client) -> Result<(), Response> {
     let job = tap.jobs.get(id).ok_or_else(|| no_job(id))?;
     match phase.trim().to_uppercase().as_str() {
         "RUN" => {
@@ -559,7 +598,7 @@ fn change_phase(tap: &Arc<Tap>, id: &str, phase: &str) -> Result<(), Response> {
                     ),
                 ));
             }
-            run(tap, id).map_err(|b| busy(&b))?;
+            run(tap, id, client).map_err(|b| busy(&b))?;
         }
         "ABORT" => {
             if job.phase.active() {
@@ -579,6 +618,7 @@ fn change_phase(tap: &Arc<Tap>, id: &str, phase: &str) -> Result<(), Response> {
 async fn post_job(
     State(tap): State<Arc<Tap>>,
     UrlPath(id): UrlPath<String>,
+    Extension(client): Extension<Client>,
     headers: HeaderMap,
     p: Params,
 ) -> Response {
@@ -621,7 +661,7 @@ async fn post_job(
         j.run_id = run_id;
     });
     if let Some(phase) = p.get("PHASE")
-        && let Err(r) = change_phase(&tap, &id, phase)
+        && let Err(r) = change_phase(&tap, &id, phase, &client)
     {
         return r;
     }
@@ -673,6 +713,7 @@ async fn job_field(
 async fn post_field(
     State(tap): State<Arc<Tap>>,
     UrlPath((id, field)): UrlPath<(String, String)>,
+    Extension(client): Extension<Client>,
     headers: HeaderMap,
     p: Params,
 ) -> Response {
@@ -684,7 +725,7 @@ async fn post_field(
             let Some(phase) = p.get("PHASE") else {
                 return error(StatusCode::BAD_REQUEST, "PHASE is missing");
             };
-            if let Err(r) = change_phase(&tap, &id, phase) {
+            if let Err(r) = change_phase(&tap, &id, phase, &client) {
                 return r;
             }
         }

@@ -11,6 +11,7 @@ use axum::http::{Request, StatusCode, header};
 use czar::Czar;
 use czar::cluster::Cluster;
 use loader::ingest::{IngestOptions, LoadKind, ingest};
+use tap::auth::Client;
 use tap::{Limits, Tap};
 use tower::ServiceExt;
 
@@ -216,14 +217,26 @@ async fn one_caller_cannot_take_every_turn() {
     let from = |ip: [u8; 4]| {
         let mut r = sync_form(query);
         r.extensions_mut()
-            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((ip, 4000))));
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                ip, 4000,
+            ))));
         r
     };
     // 192.0.2.1 has its one sync query in flight: its next is refused with 429, naming the share.
-    let held = s.tap.sync_turn("address 192.0.2.1").await.unwrap();
+    let held = s
+        .tap
+        .sync_turn(&Client::anonymous(&s.tap.limits, "192.0.2.1"))
+        .await
+        .unwrap();
     let (status, body, headers) = call(&s.tap, from([192, 0, 2, 1])).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
-    assert!(is_error_document(&body) && body.contains("your share is used up: 1 sync"), "{body}");
+    assert!(
+        is_error_document(&body)
+            && body.contains(
+                "your share is used up: 1 sync queries in flight count against address 192.0.2.1"
+            ),
+        "{body}"
+    );
     assert_eq!(headers[header::RETRY_AFTER], "5");
     // Another address is served meanwhile, and the first again once its query ends.
     assert_eq!(call(&s.tap, from([192, 0, 2, 2])).await.0, StatusCode::OK);
@@ -281,7 +294,11 @@ async fn past_the_queues_the_service_answers_503_with_retry_after() {
     };
     let s = service_with("busy", limits);
     // Every turn taken: the next sync query is refused at once, not left waiting.
-    let held = s.tap.sync_turn("address 192.0.2.7").await.unwrap();
+    let held = s
+        .tap
+        .sync_turn(&Client::anonymous(&s.tap.limits, "192.0.2.7"))
+        .await
+        .unwrap();
     let (status, body, headers) = call(&s.tap, sync_form("LANG=ADQL&QUERY=SELECT+1+AS+one")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(is_error_document(&body) && body.contains("busy"), "{body}");

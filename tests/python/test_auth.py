@@ -234,9 +234,10 @@ def test_every_request_leaves_an_audit_line(optional, data):
     _, tokens = data
     sync_count(optional, bearer(tokens["bob"]))
     call(optional + "/async/nosuchjob")
-    lines = [json.loads(line) for line in AUDIT["path"].read_text().splitlines()]
-    assert any(l["who"] == "user bob" and l["path"] == "/tap/sync" and l["status"] == 200 for l in lines), lines[-5:]
-    assert any(l["who"].startswith("address 127.0.0.1") and l["status"] == 404 for l in lines), lines[-5:]
+    bobs = lambda l: l["who"] == "user bob" and l.get("path") == "/tap/sync" and l["status"] == 200
+    lines = wait_for_audit(bobs)
+    assert any(bobs(l) for l in lines), lines[-5:]
+    assert any(l["who"].startswith("address 127.0.0.1") and l.get("status") == 404 for l in lines), lines[-5:]
     assert all(l["ms"] >= 0 and l["time"].endswith("Z") for l in lines)
 
 
@@ -313,3 +314,141 @@ def test_cadctap_with_a_token(optional, data):
     wrong = tokens["ada"][:-1] + ("0" if tokens["ada"][-1] != "0" else "1")
     out = subprocess.run(query[:2] + ["--token", wrong] + query[2:], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "not valid" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def create_job(url, form, headers):
+    """(status, job URL or None, body) of a job creation, without following its redirect."""
+    r = requests.post(url + "/async", data=form, headers=headers, allow_redirects=False, timeout=60)
+    return r.status_code, r.headers.get("Location"), r.text
+
+
+def wait_for_audit(check, timeout=10):
+    """The audit lines, once one passes `check` (a line is written when its response has been sent in full)."""
+    import time
+    deadline = time.time() + timeout
+    while True:
+        lines = [json.loads(line) for line in AUDIT["path"].read_text().splitlines()]
+        if any(check(l) for l in lines) or time.time() > deadline:
+            return lines
+        time.sleep(0.1)
+
+
+def test_audit_lines_count_rows_bytes_and_name_the_query(optional, data):
+    import hashlib
+    _, tokens = data
+    status, _, body = sync_count(optional, bearer(tokens["ada"]))
+    assert status == 200
+    fingerprint = hashlib.sha256(COUNT.encode()).hexdigest()[:16]
+    mine = lambda l: (l["who"] == "user ada" and l.get("path") == "/tap/sync" and l.get("query") == fingerprint
+                      and l["bytes"] == len(body.encode()))
+    lines = wait_for_audit(mine)
+    line = next((l for l in lines if mine(l)), lines[-3:])
+    assert line["rows"] == 1, line
+    # An async job: the creating request names the job; its end gets a line of its own with rows and bytes.
+    query = "SELECT TOP 7 id FROM sky.object"
+    form = {"LANG": "ADQL", "QUERY": query, "PHASE": "RUN"}
+    status, location, _ = create_job(optional, form, bearer(tokens["ada"]))
+    assert status == 303
+    job = location.rsplit("/", 1)[1]
+    ended = lambda l: l.get("event") == "job ended" and l.get("job") == job
+    lines = wait_for_audit(ended, timeout=60)
+    end = next(l for l in lines if ended(l))
+    assert end["who"] == "user ada" and end["phase"] == "COMPLETED" and end["rows"] == 7 and end["bytes"] > 0, end
+    assert end["query"] == hashlib.sha256(query.encode()).hexdigest()[:16]
+    created = [l for l in lines if l.get("job") == job and l.get("method") == "POST"]
+    assert created and created[0]["status"] == 303, lines[-5:]
+    assert query not in AUDIT["path"].read_text()  # fingerprints, never the text
+
+
+def test_a_group_quota_bounds_its_members_together(optional, data):
+    data_dir, tokens = data
+    run("user", "add", "--data-dir", str(data_dir), "cy", "--group", "optics")
+    cy = run("token", "create", "--data-dir", str(data_dir), "--user", "cy").strip()
+    out = run("user", "quota", "--data-dir", str(data_dir), "--group", "optics", "--results-mb", "1")
+    assert "group optics: results 1 MiB" in out, out
+    # ada (of optics) keeps a result of more than 1 MiB: now the group's share of kept results is used up.
+    big = "SELECT a.id, a.ra, a.dec, b.id AS b_id FROM sky.object AS a, sky.object AS b WHERE b.id < 20"
+    form = lambda q: {"LANG": "ADQL", "QUERY": q, "PHASE": "RUN", "MAXREC": "1000000"}
+    status, job, _ = create_job(optional, form(big), bearer(tokens["ada"]))
+    assert status == 303
+    for _ in range(120):
+        status, _, phase = call(job + "/phase", headers=bearer(tokens["ada"]))
+        if phase.strip() not in ("QUEUED", "EXECUTING"):
+            break
+        import time
+        time.sleep(0.5)
+    assert phase.strip() == "COMPLETED", phase
+    me = json.loads(call(optional.replace("/tap", "/api/v1/me"), headers=bearer(cy))[2])
+    group = me["group_shares"][0]
+    assert group["counted_as"] == "group optics" and group["result_bytes"]["used"] > (1 << 20), me
+    assert group["result_bytes"]["limit"] == 1 << 20 and me["shares"]["result_bytes"]["used"] == 0, me
+    # cy, of the same group, is refused, naming the group; bob, of none, is served.
+    small = form("SELECT TOP 1 id FROM sky.object")
+    status, _, body = create_job(optional, small, bearer(cy))
+    assert status == 429 and "group optics" in body and 'value="ERROR"' in body, (status, body[:400])
+    assert create_job(optional, small, bearer(tokens["bob"]))[0] == 303
+    # ada deletes her job: the group has room again.
+    assert call(job, "DELETE", headers=bearer(tokens["ada"]))[0] in (200, 303)
+    assert create_job(optional, small, bearer(cy))[0] == 303
+    run("user", "quota", "--data-dir", str(data_dir), "--group", "optics", "--results-mb", "0")
+
+
+def test_a_trusted_proxy_names_the_caller_and_nobody_else_can(data, tmp_path):
+    import http.client
+    data_dir, tokens = data
+    proc, url = start(["serve", "--data-dir", str(data_dir), "--port", "0", "--workers", "1", "--auth", "required",
+                       "--jobs-dir", str(tmp_path / "jobs"), "--trusted-proxy", "127.0.0.2"])
+    try:
+        parsed = urllib.parse.urlparse(url)
+
+        def from_address(source, path, headers, method="GET", body=None):
+            conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30,
+                                              source_address=(source, 0))
+            conn.request(method, path, body=body, headers=headers)
+            r = conn.getresponse()
+            out = (r.status, r.getheaders(), r.read().decode())
+            conn.close()
+            return out
+
+        who = {"X-Auth-Request-User": "ada", "X-Forwarded-For": "198.51.100.1, 203.0.113.9"}
+        # From the proxy's address its header is believed: ada, with her groups; never admin.
+        status, _, body = from_address("127.0.0.2", "/api/v1/me", who)
+        me = json.loads(body)
+        assert status == 200 and me["user"] == "ada" and me["groups"] == ["optics"], body
+        assert "admin" not in me["scopes"], me
+        status, _, body = from_address("127.0.0.2", "/tap/sync?LANG=ADQL&RESPONSEFORMAT=csv&QUERY="
+                                       + urllib.parse.quote(COUNT), who)
+        assert status == 200 and body.split()[1] == str(ROWS), body[:300]
+        # The same headers from anywhere else count for nothing: --auth required refuses them.
+        status, _, body = from_address("127.0.0.1", "/api/v1/me", who)
+        assert status == 401, (status, body[:300])
+        # A name that is not a user name is refused, not taken.
+        status, _, body = from_address("127.0.0.2", "/api/v1/me", {"X-Auth-Request-User": "../root"})
+        assert status == 403 and 'value="ERROR"' in body, (status, body[:300])
+        # Behind the proxy, a login over HTTPS sets a Secure cookie.
+        form = urllib.parse.urlencode({"username": "bob", "password": tokens["bob"]})
+        status, headers, _ = from_address("127.0.0.2", "/tap/login",
+                                          {"Content-Type": "application/x-www-form-urlencoded",
+                                           "X-Forwarded-Proto": "https"}, "POST", form)
+        cookie = dict(headers)["Set-Cookie"] if "Set-Cookie" in dict(headers) else dict(headers).get("set-cookie")
+        assert status == 200 and "Secure" in cookie, (status, headers)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_anonymous_callers_behind_a_trusted_proxy_are_counted_by_their_own_address(data, tmp_path):
+    import http.client
+    proc, url = start(["serve", "--data-dir", str(data[0]), "--port", "0", "--workers", "1", "--auth", "optional",
+                       "--jobs-dir", str(tmp_path / "jobs"), "--trusted-proxy", "127.0.0.2"])
+    try:
+        parsed = urllib.parse.urlparse(url)
+        for source, expected in (("127.0.0.2", "address 203.0.113.9"), ("127.0.0.1", "address 127.0.0.1")):
+            conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30, source_address=(source, 0))
+            conn.request("GET", "/api/v1/me", headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.9"})
+            me = json.loads(conn.getresponse().read())
+            conn.close()
+            assert me["anonymous"] and me["counted_as"] == expected, (source, me)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -125,7 +125,10 @@ mod tests {
         };
         for shape in ["4294967296x4294967296", "18446744073709551615x2", "2000000"] {
             let err = read_bytes(field(shape).as_bytes()).unwrap_err().to_string();
-            assert!(err.contains("elements one value may have"), "{shape}: {err}");
+            assert!(
+                err.contains("elements one value may have"),
+                "{shape}: {err}"
+            );
         }
         // A variable-length value announcing 2^32-1 doubles in an 8-byte stream: a clean error, nothing reserved.
         let doc = field("*").replace("AAAAAAAAAAA=", "/////wAAAAA=");

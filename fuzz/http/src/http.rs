@@ -40,7 +40,9 @@ fn service() -> &'static Service {
         );
         opts.chunk_rows = 400;
         loader::ingest::ingest(&dir, &[release.join("object.parquet")], &opts).expect("ingest");
-        let writer = metastore::accounts::Accounts::new(&dir).writer().expect("accounts");
+        let writer = metastore::accounts::Accounts::new(&dir)
+            .writer()
+            .expect("accounts");
         writer.add_user("ada", &[], false, 0).expect("a user");
         let (_, token) = writer
             .create_token("ada", &["read:tap".into()], None, 0)
@@ -52,11 +54,14 @@ fn service() -> &'static Service {
             .build()
             .expect("runtime");
         let tap = runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
             let address = listener.local_addr().expect("address").to_string();
             tokio::spawn(worker::Worker::new(&dir).serve(listener));
             let cluster = czar::cluster::Cluster::new(&[address], 1, 4).expect("cluster");
-            let czar = czar::Czar::open(&dir, cluster, tap::czar_options(Some(256 << 20))).expect("czar");
+            let czar =
+                czar::Czar::open(&dir, cluster, tap::czar_options(Some(256 << 20))).expect("czar");
             let limits = tap::Limits {
                 sync_duration: 20,
                 max_upload_bytes: 4 << 20,
@@ -65,11 +70,16 @@ fn service() -> &'static Service {
             };
             let auth = tap::auth::Auth {
                 policy: tap::auth::Policy::Optional,
+                proxy: None,
                 accounts: metastore::accounts::Accounts::new(&dir),
             };
             tap::Tap::open_with(Arc::new(czar), limits, None, Some(auth)).expect("tap")
         });
-        Service { runtime, tap, token }
+        Service {
+            runtime,
+            tap,
+            token,
+        }
     })
 }
 
@@ -109,7 +119,9 @@ fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
         body.extend_from_slice(name.as_bytes());
         body.push(b'"');
         if let Some(f) = file {
-            body.extend_from_slice(format!("; filename=\"{f}\"\r\nContent-Type: application/x-votable+xml").as_bytes());
+            body.extend_from_slice(
+                format!("; filename=\"{f}\"\r\nContent-Type: application/x-votable+xml").as_bytes(),
+            );
         }
         body.extend_from_slice(b"\r\n\r\n");
         body.extend_from_slice(content);
@@ -134,7 +146,9 @@ fn request(kind: u8, raw: &[u8], token: &str) -> Option<Request<Body>> {
     match kind % 9 {
         // TAP parameters in a urlencoded body, in the query string, in a multipart body.
         0 => post("/tap/sync", FORM, raw.to_vec()),
-        1 => Request::get(format!("/tap/sync?{}", query_string(raw))).body(Body::empty()).ok(),
+        1 => Request::get(format!("/tap/sync?{}", query_string(raw)))
+            .body(Body::empty())
+            .ok(),
         2 => post("/tap/sync", MULTIPART, raw.to_vec()),
         // An upload (any serialization: the seeds hold TABLEDATA, BINARY and BINARY2) queried four ways.
         3 => {
@@ -149,7 +163,9 @@ fn request(kind: u8, raw: &[u8], token: &str) -> Option<Request<Body>> {
             post("/tap/sync", MULTIPART, body)
         }
         // Simple Cone Search parameters.
-        4 => Request::get(format!("/scs/sky.object?{}", query_string(raw))).body(Body::empty()).ok(),
+        4 => Request::get(format!("/scs/sky.object?{}", query_string(raw)))
+            .body(Body::empty())
+            .ok(),
         // A content type of the input's choosing over a body of its choosing.
         5 => {
             let (content_type, body) = split(raw);
@@ -165,8 +181,14 @@ fn request(kind: u8, raw: &[u8], token: &str) -> Option<Request<Body>> {
         8 => {
             let (which, value) = raw.split_first()?;
             let value = String::from_utf8_lossy(value).replace("TOKEN", token);
-            let name = if which % 2 == 0 { header::AUTHORIZATION } else { header::COOKIE };
-            let mut req = Request::get("/tap/sync?LANG=ADQL&QUERY=SELECT+1+AS+one").body(Body::empty()).ok()?;
+            let name = if which % 2 == 0 {
+                header::AUTHORIZATION
+            } else {
+                header::COOKIE
+            };
+            let mut req = Request::get("/tap/sync?LANG=ADQL&QUERY=SELECT+1+AS+one")
+                .body(Body::empty())
+                .ok()?;
             req.headers_mut().insert(name, value.parse().ok()?);
             Some(req)
         }
@@ -179,33 +201,53 @@ const DALI: &[u8] = b"<INFO name=\"QUERY_STATUS\" value=\"ERROR\">";
 
 /// Asserts a clean answer: never a 500, and every refusal a DALI error document (405 is axum's, SCS answers
 /// errors under 200 as its standard says).
-async fn check(tap: &Arc<tap::Tap>, mut request: Request<Body>) -> (StatusCode, Vec<u8>, Option<String>) {
+async fn check(
+    tap: &Arc<tap::Tap>,
+    mut request: Request<Body>,
+) -> (StatusCode, Vec<u8>, Option<String>) {
     // Not on loopback: the admin routes must refuse it.
     request
         .extensions_mut()
-        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from(([203, 0, 113, 9], 4000))));
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            [203, 0, 113, 9],
+            4000,
+        ))));
     let uri = request.uri().to_string();
-    let response = tap::router(tap.clone()).oneshot(request).await.expect("infallible");
+    let response = tap::router(tap.clone())
+        .oneshot(request)
+        .await
+        .expect("infallible");
     let status = response.status();
     let location = response
         .headers()
         .get(header::LOCATION)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    let body = tokio::time::timeout(Duration::from_secs(120), axum::body::to_bytes(response.into_body(), 512 << 20))
-        .await
-        .unwrap_or_else(|_| panic!("{uri}: the body did not end within 120 s"))
-        .unwrap_or_else(|e| panic!("{uri}: the body failed: {e}"));
-    assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{uri}: {}", String::from_utf8_lossy(&body));
+    let body = tokio::time::timeout(
+        Duration::from_secs(120),
+        axum::body::to_bytes(response.into_body(), 512 << 20),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{uri}: the body did not end within 120 s"))
+    .unwrap_or_else(|e| panic!("{uri}: the body failed: {e}"));
+    assert_ne!(
+        status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{uri}: {}",
+        String::from_utf8_lossy(&body)
+    );
     if status.is_client_error() || status.is_server_error() {
         assert!(
-            status == StatusCode::METHOD_NOT_ALLOWED
-                || body.windows(DALI.len()).any(|w| w == DALI),
+            status == StatusCode::METHOD_NOT_ALLOWED || body.windows(DALI.len()).any(|w| w == DALI),
             "{uri}: {status} without a DALI error document: {}",
             String::from_utf8_lossy(&body[..body.len().min(300)])
         );
     }
-    assert_eq!(tap::reply::panics_caught(), 0, "{uri}: the catch-panic layer fired");
+    assert_eq!(
+        tap::reply::panics_caught(),
+        0,
+        "{uri}: the catch-panic layer fired"
+    );
     (status, body.to_vec(), location)
 }
 
@@ -213,30 +255,55 @@ async fn check(tap: &Arc<tap::Tap>, mut request: Request<Body>) -> (StatusCode, 
 /// a read of each sub-resource, and its deletion (jobs are not left behind).
 async fn uws(tap: &Arc<tap::Tap>, raw: &[u8]) {
     let (create, rest) = split(raw);
-    let Some(req) = post("/tap/async", FORM, create.to_vec()) else { return };
+    let Some(req) = post("/tap/async", FORM, create.to_vec()) else {
+        return;
+    };
     let (status, _, location) = check(tap, req).await;
     if status != StatusCode::SEE_OTHER {
         return;
     }
     let job = location.expect("a 303 names the job");
-    let path = job.find("/tap/async/").map(|i| &job[i..]).expect("a job URL");
+    let path = job
+        .find("/tap/async/")
+        .map(|i| &job[i..])
+        .expect("a job URL");
     let (which, more) = rest.split_first().unwrap_or((&0, &[]));
-    let field = ["parameters", "phase", "destruction", "executionduration", "quote", "runId"][*which as usize % 6];
+    let field = [
+        "parameters",
+        "phase",
+        "destruction",
+        "executionduration",
+        "quote",
+        "runId",
+    ][*which as usize % 6];
     if let Some(req) = post(&format!("{path}/{field}"), FORM, more.to_vec()) {
         check(tap, req).await;
     }
-    for field in ["", "/phase", "/parameters", "/destruction", "/executionduration", "/error", "/results"] {
+    for field in [
+        "",
+        "/phase",
+        "/parameters",
+        "/destruction",
+        "/executionduration",
+        "/error",
+        "/results",
+    ] {
         if let Ok(req) = Request::get(format!("{path}{field}")).body(Body::empty()) {
             check(tap, req).await;
         }
     }
     let req = Request::delete(path).body(Body::empty()).expect("a DELETE");
     let (status, _, _) = check(tap, req).await;
-    assert!(status == StatusCode::SEE_OTHER || status == StatusCode::NOT_FOUND, "{path}: DELETE gave {status}");
+    assert!(
+        status == StatusCode::SEE_OTHER || status == StatusCode::NOT_FOUND,
+        "{path}: DELETE gave {status}"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&kind, raw)) = data.split_first() else { return };
+    let Some((&kind, raw)) = data.split_first() else {
+        return;
+    };
     let s = service();
     s.runtime.block_on(async {
         if kind % 9 == 7 {
