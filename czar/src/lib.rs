@@ -44,6 +44,10 @@ pub use error::CzarError;
 pub type SystemTables =
     Arc<dyn Fn(&[Arc<CatalogTable>], &mut Vec<ForeignKey>) -> Vec<CatalogTable> + Send + Sync>;
 
+/// Which published tables a caller may see, by lower-case `schema.table` (user tables are their owners' and
+/// grantees'); None: all of them.
+pub type Visible<'a> = Option<&'a (dyn Fn(&str) -> bool + Send + Sync)>;
+
 /// How a czar runs.
 #[derive(Default, Clone)]
 pub struct CzarOptions {
@@ -162,6 +166,71 @@ impl Czar {
         self.engine().catalog().tables()
     }
 
+    /// The queryable tables a caller sees: the published ones `visible` lets through, and system tables
+    /// (TAP_SCHEMA) that describe only those.
+    pub fn catalog_tables_for(&self, visible: Visible<'_>) -> Vec<Arc<CatalogTable>> {
+        let Some(visible) = visible else {
+            return self.catalog_tables();
+        };
+        let published: std::collections::HashSet<String> = self
+            .tables()
+            .iter()
+            .map(|t| t.record.qualified_name().to_lowercase())
+            .collect();
+        let all = self.catalog_tables();
+        let shown: Vec<Arc<CatalogTable>> = all
+            .iter()
+            .filter(|t| {
+                let name = t.qualified_name().to_lowercase();
+                published.contains(&name) && visible(&name)
+            })
+            .cloned()
+            .collect();
+        if shown.len() == published.len() {
+            return all;
+        }
+        let mut catalog = MemoryCatalog::new();
+        for t in &shown {
+            catalog.add((**t).clone());
+        }
+        let mut keys: Vec<ForeignKey> = self
+            .foreign_keys()
+            .into_iter()
+            .filter(|k| {
+                shown
+                    .iter()
+                    .any(|t| t.qualified_name().eq_ignore_ascii_case(&k.from))
+            })
+            .collect();
+        if let Some(system) = &self.options.system_tables {
+            keys.retain(|k| published.contains(&k.from.to_lowercase()));
+            for t in system(&catalog.tables(), &mut keys) {
+                catalog.add(t);
+            }
+        }
+        catalog.tables()
+    }
+
+    /// The foreign keys among the tables a caller sees.
+    pub fn foreign_keys_for(&self, visible: Visible<'_>) -> Vec<ForeignKey> {
+        let keys = self.foreign_keys();
+        match visible {
+            None => keys,
+            Some(v) => keys
+                .into_iter()
+                .filter(|k| {
+                    let published = |name: &str| {
+                        self.tables()
+                            .iter()
+                            .any(|t| t.record.qualified_name().eq_ignore_ascii_case(name))
+                    };
+                    (!published(&k.from) || v(&k.from.to_lowercase()))
+                        && (!published(&k.target) || v(&k.target.to_lowercase()))
+                })
+                .collect(),
+        }
+    }
+
     /// Foreign keys between tables (child -> director, and the system tables' own).
     pub fn foreign_keys(&self) -> Vec<ForeignKey> {
         self.keys
@@ -195,7 +264,17 @@ impl Czar {
         adql: &str,
         uploads: &[Arc<CatalogTable>],
     ) -> Result<SendableRecordBatchStream, CzarError> {
-        let (plan, ctx) = self.plan(adql, uploads).await?;
+        self.execute_for(adql, uploads, None).await
+    }
+
+    /// [`Czar::execute`] for a caller who sees only some tables ([`Czar::plan_for`]).
+    pub async fn execute_for(
+        &self,
+        adql: &str,
+        uploads: &[Arc<CatalogTable>],
+        visible: Visible<'_>,
+    ) -> Result<SendableRecordBatchStream, CzarError> {
+        let (plan, ctx) = self.plan_for(adql, uploads, visible).await?;
         let schema = plan.schema();
         // The query runs on the CPU runtime; the service's runtime only moves its batches, so HTTP, timers and
         // other clients stay responsive while DataFusion operators hold a core.

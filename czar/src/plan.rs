@@ -9,7 +9,7 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 
 use crate::dispatch::RemoteExec;
-use crate::{Czar, CzarError, colocate, distribute, merge};
+use crate::{Czar, CzarError, Visible, colocate, distribute, merge};
 
 impl Czar {
     /// ADQL -> the distributed physical plan and the context to run it in:
@@ -25,15 +25,31 @@ impl Czar {
         adql: &str,
         uploads: &[Arc<CatalogTable>],
     ) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>), CzarError> {
+        self.plan_for(adql, uploads, None).await
+    }
+
+    /// [`Czar::plan`] for a caller who sees only the tables `visible` lets through (user tables are their owners'
+    /// and grantees'): the others, and their rows in TAP_SCHEMA, do not exist for the query.
+    pub async fn plan_for(
+        &self,
+        adql: &str,
+        uploads: &[Arc<CatalogTable>],
+        visible: Visible<'_>,
+    ) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>), CzarError> {
         let mut engine = self.engine();
-        if !uploads.is_empty() {
+        let hides = visible.is_some_and(|v| {
+            self.tables()
+                .iter()
+                .any(|t| !v(&t.record.qualified_name().to_lowercase()))
+        });
+        if hides || !uploads.is_empty() {
             let mut catalog = MemoryCatalog::new();
-            for t in engine
-                .catalog()
-                .tables()
-                .into_iter()
-                .chain(uploads.iter().cloned())
-            {
+            let tables = if hides {
+                self.catalog_tables_for(visible)
+            } else {
+                engine.catalog().tables()
+            };
+            for t in tables.into_iter().chain(uploads.iter().cloned()) {
                 catalog.add((*t).clone());
             }
             engine = Arc::new(self.engine_over(catalog));
@@ -69,8 +85,9 @@ impl Czar {
         &self,
         adql: &str,
         uploads: &[Arc<CatalogTable>],
+        visible: Visible<'_>,
     ) -> Result<String, CzarError> {
-        let (plan, _) = self.plan(adql, uploads).await?;
+        let (plan, _) = self.plan_for(adql, uploads, visible).await?;
         let mut out = String::new();
         plan.apply(|node| {
             if let Some(remote) = node.downcast_ref::<RemoteExec>() {

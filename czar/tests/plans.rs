@@ -412,7 +412,7 @@ async fn plans_match_the_approved_files() {
     for (name, query) in CASES {
         let uses_upload = query.contains("TAP_UPLOAD");
         let explained = czar
-            .explain(query, if uses_upload { &uploads } else { &[] })
+            .explain(query, if uses_upload { &uploads } else { &[] }, None)
             .await
             .unwrap_or_else(|e| format!("error: {e}\n"));
         let text = format!("-- {query}\n{explained}");

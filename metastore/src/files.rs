@@ -25,7 +25,7 @@ pub(crate) fn tmp_beside(dest: &Path) -> PathBuf {
 }
 
 /// Replaces `dest` with `bytes`, durably: after this returns, a crash leaves the new content.
-pub(crate) fn write_atomically(dest: &Path, bytes: &[u8]) -> io::Result<()> {
+pub fn write_atomically(dest: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = tmp_beside(dest);
     let written = (|| {
         let mut f = File::create(&tmp)?;
@@ -59,7 +59,7 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Reads a file, or None if there is none.
-pub(crate) fn read_if_present(path: &Path) -> io::Result<Option<Vec<u8>>> {
+pub fn read_if_present(path: &Path) -> io::Result<Option<Vec<u8>>> {
     match std::fs::read(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),

@@ -19,6 +19,7 @@
 //! [`jobs`] (the job store), [`tap_schema`], [`scs`], [`upload`], [`params`] (reading parameters), [`output`] (the result writers),
 //! [`format`] (the text table and DALI error document), [`reply`] (error documents, streamed bodies), [`admin`].
 
+pub mod access;
 pub mod admin;
 pub mod audit;
 pub mod auth;

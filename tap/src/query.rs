@@ -92,15 +92,16 @@ pub async fn start_query(
     czar: &Czar,
     req: &QueryRequest,
     uploads: &[Arc<CatalogTable>],
+    visible: czar::Visible<'_>,
 ) -> Result<datafusion::physical_plan::SendableRecordBatchStream, CzarError> {
     if req.maxrec == 0 {
         // Metadata only: plan, don't run.
-        let (plan, _) = czar.plan(&req.query, uploads).await?;
+        let (plan, _) = czar.plan_for(&req.query, uploads, visible).await?;
         return Ok(Box::pin(
             datafusion::physical_plan::EmptyRecordBatchStream::new(plan.schema()),
         ));
     }
-    let mut stream = czar.execute(&req.query, uploads).await?;
+    let mut stream = czar.execute_for(&req.query, uploads, visible).await?;
     let schema = stream.schema();
     let first = stream.next().await;
     if let Some(Err(e)) = first {

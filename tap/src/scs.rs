@@ -53,15 +53,18 @@ fn number(p: &Params, name: &str) -> Result<f64, String> {
 pub async fn cone(
     State(tap): State<Arc<Tap>>,
     axum::Extension(client): axum::Extension<crate::auth::Client>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     tally: Option<axum::Extension<Arc<crate::audit::Tally>>>,
     Path(table): Path<String>,
     p: Params,
 ) -> Response {
+    let reader = crate::access::Reader::of(&caller);
     let Some(info) = tap
         .czar
         .tables()
         .into_iter()
         .find(|t| t.record.qualified_name().eq_ignore_ascii_case(&table))
+        .filter(|t| tap.auth.is_none() || tap.grants.may_read(&reader, &t.record.qualified_name()))
     else {
         return scs_error(&format!("no table named {table} here"));
     };
@@ -107,7 +110,9 @@ pub async fn cone(
     };
     let secs = tap.limits.sync_duration;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
-    let stream = match tokio::time::timeout_at(deadline, start_query(&tap.czar, &req, &[])).await {
+    let stream = match tokio::time::timeout_at(deadline, start_query(&tap.czar, &req, &[], None))
+        .await
+    {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return scs_error(&e.to_string()),
         Err(_) => return scs_error(&format!("the search ran longer than the limit of {secs} s")),

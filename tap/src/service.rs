@@ -95,6 +95,8 @@ pub struct Tap {
     sync_waiting: std::sync::atomic::AtomicUsize,
     /// The audit log, appended to by [`crate::auth::authenticate`].
     pub(crate) audit: Option<crate::audit::AuditLog>,
+    /// Who user tables are shared with ([`crate::access`]).
+    pub grants: Arc<crate::access::Grants>,
     /// Sync queries in flight per caller ([`Limits::caller_sync`]).
     sync_shares: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
 }
@@ -138,7 +140,9 @@ impl Tap {
             None => None,
             Some(path) => Some(crate::audit::AuditLog::open(path)?),
         };
+        let grants = Arc::new(crate::access::Grants::open(czar.data_dir())?);
         let tap = Arc::new(Tap {
+            grants,
             czar,
             limits,
             jobs,
@@ -149,6 +153,32 @@ impl Tap {
             sync_shares: Default::default(),
         });
         Ok(tap)
+    }
+
+    /// What a caller sees of the user tables (None: everything; also under `--auth none`, where there are none).
+    pub fn visible_to(
+        &self,
+        reader: crate::access::Reader,
+    ) -> Option<Arc<dyn Fn(&str) -> bool + Send + Sync>> {
+        self.auth.as_ref()?;
+        self.grants.visible(reader)
+    }
+
+    /// What the owner of a job sees (their groups as the accounts say now).
+    pub fn visible_to_owner(
+        &self,
+        owner: Option<&str>,
+    ) -> Option<Arc<dyn Fn(&str) -> bool + Send + Sync>> {
+        let auth = self.auth.as_ref()?;
+        let mut reader = crate::access::Reader::default();
+        if let Some(user) = owner.and_then(|o| auth.accounts.user(o).ok().flatten()) {
+            reader = crate::access::Reader {
+                user: Some(user.name),
+                groups: user.groups,
+                admin: false,
+            };
+        }
+        self.grants.visible(reader)
     }
 
     /// A turn to run a sync query, held until its result is written: at once when one is free, after waiting in a

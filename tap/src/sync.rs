@@ -8,8 +8,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::access::Reader;
 use crate::audit::Tally;
-use crate::auth::Client;
+use crate::auth::{Caller, Client};
 use crate::error::TapError;
 use crate::output::{OutputFormat, stream_result};
 use crate::params::Params;
@@ -21,9 +22,11 @@ use crate::upload;
 pub async fn sync(
     State(tap): State<Arc<Tap>>,
     Extension(client): Extension<Client>,
+    Extension(caller): Extension<Caller>,
     tally: Option<Extension<Arc<Tally>>>,
     params: Params,
 ) -> Response {
+    let visible = tap.visible_to(Reader::of(&caller));
     let req = match QueryRequest::from_params(&params, &tap.limits) {
         Ok(r) => r,
         Err(e) => return failure(&e),
@@ -42,12 +45,16 @@ pub async fn sync(
     };
     let secs = tap.limits.sync_duration;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
-    let stream =
-        match tokio::time::timeout_at(deadline, start_query(&tap.czar, &req, &uploads)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return failure(&e.into()),
-            Err(_) => return failure(&TapError::SyncTimeout { seconds: secs }),
-        };
+    let stream = match tokio::time::timeout_at(
+        deadline,
+        start_query(&tap.czar, &req, &uploads, visible.as_deref()),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return failure(&e.into()),
+        Err(_) => return failure(&TapError::SyncTimeout { seconds: secs }),
+    };
     let info = result_info(&req);
     let extra = match req.format {
         OutputFormat::Parquet => vec![(
@@ -98,7 +105,12 @@ pub(crate) fn result_response(
     })
 }
 
-pub async fn explain(State(tap): State<Arc<Tap>>, params: Params) -> Response {
+pub async fn explain(
+    State(tap): State<Arc<Tap>>,
+    Extension(caller): Extension<Caller>,
+    params: Params,
+) -> Response {
+    let visible = tap.visible_to(Reader::of(&caller));
     let Some(query) = params.get("QUERY") else {
         return error(StatusCode::BAD_REQUEST, "QUERY is missing");
     };
@@ -106,7 +118,7 @@ pub async fn explain(State(tap): State<Arc<Tap>>, params: Params) -> Response {
         Ok(u) => u,
         Err(e) => return failure(&e),
     };
-    match tap.czar.explain(query, &uploads).await {
+    match tap.czar.explain(query, &uploads, visible.as_deref()).await {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
         Err(e) => failure(&e.into()),
     }

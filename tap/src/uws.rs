@@ -361,7 +361,8 @@ async fn execute(tap: &Arc<Tap>, id: &str) {
         let uploads = upload::load_all(&params, &tap.limits)
             .await
             .map_err(|e| e.to_string())?;
-        let stream = start_query(&tap.czar, &req, &uploads)
+        let visible = tap.visible_to_owner(job.owner.as_deref());
+        let stream = start_query(&tap.czar, &req, &uploads, visible.as_deref())
             .await
             .map_err(|e| e.to_string())?;
         let file_name = format!("result.{}", req.format.extension());

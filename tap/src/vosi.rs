@@ -278,7 +278,12 @@ fn table_xml(t: &CatalogTable, keys: &[ForeignKey], detail: bool, root: bool) ->
     out
 }
 
-pub async fn tables(State(tap): State<Arc<Tap>>, RawQuery(q): RawQuery) -> Response {
+pub async fn tables(
+    State(tap): State<Arc<Tap>>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let visible = tap.visible_to(crate::access::Reader::of(&caller));
     let detail = q
         .as_deref()
         .map(form_urlencoded)
@@ -296,8 +301,8 @@ pub async fn tables(State(tap): State<Arc<Tap>>, RawQuery(q): RawQuery) -> Respo
             );
         }
     };
-    let tables = tap.czar.catalog_tables();
-    let keys = tap.czar.foreign_keys();
+    let tables = tap.czar.catalog_tables_for(visible.as_deref());
+    let keys = tap.czar.foreign_keys_for(visible.as_deref());
     let mut schemas: Vec<&str> = Vec::new();
     for t in &tables {
         if !schemas.contains(&t.schema.as_str()) {
@@ -317,16 +322,26 @@ pub async fn tables(State(tap): State<Arc<Tap>>, RawQuery(q): RawQuery) -> Respo
     xml(out)
 }
 
-pub async fn table(State(tap): State<Arc<Tap>>, Path(name): Path<String>) -> Response {
+pub async fn table(
+    State(tap): State<Arc<Tap>>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
+    Path(name): Path<String>,
+) -> Response {
+    let visible = tap.visible_to(crate::access::Reader::of(&caller));
     let found = tap
         .czar
-        .catalog_tables()
+        .catalog_tables_for(visible.as_deref())
         .into_iter()
         .find(|t| t.qualified_name().eq_ignore_ascii_case(&name));
     match found {
         Some(t) => xml(format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{}",
-            table_xml(&t, &tap.czar.foreign_keys(), true, true)
+            table_xml(
+                &t,
+                &tap.czar.foreign_keys_for(visible.as_deref()),
+                true,
+                true
+            )
         )),
         None => error(StatusCode::NOT_FOUND, &format!("no table named {name}")),
     }
@@ -341,7 +356,13 @@ pub fn example_queries(tap: &Tap) -> Vec<(String, String, String, String)> {
         "TAP_SCHEMA describes every table and column; this lists the tables with their descriptions.".into(),
         "SELECT table_name, description FROM TAP_SCHEMA.tables ORDER BY table_index".into(),
     ));
-    let infos = tap.czar.tables();
+    // The operator's catalogs only: user tables are not everyone's to see.
+    let infos: Vec<_> = tap
+        .czar
+        .tables()
+        .into_iter()
+        .filter(|t| crate::access::Space::of(&t.record.schema).is_none())
+        .collect();
     let director = infos
         .iter()
         .find(|t| matches!(t.record.kind, metastore::TableKind::Director { .. }));

@@ -1,0 +1,211 @@
+//! Who may see and change which tables. The catalogs the operator loads are everyone's to read (and only an admin's
+//! to change); a user's tables live in the schema `user_NAME`, a group's in `group_NAME`. A user table is read by
+//! its owner (or, in a group schema, the group's members), by those it is shared with (a group, or everyone), and by
+//! admins; to anyone else it does not exist: it is missing from `/tables` and TAP_SCHEMA, and a query naming it
+//! is told there is no such table (404 for its VOSI resource), so private table names do not leak either.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Caller;
+
+/// Whose space a schema is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Space {
+    User(String),
+    Group(String),
+}
+
+impl Space {
+    /// The space of a schema name (`user_NAME`, `group_NAME`), None for the operator's catalogs.
+    pub fn of(schema: &str) -> Option<Space> {
+        let schema = schema.to_ascii_lowercase();
+        if let Some(name) = schema.strip_prefix("user_") {
+            return Some(Space::User(name.to_string()));
+        }
+        schema
+            .strip_prefix("group_")
+            .map(|name| Space::Group(name.to_string()))
+    }
+}
+
+/// Who is reading: a user with their groups, or nobody in particular.
+#[derive(Debug, Clone, Default)]
+pub struct Reader {
+    pub user: Option<String>,
+    pub groups: Vec<String>,
+    pub admin: bool,
+}
+
+impl Reader {
+    pub fn of(caller: &Caller) -> Reader {
+        match caller {
+            Caller::Anonymous => Reader::default(),
+            Caller::User(i) => Reader {
+                user: Some(i.user.clone()),
+                groups: i.groups.clone(),
+                admin: i.may("admin"),
+            },
+        }
+    }
+
+    /// Whether the reader's own space is `space` (theirs, or a group of theirs).
+    pub fn owns(&self, space: &Space) -> bool {
+        match space {
+            Space::User(u) => self.user.as_deref() == Some(u.as_str()),
+            Space::Group(g) => self.user.is_some() && self.groups.iter().any(|x| x == g),
+        }
+    }
+}
+
+/// Who a user table is shared with, beyond its space.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Grant {
+    /// Groups whose members may read it.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Everyone may read it (anonymous callers too).
+    #[serde(default)]
+    pub public: bool,
+}
+
+/// The grants of every user table, kept in `DATA_DIR/usertables/grants.json` (written whole, atomically) and in
+/// memory for the per-query checks.
+pub struct Grants {
+    path: PathBuf,
+    by_table: RwLock<HashMap<String, Grant>>,
+}
+
+impl Grants {
+    pub fn open(data_dir: &Path) -> Result<Grants, String> {
+        let path = data_dir.join("usertables").join("grants.json");
+        let by_table = match metastore::files::read_if_present(&path) {
+            Ok(None) => HashMap::new(),
+            Ok(Some(bytes)) => {
+                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        Ok(Grants {
+            path,
+            by_table: RwLock::new(by_table),
+        })
+    }
+
+    pub fn get(&self, table: &str) -> Grant {
+        self.by_table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&table.to_lowercase())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Sets (or, with the default grant, removes) a table's grant, on disk first.
+    pub fn set(&self, table: &str, grant: Grant) -> Result<(), String> {
+        let mut all = self
+            .by_table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = all.clone();
+        if grant == Grant::default() {
+            next.remove(&table.to_lowercase());
+        } else {
+            next.insert(table.to_lowercase(), grant);
+        }
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let bytes = serde_json::to_vec_pretty(&next).expect("grants serialize");
+        metastore::files::write_atomically(&self.path, &bytes)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        *all = next;
+        Ok(())
+    }
+
+    /// Whether `reader` may read `table` (`schema.table`).
+    pub fn may_read(&self, reader: &Reader, table: &str) -> bool {
+        let schema = table.split('.').next().unwrap_or("");
+        let Some(space) = Space::of(schema) else {
+            return true;
+        };
+        if reader.admin || reader.owns(&space) {
+            return true;
+        }
+        let grant = self.get(table);
+        grant.public
+            || (reader.user.is_some() && grant.groups.iter().any(|g| reader.groups.contains(g)))
+    }
+
+    /// What `reader` sees, for [`czar::Czar::plan_for`]: None when nothing is hidden from them.
+    pub fn visible(
+        self: &Arc<Grants>,
+        reader: Reader,
+    ) -> Option<Arc<dyn Fn(&str) -> bool + Send + Sync>> {
+        if reader.admin {
+            return None;
+        }
+        let grants = self.clone();
+        Some(Arc::new(move |table: &str| grants.may_read(&reader, table)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_reads_a_user_table() {
+        let dir = std::env::temp_dir().join(format!("skyshard-grants-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let grants = Grants::open(&dir).unwrap();
+        let ada = Reader {
+            user: Some("ada".into()),
+            groups: vec!["optics".into()],
+            admin: false,
+        };
+        let bob = Reader {
+            user: Some("bob".into()),
+            groups: vec!["radio".into()],
+            admin: false,
+        };
+        let anonymous = Reader::default();
+        assert!(grants.may_read(&anonymous, "sky.object"));
+        assert!(grants.may_read(&ada, "user_ada.t") && !grants.may_read(&bob, "user_ada.t"));
+        assert!(
+            grants.may_read(&ada, "group_optics.t") && !grants.may_read(&bob, "group_optics.t")
+        );
+        assert!(!grants.may_read(&anonymous, "user_ada.t"));
+        grants
+            .set(
+                "user_ada.t",
+                Grant {
+                    groups: vec!["radio".into()],
+                    public: false,
+                },
+            )
+            .unwrap();
+        assert!(grants.may_read(&bob, "user_ada.t") && !grants.may_read(&anonymous, "user_ada.t"));
+        // Grants survive a restart.
+        let again = Grants::open(&dir).unwrap();
+        assert!(again.may_read(&bob, "user_ada.t"));
+        again
+            .set(
+                "user_ada.t",
+                Grant {
+                    groups: vec![],
+                    public: true,
+                },
+            )
+            .unwrap();
+        assert!(again.may_read(&anonymous, "user_ada.t"));
+        again.set("user_ada.t", Grant::default()).unwrap();
+        assert!(!Grants::open(&dir).unwrap().may_read(&bob, "user_ada.t"));
+        // An anonymous caller is in no group, whatever a grant names.
+        assert!(!Reader::default().owns(&Space::Group("optics".into())));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
