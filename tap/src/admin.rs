@@ -154,10 +154,42 @@ async fn load(
         Ok(o) => o,
         Err(e) => return refused(StatusCode::BAD_REQUEST, e),
     };
+    let result = load_and_ship(&tap, args.input.clone(), options, None).await;
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    let (report, shipped) = match result {
+        Ok(r) => r,
+        Err((status, message)) => return refused(status, message),
+    };
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "table": report.record.qualified_name(),
+            "load_id": report.record.load_id,
+            "rows": report.record.rows,
+            "chunks": report.chunks_with_rows,
+            "skipped": report.skipped,
+            "replaced": report.replaced,
+            "files_shipped": shipped,
+        }),
+    )
+}
+
+/// A check of a finished load before it ships (its directory): a quota, say. Err refuses the load.
+pub(crate) type LoadCheck = Box<dyn Fn(&Path) -> Result<(), String> + Send + Sync>;
+
+/// Runs the loader into the czar's data directory and ships the load's files to the workers before publishing it
+/// (if `check` refuses it or any worker cannot take its files, nothing is published and the table stays as it
+/// was); then drops the table's older loads on the workers and re-reads the catalog. Returns the report and how
+/// many files were shipped; Err names the status to answer with.
+pub(crate) async fn load_and_ship(
+    tap: &Arc<Tap>,
+    inputs: Vec<PathBuf>,
+    options: loader::ingest::IngestOptions,
+    check: Option<LoadCheck>,
+) -> Result<(loader::ingest::IngestReport, usize), (StatusCode, String)> {
     let data_dir = tap.czar.data_dir().to_path_buf();
     let cluster = tap.czar.cluster.clone();
     let runtime = tokio::runtime::Handle::current();
-    let inputs = args.input.clone();
     let shipped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = shipped.clone();
     // A child table's chunks go where its director's are (their joins run chunk-local).
@@ -173,6 +205,9 @@ async fn load(
     };
     let result = tokio::task::spawn_blocking(move || {
         let hook = |load_dir: &Path, record: &mut TableRecord| {
+            if let Some(check) = &check {
+                check(load_dir)?;
+            }
             let n = runtime
                 .block_on(czar::ship::ship(
                     &cluster, &data_dir, load_dir, record, &follow,
@@ -184,15 +219,14 @@ async fn load(
         loader::ingest::ingest_with(&data_dir, &inputs, &options, &hook)
     })
     .await;
-    let _ = tokio::fs::remove_dir_all(&dir).await;
     let report = match result {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return refused(StatusCode::BAD_REQUEST, e.to_string()),
+        Ok(Err(e)) => return Err((StatusCode::BAD_REQUEST, e.to_string())),
         Err(e) => {
-            return refused(
+            return Err((
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the load stopped: {e}"),
-            );
+            ));
         }
     };
     // Older loads of the table on the workers are garbage now (queries name the new load).
@@ -203,21 +237,10 @@ async fn load(
     )
     .await;
     if let Err(e) = tap.czar.refresh() {
-        return refused(
+        return Err((
             StatusCode::SERVICE_UNAVAILABLE,
             format!("loaded, but the catalog could not be re-read: {e}"),
-        );
+        ));
     }
-    json(
-        StatusCode::OK,
-        serde_json::json!({
-            "table": report.record.qualified_name(),
-            "load_id": report.record.load_id,
-            "rows": report.record.rows,
-            "chunks": report.chunks_with_rows,
-            "skipped": report.skipped,
-            "replaced": report.replaced,
-            "files_shipped": shipped.load(std::sync::atomic::Ordering::Relaxed),
-        }),
-    )
+    Ok((report, shipped.load(std::sync::atomic::Ordering::Relaxed)))
 }

@@ -35,6 +35,7 @@ pub mod service;
 pub mod sync;
 pub mod tap_schema;
 pub mod upload;
+pub mod usertables;
 pub mod uws;
 pub mod vosi;
 
@@ -66,7 +67,24 @@ pub fn router(tap: Arc<Tap>) -> Router {
         .route("/tap/availability", get(vosi::availability))
         .route("/tap/capabilities", get(vosi::capabilities))
         .route("/tap/tables", get(vosi::tables))
-        .route("/tap/tables/{name}", get(vosi::table))
+        .route(
+            "/tap/tables/{name}",
+            get(vosi::table)
+                .put(usertables::create)
+                .delete(usertables::remove),
+        )
+        .route(
+            "/tap/load/{name}",
+            axum::routing::post(usertables::load).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/tap/table-update",
+            axum::routing::post(usertables::table_update),
+        )
+        .route(
+            "/tap/permissions/{name}",
+            get(usertables::permissions).post(usertables::set_permissions),
+        )
         .route("/tap/examples", get(vosi::examples))
         .route("/tap/login", axum::routing::post(auth::login))
         .route("/tap/logout", get(auth::logout).post(auth::logout))

@@ -47,6 +47,9 @@ pub struct Limits {
     pub caller_storage: u64,
     /// Where one JSON line per request is appended (None: no audit log).
     pub audit_log: Option<std::path::PathBuf>,
+    /// Bytes of user tables a user's (or a group's) schema may hold, unless `skyshard user quota --tables-mb` says
+    /// otherwise.
+    pub user_tables: u64,
 }
 
 impl Limits {
@@ -79,6 +82,7 @@ impl Default for Limits {
             caller_jobs: 8,
             caller_storage: 10 << 30,
             audit_log: None,
+            user_tables: 1 << 30,
         }
     }
 }
@@ -97,6 +101,8 @@ pub struct Tap {
     pub(crate) audit: Option<crate::audit::AuditLog>,
     /// Who user tables are shared with ([`crate::access`]).
     pub grants: Arc<crate::access::Grants>,
+    /// One change of user tables at a time ([`crate::usertables`]).
+    pub(crate) user_tables_lock: tokio::sync::Mutex<()>,
     /// Sync queries in flight per caller ([`Limits::caller_sync`]).
     sync_shares: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
 }
@@ -143,6 +149,7 @@ impl Tap {
         let grants = Arc::new(crate::access::Grants::open(czar.data_dir())?);
         let tap = Arc::new(Tap {
             grants,
+            user_tables_lock: Default::default(),
             czar,
             limits,
             jobs,

@@ -130,6 +130,44 @@ fn new_id() -> Result<String, metastore::MetaError> {
     Ok(format!("j{}", metastore::accounts::random_hex(16)?))
 }
 
+/// A PENDING job of other work than a query (a table-update: `params` has no `query`), owned by the caller;
+/// returns its id.
+pub(crate) fn create_pending(
+    tap: &Tap,
+    caller: &Caller,
+    client: &Client,
+    params: Vec<(String, String)>,
+) -> Result<String, Response> {
+    let unavailable = |e: String| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot create the job: {e}"),
+        )
+    };
+    let id = new_id().map_err(|e| unavailable(e.to_string()))?;
+    std::fs::create_dir_all(tap.jobs.job_dir(&id)).map_err(|e| unavailable(e.to_string()))?;
+    let now = now_ms();
+    let job = Job {
+        id: id.clone(),
+        run_id: None,
+        phase: Phase::Pending,
+        params,
+        parts: Vec::new(),
+        creation: now,
+        start: None,
+        end: None,
+        duration: tap.limits.default_duration,
+        destruction: now + tap.limits.default_retention * 1000,
+        error: None,
+        result: None,
+        owner: caller.user().map(str::to_string),
+        client: Some(client.key.clone()),
+        groups: client.groups.iter().map(|(k, _)| k.clone()).collect(),
+    };
+    tap.jobs.put(&job).map_err(|e| unavailable(e.to_string()))?;
+    Ok(id)
+}
+
 async fn create(
     State(tap): State<Arc<Tap>>,
     Extension(caller): Extension<Caller>,
@@ -344,6 +382,21 @@ async fn execute(tap: &Arc<Tap>, id: &str) {
             j.error = Some(message);
         });
     };
+    if job.params.iter().any(|(k, _)| k == "index") && !job.params.iter().any(|(k, _)| k == "query")
+    {
+        let outcome = crate::usertables::run_index(tap, &job).await;
+        tap.jobs.update(id, |j| {
+            j.end = Some(now_ms());
+            match &outcome {
+                Ok(()) => j.phase = Phase::Completed,
+                Err(m) => {
+                    j.phase = Phase::Error;
+                    j.error = Some(m.clone());
+                }
+            }
+        });
+        return;
+    }
     let mut params = job.params();
     let dir = tap.jobs.job_dir(id);
     for name in &job.parts {

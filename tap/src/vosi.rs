@@ -200,13 +200,43 @@ pub async fn capabilities(State(tap): State<Arc<Tap>>, headers: HeaderMap) -> Re
         ("ivo://ivoa.net/std/VOSI#availability", "availability", ""),
         ("ivo://ivoa.net/std/VOSI#tables-1.1", "tables", secured),
         ("ivo://ivoa.net/std/DALI#examples", "examples", secured),
-    ] {
+    ]
+    .into_iter()
+    .chain(user_table_capabilities(&tap, secured))
+    {
         out.push_str(&format!(
             "<capability standardID=\"{id}\">\n<interface xsi:type=\"vs:ParamHTTP\" version=\"1.1\">\n<accessURL use=\"full\">{base}/{path}</accessURL>\n{secured}</interface>\n</capability>\n"
         ));
     }
     out.push_str("</vosi:capabilities>\n");
     xml(out)
+}
+
+/// The capabilities of user tables (CADC's youcat layout, which cadctap looks for), when there are accounts.
+fn user_table_capabilities<'a>(
+    tap: &Tap,
+    secured: &'a str,
+) -> Vec<(&'static str, &'static str, &'a str)> {
+    if tap.auth.is_none() {
+        return Vec::new();
+    }
+    vec![
+        (
+            "ivo://ivoa.net/std/VOSI#table-load-sync-1.x",
+            "load",
+            secured,
+        ),
+        (
+            "ivo://ivoa.net/std/VOSI#table-update-async-1.x",
+            "table-update",
+            secured,
+        ),
+        (
+            "ivo://ivoa.net/std/VOSI#table-permissions-1.x",
+            "permissions",
+            secured,
+        ),
+    ]
 }
 
 const TABLESET_OPEN: &str = concat!(
