@@ -1,0 +1,297 @@
+"""User tables against a real `skyshard serve --auth optional`, through the clients that call them: pyvo with
+`activate_features('cadc-tb-upload')` (create_table, load_table in CSV, TSV and FITS, create_index, remove_table)
+and the `cadc-tap` command line; privacy (another user, an anonymous caller: the table does not exist for them),
+sharing with a group and with everyone; refusals (someone else's schema, a catalog schema, bad rows, a column the
+table lacks, the table quota) that leave the table as it was; a restart. Cross-match answers are checked against
+numpy."""
+
+import io
+import os
+import shutil
+import subprocess
+import urllib.parse
+
+import numpy as np
+import pytest
+import pyvo
+import requests
+from astropy.table import Table
+from pyvo.utils import prototype
+
+from skyshard_processes import run, start
+
+ROWS = 3000
+
+DEFINITION = """<vosi:table xmlns:vosi="http://www.ivoa.net/xml/VOSITables/v1.0"
+  xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+  <name>{name}</name>
+  <description>targets for the night</description>
+  <column><name>tid</name><ucd>meta.id;meta.main</ucd><dataType xsi:type="vs:TAPType">BIGINT</dataType></column>
+  <column><name>ra</name><unit>deg</unit><ucd>pos.eq.ra;meta.main</ucd>
+    <dataType xsi:type="vs:TAPType">DOUBLE</dataType></column>
+  <column><name>dec</name><unit>deg</unit><ucd>pos.eq.dec;meta.main</ucd>
+    <dataType xsi:type="vs:TAPType">DOUBLE</dataType></column>
+  <column><name>label</name><description>what it is</description>
+    <dataType xsi:type="vs:VOTableType" arraysize="*">char</dataType></column>
+</vosi:table>"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    base = tmp_path_factory.mktemp("usertables")
+    run("gen", "--rows", str(ROWS), "--out", str(base / "rel"))
+    data = base / "data"
+    run("ingest", "--data-dir", str(data), "--table", "sky.object", "--input", str(base / "rel/object.parquet"),
+        "--ra", "ra", "--dec", "dec", "--id", "id", "--chunk-rows", "500", "--quiet")
+    for name, groups in (("ada", ["optics"]), ("bob", []), ("cy", ["optics"])):
+        run("user", "add", "--data-dir", str(data), name, *sum((["--group", g] for g in groups), []))
+    tokens = {n: run("token", "create", "--data-dir", str(data), "--user", n).strip() for n in ("ada", "bob", "cy")}
+    proc, url = serve(data, base)
+    catalog = Table.read(base / "rel/object.parquet")
+    yield {"url": url, "data": data, "base": base, "tokens": tokens, "catalog": catalog, "proc": proc}
+    proc.kill()
+    proc.wait()
+
+
+def serve(data, base):
+    return start(["serve", "--data-dir", str(data), "--port", "0", "--workers", "2", "--auth", "optional",
+                  "--jobs-dir", str(base / "jobs")])
+
+
+def session(token):
+    s = requests.Session()
+    if token:
+        s.headers["Authorization"] = f"Bearer {token}"
+    return s
+
+
+def service(site, user):
+    return pyvo.dal.TAPService(site["url"], session=session(site["tokens"].get(user)))
+
+
+def matches_within(targets, catalog, arcsec):
+    """Pairs (target, catalog row) closer than `arcsec`, by numpy: the independent answer."""
+    def xyz(ra, dec):
+        ra, dec = np.radians(np.asarray(ra, float)), np.radians(np.asarray(dec, float))
+        return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], 1)
+    return int((xyz(targets["ra"], targets["dec"]) @ xyz(catalog["ra"], catalog["dec"]).T
+                >= np.cos(np.radians(arcsec / 3600))).sum())
+
+
+@pytest.fixture()
+def features():
+    prototype.activate_features("cadc-tb-upload")
+    yield
+    prototype.deactivate_features("cadc-tb-upload")
+
+
+def csv_bytes(table):
+    out = io.StringIO()
+    table.write(out, format="ascii.csv")
+    return out.getvalue().encode()
+
+
+def targets(catalog, start_row, n, jitter_arcsec=0.3):
+    rng = np.random.default_rng(start_row)
+    rows = catalog[start_row:start_row + n]
+    return Table({"tid": np.arange(start_row, start_row + n, dtype=np.int64),
+                  "ra": (np.asarray(rows["ra"]) + rng.uniform(-1, 1, n) * jitter_arcsec / 3600) % 360,
+                  "dec": np.clip(np.asarray(rows["dec"]) + rng.uniform(-1, 1, n) * jitter_arcsec / 3600, -90, 90),
+                  "label": [f"t{i}" for i in range(start_row, start_row + n)]})
+
+
+def test_pyvo_creates_loads_indexes_queries_and_removes_a_table(site, features, tmp_path):
+    tap = service(site, "ada")
+    name = "user_ada.targets"
+    tap.create_table(name, io.BytesIO(DEFINITION.format(name=name).encode()))
+    # CSV, then TSV, then FITS: each load adds its rows.
+    first, second, third = (targets(site["catalog"], s, 150) for s in (0, 500, 1000))
+    csv, tsv, fits = (tmp_path / "t.csv", tmp_path / "t.tsv", tmp_path / "t.fits")
+    first.write(csv, format="ascii.csv")
+    second.write(tsv, format="ascii.tab")
+    third.write(fits)
+    with open(csv, "rb") as f:
+        tap.load_table(name, f, format="csv")
+    with open(tsv, "rb") as f:
+        tap.load_table(name, f, format="tsv")
+    with open(fits, "rb") as f:
+        tap.load_table(name, f, format="FITSTable")
+    got = tap.run_sync(f"SELECT tid, label FROM {name} ORDER BY tid").to_table()
+    assert list(got["tid"]) == list(first["tid"]) + list(second["tid"]) + list(third["tid"])
+    assert got["label"][0] == "t0"
+    # Its metadata, as declared.
+    cols = tap.run_sync("SELECT column_name, unit, ucd, description, indexed FROM TAP_SCHEMA.columns "
+                        f"WHERE table_name = '{name}'").to_table()
+    by_name = {r["column_name"]: r for r in cols}
+    assert by_name["ra"]["unit"] == "deg" and by_name["label"]["description"] == "what it is"
+    # A unique index on tid (a UWS job pyvo runs and waits for) shows in TAP_SCHEMA.
+    tap.create_index(name, "tid", unique=True)
+    cols = tap.run_sync(f"SELECT column_name, indexed FROM TAP_SCHEMA.columns WHERE table_name = '{name}' "
+                        "AND column_name = 'label'").to_table()
+    assert cols["indexed"][0] == 0
+    cols = tap.run_sync(f"SELECT indexed FROM TAP_SCHEMA.columns WHERE table_name = '{name}' "
+                        "AND column_name = 'tid'").to_table()
+    assert cols["indexed"][0] == 1
+    # The cross-match with the catalog runs chunk by chunk on the workers, and agrees with numpy.
+    all_targets = Table({k: np.concatenate([first[k], second[k], third[k]]) for k in ("ra", "dec")})
+    expected = matches_within(all_targets, site["catalog"], 1.0)
+    assert expected >= 450
+    query = (f"SELECT COUNT(*) AS n FROM {name} AS t JOIN sky.object AS o "
+             "ON 1 = CONTAINS(POINT('ICRS', t.ra, t.dec), CIRCLE('ICRS', o.ra, o.dec, 1.0/3600))")
+    assert tap.run_sync(query).to_table()["n"][0] == expected
+    plan = session(site["tokens"]["ada"]).post(site["url"] + "/explain", data={"LANG": "ADQL", "QUERY": query}).text
+    assert "fragment over" in plan and "ChunkScanExec" in plan and "ConeJoinExec" in plan, plan
+    tap.remove_table(name)
+    r = session(site["tokens"]["ada"]).get(site["url"] + f"/tables/{name}")
+    assert r.status_code == 404
+
+
+def test_a_unique_index_on_repeated_values_fails_the_job(site, features):
+    tap = service(site, "ada")
+    name = "user_ada.repeats"
+    tap.create_table(name, io.BytesIO(DEFINITION.format(name=name).encode()))
+    t = targets(site["catalog"], 0, 10)
+    t["label"] = ["same"] * 10
+    tap.load_table(name, io.BytesIO(csv_bytes(t)), format="csv")
+    with pytest.raises(Exception) as failed:
+        tap.create_index(name, "label", unique=True)
+    assert "not unique" in str(failed.value), failed.value
+    tap.remove_table(name)
+
+
+def test_a_user_table_is_private_until_shared(site, features):
+    ada, bob, cy, anonymous = (session(site["tokens"].get(u)) for u in ("ada", "bob", "cy", None))
+    url = site["url"]
+    name = "user_ada.private"
+    service(site, "ada").create_table(name, io.BytesIO(DEFINITION.format(name=name).encode()))
+    rows = csv_bytes(targets(site["catalog"], 0, 20))
+    r = ada.post(f"{url}/load/{name}", data=rows, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 200, r.text
+    count = {"LANG": "ADQL", "QUERY": f"SELECT COUNT(*) AS n FROM {name}", "RESPONSEFORMAT": "csv"}
+    assert ada.post(f"{url}/sync", data=count).text.split()[1] == "20"
+    for who in (bob, cy, anonymous):
+        # It does not exist for them: not in the query, /tables, its VOSI resource or TAP_SCHEMA.
+        r = who.post(f"{url}/sync", data=count)
+        assert r.status_code == 400 and "not found" in r.text and name not in r.text.split("known tables")[1], r.text
+        assert name not in who.get(f"{url}/tables").text
+        assert who.get(f"{url}/tables/{name}").status_code == 404
+        ts = who.post(f"{url}/sync", data={"LANG": "ADQL", "RESPONSEFORMAT": "csv",
+                                           "QUERY": "SELECT table_name FROM TAP_SCHEMA.tables"}).text
+        assert "sky.object" in ts and name not in ts
+    assert name in ada.get(f"{url}/tables").text
+    # Shared with optics (cadctap's permissions form): cy reads it, bob still does not.
+    r = ada.post(f"{url}/permissions/{name}", data="r-group=ivo://skyshard/gms?optics\n",
+                 headers={"Content-Type": "text/plain"})
+    assert r.status_code == 200 and "optics" in r.text, r.text
+    assert cy.post(f"{url}/sync", data=count).text.split()[1] == "20"
+    assert bob.post(f"{url}/sync", data=count).status_code == 400
+    # Only the owner changes who reads it.
+    assert cy.post(f"{url}/permissions/{name}", data="public=true\n").status_code == 403
+    assert ada.post(f"{url}/permissions/{name}", data="public=true\n").status_code == 200
+    assert anonymous.post(f"{url}/sync", data=count).text.split()[1] == "20"
+    assert "public=true" in anonymous.get(f"{url}/permissions/{name}").text
+    # Readers are not writers.
+    r = cy.post(f"{url}/load/{name}", data=rows, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 403, r.text
+    assert ada.delete(f"{url}/tables/{name}").status_code == 200
+    assert anonymous.post(f"{url}/sync", data=count).status_code == 400
+
+
+def test_writes_are_refused_clearly_and_change_nothing(site, features):
+    ada, bob, anonymous = (session(site["tokens"].get(u)) for u in ("ada", "bob", None))
+    url = site["url"]
+    name = "user_ada.strict"
+    definition = DEFINITION.format(name=name).encode()
+    xml = {"Content-Type": "text/xml"}
+    assert bob.put(f"{url}/tables/{name}", data=definition, headers=xml).status_code == 403
+    assert anonymous.put(f"{url}/tables/{name}", data=definition, headers=xml).status_code == 401
+    r = ada.put(f"{url}/tables/sky.mine", data=definition, headers=xml)
+    assert r.status_code == 403 and "catalog schema" in r.text, r.text
+    r = ada.put(f"{url}/tables/{name}", data=b"<vosi:table><column>", headers=xml)
+    assert r.status_code == 400 and 'value="ERROR"' in r.text, r.text
+    assert ada.put(f"{url}/tables/{name}", data=definition, headers=xml).status_code == 201
+    assert ada.put(f"{url}/tables/{name}", data=definition, headers=xml).status_code == 409
+    good = b"tid,ra,dec,label\n1,10.0,20.0,a\n2,11.0,21.0,b\n"
+    assert ada.post(f"{url}/load/{name}", data=good, headers={"Content-Type": "text/csv"}).status_code == 200
+    count = {"LANG": "ADQL", "QUERY": f"SELECT COUNT(*) AS n FROM {name}", "RESPONSEFORMAT": "csv"}
+    # A bad value names its line; a column the table lacks is named; an unknown format is 415.
+    r = ada.post(f"{url}/load/{name}", data=b"tid,ra,dec\n3,12.0,22.0\n4,not-a-number,23.0\n",
+                 headers={"Content-Type": "text/csv"})
+    assert r.status_code == 400 and "line" in r.text and "nothing was loaded" in r.text, r.text
+    r = ada.post(f"{url}/load/{name}", data=b"tid,colour\n3,red\n", headers={"Content-Type": "text/csv"})
+    assert r.status_code == 400 and "colour" in r.text, r.text
+    r = ada.post(f"{url}/load/{name}", data=b"{}", headers={"Content-Type": "application/json"})
+    assert r.status_code == 415, r.text
+    # A row whose position is out of range is refused by the loader, naming it.
+    r = ada.post(f"{url}/load/{name}", data=b"tid,ra,dec\n5,10.0,95.0\n", headers={"Content-Type": "text/csv"})
+    assert r.status_code == 400, r.text
+    assert ada.post(f"{url}/sync", data=count).text.split()[1] == "2"
+    # Someone else's table is not theirs to load or drop.
+    assert bob.post(f"{url}/load/{name}", data=good, headers={"Content-Type": "text/csv"}).status_code == 403
+    assert bob.delete(f"{url}/tables/{name}").status_code == 403
+    assert ada.post(f"{url}/sync", data=count).text.split()[1] == "2"
+    assert ada.delete(f"{url}/tables/{name}").status_code == 200
+
+
+def test_a_load_past_the_table_quota_is_refused_whole(site, features):
+    ada = session(site["tokens"]["ada"])
+    url = site["url"]
+    name = "user_ada.big"
+    run("user", "quota", "--data-dir", str(site["data"]), "ada", "--tables-mb", "1")
+    try:
+        assert ada.put(f"{url}/tables/{name}", data=DEFINITION.format(name=name).encode(),
+                       headers={"Content-Type": "text/xml"}).status_code == 201
+        small = b"tid,ra,dec,label\n1,10.0,20.0,a\n"
+        assert ada.post(f"{url}/load/{name}", data=small, headers={"Content-Type": "text/csv"}).status_code == 200
+        rng = np.random.default_rng(7)
+        n = 60_000
+        big = Table({"tid": np.arange(10, 10 + n), "ra": rng.uniform(0, 360, n), "dec": rng.uniform(-90, 90, n),
+                     "label": [os.urandom(12).hex() for _ in range(n)]})
+        r = ada.post(f"{url}/load/{name}", data=csv_bytes(big), headers={"Content-Type": "text/csv"})
+        assert r.status_code == 413 and "quota" in r.text and "nothing was changed" in r.text, r.text[:500]
+        count = {"LANG": "ADQL", "QUERY": f"SELECT COUNT(*) AS n FROM {name}", "RESPONSEFORMAT": "csv"}
+        assert ada.post(f"{url}/sync", data=count).text.split()[1] == "1"
+    finally:
+        run("user", "quota", "--data-dir", str(site["data"]), "ada", "--tables-mb", "0")
+        ada.delete(f"{url}/tables/{name}")
+
+
+def test_cadctap_command_line(site, tmp_path):
+    cadc = shutil.which("cadc-tap")
+    assert cadc, "cadc-tap is not installed (pip install -r tests/python/requirements.txt)"
+    token = site["tokens"]["ada"]
+    name = "user_ada.cadc"
+
+    def cadc_tap(*args, answer=None):
+        out = subprocess.run([cadc, args[0], "--token", token, "-s", site["url"], *args[1:]], capture_output=True,
+                             text=True, timeout=120, input=answer)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    definition = tmp_path / "def.xml"
+    definition.write_text(DEFINITION.format(name=name))
+    cadc_tap("create", name, str(definition))
+    t = targets(site["catalog"], 0, 25)
+    t.write(tmp_path / "t.tsv", format="ascii.tab")
+    cadc_tap("load", "-f", "tsv", name, str(tmp_path / "t.tsv"))
+    cadc_tap("index", "-U", name, "tid")
+    out = cadc_tap("query", f"SELECT COUNT(*) AS n FROM {name}")
+    assert "25" in out.split(), out
+    cadc_tap("delete", name, answer="yes\n")
+    assert session(token).get(site["url"] + f"/tables/{name}").status_code == 404
+
+
+def test_user_tables_survive_a_restart(site, features):
+    name = "user_ada.kept"
+    tap = service(site, "ada")
+    tap.create_table(name, io.BytesIO(DEFINITION.format(name=name).encode()))
+    tap.load_table(name, io.BytesIO(csv_bytes(targets(site["catalog"], 0, 30))), format="csv")
+    ada = session(site["tokens"]["ada"])
+    assert ada.post(site["url"] + f"/permissions/{name}", data="r-group=optics\n").status_code == 200
+    site["proc"].kill()
+    site["proc"].wait()
+    site["proc"], site["url"] = serve(site["data"], site["base"])
+    count = {"LANG": "ADQL", "QUERY": f"SELECT COUNT(*) AS n FROM {name}", "RESPONSEFORMAT": "csv"}
+    assert session(site["tokens"]["cy"]).post(site["url"] + "/sync", data=count).text.split()[1] == "30"
+    assert session(site["tokens"]["bob"]).post(site["url"] + "/sync", data=count).status_code == 400
+    service(site, "ada").remove_table(name)
