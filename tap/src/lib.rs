@@ -81,6 +81,7 @@ pub fn router(tap: Arc<Tap>) -> Router {
             "/tap/table-update",
             axum::routing::post(usertables::table_update),
         )
+        .route("/tap/Upload", axum::routing::post(usertables::upload))
         .route(
             "/tap/permissions/{name}",
             get(usertables::permissions).post(usertables::set_permissions),

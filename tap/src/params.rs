@@ -81,7 +81,9 @@ impl Params {
         let lower = content_type.to_ascii_lowercase();
         if lower.starts_with("multipart/form-data") {
             let boundary = multer::parse_boundary(content_type)
-                .map_err(|_| "a multipart/form-data body needs a boundary".to_string())?;
+                .ok()
+                .or_else(|| loose_boundary(content_type))
+                .ok_or_else(|| "a multipart/form-data body needs a boundary".to_string())?;
             params.add_multipart(body.clone(), boundary).await?;
         } else if !body.is_empty()
             && (lower.is_empty() || lower.starts_with("application/x-www-form-urlencoded"))
@@ -168,9 +170,35 @@ pub fn form_urlencoded(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The boundary of a multipart Content-Type that strict parsing refuses: astroquery sends `boundary===123===`
+/// unquoted, though `=` should be quoted there. Up to the next `;`, quotes trimmed; 1-70 characters.
+fn loose_boundary(content_type: &str) -> Option<String> {
+    let at = content_type.to_ascii_lowercase().find("boundary=")?;
+    let value = content_type[at + "boundary=".len()..]
+        .split(';')
+        .next()?
+        .trim()
+        .trim_matches('"');
+    (1..=70).contains(&value.len()).then(|| value.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unquoted_boundaries_with_equals_signs_are_read() {
+        assert_eq!(
+            loose_boundary("multipart/form-data; boundary===1764==="),
+            Some("===1764===".into())
+        );
+        assert_eq!(
+            loose_boundary("multipart/form-data; boundary=\"a=b\"; x=y"),
+            Some("a=b".into())
+        );
+        assert_eq!(loose_boundary("multipart/form-data"), None);
+        assert_eq!(loose_boundary("multipart/form-data; boundary="), None);
+    }
 
     #[tokio::test]
     async fn urlencoded_names_are_case_insensitive() {

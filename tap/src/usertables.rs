@@ -442,30 +442,55 @@ pub(crate) async fn create(
         Ok(s) => s,
         Err(r) => return refuse(r),
     };
-    let template = template_path(tap.czar.data_dir(), &qualified);
     let input = scratch.0.join("rows.parquet");
+    if let Err(e) = write_parquet(&input, definition.schema.clone(), &definition.rows) {
+        return refuse(unavailable(e));
+    }
+    create_table(
+        &tap,
+        &client,
+        &space,
+        &qualified,
+        definition.schema,
+        definition.description,
+        input,
+    )
+    .await
+}
+
+/// Creates a table of `schema` (its declared columns) with the rows of the Parquet file `input`: its template
+/// kept, laid out by its UCDs, loaded within the space's quota. 201, or the refusal.
+async fn create_table(
+    tap: &Arc<Tap>,
+    client: &Client,
+    space: &Space,
+    qualified: &str,
+    schema: SchemaRef,
+    description: Option<String>,
+    input: PathBuf,
+) -> Response {
+    let template = template_path(tap.czar.data_dir(), qualified);
     let written = template
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
         .map_err(|e| e.to_string())
-        .and_then(|_| write_parquet(&template, definition.schema.clone(), &[]))
-        .and_then(|_| write_parquet(&input, definition.schema.clone(), &definition.rows));
+        .and_then(|_| write_parquet(&template, schema.clone(), &[]));
     if let Err(e) = written {
         return refuse(unavailable(e));
     }
-    let (kind, chunk_map_of) = kind_of(&definition.schema, &tap);
-    let mut options = loader::ingest::IngestOptions::new(&qualified, kind);
-    options.description = definition.description;
+    let (kind, chunk_map_of) = kind_of(&schema, tap);
+    let mut options = loader::ingest::IngestOptions::new(qualified, kind);
+    options.description = description;
     options.chunk_map_of = chunk_map_of;
     options.format = Some(loader::input::InputFormat::Parquet);
-    let check = quota_check(&tap, &client, &space, &qualified);
-    match crate::admin::load_and_ship(&tap, vec![input], options, Some(check)).await {
+    let check = quota_check(tap, client, space, qualified);
+    match crate::admin::load_and_ship(tap, vec![input], options, Some(check)).await {
         Ok((report, _)) => (
             StatusCode::CREATED,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             format!(
                 "created {qualified} ({} columns, {}{})\n",
-                definition.schema.fields().len(),
+                schema.fields().len(),
                 match report.record.kind {
                     TableKind::Director { .. } => "partitioned on its positions",
                     _ => "replicated",
@@ -480,9 +505,195 @@ pub(crate) async fn create(
             .into_response(),
         Err(r) => {
             let _ = std::fs::remove_file(&template);
-            refuse(r)
+            load_refusal(r)
         }
     }
+}
+
+/// `POST /tap/Upload` (the Gaia archive's, which astroquery's `TapPlus(..., upload_context="Upload")` calls):
+/// `JOBID` and `TABLE_NAME` save a finished job's result as the table `user_NAME.TABLE_NAME`; without a job, the
+/// `FILE` part (a VOTable, or `FORMAT` csv, fits or parquet) becomes the table. `TABLE_DESC` describes it; the
+/// description also says where the rows came from (the job, its query, the date).
+pub(crate) async fn upload(
+    State(tap): State<Arc<Tap>>,
+    Extension(caller): Extension<Caller>,
+    Extension(client): Extension<Client>,
+    headers: HeaderMap,
+    params: crate::params::Params,
+) -> Response {
+    let Some(user) = caller.user().map(str::to_string) else {
+        return crate::auth::unauthorized(
+            &headers,
+            "saving a table needs a named user: log in first",
+        );
+    };
+    let Some(table) = params
+        .get("TABLE_NAME")
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+    else {
+        return error(StatusCode::BAD_REQUEST, "TABLE_NAME is missing");
+    };
+    let name = if table.contains('.') {
+        table
+    } else {
+        format!("user_{user}.{table}")
+    };
+    let (schema, table, space) = match table_name(&name) {
+        Ok(n) => n,
+        Err(r) => return refuse(r),
+    };
+    if let Err(r) = may_write(&tap, &caller, &space, &headers) {
+        return r;
+    }
+    let qualified = format!("{schema}.{table}");
+    let _turn = writing(&tap).lock().await;
+    if tap
+        .czar
+        .tables()
+        .iter()
+        .any(|t| t.record.qualified_name().eq_ignore_ascii_case(&qualified))
+    {
+        return error(
+            StatusCode::CONFLICT,
+            &format!("{qualified} exists: delete it first"),
+        );
+    }
+    let described = params
+        .get("TABLE_DESC")
+        .map(str::trim)
+        .filter(|d| !d.is_empty());
+    let scratch = match Scratch::new(&tap) {
+        Ok(s) => s,
+        Err(r) => return refuse(r),
+    };
+    let now = crate::jobs::iso(crate::jobs::now_ms());
+    let job_id = params
+        .get("JOBID")
+        .map(str::trim)
+        .filter(|j| !j.is_empty() && *j != "None");
+    let (source, format, provenance) = if let Some(id) = job_id {
+        let Some(job) = tap.jobs.get(id) else {
+            return error(StatusCode::NOT_FOUND, &format!("no job {id}"));
+        };
+        if job.owner.as_deref() != Some(user.as_str()) {
+            return error(StatusCode::FORBIDDEN, &format!("job {id} is not yours"));
+        }
+        let Some(result) = job
+            .result
+            .as_ref()
+            .filter(|_| job.phase == crate::jobs::Phase::Completed)
+        else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "job {id} is {}: only a COMPLETED job's result can be saved",
+                    job.phase.name()
+                ),
+            );
+        };
+        let format = match result.file.rsplit('.').next() {
+            Some("vot") => loader::input::InputFormat::VoTable,
+            Some("csv") => loader::input::InputFormat::Csv,
+            Some("parquet") => loader::input::InputFormat::Parquet,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "a result in TSV cannot be saved: run the job with RESPONSEFORMAT votable, csv or parquet",
+                );
+            }
+        };
+        let query = job
+            .params
+            .iter()
+            .find(|(k, _)| k == "query")
+            .map_or("", |(_, q)| q.as_str());
+        let provenance = format!("saved from job {id} on {now}; query: {query}");
+        (tap.jobs.job_dir(id).join(&result.file), format, provenance)
+    } else {
+        let Some((_, bytes)) = params
+            .parts
+            .iter()
+            .find(|(n, b)| n.eq_ignore_ascii_case("FILE") && !b.is_empty())
+        else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "send JOBID (a finished job of yours) or a FILE to make a table of",
+            );
+        };
+        let format = match params
+            .get("FORMAT")
+            .map(|f| f.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("") | Some("votable") | Some("format") => {
+                loader::input::InputFormat::VoTable
+            }
+            Some("csv") => loader::input::InputFormat::Csv,
+            Some("fits") => loader::input::InputFormat::Fits,
+            Some("parquet") => loader::input::InputFormat::Parquet,
+            Some(other) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("FORMAT={other}: use votable, csv, fits or parquet"),
+                );
+            }
+        };
+        let path = scratch.0.join("file");
+        if let Err(e) = std::fs::write(&path, bytes) {
+            return refuse(unavailable(e));
+        }
+        (path, format, format!("uploaded on {now}"))
+    };
+    let description = Some(match described {
+        Some(d) => format!("{d} ({provenance})"),
+        None => provenance,
+    });
+    let (src, dir) = (source.clone(), scratch.0.join("convert"));
+    let prepared = tokio::task::spawn_blocking(move || -> Result<(PathBuf, SchemaRef), String> {
+        let prepared =
+            loader::input::prepare(&[src], Some(format), &dir).map_err(|e| e.to_string())?;
+        let file = std::fs::File::open(&prepared[0]).map_err(|e| e.to_string())?;
+        let schema = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| e.to_string())?
+            .schema()
+            .clone();
+        Ok((prepared[0].clone(), schema))
+    })
+    .await;
+    let (input, schema) = match prepared {
+        Ok(Ok(p)) => p,
+        Ok(Err(m)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("the rows cannot be read: {m}"),
+            );
+        }
+        Err(e) => return refuse(unavailable(e)),
+    };
+    if let Err(m) = check_columns(&schema) {
+        return error(StatusCode::BAD_REQUEST, &m);
+    }
+    let created = create_table(
+        &tap,
+        &client,
+        &space,
+        &qualified,
+        schema,
+        description,
+        input,
+    )
+    .await;
+    if created.status() == StatusCode::CREATED {
+        // astroquery expects 200.
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("created {qualified}\n"),
+        )
+            .into_response();
+    }
+    created
 }
 
 // ---------------------------------------------------------------------------------------------------------------

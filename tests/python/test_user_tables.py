@@ -295,3 +295,42 @@ def test_user_tables_survive_a_restart(site, features):
     assert session(site["tokens"]["cy"]).post(site["url"] + "/sync", data=count).text.split()[1] == "30"
     assert session(site["tokens"]["bob"]).post(site["url"] + "/sync", data=count).status_code == 400
     service(site, "ada").remove_table(name)
+
+
+def test_astroquery_saves_a_job_result_as_a_table_shared_with_a_group(site):
+    # As with ESA's Gaia archive: TapPlus logged in, an async job, upload_table_from_job. astroquery logs in over
+    # HTTPS only; its secure connection is pointed at the plain-HTTP test server (as in test_auth.py).
+    import http.client
+    from astroquery.utils.tap.core import TapPlus
+    parts = urllib.parse.urlparse(site["url"])
+    tap = TapPlus(url=site["url"], upload_context="Upload", verbose=False)
+    handler = tap._TapPlus__getconnhandler()._TapConn__connectionHandler
+    handler.get_connection_secure = lambda verbose=False: http.client.HTTPConnection(parts.hostname, parts.port)
+    tap.login(user="ada", password=site["tokens"]["ada"])
+    query = "SELECT TOP 50 id, ra, dec, mag_g FROM sky.object ORDER BY id"
+    job = tap.launch_job_async(query, verbose=False)
+    expected = job.get_results()
+    assert len(expected) == 50
+    tap.upload_table_from_job(job=job, table_name="saved", table_description="bright ones")
+    name = "user_ada.saved"
+    count = {"LANG": "ADQL", "QUERY": f"SELECT id, mag_g FROM {name} ORDER BY id", "RESPONSEFORMAT": "csv"}
+    ada, bob, cy = (session(site["tokens"][u]) for u in ("ada", "bob", "cy"))
+    rows = ada.post(site["url"] + "/sync", data=count).text.split()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(expected["id"])
+    # Its description says where the rows came from; its columns keep their metadata (and so its layout).
+    meta = ada.post(site["url"] + "/sync", data={"LANG": "ADQL", "RESPONSEFORMAT": "csv", "QUERY":
+                    f"SELECT description FROM TAP_SCHEMA.tables WHERE table_name = '{name}'"}).text
+    assert "bright ones" in meta and f"job {job.jobid}" in meta and "ORDER BY id" in meta, meta
+    ucds = ada.post(site["url"] + "/sync", data={"LANG": "ADQL", "RESPONSEFORMAT": "csv", "QUERY":
+                    f"SELECT ucd FROM TAP_SCHEMA.columns WHERE table_name = '{name}' AND column_name = 'ra'"}).text
+    assert "pos.eq.ra" in ucds, ucds
+    # Shared with optics: cy reads it; bob (not a member) is told there is no such table.
+    assert ada.post(site["url"] + f"/permissions/{name}", data="r-group=optics\n").status_code == 200
+    assert len(cy.post(site["url"] + "/sync", data=count).text.split()) == 51
+    r = bob.post(site["url"] + "/sync", data=count)
+    assert r.status_code == 400 and "not found" in r.text, r.text
+    assert bob.get(site["url"] + f"/tables/{name}").status_code == 404
+    # A job that is not yours cannot be saved.
+    r = bob.post(site["url"] + "/Upload", data={"JOBID": job.jobid, "TABLE_NAME": "stolen"})
+    assert r.status_code == 403, r.text
+    assert ada.delete(site["url"] + f"/tables/{name}").status_code == 200
