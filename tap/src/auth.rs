@@ -643,6 +643,7 @@ pub(crate) async fn me(
             "jobs": tap.jobs.owned_by(&i.user),
             "shares": shares,
             "group_shares": group_shares,
+            "table_space": table_space(&tap, i),
         }),
     };
     (
@@ -650,6 +651,27 @@ pub(crate) async fn me(
         format!("{body}\n"),
     )
         .into_response()
+}
+
+/// Bytes the user's tables (schema `user_NAME`) and their groups' (`group_NAME`) hold, with each quota.
+fn table_space(tap: &Tap, identity: &Identity) -> serde_json::Value {
+    use crate::access::Space;
+    let spaces = std::iter::once(Space::User(identity.user.clone()))
+        .chain(identity.groups.iter().map(|g| Space::Group(g.clone())));
+    spaces
+        .map(|space| {
+            let schema = match &space {
+                Space::User(u) => format!("user_{u}"),
+                Space::Group(g) => format!("group_{g}"),
+            };
+            serde_json::json!({
+                "schema": schema,
+                "used": crate::usertables::space_bytes(tap, &space, None),
+                "limit": crate::usertables::space_quota(tap, &space),
+            })
+        })
+        .collect::<Vec<_>>()
+        .into()
 }
 
 #[cfg(test)]

@@ -251,6 +251,9 @@ def test_a_load_past_the_table_quota_is_refused_whole(site, features):
         assert r.status_code == 413 and "quota" in r.text and "nothing was changed" in r.text, r.text[:500]
         count = {"LANG": "ADQL", "QUERY": f"SELECT COUNT(*) AS n FROM {name}", "RESPONSEFORMAT": "csv"}
         assert ada.post(f"{url}/sync", data=count).text.split()[1] == "1"
+        me = ada.get(url.replace("/tap", "/api/v1/me")).json()
+        space = next(s for s in me["table_space"] if s["schema"] == "user_ada")
+        assert space["limit"] == 1 << 20 and 0 < space["used"] < 1 << 20, me["table_space"]
     finally:
         run("user", "quota", "--data-dir", str(site["data"]), "ada", "--tables-mb", "0")
         ada.delete(f"{url}/tables/{name}")
