@@ -84,6 +84,14 @@ pub struct ServiceArgs {
     /// of its own for the workers it starts.
     #[arg(long, env = "SKYSHARD_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// MiB of user tables each user's schema (user_NAME) and each group's may hold, unless `skyshard user quota
+    /// --tables-mb` says otherwise; past it a load answers 413 and changes nothing.
+    #[arg(long, default_value_t = 1024)]
+    pub user_tables_mb: u64,
+    /// MiB of files each user's space (/files/NAME/) may hold, unless `skyshard user quota --files-mb` says
+    /// otherwise; past it a PUT answers 507 and stores nothing.
+    #[arg(long, default_value_t = 10240)]
+    pub user_files_mb: u64,
     /// The address of an authenticating proxy in front (Gafaelfawr, oauth2-proxy; repeat for several): its
     /// --proxy-user-header names the caller, and its X-Forwarded-For and X-Forwarded-Proto are believed. The same
     /// headers from any other address are ignored.
@@ -126,6 +134,8 @@ async fn run_czar(
         caller_jobs: service.caller_jobs.max(1),
         caller_storage: service.caller_storage_mb.max(1) << 20,
         audit_log: service.audit_log.clone(),
+        user_tables: service.user_tables_mb.saturating_mul(1 << 20),
+        user_files: service.user_files_mb.saturating_mul(1 << 20),
         ..Default::default()
     };
     let policy: tap::auth::Policy = service.auth.parse()?;

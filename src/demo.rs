@@ -117,6 +117,8 @@ pub fn demo(port: u16, rows: u64, workers: usize, data_dir: Option<PathBuf>) -> 
         caller_sync: limits.caller_sync,
         caller_jobs: limits.caller_jobs,
         caller_storage_mb: limits.caller_storage >> 20,
+        user_tables_mb: limits.user_tables >> 20,
+        user_files_mb: limits.user_files >> 20,
         ..Default::default()
     };
     crate::cluster::serve_with(

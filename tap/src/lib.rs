@@ -24,6 +24,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod files;
 pub mod format;
 pub mod jobs;
 pub mod output;
@@ -82,6 +83,10 @@ pub fn router(tap: Arc<Tap>) -> Router {
             axum::routing::post(usertables::table_update),
         )
         .route("/tap/Upload", axum::routing::post(usertables::upload))
+        .route(
+            "/files/{*path}",
+            axum::routing::any(files::dav).layer(DefaultBodyLimit::disable()),
+        )
         .route(
             "/tap/permissions/{name}",
             get(usertables::permissions).post(usertables::set_permissions),

@@ -50,6 +50,9 @@ pub struct Limits {
     /// Bytes of user tables a user's (or a group's) schema may hold, unless `skyshard user quota --tables-mb` says
     /// otherwise.
     pub user_tables: u64,
+    /// Bytes of files a user's space (`/files/NAME/`) may hold, unless `skyshard user quota --files-mb` says
+    /// otherwise.
+    pub user_files: u64,
 }
 
 impl Limits {
@@ -83,6 +86,7 @@ impl Default for Limits {
             caller_storage: 10 << 30,
             audit_log: None,
             user_tables: 1 << 30,
+            user_files: 10 << 30,
         }
     }
 }
@@ -103,6 +107,8 @@ pub struct Tap {
     pub grants: Arc<crate::access::Grants>,
     /// One change of user tables at a time ([`crate::usertables`]).
     pub(crate) user_tables_lock: tokio::sync::Mutex<()>,
+    /// One change at a time in each user's file space ([`crate::files`]).
+    space_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Sync queries in flight per caller ([`Limits::caller_sync`]).
     sync_shares: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
 }
@@ -150,6 +156,7 @@ impl Tap {
         let tap = Arc::new(Tap {
             grants,
             user_tables_lock: Default::default(),
+            space_locks: Default::default(),
             czar,
             limits,
             jobs,
@@ -160,6 +167,16 @@ impl Tap {
             sync_shares: Default::default(),
         });
         Ok(tap)
+    }
+
+    /// The lock of a user's file space.
+    pub(crate) fn space_lock(&self, owner: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.space_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(owner.to_string())
+            .or_default()
+            .clone()
     }
 
     /// What a caller sees of the user tables (None: everything; also under `--auth none`, where there are none).

@@ -1,0 +1,767 @@
+//! User files over WebDAV (RFC 4918, class 1) at `/files/NAME/`: desktop mounts (davfs2, Finder, Windows), rclone and
+//! scripts reach the user's file space with a token (HTTP Basic with the token as password, or Bearer). A space is
+//! its owner's only (the `write:files` scope), kept under `DATA_DIR/files/NAME/`, and bounded by the files quota
+//! (`skyshard user quota --files-mb`, the service's `--user-files-mb` by default): a PUT or COPY past it answers 507
+//! and leaves nothing behind. Uploads are written beside the space and renamed into place when complete, so a
+//! reader never sees half a file. A file of the space can become a user table without being sent again
+//! (`POST /tap/load/S.T?source=/files/NAME/PATH`, [`crate::usertables`]).
+//!
+//! Methods: OPTIONS, GET, HEAD, PUT, DELETE, MKCOL, COPY, MOVE, PROPFIND (depth 0 and 1; PROPPATCH and locks are not
+//! offered).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::auth::Caller;
+use crate::reply::error;
+use crate::service::Tap;
+
+const ALLOW: &str = "OPTIONS, GET, HEAD, PUT, DELETE, MKCOL, COPY, MOVE, PROPFIND";
+
+fn status(code: StatusCode) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "",
+    )
+        .into_response()
+}
+
+/// The root of every user's space.
+fn root(tap: &Tap) -> PathBuf {
+    tap.czar.data_dir().join("files")
+}
+
+/// A path under `/files/`, checked: the owner, and the segments below their space (decoded; no `.`, `..`, empty
+/// or control-character segments).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilePath {
+    pub owner: String,
+    pub segments: Vec<String>,
+}
+
+impl FilePath {
+    pub fn parse(url_path: &str) -> Result<FilePath, String> {
+        let rest = url_path
+            .strip_prefix("/files/")
+            .ok_or_else(|| format!("{url_path} is not under /files/"))?;
+        let mut parts = rest.split('/');
+        let owner = parts.next().unwrap_or("").to_string();
+        if !metastore::accounts::valid_name(&owner) {
+            return Err(format!(
+                "/files/{owner}: no such space (a user's is /files/NAME/)"
+            ));
+        }
+        let mut segments = Vec::new();
+        for raw in parts {
+            if raw.is_empty() {
+                continue;
+            }
+            let s =
+                percent_decode(raw).ok_or_else(|| format!("{raw}: not a valid path segment"))?;
+            if s == "."
+                || s == ".."
+                || s.contains(['/', '\\', '\0'])
+                || s.chars().any(char::is_control)
+                || s.len() > 255
+            {
+                return Err(format!("{s:?}: not a valid name for a file"));
+            }
+            segments.push(s);
+        }
+        if segments.len() > 64 {
+            return Err("paths nest at most 64 deep".into());
+        }
+        Ok(FilePath { owner, segments })
+    }
+
+    fn local(&self, tap: &Tap) -> PathBuf {
+        let mut p = root(tap).join(&self.owner);
+        for s in &self.segments {
+            p.push(s);
+        }
+        p
+    }
+
+    fn href(&self, collection: bool) -> String {
+        let mut out = format!("/files/{}/", self.owner);
+        out.push_str(
+            &self
+                .segments
+                .iter()
+                .map(|s| percent_encode(s))
+                .collect::<Vec<_>>()
+                .join("/"),
+        );
+        if collection && !self.segments.is_empty() {
+            out.push('/');
+        }
+        out
+    }
+
+    fn parent(&self) -> Option<FilePath> {
+        let mut p = self.clone();
+        p.segments.pop()?;
+        Some(p)
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn xml_escape(s: &str) -> String {
+    votable::write::xml_escape(s)
+}
+
+/// Bytes of the files under `dir`.
+pub(crate) fn size_of(dir: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| size_of(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+/// A space's quota in bytes.
+pub(crate) fn quota(tap: &Tap, owner: &str) -> u64 {
+    let mb = tap
+        .auth
+        .as_ref()
+        .and_then(|a| a.accounts.user(owner).ok().flatten())
+        .and_then(|u| u.quota.files_mb);
+    mb.map_or(tap.limits.user_files, |mb| mb.saturating_mul(1 << 20))
+}
+
+fn insufficient(used: u64, quota: u64) -> Response {
+    error(
+        StatusCode::INSUFFICIENT_STORAGE,
+        &format!(
+            "the file space is full: it would hold more than its quota of {} MiB (it holds {} MiB); nothing was \
+             written. Delete files, or ask for more (skyshard user quota --files-mb)",
+            quota >> 20,
+            used >> 20
+        ),
+    )
+}
+
+/// Every method under `/files/`.
+pub(crate) async fn dav(
+    State(tap): State<Arc<Tap>>,
+    Extension(caller): Extension<Caller>,
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if tap.auth.is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this service has no accounts (--auth none), so no user files",
+        );
+    }
+    if method == Method::OPTIONS {
+        return (
+            StatusCode::OK,
+            [("DAV", "1"), ("Allow", ALLOW), ("MS-Author-Via", "DAV")],
+            "",
+        )
+            .into_response();
+    }
+    let path = match FilePath::parse(uri.path()) {
+        Ok(p) => p,
+        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+    };
+    let Caller::User(identity) = &caller else {
+        return crate::auth::unauthorized(
+            &headers,
+            "user files need identity: send a token (Basic or Bearer)",
+        );
+    };
+    if identity.user != path.owner {
+        return error(
+            StatusCode::FORBIDDEN,
+            &format!("/files/{}/ is not your space", path.owner),
+        );
+    }
+    let writes = !matches!(method.as_str(), "GET" | "HEAD" | "PROPFIND");
+    if writes && !identity.may("write:files") {
+        return error(
+            StatusCode::FORBIDDEN,
+            "your token lacks the write:files scope",
+        );
+    }
+    let space = root(&tap).join(&path.owner);
+    if let Err(e) = tokio::fs::create_dir_all(&space).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the file space cannot be opened: {e}"),
+        );
+    }
+    // One change at a time in a space (quota checks and renames see a still space); other spaces go on.
+    let _writer = if writes {
+        Some(tap.space_lock(&path.owner).lock_owned().await)
+    } else {
+        None
+    };
+    match method.as_str() {
+        "GET" | "HEAD" => get(&path.local(&tap), method == Method::HEAD).await,
+        "PUT" => put(&tap, &path, body).await,
+        "DELETE" => delete(&path.local(&tap), &path).await,
+        "MKCOL" => mkcol(&tap, &path, body).await,
+        "COPY" | "MOVE" => copy_or_move(&tap, &path, &headers, method.as_str() == "MOVE").await,
+        "PROPFIND" => propfind(&tap, &path, &headers, body).await,
+        _ => (StatusCode::METHOD_NOT_ALLOWED, [("Allow", ALLOW)], "").into_response(),
+    }
+}
+
+async fn get(local: &Path, head: bool) -> Response {
+    let meta = match tokio::fs::metadata(local).await {
+        Ok(m) => m,
+        Err(_) => return error(StatusCode::NOT_FOUND, "no such file"),
+    };
+    if meta.is_dir() {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a collection: list it with PROPFIND",
+        );
+    }
+    let headers = [
+        (header::CONTENT_TYPE, content_type(local).to_string()),
+        (header::CONTENT_LENGTH, meta.len().to_string()),
+        (header::ETAG, etag(&meta)),
+        (header::LAST_MODIFIED, http_date(&meta)),
+    ];
+    if head {
+        return (StatusCode::OK, headers, Body::empty()).into_response();
+    }
+    match tokio::fs::File::open(local).await {
+        Ok(file) => (
+            StatusCode::OK,
+            headers,
+            Body::from_stream(tokio_util_stream(file)),
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the file cannot be read: {e}"),
+        ),
+    }
+}
+
+/// A file as a stream of chunks.
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
+    futures::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 256 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    })
+}
+
+fn content_type(path: &Path) -> &'static str {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("csv") => "text/csv",
+        Some("tsv") => "text/tab-separated-values",
+        Some("txt") => "text/plain",
+        Some("fits" | "fit" | "fts") => "application/fits",
+        Some("xml" | "vot") => "application/x-votable+xml",
+        Some("parquet") => "application/vnd.apache.parquet",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+fn modified(meta: &std::fs::Metadata) -> chrono::DateTime<chrono::Utc> {
+    meta.modified()
+        .map(chrono::DateTime::<chrono::Utc>::from)
+        .unwrap_or_default()
+}
+
+fn http_date(meta: &std::fs::Metadata) -> String {
+    modified(meta)
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
+}
+
+fn etag(meta: &std::fs::Metadata) -> String {
+    format!(
+        "\"{:x}-{:x}\"",
+        meta.len(),
+        modified(meta).timestamp_nanos_opt().unwrap_or(0)
+    )
+}
+
+async fn put(tap: &Tap, path: &FilePath, body: Body) -> Response {
+    let local = path.local(tap);
+    let Some(parent) = path.parent() else {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the space itself is a collection, not a file",
+        );
+    };
+    if !parent.local(tap).is_dir() {
+        return error(
+            StatusCode::CONFLICT,
+            "the parent collection does not exist (MKCOL it first)",
+        );
+    }
+    if local.is_dir() {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "that is a collection");
+    }
+    let quota = quota(tap, &path.owner);
+    let existing = local.metadata().map(|m| m.len()).unwrap_or(0);
+    let used = size_of(&root(tap).join(&path.owner)).saturating_sub(existing);
+    let staging = root(tap).join(".uploads");
+    if let Err(e) = tokio::fs::create_dir_all(&staging).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot store the file: {e}"),
+        );
+    }
+    let tmp = match metastore::accounts::random_hex(8) {
+        Ok(id) => staging.join(id),
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("cannot store the file: {e}"),
+            );
+        }
+    };
+    let written = async {
+        let mut out = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        let mut stream = body.into_data_stream();
+        let mut bytes = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| (StatusCode::BAD_REQUEST, format!("receiving the file: {e}")))?;
+            bytes += chunk.len() as u64;
+            if used + bytes > quota {
+                return Err((StatusCode::INSUFFICIENT_STORAGE, String::new()));
+            }
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        }
+        out.sync_all()
+            .await
+            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        Ok(bytes)
+    }
+    .await;
+    if let Err((code, message)) = written {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        if code == StatusCode::INSUFFICIENT_STORAGE {
+            return insufficient(used, quota);
+        }
+        return error(code, &format!("the file was not stored: {message}"));
+    }
+    let existed = local.exists();
+    if let Err(e) = tokio::fs::rename(&tmp, &local).await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the file was not stored: {e}"),
+        );
+    }
+    status(if existed {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::CREATED
+    })
+}
+
+async fn delete(local: &Path, path: &FilePath) -> Response {
+    if path.segments.is_empty() {
+        return error(StatusCode::FORBIDDEN, "the space itself cannot be deleted");
+    }
+    let removed = match tokio::fs::symlink_metadata(local).await {
+        Err(_) => return error(StatusCode::NOT_FOUND, "no such file or collection"),
+        Ok(m) if m.is_dir() => tokio::fs::remove_dir_all(local).await,
+        Ok(_) => tokio::fs::remove_file(local).await,
+    };
+    match removed {
+        Ok(()) => status(StatusCode::NO_CONTENT),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot delete it: {e}"),
+        ),
+    }
+}
+
+async fn mkcol(tap: &Tap, path: &FilePath, body: Body) -> Response {
+    let has_body = body
+        .into_data_stream()
+        .next()
+        .await
+        .is_some_and(|c| c.is_ok_and(|c| !c.is_empty()));
+    if has_body {
+        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "MKCOL takes no body");
+    }
+    let local = path.local(tap);
+    if local.exists() || path.segments.is_empty() {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "it exists already");
+    }
+    if !path.parent().is_some_and(|p| p.local(tap).is_dir()) {
+        return error(StatusCode::CONFLICT, "the parent collection does not exist");
+    }
+    match tokio::fs::create_dir(&local).await {
+        Ok(()) => status(StatusCode::CREATED),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot create it: {e}"),
+        ),
+    }
+}
+
+/// Copies a file or a tree (`depth` 0: a collection without its members).
+fn copy_tree(from: &Path, to: &Path, depth_infinity: bool) -> std::io::Result<()> {
+    if from.is_dir() {
+        std::fs::create_dir(to)?;
+        if depth_infinity {
+            for e in std::fs::read_dir(from)? {
+                let e = e?;
+                copy_tree(&e.path(), &to.join(e.file_name()), true)?;
+            }
+        }
+        Ok(())
+    } else {
+        std::fs::copy(from, to).map(|_| ())
+    }
+}
+
+async fn copy_or_move(tap: &Tap, path: &FilePath, headers: &HeaderMap, moving: bool) -> Response {
+    let Some(destination) = headers.get("destination").and_then(|v| v.to_str().ok()) else {
+        return error(StatusCode::BAD_REQUEST, "the Destination header is missing");
+    };
+    // An absolute URL or a path; only the path counts, and it must be in the same space.
+    let dest_path = match destination.find("://") {
+        Some(i) => destination[i + 3..]
+            .find('/')
+            .map_or("/", |j| &destination[i + 3 + j..]),
+        None => destination,
+    };
+    let dest = match FilePath::parse(dest_path) {
+        Ok(d) if d.owner == path.owner => d,
+        Ok(_) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "copy and move stay within your own space",
+            );
+        }
+        Err(m) => return error(StatusCode::BAD_REQUEST, &format!("Destination: {m}")),
+    };
+    let (from, to) = (path.local(tap), dest.local(tap));
+    if !from.exists() {
+        return error(StatusCode::NOT_FOUND, "no such file or collection");
+    }
+    if path.segments.is_empty()
+        || dest.segments.is_empty()
+        || dest.segments.starts_with(&path.segments)
+    {
+        return error(
+            StatusCode::FORBIDDEN,
+            "a collection cannot be copied or moved into itself or over the space",
+        );
+    }
+    if !dest.parent().is_some_and(|p| p.local(tap).is_dir()) {
+        return error(
+            StatusCode::CONFLICT,
+            "the destination's parent collection does not exist",
+        );
+    }
+    let overwrite = !headers
+        .get("overwrite")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"F"));
+    let existed = to.exists();
+    if existed && !overwrite {
+        return error(
+            StatusCode::PRECONDITION_FAILED,
+            "the destination exists and Overwrite is F",
+        );
+    }
+    let depth_infinity = !headers.get("depth").is_some_and(|v| v.as_bytes() == b"0");
+    if !moving {
+        let quota = quota(tap, &path.owner);
+        let used = size_of(&root(tap).join(&path.owner));
+        let added = size_of(&from).saturating_sub(if existed { size_of(&to) } else { 0 });
+        if used + added > quota {
+            return insufficient(used, quota);
+        }
+    }
+    let (f, t) = (from.clone(), to.clone());
+    let done = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        if t.exists() {
+            if t.is_dir() {
+                std::fs::remove_dir_all(&t)?;
+            } else {
+                std::fs::remove_file(&t)?;
+            }
+        }
+        if moving {
+            std::fs::rename(&f, &t)
+        } else {
+            copy_tree(&f, &t, depth_infinity)
+        }
+    })
+    .await;
+    match done {
+        Ok(Ok(())) => status(if existed {
+            StatusCode::NO_CONTENT
+        } else {
+            StatusCode::CREATED
+        }),
+        Ok(Err(e)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot do it: {e}"),
+        ),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot do it: {e}"),
+        ),
+    }
+}
+
+fn response_xml(path: &FilePath, meta: &std::fs::Metadata, names_only: bool) -> String {
+    let collection = meta.is_dir();
+    let name = path
+        .segments
+        .last()
+        .cloned()
+        .unwrap_or_else(|| path.owner.clone());
+    let created = meta
+        .created()
+        .map(chrono::DateTime::<chrono::Utc>::from)
+        .unwrap_or_else(|_| modified(meta))
+        .format("%Y-%m-%dT%H:%M:%SZ");
+    let props = if names_only {
+        "<D:resourcetype/><D:displayname/><D:getlastmodified/><D:creationdate/>\
+         <D:getcontentlength/><D:getcontenttype/><D:getetag/>"
+            .to_string()
+    } else if collection {
+        format!(
+            "<D:resourcetype><D:collection/></D:resourcetype><D:displayname>{}</D:displayname>\
+             <D:getlastmodified>{}</D:getlastmodified><D:creationdate>{created}</D:creationdate>",
+            xml_escape(&name),
+            http_date(meta)
+        )
+    } else {
+        format!(
+            "<D:resourcetype/><D:displayname>{}</D:displayname><D:getlastmodified>{}</D:getlastmodified>\
+             <D:creationdate>{created}</D:creationdate><D:getcontentlength>{}</D:getcontentlength>\
+             <D:getcontenttype>{}</D:getcontenttype><D:getetag>{}</D:getetag>",
+            xml_escape(&name),
+            http_date(meta),
+            meta.len(),
+            content_type(Path::new(&name)),
+            xml_escape(&etag(meta))
+        )
+    };
+    format!(
+        "<D:response><D:href>{}</D:href><D:propstat><D:prop>{props}</D:prop>\
+         <D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>\n",
+        xml_escape(&path.href(collection))
+    )
+}
+
+async fn propfind(tap: &Tap, path: &FilePath, headers: &HeaderMap, body: Body) -> Response {
+    let body = match axum::body::to_bytes(body, 1 << 20).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "a PROPFIND body is at most 1 MiB",
+            );
+        }
+    };
+    // The body, if any, must be well-formed XML (a propfind element); which properties it names, all are given.
+    let mut names_only = false;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let mut reader = quick_xml::Reader::from_reader(&body[..]);
+        let mut depth = 0i32;
+        let mut seen_root = false;
+        let mut buf = Vec::new();
+        loop {
+            match reader.read_event_into(&mut buf) {
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("the PROPFIND body is not XML: {e}"),
+                    );
+                }
+                Ok(quick_xml::events::Event::Start(e)) => {
+                    // A prefix bound to the empty name is not allowed in XML namespaces 1.0.
+                    if e.attributes()
+                        .flatten()
+                        .any(|a| a.key.as_ref().starts_with(b"xmlns:") && a.value.is_empty())
+                    {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "the PROPFIND body binds a namespace prefix to nothing",
+                        );
+                    }
+                    if depth == 0 {
+                        if e.local_name().as_ref() != b"propfind" {
+                            return error(
+                                StatusCode::BAD_REQUEST,
+                                "a PROPFIND body is a propfind element",
+                            );
+                        }
+                        seen_root = true;
+                    }
+                    depth += 1;
+                }
+                Ok(quick_xml::events::Event::Empty(e)) => {
+                    if e.attributes()
+                        .flatten()
+                        .any(|a| a.key.as_ref().starts_with(b"xmlns:") && a.value.is_empty())
+                    {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "the PROPFIND body binds a namespace prefix to nothing",
+                        );
+                    }
+                    if depth == 0 {
+                        seen_root = e.local_name().as_ref() == b"propfind";
+                    }
+                    names_only |= e.local_name().as_ref() == b"propname";
+                }
+                Ok(quick_xml::events::Event::End(_)) => depth -= 1,
+                Ok(quick_xml::events::Event::Eof) => break,
+                Ok(_) => {}
+            }
+            buf.clear();
+        }
+        if !seen_root || depth != 0 {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the PROPFIND body is not a complete propfind element",
+            );
+        }
+    }
+    let depth = headers
+        .get("depth")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("infinity");
+    if !matches!(depth, "0" | "1") {
+        return error(
+            StatusCode::FORBIDDEN,
+            "PROPFIND with Depth: infinity is not offered; use 0 or 1",
+        );
+    }
+    let local = path.local(tap);
+    let Ok(meta) = std::fs::metadata(&local) else {
+        return error(StatusCode::NOT_FOUND, "no such file or collection");
+    };
+    let mut out = String::from(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus xmlns:D=\"DAV:\">\n",
+    );
+    out.push_str(&response_xml(path, &meta, names_only));
+    if depth == "1" && meta.is_dir() {
+        let mut entries: Vec<_> = match std::fs::read_dir(&local) {
+            Ok(e) => e.flatten().collect(),
+            Err(e) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("cannot list it: {e}"),
+                );
+            }
+        };
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let (Ok(m), Some(name)) = (e.metadata(), e.file_name().to_str().map(String::from))
+            else {
+                continue;
+            };
+            let mut child = path.clone();
+            child.segments.push(name);
+            out.push_str(&response_xml(&child, &m, names_only));
+        }
+    }
+    out.push_str("</D:multistatus>\n");
+    (
+        StatusCode::MULTI_STATUS,
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        out,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_in_their_space() {
+        let p = FilePath::parse("/files/ada/dir/a%20b.csv").unwrap();
+        assert_eq!(
+            (p.owner.as_str(), p.segments.clone()),
+            ("ada", vec!["dir".to_string(), "a b.csv".to_string()])
+        );
+        assert_eq!(p.href(false), "/files/ada/dir/a%20b.csv");
+        for bad in [
+            "/files/ada/../bob/x",
+            "/files/ada/%2e%2e/x",
+            "/files/ada/a%2fb",
+            "/files/Bob/x",
+            "/files/ada/%00",
+            "/files/ada/%zz",
+            "/other/ada",
+        ] {
+            assert!(FilePath::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(FilePath::parse("/files/ada/").unwrap().segments.len(), 0);
+    }
+}
