@@ -83,7 +83,7 @@ impl FilePath {
         Ok(FilePath { owner, segments })
     }
 
-    fn local(&self, tap: &Tap) -> PathBuf {
+    pub(crate) fn local(&self, tap: &Tap) -> PathBuf {
         let mut p = root(tap).join(&self.owner);
         for s in &self.segments {
             p.push(s);

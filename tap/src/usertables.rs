@@ -510,6 +510,46 @@ async fn create_table(
     }
 }
 
+/// Creates a table from a file (its columns and rows): a job's result, an uploaded file, a file of the user's space.
+#[allow(clippy::too_many_arguments)]
+async fn create_from_file(
+    tap: &Arc<Tap>,
+    client: &Client,
+    space: &Space,
+    qualified: &str,
+    source: PathBuf,
+    format: loader::input::InputFormat,
+    description: Option<String>,
+    scratch: &Scratch,
+) -> Response {
+    let dir = scratch.0.join("convert");
+    let prepared = tokio::task::spawn_blocking(move || -> Result<(PathBuf, SchemaRef), String> {
+        let prepared =
+            loader::input::prepare(&[source], Some(format), &dir).map_err(|e| e.to_string())?;
+        let file = std::fs::File::open(&prepared[0]).map_err(|e| e.to_string())?;
+        let schema = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| e.to_string())?
+            .schema()
+            .clone();
+        Ok((prepared[0].clone(), schema))
+    })
+    .await;
+    let (input, schema) = match prepared {
+        Ok(Ok(p)) => p,
+        Ok(Err(m)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("the rows cannot be read: {m}"),
+            );
+        }
+        Err(e) => return refuse(unavailable(e)),
+    };
+    if let Err(m) = check_columns(&schema) {
+        return error(StatusCode::BAD_REQUEST, &m);
+    }
+    create_table(tap, client, space, qualified, schema, description, input).await
+}
+
 /// `POST /tap/Upload` (the Gaia archive's, which astroquery's `TapPlus(..., upload_context="Upload")` calls):
 /// `JOBID` and `TABLE_NAME` save a finished job's result as the table `user_NAME.TABLE_NAME`; without a job, the
 /// `FILE` part (a VOTable, or `FORMAT` csv, fits or parquet) becomes the table. `TABLE_DESC` describes it; the
@@ -649,39 +689,15 @@ pub(crate) async fn upload(
         Some(d) => format!("{d} ({provenance})"),
         None => provenance,
     });
-    let (src, dir) = (source.clone(), scratch.0.join("convert"));
-    let prepared = tokio::task::spawn_blocking(move || -> Result<(PathBuf, SchemaRef), String> {
-        let prepared =
-            loader::input::prepare(&[src], Some(format), &dir).map_err(|e| e.to_string())?;
-        let file = std::fs::File::open(&prepared[0]).map_err(|e| e.to_string())?;
-        let schema = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| e.to_string())?
-            .schema()
-            .clone();
-        Ok((prepared[0].clone(), schema))
-    })
-    .await;
-    let (input, schema) = match prepared {
-        Ok(Ok(p)) => p,
-        Ok(Err(m)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("the rows cannot be read: {m}"),
-            );
-        }
-        Err(e) => return refuse(unavailable(e)),
-    };
-    if let Err(m) = check_columns(&schema) {
-        return error(StatusCode::BAD_REQUEST, &m);
-    }
-    let created = create_table(
+    let created = create_from_file(
         &tap,
         &client,
         &space,
         &qualified,
-        schema,
+        source,
+        format,
         description,
-        input,
+        &scratch,
     )
     .await;
     if created.status() == StatusCode::CREATED {
@@ -996,15 +1012,66 @@ async fn receive(body: Body, path: &Path, limit: u64) -> Result<u64, Refusal> {
     Ok(bytes)
 }
 
-/// `POST /tap/load/S.T`.
+/// A file of the caller's space named by `source=/files/NAME/PATH`, and its format by its extension.
+fn source_file(tap: &Tap, caller: &Caller, source: &str) -> Result<(PathBuf, Upload), Response> {
+    let path = crate::files::FilePath::parse(source)
+        .map_err(|m| error(StatusCode::BAD_REQUEST, &format!("source: {m}")))?;
+    if caller.user() != Some(path.owner.as_str()) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            &format!("source {source}: not your file space"),
+        ));
+    }
+    let local = path.local(tap);
+    if !local.is_file() {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            &format!("source {source}: no such file"),
+        ));
+    }
+    let ext = local
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let format = match ext.as_str() {
+        "csv" => Upload::Csv(b','),
+        "tsv" | "tab" => Upload::Csv(b'\t'),
+        "fits" | "fit" | "fts" => Upload::Fits,
+        "vot" | "votable" | "xml" => Upload::VoTable,
+        "parquet" | "pq" => Upload::Parquet,
+        _ => {
+            return Err(error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &format!("source {source}: name a .parquet, .csv, .tsv, .fits or .vot file"),
+            ));
+        }
+    };
+    Ok((local, format))
+}
+
+/// `POST /tap/load/S.T`: rows in the body, or `?source=/files/NAME/PATH`, a file of the caller's space (which also
+/// creates the table from the file's columns if it does not exist yet).
 pub(crate) async fn load(
     State(tap): State<Arc<Tap>>,
     Extension(caller): Extension<Caller>,
     Extension(client): Extension<Client>,
     UrlPath(name): UrlPath<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let source = query
+        .as_deref()
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("source"))
+        .map(|(_, v)| v);
     let (schema, table, space) = match table_name(&name) {
         Ok(n) => n,
         Err(r) => return refuse(r),
@@ -1013,11 +1080,23 @@ pub(crate) async fn load(
         return r;
     }
     let qualified = format!("{schema}.{table}");
+    let from_file = match source
+        .as_deref()
+        .map(|s| source_file(&tap, &caller, s))
+        .transpose()
+    {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let mime = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let Some(format) = upload_format(mime) else {
+    let Some(format) = from_file
+        .as_ref()
+        .map(|f| f.1)
+        .or_else(|| upload_format(mime))
+    else {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             &format!(
@@ -1028,6 +1107,49 @@ pub(crate) async fn load(
     };
     let _turn = writing(&tap).lock().await;
     let Some(info) = existing(&tap, &caller, &qualified) else {
+        if let (Some((file, format)), Some(source)) = (from_file, &source) {
+            if tap
+                .czar
+                .tables()
+                .iter()
+                .any(|t| t.record.qualified_name().eq_ignore_ascii_case(&qualified))
+            {
+                return error(
+                    StatusCode::CONFLICT,
+                    &format!("{qualified} exists and is not yours to load"),
+                );
+            }
+            let input = match format {
+                Upload::Csv(b'\t') => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "a table is created from a .parquet, .csv, .fits or .vot file; load TSV into a table \
+                         created first",
+                    );
+                }
+                Upload::Csv(_) => loader::input::InputFormat::Csv,
+                Upload::Fits => loader::input::InputFormat::Fits,
+                Upload::VoTable => loader::input::InputFormat::VoTable,
+                Upload::Parquet => loader::input::InputFormat::Parquet,
+            };
+            let scratch = match Scratch::new(&tap) {
+                Ok(s) => s,
+                Err(r) => return refuse(r),
+            };
+            let now = crate::jobs::iso(crate::jobs::now_ms());
+            let description = Some(format!("registered from {source} on {now}"));
+            return create_from_file(
+                &tap,
+                &client,
+                &space,
+                &qualified,
+                file,
+                input,
+                description,
+                &scratch,
+            )
+            .await;
+        }
         return error(
             StatusCode::NOT_FOUND,
             &format!("no table {qualified}: create it first (PUT /tap/tables/{qualified})"),
@@ -1043,10 +1165,16 @@ pub(crate) async fn load(
     };
     let quota = space_quota(&tap, &space);
     let used = space_bytes(&tap, &space, None);
-    let upload = scratch.0.join("upload");
-    if let Err(r) = receive(body, &upload, quota.saturating_sub(used)).await {
-        return load_refusal(r);
-    }
+    let upload = match from_file {
+        Some((file, _)) => file,
+        None => {
+            let upload = scratch.0.join("upload");
+            if let Err(r) = receive(body, &upload, quota.saturating_sub(used)).await {
+                return load_refusal(r);
+            }
+            upload
+        }
+    };
     let rows_path = scratch.0.join("rows.parquet");
     let (up, t, rp, sc) = (
         upload.clone(),

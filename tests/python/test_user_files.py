@@ -1,0 +1,140 @@
+"""User files over WebDAV against a real `skyshard serve --auth optional`: the litmus suite (its basic and copymove
+groups), rclone copying a tree in and out with a token, the owner-only rule, the files quota (507, nothing left
+behind), and a file of the space registered as a user table without sending it again (checked against DuckDB)."""
+
+import os
+import re
+import shutil
+import subprocess
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import requests
+
+from skyshard_processes import run, start
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    base = tmp_path_factory.mktemp("files")
+    run("gen", "--rows", "2000", "--out", str(base / "rel"))
+    data = base / "data"
+    run("ingest", "--data-dir", str(data), "--table", "sky.object", "--input", str(base / "rel/object.parquet"),
+        "--ra", "ra", "--dec", "dec", "--id", "id", "--chunk-rows", "500", "--quiet")
+    run("user", "add", "--data-dir", str(data), "ada")
+    run("user", "add", "--data-dir", str(data), "bob")
+    tokens = {n: run("token", "create", "--data-dir", str(data), "--user", n).strip() for n in ("ada", "bob")}
+    proc, url = start(["serve", "--data-dir", str(data), "--port", "0", "--workers", "1", "--auth", "optional",
+                       "--jobs-dir", str(base / "jobs")])
+    root = url.replace("/tap", "")
+    yield {"tap": url, "root": root, "data": data, "tokens": tokens, "base": base}
+    proc.kill()
+    proc.wait()
+
+
+def auth(site, user):
+    return ("x-oauth-basic", site["tokens"][user])
+
+
+@pytest.mark.skipif(shutil.which("litmus") is None and not os.environ.get("CI"), reason="litmus is not installed")
+def test_litmus_basic_and_copymove(site):
+    env = {**os.environ, "TESTS": "basic copymove"}
+    out = subprocess.run(["litmus", f"{site['root']}/files/ada/", "ada", site["tokens"]["ada"]], capture_output=True,
+                         text=True, timeout=300, env=env)
+    summaries = re.findall(r"summary for `(\w+)': of (\d+) tests run: (\d+) passed, (\d+) failed", out.stdout)
+    assert {s[0] for s in summaries} == {"basic", "copymove"}, out.stdout[-3000:]
+    for group, ran, passed, failed in summaries:
+        assert failed == "0" and ran == passed and int(ran) >= 13, (group, out.stdout[-3000:])
+
+
+@pytest.mark.skipif(shutil.which("rclone") is None and not os.environ.get("CI"), reason="rclone is not installed")
+def test_rclone_copies_a_tree_in_and_out(site, tmp_path):
+    src = tmp_path / "src"
+    (src / "deep" / "er").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    (src / "big.bin").write_bytes(rng.bytes(3_000_000))
+    (src / "deep" / "er" / "notes é.txt").write_text("ünïcode names travel too\n")
+    obscured = subprocess.run(["rclone", "obscure", site["tokens"]["ada"]], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    remote = ["--webdav-url", f"{site['root']}/files/ada/", "--webdav-user", "ada", "--webdav-pass", obscured,
+              "--webdav-vendor", "other"]
+    subprocess.run(["rclone", *remote, "copy", str(src), ":webdav:backup"], check=True, capture_output=True,
+                   timeout=120)
+    back = tmp_path / "back"
+    subprocess.run(["rclone", *remote, "copy", ":webdav:backup", str(back)], check=True, capture_output=True,
+                   timeout=120)
+    assert (back / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+    assert (back / "deep" / "er" / "notes é.txt").read_text() == "ünïcode names travel too\n"
+    listing = subprocess.run(["rclone", *remote, "lsf", "-R", ":webdav:backup"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert "big.bin" in listing and "deep/er/" in listing, listing
+
+
+def test_a_space_is_its_owners_only(site):
+    url = f"{site['root']}/files/ada/private.txt"
+    assert requests.put(url, data=b"mine", auth=auth(site, "ada")).status_code == 201
+    assert requests.put(url, data=b"mine again", auth=auth(site, "ada")).status_code == 204
+    assert requests.get(url, auth=auth(site, "ada")).content == b"mine again"
+    for method in ("GET", "PUT", "DELETE", "PROPFIND"):
+        r = requests.request(method, url, auth=auth(site, "bob"), data=b"x" if method == "PUT" else None)
+        assert r.status_code == 403 and 'value="ERROR"' in r.text, (method, r.status_code, r.text[:200])
+    r = requests.get(url)
+    assert r.status_code == 401 and any("Basic" in c for c in r.headers.get("WWW-Authenticate", "").split(",")), r.headers
+    # Bearer works as well as Basic; paths cannot climb out of the space.
+    bearer = {"Authorization": f"Bearer {site['tokens']['ada']}"}
+    assert requests.get(url, headers=bearer).content == b"mine again"
+    r = requests.get(f"{site['root']}/files/ada/%2e%2e/bob/x", headers=bearer)
+    assert r.status_code in (400, 403, 404), r.status_code
+    assert requests.delete(url, auth=auth(site, "ada")).status_code == 204
+
+
+def test_the_files_quota_refuses_a_put_whole(site):
+    requests.delete(f"{site['root']}/files/ada/backup/", auth=auth(site, "ada"))
+    run("user", "quota", "--data-dir", str(site["data"]), "ada", "--files-mb", "1")
+    try:
+        url = f"{site['root']}/files/ada/too-big.bin"
+        r = requests.put(url, data=os.urandom(2 << 20), auth=auth(site, "ada"))
+        assert r.status_code == 507 and "quota" in r.text, (r.status_code, r.text[:300])
+        assert requests.head(url, auth=auth(site, "ada")).status_code == 404
+        # Nothing half-written lingers anywhere in the data directory.
+        leftovers = [p for p in (site["data"] / "files").rglob("*") if p.is_file()]
+        assert not leftovers, leftovers
+        assert requests.put(url, data=b"small", auth=auth(site, "ada")).status_code == 201
+        requests.delete(url, auth=auth(site, "ada"))
+    finally:
+        run("user", "quota", "--data-dir", str(site["data"]), "ada", "--files-mb", "0")
+
+
+def test_a_file_of_the_space_becomes_a_table_without_sending_it_again(site, tmp_path):
+    rng = np.random.default_rng(11)
+    n = 5000
+    table = pa.table({"oid": np.arange(n, dtype=np.int64), "ra": rng.uniform(0, 360, n),
+                      "dec": np.degrees(np.arcsin(rng.uniform(-1, 1, n))), "flux": rng.lognormal(0, 1, n)})
+    local = tmp_path / "mine.parquet"
+    pq.write_table(table, local)
+    url = f"{site['root']}/files/ada/lists/mine.parquet"
+    assert requests.request("MKCOL", f"{site['root']}/files/ada/lists/", auth=auth(site, "ada")).status_code == 201
+    assert requests.put(url, data=local.read_bytes(), auth=auth(site, "ada")).status_code == 201
+    tap = site["tap"]
+    r = requests.post(f"{tap}/load/user_ada.mine?source=/files/ada/lists/mine.parquet", auth=auth(site, "ada"))
+    assert r.status_code == 201, r.text
+    # Someone else cannot register ada's file.
+    r = requests.post(f"{tap}/load/user_bob.stolen?source=/files/ada/lists/mine.parquet", auth=auth(site, "bob"))
+    assert r.status_code == 403, r.text
+    expected = duckdb.connect().execute(f"SELECT COUNT(*), SUM(flux) FROM '{local}' WHERE dec > 30").fetchall()[0]
+    assert expected[0] > 0
+    got = requests.post(f"{tap}/sync", auth=auth(site, "ada"), data={
+        "LANG": "ADQL", "RESPONSEFORMAT": "csv",
+        "QUERY": "SELECT COUNT(*) AS n, SUM(flux) AS s FROM user_ada.mine WHERE dec > 30"}).text.split()[1]
+    n_got, s_got = got.split(",")
+    assert int(n_got) == expected[0] and abs(float(s_got) - expected[1]) < 1e-9 * abs(expected[1])
+    # A second registration of the same file appends its rows.
+    r = requests.post(f"{tap}/load/user_ada.mine?source=/files/ada/lists/mine.parquet", auth=auth(site, "ada"))
+    assert r.status_code == 200, r.text
+    got = requests.post(f"{tap}/sync", auth=auth(site, "ada"), data={
+        "LANG": "ADQL", "RESPONSEFORMAT": "csv", "QUERY": "SELECT COUNT(*) AS n FROM user_ada.mine"}).text.split()[1]
+    assert int(got) == 2 * n
+    assert requests.delete(f"{tap}/tables/user_ada.mine", auth=auth(site, "ada")).status_code == 200
