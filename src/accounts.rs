@@ -61,7 +61,16 @@ pub enum UserCommand {
         #[arg(long)]
         files_mb: Option<u64>,
     },
-    /// Removes a user and revokes every token of theirs (their jobs stay until their destruction time).
+    /// Deletes a user and everything of theirs through a running service: their tables (on every worker), their
+    /// file space, their jobs and results, their account and tokens. Needs an admin's token in SKYSHARD_TOKEN.
+    Delete {
+        /// The TAP service of the czar.
+        #[arg(long, default_value = "http://127.0.0.1:8080/tap")]
+        url: String,
+        name: String,
+    },
+    /// Removes a user and revokes every token of theirs (their jobs stay until their destruction time; their
+    /// tables and files stay: `user delete` removes those too).
     Remove {
         #[arg(long)]
         data_dir: PathBuf,
@@ -244,6 +253,22 @@ pub fn user(command: UserCommand) -> ExitCode {
                     "the service's default"
                 };
                 println!("{what} {name}: {}", describe(&now, unset));
+            }
+            UserCommand::Delete { url, name } => {
+                let base = url.trim_end_matches('/').trim_end_matches("/tap");
+                let (status, body) = crate::http::send(
+                    "DELETE",
+                    &format!("{base}/api/v1/users/{}", crate::http::encode(&name)),
+                    "text/plain",
+                    crate::http::Payload::Bytes(Vec::new()),
+                )?;
+                if status != 200 {
+                    return Err(format!(
+                        "the service refused ({status}): {}",
+                        crate::http::error_text(&body)
+                    ));
+                }
+                println!("{}", body.trim());
             }
             UserCommand::Remove { data_dir, name } => {
                 let writer = accounts(&data_dir)?.writer().map_err(|e| e.to_string())?;

@@ -439,21 +439,7 @@ pub fn query(url: &str, explain: bool, query: Option<String>) -> ExitCode {
             print!("{body}");
             ExitCode::SUCCESS
         }
-        Ok((_, body)) => {
-            // A DALI error document: show its message.
-            let message = body
-                .split("value=\"ERROR\">")
-                .nth(1)
-                .and_then(|m| m.split("</INFO>").next())
-                .map(|m| {
-                    m.replace("&lt;", "<")
-                        .replace("&gt;", ">")
-                        .replace("&quot;", "\"")
-                        .replace("&amp;", "&")
-                })
-                .unwrap_or(body);
-            failure(message)
-        }
+        Ok((_, body)) => failure(http::error_text(&body)),
         Err(e) => failure(e),
     }
 }

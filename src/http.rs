@@ -10,6 +10,20 @@ use hyper::body::Frame;
 use hyper::header;
 use hyper_util::rt::TokioIo;
 
+/// The message of a DALI error document (its `QUERY_STATUS` INFO), or the body as it is.
+pub fn error_text(body: &str) -> String {
+    body.split("value=\"ERROR\">")
+        .nth(1)
+        .and_then(|m| m.split("</INFO>").next())
+        .map(|m| {
+            m.replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&amp;", "&")
+        })
+        .unwrap_or_else(|| body.to_string())
+}
+
 /// What a request sends.
 pub enum Payload {
     Bytes(Vec<u8>),

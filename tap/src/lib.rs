@@ -95,6 +95,10 @@ pub fn router(tap: Arc<Tap>) -> Router {
         .route("/tap/login", axum::routing::post(auth::login))
         .route("/tap/logout", get(auth::logout).post(auth::logout))
         .route("/api/v1/me", get(auth::me))
+        .route(
+            "/api/v1/users/{name}",
+            axum::routing::delete(usertables::delete_user),
+        )
         .merge(uws::routes())
         .merge(admin::routes())
         .route("/scs/{table}", get(scs::cone).post(scs::cone))

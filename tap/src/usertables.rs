@@ -715,21 +715,6 @@ pub(crate) async fn upload(
 // ---------------------------------------------------------------------------------------------------------------
 // Quotas.
 
-/// Bytes of the files under `dir`.
-fn size_of(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => size_of(&e.path()),
-            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
 /// Bytes the tables of a space hold now, but `except`.
 pub(crate) fn space_bytes(tap: &Tap, space: &Space, except: Option<&str>) -> u64 {
     tap.czar
@@ -737,7 +722,7 @@ pub(crate) fn space_bytes(tap: &Tap, space: &Space, except: Option<&str>) -> u64
         .iter()
         .filter(|t| Space::of(&t.record.schema).as_ref() == Some(space))
         .filter(|t| except.is_none_or(|e| !t.record.qualified_name().eq_ignore_ascii_case(e)))
-        .map(|t| size_of(&loader::ingest::load_dir(tap.czar.data_dir(), &t.record)))
+        .map(|t| crate::files::size_of(&loader::ingest::load_dir(tap.czar.data_dir(), &t.record)))
         .sum()
 }
 
@@ -782,7 +767,7 @@ fn quota_check(
         Space::Group(g) => format!("group {g}"),
     };
     Box::new(move |load_dir: &Path| {
-        let new = size_of(load_dir);
+        let new = crate::files::size_of(load_dir);
         if others + new > quota {
             return Err(format!(
                 "{OVER_QUOTA}: the tables of {whose} would hold {} MiB, where the quota is {} MiB (this table \
@@ -1258,6 +1243,83 @@ pub(crate) async fn drop_user_table(tap: &Tap, qualified: &str) -> Result<(), Re
     let _ = std::fs::remove_file(template_path(tap.czar.data_dir(), qualified));
     let _ = tap.grants.set(qualified, Grant::default());
     tap.czar.refresh().map_err(unavailable)
+}
+
+/// `DELETE /api/v1/users/NAME` (the admin scope): a user and everything of theirs: their tables (on every worker
+/// too), their file space, their jobs and results, their account and tokens. Answers what went, as JSON.
+pub(crate) async fn delete_user(
+    State(tap): State<Arc<Tap>>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    let Some(auth) = &tap.auth else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this service has no accounts (--auth none)",
+        );
+    };
+    if !caller.may("admin") {
+        return error(
+            StatusCode::FORBIDDEN,
+            "deleting a user needs a token with the admin scope",
+        );
+    }
+    if !metastore::accounts::valid_name(&name) || auth.accounts.user(&name).ok().flatten().is_none()
+    {
+        return error(StatusCode::NOT_FOUND, &format!("no user {name}"));
+    }
+    let _turn = writing(&tap).lock().await;
+    let space = Space::User(name.clone());
+    let mut tables = Vec::new();
+    for t in tap.czar.tables() {
+        if Space::of(&t.record.schema).as_ref() == Some(&space) {
+            let qualified = t.record.qualified_name();
+            if let Err(r) = drop_user_table(&tap, &qualified).await {
+                return refuse(r);
+            }
+            tables.push(qualified);
+        }
+    }
+    let files = tap.czar.data_dir().join("files").join(&name);
+    let file_bytes = crate::files::size_of(&files);
+    {
+        let _space = tap.space_lock(&name).lock_owned().await;
+        if let Err(e) = tokio::fs::remove_dir_all(&files).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return refuse(unavailable(e));
+        }
+    }
+    let jobs: Vec<String> = tap
+        .jobs
+        .list()
+        .into_iter()
+        .filter(|j| j.owner.as_deref() == Some(name.as_str()))
+        .map(|j| j.id)
+        .collect();
+    for id in &jobs {
+        tap.jobs.delete(id);
+    }
+    let removed = auth
+        .accounts
+        .writer()
+        .map_err(|e| e.to_string())
+        .and_then(|w| w.remove_user(&name).map_err(|e| e.to_string()));
+    if let Err(e) = removed {
+        return refuse(unavailable(e));
+    }
+    let body = serde_json::json!({
+        "user": name,
+        "tables_dropped": tables,
+        "file_bytes_removed": file_bytes,
+        "jobs_deleted": jobs.len(),
+        "account": "removed, with every token",
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("{body}\n"),
+    )
+        .into_response()
 }
 
 // ---------------------------------------------------------------------------------------------------------------

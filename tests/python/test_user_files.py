@@ -26,7 +26,10 @@ def site(tmp_path_factory):
         "--ra", "ra", "--dec", "dec", "--id", "id", "--chunk-rows", "500", "--quiet")
     run("user", "add", "--data-dir", str(data), "ada")
     run("user", "add", "--data-dir", str(data), "bob")
+    run("user", "add", "--data-dir", str(data), "root", "--admin")
     tokens = {n: run("token", "create", "--data-dir", str(data), "--user", n).strip() for n in ("ada", "bob")}
+    tokens["root"] = run("token", "create", "--data-dir", str(data), "--user", "root", "--scopes",
+                         "read:tap,admin").strip()
     proc, url = start(["serve", "--data-dir", str(data), "--port", "0", "--workers", "1", "--auth", "optional",
                        "--jobs-dir", str(base / "jobs")])
     root = url.replace("/tap", "")
@@ -138,3 +141,34 @@ def test_a_file_of_the_space_becomes_a_table_without_sending_it_again(site, tmp_
         "LANG": "ADQL", "RESPONSEFORMAT": "csv", "QUERY": "SELECT COUNT(*) AS n FROM user_ada.mine"}).text.split()[1]
     assert int(got) == 2 * n
     assert requests.delete(f"{tap}/tables/user_ada.mine", auth=auth(site, "ada")).status_code == 200
+
+
+def test_deleting_a_user_removes_their_tables_files_jobs_and_tokens(site):
+    data, tap, root = site["data"], site["tap"], site["root"]
+    run("user", "add", "--data-dir", str(data), "eve")
+    eve = ("eve", run("token", "create", "--data-dir", str(data), "--user", "eve").strip())
+    assert requests.put(f"{root}/files/eve/list.csv", data=b"oid,ra,dec\n1,10,20\n2,11,21\n", auth=eve).status_code == 201
+    r = requests.post(f"{tap}/load/user_eve.list?source=/files/eve/list.csv", auth=eve)
+    assert r.status_code == 201, r.text
+    job = requests.post(f"{tap}/async", auth=eve, allow_redirects=False, data={
+        "LANG": "ADQL", "QUERY": "SELECT COUNT(*) FROM user_eve.list", "PHASE": "RUN"}).headers["Location"]
+    assert requests.get(job, auth=eve).status_code == 200
+    # Not for anyone but an admin.
+    r = requests.delete(f"{root}/api/v1/users/eve", auth=auth(site, "ada"))
+    assert r.status_code == 403, r.text
+    from skyshard_processes import SKYSHARD
+    out = subprocess.run([SKYSHARD, "user", "delete", "--url", tap, "eve"], capture_output=True, text=True,
+                         env={**os.environ, "SKYSHARD_TOKEN": site["tokens"]["root"]}, timeout=120)
+    assert out.returncode == 0 and "user_eve.list" in out.stdout, out.stdout + out.stderr
+    # Her token is refused, her table, files and job are gone; the admin sees no trace either.
+    assert requests.get(f"{root}/api/v1/me", auth=eve).status_code == 401
+    admin = {"Authorization": f"Bearer {site['tokens']['root']}"}
+    tables = requests.get(f"{tap}/tables", headers=admin).text
+    assert "user_eve" not in tables and "sky.object" in tables
+    assert not (data / "files" / "eve").exists()
+    assert requests.get(job, headers=admin).status_code == 404
+    # No file of hers is left in the data directory: not her table's load (which serve's workers read in place),
+    # not its template, not her file space.
+    assert (data / "tables" / "sky.object").exists()
+    left = [str(p) for p in data.rglob("*") if "user_eve" in p.name or "eve" == p.name]
+    assert not left, left

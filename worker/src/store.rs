@@ -133,6 +133,16 @@ pub fn drop_loads(data_dir: &Path, table: &str, keep_load: &str) -> Result<(), W
     )
     .map_err(|_| bad_path(format!("bad table name {table}")))?;
     let dir = layout::table_dir(data_dir, table);
+    if keep_load.is_empty() {
+        // The table is dropped: nothing of it stays.
+        return match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(WorkerError::Io {
+                path: dir,
+                source: e,
+            }),
+            _ => Ok(()),
+        };
+    }
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy() != keep_load {
