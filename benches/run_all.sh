@@ -57,9 +57,14 @@ rm -rf "$work/p"
 step "ingest (partition + index + publish)" timed "$skyshard" ingest --data-dir "$work/d" --table sky.object \
   --input "$work/g/object.parquet" --ra ra --dec dec --id id --quiet
 
+# A user for the user-table cross-match (anonymous callers still query under --auth optional).
+"$skyshard" user add --data-dir "$work/d" bench >/dev/null
+token=$("$skyshard" token create --data-dir "$work/d" --user bench 2>/dev/null)
+
 # The service, on a free port; its first line names the TAP URL. The 100 benchmark clients stand for 100 users but
 # come from one address: its share of sync queries is raised to let them all in.
-"$skyshard" serve --data-dir "$work/d" --port 0 --workers 2 --caller-sync 1000 >"$work/serve.log" 2>&1 &
+"$skyshard" serve --data-dir "$work/d" --port 0 --workers 2 --caller-sync 1000 --auth optional \
+  >"$work/serve.log" 2>&1 &
 serve_pid=$!
 for _ in $(seq 600); do
   url=$(sed -n 's/^TAP service at \(http[^ ]*\).*/\1/p' "$work/serve.log")
@@ -72,6 +77,8 @@ log "service: $url (pid $serve_pid)"
 step "queries against DuckDB" python3 benches/peers/queries_peer.py "$url" "$work/g/object.parquet"
 step "cross-match within 2 arcsec against DuckDB" python3 benches/peers/xmatch_peer.py "$url" \
   "$work/g/object.parquet"
+step "user table cross-match within 1 arcsec against DuckDB" python3 benches/peers/user_xmatch_peer.py "$url" \
+  "$token" "$work/g/object.parquet" "$work"
 step "TAP cones, 1 and 100 clients" python3 benches/tap_bench.py cones "$url"
 step "TAP output, BINARY2 and Parquet" python3 benches/tap_bench.py output "$url" --pid "$serve_pid" \
   --rows "$rows"
