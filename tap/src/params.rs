@@ -170,7 +170,7 @@ pub fn form_urlencoded(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The boundary of a multipart Content-Type that strict parsing refuses: astroquery sends `boundary===123===`
+/// The boundary of a multipart Content-Type that strict parsing refuses: astroquery sends `boundary====123===`
 /// unquoted, though `=` should be quoted there. Up to the next `;`, quotes trimmed; 1-70 characters.
 fn loose_boundary(content_type: &str) -> Option<String> {
     let at = content_type.to_ascii_lowercase().find("boundary=")?;
@@ -189,7 +189,7 @@ mod tests {
     #[test]
     fn unquoted_boundaries_with_equals_signs_are_read() {
         assert_eq!(
-            loose_boundary("multipart/form-data; boundary===1764==="),
+            loose_boundary("multipart/form-data; boundary====1764==="),
             Some("===1764===".into())
         );
         assert_eq!(

@@ -1,0 +1,141 @@
+//! `/tap/permissions/S.T` (cadctap's `permission`): who else may read a user table, as `public=` and `r-group=`
+//! lines.
+
+use super::*;
+
+/// A group named by URI (`ivo://authority/gms?GROUP`) or plainly.
+pub(super) fn group_of(text: &str) -> Result<String, String> {
+    let name = text
+        .rsplit(['?', '#'])
+        .next()
+        .unwrap_or(text)
+        .trim()
+        .to_string();
+    if metastore::accounts::valid_name(&name) {
+        Ok(name)
+    } else {
+        Err(format!(
+            "{text:?} names no group (ivo://.../gms?GROUP or GROUP)"
+        ))
+    }
+}
+
+pub(super) fn permissions_text(table: &str, grant: &Grant) -> String {
+    let space = table.split('.').next().and_then(Space::of);
+    let owner = match space {
+        Some(Space::User(u)) => format!("owner={u}\n"),
+        Some(Space::Group(g)) => format!("owner-group={g}\n"),
+        None => String::new(),
+    };
+    let groups: Vec<String> = grant
+        .groups
+        .iter()
+        .map(|g| format!("ivo://skyshard/gms?{g}"))
+        .collect();
+    format!(
+        "{owner}public={}\nr-group={}\n",
+        grant.public,
+        groups.join(" ")
+    )
+}
+
+/// `GET /tap/permissions/S.T`: who may read it.
+pub(crate) async fn permissions(
+    State(tap): State<Arc<Tap>>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    let qualified = name.to_ascii_lowercase();
+    if existing(&tap, &caller, &qualified).is_none()
+        || Space::of(qualified.split('.').next().unwrap_or("")).is_none()
+    {
+        return error(StatusCode::NOT_FOUND, &format!("no user table {name}"));
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        permissions_text(&qualified, &tap.grants.get(&qualified)),
+    )
+        .into_response()
+}
+
+/// `POST /tap/permissions/S.T`: `public=true|false` and `r-group=GROUP...` lines (an empty value clears);
+/// the owner only.
+pub(crate) async fn set_permissions(
+    State(tap): State<Arc<Tap>>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let (schema, table, space) = match table_name(&name) {
+        Ok(n) => n,
+        Err(r) => return refuse(r),
+    };
+    if let Err(r) = may_write(&tap, &caller, &space, &headers) {
+        return r;
+    }
+    let qualified = format!("{schema}.{table}");
+    if existing(&tap, &caller, &qualified).is_none() {
+        return error(StatusCode::NOT_FOUND, &format!("no table {qualified}"));
+    }
+    let text = String::from_utf8_lossy(&body);
+    let mut grant = tap.grants.get(&qualified);
+    // Form-encoded bodies (a browser, curl -d) are read the same way.
+    let pairs: Vec<(String, String)> = if text.contains('\n') || !text.contains('&') {
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect()
+    } else {
+        form_urlencoded::parse(text.as_bytes())
+            .into_owned()
+            .collect()
+    };
+    for (key, value) in pairs {
+        match key.to_ascii_lowercase().as_str() {
+            "public" => match value.to_ascii_lowercase().as_str() {
+                "true" => grant.public = true,
+                "false" => grant.public = false,
+                other => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("public={other}: use true or false"),
+                    );
+                }
+            },
+            "r-group" => {
+                let mut groups = Vec::new();
+                for g in value.split([' ', ',']).filter(|g| !g.is_empty()) {
+                    match group_of(g) {
+                        Ok(g) => groups.push(g),
+                        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+                    }
+                }
+                groups.sort();
+                groups.dedup();
+                grant.groups = groups;
+            }
+            "rw-group" if value.is_empty() => {}
+            "rw-group" => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "rw-group is not offered: a table a group writes lives in its schema group_NAME",
+                );
+            }
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("{other}: set public=true|false or r-group=GROUP..."),
+                );
+            }
+        }
+    }
+    if let Err(e) = tap.grants.set(&qualified, grant.clone()) {
+        return refuse(unavailable(e));
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        permissions_text(&qualified, &grant),
+    )
+        .into_response()
+}
