@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use base64::Engine;
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
 
@@ -21,6 +22,8 @@ struct Service {
     tap: Arc<tap::Tap>,
     /// A valid token of the service's one user (`--auth optional`).
     token: String,
+    /// A token of the same user that may write tables and files.
+    writer: String,
 }
 
 fn service() -> &'static Service {
@@ -47,6 +50,10 @@ fn service() -> &'static Service {
         let (_, token) = writer
             .create_token("ada", &["read:tap".into()], None, 0)
             .expect("a token");
+        let scopes = ["read:tap", "write:tables", "write:files"].map(String::from);
+        let (_, writer_token) = writer
+            .create_token("ada", &scopes, None, 0)
+            .expect("a token");
         drop(writer);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -66,6 +73,9 @@ fn service() -> &'static Service {
                 sync_duration: 20,
                 max_upload_bytes: 4 << 20,
                 body_timeout: 5,
+                // User tables and files stay small however many inputs write them.
+                user_tables: 8 << 20,
+                user_files: 8 << 20,
                 ..Default::default()
             };
             let auth = tap::auth::Auth {
@@ -75,10 +85,19 @@ fn service() -> &'static Service {
             };
             tap::Tap::open_with(Arc::new(czar), limits, None, Some(auth)).expect("tap")
         });
+        // The user table that loads, permissions and index jobs act on.
+        let base = Request::put("/tap/tables/user_ada.base")
+            .header(header::CONTENT_TYPE, "text/xml")
+            .header(header::AUTHORIZATION, format!("Bearer {writer_token}"))
+            .body(Body::from(BASE_TABLE))
+            .expect("a PUT");
+        let (status, ..) = runtime.block_on(check(&tap, base));
+        assert_eq!(status, StatusCode::CREATED, "the base user table");
         Service {
             runtime,
             tap,
             token,
+            writer: writer_token,
         }
     })
 }
@@ -138,12 +157,99 @@ fn post(uri: &str, content_type: &str, body: Vec<u8>) -> Option<Request<Body>> {
         .ok()
 }
 
+/// The definition of the user table the inputs load into.
+const BASE_TABLE: &str = r#"<vosi:table xmlns:vosi="http://www.ivoa.net/xml/VOSITables/v1.0"
+  xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+  <name>user_ada.base</name>
+  <column><name>tid</name><ucd>meta.id;meta.main</ucd><dataType xsi:type="vs:TAPType">BIGINT</dataType></column>
+  <column><name>ra</name><ucd>pos.eq.ra;meta.main</ucd><dataType xsi:type="vs:TAPType">DOUBLE</dataType></column>
+  <column><name>dec</name><ucd>pos.eq.dec;meta.main</ucd><dataType xsi:type="vs:TAPType">DOUBLE</dataType></column>
+  <column><name>label</name><dataType xsi:type="vs:TAPType">VARCHAR</dataType></column>
+</vosi:table>"#;
+
 const FORM: &str = "application/x-www-form-urlencoded";
 const MULTIPART: &str = "multipart/form-data; boundary=XyZzy";
 
+/// User tables (kind 9): a definition PUT, a load in each format into the base table, permissions, an index job.
+fn user_table(raw: &[u8], writer: &str) -> Option<(Request<Body>, bool)> {
+    let (op, rest) = raw.split_first()?;
+    let body = rest.to_vec();
+    let (method, uri, content_type, created) = match op % 8 {
+        0 => (
+            "PUT",
+            format!("/tap/tables/user_ada.fz{}", op % 3),
+            "text/xml",
+            true,
+        ),
+        1 => (
+            "PUT",
+            format!("/tap/tables/user_ada.fz{}", op % 3),
+            "application/x-votable+xml",
+            true,
+        ),
+        2 => ("POST", "/tap/load/user_ada.base".into(), "text/csv", false),
+        3 => (
+            "POST",
+            "/tap/load/user_ada.base".into(),
+            "text/tab-separated-values",
+            false,
+        ),
+        4 => (
+            "POST",
+            "/tap/load/user_ada.base".into(),
+            "application/x-votable+xml",
+            false,
+        ),
+        5 => (
+            "POST",
+            "/tap/load/user_ada.base".into(),
+            "application/fits",
+            false,
+        ),
+        6 => (
+            "POST",
+            "/tap/permissions/user_ada.base".into(),
+            "text/plain",
+            false,
+        ),
+        _ => ("POST", "/tap/table-update".into(), FORM, false),
+    };
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::AUTHORIZATION, format!("Bearer {writer}"))
+        .body(Body::from(body))
+        .ok()?;
+    Some((req, created))
+}
+
+/// User files (kind 10): a WebDAV method on a path of the input's choosing in the user's space, with a body (or,
+/// for COPY and MOVE, a destination) of its choosing, with Basic credentials as a desktop mount sends them.
+fn dav(raw: &[u8], writer: &str) -> Option<Request<Body>> {
+    const METHODS: [&str; 8] = [
+        "PUT", "GET", "PROPFIND", "MKCOL", "COPY", "MOVE", "DELETE", "OPTIONS",
+    ];
+    let (op, rest) = raw.split_first()?;
+    let (path, body) = split(rest);
+    let path = format!("/files/ada/{}", query_string(path).replace('%', "%25"));
+    let method = METHODS[*op as usize % METHODS.len()];
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("ada:{writer}"));
+    let mut req = Request::builder()
+        .method(method)
+        .uri(&path)
+        .header(header::AUTHORIZATION, format!("Basic {basic}"))
+        .header("Depth", if op % 2 == 0 { "1" } else { "0" });
+    if matches!(method, "COPY" | "MOVE") {
+        req = req.header("Destination", format!("/files/ada/{}", query_string(body)));
+        return req.body(Body::empty()).ok();
+    }
+    req.body(Body::from(body.to_vec())).ok()
+}
+
 /// The request an input stands for (None: not a request an HTTP client could send, e.g. an invalid URI).
 fn request(kind: u8, raw: &[u8], token: &str) -> Option<Request<Body>> {
-    match kind % 9 {
+    match kind % 11 {
         // TAP parameters in a urlencoded body, in the query string, in a multipart body.
         0 => post("/tap/sync", FORM, raw.to_vec()),
         1 => Request::get(format!("/tap/sync?{}", query_string(raw)))
@@ -306,10 +412,33 @@ fuzz_target!(|data: &[u8]| {
     };
     let s = service();
     s.runtime.block_on(async {
-        if kind % 9 == 7 {
-            uws(&s.tap, raw).await;
-        } else if let Some(req) = request(kind, raw, &s.token) {
-            check(&s.tap, req).await;
+        match kind % 11 {
+            7 => uws(&s.tap, raw).await,
+            9 => {
+                if let Some((req, created)) = user_table(raw, &s.writer) {
+                    let uri = req.uri().path().to_string();
+                    let (status, ..) = check(&s.tap, req).await;
+                    // A table an input created is dropped again: the state stays bounded.
+                    if created && status == StatusCode::CREATED {
+                        let drop = Request::delete(uri)
+                            .header(header::AUTHORIZATION, format!("Bearer {}", s.writer))
+                            .body(Body::empty())
+                            .expect("a DELETE");
+                        let (status, ..) = check(&s.tap, drop).await;
+                        assert_eq!(status, StatusCode::OK, "dropping a table an input created");
+                    }
+                }
+            }
+            10 => {
+                if let Some(req) = dav(raw, &s.writer) {
+                    check(&s.tap, req).await;
+                }
+            }
+            _ => {
+                if let Some(req) = request(kind, raw, &s.token) {
+                    check(&s.tap, req).await;
+                }
+            }
         }
     });
 });
