@@ -460,6 +460,20 @@ fn list_join(
         .copied()
         .filter(|c| touched.contains(c))
         .collect();
+    // A list that fits comfortably in a Flight ticket (the workers take 64 MiB messages) travels with each fragment.
+    let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+    if *j.join_type() == JoinType::Inner && bytes <= BROADCAST_BYTES {
+        return broadcast(
+            node,
+            table_side.0,
+            &left,
+            &right,
+            &list_side.1,
+            batches,
+            &chunks,
+        )
+        .map(Some);
+    }
     let narrowed = |side: &Arc<dyn ExecutionPlan>| with_chunks(side.clone(), &chunks, false, false);
     let children = if table_side.0 == JoinSide::Left {
         vec![narrowed(j.left())?, j.right().clone()]
@@ -472,6 +486,51 @@ fn list_join(
             children,
         )?,
     ))
+}
+
+/// The largest list (in memory) sent inside each fragment; larger ones are joined at the czar.
+const BROADCAST_BYTES: usize = 16 << 20;
+
+/// An inner join of a list with a table, broadcast: the list's rows (already computed) become the join's build side
+/// in memory, the table's scan (its own rows in the touched chunks, no overlap) its probe side, one partition per
+/// chunk, so [`crate::distribute`] sends the whole join to the workers with the list inside each fragment
+/// ([`crate::fragment`]). Each pair is found once, in the chunk of its table row. The output keeps the join's
+/// column order.
+fn broadcast(
+    node: &Arc<dyn ExecutionPlan>,
+    table_side: JoinSide,
+    left: &Arc<dyn ExecutionPlan>,
+    right: &Arc<dyn ExecutionPlan>,
+    list: &Arc<dyn ExecutionPlan>,
+    batches: Vec<arrow::array::RecordBatch>,
+    chunks: &[u64],
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    use datafusion::datasource::memory::MemorySourceConfig;
+    let table = if table_side == JoinSide::Left {
+        left
+    } else {
+        right
+    };
+    let table = with_chunks(table.clone(), chunks, false, false)?;
+    let rows = MemorySourceConfig::try_new_exec(&[batches], list.schema(), None)?
+        as Arc<dyn ExecutionPlan>;
+    let children = if table_side == JoinSide::Left {
+        vec![table, rows]
+    } else {
+        vec![rows, table]
+    };
+    let join = datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+        node.clone(),
+        children,
+    )?;
+    if table_side == JoinSide::Right {
+        return Ok(join);
+    }
+    // The list must be the build (left) side.
+    match join.downcast_ref::<NestedLoopJoinExec>() {
+        Some(j) => j.swap_inputs(),
+        None => Ok(join),
+    }
 }
 
 /// The join filter's expression over the left ++ right columns (instead of its own intermediate schema).

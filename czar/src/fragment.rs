@@ -12,7 +12,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
 use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
@@ -43,6 +43,15 @@ pub fn fragment_leaves(node: &Arc<dyn ExecutionPlan>) -> Option<Vec<ChunkScanExe
     }
     match node.children().as_slice() {
         [child] if per_partition => fragment_leaves(child),
+        // A list broadcast to the chunks ([`crate::colocate`]): its rows travel inside the fragment, each chunk's
+        // own rows meet all of them, and an inner join finds every pair once, in the chunk of its table row.
+        [list, table] if broadcast_list(node, list) => {
+            let leaves = fragment_leaves(table)?;
+            leaves
+                .iter()
+                .all(|x| !x.scan.replicated && !x.scan.overlap)
+                .then_some(leaves)
+        }
         [left, right] => {
             let (l, r) = (fragment_leaves(left)?, fragment_leaves(right)?);
             let replicated = |leaves: &[ChunkScanExec]| leaves.iter().all(|x| x.scan.replicated);
@@ -82,6 +91,19 @@ pub fn fragment_leaves(node: &Arc<dyn ExecutionPlan>) -> Option<Vec<ChunkScanExe
         }
         _ => None,
     }
+}
+
+/// An inner nested-loop join whose build side is rows in memory (an upload, computed at the czar).
+fn broadcast_list(node: &Arc<dyn ExecutionPlan>, list: &Arc<dyn ExecutionPlan>) -> bool {
+    use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::datasource::source::DataSourceExec;
+    node.downcast_ref::<NestedLoopJoinExec>()
+        .is_some_and(|j| *j.join_type() == JoinType::Inner)
+        && list.downcast_ref::<DataSourceExec>().is_some_and(|d| {
+            d.data_source()
+                .downcast_ref::<MemorySourceConfig>()
+                .is_some()
+        })
 }
 
 /// Whether one of the node's own expressions holds a scalar subquery.

@@ -260,6 +260,7 @@ def test_upload_cross_match(service, duck):
         for (i,) in duck.execute(f"SELECT id FROM object WHERE {haversine('ra', 'dec', ra, dec)} <= {1 / 3600}").fetchall():
             want.add((str(name), i))
     assert pairs == want and len(pairs) >= len(rows)
+    assert len(result) == len(pairs), "a pair was found twice"
     # Only the chunks the list's cones touch are read.
     buf = io.BytesIO()
     t.write(buf, format="votable")
@@ -269,6 +270,9 @@ def test_upload_cross_match(service, duck):
     status, _, full = post(service + "/explain", {"QUERY": "SELECT id FROM sky.object"})
     total = int(re.search(rb"fragment over (\d+) chunks", full).group(1))
     assert 1 <= touched <= len(t) and touched < total, plan.decode()
+    # The list is broadcast: the join runs on the workers, inside the fragments, not at the czar.
+    fragments, merge = plan.split(b"merge plan")
+    assert b"NestedLoopJoinExec" in fragments and b"NestedLoopJoinExec" not in merge, plan.decode()
     # Two uploads at once, pyvo's a,param:a;b,param:b form; async too.
     result = svc.run_async("SELECT COUNT(*) AS n FROM TAP_UPLOAD.a AS a JOIN TAP_UPLOAD.b AS b ON a.name = b.name",
                            uploads={"a": t, "b": t[:7]})
@@ -472,3 +476,25 @@ def test_demo_is_one_command(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_broadcast_list_finds_every_pair_once_across_chunk_edges(service, duck):
+    # 400 positions over the whole sky, cones of 0.4 degrees: many straddle chunk edges. The list travels to the
+    # workers inside each chunk's fragment; every (list row, object) pair must come back exactly once.
+    rng = np.random.default_rng(12)
+    n = 400
+    t = Table()
+    t["k"] = np.arange(n)
+    t["ra"] = rng.uniform(0, 360, n)
+    t["dec"] = np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    radius = 0.4
+    query = ("SELECT u.k, o.id FROM TAP_UPLOAD.l AS u JOIN sky.object AS o "
+             f"ON 1 = CONTAINS(POINT('ICRS', o.ra, o.dec), CIRCLE('ICRS', u.ra, u.dec, {radius}))")
+    result = pyvo.dal.TAPService(service).search(query, uploads={"l": t}, maxrec=1_000_000)
+    got = sorted((int(k), int(i)) for k, i in zip(result["k"], result["id"]))
+    duck.register("l", t.to_pandas())
+    want = sorted(duck.execute(f"SELECT l.k, o.id FROM l, object o "
+                               f"WHERE {haversine('o.ra', 'o.dec', 'l.ra', 'l.dec')} <= {radius}").fetchall())
+    duck.unregister("l")
+    assert len(want) > 50
+    assert got == want
