@@ -1,4 +1,5 @@
-//! User files over WebDAV (RFC 4918, class 1) at `/files/NAME/`: desktop mounts (davfs2, Finder, Windows), rclone and
+//! User files over WebDAV (RFC 4918, class 1) at `/files/NAME/` (and a group's, shared by its members, at
+//! `/files/group_NAME/`): desktop mounts (davfs2, Finder, Windows), rclone and
 //! scripts reach the user's file space with a token (HTTP Basic with the token as password, or Bearer). A space is
 //! its owner's only (the `write:files` scope), kept under `DATA_DIR/files/NAME/`, and bounded by the files quota
 //! (`skyshard user quota --files-mb`, the service's `--user-files-mb` by default): a PUT or COPY past it answers 507
@@ -162,11 +163,15 @@ pub(crate) fn size_of(dir: &Path) -> u64 {
 
 /// A space's quota in bytes.
 pub(crate) fn quota(tap: &Tap, owner: &str) -> u64 {
-    let mb = tap
-        .auth
-        .as_ref()
-        .and_then(|a| a.accounts.user(owner).ok().flatten())
-        .and_then(|u| u.quota.files_mb);
+    let accounts = tap.auth.as_ref().map(|a| &a.accounts);
+    let mb = match owner.strip_prefix("group_") {
+        Some(group) => accounts
+            .and_then(|a| a.group(group).ok().flatten())
+            .and_then(|g| g.quota.files_mb),
+        None => accounts
+            .and_then(|a| a.user(owner).ok().flatten())
+            .and_then(|u| u.quota.files_mb),
+    };
     mb.map_or(tap.limits.user_files, |mb| mb.saturating_mul(1 << 20))
 }
 
@@ -215,10 +220,17 @@ pub(crate) async fn dav(
             "user files need identity: send a token (Basic or Bearer)",
         );
     };
-    if identity.user != path.owner {
+    let member = path
+        .owner
+        .strip_prefix("group_")
+        .is_some_and(|g| identity.groups.iter().any(|x| x == g));
+    if identity.user != path.owner && !member {
         return error(
             StatusCode::FORBIDDEN,
-            &format!("/files/{}/ is not your space", path.owner),
+            &format!(
+                "/files/{}/ is not your space (yours is /files/{}/, and each group's of yours /files/group_NAME/)",
+                path.owner, identity.user
+            ),
         );
     }
     let writes = !matches!(method.as_str(), "GET" | "HEAD" | "PROPFIND");

@@ -172,3 +172,23 @@ def test_deleting_a_user_removes_their_tables_files_jobs_and_tokens(site):
     assert (data / "tables" / "sky.object").exists()
     left = [str(p) for p in data.rglob("*") if "user_eve" in p.name or "eve" == p.name]
     assert not left, left
+
+
+def test_a_group_space_is_its_members(site):
+    data, root = site["data"], site["root"]
+    run("user", "add", "--data-dir", str(data), "gia", "--group", "optics")
+    run("user", "add", "--data-dir", str(data), "hal", "--group", "optics")
+    gia = ("gia", run("token", "create", "--data-dir", str(data), "--user", "gia").strip())
+    hal = ("hal", run("token", "create", "--data-dir", str(data), "--user", "hal").strip())
+    url = f"{root}/files/group_optics/shared.txt"
+    assert requests.put(url, data=b"for the group", auth=gia).status_code == 201
+    assert requests.get(url, auth=hal).content == b"for the group"
+    assert requests.get(url, auth=auth(site, "ada")).status_code == 403
+    # A group's quota bounds its space.
+    run("user", "quota", "--data-dir", str(data), "--group", "optics", "--files-mb", "1")
+    try:
+        r = requests.put(f"{root}/files/group_optics/big.bin", data=os.urandom(2 << 20), auth=hal)
+        assert r.status_code == 507, r.status_code
+    finally:
+        run("user", "quota", "--data-dir", str(data), "--group", "optics", "--files-mb", "0")
+    assert requests.delete(url, auth=hal).status_code == 204

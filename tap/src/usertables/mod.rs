@@ -517,7 +517,10 @@ pub(crate) async fn upload(
 fn source_file(tap: &Tap, caller: &Caller, source: &str) -> Result<(PathBuf, Upload), Response> {
     let path = crate::files::FilePath::parse(source)
         .map_err(|m| error(StatusCode::BAD_REQUEST, &format!("source: {m}")))?;
-    if caller.user() != Some(path.owner.as_str()) {
+    let member = path.owner.strip_prefix("group_").is_some_and(|g| {
+        caller.user().is_some() && Reader::of(caller).groups.iter().any(|x| x == g)
+    });
+    if caller.user() != Some(path.owner.as_str()) && !member {
         return Err(error(
             StatusCode::FORBIDDEN,
             &format!("source {source}: not your file space"),
