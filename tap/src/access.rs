@@ -70,6 +70,10 @@ pub struct Grant {
     /// Everyone may read it (anonymous callers too).
     #[serde(default)]
     pub public: bool,
+    /// Groups whose members may also add rows to it and index it (and read it); dropping it and changing who
+    /// may read or write it stay its owner's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write_groups: Vec<String>,
 }
 
 /// The grants of every user table, kept in `DATA_DIR/usertables/grants.json` (written whole, atomically) and in
@@ -137,7 +141,22 @@ impl Grants {
         }
         let grant = self.get(table);
         grant.public
-            || (reader.user.is_some() && grant.groups.iter().any(|g| reader.groups.contains(g)))
+            || (reader.user.is_some()
+                && grant
+                    .groups
+                    .iter()
+                    .chain(&grant.write_groups)
+                    .any(|g| reader.groups.contains(g)))
+    }
+
+    /// Whether `reader` (a named user) is in a group that may add rows to `table`.
+    pub fn may_add_rows(&self, reader: &Reader, table: &str) -> bool {
+        reader.user.is_some()
+            && self
+                .get(table)
+                .write_groups
+                .iter()
+                .any(|g| reader.groups.contains(g))
     }
 
     /// What `reader` sees, for [`czar::Czar::plan_for`]: None when nothing is hidden from them.
@@ -184,7 +203,7 @@ mod tests {
                 "user_ada.t",
                 Grant {
                     groups: vec!["radio".into()],
-                    public: false,
+                    ..Grant::default()
                 },
             )
             .unwrap();
@@ -196,8 +215,8 @@ mod tests {
             .set(
                 "user_ada.t",
                 Grant {
-                    groups: vec![],
                     public: true,
+                    ..Grant::default()
                 },
             )
             .unwrap();

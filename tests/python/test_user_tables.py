@@ -190,9 +190,16 @@ def test_a_user_table_is_private_until_shared(site, features):
     assert ada.post(f"{url}/permissions/{name}", data="public=true\n").status_code == 200
     assert anonymous.post(f"{url}/sync", data=count).text.split()[1] == "20"
     assert "public=true" in anonymous.get(f"{url}/permissions/{name}").text
-    # Readers are not writers.
+    # Readers are not writers; a group given rw-group may add rows (and read), but not drop the table.
     r = cy.post(f"{url}/load/{name}", data=rows, headers={"Content-Type": "text/csv"})
     assert r.status_code == 403, r.text
+    assert ada.post(f"{url}/permissions/{name}", data="rw-group=ivo://skyshard/gms?optics\n").status_code == 200
+    more = csv_bytes(targets(site["catalog"], 100, 5))
+    r = cy.post(f"{url}/load/{name}", data=more, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 200, r.text
+    assert cy.delete(f"{url}/tables/{name}").status_code == 403
+    assert bob.post(f"{url}/load/{name}", data=more, headers={"Content-Type": "text/csv"}).status_code == 403
+    assert ada.post(f"{url}/sync", data=count).text.split()[1] == "25"
     assert ada.delete(f"{url}/tables/{name}").status_code == 200
     assert anonymous.post(f"{url}/sync", data=count).status_code == 400
 

@@ -32,10 +32,10 @@ pub(crate) async fn table_update(
         Ok(n) => n,
         Err(r) => return refuse(r),
     };
-    if let Err(r) = may_write(&tap, &caller, &space, &headers) {
+    let qualified = format!("{schema}.{table}");
+    if let Err(r) = may_add_rows(&tap, &caller, &space, &qualified, &headers) {
         return r;
     }
-    let qualified = format!("{schema}.{table}");
     let Some(info) = existing(&tap, &caller, &qualified) else {
         return error(StatusCode::NOT_FOUND, &format!("no table {qualified}"));
     };

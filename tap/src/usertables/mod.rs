@@ -137,6 +137,25 @@ fn may_write(
     Ok(())
 }
 
+/// The caller may add rows to `table` (and index it): [`may_write`] in its space, or a member of a group it is
+/// shared with for writing (`rw-group`).
+fn may_add_rows(
+    tap: &Tap,
+    caller: &Caller,
+    space: &Space,
+    table: &str,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
+    let refused = match may_write(tap, caller, space, headers) {
+        Ok(()) => return Ok(()),
+        Err(r) => r,
+    };
+    if caller.may("write:tables") && tap.grants.may_add_rows(&Reader::of(caller), table) {
+        return Ok(());
+    }
+    Err(refused)
+}
+
 fn template_path(data_dir: &Path, table: &str) -> PathBuf {
     data_dir
         .join("usertables")
@@ -580,10 +599,10 @@ pub(crate) async fn load(
         Ok(n) => n,
         Err(r) => return refuse(r),
     };
-    if let Err(r) = may_write(&tap, &caller, &space, &headers) {
+    let qualified = format!("{schema}.{table}");
+    if let Err(r) = may_add_rows(&tap, &caller, &space, &qualified, &headers) {
         return r;
     }
-    let qualified = format!("{schema}.{table}");
     let from_file = match source
         .as_deref()
         .map(|s| source_file(&tap, &caller, s))

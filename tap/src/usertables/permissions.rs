@@ -27,15 +27,18 @@ pub(super) fn permissions_text(table: &str, grant: &Grant) -> String {
         Some(Space::Group(g)) => format!("owner-group={g}\n"),
         None => String::new(),
     };
-    let groups: Vec<String> = grant
-        .groups
-        .iter()
-        .map(|g| format!("ivo://skyshard/gms?{g}"))
-        .collect();
+    let uris = |groups: &[String]| {
+        groups
+            .iter()
+            .map(|g| format!("ivo://skyshard/gms?{g}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     format!(
-        "{owner}public={}\nr-group={}\n",
+        "{owner}public={}\nr-group={}\nrw-group={}\n",
         grant.public,
-        groups.join(" ")
+        uris(&grant.groups),
+        uris(&grant.write_groups)
     )
 }
 
@@ -115,17 +118,24 @@ pub(crate) async fn set_permissions(
                 groups.dedup();
                 grant.groups = groups;
             }
-            "rw-group" if value.is_empty() => {}
             "rw-group" => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "rw-group is not offered: a table a group writes lives in its schema group_NAME",
-                );
+                let mut groups = Vec::new();
+                for g in value.split([' ', ',']).filter(|g| !g.is_empty()) {
+                    match group_of(g) {
+                        Ok(g) => groups.push(g),
+                        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+                    }
+                }
+                groups.sort();
+                groups.dedup();
+                grant.write_groups = groups;
             }
             other => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    &format!("{other}: set public=true|false or r-group=GROUP..."),
+                    &format!(
+                        "{other}: set public=true|false, r-group=GROUP... or rw-group=GROUP..."
+                    ),
                 );
             }
         }
