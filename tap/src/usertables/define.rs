@@ -85,6 +85,9 @@ pub(super) fn vosi_definition(xml: &[u8]) -> Result<Definition, String> {
                     }
                 }
                 path.push(local);
+                if path.len() > 16 {
+                    return Err("the table document nests elements more than 16 deep".into());
+                }
                 text.clear();
             }
             Event::Text(t) => {
@@ -260,6 +263,12 @@ mod tests {
         assert!(
             vosi_definition(b"<table><column>").is_err()
                 || vosi_definition(b"<table><column>").is_ok()
+        );
+        let deep = "<table>".repeat(100_000);
+        assert!(
+            vosi_definition(deep.as_bytes())
+                .unwrap_err()
+                .contains("deep")
         );
     }
 }

@@ -123,14 +123,17 @@ pub(super) fn convert(
                 "the CSV upload"
             };
             // The header names the columns (a subset, in any order); their types are the table's.
+            // At most 1 MiB of it: a file with no line break is not read whole into memory.
             let mut head = String::new();
+            let file = std::fs::File::open(upload).map_err(|e| e.to_string())?;
             std::io::BufRead::read_line(
-                &mut std::io::BufReader::new(
-                    std::fs::File::open(upload).map_err(|e| e.to_string())?,
-                ),
+                &mut std::io::BufReader::new(std::io::Read::take(file, 1 << 20)),
                 &mut head,
             )
             .map_err(|e| format!("{what}: {e}"))?;
+            if !head.ends_with('\n') && head.len() >= 1 << 20 {
+                return Err(format!("{what}: its header line is longer than 1 MiB"));
+            }
             let header: Vec<String> = head
                 .trim_end_matches(['\r', '\n'])
                 .split(delimiter as char)
