@@ -43,10 +43,11 @@ def auth(site, user):
 
 
 @pytest.mark.skipif(shutil.which("litmus") is None and not os.environ.get("CI"), reason="litmus is not installed")
-def test_litmus_basic_and_copymove(site):
+def test_litmus_basic_and_copymove(site, tmp_path):
     env = {**os.environ, "TESTS": "basic copymove"}
+    # litmus writes debug.log and child.log where it runs: in a scratch directory, not the checkout.
     out = subprocess.run(["litmus", f"{site['root']}/files/ada/", "ada", site["tokens"]["ada"]], capture_output=True,
-                         text=True, timeout=300, env=env)
+                         text=True, timeout=300, env=env, cwd=tmp_path)
     summaries = re.findall(r"summary for `(\w+)': of (\d+) tests run: (\d+) passed, (\d+) failed", out.stdout)
     assert {s[0] for s in summaries} == {"basic", "copymove"}, out.stdout[-3000:]
     for group, ran, passed, failed in summaries:
