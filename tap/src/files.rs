@@ -628,6 +628,19 @@ fn response_xml(path: &FilePath, meta: &std::fs::Metadata, names_only: bool) -> 
     )
 }
 
+/// A refusal for an element that binds a namespace prefix to the empty name (not allowed in XML namespaces 1.0).
+fn empty_prefix(e: &quick_xml::events::BytesStart) -> Option<Response> {
+    e.attributes()
+        .flatten()
+        .any(|a| a.key.as_ref().starts_with(b"xmlns:") && a.value.is_empty())
+        .then(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "the PROPFIND body binds a namespace prefix to nothing",
+            )
+        })
+}
+
 async fn propfind(tap: &Tap, path: &FilePath, headers: &HeaderMap, body: Body) -> Response {
     let body = match axum::body::to_bytes(body, 1 << 20).await {
         Ok(b) => b,
@@ -654,15 +667,8 @@ async fn propfind(tap: &Tap, path: &FilePath, headers: &HeaderMap, body: Body) -
                     );
                 }
                 Ok(quick_xml::events::Event::Start(e)) => {
-                    // A prefix bound to the empty name is not allowed in XML namespaces 1.0.
-                    if e.attributes()
-                        .flatten()
-                        .any(|a| a.key.as_ref().starts_with(b"xmlns:") && a.value.is_empty())
-                    {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            "the PROPFIND body binds a namespace prefix to nothing",
-                        );
+                    if let Some(refusal) = empty_prefix(&e) {
+                        return refusal;
                     }
                     if depth == 0 {
                         if e.local_name().as_ref() != b"propfind" {
@@ -676,14 +682,8 @@ async fn propfind(tap: &Tap, path: &FilePath, headers: &HeaderMap, body: Body) -
                     depth += 1;
                 }
                 Ok(quick_xml::events::Event::Empty(e)) => {
-                    if e.attributes()
-                        .flatten()
-                        .any(|a| a.key.as_ref().starts_with(b"xmlns:") && a.value.is_empty())
-                    {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            "the PROPFIND body binds a namespace prefix to nothing",
-                        );
+                    if let Some(refusal) = empty_prefix(&e) {
+                        return refusal;
                     }
                     if depth == 0 {
                         seen_root = e.local_name().as_ref() == b"propfind";

@@ -28,14 +28,10 @@ pub(crate) async fn table_update(
             );
         }
     };
-    let (schema, table, space) = match table_name(name) {
-        Ok(n) => n,
-        Err(r) => return refuse(r),
+    let (qualified, _) = match target(&tap, &caller, name, &headers, Change::Rows) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
-    let qualified = format!("{schema}.{table}");
-    if let Err(r) = may_add_rows(&tap, &caller, &space, &qualified, &headers) {
-        return r;
-    }
     let Some(info) = existing(&tap, &caller, &qualified) else {
         return error(StatusCode::NOT_FOUND, &format!("no table {qualified}"));
     };

@@ -156,6 +156,39 @@ fn may_add_rows(
     Err(refused)
 }
 
+/// What a request changes: a table itself (create, drop, share), or only its rows (load, index).
+#[derive(Clone, Copy, PartialEq)]
+enum Change {
+    Table,
+    Rows,
+}
+
+/// The table a changing request names, checked ([`table_name`]) with the caller's right to make the change
+/// ([`may_write`], or for rows [`may_add_rows`]): its `schema.table` and space, or the refusal.
+fn target(
+    tap: &Tap,
+    caller: &Caller,
+    name: &str,
+    headers: &HeaderMap,
+    change: Change,
+) -> Result<(String, Space), Response> {
+    let (schema, table, space) = table_name(name).map_err(refuse)?;
+    let qualified = format!("{schema}.{table}");
+    match change {
+        Change::Table => may_write(tap, caller, &space, headers)?,
+        Change::Rows => may_add_rows(tap, caller, &space, &qualified, headers)?,
+    }
+    Ok((qualified, space))
+}
+
+/// Whether a table of that name is published (whoever may see it).
+fn published(tap: &Tap, qualified: &str) -> bool {
+    tap.czar
+        .tables()
+        .iter()
+        .any(|t| t.record.qualified_name().eq_ignore_ascii_case(qualified))
+}
+
 fn template_path(data_dir: &Path, table: &str) -> PathBuf {
     data_dir
         .join("usertables")
@@ -212,21 +245,12 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let (schema, table, space) = match table_name(&name) {
-        Ok(n) => n,
-        Err(r) => return refuse(r),
+    let (qualified, space) = match target(&tap, &caller, &name, &headers, Change::Table) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
-    if let Err(r) = may_write(&tap, &caller, &space, &headers) {
-        return r;
-    }
-    let qualified = format!("{schema}.{table}");
     let _turn = writing(&tap).lock().await;
-    if tap
-        .czar
-        .tables()
-        .iter()
-        .any(|t| t.record.qualified_name().eq_ignore_ascii_case(&qualified))
-    {
+    if published(&tap, &qualified) {
         return error(
             StatusCode::CONFLICT,
             &format!("{qualified} exists: DELETE it first, or POST rows to /tap/load/{qualified}"),
@@ -399,21 +423,12 @@ pub(crate) async fn upload(
     } else {
         format!("user_{user}.{table}")
     };
-    let (schema, table, space) = match table_name(&name) {
-        Ok(n) => n,
-        Err(r) => return refuse(r),
+    let (qualified, space) = match target(&tap, &caller, &name, &headers, Change::Table) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
-    if let Err(r) = may_write(&tap, &caller, &space, &headers) {
-        return r;
-    }
-    let qualified = format!("{schema}.{table}");
     let _turn = writing(&tap).lock().await;
-    if tap
-        .czar
-        .tables()
-        .iter()
-        .any(|t| t.record.qualified_name().eq_ignore_ascii_case(&qualified))
-    {
+    if published(&tap, &qualified) {
         return error(
             StatusCode::CONFLICT,
             &format!("{qualified} exists: delete it first"),
@@ -595,14 +610,10 @@ pub(crate) async fn load(
         .into_iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("source"))
         .map(|(_, v)| v);
-    let (schema, table, space) = match table_name(&name) {
-        Ok(n) => n,
-        Err(r) => return refuse(r),
+    let (qualified, space) = match target(&tap, &caller, &name, &headers, Change::Rows) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
-    let qualified = format!("{schema}.{table}");
-    if let Err(r) = may_add_rows(&tap, &caller, &space, &qualified, &headers) {
-        return r;
-    }
     let from_file = match source
         .as_deref()
         .map(|s| source_file(&tap, &caller, s))
@@ -631,12 +642,7 @@ pub(crate) async fn load(
     let _turn = writing(&tap).lock().await;
     let Some(info) = existing(&tap, &caller, &qualified) else {
         if let (Some((file, format)), Some(source)) = (from_file, &source) {
-            if tap
-                .czar
-                .tables()
-                .iter()
-                .any(|t| t.record.qualified_name().eq_ignore_ascii_case(&qualified))
-            {
+            if published(&tap, &qualified) {
                 return error(
                     StatusCode::CONFLICT,
                     &format!("{qualified} exists and is not yours to load"),
@@ -745,14 +751,10 @@ pub(crate) async fn remove(
     UrlPath(name): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    let (schema, table, space) = match table_name(&name) {
-        Ok(n) => n,
-        Err(r) => return refuse(r),
+    let (qualified, _) = match target(&tap, &caller, &name, &headers, Change::Table) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
-    if let Err(r) = may_write(&tap, &caller, &space, &headers) {
-        return r;
-    }
-    let qualified = format!("{schema}.{table}");
     let _turn = writing(&tap).lock().await;
     if existing(&tap, &caller, &qualified).is_none() {
         return error(StatusCode::NOT_FOUND, &format!("no table {qualified}"));

@@ -20,6 +20,18 @@ pub(super) fn group_of(text: &str) -> Result<String, String> {
     }
 }
 
+/// The groups a `r-group`/`rw-group` value names (space- or comma-separated), sorted, each once.
+fn groups_of(value: &str) -> Result<Vec<String>, String> {
+    let mut groups = value
+        .split([' ', ','])
+        .filter(|g| !g.is_empty())
+        .map(group_of)
+        .collect::<Result<Vec<_>, _>>()?;
+    groups.sort();
+    groups.dedup();
+    Ok(groups)
+}
+
 pub(super) fn permissions_text(table: &str, grant: &Grant) -> String {
     let space = table.split('.').next().and_then(Space::of);
     let owner = match space {
@@ -70,14 +82,10 @@ pub(crate) async fn set_permissions(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let (schema, table, space) = match table_name(&name) {
-        Ok(n) => n,
-        Err(r) => return refuse(r),
+    let (qualified, _) = match target(&tap, &caller, &name, &headers, Change::Table) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
-    if let Err(r) = may_write(&tap, &caller, &space, &headers) {
-        return r;
-    }
-    let qualified = format!("{schema}.{table}");
     if existing(&tap, &caller, &qualified).is_none() {
         return error(StatusCode::NOT_FOUND, &format!("no table {qualified}"));
     }
@@ -106,29 +114,16 @@ pub(crate) async fn set_permissions(
                     );
                 }
             },
-            "r-group" => {
-                let mut groups = Vec::new();
-                for g in value.split([' ', ',']).filter(|g| !g.is_empty()) {
-                    match group_of(g) {
-                        Ok(g) => groups.push(g),
-                        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
-                    }
+            "r-group" | "rw-group" => {
+                let groups = match groups_of(&value) {
+                    Ok(g) => g,
+                    Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+                };
+                if key.eq_ignore_ascii_case("r-group") {
+                    grant.groups = groups;
+                } else {
+                    grant.write_groups = groups;
                 }
-                groups.sort();
-                groups.dedup();
-                grant.groups = groups;
-            }
-            "rw-group" => {
-                let mut groups = Vec::new();
-                for g in value.split([' ', ',']).filter(|g| !g.is_empty()) {
-                    match group_of(g) {
-                        Ok(g) => groups.push(g),
-                        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
-                    }
-                }
-                groups.sort();
-                groups.dedup();
-                grant.write_groups = groups;
             }
             other => {
                 return error(
