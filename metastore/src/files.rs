@@ -122,8 +122,9 @@ pub(crate) fn encode(key: &str) -> String {
     out
 }
 
-/// The key of a file name written by [`encode`]; None for names it did not write.
-pub(crate) fn decode(name: &str) -> Option<String> {
+/// The key of a file name written by [`encode`]; None for names it did not write. (Strict percent-decoding: also
+/// what the WebDAV paths of user files are read with.)
+pub fn decode(name: &str) -> Option<String> {
     let bytes = name.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -66,8 +66,8 @@ impl FilePath {
             if raw.is_empty() {
                 continue;
             }
-            let s =
-                percent_decode(raw).ok_or_else(|| format!("{raw}: not a valid path segment"))?;
+            let s = metastore::files::decode(raw)
+                .ok_or_else(|| format!("{raw}: not a valid path segment"))?;
             if s == "."
                 || s == ".."
                 || s.contains(['/', '\\', '\0'])
@@ -113,23 +113,6 @@ impl FilePath {
         p.segments.pop()?;
         Some(p)
     }
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn percent_encode(s: &str) -> String {
