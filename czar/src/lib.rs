@@ -214,21 +214,22 @@ impl Czar {
     /// The foreign keys among the tables a caller sees.
     pub fn foreign_keys_for(&self, visible: Visible<'_>) -> Vec<ForeignKey> {
         let keys = self.foreign_keys();
-        match visible {
-            None => keys,
-            Some(v) => keys
-                .into_iter()
-                .filter(|k| {
-                    let published = |name: &str| {
-                        self.tables()
-                            .iter()
-                            .any(|t| t.record.qualified_name().eq_ignore_ascii_case(name))
-                    };
-                    (!published(&k.from) || v(&k.from.to_lowercase()))
-                        && (!published(&k.target) || v(&k.target.to_lowercase()))
-                })
-                .collect(),
-        }
+        let Some(v) = visible else {
+            return keys;
+        };
+        // Published tables by lower-case name, read once (not per key).
+        let published: std::collections::HashSet<String> = self
+            .tables()
+            .iter()
+            .map(|t| t.record.qualified_name().to_lowercase())
+            .collect();
+        let shown = |name: &str| {
+            let name = name.to_lowercase();
+            !published.contains(&name) || v(&name)
+        };
+        keys.into_iter()
+            .filter(|k| shown(&k.from) && shown(&k.target))
+            .collect()
     }
 
     /// Foreign keys between tables (child -> director, and the system tables' own).

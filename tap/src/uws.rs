@@ -130,6 +130,27 @@ fn new_id() -> Result<String, metastore::MetaError> {
     Ok(format!("j{}", metastore::accounts::random_hex(16)?))
 }
 
+/// A new PENDING job of the caller, with the service's default duration and retention, and no parameters yet.
+fn pending(tap: &Tap, id: &str, caller: &Caller, client: &Client, now: u64) -> Job {
+    Job {
+        id: id.to_string(),
+        run_id: None,
+        phase: Phase::Pending,
+        params: Vec::new(),
+        parts: Vec::new(),
+        creation: now,
+        start: None,
+        end: None,
+        duration: tap.limits.default_duration,
+        destruction: now + tap.limits.default_retention * 1000,
+        error: None,
+        result: None,
+        owner: caller.user().map(str::to_string),
+        client: Some(client.key.clone()),
+        groups: client.groups.iter().map(|(k, _)| k.clone()).collect(),
+    }
+}
+
 /// A PENDING job of other work than a query (a table-update: `params` has no `query`), owned by the caller;
 /// returns its id.
 pub(crate) fn create_pending(
@@ -148,21 +169,8 @@ pub(crate) fn create_pending(
     std::fs::create_dir_all(tap.jobs.job_dir(&id)).map_err(|e| unavailable(e.to_string()))?;
     let now = now_ms();
     let job = Job {
-        id: id.clone(),
-        run_id: None,
-        phase: Phase::Pending,
         params,
-        parts: Vec::new(),
-        creation: now,
-        start: None,
-        end: None,
-        duration: tap.limits.default_duration,
-        destruction: now + tap.limits.default_retention * 1000,
-        error: None,
-        result: None,
-        owner: caller.user().map(str::to_string),
-        client: Some(client.key.clone()),
-        groups: client.groups.iter().map(|(k, _)| k.clone()).collect(),
+        ..pending(tap, &id, caller, client, now)
     };
     tap.jobs.put(&job).map_err(|e| unavailable(e.to_string()))?;
     Ok(id)
@@ -204,21 +212,9 @@ async fn create(
     }
     let now = now_ms();
     let mut job = Job {
-        id: id.clone(),
         run_id: p.get("RUNID").map(String::from),
-        phase: Phase::Pending,
-        params: Vec::new(),
         parts,
-        creation: now,
-        start: None,
-        end: None,
-        duration: tap.limits.default_duration,
-        destruction: now + tap.limits.default_retention * 1000,
-        error: None,
-        result: None,
-        owner: caller.user().map(str::to_string),
-        client: Some(client.key.clone()),
-        groups: client.groups.iter().map(|(k, _)| k.clone()).collect(),
+        ..pending(&tap, &id, &caller, &client, now)
     };
     if let Err(m) = apply_controls(&tap, &mut job, &p) {
         let _ = std::fs::remove_dir_all(&dir);
