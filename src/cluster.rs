@@ -26,6 +26,16 @@ async fn bind(address: &str) -> Result<tokio::net::TcpListener, String> {
 /// Flags of the TAP service (`serve`, `czar`).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ServiceArgs {
+    /// The address the HTTP service listens on (0.0.0.0: every interface, as in a container).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Seconds a stopping service (SIGTERM, Ctrl-C) lets requests in flight finish; new ones get 503 meanwhile.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace: u64,
+    /// Seconds a replaced load's files stay on the workers after `skyshard load --replace`, so queries that started
+    /// on it finish with its rows.
+    #[arg(long, default_value_t = 60)]
+    pub replaced_load_linger: u64,
     /// Where async jobs and their results live (default: DATA_DIR/jobs); one czar per directory.
     #[arg(long)]
     pub jobs_dir: Option<std::path::PathBuf>,
@@ -112,6 +122,7 @@ async fn run_czar(
     cluster: czar::cluster::Cluster,
     service: &ServiceArgs,
     howto: Option<fn(&str) -> String>,
+    heal: Option<czar::heal::HealOptions>,
 ) -> Result<(), String> {
     let czar = Arc::new(
         czar::Czar::open(
@@ -136,6 +147,7 @@ async fn run_czar(
         audit_log: service.audit_log.clone(),
         user_tables: service.user_tables_mb.saturating_mul(1 << 20),
         user_files: service.user_files_mb.saturating_mul(1 << 20),
+        replaced_load_linger: service.replaced_load_linger,
         ..Default::default()
     };
     let policy: tap::auth::Policy = service.auth.parse()?;
@@ -171,7 +183,18 @@ async fn run_czar(
         service.jobs_dir.as_deref(),
         Some(auth),
     )?;
-    let listener = bind(&format!("127.0.0.1:{port}")).await?;
+    if let Some(options) = heal {
+        let healer = czar::heal::Healer::new(czar.clone(), options)?;
+        healer.spawn();
+        let _ = tap.healer.set(healer);
+    }
+    czar.watch(std::time::Duration::from_secs(2));
+    let host = if service.host.is_empty() {
+        "127.0.0.1"
+    } else {
+        service.host.as_str()
+    };
+    let listener = bind(&format!("{host}:{port}")).await?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let tables: Vec<String> = czar
         .tables()
@@ -189,7 +212,29 @@ async fn run_czar(
     if let Some(howto) = howto {
         println!("{}", howto(&format!("http://{address}")));
     }
-    tap::serve(listener, tap).await
+    let served = tap::serve_until(
+        listener,
+        tap,
+        stop_signal(),
+        std::time::Duration::from_secs(service.shutdown_grace),
+    )
+    .await;
+    println!("stopped");
+    served
+}
+
+/// Resolves at SIGTERM (an orchestrator stopping the process) or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 pub fn serve(
@@ -246,7 +291,7 @@ pub fn serve_with(
             ))
             .with_secret(&secret)
             .map_err(|e| e.to_string())?;
-        run_czar(data_dir, port, cluster, service, howto).await
+        run_czar(data_dir, port, cluster, service, howto, None).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -254,29 +299,65 @@ pub fn serve_with(
     }
 }
 
-pub fn worker(
-    listen: &str,
-    data_dir: &Path,
-    fragment_memory_mb: usize,
-    cluster_secret: Option<String>,
-) -> ExitCode {
+/// Flags of `skyshard worker` when it runs one.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct WorkerArgs {
+    /// HOST:PORT to listen on (port 0: any free port, printed).
+    #[arg(long)]
+    pub listen: Option<String>,
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Memory one query's fragment may hold on this worker (hash tables, sorts, aggregates), in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub fragment_memory_mb: usize,
+    /// Answer only calls carrying this secret (give the czar the same one): without it, anything that can
+    /// reach the port can read chunks, ship files and drop tables.
+    #[arg(long, env = "SKYSHARD_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// HOST:PORT of a plain HTTP listener for /metrics, /health and /ready (probes and Prometheus); none by default.
+    #[arg(long)]
+    pub http: Option<String>,
+    /// Seconds a stopping worker (SIGTERM) lets fragments in flight finish before it exits.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace: u64,
+}
+
+pub fn worker(args: WorkerArgs) -> ExitCode {
+    let (Some(listen), Some(data_dir)) = (args.listen.clone(), args.data_dir.clone()) else {
+        return failure("a worker needs --listen HOST:PORT and --data-dir DIR (or a --config file giving them)");
+    };
     let result = runtime().block_on(async {
-        let listener = bind(listen).await?;
+        let listener = bind(&listen).await?;
         println!(
             "worker at {}",
             listener.local_addr().map_err(|e| e.to_string())?
         );
-        if cluster_secret.is_none() {
+        if args.cluster_secret.is_none() {
             eprintln!(
                 "warning: no --cluster-secret: anything that can reach this port can read chunks and drop tables"
             );
         }
-        worker::Worker::new(data_dir)
-            .with_fragment_memory(fragment_memory_mb << 20)
-            .with_secret(cluster_secret)
-            .serve(listener)
+        let worker = worker::Worker::new(&data_dir)
+            .with_fragment_memory(args.fragment_memory_mb << 20)
+            .with_secret(args.cluster_secret);
+        if let Some(http) = &args.http {
+            let http = bind(http).await?;
+            println!(
+                "worker metrics at http://{}/metrics",
+                http.local_addr().map_err(|e| e.to_string())?
+            );
+            tokio::spawn(worker.clone().serve_http(http));
+        }
+        worker
+            .serve_until(
+                listener,
+                stop_signal(),
+                std::time::Duration::from_secs(args.shutdown_grace),
+            )
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        println!("stopped");
+        Ok::<(), String>(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -290,9 +371,12 @@ pub fn czar(
     workers: &[String],
     replicas: usize,
     service: &ServiceArgs,
+    heal: czar::heal::HealOptions,
 ) -> ExitCode {
+    // Workers added since the start (`skyshard worker add`) are members too; drained ones have left.
+    let workers = czar::heal::starting_workers(data_dir, workers);
     let result = runtime().block_on(async {
-        let mut cluster = czar::cluster::Cluster::new(workers, replicas, PER_WORKER)
+        let mut cluster = czar::cluster::Cluster::new(&workers, replicas, PER_WORKER)
             .map_err(|e| e.to_string())?
             .with_silence(std::time::Duration::from_secs_f64(
                 service.worker_silence.max(0.1),
@@ -300,7 +384,7 @@ pub fn czar(
         if let Some(secret) = service.cluster_secret.as_deref().filter(|s| !s.is_empty()) {
             cluster = cluster.with_secret(secret).map_err(|e| e.to_string())?;
         }
-        run_czar(data_dir, port, cluster, service, None).await
+        run_czar(data_dir, port, cluster, service, None, Some(heal)).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -442,4 +526,143 @@ pub fn query(url: &str, explain: bool, query: Option<String>) -> ExitCode {
         Ok((_, body)) => failure(http::error_text(&body)),
         Err(e) => failure(e),
     }
+}
+
+/// `skyshard worker list|add|drain`: the czar's workers, through its admin API (on the czar's machine).
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum WorkerAction {
+    /// The replica census: each worker's state, whether it answers, what it holds; chunks by number of copies.
+    List {
+        /// The czar (its base URL or TAP URL).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
+    /// Adds a worker: it receives the replicated tables, then its share of the chunks (moved from the fullest
+    /// workers, checksummed, published atomically).
+    Add {
+        /// HOST:PORT of the new worker (started with the cluster secret).
+        address: String,
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
+    /// Drains a worker: its chunks are copied to the others, then it leaves the cluster and its files are
+    /// removed. Waits until it has left, printing progress.
+    Drain {
+        /// HOST:PORT of the worker.
+        address: String,
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Return once the drain has started.
+        #[arg(long)]
+        no_wait: bool,
+        /// Seconds to wait for the drain to end.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
+}
+
+fn admin_base(url: &str) -> String {
+    url.trim_end_matches('/').trim_end_matches("/tap").to_string()
+}
+
+fn census(base: &str) -> Result<serde_json::Value, String> {
+    match http::send("GET", &format!("{base}/admin/cluster"), "application/json", Payload::Bytes(Vec::new()))? {
+        (200, body) => serde_json::from_str(&body).map_err(|e| e.to_string()),
+        (_, body) => Err(error_of(&body)),
+    }
+}
+
+fn print_census(v: &serde_json::Value) {
+    println!(
+        "{:<24} {:<9} {:<9} {:>7} {:>14}",
+        "worker", "state", "answers", "chunks", "bytes"
+    );
+    for w in v["workers"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24} {:<9} {:<9} {:>7} {:>14}",
+            w["address"].as_str().unwrap_or("?"),
+            w["state"].as_str().unwrap_or("?"),
+            if w["answering"].as_bool() == Some(true) { "yes" } else { "no" },
+            w["chunk_files"],
+            w["bytes"]
+        );
+    }
+    println!(
+        "chunks by live copies: {}; copies made {}, removed {}",
+        v["chunks_by_copies"], v["copies_made"], v["copies_removed"]
+    );
+    if let Some(e) = v["last_error"].as_str() {
+        println!("last error: {e}");
+    }
+}
+
+pub fn worker_action(action: WorkerAction) -> ExitCode {
+    let result = match action {
+        WorkerAction::List { url } => census(&admin_base(&url)).map(|v| print_census(&v)),
+        WorkerAction::Add { address, url } => {
+            let body = serde_json::json!({ "address": address }).to_string();
+            match http::send(
+                "POST",
+                &format!("{}/admin/workers", admin_base(&url)),
+                "application/json",
+                Payload::Bytes(body.into_bytes()),
+            ) {
+                Ok((200, _)) => {
+                    println!("{address} joins: it receives the replicated tables, then its share of the chunks");
+                    Ok(())
+                }
+                Ok((_, body)) => Err(error_of(&body)),
+                Err(e) => Err(e),
+            }
+        }
+        WorkerAction::Drain {
+            address,
+            url,
+            no_wait,
+            timeout,
+        } => drain(&admin_base(&url), &address, no_wait, timeout),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failure(e),
+    }
+}
+
+fn drain(base: &str, address: &str, no_wait: bool, timeout: u64) -> Result<(), String> {
+    let body = serde_json::json!({ "address": address }).to_string();
+    match http::send(
+        "POST",
+        &format!("{base}/admin/workers/drain"),
+        "application/json",
+        Payload::Bytes(body.into_bytes()),
+    )? {
+        (200, _) => {}
+        (_, body) => return Err(error_of(&body)),
+    }
+    println!("draining {address}");
+    if no_wait {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        let v = census(base)?;
+        let member = v["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|w| w["address"].as_str() == Some(address))
+            .cloned();
+        let Some(member) = member else {
+            println!("{address} has left the cluster: its chunks live on the other workers");
+            return Ok(());
+        };
+        let line = format!("{address}: {} chunk files left", member["chunk_files"]);
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    Err(format!("{address} is still draining after {timeout} s (`skyshard worker list` shows why)"))
 }

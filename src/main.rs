@@ -2,6 +2,7 @@
 
 mod accounts;
 mod cluster;
+mod config;
 mod demo;
 mod http;
 
@@ -104,21 +105,21 @@ enum Command {
         replicas: usize,
         #[command(flatten)]
         service: cluster::ServiceArgs,
+        /// A TOML file of these flags' values (keys with `_`: `data_dir = "/data"`); flags given here win.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
     },
-    /// A worker: an Arrow Flight server over the chunk files of its data directory.
+    /// A worker: an Arrow Flight server over the chunk files of its data directory; or, with a subcommand, the
+    /// czar's workers (list, add, drain).
+    #[command(args_conflicts_with_subcommands = true)]
     Worker {
-        /// HOST:PORT to listen on (port 0: any free port, printed).
+        #[command(subcommand)]
+        action: Option<cluster::WorkerAction>,
+        #[command(flatten)]
+        run: cluster::WorkerArgs,
+        /// A TOML file of these flags' values (keys with `_`: `data_dir = "/data"`); flags given here win.
         #[arg(long)]
-        listen: String,
-        #[arg(long)]
-        data_dir: std::path::PathBuf,
-        /// Memory one query's fragment may hold on this worker (hash tables, sorts, aggregates), in MiB.
-        #[arg(long, default_value_t = 2048)]
-        fragment_memory_mb: usize,
-        /// Answer only calls carrying this secret (give the czar the same one): without it, anything that can
-        /// reach the port can read chunks, ship files and drop tables.
-        #[arg(long, env = "SKYSHARD_CLUSTER_SECRET", hide_env_values = true)]
-        cluster_secret: Option<String>,
+        config: Option<std::path::PathBuf>,
     },
     /// A czar: the TAP service over workers that hold the data directory's chunks.
     Czar {
@@ -131,8 +132,20 @@ enum Command {
         workers: Vec<String>,
         #[arg(long, default_value_t = 2)]
         replicas: usize,
+        /// Seconds between rounds of the replica census (which worker holds which chunk, asked of the workers).
+        #[arg(long, default_value_t = 10.0)]
+        heal_interval: f64,
+        /// Seconds a worker may be silent before its chunks are copied from their other replicas to other workers.
+        #[arg(long, default_value_t = 300.0)]
+        heal_grace: f64,
+        /// Seconds a moved chunk copy stays on its old worker after queries have been sent elsewhere.
+        #[arg(long, default_value_t = 10.0)]
+        move_linger: f64,
         #[command(flatten)]
         service: cluster::ServiceArgs,
+        /// A TOML file of these flags' values (keys with `_`: `data_dir = "/data"`); flags given here win.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
     },
     /// Runs an ADQL query through a czar and prints the result as CSV.
     Query {
@@ -221,7 +234,14 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match config::expand(std::env::args_os().collect(), &<Cli as clap::CommandFactory>::command()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     match cli.command {
         Command::Adql {
             command: AdqlCommand::Check,
@@ -394,20 +414,36 @@ fn main() -> ExitCode {
             workers,
             replicas,
             service,
+            ..
         } => cluster::serve(&data_dir, port, workers, replicas, &service),
         Command::Worker {
-            listen,
-            data_dir,
-            fragment_memory_mb,
-            cluster_secret,
-        } => cluster::worker(&listen, &data_dir, fragment_memory_mb, cluster_secret),
+            action: Some(action),
+            ..
+        } => cluster::worker_action(action),
+        Command::Worker { run, .. } => cluster::worker(run),
         Command::Czar {
             port,
             data_dir,
             workers,
             replicas,
+            heal_interval,
+            heal_grace,
+            move_linger,
             service,
-        } => cluster::czar(port, &data_dir, &workers, replicas, &service),
+            ..
+        } => cluster::czar(
+            port,
+            &data_dir,
+            &workers,
+            replicas,
+            &service,
+            czar::heal::HealOptions {
+                every: std::time::Duration::from_secs_f64(heal_interval.max(0.1)),
+                grace: std::time::Duration::from_secs_f64(heal_grace.max(0.0)),
+                replicas,
+                linger: std::time::Duration::from_secs_f64(move_linger.max(0.0)),
+            },
+        ),
         Command::Query {
             url,
             explain,

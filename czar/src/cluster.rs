@@ -39,6 +39,9 @@ pub struct WorkerHandle {
     pub slots: Arc<Semaphore>,
     /// False after a failed call, true again after a successful one: failed workers are tried last.
     healthy: AtomicBool,
+    /// Being drained (`skyshard worker drain`): new loads are not placed on it; it serves what it holds until its
+    /// chunks have moved.
+    draining: AtomicBool,
 }
 
 impl WorkerHandle {
@@ -57,6 +60,14 @@ impl WorkerHandle {
     pub fn mark(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::Relaxed);
     }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -68,6 +79,7 @@ pub struct Cluster {
     /// How long a worker may stay silent per chunk of a call (before its first batch, or between two) before it
     /// counts as hung and the chunk goes to a replica.
     pub silence: Duration,
+    secret: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 /// The default of [`Cluster::silence`].
@@ -81,6 +93,30 @@ pub enum ClusterError {
     NoWorkers,
     #[error("the cluster secret must be printable ASCII")]
     BadSecret,
+}
+
+fn handle(
+    address: &str,
+    secret: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    per_worker: usize,
+) -> Result<Arc<WorkerHandle>, ClusterError> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|_| ClusterError::Address(address.to_string()))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true);
+    Ok(Arc::new(WorkerHandle {
+        address: address.to_string(),
+        channel: endpoint.connect_lazy(),
+        secret,
+        slots: Arc::new(Semaphore::new(per_worker)),
+        healthy: AtomicBool::new(true),
+        draining: AtomicBool::new(false),
+    }))
+}
+
+/// Rendezvous rank of `address` for `chunk`: placement and the choice of a new holder both take the highest.
+pub fn rank(chunk: u64, address: &str) -> u64 {
+    mix(chunk ^ address_hash(address))
 }
 
 /// A 64-bit mix (splitmix64's finalizer): placement must not depend on the order workers were listed in.
@@ -109,19 +145,7 @@ impl Cluster {
         }
         let workers = addresses
             .iter()
-            .map(|a| {
-                let endpoint = Endpoint::from_shared(format!("http://{a}"))
-                    .map_err(|_| ClusterError::Address(a.clone()))?
-                    .connect_timeout(Duration::from_secs(2))
-                    .tcp_nodelay(true);
-                Ok(Arc::new(WorkerHandle {
-                    address: a.clone(),
-                    channel: endpoint.connect_lazy(),
-                    secret: None,
-                    slots: Arc::new(Semaphore::new(per_worker)),
-                    healthy: AtomicBool::new(true),
-                }))
-            })
+            .map(|a| handle(a, None, per_worker))
             .collect::<Result<Vec<_>, ClusterError>>()?;
         let replicas = replicas.clamp(1, workers.len());
         Ok(Cluster {
@@ -129,10 +153,38 @@ impl Cluster {
             replicas,
             per_worker,
             silence: DEFAULT_SILENCE,
+            secret: None,
         })
     }
 
-    /// The same cluster, a worker counting as hung after `silence` without a batch (per chunk of a call).
+    /// The same cluster over `addresses` (workers added or removed), keeping the handles (connections, health,
+    /// slots) of the workers it had. The number of copies asked for stays: with fewer workers than that, as many
+    /// as there are.
+    pub fn with_workers(&self, addresses: &[String], replicas: usize) -> Result<Cluster, ClusterError> {
+        if addresses.is_empty() {
+            return Err(ClusterError::NoWorkers);
+        }
+        let workers = addresses
+            .iter()
+            .map(|a| match self.workers.iter().find(|w| &w.address == a) {
+                Some(w) => Ok(w.clone()),
+                None => handle(a, self.secret.clone(), self.per_worker),
+            })
+            .collect::<Result<Vec<_>, ClusterError>>()?;
+        Ok(Cluster {
+            replicas: replicas.clamp(1, workers.len()),
+            workers,
+            per_worker: self.per_worker,
+            silence: self.silence,
+            secret: self.secret.clone(),
+        })
+    }
+
+    /// A handle of a worker not in the cluster (one being added), with the cluster's secret.
+    pub fn outsider(&self, address: &str) -> Result<Arc<WorkerHandle>, ClusterError> {
+        handle(address, self.secret.clone(), self.per_worker)
+    }
+
     /// The same cluster, every call to its workers carrying `secret` (workers started with it refuse calls
     /// without it).
     pub fn with_secret(mut self, secret: &str) -> Result<Cluster, ClusterError> {
@@ -142,9 +194,11 @@ impl Cluster {
             let handle = Arc::get_mut(w).expect("no call made before the secret is set");
             handle.secret = Some(value.clone());
         }
+        self.secret = Some(value);
         Ok(self)
     }
 
+    /// The same cluster, a worker counting as hung after `silence` without a batch (per chunk of a call).
     pub fn with_silence(mut self, silence: Duration) -> Cluster {
         self.silence = silence.max(Duration::from_millis(100));
         self
@@ -194,10 +248,12 @@ impl Cluster {
     /// The `replicas` workers holding `chunk` by rendezvous hashing (highest `mix(chunk, worker)` first), health
     /// aside.
     fn ranked(&self, chunk: u64) -> Vec<Arc<WorkerHandle>> {
+        let staying = self.workers.iter().filter(|w| !w.draining()).count();
         let mut ranked: Vec<(u64, &Arc<WorkerHandle>)> = self
             .workers
             .iter()
-            .map(|w| (mix(chunk ^ address_hash(&w.address)), w))
+            .filter(|w| staying < self.replicas || !w.draining())
+            .map(|w| (rank(chunk, &w.address), w))
             .collect();
         ranked.sort_by(|a, b| b.0.cmp(&a.0));
         ranked

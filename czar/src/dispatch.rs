@@ -178,6 +178,7 @@ impl Core {
         };
         let (mut tx, rx) = futures::channel::mpsc::channel::<DfResult<RecordBatch>>(2);
         let silence = self.cluster.silence;
+        CHUNK_RUNS.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let mut passed = 0usize;
             let mut tried = Vec::new();
@@ -228,6 +229,7 @@ impl Core {
                     match item {
                         Ok(batch) => {
                             let n = batch.num_rows();
+                            ROWS_RECEIVED.fetch_add(n as u64, Ordering::Relaxed);
                             let skip = passed.saturating_sub(seen).min(n);
                             seen += n;
                             if skip < n {
@@ -285,6 +287,7 @@ impl Core {
     fn group_stream(self: Arc<Self>, members: Vec<usize>) -> DfResult<SendableRecordBatchStream> {
         let schema = self.fragment.schema();
         let ticket = self.ticket(&members)?;
+        CHUNK_RUNS.fetch_add(members.len() as u64, Ordering::Relaxed);
         let chunk = self.chunks()[members[0]];
         let worker = self.workers_for(chunk).into_iter().next();
         let (mut tx, rx) = futures::channel::mpsc::channel::<DfResult<RecordBatch>>(2);
@@ -391,6 +394,18 @@ static FAILED_OVER: AtomicU64 = AtomicU64::new(0);
 /// How many chunks have failed over to a replica since the process started (`/health` shows it).
 pub fn chunks_failed_over() -> u64 {
     FAILED_OVER.load(Ordering::Relaxed)
+}
+
+/// Chunk runs asked of workers, and rows received from them, since the process started (`/metrics`).
+static CHUNK_RUNS: AtomicU64 = AtomicU64::new(0);
+static ROWS_RECEIVED: AtomicU64 = AtomicU64::new(0);
+
+/// (chunk runs asked of workers, rows received from them) since the process started.
+pub fn chunk_counters() -> (u64, u64) {
+    (
+        CHUNK_RUNS.load(Ordering::Relaxed),
+        ROWS_RECEIVED.load(Ordering::Relaxed),
+    )
 }
 
 /// Says which chunk ran off its first holder, where, and why: an operator reads it in the czar's log.

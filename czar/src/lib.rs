@@ -19,6 +19,7 @@ pub mod dispatch;
 pub mod distribute;
 pub mod error;
 pub mod fragment;
+pub mod heal;
 pub mod merge;
 pub mod plan;
 pub mod prune;
@@ -64,7 +65,7 @@ pub struct Czar {
     cpu: CpuRuntime,
     keys: RwLock<Vec<ForeignKey>>,
     tables: RwLock<Arc<Tables>>,
-    pub cluster: Arc<Cluster>,
+    cluster: RwLock<Arc<Cluster>>,
     queries: AtomicU64,
 }
 
@@ -87,7 +88,7 @@ impl Czar {
             cpu: CpuRuntime::new(),
             keys: RwLock::new(Vec::new()),
             tables: RwLock::new(Arc::new(Tables::default())),
-            cluster: Arc::new(cluster),
+            cluster: RwLock::new(Arc::new(cluster)),
             queries: AtomicU64::new(0),
         };
         czar.refresh()?;
@@ -238,6 +239,65 @@ impl Czar {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Watches the data directory's published tables: a load, drop or `skyshard ingest` by another process is
+    /// served within `every` of its publishing rename, without a restart (each publish is one atomic rename, so a
+    /// refresh sees a table's old record or its new one). Queries already running keep the catalog they started
+    /// with.
+    pub fn watch(self: &Arc<Czar>, every: std::time::Duration) {
+        let czar = Arc::downgrade(self);
+        let tables = layout::meta_dir(&self.data_dir).join("tables");
+        let signature = move || -> Vec<(std::ffi::OsString, u64, std::time::SystemTime)> {
+            let mut s: Vec<_> = std::fs::read_dir(&tables)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    let m = e.metadata().ok()?;
+                    Some((e.file_name(), m.len(), m.modified().ok()?))
+                })
+                .collect();
+            s.sort();
+            s
+        };
+        tokio::spawn(async move {
+            let mut seen = signature();
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(czar) = czar.upgrade() else {
+                    return;
+                };
+                let now = signature();
+                if now != seen {
+                    match czar.refresh() {
+                        Ok(()) => seen = now,
+                        Err(e) => eprintln!("warning: re-reading the catalog: {e}"),
+                    }
+                }
+            }
+        });
+    }
+
+    /// Queries planned since the czar opened.
+    pub fn queries_planned(&self) -> u64 {
+        self.queries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The workers queries go to now (a query keeps the cluster it started with).
+    pub fn cluster(&self) -> Arc<Cluster> {
+        self.cluster
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Workers added or removed: queries from now on use `cluster`.
+    pub fn set_cluster(&self, cluster: Cluster) {
+        *self
+            .cluster
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(cluster);
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -72,7 +72,7 @@ impl Czar {
             .clone();
         let plan =
             colocate::colocate(physical, &tables.by_name).map_err(CzarError::from_datafusion)?;
-        let plan = distribute::distribute(plan, &self.cluster, &query_id, &tables.by_name)
+        let plan = distribute::distribute(plan, &self.cluster(), &query_id, &tables.by_name)
             .map_err(CzarError::from_datafusion)?;
         let plan =
             merge::restore(plan, state.config_options()).map_err(CzarError::from_datafusion)?;

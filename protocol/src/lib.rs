@@ -6,12 +6,14 @@
 //! descriptor path `[SCHEMA.TABLE, LOAD, chunks/NAME.parquet | replicated/NAME.parquet]`.
 //!
 //! Actions (`DoAction` type, body): `health` (empty) -> [`Health`]; `cancel` ([`Cancel`]) -> empty; `drop`
-//! ([`DropTable`]) -> empty; `statistics` (empty) -> [`Statistics`].
+//! ([`DropTable`]) -> empty; `statistics` (empty) -> [`Statistics`]; `census` (empty) -> [`Census`]; `fetch`
+//! ([`FetchFile`]) -> [`FilePiece`]s; `drop_chunks` ([`DropChunks`]) -> empty (the replica census and healer).
 //!
 //! Failures: [`ErrorCode`] is the one mapping from the kind of a failure to its gRPC code and HTTP status, and
 //! says whether another replica may succeed where one failed.
 
 mod error;
+pub mod metrics;
 
 pub use error::ErrorCode;
 
@@ -152,3 +154,78 @@ pub const ACTION_CANCEL: &str = "cancel";
 pub const ACTION_DROP: &str = "drop";
 /// Body empty, answer [`Statistics`].
 pub const ACTION_STATISTICS: &str = "statistics";
+
+/// Body empty, answer [`Census`]: what a worker really holds, asked by the czar's replica census.
+pub const ACTION_CENSUS: &str = "census";
+/// Body [`FetchFile`], answer a stream of [`FilePiece`]s (the last one carrying the file's SHA-256): a chunk file
+/// read back, for copying it to another worker.
+pub const ACTION_FETCH: &str = "fetch";
+/// Body [`DropChunks`], answer empty: a load's files of some chunks removed (after they moved elsewhere).
+pub const ACTION_DROP_CHUNKS: &str = "drop_chunks";
+/// A put whose last message carries `app_metadata` starting with this, then the file's SHA-256 in hex, is checked
+/// by the worker before it is renamed into place: a copy that does not match is discarded.
+pub const SHA256_METADATA: &str = "sha256:";
+
+/// The files a worker holds, by table and load.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Census {
+    #[prost(message, repeated, tag = "1")]
+    pub loads: Vec<HeldLoad>,
+    /// The worker's data directory (workers sharing the czar's have every file already).
+    #[prost(string, tag = "2")]
+    pub data_dir: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HeldLoad {
+    #[prost(string, tag = "1")]
+    pub table: String,
+    #[prost(string, tag = "2")]
+    pub load_id: String,
+    /// Relative to the load: `chunks/NAME.parquet` or `replicated/NAME.parquet`.
+    #[prost(message, repeated, tag = "3")]
+    pub files: Vec<HeldFile>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HeldFile {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint64, tag = "2")]
+    pub bytes: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FetchFile {
+    #[prost(string, tag = "1")]
+    pub table: String,
+    #[prost(string, tag = "2")]
+    pub load_id: String,
+    /// `chunks/NAME.parquet` or `replicated/NAME.parquet`.
+    #[prost(string, tag = "3")]
+    pub file: String,
+}
+
+/// A piece of a fetched file; the last piece has `sha256` (hex) set and may be empty.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FilePiece {
+    #[prost(bytes = "vec", tag = "1")]
+    pub data: Vec<u8>,
+    #[prost(string, tag = "2")]
+    pub sha256: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DropChunks {
+    #[prost(string, tag = "1")]
+    pub table: String,
+    #[prost(string, tag = "2")]
+    pub load_id: String,
+    #[prost(uint64, repeated, tag = "3")]
+    pub chunks: Vec<u64>,
+}
+
+/// Lower-case hex of a digest (the form [`SHA256_METADATA`] and [`FilePiece::sha256`] carry).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

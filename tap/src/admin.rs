@@ -30,6 +30,131 @@ pub fn routes() -> Router<Arc<Tap>> {
         .route("/admin/loads/{session}/{file}", put(upload))
         .route("/admin/loads/{session}", post(load))
         .layer(DefaultBodyLimit::disable())
+        .route("/admin/cluster", axum::routing::get(cluster))
+        .route("/admin/workers", post(add_worker))
+        .route("/admin/workers/drain", post(drain_worker))
+        .route("/admin/heal", post(heal))
+        .route("/admin/refresh", post(refresh))
+}
+
+/// The replica census: members, what each holds, chunks by copies, what the healer did.
+async fn cluster(
+    State(tap): State<Arc<Tap>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    if let Err(r) = allowed(&tap, &caller, &peer) {
+        return r;
+    }
+    match tap.healer.get() {
+        Some(h) => json(StatusCode::OK, h.status()),
+        None => refused(
+            StatusCode::NOT_FOUND,
+            "this czar runs no replica healer (its workers share its data directory)",
+        ),
+    }
+}
+
+/// `{"address": "HOST:PORT"}` of an admin request about a worker.
+fn worker_address(body: &[u8]) -> Result<String, Response> {
+    let address = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["address"].as_str().map(str::to_string))
+        .filter(|a| {
+            a.rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        });
+    address.ok_or_else(|| {
+        refused(
+            StatusCode::BAD_REQUEST,
+            "the body must be {\"address\": \"HOST:PORT\"}",
+        )
+    })
+}
+
+async fn change_worker(
+    tap: Arc<Tap>,
+    caller: Caller,
+    peer: SocketAddr,
+    body: axum::body::Bytes,
+    drain: bool,
+) -> Response {
+    if let Err(r) = allowed(&tap, &caller, &peer) {
+        return r;
+    }
+    let address = match worker_address(&body) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Some(healer) = tap.healer.get() else {
+        return refused(StatusCode::NOT_FOUND, "this czar runs no replica healer");
+    };
+    let done = if drain {
+        healer.drain(&address)
+    } else {
+        healer.add(&address)
+    };
+    match done {
+        Ok(()) => json(StatusCode::OK, healer.status()),
+        Err(e) => refused(StatusCode::CONFLICT, e),
+    }
+}
+
+/// Adds a worker: it receives the replicated tables, then serves and receives its share of the chunks.
+async fn add_worker(
+    State(tap): State<Arc<Tap>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Response {
+    change_worker(tap, caller, peer, body, false).await
+}
+
+/// Drains a worker: its chunks move to the others, then it leaves the cluster.
+async fn drain_worker(
+    State(tap): State<Arc<Tap>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Response {
+    change_worker(tap, caller, peer, body, true).await
+}
+
+/// Runs a round of the healer now and answers the census after it.
+async fn heal(
+    State(tap): State<Arc<Tap>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    if let Err(r) = allowed(&tap, &caller, &peer) {
+        return r;
+    }
+    let Some(healer) = tap.healer.get() else {
+        return refused(StatusCode::NOT_FOUND, "this czar runs no replica healer");
+    };
+    match healer.run_round().await {
+        Ok(()) => json(StatusCode::OK, healer.status()),
+        Err(e) => refused(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+/// Re-reads the catalog now (what `skyshard ingest` published into the data directory; the czar also notices by
+/// itself within seconds).
+async fn refresh(
+    State(tap): State<Arc<Tap>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    if let Err(r) = allowed(&tap, &caller, &peer) {
+        return r;
+    }
+    match tap.czar.refresh() {
+        Ok(()) => json(
+            StatusCode::OK,
+            serde_json::json!({ "tables": tap.czar.tables().len() }),
+        ),
+        Err(e) => refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response {
@@ -61,13 +186,13 @@ fn allowed(tap: &Tap, caller: &Caller, peer: &SocketAddr) -> Result<(), Response
     if !peer.ip().is_loopback() {
         return Err(refused(
             StatusCode::FORBIDDEN,
-            "loads are taken only from the czar's own machine",
+            "the admin API (loads, workers) answers only the czar's own machine",
         ));
     }
     if tap.auth.is_some() && !caller.may("admin") {
         return Err(refused(
             StatusCode::FORBIDDEN,
-            "loads need a token with the admin scope (skyshard load --token, or SKYSHARD_TOKEN)",
+            "the admin API (loads, workers) needs a token with the admin scope (--token, or SKYSHARD_TOKEN)",
         ));
     }
     Ok(())
@@ -188,7 +313,7 @@ pub(crate) async fn load_and_ship(
     check: Option<LoadCheck>,
 ) -> Result<(loader::ingest::IngestReport, usize), (StatusCode, String)> {
     let data_dir = tap.czar.data_dir().to_path_buf();
-    let cluster = tap.czar.cluster.clone();
+    let cluster = tap.czar.cluster();
     let runtime = tokio::runtime::Handle::current();
     let shipped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = shipped.clone();
@@ -229,13 +354,18 @@ pub(crate) async fn load_and_ship(
             ));
         }
     };
-    // Older loads of the table on the workers are garbage now (queries name the new load).
-    czar::ship::drop_old_loads(
-        &tap.czar.cluster,
-        &report.record.qualified_name(),
-        &report.record.load_id,
-    )
-    .await;
+    // Older loads of the table on the workers are garbage once the queries that started on them are done (new ones
+    // name the new load).
+    let (cluster, table, keep) = (
+        tap.czar.cluster(),
+        report.record.qualified_name(),
+        report.record.load_id.clone(),
+    );
+    let linger = std::time::Duration::from_secs(tap.limits.replaced_load_linger);
+    tokio::spawn(async move {
+        tokio::time::sleep(linger).await;
+        czar::ship::drop_old_loads(&cluster, &table, &keep).await;
+    });
     if let Err(e) = tap.czar.refresh() {
         return Err((
             StatusCode::SERVICE_UNAVAILABLE,

@@ -6,7 +6,8 @@
 //!
 //! The policy (`--auth`): `none` (nobody is asked, every job is everyone's: a laptop), `optional` (anonymous
 //! callers query the catalogs; named ones also own their jobs), `required` (every request but the capabilities,
-//! availability, login and health needs a valid token). Presented credentials that are not valid are refused
+//! availability, login, health, readiness and metrics needs a valid token; `/metrics` answers only
+//! loopback and private-network callers). Presented credentials that are not valid are refused
 //! under every policy but `none`: a typo never silently makes someone anonymous.
 
 use std::sync::Arc;
@@ -341,7 +342,13 @@ pub fn unauthorized(headers: &HeaderMap, message: &str) -> Response {
 fn open_path(path: &str) -> bool {
     matches!(
         path,
-        "/tap/capabilities" | "/tap/availability" | "/tap/login" | "/tap/logout" | "/health"
+        "/tap/capabilities"
+            | "/tap/availability"
+            | "/tap/login"
+            | "/tap/logout"
+            | "/health"
+            | "/ready"
+            | "/metrics"
     )
 }
 

@@ -1,7 +1,8 @@
 //! The UWS job store: a job is a JSON record in a `metastore::RecordStore` (`DATA_DIR/jobs/db`) plus a directory
 //! (`DATA_DIR/jobs/ID/`) holding its inline uploads and its result file. Records are written with synced writes
 //! before a request is answered, so a job the client was told about survives a czar restart; jobs that were QUEUED
-//! or EXECUTING when the czar stopped come back as ERROR (their work is gone). A reaper removes jobs at their
+//! or EXECUTING when the czar stopped are queued again at the next start (once: a job interrupted twice ends in
+//! ERROR, [`Jobs::interrupted`]). A reaper removes jobs at their
 //! destruction time. The HTTP side of UWS is [`crate::uws`].
 
 use std::collections::HashMap;
@@ -65,6 +66,10 @@ pub struct ResultFile {
     pub bytes: u64,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
     pub id: String,
@@ -93,6 +98,9 @@ pub struct Job {
     /// The group shares it also counts against (`group NAME`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// Times the job was queued again after the service stopped while it was queued or running.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
 }
 
 impl Job {
@@ -192,20 +200,35 @@ impl Jobs {
             changed: watch::channel(0).0,
             slots: Arc::new(Semaphore::new(concurrent.max(1))),
         };
-        // Work that was queued or running when the czar stopped is gone: say so.
-        for job in jobs.list() {
+        Ok(jobs)
+    }
+
+    /// Jobs queued or running when the service stopped: each is queued again once (returned, for the service to
+    /// run); one interrupted a second time (a query that takes the service down with it) ends in ERROR.
+    pub fn interrupted(&self) -> Vec<String> {
+        let mut again = Vec::new();
+        for job in self.list() {
             if matches!(job.phase, Phase::Queued | Phase::Executing) {
-                jobs.update(&job.id, |j| {
-                    j.phase = Phase::Error;
-                    j.end = Some(now_ms());
-                    j.error = Some(
-                        "the service restarted while this job was queued or running; run it again"
-                            .into(),
-                    );
+                let updated = self.update(&job.id, |j| {
+                    if j.restarts == 0 {
+                        j.phase = Phase::Queued;
+                        j.start = None;
+                        j.restarts += 1;
+                    } else {
+                        j.phase = Phase::Error;
+                        j.end = Some(now_ms());
+                        j.error = Some(
+                            "the service stopped twice while this job was queued or running; run it again"
+                                .into(),
+                        );
+                    }
                 });
+                if updated.is_some_and(|j| j.phase == Phase::Queued) {
+                    again.push(job.id);
+                }
             }
         }
-        Ok(jobs)
+        again
     }
 
     pub fn get(&self, id: &str) -> Option<Job> {

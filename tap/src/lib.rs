@@ -21,6 +21,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod metrics;
 pub mod audit;
 pub mod auth;
 pub mod error;
@@ -103,10 +104,16 @@ pub fn router(tap: Arc<Tap>) -> Router {
         .merge(admin::routes())
         .route("/scs/{table}", get(scs::cone).post(scs::cone))
         .route("/health", get(reply::health))
+        .route("/ready", get(metrics::ready))
+        .route("/metrics", get(metrics::metrics))
         .fallback(reply::not_found)
         .layer(axum::middleware::from_fn_with_state(
             tap.clone(),
             auth::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            tap.clone(),
+            metrics::observe,
         ))
         .layer(axum::middleware::from_fn(reply::catch_panic))
         .layer(axum::middleware::from_fn(reply::header_cap))
@@ -120,19 +127,49 @@ pub fn router(tap: Arc<Tap>) -> Router {
 /// for) and may not outgrow hyper's buffer; the head's size and header count past [`reply::MAX_HEADERS`] are
 /// refused by [`reply::header_cap`] with a DALI document.
 pub async fn serve(listener: tokio::net::TcpListener, tap: Arc<Tap>) -> Result<(), String> {
+    serve_until(listener, tap, std::future::pending(), std::time::Duration::ZERO).await
+}
+
+/// [`serve`] until `stop` resolves, then a graceful shutdown: new requests are answered 503 with Retry-After
+/// ([`Tap::stop`]), each connection finishes the request it is serving and closes, and this returns when all have
+/// closed or after `grace`, whichever is first.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    tap: Arc<Tap>,
+    stop: impl std::future::Future<Output = ()>,
+    grace: std::time::Duration,
+) -> Result<(), String> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt;
 
     let header_timeout = std::time::Duration::from_secs(tap.limits.header_timeout.max(1));
-    let app = router(tap);
+    let app = router(tap.clone());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         // Room for the refusal of reply::header_cap to be the one a client sees.
         .max_headers(4 * reply::MAX_HEADERS)
         .max_buf_size(8 * reply::MAX_HEADER_BYTES);
+    // Every connection holds a receiver: the sender's `closed()` says when the last one has ended.
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let mut stop = std::pin::pin!(stop);
+    let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stop, if deadline.is_none() => {
+                tap.stop();
+                let _ = stopping.send(true);
+                deadline = Some(Box::pin(tokio::time::sleep(grace)));
+                continue;
+            }
+            _ = stopping.closed(), if deadline.is_some() => return Ok(()),
+            _ = async { deadline.as_mut().expect("set").await }, if deadline.is_some() => {
+                eprintln!("warning: stopping with requests still in flight after {} s", grace.as_secs_f64());
+                return Ok(());
+            }
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, or a connection reset before it was accepted: the listener itself
@@ -152,9 +189,23 @@ pub async fn serve(listener: tokio::net::TcpListener, tap: Arc<Tap>) -> Result<(
                 app.clone().oneshot(request)
             });
         let connection = http.serve_connection(TokioIo::new(stream), service);
+        let mut stopped = stopped.clone();
         tokio::spawn(async move {
             // A connection that ends badly (reset, a head too slow or too large) concerns that client only.
+            let mut connection = std::pin::pin!(connection);
+            if *stopped.borrow() {
+                // Opened while stopping: its requests are answered 503 with `Connection: close`.
+                let _ = connection.await;
+                return;
+            }
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = stopped.changed() => {}
+            }
+            // Stopping: finish the request in flight (its body whole), then close.
+            connection.as_mut().graceful_shutdown();
             let _ = connection.await;
+            drop(stopped);
         });
     }
 }

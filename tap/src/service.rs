@@ -53,6 +53,8 @@ pub struct Limits {
     /// Bytes of files a user's space (`/files/NAME/`) may hold, unless `skyshard user quota --files-mb` says
     /// otherwise.
     pub user_files: u64,
+    /// Seconds a replaced load's files stay on the workers, so queries that started on it finish with its rows.
+    pub replaced_load_linger: u64,
 }
 
 impl Limits {
@@ -87,6 +89,7 @@ impl Default for Limits {
             audit_log: None,
             user_tables: 1 << 30,
             user_files: 10 << 30,
+            replaced_load_linger: 60,
         }
     }
 }
@@ -111,6 +114,12 @@ pub struct Tap {
     space_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Sync queries in flight per caller ([`Limits::caller_sync`]).
     sync_shares: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    /// The czar's replica census and healer, when its workers hold their own copies (`skyshard czar`).
+    pub healer: std::sync::OnceLock<Arc<czar::heal::Healer>>,
+    /// Requests counted for `/metrics`.
+    pub(crate) metrics: crate::metrics::Metrics,
+    /// Set by [`Tap::stop`]: new requests are refused with 503 while those in flight finish.
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Why the service would not take a request now.
@@ -165,8 +174,32 @@ impl Tap {
             sync_slots,
             sync_waiting: Default::default(),
             sync_shares: Default::default(),
+            healer: Default::default(),
+            metrics: Default::default(),
+            stopping: Default::default(),
         });
+        // Jobs the last run left queued or running run again (inside a runtime only: unit tests open services
+        // without one).
+        if tokio::runtime::Handle::try_current().is_ok() {
+            for id in tap.jobs.interrupted() {
+                crate::uws::enqueue(&tap, &id);
+            }
+        }
         Ok(tap)
+    }
+
+    /// Starts a graceful shutdown: `/ready` says 503, new requests are refused with 503 and Retry-After, requests
+    /// in flight finish.
+    pub fn stop(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sync queries (running, waiting for a turn).
+    pub(crate) fn sync_load(&self) -> (usize, usize) {
+        (
+            self.limits.concurrent_sync.max(1) - self.sync_slots.available_permits(),
+            self.sync_waiting.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// The lock of a user's file space.

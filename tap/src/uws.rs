@@ -148,6 +148,7 @@ fn pending(tap: &Tap, id: &str, caller: &Caller, client: &Client, now: u64) -> J
         owner: caller.user().map(str::to_string),
         client: Some(client.key.clone()),
         groups: client.groups.iter().map(|(k, _)| k.clone()).collect(),
+        restarts: 0,
     }
 }
 
@@ -342,6 +343,12 @@ fn run(tap: &Arc<Tap>, id: &str, client: &Client) -> Result<(), Busy> {
     if !queued.is_some_and(|j| j.phase == Phase::Queued) {
         return Ok(());
     }
+    enqueue(tap, id);
+    Ok(())
+}
+
+/// Runs a queued job when a slot frees.
+pub(crate) fn enqueue(tap: &Arc<Tap>, id: &str) {
     let tap2 = tap.clone();
     let id2 = id.to_string();
     let task = tokio::spawn(async move {
@@ -361,7 +368,6 @@ fn run(tap: &Arc<Tap>, id: &str, client: &Client) -> Result<(), Busy> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .insert(id.to_string(), task.abort_handle());
-    Ok(())
 }
 
 async fn execute(tap: &Arc<Tap>, id: &str) {

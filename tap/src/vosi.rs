@@ -33,7 +33,7 @@ pub async fn root(headers: HeaderMap) -> Response {
 pub async fn availability(State(tap): State<Arc<Tap>>) -> Response {
     let answers = tap
         .czar
-        .cluster
+        .cluster()
         .answering(std::time::Duration::from_secs(2))
         .await;
     let up = answers.iter().filter(|ok| **ok).count();

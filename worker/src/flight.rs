@@ -47,6 +47,8 @@ pub struct Worker {
     fragment_memory: usize,
     /// The cluster secret calls must carry ([`protocol::SECRET_HEADER`]); None: any caller is served.
     secret: Option<String>,
+    /// Set when the worker stops: new fragments are refused (`Unavailable`: the czar tries a replica).
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Worker {
@@ -58,6 +60,7 @@ impl Worker {
             queries: Arc::default(),
             fragment_memory: DEFAULT_FRAGMENT_MEMORY,
             secret: None,
+            stopping: Arc::default(),
         }
     }
 
@@ -105,6 +108,100 @@ impl Worker {
         self,
         listener: tokio::net::TcpListener,
     ) -> Result<(), tonic::transport::Error> {
+        self.serve_with_shutdown(listener, std::future::pending())
+            .await
+    }
+
+    /// Serves until `stop` resolves, then stops gracefully: new fragments are refused with `Unavailable` (the czar
+    /// runs them on a replica), connections are told to go away, and fragments in flight may finish for `grace`.
+    pub async fn serve_until(
+        self,
+        listener: tokio::net::TcpListener,
+        stop: impl std::future::Future<Output = ()>,
+        grace: std::time::Duration,
+    ) -> Result<(), tonic::transport::Error> {
+        let stopping = self.stopping.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = self.serve_with_shutdown(listener, async {
+            let _ = rx.await;
+        });
+        let mut server = std::pin::pin!(server);
+        tokio::select! {
+            served = server.as_mut() => return served,
+            _ = stop => {}
+        }
+        stopping.store(true, Ordering::Relaxed);
+        let _ = tx.send(());
+        match tokio::time::timeout(grace, server).await {
+            Ok(served) => served,
+            Err(_) => {
+                eprintln!("warning: stopping with fragments still running after {} s", grace.as_secs_f64());
+                Ok(())
+            }
+        }
+    }
+
+    /// Plain HTTP beside the Flight port: `/metrics` (Prometheus text format), `/health`, `/ready` (503 once
+    /// stopping).
+    pub async fn serve_http(self, listener: tokio::net::TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            };
+            let worker = self.clone();
+            let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let worker = worker.clone();
+                async move {
+                    let (status, content_type, body) = match request.uri().path() {
+                        "/metrics" => (200, protocol::metrics::CONTENT_TYPE, worker.metrics()),
+                        "/health" => (200, "application/json", "{\"status\":\"ok\"}\n".to_string()),
+                        "/ready" if worker.stopping.load(Ordering::Relaxed) => {
+                            (503, "application/json", "{\"status\":\"stopping\"}\n".to_string())
+                        }
+                        "/ready" => (200, "application/json", "{\"status\":\"ready\"}\n".to_string()),
+                        _ => (404, "text/plain", "not found: /metrics, /health, /ready\n".to_string()),
+                    };
+                    hyper::Response::builder()
+                        .status(status)
+                        .header("content-type", content_type)
+                        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    /// The worker's `/metrics`.
+    pub fn metrics(&self) -> String {
+        use protocol::metrics::{describe, sample};
+        let mut out = String::new();
+        describe(&mut out, "skyshard_worker_fragments_total", "counter", "Plan fragments served.");
+        sample(&mut out, "skyshard_worker_fragments_total", "", self.served.load(Ordering::Relaxed));
+        describe(&mut out, "skyshard_worker_fragments_running", "gauge", "Plan fragments running now.");
+        sample(&mut out, "skyshard_worker_fragments_running", "", self.running.load(Ordering::Relaxed));
+        let census = store::census(&self.files.data_dir);
+        let files: usize = census.loads.iter().map(|l| l.files.len()).sum();
+        let bytes: u64 = census.loads.iter().flat_map(|l| &l.files).map(|f| f.bytes).sum();
+        describe(&mut out, "skyshard_worker_files", "gauge", "Chunk and replicated files held.");
+        sample(&mut out, "skyshard_worker_files", "", files);
+        describe(&mut out, "skyshard_worker_bytes", "gauge", "Bytes of the files held.");
+        sample(&mut out, "skyshard_worker_bytes", "", bytes);
+        describe(&mut out, "skyshard_worker_loads", "gauge", "Table loads held.");
+        sample(&mut out, "skyshard_worker_loads", "", census.loads.len());
+        protocol::metrics::write_process(&mut out);
+        out
+    }
+
+    async fn serve_with_shutdown(
+        self,
+        listener: tokio::net::TcpListener,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let secret = self.secret.clone();
@@ -140,7 +237,7 @@ impl Worker {
         );
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming(incoming)
+            .serve_with_incoming_shutdown(incoming, stop)
             .await
     }
 }
@@ -255,6 +352,9 @@ impl FlightService for Worker {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(Status::unavailable("this worker is stopping"));
+        }
         let ticket =
             FragmentTicket::decode(request.into_inner().ticket).map_err(WorkerError::BadTicket)?;
         let stream = self.run_fragment(&ticket).map_err(status)?;
@@ -360,6 +460,33 @@ impl FlightService for Worker {
                 Vec::new()
             }
             protocol::ACTION_STATISTICS => store::statistics(&self.files.data_dir).encode_to_vec(),
+            protocol::ACTION_CENSUS => store::census(&self.files.data_dir).encode_to_vec(),
+            protocol::ACTION_DROP_CHUNKS => {
+                let drop = protocol::DropChunks::decode(action.body).map_err(|source| {
+                    WorkerError::BadAction {
+                        action: protocol::ACTION_DROP_CHUNKS,
+                        source,
+                    }
+                })?;
+                store::drop_chunks(&self.files.data_dir, &drop)?;
+                Vec::new()
+            }
+            protocol::ACTION_FETCH => {
+                let fetch = protocol::FetchFile::decode(action.body).map_err(|source| {
+                    WorkerError::BadAction {
+                        action: protocol::ACTION_FETCH,
+                        source,
+                    }
+                })?;
+                let pieces = store::fetch(&self.files.data_dir, &fetch)?.map(|piece| {
+                    piece
+                        .map(|p| arrow_flight::Result {
+                            body: p.encode_to_vec().into(),
+                        })
+                        .map_err(Status::from)
+                });
+                return Ok(Response::new(Box::pin(pieces)));
+            }
             other => return Err(WorkerError::UnknownAction(other.to_string()).into()),
         };
         let result = arrow_flight::Result { body: body.into() };
@@ -380,6 +507,9 @@ impl FlightService for Worker {
                 protocol::ACTION_STATISTICS,
                 "the loads held: files and bytes",
             ),
+            (protocol::ACTION_CENSUS, "every file held, by table and load"),
+            (protocol::ACTION_FETCH, "a held file read back, with its SHA-256"),
+            (protocol::ACTION_DROP_CHUNKS, "remove a load's files of some chunks"),
         ]
         .map(|(t, d)| {
             Ok(ActionType {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use arrow_flight::FlightData;
 use partitioner::layout;
+use sha2::{Digest, Sha256};
 use tonic::Streaming;
 
 use crate::error::WorkerError;
@@ -98,17 +99,34 @@ pub async fn put(
             tokio::fs::create_dir_all(dir).await?;
         }
         let mut file = tokio::fs::File::create(&partial).await?;
-        let mut bytes = first.data_body.len() as u64;
-        file.write_all(&first.data_body).await?;
-        while let Some(message) = rest
-            .message()
-            .await
-            .map_err(|s| std::io::Error::other(s.message().to_string()))?
-        {
+        let mut hasher = Sha256::new();
+        let mut declared: Option<String> = None;
+        let mut bytes = 0u64;
+        let mut next = Some(first);
+        while let Some(message) = next {
+            if let Some(sum) = std::str::from_utf8(&message.app_metadata)
+                .ok()
+                .and_then(|m| m.strip_prefix(protocol::SHA256_METADATA))
+            {
+                declared = Some(sum.to_string());
+            }
             bytes += message.data_body.len() as u64;
+            hasher.update(&message.data_body);
             file.write_all(&message.data_body).await?;
+            next = rest
+                .message()
+                .await
+                .map_err(|s| std::io::Error::other(s.message().to_string()))?;
         }
         file.sync_all().await?;
+        if let Some(declared) = declared {
+            let written = protocol::hex(&hasher.finalize());
+            if written != declared {
+                return Err(std::io::Error::other(format!(
+                    "the copy's SHA-256 is {written}, the sender's {declared}: discarded"
+                )));
+            }
+        }
         tokio::fs::rename(&partial, &target).await?;
         Ok::<u64, std::io::Error>(bytes)
     };
@@ -150,6 +168,112 @@ pub fn drop_loads(data_dir: &Path, table: &str, keep_load: &str) -> Result<(), W
                     path: e.path(),
                     source,
                 })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every file under `DATA/tables`, by table and load, with its size: what the czar's replica census asks.
+pub fn census(data_dir: &Path) -> protocol::Census {
+    let mut loads = Vec::new();
+    let dirs = |p: PathBuf| std::fs::read_dir(p).into_iter().flatten().flatten();
+    for table in dirs(layout::tables_dir(data_dir)) {
+        for load in dirs(table.path()) {
+            let mut files = Vec::new();
+            for sub in [layout::CHUNKS, layout::REPLICATED] {
+                for f in dirs(load.path().join(sub)) {
+                    let name = f.file_name().to_string_lossy().into_owned();
+                    // Files being written (`.part`) are not held yet.
+                    if name.ends_with(".parquet") {
+                        files.push(protocol::HeldFile {
+                            name: format!("{sub}/{name}"),
+                            bytes: f.metadata().map(|m| m.len()).unwrap_or(0),
+                        });
+                    }
+                }
+            }
+            loads.push(protocol::HeldLoad {
+                table: table.file_name().to_string_lossy().into_owned(),
+                load_id: load.file_name().to_string_lossy().into_owned(),
+                files,
+            });
+        }
+    }
+    protocol::Census {
+        loads,
+        data_dir: data_dir.display().to_string(),
+    }
+}
+
+/// A held file read back in pieces of 1 MiB, the last piece carrying the SHA-256 of all of them (the path checked
+/// like a put's).
+pub fn fetch(
+    data_dir: &Path,
+    request: &protocol::FetchFile,
+) -> Result<impl futures::Stream<Item = Result<protocol::FilePiece, WorkerError>> + Send + 'static, WorkerError>
+{
+    let path = put_target(
+        data_dir,
+        &[
+            request.table.clone(),
+            request.load_id.clone(),
+            request.file.clone(),
+        ],
+    )?;
+    let file = std::fs::File::open(&path).map_err(|source| WorkerError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(futures::stream::unfold(
+        Some((file, Sha256::new(), path)),
+        |state| async move {
+            use std::io::Read;
+            let (mut file, mut hasher, path) = state?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut filled = 0;
+            while filled < buf.len() {
+                match file.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(source) => return Some((Err(WorkerError::Io { path, source }), None)),
+                }
+            }
+            buf.truncate(filled);
+            hasher.update(&buf);
+            if filled == 0 {
+                let piece = protocol::FilePiece {
+                    data: Vec::new(),
+                    sha256: protocol::hex(&hasher.finalize()),
+                };
+                return Some((Ok(piece), None));
+            }
+            let piece = protocol::FilePiece {
+                data: buf,
+                sha256: String::new(),
+            };
+            Some((Ok(piece), Some((file, hasher, path))))
+        },
+    ))
+}
+
+/// Removes a load's files of `chunks` (their own and overlap files), after they moved to other workers.
+pub fn drop_chunks(data_dir: &Path, request: &protocol::DropChunks) -> Result<(), WorkerError> {
+    for &chunk in &request.chunks {
+        for name in [layout::chunk_file(chunk), layout::overlap_file(chunk)] {
+            let path = put_target(
+                data_dir,
+                &[
+                    request.table.clone(),
+                    request.load_id.clone(),
+                    format!("{}/{name}", layout::CHUNKS),
+                ],
+            )?;
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(WorkerError::Io { path, source: e });
+                }
+                _ => {}
             }
         }
     }

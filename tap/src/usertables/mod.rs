@@ -779,7 +779,7 @@ pub(crate) async fn drop_user_table(tap: &Tap, qualified: &str) -> Result<(), Re
         .map_err(unavailable)?
         .map_err(|e| bad(e.to_string()))?;
     // No load is kept: every worker drops every load of the table.
-    czar::ship::drop_old_loads(&tap.czar.cluster, qualified, "").await;
+    czar::ship::drop_old_loads(&tap.czar.cluster(), qualified, "").await;
     let _ = std::fs::remove_file(template_path(tap.czar.data_dir(), qualified));
     let _ = tap.grants.set(qualified, Grant::default());
     tap.czar.refresh().map_err(unavailable)
