@@ -438,8 +438,42 @@ impl Healer {
         }
 
         // 4. Nothing to heal: even out bytes between serving members.
-        if placements.is_empty() && copies.is_empty() && serving.len() > 1 && members.iter().all(|m| !gone(&m.address) && answering.contains(&m.address) || shared.contains(&m.address)) {
+        if placements.is_empty() && copies.is_empty() && serving.len() > 1 && members
+                .iter()
+                .all(|m| answering.contains(&m.address) || shared.contains(&m.address) || gone(&m.address)) {
             self.rebalance(&records, &serving, &census, &mut copies, &mut placements, &mut leaving);
+        }
+
+        // Copies no placement names (a copy whose placement was not published, a returning worker's old holdings):
+        // garbage, removed after the linger.
+        for r in records.iter().filter(|r| !r.placement.is_empty()) {
+            let table = r.qualified_name().to_lowercase();
+            let placed: HashMap<u64, &Vec<String>> = r.placement.iter().map(|(c, h)| (*c, h)).collect();
+            for m in &remote {
+                if !answering.contains(&m.address) {
+                    continue;
+                }
+                let Some(files) = census.get(&m.address).and_then(|h| h.get(&(table.clone(), r.load_id.clone())))
+                else {
+                    continue;
+                };
+                let mut stray: Vec<u64> = files
+                    .keys()
+                    .filter_map(|f| f.strip_prefix("chunks/").and_then(layout::parse_chunk_file))
+                    .map(|(chunk, _)| chunk)
+                    .filter(|chunk| {
+                        placed.get(chunk).is_none_or(|h| !h.contains(&m.address))
+                            && !copies.iter().any(|c| c.target == m.address && c.table == table)
+                    })
+                    .collect();
+                stray.sort_unstable();
+                stray.dedup();
+                for chunk in stray {
+                    if !placements.get(&table).is_some_and(|(_, p)| p.get(&chunk).is_some_and(|h| h.contains(&m.address))) {
+                        leaving.push((table.clone(), r.load_id.clone(), m.address.clone(), chunk));
+                    }
+                }
+            }
         }
 
         // 5. Copy, publish, then remove.
@@ -627,6 +661,12 @@ impl Healer {
                 break;
             };
             let gap = most - least;
+            // Placement by rendezvous hashing is even to within a few chunks: only a gap past a fifth of the mean
+            // (a new worker, a drained one's share landing unevenly) is worth moving data for.
+            let mean = load.values().sum::<u64>() / load.len().max(1) as u64;
+            if gap * 5 < mean && moves.is_empty() {
+                break;
+            }
             let pick = chunk_bytes
                 .iter()
                 .filter(|(c, b)| {
@@ -772,9 +812,20 @@ impl Healer {
         let linger = self.options.linger;
         let n: u64 = handles.iter().map(|(_, _, _, c)| c.len() as u64).sum();
         self.lock().removals += n;
+        let czar = self.czar.clone();
         tokio::spawn(async move {
             tokio::time::sleep(linger).await;
-            for (worker, table, load_id, chunks) in handles {
+            for (worker, table, load_id, mut chunks) in handles {
+                // A later round may have placed a chunk back on this worker meanwhile: that copy stays.
+                if let Some(t) = czar.tables().iter().find(|t| t.record.qualified_name().to_lowercase() == table) {
+                    chunks.retain(|c| {
+                        t.record.load_id != load_id
+                            || !t.placement.get(c).is_some_and(|h| h.contains(&worker.address))
+                    });
+                }
+                if chunks.is_empty() {
+                    continue;
+                }
                 let body = protocol::DropChunks {
                     table,
                     load_id,

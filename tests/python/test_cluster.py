@@ -415,7 +415,7 @@ def test_load_ships_chunks_to_workers_own_disks(release, tmp_path):
     workers = [start(["worker", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / f"w{i}")], r"worker at (\S+)")
                for i in range(3)]
     czar, url = start(["czar", "--port", "0", "--data-dir", str(tmp_path / "czar"), "--workers",
-                       ",".join(a for _, a in workers), "--replicas", "2"], r"TAP service at (http://\S+/tap)")
+                       ",".join(a for _, a in workers), "--replicas", "2", "--replaced-load-linger", "0"], r"TAP service at (http://\S+/tap)")
     try:
         out = run("load", "--url", url, "--table", "sky.object", "--input", str(base / "rel/object.parquet"),
                   "--ra", "ra", "--dec", "dec", "--id", "id", "--chunk-rows", "5000")
