@@ -226,7 +226,10 @@ async fn run_czar(
 /// Resolves at SIGTERM (an orchestrator stopping the process) or SIGINT (Ctrl-C).
 async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -305,6 +308,7 @@ pub struct WorkerArgs {
     /// HOST:PORT to listen on (port 0: any free port, printed).
     #[arg(long)]
     pub listen: Option<String>,
+    /// Where the worker keeps the chunk files it holds (`tables/SCHEMA.TABLE/LOAD/chunks/`).
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
     /// Memory one query's fragment may hold on this worker (hash tables, sorts, aggregates), in MiB.
@@ -324,7 +328,9 @@ pub struct WorkerArgs {
 
 pub fn worker(args: WorkerArgs) -> ExitCode {
     let (Some(listen), Some(data_dir)) = (args.listen.clone(), args.data_dir.clone()) else {
-        return failure("a worker needs --listen HOST:PORT and --data-dir DIR (or a --config file giving them)");
+        return failure(
+            "a worker needs --listen HOST:PORT and --data-dir DIR (or a --config file giving them)",
+        );
     };
     let result = runtime().block_on(async {
         let listener = bind(&listen).await?;
@@ -562,11 +568,18 @@ pub enum WorkerAction {
 }
 
 fn admin_base(url: &str) -> String {
-    url.trim_end_matches('/').trim_end_matches("/tap").to_string()
+    url.trim_end_matches('/')
+        .trim_end_matches("/tap")
+        .to_string()
 }
 
 fn census(base: &str) -> Result<serde_json::Value, String> {
-    match http::send("GET", &format!("{base}/admin/cluster"), "application/json", Payload::Bytes(Vec::new()))? {
+    match http::send(
+        "GET",
+        &format!("{base}/admin/cluster"),
+        "application/json",
+        Payload::Bytes(Vec::new()),
+    )? {
         (200, body) => serde_json::from_str(&body).map_err(|e| e.to_string()),
         (_, body) => Err(error_of(&body)),
     }
@@ -582,7 +595,11 @@ fn print_census(v: &serde_json::Value) {
             "{:<24} {:<9} {:<9} {:>7} {:>14}",
             w["address"].as_str().unwrap_or("?"),
             w["state"].as_str().unwrap_or("?"),
-            if w["answering"].as_bool() == Some(true) { "yes" } else { "no" },
+            if w["answering"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
             w["chunk_files"],
             w["bytes"]
         );
@@ -608,7 +625,9 @@ pub fn worker_action(action: WorkerAction) -> ExitCode {
                 Payload::Bytes(body.into_bytes()),
             ) {
                 Ok((200, _)) => {
-                    println!("{address} joins: it receives the replicated tables, then its share of the chunks");
+                    println!(
+                        "{address} joins: it receives the replicated tables, then its share of the chunks"
+                    );
                     Ok(())
                 }
                 Ok((_, body)) => Err(error_of(&body)),
@@ -664,5 +683,7 @@ fn drain(base: &str, address: &str, no_wait: bool, timeout: u64) -> Result<(), S
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
-    Err(format!("{address} is still draining after {timeout} s (`skyshard worker list` shows why)"))
+    Err(format!(
+        "{address} is still draining after {timeout} s (`skyshard worker list` shows why)"
+    ))
 }

@@ -127,7 +127,14 @@ mod tests {
         assert!(line.contains("--replicas 1"), "{line}");
         // What clap makes of it.
         let cli = <crate::Cli as clap::Parser>::try_parse_from(&out).unwrap();
-        assert!(matches!(cli.command, crate::Command::Czar { port: 9000, replicas: 1, .. }));
+        assert!(matches!(
+            cli.command,
+            crate::Command::Czar {
+                port: 9000,
+                replicas: 1,
+                ..
+            }
+        ));
     }
 
     #[test]

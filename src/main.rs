@@ -123,13 +123,17 @@ enum Command {
     },
     /// A czar: the TAP service over workers that hold the data directory's chunks.
     Czar {
+        /// HTTP port of the TAP service (0: any free port, printed).
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// The czar's data directory: the metadata store, its copy of every loaded chunk file, async jobs, user
+        /// tables and files, the workers it was given (`cluster/workers.json`).
         #[arg(long)]
         data_dir: std::path::PathBuf,
         /// HOST:PORT,HOST:PORT of the workers.
         #[arg(long, value_delimiter = ',', required = true)]
         workers: Vec<String>,
+        /// Copies of each chunk on the workers' own disks (the replica healer keeps this many live).
         #[arg(long, default_value_t = 2)]
         replicas: usize,
         /// Seconds between rounds of the replica census (which worker holds which chunk, asked of the workers).
@@ -234,7 +238,10 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    let args = match config::expand(std::env::args_os().collect(), &<Cli as clap::CommandFactory>::command()) {
+    let args = match config::expand(
+        std::env::args_os().collect(),
+        &<Cli as clap::CommandFactory>::command(),
+    ) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");

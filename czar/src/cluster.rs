@@ -160,7 +160,11 @@ impl Cluster {
     /// The same cluster over `addresses` (workers added or removed), keeping the handles (connections, health,
     /// slots) of the workers it had. The number of copies asked for stays: with fewer workers than that, as many
     /// as there are.
-    pub fn with_workers(&self, addresses: &[String], replicas: usize) -> Result<Cluster, ClusterError> {
+    pub fn with_workers(
+        &self,
+        addresses: &[String],
+        replicas: usize,
+    ) -> Result<Cluster, ClusterError> {
         if addresses.is_empty() {
             return Err(ClusterError::NoWorkers);
         }

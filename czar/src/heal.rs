@@ -9,7 +9,7 @@
 //! 3. for each chunk of each shipped table, counts the copies that are kept (on members that are not draining,
 //!    not gone, and hold it or have not answered yet within the grace period); below `replicas`, copies the chunk's
 //!    files from a kept holder (else from the czar's own copy) to the best-ranked serving members not holding it;
-//! 4. with nothing to heal, moves whole chunks (every table's files of the chunk, so chunk-local joins stay local)
+//! 4. with nothing to heal, after a worker was added, moves whole chunks (every table's files of the chunk, so chunk-local joins stay local)
 //!    from the fullest serving member to the emptiest while that narrows the gap;
 //! 5. publishes the new placements (the same load, one atomic record write each), re-reads the catalog, and only
 //!    then removes moved copies from their old holders (after a delay, so queries planned on the old placement find
@@ -99,6 +99,9 @@ struct State {
     answering: HashSet<String>,
     /// Drained workers that left.
     left: Vec<String>,
+    /// A worker was added: even out bytes until no move narrows the gap (placement by rendezvous hashing is even
+    /// enough otherwise; data is not moved for small differences).
+    rebalance: bool,
     /// Copies made and removed, bytes copied, rounds run.
     copies: u64,
     removals: u64,
@@ -140,14 +143,16 @@ impl Healer {
     pub fn new(czar: Arc<Czar>, options: HealOptions) -> Result<Arc<Healer>, String> {
         let path = members_path(czar.data_dir());
         let mut members: Members = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| format!("{}: {e}", path.display()))?,
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Members::default(),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
         let left = members.left.clone();
         for w in &czar.cluster().workers {
-            if !members.workers.iter().any(|m| m.address == w.address) && !left.contains(&w.address) {
+            if !members.workers.iter().any(|m| m.address == w.address) && !left.contains(&w.address)
+            {
                 members.workers.push(Member {
                     address: w.address.clone(),
                     state: MemberState::Serving,
@@ -166,7 +171,7 @@ impl Healer {
             round: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
         });
-        healer.apply_members()?;
+        healer.apply_members(false)?;
         Ok(healer)
     }
 
@@ -199,6 +204,7 @@ impl Healer {
         {
             let mut s = self.lock();
             s.left.retain(|a| a != address);
+            s.rebalance = true;
             match s.members.iter_mut().find(|m| m.address == address) {
                 Some(m) if m.state == MemberState::Draining => m.state = MemberState::Serving,
                 Some(_) => return Ok(()),
@@ -208,7 +214,7 @@ impl Healer {
                 }),
             }
         }
-        self.apply_members()?;
+        self.apply_members(true)?;
         self.wake.notify_one();
         Ok(())
     }
@@ -232,28 +238,32 @@ impl Healer {
             }
             m.state = MemberState::Draining;
         }
-        self.apply_members()?;
+        self.apply_members(true)?;
         self.wake.notify_one();
         Ok(())
     }
 
-    /// Writes the members down and gives the czar the cluster of serving and draining ones.
-    fn apply_members(&self) -> Result<(), String> {
+    /// Gives the czar the cluster of serving and draining members; `persist`: after a change by the admin API (or a
+    /// join completing), writes the members down, so a restarted czar keeps them (the workers it is started with
+    /// alone are never written: a czar whose members never changed leaves no file).
+    fn apply_members(&self, persist: bool) -> Result<(), String> {
         let (members, left) = {
             let s = self.lock();
             (s.members.clone(), s.left.clone())
         };
-        let path = members_path(self.czar.data_dir());
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if persist {
+            let path = members_path(self.czar.data_dir());
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            let bytes = serde_json::to_vec_pretty(&Members {
+                workers: members.clone(),
+                left,
+            })
+            .map_err(|e| e.to_string())?;
+            metastore::files::write_atomically(&path, &bytes)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
         }
-        let bytes = serde_json::to_vec_pretty(&Members {
-            workers: members.clone(),
-            left,
-        })
-        .map_err(|e| e.to_string())?;
-        metastore::files::write_atomically(&path, &bytes)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
         let addresses: Vec<String> = members
             .iter()
             .filter(|m| m.state != MemberState::Joining)
@@ -322,7 +332,12 @@ impl Healer {
                 now.duration_since(since) > self.options.grace
             }
         };
-        let state_of = |address: &str| members.iter().find(|m| m.address == address).map(|m| m.state);
+        let state_of = |address: &str| {
+            members
+                .iter()
+                .find(|m| m.address == address)
+                .map(|m| m.state)
+        };
 
         // 2. Replicated tables on every answering remote member; joining members become serving.
         let mut copies: Vec<Copy> = Vec::new();
@@ -338,7 +353,10 @@ impl Healer {
                     if !has(&m.address, &table, &r.load_id, &file) {
                         let sources = remote
                             .iter()
-                            .filter(|o| answering.contains(&o.address) && has(&o.address, &table, &r.load_id, &file))
+                            .filter(|o| {
+                                answering.contains(&o.address)
+                                    && has(&o.address, &table, &r.load_id, &file)
+                            })
                             .map(|o| o.address.clone())
                             .collect();
                         copies.push(Copy {
@@ -403,7 +421,15 @@ impl Healer {
                         .iter()
                         .filter(|h| answering.contains(h.as_str()))
                         .cloned()
-                        .chain(holders.iter().filter(|h| answering.contains(h.as_str()) && has(h, &table, &r.load_id, &file)).cloned())
+                        .chain(
+                            holders
+                                .iter()
+                                .filter(|h| {
+                                    answering.contains(h.as_str())
+                                        && has(h, &table, &r.load_id, &file)
+                                })
+                                .cloned(),
+                        )
                         .collect();
                     for target in candidates.into_iter().take(want - kept.len()) {
                         for f in self.chunk_files(&table, &r.load_id, *chunk) {
@@ -437,23 +463,41 @@ impl Healer {
             }
         }
 
-        // 4. Nothing to heal: even out bytes between serving members.
-        if placements.is_empty() && copies.is_empty() && serving.len() > 1 && members
-                .iter()
-                .all(|m| answering.contains(&m.address) || shared.contains(&m.address) || gone(&m.address)) {
-            self.rebalance(&records, &serving, &census, &mut copies, &mut placements, &mut leaving);
+        // 4. Nothing to heal and a worker was added: even out bytes between serving members.
+        if placements.is_empty()
+            && copies.is_empty()
+            && serving.len() > 1
+            && members.iter().all(|m| {
+                answering.contains(&m.address) || shared.contains(&m.address) || gone(&m.address)
+            })
+            && self.lock().rebalance
+        {
+            self.rebalance(
+                &records,
+                &serving,
+                &census,
+                &mut copies,
+                &mut placements,
+                &mut leaving,
+            );
+            if copies.is_empty() {
+                self.lock().rebalance = false;
+            }
         }
 
         // Copies no placement names (a copy whose placement was not published, a returning worker's old holdings):
         // garbage, removed after the linger.
         for r in records.iter().filter(|r| !r.placement.is_empty()) {
             let table = r.qualified_name().to_lowercase();
-            let placed: HashMap<u64, &Vec<String>> = r.placement.iter().map(|(c, h)| (*c, h)).collect();
+            let placed: HashMap<u64, &Vec<String>> =
+                r.placement.iter().map(|(c, h)| (*c, h)).collect();
             for m in &remote {
                 if !answering.contains(&m.address) {
                     continue;
                 }
-                let Some(files) = census.get(&m.address).and_then(|h| h.get(&(table.clone(), r.load_id.clone())))
+                let Some(files) = census
+                    .get(&m.address)
+                    .and_then(|h| h.get(&(table.clone(), r.load_id.clone())))
                 else {
                     continue;
                 };
@@ -463,13 +507,18 @@ impl Healer {
                     .map(|(chunk, _)| chunk)
                     .filter(|chunk| {
                         placed.get(chunk).is_none_or(|h| !h.contains(&m.address))
-                            && !copies.iter().any(|c| c.target == m.address && c.table == table)
+                            && !copies
+                                .iter()
+                                .any(|c| c.target == m.address && c.table == table)
                     })
                     .collect();
                 stray.sort_unstable();
                 stray.dedup();
                 for chunk in stray {
-                    if !placements.get(&table).is_some_and(|(_, p)| p.get(&chunk).is_some_and(|h| h.contains(&m.address))) {
+                    if !placements
+                        .get(&table)
+                        .is_some_and(|(_, p)| p.get(&chunk).is_some_and(|h| h.contains(&m.address)))
+                    {
                         leaving.push((table.clone(), r.load_id.clone(), m.address.clone(), chunk));
                     }
                 }
@@ -490,16 +539,27 @@ impl Healer {
         }
         // A target whose copy failed is not put in the placement (nor is the chunk's old holder let go).
         for (table, (load, placement)) in placements.iter_mut() {
-            let record = records.iter().find(|r| r.qualified_name().to_lowercase() == *table);
-            let old: HashMap<u64, Vec<String>> = record.map(|r| r.placement.iter().cloned().collect()).unwrap_or_default();
+            let record = records
+                .iter()
+                .find(|r| r.qualified_name().to_lowercase() == *table);
+            let old: HashMap<u64, Vec<String>> = record
+                .map(|r| r.placement.iter().cloned().collect())
+                .unwrap_or_default();
             for (chunk, holders) in placement.iter_mut() {
-                if holders.iter().any(|h| failed_targets.contains(&(table.clone(), load.clone(), h.clone()))) {
+                if holders
+                    .iter()
+                    .any(|h| failed_targets.contains(&(table.clone(), load.clone(), h.clone())))
+                {
                     let previous = old.get(chunk).cloned().unwrap_or_default();
-                    holders.retain(|h| !failed_targets.contains(&(table.clone(), load.clone(), h.clone())) );
+                    holders.retain(|h| {
+                        !failed_targets.contains(&(table.clone(), load.clone(), h.clone()))
+                    });
                     for p in previous {
                         if !holders.contains(&p) && !gone(&p) {
                             holders.push(p.clone());
-                            leaving.retain(|(t, l, w, c)| !(t == table && l == load && *w == p && c == chunk));
+                            leaving.retain(|(t, l, w, c)| {
+                                !(t == table && l == load && *w == p && c == chunk)
+                            });
                         }
                     }
                 }
@@ -527,7 +587,7 @@ impl Healer {
             }
         }
         if !joined.is_empty() {
-            self.apply_members()?;
+            self.apply_members(true)?;
         }
         self.remove_later(leaving);
         self.finish_drains(&records, &placements, &census).await?;
@@ -537,7 +597,8 @@ impl Healer {
     /// Asks every member what it holds.
     async fn census(&self) {
         let members = self.lock().members.clone();
-        let own = std::fs::canonicalize(self.czar.data_dir()).unwrap_or_else(|_| self.czar.data_dir().to_path_buf());
+        let own = std::fs::canonicalize(self.czar.data_dir())
+            .unwrap_or_else(|_| self.czar.data_dir().to_path_buf());
         let asks = members.iter().map(|m| {
             let handle = self.handle(&m.address);
             async move {
@@ -555,7 +616,9 @@ impl Healer {
                     let body = results.message().await.ok()??.body;
                     protocol::Census::decode(body).ok()
                 };
-                let census = tokio::time::timeout(Duration::from_secs(5), ask).await.ok()??;
+                let census = tokio::time::timeout(Duration::from_secs(5), ask)
+                    .await
+                    .ok()??;
                 Some((m.address.clone(), census))
             }
         });
@@ -564,7 +627,8 @@ impl Healer {
         let mut s = self.lock();
         s.answering.clear();
         for (address, census) in answers.into_iter().flatten() {
-            let theirs = std::fs::canonicalize(&census.data_dir).unwrap_or_else(|_| PathBuf::from(&census.data_dir));
+            let theirs = std::fs::canonicalize(&census.data_dir)
+                .unwrap_or_else(|_| PathBuf::from(&census.data_dir));
             if theirs == own {
                 s.shared.insert(address.clone());
             } else {
@@ -655,7 +719,8 @@ impl Healer {
         let mut moves: Vec<(u64, String, String)> = Vec::new();
         for _ in 0..64 {
             let (Some((&full, &most)), Some((&empty, &least))) = (
-                load.iter().max_by_key(|(a, b)| (**b, std::cmp::Reverse(**a))),
+                load.iter()
+                    .max_by_key(|(a, b)| (**b, std::cmp::Reverse(**a))),
                 load.iter().min_by_key(|(a, b)| (**b, **a)),
             ) else {
                 break;
@@ -672,7 +737,9 @@ impl Healer {
                 .filter(|(c, b)| {
                     **b > 0
                         && 2 * **b <= gap
-                        && holders_of.get(c).is_some_and(|h| h.contains(full) && !h.contains(empty))
+                        && holders_of
+                            .get(c)
+                            .is_some_and(|h| h.contains(full) && !h.contains(empty))
                         && !moves.iter().any(|(m, _, _)| m == *c)
                 })
                 .max_by_key(|(c, b)| (**b, rank(**c, empty)))
@@ -759,11 +826,18 @@ impl Healer {
         }
         let own = layout::load_dir(self.czar.data_dir(), &c.table, &c.load).join(&c.file);
         if own.exists() {
-            let bytes = tokio::fs::read(&own).await.map_err(|e| format!("{}: {e}", own.display()))?;
+            let bytes = tokio::fs::read(&own)
+                .await
+                .map_err(|e| format!("{}: {e}", own.display()))?;
             let sum = protocol::hex(&Sha256::digest(&bytes));
             let n = bytes.len() as u64;
-            let pieces = bytes.chunks(1 << 20).map(|p| Ok(p.to_vec())).collect::<Vec<_>>();
-            return put(&target, c, futures::stream::iter(pieces), sum_future(sum)).await.map(|_| n);
+            let pieces = bytes
+                .chunks(1 << 20)
+                .map(|p| Ok(p.to_vec()))
+                .collect::<Vec<_>>();
+            return put(&target, c, futures::stream::iter(pieces), sum_future(sum))
+                .await
+                .map(|_| n);
         }
         Err(last)
     }
@@ -801,7 +875,10 @@ impl Healer {
         }
         let mut by_worker: BTreeMap<(String, String, String), Vec<u64>> = BTreeMap::new();
         for (table, load, worker, chunk) in leaving {
-            by_worker.entry((worker, table, load)).or_default().push(chunk);
+            by_worker
+                .entry((worker, table, load))
+                .or_default()
+                .push(chunk);
         }
         let handles: Vec<_> = by_worker
             .into_iter()
@@ -817,10 +894,17 @@ impl Healer {
             tokio::time::sleep(linger).await;
             for (worker, table, load_id, mut chunks) in handles {
                 // A later round may have placed a chunk back on this worker meanwhile: that copy stays.
-                if let Some(t) = czar.tables().iter().find(|t| t.record.qualified_name().to_lowercase() == table) {
+                if let Some(t) = czar
+                    .tables()
+                    .iter()
+                    .find(|t| t.record.qualified_name().to_lowercase() == table)
+                {
                     chunks.retain(|c| {
                         t.record.load_id != load_id
-                            || !t.placement.get(c).is_some_and(|h| h.contains(&worker.address))
+                            || !t
+                                .placement
+                                .get(c)
+                                .is_some_and(|h| h.contains(&worker.address))
                     });
                 }
                 if chunks.is_empty() {
@@ -875,7 +959,8 @@ impl Healer {
         let handles: Vec<(Arc<WorkerHandle>, Vec<String>)> = done
             .iter()
             .filter_map(|d| {
-                let tables: HashSet<String> = census.get(d)?.keys().map(|(t, _)| t.clone()).collect();
+                let tables: HashSet<String> =
+                    census.get(d)?.keys().map(|(t, _)| t.clone()).collect();
                 Some((self.handle(d)?, tables.into_iter().collect()))
             })
             .collect();
@@ -884,7 +969,7 @@ impl Healer {
             s.members.retain(|m| !done.contains(&m.address));
             s.left.extend(done.iter().cloned());
         }
-        self.apply_members()?;
+        self.apply_members(true)?;
         let linger = self.options.linger;
         tokio::spawn(async move {
             tokio::time::sleep(linger).await;
@@ -957,7 +1042,15 @@ impl Healer {
 
     /// Counters for `/metrics`: (copies made, copies removed, bytes copied, chunks by kept copies, members by
     /// state and whether they answer).
-    pub fn counters(&self) -> (u64, u64, u64, BTreeMap<usize, u64>, Vec<(String, MemberState, bool)>) {
+    pub fn counters(
+        &self,
+    ) -> (
+        u64,
+        u64,
+        u64,
+        BTreeMap<usize, u64>,
+        Vec<(String, MemberState, bool)>,
+    ) {
         let s = self.lock();
         (
             s.copies,
@@ -1002,7 +1095,9 @@ async fn relay(from: &WorkerHandle, to: &WorkerHandle, c: &Copy) -> Result<u64, 
         let mut bytes = 0u64;
         loop {
             let piece = match pieces.message().await {
-                Ok(Some(result)) => protocol::FilePiece::decode(result.body).map_err(|e| e.to_string()),
+                Ok(Some(result)) => {
+                    protocol::FilePiece::decode(result.body).map_err(|e| e.to_string())
+                }
                 Ok(None) => Err("the source stopped before the end of the file".to_string()),
                 Err(s) => Err(s.message().to_string()),
             };
@@ -1050,7 +1145,8 @@ async fn put(
     data: impl futures::Stream<Item = Result<Vec<u8>, String>> + Send + 'static,
     sum: impl std::future::Future<Output = Result<String, String>> + Send + 'static,
 ) -> Result<(), String> {
-    let descriptor = FlightDescriptor::new_path(vec![c.table.clone(), c.load.clone(), c.file.clone()]);
+    let descriptor =
+        FlightDescriptor::new_path(vec![c.table.clone(), c.load.clone(), c.file.clone()]);
     let failure = Arc::new(Mutex::new(None::<String>));
     let f1 = failure.clone();
     let f2 = failure.clone();
@@ -1082,7 +1178,9 @@ async fn put(
                 }
             };
             FlightData {
-                app_metadata: format!("{}{sum}", protocol::SHA256_METADATA).into_bytes().into(),
+                app_metadata: format!("{}{sum}", protocol::SHA256_METADATA)
+                    .into_bytes()
+                    .into(),
                 ..Default::default()
             }
         }));
@@ -1099,7 +1197,11 @@ async fn put(
             .map_err(|s| s.message().to_string())
     }
     .await;
-    if let Some(e) = failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+    if let Some(e) = failure
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+    {
         return Err(e);
     }
     result.map(|_| ())
@@ -1121,4 +1223,3 @@ pub fn starting_workers(data_dir: &Path, flags: &[String]) -> Vec<String> {
     }
     addresses
 }
-

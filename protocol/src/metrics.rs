@@ -92,7 +92,12 @@ pub fn resident_bytes() -> Option<u64> {
 /// The process's own lines: resident memory.
 pub fn write_process(out: &mut String) {
     if let Some(bytes) = resident_bytes() {
-        describe(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+        describe(
+            out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+        );
         sample(out, "process_resident_memory_bytes", "", bytes);
     }
 }
@@ -109,9 +114,18 @@ mod tests {
         h.observe(100.0);
         let mut out = String::new();
         h.write(&mut out, "x_seconds", "kind=\"sync\"");
-        assert!(out.contains("x_seconds_bucket{kind=\"sync\",le=\"0.005\"} 1\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{kind=\"sync\",le=\"0.25\"} 2\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{kind=\"sync\",le=\"+Inf\"} 3\n"), "{out}");
+        assert!(
+            out.contains("x_seconds_bucket{kind=\"sync\",le=\"0.005\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{kind=\"sync\",le=\"0.25\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{kind=\"sync\",le=\"+Inf\"} 3\n"),
+            "{out}"
+        );
         assert!(out.contains("x_seconds_count{kind=\"sync\"} 3\n"), "{out}");
     }
 }

@@ -21,13 +21,13 @@
 
 pub mod access;
 pub mod admin;
-pub mod metrics;
 pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod files;
 pub mod format;
 pub mod jobs;
+pub mod metrics;
 pub mod output;
 pub mod params;
 pub mod query;
@@ -127,7 +127,13 @@ pub fn router(tap: Arc<Tap>) -> Router {
 /// for) and may not outgrow hyper's buffer; the head's size and header count past [`reply::MAX_HEADERS`] are
 /// refused by [`reply::header_cap`] with a DALI document.
 pub async fn serve(listener: tokio::net::TcpListener, tap: Arc<Tap>) -> Result<(), String> {
-    serve_until(listener, tap, std::future::pending(), std::time::Duration::ZERO).await
+    serve_until(
+        listener,
+        tap,
+        std::future::pending(),
+        std::time::Duration::ZERO,
+    )
+    .await
 }
 
 /// [`serve`] until `stop` resolves, then a graceful shutdown: new requests are answered 503 with Retry-After

@@ -51,7 +51,10 @@ fn kind_of(path: &str) -> usize {
     } else {
         "other"
     };
-    KINDS.iter().position(|k| *k == kind).unwrap_or(KINDS.len() - 1)
+    KINDS
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or(KINDS.len() - 1)
 }
 
 /// Counts and times every request; while the service stops, refuses new ones with 503.
@@ -64,7 +67,10 @@ pub(crate) async fn observe(State(tap): State<Arc<Tap>>, request: Request, next:
         );
         let headers = response.headers_mut();
         headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-        headers.insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        headers.insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
         return response;
     }
     let kind = kind_of(&path);
@@ -91,7 +97,10 @@ pub(crate) async fn ready(State(tap): State<Arc<Tap>>) -> Response {
     let (status, why) = if tap.stopping.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping".to_string())
     } else if up == 0 {
-        (StatusCode::SERVICE_UNAVAILABLE, "no worker answers".to_string())
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no worker answers".to_string(),
+        )
     } else {
         (StatusCode::OK, "ready".to_string())
     };
@@ -133,7 +142,12 @@ pub(crate) async fn metrics(
         );
     }
     let mut out = String::new();
-    describe(&mut out, "skyshard_requests_total", "counter", "HTTP requests answered, by kind and status.");
+    describe(
+        &mut out,
+        "skyshard_requests_total",
+        "counter",
+        "HTTP requests answered, by kind and status.",
+    );
     for ((kind, status), n) in tap
         .metrics
         .requests
@@ -141,7 +155,12 @@ pub(crate) async fn metrics(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .iter()
     {
-        sample(&mut out, "skyshard_requests_total", &format!("kind=\"{kind}\",status=\"{status}\""), n);
+        sample(
+            &mut out,
+            "skyshard_requests_total",
+            &format!("kind=\"{kind}\",status=\"{status}\""),
+            n,
+        );
     }
     describe(
         &mut out,
@@ -150,12 +169,26 @@ pub(crate) async fn metrics(
         "Time to the response head, by kind of request.",
     );
     for (kind, h) in KINDS.iter().zip(&tap.metrics.latency) {
-        h.write(&mut out, "skyshard_request_seconds", &format!("kind=\"{kind}\""));
+        h.write(
+            &mut out,
+            "skyshard_request_seconds",
+            &format!("kind=\"{kind}\""),
+        );
     }
     let (chunk_runs, rows) = czar::dispatch::chunk_counters();
-    describe(&mut out, "skyshard_chunk_runs_total", "counter", "Chunk fragments asked of workers.");
+    describe(
+        &mut out,
+        "skyshard_chunk_runs_total",
+        "counter",
+        "Chunk fragments asked of workers.",
+    );
     sample(&mut out, "skyshard_chunk_runs_total", "", chunk_runs);
-    describe(&mut out, "skyshard_worker_rows_total", "counter", "Rows received from workers.");
+    describe(
+        &mut out,
+        "skyshard_worker_rows_total",
+        "counter",
+        "Rows received from workers.",
+    );
     sample(&mut out, "skyshard_worker_rows_total", "", rows);
     describe(
         &mut out,
@@ -163,35 +196,95 @@ pub(crate) async fn metrics(
         "counter",
         "Chunk runs served by another worker than the chunk's first holder.",
     );
-    sample(&mut out, "skyshard_chunk_failovers_total", "", czar::dispatch::chunks_failed_over());
-    describe(&mut out, "skyshard_queries_planned_total", "counter", "Queries planned by the czar.");
-    sample(&mut out, "skyshard_queries_planned_total", "", tap.czar.queries_planned());
+    sample(
+        &mut out,
+        "skyshard_chunk_failovers_total",
+        "",
+        czar::dispatch::chunks_failed_over(),
+    );
+    describe(
+        &mut out,
+        "skyshard_queries_planned_total",
+        "counter",
+        "Queries planned by the czar.",
+    );
+    sample(
+        &mut out,
+        "skyshard_queries_planned_total",
+        "",
+        tap.czar.queries_planned(),
+    );
     let (sync_running, sync_waiting) = tap.sync_load();
-    describe(&mut out, "skyshard_sync_queries", "gauge", "Sync queries running and waiting for a turn.");
-    sample(&mut out, "skyshard_sync_queries", "state=\"running\"", sync_running);
-    sample(&mut out, "skyshard_sync_queries", "state=\"waiting\"", sync_waiting);
+    describe(
+        &mut out,
+        "skyshard_sync_queries",
+        "gauge",
+        "Sync queries running and waiting for a turn.",
+    );
+    sample(
+        &mut out,
+        "skyshard_sync_queries",
+        "state=\"running\"",
+        sync_running,
+    );
+    sample(
+        &mut out,
+        "skyshard_sync_queries",
+        "state=\"waiting\"",
+        sync_waiting,
+    );
     let active = tap
         .jobs
         .running
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .len();
-    describe(&mut out, "skyshard_async_jobs_active", "gauge", "Async jobs queued or executing in this process.");
+    describe(
+        &mut out,
+        "skyshard_async_jobs_active",
+        "gauge",
+        "Async jobs queued or executing in this process.",
+    );
     sample(&mut out, "skyshard_async_jobs_active", "", active);
     describe(&mut out, "skyshard_tables", "gauge", "Published tables.");
     sample(&mut out, "skyshard_tables", "", tap.czar.tables().len());
     let cluster = tap.czar.cluster();
-    describe(&mut out, "skyshard_workers", "gauge", "Workers queries go to, by whether the last call succeeded.");
+    describe(
+        &mut out,
+        "skyshard_workers",
+        "gauge",
+        "Workers queries go to, by whether the last call succeeded.",
+    );
     let healthy = cluster.workers.iter().filter(|w| w.healthy()).count();
     sample(&mut out, "skyshard_workers", "health=\"ok\"", healthy);
-    sample(&mut out, "skyshard_workers", "health=\"failed\"", cluster.workers.len() - healthy);
+    sample(
+        &mut out,
+        "skyshard_workers",
+        "health=\"failed\"",
+        cluster.workers.len() - healthy,
+    );
     if let Some(healer) = tap.healer.get() {
         let (made, removed, bytes, histogram, members) = healer.counters();
-        describe(&mut out, "skyshard_replica_copies_total", "counter", "Chunk files copied by the replica healer.");
+        describe(
+            &mut out,
+            "skyshard_replica_copies_total",
+            "counter",
+            "Chunk files copied by the replica healer.",
+        );
         sample(&mut out, "skyshard_replica_copies_total", "", made);
-        describe(&mut out, "skyshard_replica_removals_total", "counter", "Moved chunk copies removed from their old holder.");
+        describe(
+            &mut out,
+            "skyshard_replica_removals_total",
+            "counter",
+            "Moved chunk copies removed from their old holder.",
+        );
         sample(&mut out, "skyshard_replica_removals_total", "", removed);
-        describe(&mut out, "skyshard_replica_bytes_copied_total", "counter", "Bytes copied by the replica healer.");
+        describe(
+            &mut out,
+            "skyshard_replica_bytes_copied_total",
+            "counter",
+            "Bytes copied by the replica healer.",
+        );
         sample(&mut out, "skyshard_replica_bytes_copied_total", "", bytes);
         describe(
             &mut out,
@@ -200,9 +293,19 @@ pub(crate) async fn metrics(
             "Chunks of shipped tables by the number of live copies at the last census.",
         );
         for (copies, n) in histogram {
-            sample(&mut out, "skyshard_chunks_by_copies", &format!("copies=\"{copies}\""), n);
+            sample(
+                &mut out,
+                "skyshard_chunks_by_copies",
+                &format!("copies=\"{copies}\""),
+                n,
+            );
         }
-        describe(&mut out, "skyshard_member_up", "gauge", "Whether a member answered the last census, by state.");
+        describe(
+            &mut out,
+            "skyshard_member_up",
+            "gauge",
+            "Whether a member answered the last census, by state.",
+        );
         for (address, state, up) in members {
             let state = serde_json::to_value(state)
                 .ok()

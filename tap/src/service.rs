@@ -191,7 +191,8 @@ impl Tap {
     /// Starts a graceful shutdown: `/ready` says 503, new requests are refused with 503 and Retry-After, requests
     /// in flight finish.
     pub fn stop(&self) {
-        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Sync queries (running, waiting for a turn).

@@ -135,7 +135,10 @@ impl Worker {
         match tokio::time::timeout(grace, server).await {
             Ok(served) => served,
             Err(_) => {
-                eprintln!("warning: stopping with fragments still running after {} s", grace.as_secs_f64());
+                eprintln!(
+                    "warning: stopping with fragments still running after {} s",
+                    grace.as_secs_f64()
+                );
                 Ok(())
             }
         }
@@ -150,24 +153,38 @@ impl Worker {
                 continue;
             };
             let worker = self.clone();
-            let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                let worker = worker.clone();
-                async move {
-                    let (status, content_type, body) = match request.uri().path() {
-                        "/metrics" => (200, protocol::metrics::CONTENT_TYPE, worker.metrics()),
-                        "/health" => (200, "application/json", "{\"status\":\"ok\"}\n".to_string()),
-                        "/ready" if worker.stopping.load(Ordering::Relaxed) => {
-                            (503, "application/json", "{\"status\":\"stopping\"}\n".to_string())
-                        }
-                        "/ready" => (200, "application/json", "{\"status\":\"ready\"}\n".to_string()),
-                        _ => (404, "text/plain", "not found: /metrics, /health, /ready\n".to_string()),
-                    };
-                    hyper::Response::builder()
-                        .status(status)
-                        .header("content-type", content_type)
-                        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                }
-            });
+            let service = hyper::service::service_fn(
+                move |request: hyper::Request<hyper::body::Incoming>| {
+                    let worker = worker.clone();
+                    async move {
+                        let (status, content_type, body) = match request.uri().path() {
+                            "/metrics" => (200, protocol::metrics::CONTENT_TYPE, worker.metrics()),
+                            "/health" => {
+                                (200, "application/json", "{\"status\":\"ok\"}\n".to_string())
+                            }
+                            "/ready" if worker.stopping.load(Ordering::Relaxed) => (
+                                503,
+                                "application/json",
+                                "{\"status\":\"stopping\"}\n".to_string(),
+                            ),
+                            "/ready" => (
+                                200,
+                                "application/json",
+                                "{\"status\":\"ready\"}\n".to_string(),
+                            ),
+                            _ => (
+                                404,
+                                "text/plain",
+                                "not found: /metrics, /health, /ready\n".to_string(),
+                            ),
+                        };
+                        hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", content_type)
+                            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    }
+                },
+            );
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -180,18 +197,58 @@ impl Worker {
     pub fn metrics(&self) -> String {
         use protocol::metrics::{describe, sample};
         let mut out = String::new();
-        describe(&mut out, "skyshard_worker_fragments_total", "counter", "Plan fragments served.");
-        sample(&mut out, "skyshard_worker_fragments_total", "", self.served.load(Ordering::Relaxed));
-        describe(&mut out, "skyshard_worker_fragments_running", "gauge", "Plan fragments running now.");
-        sample(&mut out, "skyshard_worker_fragments_running", "", self.running.load(Ordering::Relaxed));
+        describe(
+            &mut out,
+            "skyshard_worker_fragments_total",
+            "counter",
+            "Plan fragments served.",
+        );
+        sample(
+            &mut out,
+            "skyshard_worker_fragments_total",
+            "",
+            self.served.load(Ordering::Relaxed),
+        );
+        describe(
+            &mut out,
+            "skyshard_worker_fragments_running",
+            "gauge",
+            "Plan fragments running now.",
+        );
+        sample(
+            &mut out,
+            "skyshard_worker_fragments_running",
+            "",
+            self.running.load(Ordering::Relaxed),
+        );
         let census = store::census(&self.files.data_dir);
         let files: usize = census.loads.iter().map(|l| l.files.len()).sum();
-        let bytes: u64 = census.loads.iter().flat_map(|l| &l.files).map(|f| f.bytes).sum();
-        describe(&mut out, "skyshard_worker_files", "gauge", "Chunk and replicated files held.");
+        let bytes: u64 = census
+            .loads
+            .iter()
+            .flat_map(|l| &l.files)
+            .map(|f| f.bytes)
+            .sum();
+        describe(
+            &mut out,
+            "skyshard_worker_files",
+            "gauge",
+            "Chunk and replicated files held.",
+        );
         sample(&mut out, "skyshard_worker_files", "", files);
-        describe(&mut out, "skyshard_worker_bytes", "gauge", "Bytes of the files held.");
+        describe(
+            &mut out,
+            "skyshard_worker_bytes",
+            "gauge",
+            "Bytes of the files held.",
+        );
         sample(&mut out, "skyshard_worker_bytes", "", bytes);
-        describe(&mut out, "skyshard_worker_loads", "gauge", "Table loads held.");
+        describe(
+            &mut out,
+            "skyshard_worker_loads",
+            "gauge",
+            "Table loads held.",
+        );
         sample(&mut out, "skyshard_worker_loads", "", census.loads.len());
         protocol::metrics::write_process(&mut out);
         out
@@ -507,9 +564,18 @@ impl FlightService for Worker {
                 protocol::ACTION_STATISTICS,
                 "the loads held: files and bytes",
             ),
-            (protocol::ACTION_CENSUS, "every file held, by table and load"),
-            (protocol::ACTION_FETCH, "a held file read back, with its SHA-256"),
-            (protocol::ACTION_DROP_CHUNKS, "remove a load's files of some chunks"),
+            (
+                protocol::ACTION_CENSUS,
+                "every file held, by table and load",
+            ),
+            (
+                protocol::ACTION_FETCH,
+                "a held file read back, with its SHA-256",
+            ),
+            (
+                protocol::ACTION_DROP_CHUNKS,
+                "remove a load's files of some chunks",
+            ),
         ]
         .map(|(t, d)| {
             Ok(ActionType {

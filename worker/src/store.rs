@@ -211,8 +211,10 @@ pub fn census(data_dir: &Path) -> protocol::Census {
 pub fn fetch(
     data_dir: &Path,
     request: &protocol::FetchFile,
-) -> Result<impl futures::Stream<Item = Result<protocol::FilePiece, WorkerError>> + Send + 'static, WorkerError>
-{
+) -> Result<
+    impl futures::Stream<Item = Result<protocol::FilePiece, WorkerError>> + Send + 'static,
+    WorkerError,
+> {
     let path = put_target(
         data_dir,
         &[
