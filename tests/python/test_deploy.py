@@ -60,3 +60,14 @@ def test_probes_and_ports_match_the_configs():
         grace = int(config.split("shutdown_grace = ")[1].split()[0])
         assert sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace
     assert any(p["kind"] == "PodDisruptionBudget" for p in resources())
+
+
+def test_the_operations_guide_names_every_config_key():
+    """docs/operations.md carries the key tables scripts/config-keys.py makes from --help: a flag added without
+    regenerating them fails here."""
+    script = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "config-keys.py"
+    tables = subprocess.run(["python3", str(script), SKYSHARD], capture_output=True, text=True, timeout=60,
+                            check=True).stdout
+    assert tables.count("| `") > 40
+    guide = (DEPLOY.parent / "docs" / "operations.md").read_text()
+    assert tables in guide, "regenerate the key tables in docs/operations.md with scripts/config-keys.py"
