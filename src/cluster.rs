@@ -26,6 +26,10 @@ async fn bind(address: &str) -> Result<tokio::net::TcpListener, String> {
 /// Flags of the TAP service (`serve`, `czar`).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ServiceArgs {
+    /// Log lines on standard error: text, or json (one object per line with the ids of queries, jobs, workers,
+    /// tables and chunks, for a log collector; informational events too).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     /// The address the HTTP service listens on (0.0.0.0: every interface, as in a container).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -124,6 +128,7 @@ async fn run_czar(
     howto: Option<fn(&str) -> String>,
     heal: Option<czar::heal::HealOptions>,
 ) -> Result<(), String> {
+    protocol::log::set_json(service.log_format == "json");
     let czar = Arc::new(
         czar::Czar::open(
             data_dir,
@@ -324,6 +329,9 @@ pub struct WorkerArgs {
     /// Seconds a stopping worker (SIGTERM) lets fragments in flight finish before it exits.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace: u64,
+    /// Log lines on standard error: text, or json (one object per line, for a log collector).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 pub fn worker(args: WorkerArgs) -> ExitCode {
@@ -332,6 +340,7 @@ pub fn worker(args: WorkerArgs) -> ExitCode {
             "a worker needs --listen HOST:PORT and --data-dir DIR (or a --config file giving them)",
         );
     };
+    protocol::log::set_json(args.log_format == "json");
     let result = runtime().block_on(async {
         let listener = bind(&listen).await?;
         println!(

@@ -359,11 +359,20 @@ impl Core {
                 Err(failure) => {
                     if let Some((worker, status)) = failure {
                         worker.mark(false);
-                        eprintln!(
-                            "failover: a grouped call to {} failed ({}); its {} chunks run one by one on their replicas",
-                            worker.address,
-                            status.message(),
-                            members.len()
+                        protocol::log::event(
+                            protocol::log::Level::Warning,
+                            "failover",
+                            &format!(
+                                "failover: a grouped call to {} failed ({}); its {} chunks run one by one on their \
+                                 replicas",
+                                worker.address,
+                                status.message(),
+                                members.len()
+                            ),
+                            &[
+                                ("worker", worker.address.clone().into()),
+                                ("chunks", members.len().into()),
+                            ],
                         );
                     }
                     for m in members {
@@ -411,7 +420,18 @@ pub fn chunk_counters() -> (u64, u64) {
 /// Says which chunk ran off its first holder, where, and why: an operator reads it in the czar's log.
 fn moved(table: &str, chunk: u64, from: &str, to: &str, why: &str) {
     FAILED_OVER.fetch_add(1, Ordering::Relaxed);
-    eprintln!("failover: {table} chunk {chunk} moved from {from} to {to}: {why}");
+    protocol::log::event(
+        protocol::log::Level::Notice,
+        "failover",
+        &format!("failover: {table} chunk {chunk} moved from {from} to {to}: {why}"),
+        &[
+            ("table", table.into()),
+            ("chunk", chunk.into()),
+            ("from", from.into()),
+            ("to", to.into()),
+            ("why", why.into()),
+        ],
+    );
 }
 
 /// The error to end the query with when a worker's failure is final (the query's own, not the worker's); None

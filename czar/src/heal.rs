@@ -99,6 +99,8 @@ struct State {
     answering: HashSet<String>,
     /// Drained workers that left.
     left: Vec<String>,
+    /// Members said to be gone in the log (once each, until they answer again).
+    announced: HashSet<String>,
     /// A worker was added: even out bytes until no move narrows the gap (placement by rendezvous hashing is even
     /// enough otherwise; data is not moved for small differences).
     rebalance: bool,
@@ -181,7 +183,7 @@ impl Healer {
         tokio::spawn(async move {
             loop {
                 if let Err(e) = healer.run_round().await {
-                    eprintln!("warning: replica healer: {e}");
+                    protocol::log::warning("heal", &format!("replica healer: {e}"));
                     healer.lock().last_error = Some(e);
                 }
                 let _ = tokio::time::timeout(healer.options.every, healer.wake.notified()).await;
@@ -526,7 +528,43 @@ impl Healer {
         }
 
         // 5. Copy, publish, then remove.
+        let planned = copies.len();
         let failed = self.copy_all(copies).await;
+        if planned > 0 {
+            protocol::log::event(
+                protocol::log::Level::Notice,
+                "heal",
+                &format!(
+                    "replica healer: {} chunk files copied, {} failed{}",
+                    planned - failed.len(),
+                    failed.len(),
+                    failed
+                        .first()
+                        .map(|(c, e)| format!(" (first: {} to {}: {e})", c.file, c.target))
+                        .unwrap_or_default()
+                ),
+                &[
+                    ("copied", (planned - failed.len()).into()),
+                    ("failed", failed.len().into()),
+                ],
+            );
+        }
+        for m in &members {
+            if gone(&m.address) && self.lock().announced.insert(m.address.clone()) {
+                protocol::log::event(
+                    protocol::log::Level::Warning,
+                    "heal",
+                    &format!(
+                        "worker {} has been silent for more than {} s: its chunks are copied to other workers",
+                        m.address,
+                        self.options.grace.as_secs_f64()
+                    ),
+                    &[("worker", m.address.clone().into())],
+                );
+            } else if answering.contains(&m.address) {
+                self.lock().announced.remove(&m.address);
+            }
+        }
         let failed_targets: HashSet<(String, String, String)> = failed
             .iter()
             .map(|(c, _)| (c.table.clone(), c.load.clone(), c.target.clone()))
@@ -582,6 +620,12 @@ impl Healer {
                 if *n == 0 || failed.iter().all(|(c, _)| &c.target != address) {
                     if let Some(m) = s.members.iter_mut().find(|m| &m.address == address) {
                         m.state = MemberState::Serving;
+                        protocol::log::event(
+                            protocol::log::Level::Notice,
+                            "join",
+                            &format!("worker {address} has joined: it serves"),
+                            &[("worker", address.clone().into())],
+                        );
                     }
                 }
             }
@@ -968,6 +1012,14 @@ impl Healer {
             let mut s = self.lock();
             s.members.retain(|m| !done.contains(&m.address));
             s.left.extend(done.iter().cloned());
+            for d in &done {
+                protocol::log::event(
+                    protocol::log::Level::Notice,
+                    "drain",
+                    &format!("worker {d} is drained: it has left the cluster"),
+                    &[("worker", d.clone().into())],
+                );
+            }
         }
         self.apply_members(true)?;
         let linger = self.options.linger;

@@ -272,7 +272,10 @@ impl Czar {
                 if now != seen {
                     match czar.refresh() {
                         Ok(()) => seen = now,
-                        Err(e) => eprintln!("warning: re-reading the catalog: {e}"),
+                        Err(e) => protocol::log::warning(
+                            "catalog",
+                            &format!("re-reading the catalog: {e}"),
+                        ),
                     }
                 }
             }
@@ -361,7 +364,7 @@ impl Czar {
                 .await
                 .is_err()
             {
-                eprintln!("error: a query panicked while running");
+                protocol::log::error("panic", "a query panicked while running");
                 let _ = tx
                     .send(Err(datafusion::error::DataFusionError::Internal(
                         "the query failed inside the engine (an internal error, logged)".into(),

@@ -65,6 +65,12 @@ impl Czar {
             std::process::id(),
             self.queries.fetch_add(1, Ordering::Relaxed)
         );
+        protocol::log::event(
+            protocol::log::Level::Info,
+            "query",
+            "a query planned",
+            &[("query_id", query_id.clone().into())],
+        );
         let tables = self
             .tables
             .read()

@@ -32,7 +32,7 @@ impl AuditLog {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Err(e) = writeln!(file, "{line}") {
-            eprintln!("warning: the audit log: {e}");
+            protocol::log::warning("audit", &format!("the audit log: {e}"));
         }
     }
 }

@@ -214,7 +214,7 @@ fn proxied(auth: &Auth, request: &axum::extract::Request) -> Result<Option<Calle
     let account = match auth.accounts.user(name) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("error: reading the account of {name}: {e}");
+            protocol::log::error("accounts", &format!("reading the account of {name}: {e}"));
             return Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the accounts cannot be read just now; try again",
@@ -361,7 +361,7 @@ fn check(auth: &Auth, headers: &HeaderMap, token: &str) -> Result<Caller, Respon
             &format!("the credentials are not valid: {refusal}"),
         )),
         Err(e) => {
-            eprintln!("error: checking a token: {e}");
+            protocol::log::error("accounts", &format!("checking a token: {e}"));
             Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the accounts cannot be read just now; try again",

@@ -94,7 +94,7 @@ pub(crate) fn result_response(
                 t.rows(o.rows);
             }
             if outcome.is_err() {
-                eprintln!("error: writing a result panicked");
+                protocol::log::error("panic", "writing a result panicked");
                 let _ = body
                     .send(Err(std::io::Error::other(
                         "the result could not be written",

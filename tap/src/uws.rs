@@ -482,7 +482,20 @@ async fn execute(tap: &Arc<Tap>, id: &str) {
 
 /// The audit line of a job that ended: whose, its query's fingerprint, phase, rows, bytes and run time.
 fn audit_end(tap: &Tap, id: &str) {
-    let (Some(audit), Some(job)) = (&tap.audit, tap.jobs.get(id)) else {
+    let Some(job) = tap.jobs.get(id) else {
+        return;
+    };
+    protocol::log::event(
+        protocol::log::Level::Info,
+        "job",
+        "an async job ended",
+        &[
+            ("job", job.id.clone().into()),
+            ("phase", job.phase.name().into()),
+            ("rows", job.result.as_ref().map_or(0, |r| r.rows).into()),
+        ],
+    );
+    let Some(audit) = &tap.audit else {
         return;
     };
     let query = job

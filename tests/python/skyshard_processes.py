@@ -17,9 +17,10 @@ def run(*args):
     return out.stdout
 
 
-def start(args, pattern=TAP_ADDRESS):
-    """Starts a skyshard server; (process, the first group of `pattern` in what it prints)."""
-    proc = subprocess.Popen([SKYSHARD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start(args, pattern=TAP_ADDRESS, stderr=subprocess.PIPE):
+    """Starts a skyshard server; (process, the first group of `pattern` in what it prints). `stderr`: a file for its
+    log when it writes much (a pipe nobody reads fills up and blocks it)."""
+    proc = subprocess.Popen([SKYSHARD, *args], stdout=subprocess.PIPE, stderr=stderr, text=True)
     deadline = time.time() + 60
     while time.time() < deadline:
         line = proc.stdout.readline()
@@ -27,7 +28,7 @@ def start(args, pattern=TAP_ADDRESS):
         if m:
             return proc, m.group(1)
         if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read())
+            raise AssertionError(proc.stderr.read() if proc.stderr else "exited")
     raise AssertionError("no address printed")
 
 

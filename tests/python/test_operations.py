@@ -221,7 +221,8 @@ def test_a_cluster_heals_grows_and_drains(release, tmp_path):
     addresses = [a for _, a, _ in workers]
     czar, url = start(["czar", "--port", "0", "--data-dir", str(tmp_path / "czar"), "--workers", ",".join(addresses),
                        "--replicas", "2", "--cluster-secret", SECRET, "--heal-interval", "0.5", "--heal-grace", "3",
-                       "--move-linger", "1", "--worker-silence", "5"], r"TAP service at (http://\S+/tap)")
+                       "--move-linger", "1", "--worker-silence", "5", "--log-format", "json"],
+                      r"TAP service at (http://\S+/tap)", stderr=open(tmp_path / "czar.log", "w"))
     admin = url[: -len("/tap")]
     extra = []
     try:
@@ -304,6 +305,13 @@ def test_a_cluster_heals_grows_and_drains(release, tmp_path):
         # The membership survives a restart of the czar: the drained worker stays out, the new one in.
         czar.send_signal(signal.SIGTERM)
         assert czar.wait(timeout=60) == 0
+        # Its log: one JSON object per line, with the ids an operator searches by.
+        events = [json.loads(line) for line in (tmp_path / "czar.log").read_text().splitlines() if line.strip()]
+        kinds = {e["event"] for e in events}
+        assert {"query", "failover", "heal", "join", "drain", "shutdown"} <= kinds, kinds
+        assert all(e["query_id"] for e in events if e["event"] == "query")
+        assert any(e["event"] == "heal" and e.get("worker") == dead for e in events), events[-20:]
+        assert any(e["event"] == "drain" and e["worker"] == drained for e in events)
         czar, url = start(["czar", "--port", "0", "--data-dir", str(tmp_path / "czar"), "--workers",
                            ",".join(addresses), "--replicas", "2", "--cluster-secret", SECRET], r"TAP service at (http://\S+/tap)")
         for adql, want in queries:

@@ -135,9 +135,12 @@ impl Worker {
         match tokio::time::timeout(grace, server).await {
             Ok(served) => served,
             Err(_) => {
-                eprintln!(
-                    "warning: stopping with fragments still running after {} s",
-                    grace.as_secs_f64()
+                protocol::log::warning(
+                    "shutdown",
+                    &format!(
+                        "stopping with fragments still running after {} s",
+                        grace.as_secs_f64()
+                    ),
                 );
                 Ok(())
             }
