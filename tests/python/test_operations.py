@@ -274,6 +274,8 @@ def test_a_cluster_heals_grows_and_drains(release, tmp_path):
         wait_for("the new worker serves fragments", lambda: metric(
             text_string_to_metric_families(get(new_metrics + "/metrics")[1]),
             "skyshard_worker_fragments_total") > served_before)
+        assert metric(text_string_to_metric_families(get(new_metrics + "/metrics")[1]),
+                      "skyshard_worker_read_bytes_total") > 0
 
         # 3. Drain one: it ends holding nothing; the others hold two copies of everything.
         drained = addresses[1]

@@ -224,6 +224,13 @@ impl Worker {
             "",
             self.running.load(Ordering::Relaxed),
         );
+        describe(
+            &mut out,
+            "skyshard_worker_read_bytes_total",
+            "counter",
+            "Bytes read from chunk files by fragments.",
+        );
+        sample(&mut out, "skyshard_worker_read_bytes_total", "", crate::pread_store::bytes_read());
         let census = store::census(&self.files.data_dir);
         let files: usize = census.loads.iter().map(|l| l.files.len()).sum();
         let bytes: u64 = census

@@ -48,6 +48,7 @@ impl PreadStore {
             let end = r.end.min(size);
             let mut buf = vec![0u8; end.saturating_sub(r.start) as usize];
             file.read_exact_at(&mut buf, r.start).map_err(error)?;
+            BYTES_READ.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
             out.push(bytes::Bytes::from(buf));
         }
         let meta = ObjectMeta {
@@ -146,6 +147,14 @@ impl ObjectStore for PreadStore {
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.inner.copy_opts(from, to, options).await
     }
+}
+
+/// Bytes read from chunk files by positioned reads since the process started (`/metrics`).
+static BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Bytes read from chunk files since the process started.
+pub fn bytes_read() -> u64 {
+    BYTES_READ.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Registers the store for `file://` in a session.
