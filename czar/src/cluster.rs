@@ -61,6 +61,17 @@ impl WorkerHandle {
         self.healthy.store(healthy, Ordering::Relaxed);
     }
 
+    /// Sends an action whose answer is empty (drop, drop_chunks), with the cluster secret.
+    pub async fn act(&self, action: &str, body: impl prost::Message) -> Result<(), tonic::Status> {
+        self.client()
+            .do_action(arrow_flight::Action {
+                r#type: action.into(),
+                body: body.encode_to_vec().into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }

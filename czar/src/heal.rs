@@ -959,13 +959,7 @@ impl Healer {
                     load_id,
                     chunks,
                 };
-                let _ = worker
-                    .client()
-                    .do_action(arrow_flight::Action {
-                        r#type: protocol::ACTION_DROP_CHUNKS.into(),
-                        body: body.encode_to_vec().into(),
-                    })
-                    .await;
+                let _ = worker.act(protocol::ACTION_DROP_CHUNKS, body).await;
             }
         });
     }
@@ -1031,13 +1025,7 @@ impl Healer {
                         table,
                         keep_load: String::new(),
                     };
-                    let _ = worker
-                        .client()
-                        .do_action(arrow_flight::Action {
-                            r#type: protocol::ACTION_DROP.into(),
-                            body: body.encode_to_vec().into(),
-                        })
-                        .await;
+                    let _ = worker.act(protocol::ACTION_DROP, body).await;
                 }
             }
         });

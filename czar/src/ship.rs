@@ -197,12 +197,6 @@ pub async fn drop_old_loads(cluster: &Cluster, table: &str, keep_load: &str) {
             table: table.to_string(),
             keep_load: keep_load.to_string(),
         };
-        let _ = w
-            .client()
-            .do_action(arrow_flight::Action {
-                r#type: protocol::ACTION_DROP.into(),
-                body: body.encode_to_vec().into(),
-            })
-            .await;
+        let _ = w.act(protocol::ACTION_DROP, body).await;
     }
 }

@@ -37,21 +37,30 @@ pub fn routes() -> Router<Arc<Tap>> {
         .route("/admin/refresh", post(refresh))
 }
 
+/// The czar's healer, for a caller the admin API answers.
+fn healer_for<'a>(
+    tap: &'a Tap,
+    caller: &Caller,
+    peer: &SocketAddr,
+) -> Result<&'a Arc<czar::heal::Healer>, Response> {
+    allowed(tap, caller, peer)?;
+    tap.healer.get().ok_or_else(|| {
+        refused(
+            StatusCode::NOT_FOUND,
+            "this czar runs no replica healer (its workers share its data directory)",
+        )
+    })
+}
+
 /// The replica census: members, what each holds, chunks by copies, what the healer did.
 async fn cluster(
     State(tap): State<Arc<Tap>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(caller): Extension<Caller>,
 ) -> Response {
-    if let Err(r) = allowed(&tap, &caller, &peer) {
-        return r;
-    }
-    match tap.healer.get() {
-        Some(h) => json(StatusCode::OK, h.status()),
-        None => refused(
-            StatusCode::NOT_FOUND,
-            "this czar runs no replica healer (its workers share its data directory)",
-        ),
+    match healer_for(&tap, &caller, &peer) {
+        Ok(h) => json(StatusCode::OK, h.status()),
+        Err(r) => r,
     }
 }
 
@@ -79,15 +88,13 @@ async fn change_worker(
     body: axum::body::Bytes,
     drain: bool,
 ) -> Response {
-    if let Err(r) = allowed(&tap, &caller, &peer) {
-        return r;
-    }
+    let healer = match healer_for(&tap, &caller, &peer) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
     let address = match worker_address(&body) {
         Ok(a) => a,
         Err(r) => return r,
-    };
-    let Some(healer) = tap.healer.get() else {
-        return refused(StatusCode::NOT_FOUND, "this czar runs no replica healer");
     };
     let done = if drain {
         healer.drain(&address)
@@ -126,11 +133,9 @@ async fn heal(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(caller): Extension<Caller>,
 ) -> Response {
-    if let Err(r) = allowed(&tap, &caller, &peer) {
-        return r;
-    }
-    let Some(healer) = tap.healer.get() else {
-        return refused(StatusCode::NOT_FOUND, "this czar runs no replica healer");
+    let healer = match healer_for(&tap, &caller, &peer) {
+        Ok(h) => h,
+        Err(r) => return r,
     };
     match healer.run_round().await {
         Ok(()) => json(StatusCode::OK, healer.status()),

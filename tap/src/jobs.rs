@@ -231,6 +231,14 @@ impl Jobs {
         again
     }
 
+    /// Jobs queued or executing in this process.
+    pub fn active(&self) -> usize {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
     pub fn get(&self, id: &str) -> Option<Job> {
         let bytes = self.store.get(&format!("job/{id}")).ok()??;
         serde_json::from_slice(&bytes).ok()

@@ -233,12 +233,7 @@ pub(crate) async fn metrics(
         "state=\"waiting\"",
         sync_waiting,
     );
-    let active = tap
-        .jobs
-        .running
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .len();
+    let active = tap.jobs.active();
     describe(
         &mut out,
         "skyshard_async_jobs_active",

@@ -295,13 +295,7 @@ fn apply_controls(tap: &Tap, job: &mut Job, p: &Params) -> Result<(), String> {
 /// Queues a job and starts it when an execution slot is free; it counts against the shares of `client`, who runs
 /// it.
 fn run(tap: &Arc<Tap>, id: &str, client: &Client) -> Result<(), Busy> {
-    let active = tap
-        .jobs
-        .running
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .len();
-    if active >= tap.limits.queued_jobs {
+    if tap.jobs.active() >= tap.limits.queued_jobs {
         return Err(Busy {
             what: "async jobs queued or executing",
             limit: tap.limits.queued_jobs as u64,

@@ -230,7 +230,12 @@ impl Worker {
             "counter",
             "Bytes read from chunk files by fragments.",
         );
-        sample(&mut out, "skyshard_worker_read_bytes_total", "", crate::pread_store::bytes_read());
+        sample(
+            &mut out,
+            "skyshard_worker_read_bytes_total",
+            "",
+            crate::pread_store::bytes_read(),
+        );
         let census = store::census(&self.files.data_dir);
         let files: usize = census.loads.iter().map(|l| l.files.len()).sum();
         let bytes: u64 = census
