@@ -28,8 +28,8 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "python"))
 os.environ.setdefault("SKYSHARD", os.path.expanduser("~/.cache/skyshard-target/release/skyshard"))
 
-from skyshard_processes import SKYSHARD, run, start  # noqa: E402
-from test_operations import SECRET, census, copies, get, rows, start_worker, tap  # noqa: E402
+from skyshard_processes import SKYSHARD, rows, run, start, tap  # noqa: E402
+from test_operations import SECRET, census, copies, get, start_worker  # noqa: E402
 
 
 def main():

@@ -151,21 +151,14 @@ impl Cluster {
         replicas: usize,
         per_worker: usize,
     ) -> Result<Cluster, ClusterError> {
-        if addresses.is_empty() {
-            return Err(ClusterError::NoWorkers);
-        }
-        let workers = addresses
-            .iter()
-            .map(|a| handle(a, None, per_worker))
-            .collect::<Result<Vec<_>, ClusterError>>()?;
-        let replicas = replicas.clamp(1, workers.len());
-        Ok(Cluster {
-            workers,
+        Cluster {
+            workers: Vec::new(),
             replicas,
             per_worker,
             silence: DEFAULT_SILENCE,
             secret: None,
-        })
+        }
+        .with_workers(addresses, replicas)
     }
 
     /// The same cluster over `addresses` (workers added or removed), keeping the handles (connections, health,
@@ -217,6 +210,12 @@ impl Cluster {
     pub fn with_silence(mut self, silence: Duration) -> Cluster {
         self.silence = silence.max(Duration::from_millis(100));
         self
+    }
+
+    /// (workers answering a health check within `timeout`, workers).
+    pub async fn up(&self, timeout: Duration) -> (usize, usize) {
+        let answers = self.answering(timeout).await;
+        (answers.iter().filter(|ok| **ok).count(), answers.len())
     }
 
     /// Whether each worker answers a health check within `timeout`, in the order of [`Cluster::workers`].

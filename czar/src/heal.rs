@@ -879,9 +879,14 @@ impl Healer {
                 .chunks(1 << 20)
                 .map(|p| Ok(p.to_vec()))
                 .collect::<Vec<_>>();
-            return put(&target, c, futures::stream::iter(pieces), sum_future(sum))
-                .await
-                .map(|_| n);
+            return put(
+                &target,
+                c,
+                futures::stream::iter(pieces),
+                futures::future::ready(Ok(sum)),
+            )
+            .await
+            .map(|_| n);
         }
         Err(last)
     }
@@ -1103,10 +1108,6 @@ impl Healer {
                 .collect(),
         )
     }
-}
-
-async fn sum_future(sum: String) -> Result<String, String> {
-    Ok(sum)
 }
 
 /// Streams a file from one worker to another, checking the source's SHA-256 against the bytes that passed.

@@ -88,12 +88,11 @@ pub(crate) async fn observe(State(tap): State<Arc<Tap>>, request: Request, next:
 
 /// `/ready`: 200 when the service takes queries (not stopping, and a worker answers), else 503.
 pub(crate) async fn ready(State(tap): State<Arc<Tap>>) -> Response {
-    let answering = tap
+    let (up, workers) = tap
         .czar
         .cluster()
-        .answering(std::time::Duration::from_secs(2))
+        .up(std::time::Duration::from_secs(2))
         .await;
-    let up = answering.iter().filter(|a| **a).count();
     let (status, why) = if tap.stopping.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping".to_string())
     } else if up == 0 {
@@ -110,7 +109,7 @@ pub(crate) async fn ready(State(tap): State<Arc<Tap>>) -> Response {
         serde_json::json!({
             "status": why,
             "workers_answering": up,
-            "workers": answering.len(),
+            "workers": workers,
             "tables": tap.czar.tables().len(),
         })
         .to_string(),

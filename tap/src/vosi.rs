@@ -31,14 +31,13 @@ pub async fn root(headers: HeaderMap) -> Response {
 }
 
 pub async fn availability(State(tap): State<Arc<Tap>>) -> Response {
-    let answers = tap
+    let (up, workers) = tap
         .czar
         .cluster()
-        .answering(std::time::Duration::from_secs(2))
+        .up(std::time::Duration::from_secs(2))
         .await;
-    let up = answers.iter().filter(|ok| **ok).count();
     let available = up > 0;
-    let note = format!("{up} of {} workers answer", answers.len());
+    let note = format!("{up} of {workers} workers answer");
     xml(format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<vosi:availability xmlns:vosi=\"http://www.ivoa.net/xml/VOSIAvailability/v1.0\">\n  <vosi:available>{available}</vosi:available>\n  <vosi:note>{note}</vosi:note>\n</vosi:availability>\n"
     ))

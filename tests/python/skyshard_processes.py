@@ -1,10 +1,15 @@
 """What the Python tests share: the skyshard binary under test, running it, starting its servers, and the
 haversine distance written as SQL for DuckDB references."""
 
+import csv
+import io
 import os
 import re
 import subprocess
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 
 SKYSHARD = os.environ.get("SKYSHARD", os.path.expanduser("~/.cache/skyshard-target/debug/skyshard"))
 TAP_ADDRESS = r"TAP service at (http://\S+/tap)"
@@ -30,6 +35,23 @@ def start(args, pattern=TAP_ADDRESS, stderr=subprocess.PIPE):
         if proc.poll() is not None:
             raise AssertionError(proc.stderr.read() if proc.stderr else "exited")
     raise AssertionError("no address printed")
+
+
+def tap(url, query, fmt="csv", timeout=120, **extra):
+    """A sync query to the TAP service at `url`: (status, body)."""
+    form = urllib.parse.urlencode({"LANG": "ADQL", "QUERY": query, "RESPONSEFORMAT": fmt, **extra}).encode()
+    try:
+        with urllib.request.urlopen(url + "/sync", data=form, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def rows(url, query):
+    """The rows of a sync query that must succeed, as tuples of CSV strings."""
+    status, body = tap(url, query)
+    assert status == 200, body
+    return [tuple(r) for r in list(csv.reader(io.StringIO(body)))[1:]]
 
 
 def haversine(ra, dec, a, d):

@@ -4,8 +4,6 @@ over the same un-partitioned Parquet files: cones at the poles and across RA 0/3
 results), TOP/ORDER BY/OFFSET, id lookups through the secondary index, a director-child join. A worker killed with
 -9 is survived with two replicas and named in a clear error with one."""
 
-import csv
-import io
 import re
 import signal
 import subprocess
@@ -16,7 +14,7 @@ import urllib.request
 import duckdb
 import pytest
 
-from skyshard_processes import SKYSHARD, haversine, run, start
+from skyshard_processes import SKYSHARD, haversine, rows, run, start, tap
 
 ROWS = 60000
 
@@ -46,21 +44,6 @@ def served(release):
     yield url
     proc.kill()
     proc.wait()
-
-
-def tap(url, query, fmt="csv", **extra):
-    form = urllib.parse.urlencode({"LANG": "ADQL", "QUERY": query, "RESPONSEFORMAT": fmt, **extra}).encode()
-    try:
-        with urllib.request.urlopen(url + "/sync", data=form, timeout=120) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def rows(url, query):
-    status, body = tap(url, query)
-    assert status == 200, body
-    return [tuple(r) for r in list(csv.reader(io.StringIO(body)))[1:]]
 
 
 def duck(release, sql):

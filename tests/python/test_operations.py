@@ -15,7 +15,6 @@ import subprocess
 import threading
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 
 import duckdb
@@ -23,25 +22,10 @@ import pyarrow.flight as flight
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from skyshard_processes import SKYSHARD, run, start
+from skyshard_processes import SKYSHARD, haversine, rows, run, start, tap
 
 ROWS = 30000
 SECRET = "operations-test-secret"
-
-
-def tap(url, query, timeout=120):
-    form = urllib.parse.urlencode({"LANG": "ADQL", "QUERY": query, "RESPONSEFORMAT": "csv", "MAXREC": "1000000"}).encode()
-    try:
-        with urllib.request.urlopen(url + "/sync", data=form, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def rows(url, query):
-    status, body = tap(url, query)
-    assert status == 200, body
-    return [tuple(r) for r in list(csv.reader(io.StringIO(body)))[1:]]
 
 
 def get(url):
@@ -165,7 +149,7 @@ def corpus(base):
         ("SELECT COUNT(*) FROM sky.source AS s JOIN sky.object AS o ON s.object_id = o.id WHERE o.mag_g < 19",
          "SELECT COUNT(*) FROM source s JOIN object o ON s.object_id = o.id WHERE o.mag_g < 19"),
         ("SELECT COUNT(*) FROM sky.object WHERE CONTAINS(POINT(ra, dec), CIRCLE(45, 10, 5)) = 1",
-         "SELECT COUNT(*) FROM object WHERE " + haversine_sql("ra", "dec", 45, 10) + " <= 5"),
+         "SELECT COUNT(*) FROM object WHERE " + haversine("ra", "dec", 45, 10) + " <= 5"),
         ("SELECT MAX(id) FROM sky.object", "SELECT MAX(id) FROM object"),
     ]
     out = []
@@ -175,11 +159,6 @@ def corpus(base):
         out.append((adql, want))
     out.append(("SELECT COUNT(*) FROM sky.bands", [("4",)]))
     return out
-
-
-def haversine_sql(ra, dec, a, d):
-    return (f"degrees(2 * asin(sqrt(pow(sin(radians({dec} - ({d})) / 2), 2) + cos(radians({dec})) * "
-            f"cos(radians({d})) * pow(sin(radians({ra} - ({a})) / 2), 2))))")
 
 
 class Asker(threading.Thread):

@@ -17,38 +17,44 @@ fn bad_path(reason: impl Into<String>) -> WorkerError {
     }
 }
 
-/// The loads under `DATA/tables`: files and bytes of each.
-pub fn statistics(data_dir: &Path) -> protocol::Statistics {
-    let mut loads = Vec::new();
-    let tables = std::fs::read_dir(layout::tables_dir(data_dir))
-        .into_iter()
-        .flatten()
-        .flatten();
-    for table in tables {
-        for load in std::fs::read_dir(table.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let (mut files, mut bytes) = (0, 0);
+/// Every load under `DATA/tables` as (table, load, its files as (`chunks/NAME` or `replicated/NAME`, bytes)),
+/// files being written (`.part`) included: the one walk [`statistics`] and [`census`] share.
+fn loads(data_dir: &Path) -> Vec<(String, String, Vec<(String, u64)>)> {
+    let dirs = |p: PathBuf| std::fs::read_dir(p).into_iter().flatten().flatten();
+    let mut out = Vec::new();
+    for table in dirs(layout::tables_dir(data_dir)) {
+        for load in dirs(table.path()) {
+            let mut files = Vec::new();
             for sub in [layout::CHUNKS, layout::REPLICATED] {
-                for f in std::fs::read_dir(load.path().join(sub))
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                {
-                    files += 1;
-                    bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+                for f in dirs(load.path().join(sub)) {
+                    let name = f.file_name().to_string_lossy().into_owned();
+                    files.push((
+                        format!("{sub}/{name}"),
+                        f.metadata().map(|m| m.len()).unwrap_or(0),
+                    ));
                 }
             }
-            loads.push(protocol::LoadStatistics {
-                table: table.file_name().to_string_lossy().into_owned(),
-                load_id: load.file_name().to_string_lossy().into_owned(),
+            out.push((
+                table.file_name().to_string_lossy().into_owned(),
+                load.file_name().to_string_lossy().into_owned(),
                 files,
-                bytes,
-            });
+            ));
         }
     }
+    out
+}
+
+/// The loads under `DATA/tables`: files and bytes of each.
+pub fn statistics(data_dir: &Path) -> protocol::Statistics {
+    let loads = loads(data_dir)
+        .into_iter()
+        .map(|(table, load_id, files)| protocol::LoadStatistics {
+            table,
+            load_id,
+            files: files.len() as u64,
+            bytes: files.iter().map(|(_, b)| b).sum(),
+        })
+        .collect();
     protocol::Statistics { loads }
 }
 
@@ -176,30 +182,19 @@ pub fn drop_loads(data_dir: &Path, table: &str, keep_load: &str) -> Result<(), W
 
 /// Every file under `DATA/tables`, by table and load, with its size: what the czar's replica census asks.
 pub fn census(data_dir: &Path) -> protocol::Census {
-    let mut loads = Vec::new();
-    let dirs = |p: PathBuf| std::fs::read_dir(p).into_iter().flatten().flatten();
-    for table in dirs(layout::tables_dir(data_dir)) {
-        for load in dirs(table.path()) {
-            let mut files = Vec::new();
-            for sub in [layout::CHUNKS, layout::REPLICATED] {
-                for f in dirs(load.path().join(sub)) {
-                    let name = f.file_name().to_string_lossy().into_owned();
-                    // Files being written (`.part`) are not held yet.
-                    if name.ends_with(".parquet") {
-                        files.push(protocol::HeldFile {
-                            name: format!("{sub}/{name}"),
-                            bytes: f.metadata().map(|m| m.len()).unwrap_or(0),
-                        });
-                    }
-                }
-            }
-            loads.push(protocol::HeldLoad {
-                table: table.file_name().to_string_lossy().into_owned(),
-                load_id: load.file_name().to_string_lossy().into_owned(),
-                files,
-            });
-        }
-    }
+    let loads = loads(data_dir)
+        .into_iter()
+        .map(|(table, load_id, files)| protocol::HeldLoad {
+            table,
+            load_id,
+            // Files being written (`.part`) are not held yet.
+            files: files
+                .into_iter()
+                .filter(|(name, _)| name.ends_with(".parquet"))
+                .map(|(name, bytes)| protocol::HeldFile { name, bytes })
+                .collect(),
+        })
+        .collect();
     protocol::Census {
         loads,
         data_dir: data_dir.display().to_string(),
