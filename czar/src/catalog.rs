@@ -263,6 +263,7 @@ impl TableProvider for DistributedTable {
             limit: limit.map(|l| l as u64),
             replicated,
             optional_files: false,
+            parts: Vec::new(),
         };
         Ok(Arc::new(ChunkScanExec::new(scan, output)))
     }

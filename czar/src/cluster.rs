@@ -126,8 +126,30 @@ fn handle(
 }
 
 /// Rendezvous rank of `address` for `chunk`: placement and the choice of a new holder both take the highest.
+/// Ranked by the chunk's cell at [`PLACEMENT_DEPTH`], so every chunk of every table inside one such cell has the same
+/// holders: chunks of different trees that share sky (one contains the other) sit together, and any two catalogs
+/// cross-match on the workers (`colocate::align`).
 pub fn rank(chunk: u64, address: &str) -> u64 {
-    mix(chunk ^ address_hash(address))
+    mix(placement_key(chunk) ^ address_hash(address))
+}
+
+/// The HEALPix depth whose cells decide placement: the coarsest depth of any chunk map (the partitioner starts at
+/// depth 1), so every chunk lies inside one such cell. 48 cells: an even spread over a dozen workers or so; larger
+/// clusters want finer cells and chunk maps that start there (docs/benchmarks.md, "A 100-node cluster").
+pub const PLACEMENT_DEPTH: u8 = 1;
+
+/// The cell at [`PLACEMENT_DEPTH`] holding `chunk` (a NUNIQ number), or the chunk itself if coarser (or not a
+/// chunk: 0 is a child table's orphans).
+fn placement_key(chunk: u64) -> u64 {
+    use partitioner::ChunkId;
+    if chunk < 4 {
+        return chunk;
+    }
+    let c = ChunkId(chunk);
+    match c.depth().checked_sub(PLACEMENT_DEPTH) {
+        Some(finer) if finer > 0 => ChunkId::new(PLACEMENT_DEPTH, c.hash() >> (2 * finer as u32)).0,
+        _ => chunk,
+    }
 }
 
 /// A 64-bit mix (splitmix64's finalizer): placement must not depend on the order workers were listed in.
@@ -277,9 +299,9 @@ impl Cluster {
             .collect()
     }
 
-    /// The workers holding `chunk`, in the order to try them: rendezvous hashing (highest `mix(chunk, worker)`
-    /// first), so a chunk's replicas do not move when unrelated workers come and go, and every table's chunk N sits
-    /// on the same workers (chunk-local joins). Workers that failed recently go last.
+    /// The workers holding `chunk`, in the order to try them: rendezvous hashing ([`rank`], highest first), so a
+    /// chunk's replicas do not move when unrelated workers come and go, and every table's chunks in one placement
+    /// cell sit on the same workers (chunk-local joins). Workers that failed recently go last.
     pub fn placement(&self, chunk: u64) -> Vec<Arc<WorkerHandle>> {
         let mut chosen = self.ranked(chunk);
         chosen.sort_by_key(|w| !w.healthy());
@@ -296,13 +318,24 @@ mod tests {
         let addresses: Vec<String> = (0..4).map(|i| format!("127.0.0.1:{}", 9000 + i)).collect();
         let cluster = Cluster::new(&addresses, 2, 4).unwrap();
         let mut load = [0usize; 4];
-        for chunk in 0..4000u64 {
-            let p = cluster.placement(chunk);
+        for hash in 0..48u64 {
+            let p = cluster.placement(partitioner::ChunkId::new(1, hash).0);
             assert_eq!(p.len(), 2);
             assert_ne!(p[0].address, p[1].address);
             load[addresses.iter().position(|a| *a == p[0].address).unwrap()] += 1;
         }
-        assert!(load.iter().all(|&n| n > 800), "{load:?}");
+        assert!(load.iter().all(|&n| n >= 6), "{load:?}");
+        // Chunks of any depth inside one placement cell (as different tables' trees have) share their holders.
+        let holders = |c: partitioner::ChunkId| -> Vec<String> {
+            cluster.placement(c.0).iter().map(|w| w.address.clone()).collect()
+        };
+        for hash in 0..48u64 {
+            let cell = partitioner::ChunkId::new(1, hash);
+            let deep = partitioner::ChunkId::new(7, (hash << 12) + 1234);
+            assert!(cell.contains(deep));
+            assert_eq!(holders(cell), holders(deep));
+            assert_eq!(holders(cell), holders(cell.children()[3]));
+        }
         // Listing the workers in another order places every chunk on the same workers.
         let mut reversed = addresses.clone();
         reversed.reverse();

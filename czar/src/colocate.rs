@@ -33,9 +33,11 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use exec::{ChunkScanExec, ConeJoinExec};
 use metastore::{TableKind, TableRecord};
-use protocol::ConeJoin;
+use partitioner::ChunkId;
+use protocol::{ConeJoin, IndexRange, ScanPart};
 
 use crate::catalog::TableInfo;
+use crate::cluster::Cluster;
 use crate::fragment::{fragment_leaves, keeps_chunked_side, narrow};
 use crate::prune::{chunks_near, within_radius};
 
@@ -51,6 +53,7 @@ fn record<'a>(
 pub fn colocate(
     plan: Arc<dyn ExecutionPlan>,
     tables: &HashMap<String, Arc<TableInfo>>,
+    cluster: &Cluster,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     Ok(plan
         .transform_up(|node| {
@@ -60,7 +63,7 @@ pub fn colocate(
                     None => replicated_join(j)?,
                 }
             } else if let Some(j) = node.downcast_ref::<NestedLoopJoinExec>() {
-                match cone_join(j, tables)? {
+                match cone_join(j, tables, cluster)? {
                     Some(n) => Some(n),
                     None => list_join(&node, j, tables)?,
                 }
@@ -274,6 +277,7 @@ fn radius_constraints(filter: &JoinFilter) -> Vec<([usize; 2], [usize; 2], f64)>
 fn cone_join(
     j: &NestedLoopJoinExec,
     tables: &HashMap<String, Arc<TableInfo>>,
+    cluster: &Cluster,
 ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
     if *j.join_type() != JoinType::Inner {
         return Ok(None);
@@ -299,9 +303,6 @@ fn cone_join(
     else {
         return Ok(None);
     };
-    if lt.chunks != rt.chunks {
-        return Ok(None);
-    }
     let (lschema, rschema) = (left.schema(), right.schema());
     let found = radius_constraints(filter).into_iter().find(|(l, r, _)| {
         named(&lschema, l[0], lra)
@@ -313,18 +314,35 @@ fn cone_join(
     let Some((left_ra, left_dec, right_ra, right_dec, radius)) = found else {
         return Ok(None);
     };
-    // The side read with its overlap must have an overlap at least as wide as the radius; the other side decides
-    // which chunks to read (its own rows are read exactly once).
-    let (left_overlap, chunks) = if radius <= rt.overlap_arcsec / 3600.0 {
-        (false, ll.scan.chunks.clone())
-    } else if radius <= lt.overlap_arcsec / 3600.0 {
-        (true, rl.scan.chunks.clone())
+    let same_map = lt.chunks == rt.chunks;
+    let (left, right) = if same_map && radius <= rt.overlap_arcsec.max(lt.overlap_arcsec) / 3600.0 {
+        // The side read with its overlap must have an overlap at least as wide as the radius; the other side decides
+        // which chunks to read (its own rows are read exactly once). The side read with overlap reads the other
+        // side's chunks, where it may have no rows of its own.
+        let (left_overlap, chunks) = if radius <= rt.overlap_arcsec / 3600.0 {
+            (false, ll.scan.chunks.clone())
+        } else {
+            (true, rl.scan.chunks.clone())
+        };
+        (
+            with_chunks(left, &chunks, left_overlap, left_overlap)?,
+            with_chunks(right, &chunks, !left_overlap, !left_overlap)?,
+        )
     } else {
-        return Ok(None);
+        let (Some(li), Some(ri)) = (tables.get(&ll.scan.table), tables.get(&rl.scan.table)) else {
+            return Ok(None);
+        };
+        let Some(aligned) = align(
+            Side { plan: left, leaf: &ll, info: li },
+            Side { plan: right, leaf: &rl, info: ri },
+            radius,
+            cluster,
+        )?
+        else {
+            return Ok(None);
+        };
+        aligned
     };
-    // The side read with overlap reads the other side's chunks, where it may have no rows of its own.
-    let left = with_chunks(left, &chunks, left_overlap, left_overlap)?;
-    let right = with_chunks(right, &chunks, !left_overlap, !left_overlap)?;
     let left_len = left.schema().fields().len();
     let pairs: Arc<dyn ExecutionPlan> = Arc::new(ConeJoinExec::try_new(
         left,
@@ -357,6 +375,155 @@ fn cone_join(
         None => filtered,
     };
     Ok(Some(out))
+}
+
+/// One input of a cross-match being aligned: its subtree, the chunk scan in it, and its table.
+struct Side<'a> {
+    plan: Arc<dyn ExecutionPlan>,
+    leaf: &'a ChunkScanExec,
+    info: &'a TableInfo,
+}
+
+/// Lines up two director tables whose chunk trees differ (or whose overlap is narrower than the radius) so their
+/// cross-match still runs chunk by chunk on the workers. Chunk ids are HEALPix cells, so a chunk of one tree either
+/// contains or lies inside each chunk of the other it shares sky with: the *cells* of the join are the finer of
+/// each such pair, and they tile the sky of the chunks read. Each cell is one partition: the *own* side (read without
+/// overlap) reads its chunk holding the cell, restricted to the cell's index range, so each of its rows is in
+/// exactly one partition; the *around* side reads every row within the radius of the cell: its chunk holding the
+/// cell with its overlap when the radius fits in that overlap, else the own rows of all its chunks near the cell
+/// ([`partitioner::ChunkMap::near`]). Every pair is found once, in the partition of its own-side row.
+///
+/// Returns the two subtrees with [`ScanPart`]s, or None when they cannot run on workers: a table without a chunk
+/// map, or tables shipped to workers where no worker holds a cell's chunks of both (then it is gathered at the czar,
+/// as before).
+fn align(
+    left: Side,
+    right: Side,
+    radius: f64,
+    cluster: &Cluster,
+) -> DfResult<Option<(Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>)>> {
+    let fits = |s: &Side| radius <= s.info.record.overlap_arcsec / 3600.0;
+    // The right side is the build side of the cone join: it reads around the cell unless only the left's overlap
+    // is wide enough.
+    let own_is_left = fits(&right) || !fits(&left);
+    let (own, around) = if own_is_left {
+        (&left, &right)
+    } else {
+        (&right, &left)
+    };
+    let with_overlap = fits(around);
+    let Some(map) = &around.info.map else {
+        return Ok(None);
+    };
+    let shipped = (
+        !own.info.placement.is_empty(),
+        !around.info.placement.is_empty(),
+    );
+    if shipped.0 != shipped.1 {
+        return Ok(None);
+    }
+    let addresses = |chunk: u64, info: &TableInfo| -> Vec<String> {
+        cluster
+            .holders(chunk, Some(&info.placement))
+            .iter()
+            .map(|w| w.address.clone())
+            .collect()
+    };
+    // Around-side chunks that can hold a qualifying row: with a file, and left by its own pruning.
+    let readable = |c: &ChunkId| around.leaf.scan.chunks.binary_search(&c.0).is_ok();
+    let mut units: Vec<(u64, ScanPart, ScanPart)> = Vec::new();
+    for &chunk in &own.leaf.scan.chunks {
+        let chunk = ChunkId(chunk);
+        let theirs = map.overlapping(chunk);
+        let cells: Vec<(ChunkId, ChunkId)> = match theirs.as_slice() {
+            [one] if one.contains(chunk) => vec![(chunk, *one)],
+            inside => inside.iter().map(|&c| (c, c)).collect(),
+        };
+        for (cell, holding) in cells {
+            let Some(ranges) = cell_ranges(&own.leaf.scan.ranges, chunk, cell) else {
+                continue;
+            };
+            let read: Vec<u64> = if with_overlap {
+                vec![holding.0]
+            } else {
+                map.near(cell, radius)
+                    .into_iter()
+                    .filter(readable)
+                    .map(|c| c.0)
+                    .collect()
+            };
+            if read.is_empty() {
+                continue;
+            }
+            let holders = if shipped.0 {
+                let mut common = addresses(chunk.0, own.info);
+                for &c in &read {
+                    let theirs = addresses(c, around.info);
+                    common.retain(|a| theirs.contains(a));
+                }
+                if common.is_empty() {
+                    return Ok(None);
+                }
+                common
+            } else {
+                Vec::new()
+            };
+            let own_part = ScanPart {
+                chunks: vec![chunk.0],
+                ranges,
+                holders: holders.clone(),
+            };
+            let around_part = ScanPart {
+                chunks: read,
+                ranges: Vec::new(),
+                holders,
+            };
+            units.push((cell.0, own_part, around_part));
+        }
+    }
+    units.sort_by_key(|u| u.0);
+    let keys: Vec<u64> = units.iter().map(|u| u.0).collect();
+    let (own_parts, around_parts): (Vec<ScanPart>, Vec<ScanPart>) =
+        units.into_iter().map(|(_, o, a)| (o, a)).unzip();
+    let own_plan = narrow(own.plan.clone(), |scan| {
+        scan.chunks = keys.clone();
+        scan.parts = own_parts.clone();
+        scan.overlap = false;
+        scan.optional_files = false;
+    })?;
+    let around_plan = narrow(around.plan.clone(), |scan| {
+        scan.chunks = keys.clone();
+        scan.parts = around_parts.clone();
+        scan.overlap = with_overlap;
+        scan.optional_files = true;
+    })?;
+    Ok(Some(if own_is_left {
+        (own_plan, around_plan)
+    } else {
+        (around_plan, own_plan)
+    }))
+}
+
+/// The index ranges that read the rows of `cell` in `chunk` (which holds it): the scan's own ranges (empty: the
+/// whole chunk) cut to the cell; None if nothing of the cell is left.
+fn cell_ranges(scan: &[IndexRange], chunk: ChunkId, cell: ChunkId) -> Option<Vec<IndexRange>> {
+    if cell == chunk {
+        return Some(scan.to_vec());
+    }
+    let span = cell.range_at(29);
+    let (from, to) = (span.start as i64, span.end as i64 - 1);
+    if scan.is_empty() {
+        return Some(vec![IndexRange { from, to }]);
+    }
+    let cut: Vec<IndexRange> = scan
+        .iter()
+        .filter(|r| r.from <= to && r.to >= from)
+        .map(|r| IndexRange {
+            from: r.from.max(from),
+            to: r.to.min(to),
+        })
+        .collect();
+    (!cut.is_empty()).then_some(cut)
 }
 
 /// Rows of a plan with no chunk scan in it (an upload, a constant list), computed now; None if it has chunk scans or

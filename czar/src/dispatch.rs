@@ -129,7 +129,21 @@ impl Core {
     /// leaves of a fragment read the same chunks).
     fn fragment_for(&self, indexes: &[usize]) -> DfResult<Arc<dyn ExecutionPlan>> {
         narrow(self.fragment.clone(), |scan| {
-            if !scan.chunks.is_empty() {
+            if !scan.parts.is_empty() {
+                // A scan with parts reads each partition's own chunks and cell (see `colocate`).
+                let parts = std::mem::take(&mut scan.parts);
+                scan.chunks = Vec::new();
+                let mut ranges = Vec::new();
+                for &i in indexes {
+                    scan.chunks.extend(&parts[i].chunks);
+                    ranges.extend(&parts[i].ranges);
+                }
+                scan.chunks.sort_unstable();
+                scan.chunks.dedup();
+                if !ranges.is_empty() {
+                    scan.ranges = ranges;
+                }
+            } else if !scan.chunks.is_empty() {
                 scan.chunks = indexes.iter().map(|&i| scan.chunks[i]).collect();
             }
         })

@@ -29,10 +29,23 @@ pub fn distribute(
             let Some(leaves) = fragment_leaves(&node) else {
                 return Ok(Transformed::no(node));
             };
-            let stored = tables
-                .get(&primary(&leaves).scan.table)
-                .map(|t| t.placement.clone())
-                .filter(|p| !p.is_empty());
+            // Where each partition's chunks are: the table's placement, or for aligned scans (see
+            // `colocate::align`) the workers holding all of a partition's chunks.
+            let leaf = &primary(&leaves).scan;
+            let stored = if leaf.parts.iter().any(|p| !p.holders.is_empty()) {
+                Some(Arc::new(
+                    leaf.chunks
+                        .iter()
+                        .zip(&leaf.parts)
+                        .map(|(&key, part)| (key, part.holders.clone()))
+                        .collect::<HashMap<u64, Vec<String>>>(),
+                ))
+            } else {
+                tables
+                    .get(&leaf.table)
+                    .map(|t| t.placement.clone())
+                    .filter(|p| !p.is_empty())
+            };
             // A partial aggregate over one chunked table: one call per worker.
             let grouped = leaves.len() == 1
                 && !leaves[0].scan.replicated

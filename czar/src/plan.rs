@@ -76,9 +76,10 @@ impl Czar {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let plan =
-            colocate::colocate(physical, &tables.by_name).map_err(CzarError::from_datafusion)?;
-        let plan = distribute::distribute(plan, &self.cluster(), &query_id, &tables.by_name)
+        let cluster = self.cluster();
+        let plan = colocate::colocate(physical, &tables.by_name, &cluster)
+            .map_err(CzarError::from_datafusion)?;
+        let plan = distribute::distribute(plan, &cluster, &query_id, &tables.by_name)
             .map_err(CzarError::from_datafusion)?;
         let plan =
             merge::restore(plan, state.config_options()).map_err(CzarError::from_datafusion)?;

@@ -73,6 +73,10 @@ impl DisplayAs for ChunkScanExec {
         if self.scan.overlap {
             write!(f, ", with overlap")?;
         }
+        if !self.scan.parts.is_empty() {
+            let read: usize = self.scan.parts.iter().map(|p| p.chunks.len()).sum();
+            write!(f, ", by cell: {read} chunk reads")?;
+        }
         Ok(())
     }
 }

@@ -203,6 +203,30 @@ impl ChunkMap {
         out
     }
 
+    /// The chunks of this map with sky within `radius` degrees of `cell` (a cell of any depth; a superset): what a
+    /// cross-match with a radius wider than the overlap reads around one cell of the other table.
+    pub fn near(&self, cell: ChunkId, radius: f64) -> Vec<ChunkId> {
+        let (depth, hash) = (cell.depth(), cell.hash());
+        let (lon, lat) = nested::center(depth, hash);
+        // The cell's edges are not great circles: its farthest point from the centre is found along them.
+        let edge = nested::path_along_cell_edge(
+            depth,
+            hash,
+            &cdshealpix::compass_point::Cardinal::S,
+            true,
+            16,
+        );
+        let reach = edge
+            .iter()
+            .map(|&(l, b)| angle((lon, lat), (l, b)))
+            .fold(0.0_f64, f64::max);
+        let r = reach * 1.01 + radius.max(0.0).to_radians() + 1e-9;
+        if !r.is_finite() || r >= std::f64::consts::PI {
+            return self.chunks.clone();
+        }
+        self.from_bmoc(&nested::cone_coverage_approx(self.max_depth, lon, lat, r))
+    }
+
     /// The chunks a cone touches (a superset: never misses one). A cone that is not one (a centre off the sphere,
     /// a radius that is not a finite non-negative angle) touches every chunk: pruning stays correct, and nothing
     /// below panics on it.
@@ -240,6 +264,12 @@ impl ChunkMap {
             }
         }
     }
+}
+
+/// The angle in radians between two positions given in radians (haversine).
+fn angle((l1, b1): (f64, f64), (l2, b2): (f64, f64)) -> f64 {
+    let h = ((b2 - b1) / 2.0).sin().powi(2) + b1.cos() * b2.cos() * ((l2 - l1) / 2.0).sin().powi(2);
+    2.0 * h.sqrt().min(1.0).asin()
 }
 
 /// Whether (ra, dec) in degrees is a position on the sphere.

@@ -33,8 +33,9 @@ pub struct FragmentTicket {
 /// Invariants: `chunks` names chunks the receiving worker holds (for a child table with orphans, chunk 0 means
 /// its `orphans.parquet`); `schema` is the table's visible schema (lower-case names, no `_hpx29`) and
 /// `projection` indexes into it; `filters` are `datafusion_proto` logical expressions over unqualified visible
-/// columns; `ranges` restrict the `_hpx29` index (inclusive bounds) and are only an optimisation: the filters alone
-/// decide which rows qualify.
+/// columns; `ranges` restrict the `_hpx29` index (inclusive bounds): rows outside every range are not read (a
+/// cone's ranges are a superset of its rows, which the filters then decide; a [`ScanPart`]'s are exact). `parts`
+/// exist only at the czar: a fragment is shipped with them resolved into `chunks` and `ranges`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ChunkScan {
     /// `SCHEMA.TABLE`, lower case.
@@ -68,6 +69,25 @@ pub struct ChunkScan {
     /// chunks). Otherwise a missing chunk file is an error, never an empty chunk.
     #[prost(bool, tag = "12")]
     pub optional_files: bool,
+    /// A scan that reads other chunks in each partition (a cross-match of tables with different chunk trees):
+    /// partition i reads `parts[i]`, and `chunks[i]` is only the key of that partition (the HEALPix cell it
+    /// answers for). Empty for every other scan.
+    #[prost(message, repeated, tag = "13")]
+    pub parts: Vec<ScanPart>,
+}
+
+/// What one partition of a [`ChunkScan`] with `parts` reads.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ScanPart {
+    #[prost(uint64, repeated, tag = "1")]
+    pub chunks: Vec<u64>,
+    /// Replace the scan's `ranges` when not empty (the part reads only the rows of one cell of its chunk).
+    #[prost(message, repeated, tag = "2")]
+    pub ranges: Vec<IndexRange>,
+    /// Worker addresses holding every chunk of the part, for tables shipped to workers' own disks; empty when
+    /// the workers share the czar's data directory.
+    #[prost(string, repeated, tag = "3")]
+    pub holders: Vec<String>,
 }
 
 /// How a cone join is encoded in a fragment (its two inputs travel as the node's children).

@@ -30,6 +30,9 @@ def release(tmp_path_factory):
         "--director", "sky.object", "--director-key", "object_id", "--quiet")
     run("ingest", "--data-dir", str(data), "--table", "sky.xmatch", "--input", str(base / "rel/xmatch.parquet"),
         "--ra", "ra", "--dec", "dec", "--id", "xid", "--chunk-map-of", "sky.object", "--quiet")
+    # The same catalog loaded as a user would, without hints: its own, coarser chunk tree.
+    run("ingest", "--data-dir", str(data), "--table", "sky.xfree", "--input", str(base / "rel/xmatch.parquet"),
+        "--ra", "ra", "--dec", "dec", "--id", "xid", "--chunk-rows", "7000", "--quiet")
     (base / "bands.csv").write_text("band,lambda_nm\ng,480\nr,620\ni,750\nz,900\n")
     run("ingest", "--data-dir", str(data), "--table", "sky.bands", "--input", str(base / "bands.csv"), "--replicated",
         "--quiet")
@@ -52,6 +55,7 @@ def duck(release, sql):
     con.execute(f"CREATE VIEW object AS SELECT * FROM read_parquet('{base}/rel/object.parquet')")
     con.execute(f"CREATE VIEW source AS SELECT * FROM read_parquet('{base}/rel/source.parquet')")
     con.execute(f"CREATE VIEW xmatch AS SELECT * FROM read_parquet('{base}/rel/xmatch.parquet')")
+    con.execute("CREATE VIEW xfree AS SELECT * FROM xmatch")
     con.execute(f"CREATE VIEW bands AS SELECT * FROM read_csv_auto('{base}/bands.csv')")
     return con.execute(sql).fetchall()
 
@@ -133,12 +137,13 @@ def test_near_neighbours_run_chunk_local_and_match_duckdb(served, release, form)
 
 
 def test_wider_than_the_overlap_is_still_right(served, release):
-    # 0.05 deg is three times the overlap: not chunk-local (gathered at the czar), still complete.
+    # 0.05 deg is three times the overlap: still chunk-local (each chunk meets the own rows of the chunks near it),
+    # still complete.
     r = 0.05
     adql = (f"SELECT a.id, b.id AS bid FROM sky.object AS a JOIN sky.object AS b "
             f"ON CONTAINS(POINT(b.ra, b.dec), CIRCLE(a.ra, a.dec, {r})) = 1 "
             f"WHERE a.id <> b.id AND CONTAINS(POINT(a.ra, a.dec), CIRCLE(0, 0, 4)) = 1")
-    assert "ConeJoinExec" not in explain(served, adql)
+    assert "ConeJoinExec" in explain(served, adql).split("merge plan")[0]
     got = sorted((int(a), int(b)) for a, b in rows(served, adql))
     want = pairs_within(release, r, f"WHERE {haversine('a.ra', 'a.dec', 0, 0)} <= 4")
     assert len(want) > 0 and got == want
@@ -499,6 +504,70 @@ def test_cross_match_of_two_catalogs_on_one_chunk_map(served, release):
     want = sorted(duck(release, f"""SELECT o.id, x.xid FROM object o JOIN xmatch x
         ON x.dec BETWEEN o.dec - {r} AND o.dec + {r} AND {haversine('x.ra', 'x.dec', 'o.ra', 'o.dec')} <= {r}"""))
     assert len(want) > 1000 and got == want
+
+
+def xmatch_pairs(release, r, table="xmatch", where=""):
+    return sorted(duck(release, f"""SELECT o.id, x.xid FROM object o JOIN {table} x
+        ON x.dec BETWEEN o.dec - {r} AND o.dec + {r} AND {haversine('x.ra', 'x.dec', 'o.ra', 'o.dec')} <= {r} {where}"""))
+
+
+@pytest.mark.parametrize("order", ["object first", "catalog first"])
+def test_cross_match_of_catalogs_loaded_independently(served, release, order):
+    """sky.xfree has its own chunk tree (loaded without --chunk-map-of): the cross-match still runs chunk by chunk,
+    each chunk of one tree meeting the chunks of the other that contain it or lie inside it, every pair once."""
+    r = 1.5 / 3600
+    tables = ("sky.object AS o", "sky.xfree AS x") if order == "object first" else ("sky.xfree AS x", "sky.object AS o")
+    adql = (f"SELECT o.id, x.xid FROM {tables[0]} JOIN {tables[1]} "
+            f"ON CONTAINS(POINT(x.ra, x.dec), CIRCLE(o.ra, o.dec, {r})) = 1")
+    fragment = explain(served, adql).split("merge plan")[0]
+    assert "ConeJoinExec" in fragment, fragment
+    got = sorted((int(a), int(b)) for a, b in rows(served, adql))
+    want = xmatch_pairs(release, r)
+    assert len(want) > 1000 and got == want
+    # Counted on the workers too.
+    count = adql.replace("SELECT o.id, x.xid", "SELECT COUNT(*)")
+    assert rows(served, count) == [(str(len(want)),)]
+
+
+def test_cross_match_of_different_trees_wider_than_the_overlap(served, release):
+    # 0.03 deg is wider than both overlaps (60"): each cell meets the own rows of the other table's chunks near it.
+    r = 0.03
+    adql = (f"SELECT o.id, x.xid FROM sky.object AS o JOIN sky.xfree AS x "
+            f"ON DISTANCE(POINT(o.ra, o.dec), POINT(x.ra, x.dec)) < {r} "
+            f"WHERE CONTAINS(POINT(o.ra, o.dec), CIRCLE(359.9, 0.5, 3)) = 1")
+    assert "ConeJoinExec" in explain(served, adql).split("merge plan")[0]
+    got = sorted((int(a), int(b)) for a, b in rows(served, adql))
+    want = [p for p in xmatch_pairs(release, r, "xfree", f"WHERE {haversine('o.ra', 'o.dec', 359.9, 0.5)} <= 3")]
+    assert len(want) > 100 and got == want
+
+
+def test_independent_catalogs_cross_match_on_workers_with_their_own_disks(release, tmp_path):
+    """Workers with their own data directories (`skyshard load` ships the chunks): chunks of both tables that share
+    sky are placed on the same workers, so the cross-match runs there, and survives the loss of a worker."""
+    base, _ = release
+    workers = [start(["worker", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / f"w{i}")], r"worker at (\S+)")
+               for i in range(3)]
+    czar, url = start(["czar", "--port", "0", "--data-dir", str(tmp_path / "czar"), "--workers",
+                       ",".join(a for _, a in workers), "--replicas", "2"], r"TAP service at (http://\S+/tap)")
+    try:
+        run("load", "--url", url, "--table", "sky.object", "--ra", "ra", "--dec", "dec", "--id", "id",
+            "--chunk-rows", "2000", "--input", str(base / "rel/object.parquet"))
+        run("load", "--url", url, "--table", "sky.xfree", "--ra", "ra", "--dec", "dec", "--id", "xid",
+            "--chunk-rows", "7000", "--input", str(base / "rel/xmatch.parquet"))
+        r = 1.5 / 3600
+        adql = (f"SELECT o.id, x.xid FROM sky.object AS o JOIN sky.xfree AS x "
+                f"ON CONTAINS(POINT(x.ra, x.dec), CIRCLE(o.ra, o.dec, {r})) = 1")
+        assert "ConeJoinExec" in explain(url, adql).split("merge plan")[0]
+        want = xmatch_pairs(release, r)
+        assert len(want) > 1000
+        assert sorted((int(a), int(b)) for a, b in rows(url, adql)) == want
+        workers[1][0].kill()
+        workers[1][0].wait()
+        assert sorted((int(a), int(b)) for a, b in rows(url, adql)) == want
+    finally:
+        czar.kill()
+        for p, _ in workers:
+            p.kill()
 
 
 def test_a_hung_worker_is_passed_over(release, tmp_path):

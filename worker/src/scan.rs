@@ -120,6 +120,11 @@ impl ScanFactory for LocalFiles {
         schema: SchemaRef,
         filters: Vec<Expr>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if !scan.parts.is_empty() {
+            return Err(DataFusionError::Plan(
+                "a chunk scan arrived with its parts unresolved (the czar resolves them per partition)".into(),
+            ));
+        }
         let output = if scan.projected {
             Arc::new(
                 schema.project(
