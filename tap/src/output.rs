@@ -1,13 +1,14 @@
-//! Streamed result documents: VOTable 1.4 TABLEDATA and BINARY2, CSV, TSV and Parquet, written batch by batch as
-//! the merge produces them, so a result of any size passes through the czar in bounded memory.
+//! Streamed result documents: VOTable 1.4 TABLEDATA and BINARY2, CSV, TSV, Parquet and Arrow IPC streams, written
+//! batch by batch as the merge produces them, so a result of any size passes through the czar in bounded memory.
 //!
 //! A [`ResultWriter`] appends to an internal buffer that the caller drains ([`ResultWriter::take`]) after each
 //! batch. How a document ends says what happened: VOTables close with `QUERY_STATUS` = `OVERFLOW` when MAXREC cut
 //! rows, and with `QUERY_STATUS` = `ERROR` (after the rows already sent) when the query failed mid-stream; formats
-//! that cannot say so (CSV, TSV, Parquet) are cut off instead, so a client never reads a partial result as whole.
+//! that cannot say so (CSV, TSV, Parquet, Arrow) are cut off instead, so a client never reads a partial result as
+//! whole. Parquet and Arrow results carry `QUERY_STATUS` (OK or OVERFLOW) in their metadata.
 //!
-//! Why one long module: one writer for five formats (VOTable TABLEDATA and BINARY2, CSV, TSV, Parquet) that share
-//! its buffer, MAXREC and ending logic.
+//! Why one long module: one writer for six formats (VOTable TABLEDATA and BINARY2, CSV, TSV, Parquet, Arrow) that
+//! share its buffer, MAXREC and ending logic.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -35,10 +36,12 @@ pub enum OutputFormat {
     Csv,
     Tsv,
     Parquet,
+    /// Arrow IPC stream (the notebook's fast path: `pyarrow.ipc.open_stream`).
+    ArrowStream,
 }
 
 /// (MIME type, short names) of each format, in the order `/capabilities` lists them.
-pub const FORMATS: [(OutputFormat, &str, &[&str]); 5] = [
+pub const FORMATS: [(OutputFormat, &str, &[&str]); 6] = [
     (
         OutputFormat::VoTable,
         "application/x-votable+xml",
@@ -64,6 +67,11 @@ pub const FORMATS: [(OutputFormat, &str, &[&str]); 5] = [
         OutputFormat::Parquet,
         "application/vnd.apache.parquet",
         &["parquet", "application/x-parquet"],
+    ),
+    (
+        OutputFormat::ArrowStream,
+        "application/vnd.apache.arrow.stream",
+        &["arrow", "arrow-stream", "arrows"],
     ),
 ];
 
@@ -107,6 +115,7 @@ impl OutputFormat {
             OutputFormat::Csv => "csv",
             OutputFormat::Tsv => "tsv",
             OutputFormat::Parquet => "parquet",
+            OutputFormat::ArrowStream => "arrows",
         }
     }
 
@@ -141,7 +150,23 @@ pub struct ResultWriter {
     /// BINARY2: raw row bytes not yet base64-encoded (always fewer than 3 after a batch).
     raw: Vec<u8>,
     parquet: Option<(ArrowWriter<Shared>, Shared)>,
+    arrow: Option<ArrowStream>,
+    /// [`ARROW_HOLD_BYTES`] (smaller in tests).
+    arrow_hold: usize,
 }
+
+/// An Arrow IPC stream result. Its schema's metadata says `QUERY_STATUS` (OK or OVERFLOW), which is known only at
+/// the end: batches are held back until then or until [`ARROW_HOLD_BYTES`] are held (a result cut at the default
+/// MAXREC always fits). A larger result streams with no status in its schema; if MAXREC then cuts it, the body is
+/// broken off instead of ended, so no reader takes it as whole.
+enum ArrowStream {
+    Holding(Vec<RecordBatch>, usize),
+    /// The writer, its sink, and whether the schema carried the status.
+    Streaming(arrow::ipc::writer::StreamWriter<Shared>, Shared, bool),
+}
+
+/// How much of an Arrow stream result is held back to learn its status.
+const ARROW_HOLD_BYTES: usize = 64 << 20;
 
 /// How a result ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,6 +191,8 @@ impl ResultWriter {
             buf: Vec::with_capacity(1 << 16),
             raw: Vec::new(),
             parquet: None,
+            arrow: None,
+            arrow_hold: ARROW_HOLD_BYTES,
         };
         match format {
             OutputFormat::VoTable | OutputFormat::VoTableBinary2 => w.votable_header(info)?,
@@ -199,8 +226,49 @@ impl ResultWriter {
                     .map_err(std::io::Error::other)?;
                 w.parquet = Some((writer, sink));
             }
+            OutputFormat::ArrowStream => w.arrow = Some(ArrowStream::Holding(Vec::new(), 0)),
         }
         Ok(w)
+    }
+
+    /// Starts the Arrow stream: the schema (its fields' units, UCDs and descriptions in their metadata), with the
+    /// result's status and VOTable header in its own metadata when known.
+    fn arrow_start(&self, status: Option<&str>) -> std::io::Result<ArrowStream> {
+        let mut metadata = self.schema.metadata().clone();
+        if let Some(status) = status {
+            metadata.insert("QUERY_STATUS".into(), status.into());
+            metadata.insert("IVOA.VOTable.content".into(), self.votable_summary(status));
+        }
+        let schema = arrow::datatypes::Schema::new_with_metadata(self.schema.fields().clone(), metadata);
+        let sink = Shared::default();
+        let writer = arrow::ipc::writer::StreamWriter::try_new(sink.clone(), &schema)
+            .map_err(std::io::Error::other)?;
+        Ok(ArrowStream::Streaming(writer, sink, status.is_some()))
+    }
+
+    /// The VOTable header of the result (fields with units and UCDs, and its status), as VOParquet keeps it.
+    fn votable_summary(&self, status: &str) -> String {
+        let fields: String = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| field_element(f))
+            .collect();
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<VOTABLE version=\"1.4\" \
+             xmlns=\"http://www.ivoa.net/xml/VOTable/v1.3\">\n<RESOURCE type=\"results\">\n\
+             <INFO name=\"QUERY_STATUS\" value=\"{status}\"/>\n<TABLE>\n{fields}\n</TABLE>\n\
+             </RESOURCE>\n</VOTABLE>\n"
+        )
+    }
+
+    /// Whether the document can end as `ending` says; if not (an Arrow stream already under way, with no status in
+    /// its schema, cut at MAXREC) the body must be broken off.
+    pub fn can_end_as(&self, ending: &Ending) -> bool {
+        !matches!(
+            (&self.arrow, ending),
+            (Some(ArrowStream::Streaming(_, _, false)), Ending::Overflow)
+        )
     }
 
     fn votable_header(&mut self, info: &[(&str, String)]) -> std::io::Result<()> {
@@ -280,6 +348,29 @@ impl ResultWriter {
                 let (writer, _) = self.parquet.as_mut().expect("parquet writer");
                 writer.write(batch).map_err(std::io::Error::other)?;
             }
+            OutputFormat::ArrowStream => {
+                if let Some(ArrowStream::Holding(held, bytes)) = &mut self.arrow {
+                    held.push(batch.clone());
+                    *bytes += batch.get_array_memory_size();
+                    if *bytes < self.arrow_hold {
+                        return Ok(());
+                    }
+                    let held = std::mem::take(held);
+                    self.arrow = Some(self.arrow_start(None)?);
+                    for b in &held {
+                        self.arrow_write(b)?;
+                    }
+                } else {
+                    self.arrow_write(batch)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn arrow_write(&mut self, batch: &RecordBatch) -> std::io::Result<()> {
+        if let Some(ArrowStream::Streaming(writer, ..)) = &mut self.arrow {
+            writer.write(batch).map_err(std::io::Error::other)?;
         }
         Ok(())
     }
@@ -319,18 +410,7 @@ impl ResultWriter {
                         Ending::Failed(_) => "ERROR",
                         Ending::Complete => "OK",
                     };
-                    let fields: String = self
-                        .schema
-                        .fields()
-                        .iter()
-                        .map(|f| field_element(f))
-                        .collect();
-                    let header = format!(
-                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<VOTABLE version=\"1.4\" \
-                         xmlns=\"http://www.ivoa.net/xml/VOTable/v1.3\">\n<RESOURCE type=\"results\">\n\
-                         <INFO name=\"QUERY_STATUS\" value=\"{status}\"/>\n<TABLE>\n{fields}\n</TABLE>\n\
-                         </RESOURCE>\n</VOTABLE>\n"
-                    );
+                    let header = self.votable_summary(status);
                     for (key, value) in [
                         ("QUERY_STATUS", status.to_string()),
                         ("IVOA.VOTable-Parquet.version", "1.0".to_string()),
@@ -353,6 +433,29 @@ impl ResultWriter {
                     );
                 }
             }
+            OutputFormat::ArrowStream => {
+                let status = match ending {
+                    Ending::Overflow => "OVERFLOW",
+                    Ending::Failed(_) => "ERROR",
+                    Ending::Complete => "OK",
+                };
+                if let Some(ArrowStream::Holding(held, _)) = &mut self.arrow {
+                    let held = std::mem::take(held);
+                    self.arrow = Some(self.arrow_start(Some(status))?);
+                    for b in &held {
+                        self.arrow_write(b)?;
+                    }
+                }
+                if let Some(ArrowStream::Streaming(mut writer, sink, _)) = self.arrow.take() {
+                    writer.finish().map_err(std::io::Error::other)?;
+                    self.buf.append(
+                        &mut sink
+                            .0
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner),
+                    );
+                }
+            }
             OutputFormat::Csv | OutputFormat::Tsv => {}
         }
         Ok(())
@@ -360,6 +463,14 @@ impl ResultWriter {
 
     /// The bytes written since the last call.
     pub fn take(&mut self) -> Vec<u8> {
+        if let Some(ArrowStream::Streaming(_, sink, _)) = &self.arrow {
+            self.buf.append(
+                &mut sink
+                    .0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+        }
         if let Some((_, sink)) = &self.parquet {
             self.buf.append(
                 &mut sink
@@ -629,7 +740,10 @@ pub async fn stream_result(
                 if cut {
                     break Ending::Overflow;
                 }
-                if writer.buf.len() >= 256 * 1024 || format == OutputFormat::Parquet {
+                // Parquet and Arrow write into their own sinks: drained after every batch.
+                if writer.buf.len() >= 256 * 1024
+                    || matches!(format, OutputFormat::Parquet | OutputFormat::ArrowStream)
+                {
                     send(writer.take()).await?;
                 }
             }
@@ -645,7 +759,71 @@ pub async fn stream_result(
         }
     };
     drop(batches);
+    if !writer.can_end_as(&ending) {
+        let message = format!("the result was cut at MAXREC={maxrec} after its schema was sent without a status");
+        send(writer.take()).await?;
+        let _ = sink.send(Err(std::io::Error::other(message.clone()))).await;
+        return Err(message);
+    }
     writer.finish(&ending).map_err(|e| e.to_string())?;
     send(writer.take()).await?;
     Ok(Outcome { rows, ending })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{Field, Schema};
+
+    fn batch(schema: &SchemaRef, from: i64) -> RecordBatch {
+        let values: Int64Array = (from..from + 100).collect();
+        RecordBatch::try_new(schema.clone(), vec![Arc::new(values)]).unwrap()
+    }
+
+    fn read(bytes: Vec<u8>) -> (HashMap<String, String>, usize) {
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+        let metadata = reader.schema().metadata().clone();
+        let rows = reader.map(|b| b.unwrap().num_rows()).sum();
+        (metadata, rows)
+    }
+
+    use std::collections::HashMap;
+
+    #[test]
+    fn arrow_streams_say_whether_they_were_cut() {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        // Held back until the end: the status is in the schema.
+        let mut w = ResultWriter::new(OutputFormat::ArrowStream, schema.clone(), &[]).unwrap();
+        let mut out = Vec::new();
+        for i in 0..3 {
+            w.write(&batch(&schema, i * 100)).unwrap();
+            out.extend(w.take());
+        }
+        assert!(out.is_empty(), "nothing is sent before the status is known");
+        assert!(w.can_end_as(&Ending::Overflow));
+        w.finish(&Ending::Overflow).unwrap();
+        out.extend(w.take());
+        let (metadata, rows) = read(out);
+        assert_eq!(rows, 300);
+        assert_eq!(metadata["QUERY_STATUS"], "OVERFLOW");
+        assert!(metadata["IVOA.VOTable.content"].contains(r#"<FIELD name="id""#));
+
+        // Too large to hold: streamed without a status, which only a whole result may end.
+        let mut w = ResultWriter::new(OutputFormat::ArrowStream, schema.clone(), &[]).unwrap();
+        w.arrow_hold = 1;
+        let mut out = Vec::new();
+        for i in 0..3 {
+            w.write(&batch(&schema, i * 100)).unwrap();
+            out.extend(w.take());
+        }
+        assert!(!out.is_empty());
+        assert!(!w.can_end_as(&Ending::Overflow));
+        assert!(w.can_end_as(&Ending::Complete));
+        w.finish(&Ending::Complete).unwrap();
+        out.extend(w.take());
+        let (metadata, rows) = read(out);
+        assert_eq!(rows, 300);
+        assert!(!metadata.contains_key("QUERY_STATUS"));
+    }
 }

@@ -19,6 +19,7 @@ import warnings
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import pyvo
@@ -194,13 +195,23 @@ def test_maxrec_and_overflow(service):
         assert meta.metadata[b"IVOA.VOTable-Parquet.version"] == b"1.0"
         header = parse_single_table(io.BytesIO(meta.metadata[b"IVOA.VOTable-Parquet.content"]))
         assert [f.name for f in header.fields] == ["id", "ra"] and header.fields[1].unit == "deg"
+    # So do Arrow streams, in their schema's metadata (and each field has its unit and UCD).
+    for maxrec, rows, status_expected in [(10, 10, "OVERFLOW"), (ROWS, ROWS, "OK")]:
+        status, body = get(service + f"/sync?LANG=ADQL&RESPONSEFORMAT=arrow&MAXREC={maxrec}&QUERY="
+                           + urllib.parse.quote("SELECT id, ra FROM sky.object"))
+        t = pa.ipc.open_stream(body).read_all()
+        assert status == 200 and t.num_rows == rows
+        assert t.schema.metadata[b"QUERY_STATUS"].decode() == status_expected
+        header = parse_single_table(io.BytesIO(t.schema.metadata[b"IVOA.VOTable.content"]))
+        assert [f.name for f in header.fields] == ["id", "ra"] and header.fields[1].unit == "deg"
 
 
 def test_every_format_reads_back(service, duck):
     query = "SELECT TOP 500 s.source_id, s.object_id, s.flux, o.ra, o.dec FROM sky.source AS s JOIN sky.object AS o ON s.object_id = o.id ORDER BY s.source_id"
     want = duck.execute("SELECT s.source_id, s.object_id, s.flux, o.ra, o.dec FROM source s JOIN object o ON s.object_id = o.id ORDER BY s.source_id LIMIT 500").fetchall()
     tables = {}
-    for fmt in ["votable", "votable/b2", "csv", "tsv", "parquet", "application/vnd.apache.parquet"]:
+    for fmt in ["votable", "votable/b2", "csv", "tsv", "parquet", "application/vnd.apache.parquet", "arrow",
+                "application/vnd.apache.arrow.stream"]:
         status, ctype, body = post(service + "/sync", {"LANG": "ADQL", "QUERY": query, "RESPONSEFORMAT": fmt})
         assert status == 200, body[:500]
         if fmt.startswith("votable"):
@@ -210,9 +221,12 @@ def test_every_format_reads_back(service, duck):
             t = astropy_ascii.read(body.decode(), format="csv")
         elif fmt == "tsv":
             t = astropy_ascii.read(body.decode(), format="tab")
-        else:
+        elif "parquet" in fmt:
             assert ctype == "application/vnd.apache.parquet"
             t = Table(pq.read_table(io.BytesIO(body)).to_pydict())
+        else:
+            assert ctype == "application/vnd.apache.arrow.stream"
+            t = Table(pa.ipc.open_stream(body).read_all().to_pydict())
         tables[fmt] = t
         got = [(int(r["source_id"]), int(r["object_id"]), float(r["flux"]), float(r["ra"]), float(r["dec"])) for r in t]
         assert len(got) == len(want)
