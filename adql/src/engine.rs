@@ -33,6 +33,9 @@ pub struct Engine {
     config: SessionConfig,
     /// Bytes one query's operators may hold (hash tables, sorts, aggregates); None: no limit.
     memory_limit: Option<usize>,
+    /// The session [`Engine::planning_session`] clones: building one registers every function anew, which cost a
+    /// small query more than its planning (docs/benchmarks.md, issue 15).
+    base: std::sync::OnceLock<SessionState>,
 }
 
 impl Engine {
@@ -48,6 +51,7 @@ impl Engine {
             catalog,
             config,
             memory_limit: None,
+            base: std::sync::OnceLock::new(),
         }
     }
 
@@ -79,11 +83,46 @@ impl Engine {
         {
             builder = builder.with_runtime_env(Arc::new(runtime));
         }
+        Self::with_adql_functions(builder).build()
+    }
+
+    /// A session to plan one query in, with ADQL's functions (a fresh seeded RAND) but without the query's memory
+    /// pool: execute what it plans with [`Engine::task_ctx`].
+    pub fn planning_session(&self) -> SessionState {
+        let mut state = self
+            .base
+            .get_or_init(|| {
+                let builder = SessionStateBuilder::new()
+                    .with_config(self.config.clone())
+                    .with_default_features();
+                Self::with_adql_functions(builder).build()
+            })
+            .clone();
+        use datafusion::execution::FunctionRegistry;
+        let _ = state.register_udf(Arc::new(ScalarUDF::from(crate::udf::SeededRand::new())));
+        state
+    }
+
+    /// The context to run a plan made in `state`: with the per-query memory pool when there is a limit.
+    pub fn task_ctx(&self, state: &SessionState) -> Arc<datafusion::execution::TaskContext> {
+        match self.memory_limit.and_then(|bytes| {
+            datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+                .with_memory_limit(bytes, 1.0)
+                .build()
+                .ok()
+        }) {
+            Some(runtime) => Arc::new(
+                datafusion::execution::TaskContext::from(state).with_runtime(Arc::new(runtime)),
+            ),
+            None => state.task_ctx(),
+        }
+    }
+
+    fn with_adql_functions(mut builder: SessionStateBuilder) -> SessionStateBuilder {
         let mut functions: Vec<Arc<ScalarUDF>> =
             builder.scalar_functions().take().unwrap_or_default();
         functions.extend(crate::udf::all().into_iter().map(Arc::new));
-        builder = builder.with_scalar_functions(functions);
-        builder.build()
+        builder.with_scalar_functions(functions)
     }
 
     /// ADQL -> SQL for DataFusion, with the tables it reads.

@@ -54,7 +54,7 @@ impl Czar {
             }
             engine = Arc::new(self.engine_over(catalog));
         }
-        let state = engine.session();
+        let state = engine.planning_session();
         let logical = engine.plan(adql, &state)?;
         let physical = state
             .create_physical_plan(&logical)
@@ -84,7 +84,7 @@ impl Czar {
         let plan =
             merge::restore(plan, state.config_options()).map_err(CzarError::from_datafusion)?;
         let plan = merge::yield_after_joins(plan).map_err(CzarError::from_datafusion)?;
-        Ok((plan, state.task_ctx()))
+        Ok((plan, engine.task_ctx(&state)))
     }
 
     /// What a query would do: the chunks each fragment touches, the fragment, and the merge plan above.

@@ -480,10 +480,15 @@ fn write_chunks(
     chunk_dir: &Path,
     opts: &PartitionOptions,
 ) -> Result<()> {
+    const PAGE_ROWS: usize = 2048;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(opts.row_group_rows))
         .set_statistics_enabled(EnabledStatistics::Page)
+        // Pages of 2,048 rows: rows are sorted by `_hpx29`, so a cone's index ranges select a page or two of each
+        // column through the page index instead of decoding the whole row group (docs/benchmarks.md, issue 15).
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        .set_write_batch_size(PAGE_ROWS)
         // Coordinates and fluxes do not repeat: dictionaries only cost time.
         .set_dictionary_enabled(false)
         .build();

@@ -36,7 +36,21 @@ pub fn session() -> SessionContext {
         .execution
         .parquet
         .schema_force_view_types = false;
-    let ctx = SessionContext::new_with_config(config);
+    // A fragment's scan plan is always the same shape (Parquet scan, index ranges, filters, projection, limit), its
+    // filters already simplified at the czar: of the logical optimizer only the pushdowns into the Parquet scan
+    // matter, and the full rule set cost more than reading a cone's pages (docs/benchmarks.md, issue 15).
+    use datafusion::optimizer::OptimizerRule;
+    let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
+        Arc::new(datafusion::optimizer::push_down_filter::PushDownFilter::new()),
+        Arc::new(datafusion::optimizer::optimize_projections::OptimizeProjections::new()),
+        Arc::new(datafusion::optimizer::push_down_limit::PushDownLimit::new()),
+    ];
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_optimizer_rules(rules)
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     pread_store::install(&ctx);
     for udf in adql::udf::all() {
         ctx.register_udf(udf);
