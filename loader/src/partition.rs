@@ -347,11 +347,37 @@ fn histogram(
                 ra.as_primitive::<Float64Type>(),
                 dec.as_primitive::<Float64Type>(),
             );
-            for i in 0..ra.len() {
-                if position_problem(ra, dec, i).is_none() {
-                    hist.add(ra.value(i), dec.value(i))
-                        .expect("checked positions are on the sky");
-                }
+            // Hashing is pass 1's work: the batch's rows are hashed on every core, then counted.
+            let depth = hist.depth();
+            let n = ra.len();
+            let threads = std::thread::available_parallelism()
+                .map_or(1, |t| t.get())
+                .clamp(1, 8)
+                .min(n.div_ceil(4096).max(1));
+            let hash_rows = |from: usize, to: usize| -> Vec<u64> {
+                (from..to)
+                    .filter(|&i| position_problem(ra, dec, i).is_none())
+                    .map(|i| {
+                        partitioner::map::hash(depth, ra.value(i), dec.value(i))
+                            .expect("checked positions are on the sky")
+                    })
+                    .collect()
+            };
+            let parts: Vec<Vec<u64>> = std::thread::scope(|scope| {
+                let step = n.div_ceil(threads);
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let (from, to) = ((t * step).min(n), ((t + 1) * step).min(n));
+                        scope.spawn(move || hash_rows(from, to))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a hashing thread"))
+                    .collect()
+            });
+            for h in parts.into_iter().flatten() {
+                hist.add_hash(h);
             }
             row += batch.num_rows() as u64;
             progress.add(batch.num_rows() as u64);
@@ -695,7 +721,7 @@ fn split_batch(
         }
         others.clear();
         finder
-            .others(ra.value(i), dec.value(i), chunk, &mut others)
+            .others(ra.value(i), dec.value(i), h, chunk, &mut others)
             .expect("checked position");
         for &o in &others {
             rows_of.entry((o, true)).or_default().push(i as u32);

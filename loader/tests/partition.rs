@@ -108,7 +108,8 @@ fn every_row_lands_once_in_its_chunk_sorted() {
     let mut others = Vec::new();
     for (id, (ra, dec, own)) in &positions {
         others.clear();
-        finder.others(*ra, *dec, *own, &mut others).unwrap();
+        let index = stats.map.assign(*ra, *dec).unwrap().1;
+        finder.others(*ra, *dec, index, *own, &mut others).unwrap();
         for o in &others {
             expected.entry(*o).or_default().insert(*id);
         }

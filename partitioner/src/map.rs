@@ -50,6 +50,11 @@ impl Histogram {
         Ok(())
     }
 
+    /// Counts a position already hashed at this histogram's depth.
+    pub fn add_hash(&mut self, h: u64) {
+        self.counts[h as usize] += 1;
+    }
+
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
     }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use cdshealpix::nested;
 
 use crate::chunk::ChunkId;
-use crate::map::{ChunkMap, ChunkMapError, INDEX_DEPTH, hash};
+use crate::map::{ChunkMap, ChunkMapError, INDEX_DEPTH};
 
 /// Finds, for positions, the chunks other than their own that need an overlap copy.
 pub struct OverlapFinder<'a> {
@@ -19,9 +19,18 @@ pub struct OverlapFinder<'a> {
     /// Depth of the cells whose 3x3 neighbourhood certainly contains any cone of the radius centred in the middle
     /// cell.
     cell_depth: u8,
-    /// Per cell at `cell_depth`: true when the cell and its neighbours all lie in one chunk.
-    interior: HashMap<u64, bool>,
+    /// Per cell at `cell_depth`: whether the cell and its neighbours all lie in one chunk (0: not known yet, 1: yes,
+    /// 2: no), a flat table when it is small enough (depth 10: 12.6 M cells), else a map.
+    interior: Interior,
 }
+
+enum Interior {
+    Table(Vec<u8>),
+    Map(HashMap<u64, bool>),
+}
+
+/// The deepest cell depth whose interior flags are kept in a flat table.
+const TABLE_DEPTH: u8 = 10;
 
 /// Mean HEALPix cell size at `depth`, in degrees: sqrt(4 pi / (12 * 4^depth)).
 fn cell_size_deg(depth: u8) -> f64 {
@@ -41,12 +50,23 @@ impl<'a> OverlapFinder<'a> {
             map,
             radius_deg,
             cell_depth,
-            interior: HashMap::new(),
+            interior: if cell_depth <= TABLE_DEPTH {
+                Interior::Table(vec![0; 12usize << (2 * cell_depth as u32)])
+            } else {
+                Interior::Map(HashMap::new())
+            },
         }
     }
 
     fn is_interior(&mut self, cell: u64) -> bool {
-        if let Some(&v) = self.interior.get(&cell) {
+        let known = match &self.interior {
+            Interior::Table(t) => match t[cell as usize] {
+                0 => None,
+                v => Some(v == 1),
+            },
+            Interior::Map(m) => m.get(&cell).copied(),
+        };
+        if let Some(v) = known {
             return v;
         }
         let d = self.cell_depth;
@@ -62,22 +82,29 @@ impl<'a> OverlapFinder<'a> {
                 .values_vec()
                 .into_iter()
                 .all(|n| chunk_of(n) == own);
-        self.interior.insert(cell, v);
+        match &mut self.interior {
+            Interior::Table(t) => t[cell as usize] = if v { 1 } else { 2 },
+            Interior::Map(m) => {
+                m.insert(cell, v);
+            }
+        }
         v
     }
 
-    /// Appends to `out` the chunks other than `own` within the radius of (ra, dec).
+    /// Appends to `out` the chunks other than `own` within the radius of (ra, dec), whose depth-29 index is `index`
+    /// (as [`ChunkMap::assign`] gives it: the cell is read off it, not hashed again).
     pub fn others(
         &mut self,
         ra: f64,
         dec: f64,
+        index: u64,
         own: ChunkId,
         out: &mut Vec<ChunkId>,
     ) -> Result<(), ChunkMapError> {
         if self.radius_deg <= 0.0 {
             return Ok(());
         }
-        let cell = hash(self.cell_depth, ra, dec)?;
+        let cell = index >> (2 * (INDEX_DEPTH - self.cell_depth) as u32);
         if self.is_interior(cell) {
             return Ok(());
         }

@@ -177,9 +177,9 @@ fn pairs_within_the_overlap_radius_meet_in_a_chunk() {
     let mut finder = OverlapFinder::new(&map, radius);
     let mut copies: Vec<(ChunkId, Vec<ChunkId>)> = Vec::new();
     for &(ra, dec) in &points {
-        let (own, _) = map.assign(ra, dec).unwrap();
+        let (own, index) = map.assign(ra, dec).unwrap();
         let mut others = Vec::new();
-        finder.others(ra, dec, own, &mut others).unwrap();
+        finder.others(ra, dec, index, own, &mut others).unwrap();
         assert!(!others.contains(&own));
         copies.push((own, others));
     }
