@@ -239,6 +239,17 @@ impl TableProvider for DistributedTable {
             })
             .map(unqualified)
             .collect::<DfResult<Vec<_>>>()?;
+        // A whole table read without a filter or limit yields exactly the rows its record counts (a child's kept
+        // orphans aside): COUNT(*), which reads no column, is answered from that. Scans that read columns say
+        // nothing (the statistics would be the whole table's, and would reorder joins by them).
+        let exact_rows = (filters.is_empty()
+            && projection.is_some_and(|p| p.is_empty())
+            && limit.is_none()
+            && match &info.record.kind {
+                TableKind::Director { .. } | TableKind::Replicated => true,
+                TableKind::Child { .. } => info.record.orphan_rows == 0,
+            })
+        .then_some(info.record.rows);
         let replicated = info.record.kind == TableKind::Replicated;
         let pruning = if replicated {
             Pruning::default()
@@ -265,6 +276,10 @@ impl TableProvider for DistributedTable {
             optional_files: false,
             parts: Vec::new(),
         };
-        Ok(Arc::new(ChunkScanExec::new(scan, output)))
+        let scan = ChunkScanExec::new(scan, output);
+        Ok(Arc::new(match exact_rows {
+            Some(rows) => scan.with_rows(rows),
+            None => scan,
+        }))
     }
 }

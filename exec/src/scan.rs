@@ -26,6 +26,9 @@ pub struct ChunkScanExec {
     /// Output schema (the projection of the table's visible schema).
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
+    /// How many rows the scan yields when that is known exactly from the table's record (a whole table, no
+    /// filter, no limit): DataFusion then answers `COUNT(*)` from it without reading a chunk.
+    pub rows: Option<u64>,
 }
 
 /// The properties of a scan leaf (ours at the czar and on workers): bounded, incremental, unordered partitions.
@@ -45,7 +48,14 @@ impl ChunkScanExec {
             scan,
             schema,
             properties,
+            rows: None,
         }
+    }
+
+    /// The scan, known to yield exactly `rows` rows.
+    pub fn with_rows(mut self, rows: u64) -> ChunkScanExec {
+        self.rows = Some(rows);
+        self
     }
 }
 
@@ -91,6 +101,17 @@ impl ExecutionPlan for ChunkScanExec {
     }
 
     crate::leaf_methods!();
+
+    fn partition_statistics(
+        &self,
+        partition: Option<usize>,
+    ) -> Result<Arc<datafusion::common::Statistics>> {
+        let mut statistics = datafusion::common::Statistics::new_unknown(&self.schema);
+        if let (None, Some(rows)) = (partition, self.rows) {
+            statistics.num_rows = datafusion::common::stats::Precision::Exact(rows as usize);
+        }
+        Ok(Arc::new(statistics))
+    }
 
     fn execute(
         &self,
