@@ -678,6 +678,8 @@ pub struct Outcome {
 }
 
 /// Streams `batches` (at most `maxrec` rows) as a `format` document into `sink`, flushing at least every 256 KiB.
+/// `recorded`: the caller keeps the ending where the client reads it (an async job's `jobInfo`), so a document that
+/// cannot say it was cut (a long Arrow stream) may still end normally; otherwise such a document is broken off.
 /// Returns Err when the query failed and the format cannot say so inline (the sink then got an error to cut the
 /// document off), or when the sink went away (the client left: the query's streams are dropped, which cancels the
 /// work on the workers).
@@ -688,6 +690,7 @@ pub async fn stream_result(
     info: &[(&str, String)],
     sink: mpsc::Sender<std::io::Result<Bytes>>,
     deadline: Option<(tokio::time::Instant, u64)>,
+    recorded: bool,
 ) -> Result<Outcome, String> {
     let schema = batches.schema();
     let mut writer = ResultWriter::new(format, schema, info).map_err(|e| e.to_string())?;
@@ -759,7 +762,7 @@ pub async fn stream_result(
         }
     };
     drop(batches);
-    if !writer.can_end_as(&ending) {
+    if !recorded && !writer.can_end_as(&ending) {
         let message = format!("the result was cut at MAXREC={maxrec} after its schema was sent without a status");
         send(writer.take()).await?;
         let _ = sink.send(Err(std::io::Error::other(message.clone()))).await;

@@ -86,7 +86,7 @@ pub(crate) fn result_response(
         tokio::spawn(async move {
             let _turn = turn;
             let body = tx.clone();
-            let written = stream_result(stream, format, maxrec, &info, tx, Some(deadline));
+            let written = stream_result(stream, format, maxrec, &info, tx, Some(deadline), false);
             // `body` (a sender) stays open until the rows are told, so the audit line has them.
             let outcome =
                 futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(written)).await;

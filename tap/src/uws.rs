@@ -434,7 +434,7 @@ async fn execute(tap: &Arc<Tap>, id: &str) {
         };
         let info = result_info(&req);
         let (outcome, written) = tokio::join!(
-            stream_result(stream, req.format, req.maxrec, &info, tx, None),
+            stream_result(stream, req.format, req.maxrec, &info, tx, None, true),
             writer
         );
         let outcome = outcome?;
