@@ -37,6 +37,8 @@ import pandas  # noqa: F401 (imported before any timing: a notebook has it loade
 import pyarrow as pa
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benches", "peers"))
+from zones import zone_join_count  # noqa: E402
 SKYSHARD = os.environ.get("SKYSHARD") or os.path.join(
     os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/skyshard-target")), "release", "skyshard")
 
@@ -92,22 +94,6 @@ def best_of(fn, n):
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-def zone_join_count(con, a, b, r):
-    con.execute(f"CREATE OR REPLACE TABLE za AS SELECT id, ra, dec, CAST(floor(dec / {r}) AS BIGINT) AS zone FROM {a}")
-    con.execute(f"CREATE OR REPLACE TABLE zb AS SELECT ra, dec, CAST(floor(dec / {r}) AS BIGINT) AS zone FROM {b}")
-    sql = f"""
-        WITH a AS (SELECT ra, dec, unnest([zone - 1, zone, zone + 1]) AS zz,
-                          {r} / greatest(cos(radians(abs(dec) + {r})), 1e-9) AS w FROM za)
-        SELECT COUNT(*) FROM a JOIN zb b ON b.zone = a.zz
-        WHERE abs(b.dec - a.dec) <= {r}
-          AND (abs(b.ra - a.ra) <= a.w OR abs(b.ra - a.ra) >= 360 - a.w)
-          AND degrees(2 * asin(sqrt(pow(sin(radians(b.dec - a.dec) / 2), 2)
-              + cos(radians(a.dec)) * cos(radians(b.dec)) * pow(sin(radians(b.ra - a.ra) / 2), 2)))) <= {r}"""
-    t = time.perf_counter()
-    n = con.execute(sql).fetchone()[0]
-    return n, time.perf_counter() - t
 
 
 def main():
@@ -188,7 +174,8 @@ def main():
         print(f"scans: {out['count']}, {out['group_by']}", flush=True)
 
         r = 1 / 3600
-        pairs, duck_s = zone_join_count(con, f"read_parquet('{obj}')", f"read_parquet('{other}')", r)
+        pairs, duck_s = zone_join_count(con, f"read_parquet('{obj}')",
+                                        f"(SELECT xid AS id, ra, dec FROM read_parquet('{other}'))", r)
         assert pairs > 0
         out["xmatch"] = {"pairs": pairs, "duckdb_s": duck_s}
         for name in ["xmatch", "xfree"]:

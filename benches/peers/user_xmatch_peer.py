@@ -17,6 +17,7 @@ import urllib.parse
 import urllib.request
 
 import duckdb
+from zones import zone_join_count
 
 DEFINITION = """<vosi:table xmlns:vosi="http://www.ivoa.net/xml/VOSITables/v1.0"
   xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
@@ -85,22 +86,9 @@ def main():
     ours_s = time.perf_counter() - t
 
     con = duckdb.connect()
-    con.execute(f"CREATE TABLE o AS SELECT id, ra, dec, CAST(floor(dec / {r}) AS BIGINT) AS zone "
-                f"FROM read_parquet('{a.parquet}')")
-    con.execute(f"CREATE TABLE t AS SELECT tid, ra, dec, CAST(floor(dec / {r}) AS BIGINT) AS zone "
-                f"FROM read_parquet('{result}')")
-    sql = f"""
-        WITH a AS (SELECT tid, ra, dec, unnest([zone - 1, zone, zone + 1]) AS zz,
-                          {r} / greatest(cos(radians(abs(dec) + {r})), 1e-9) AS w FROM t)
-        SELECT COUNT(*) FROM a JOIN o b ON b.zone = a.zz
-        WHERE abs(b.dec - a.dec) <= {r}
-          AND (abs(b.ra - a.ra) <= a.w OR abs(b.ra - a.ra) >= 360 - a.w)
-          AND degrees(2 * asin(sqrt(pow(sin(radians(b.dec - a.dec) / 2), 2)
-              + cos(radians(a.dec)) * cos(radians(b.dec)) * pow(sin(radians(b.ra - a.ra) / 2), 2)))) <= {r}"""
-    t = time.perf_counter()
-    theirs = con.execute(sql).fetchall()[0][0]
-    theirs_s = time.perf_counter() - t
-    rows = con.execute("SELECT COUNT(*) FROM t").fetchall()[0][0]
+    theirs, theirs_s = zone_join_count(con, f"(SELECT tid AS id, ra, dec FROM read_parquet('{result}'))",
+                                       f"read_parquet('{a.parquet}')", r)
+    rows = con.execute("SELECT COUNT(*) FROM zone_l").fetchall()[0][0]
     print(f"user table of {rows} rows made from a query (job, download, load) in {made_s:.2f} s")
     print(f"{a.arcsec} arcsec pairs, user table x catalog: skyshard {ours} in {ours_s:.2f} s (chunk-local on the "
           f"workers); DuckDB {theirs} in {theirs_s:.2f} s; ratio {theirs_s / ours_s:.2f}x")

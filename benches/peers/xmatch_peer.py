@@ -12,6 +12,7 @@ import urllib.parse
 import urllib.request
 
 import duckdb
+from zones import zone_join_count
 
 
 def main():
@@ -28,21 +29,8 @@ def main():
     with urllib.request.urlopen(a.url + "/sync", data=form, timeout=3600) as resp:
         ours = int(resp.read().decode().split()[1])
     ours_s = time.perf_counter() - t
-    con = duckdb.connect()
-    # The strongest formulation found: the table in memory, declination zones of height R (own and neighbouring
-    # zones by equality), an RA window, then the exact distance.
-    con.execute(f"CREATE TABLE z AS SELECT id, ra, dec, CAST(floor(dec / {r}) AS BIGINT) AS zone FROM read_parquet('{a.parquet}')")
-    sql = f"""
-        WITH a AS (SELECT id, ra, dec, unnest([zone - 1, zone, zone + 1]) AS zz,
-                          {r} / greatest(cos(radians(abs(dec) + {r})), 1e-9) AS w FROM z)
-        SELECT COUNT(*) FROM a JOIN z b ON b.zone = a.zz
-        WHERE a.id <> b.id AND abs(b.dec - a.dec) <= {r}
-          AND (abs(b.ra - a.ra) <= a.w OR abs(b.ra - a.ra) >= 360 - a.w)
-          AND degrees(2 * asin(sqrt(pow(sin(radians(b.dec - a.dec) / 2), 2)
-              + cos(radians(a.dec)) * cos(radians(b.dec)) * pow(sin(radians(b.ra - a.ra) / 2), 2)))) <= {r}"""
-    t = time.perf_counter()
-    theirs = con.execute(sql).fetchone()[0]
-    theirs_s = time.perf_counter() - t
+    theirs, theirs_s = zone_join_count(duckdb.connect(), f"read_parquet('{a.parquet}')",
+                                       f"read_parquet('{a.parquet}')", r, distinct_ids=True)
     print(f"{a.arcsec} arcsec pairs: skyshard {ours} in {ours_s:.2f} s; DuckDB {theirs} in {theirs_s:.2f} s; "
           f"ratio {theirs_s / ours_s:.2f}x")
     assert ours == theirs, "the answers differ"
