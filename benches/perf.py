@@ -18,7 +18,6 @@ Parquet files in the same run:
 Raw output: benches/results/perf-COMMIT-ROWS.json; the table it prints goes to docs/benchmarks.md."""
 
 import argparse
-import concurrent.futures
 import http.client
 import json
 import os
@@ -38,6 +37,8 @@ import pyarrow as pa
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benches", "peers"))
+sys.path.insert(0, os.path.join(ROOT, "benches"))
+from tap_bench import cone_form, cone_run  # noqa: E402
 from zones import zone_join_count  # noqa: E402
 SKYSHARD = os.environ.get("SKYSHARD") or os.path.join(
     os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/skyshard-target")), "release", "skyshard")
@@ -58,33 +59,6 @@ def post(host, port, form):
     conn.close()
     assert r.status == 200, (r.status, body[:300])
     return body
-
-
-def percentile(times, q):
-    times = sorted(times)
-    return times[min(len(times) - 1, int(len(times) * q))]
-
-
-def cone_query(rng):
-    a, d = rng.uniform(0, 360), rng.uniform(-80, 80)
-    return a, d, (f"SELECT id, ra, dec, mag_g FROM sky.object "
-                  f"WHERE CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', {a}, {d}, 0.1)) = 1")
-
-
-def cones(host, port, clients, queries, rng):
-    forms = [{"LANG": "ADQL", "QUERY": cone_query(rng)[2]} for _ in range(queries)]
-
-    def one(form):
-        t = time.perf_counter()
-        post(host, port, form)
-        return time.perf_counter() - t
-
-    started = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=clients) as pool:
-        times = list(pool.map(one, forms))
-    wall = time.perf_counter() - started
-    return {"clients": clients, "queries": queries, "p50_ms": statistics.median(times) * 1000,
-            "p99_ms": percentile(times, 0.99) * 1000, "per_s": queries / wall}
 
 
 def best_of(fn, n):
@@ -139,13 +113,13 @@ def main():
         host, port = u.hostname, u.port
         tap = lambda q, **kw: post(host, port, {"LANG": "ADQL", "QUERY": q, **kw})
         rng = random.Random(7)
-        tap(cone_query(rng)[2])  # warm up
-        out["cones_1"] = cones(host, port, 1, a.cones, rng)
-        out["cones_100"] = cones(host, port, 100, max(a.cones, 2000), rng)
+        post(host, port, cone_form(rng))  # warm up
+        out["cones_1"] = cone_run(host, port, 1, a.cones, rng)
+        out["cones_100"] = cone_run(host, port, 100, max(a.cones, 2000), rng)
         con.execute(f"CREATE VIEW o AS SELECT * FROM read_parquet('{obj}')")
         duck_cones = []
         for _ in range(10):
-            x, y, _ = cone_query(rng)
+            x, y = rng.uniform(0, 360), rng.uniform(-80, 80)
             t = time.perf_counter()
             con.execute(f"""SELECT id, ra, dec, mag_g FROM o WHERE dec BETWEEN {y - 0.1} AND {y + 0.1} AND degrees(2 * asin(sqrt(
                 pow(sin(radians(dec - {y}) / 2), 2) + cos(radians(dec)) * cos(radians({y})) * pow(sin(radians(ra - {x}) / 2), 2)))) <= 0.1""").fetchall()

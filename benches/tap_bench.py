@@ -41,26 +41,32 @@ def cone_form(rng):
     return {"LANG": "ADQL", "QUERY": q}
 
 
+def cone_run(host, port, clients, queries, rng):
+    """`queries` cones from `clients` concurrent clients: median and 99th percentile latency, queries per second."""
+    forms = [cone_form(rng) for _ in range(queries)]
+
+    def one(form):
+        t = time.perf_counter()
+        post(host, port, form)
+        return time.perf_counter() - t
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=clients) as pool:
+        times = sorted(pool.map(one, forms))
+    wall = time.perf_counter() - started
+    return {"clients": clients, "queries": queries, "p50_ms": statistics.median(times) * 1000,
+            "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))] * 1000, "per_s": queries / wall}
+
+
 def cones(url, clients, queries):
     u = urllib.parse.urlparse(url)
     host, port = u.hostname, u.port
     rng = random.Random(7)
     post(host, port, cone_form(rng))  # warm up
     for c in clients:
-        forms = [cone_form(rng) for _ in range(queries)]
-
-        def one(form):
-            t = time.perf_counter()
-            post(host, port, form)
-            return time.perf_counter() - t
-
-        started = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=c) as pool:
-            times = sorted(pool.map(one, forms))
-        wall = time.perf_counter() - started
-        p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
-        print(f"{c:>4} clients: {len(times)} cones, median {statistics.median(times) * 1000:.1f} ms, "
-              f"p99 {p99 * 1000:.1f} ms, {len(times) / wall:.0f} queries/s")
+        r = cone_run(host, port, c, queries, rng)
+        print(f"{c:>4} clients: {queries} cones, median {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+              f"{r['per_s']:.0f} queries/s")
 
 
 def peak_rss_mb(pid):
