@@ -60,6 +60,9 @@ impl fmt::Debug for RemoteExec {
     }
 }
 
+/// The most chunks one grouped call carries (see [`RemoteExec::new`]).
+const GROUP_CHUNKS: usize = 512;
+
 impl RemoteExec {
     /// `fragment` run over the chunks of its `leaves` (in plan order); `grouped`: one call per worker carrying all
     /// the chunks that worker holds first (for a partial aggregate over one table), else one call per chunk.
@@ -88,7 +91,17 @@ impl RemoteExec {
                     .unwrap_or_default();
                 by_worker.entry(first).or_default().push(i);
             }
-            by_worker.into_values().collect::<Vec<_>>()
+            // At most GROUP_CHUNKS chunks a call: a worker reads a call's chunk files as one scan, and a table of
+            // tens of thousands of chunks would have it hold that many files open at once.
+            by_worker
+                .into_values()
+                .flat_map(|members| {
+                    members
+                        .chunks(GROUP_CHUNKS)
+                        .map(<[usize]>::to_vec)
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
         });
         let partitions = match &groups {
             Some(g) => g.len(),
