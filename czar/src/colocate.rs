@@ -314,15 +314,15 @@ fn cone_join(
     let Some((left_ra, left_dec, right_ra, right_dec, radius)) = found else {
         return Ok(None);
     };
-    let same_map = lt.chunks == rt.chunks;
-    let (left, right) = if same_map && radius <= rt.overlap_arcsec.max(lt.overlap_arcsec) / 3600.0 {
+    let (left, right) = if lt.chunks == rt.chunks && (fits(radius, rt) || fits(radius, lt)) {
         // The side read with its overlap must have an overlap at least as wide as the radius; the other side decides
         // which chunks to read (its own rows are read exactly once). The side read with overlap reads the other
         // side's chunks, where it may have no rows of its own.
-        let (left_overlap, chunks) = if radius <= rt.overlap_arcsec / 3600.0 {
-            (false, ll.scan.chunks.clone())
+        let left_overlap = !fits(radius, rt);
+        let chunks = if left_overlap {
+            rl.scan.chunks.clone()
         } else {
-            (true, rl.scan.chunks.clone())
+            ll.scan.chunks.clone()
         };
         (
             with_chunks(left, &chunks, left_overlap, left_overlap)?,
@@ -377,6 +377,11 @@ fn cone_join(
     Ok(Some(out))
 }
 
+/// Whether a table's overlap copies reach `radius` degrees.
+fn fits(radius: f64, table: &TableRecord) -> bool {
+    radius <= table.overlap_arcsec / 3600.0
+}
+
 /// One input of a cross-match being aligned: its subtree, the chunk scan in it, and its table.
 struct Side<'a> {
     plan: Arc<dyn ExecutionPlan>,
@@ -402,7 +407,7 @@ fn align(
     radius: f64,
     cluster: &Cluster,
 ) -> DfResult<Option<(Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>)>> {
-    let fits = |s: &Side| radius <= s.info.record.overlap_arcsec / 3600.0;
+    let fits = |s: &Side| fits(radius, &s.info.record);
     // The right side is the build side of the cone join: it reads around the cell unless only the left's overlap
     // is wide enough.
     let own_is_left = fits(&right) || !fits(&left);
@@ -439,6 +444,11 @@ fn align(
             [one] if one.contains(chunk) => vec![(chunk, *one)],
             inside => inside.iter().map(|&c| (c, c)).collect(),
         };
+        let own_holders = if shipped.0 {
+            addresses(chunk.0, own.info)
+        } else {
+            Vec::new()
+        };
         for (cell, holding) in cells {
             let Some(ranges) = cell_ranges(&own.leaf.scan.ranges, chunk, cell) else {
                 continue;
@@ -456,7 +466,7 @@ fn align(
                 continue;
             }
             let holders = if shipped.0 {
-                let mut common = addresses(chunk.0, own.info);
+                let mut common = own_holders.clone();
                 for &c in &read {
                     let theirs = addresses(c, around.info);
                     common.retain(|a| theirs.contains(a));

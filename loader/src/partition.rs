@@ -720,9 +720,7 @@ fn split_batch(
             }
         }
         others.clear();
-        finder
-            .others(ra.value(i), dec.value(i), h, chunk, &mut others)
-            .expect("checked position");
+        finder.others(ra.value(i), dec.value(i), h, chunk, &mut others);
         for &o in &others {
             rows_of.entry((o, true)).or_default().push(i as u32);
         }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use cdshealpix::nested;
 
 use crate::chunk::ChunkId;
-use crate::map::{ChunkMap, ChunkMapError, INDEX_DEPTH};
+use crate::map::{ChunkMap, INDEX_DEPTH};
 
 /// Finds, for positions, the chunks other than their own that need an overlap copy.
 pub struct OverlapFinder<'a> {
@@ -100,13 +100,13 @@ impl<'a> OverlapFinder<'a> {
         index: u64,
         own: ChunkId,
         out: &mut Vec<ChunkId>,
-    ) -> Result<(), ChunkMapError> {
+    ) {
         if self.radius_deg <= 0.0 {
-            return Ok(());
+            return;
         }
         let cell = index >> (2 * (INDEX_DEPTH - self.cell_depth) as u32);
         if self.is_interior(cell) {
-            return Ok(());
+            return;
         }
         let before = out.len();
         out.extend(
@@ -116,7 +116,6 @@ impl<'a> OverlapFinder<'a> {
                 .filter(|&c| c != own),
         );
         debug_assert!(out[before..].iter().all(|&c| c != own));
-        Ok(())
     }
 }
 

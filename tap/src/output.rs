@@ -142,6 +142,13 @@ impl Write for Shared {
     }
 }
 
+impl Shared {
+    /// Moves what was written so far to the end of `out`.
+    fn drain_into(&self, out: &mut Vec<u8>) {
+        out.append(&mut self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+}
+
 /// Writes one result document incrementally.
 pub struct ResultWriter {
     format: OutputFormat,
@@ -176,6 +183,17 @@ pub enum Ending {
     Overflow,
     /// The query failed after rows were sent.
     Failed(String),
+}
+
+impl Ending {
+    /// The `QUERY_STATUS` value that says so.
+    fn status(&self) -> &'static str {
+        match self {
+            Ending::Complete => "OK",
+            Ending::Overflow => "OVERFLOW",
+            Ending::Failed(_) => "ERROR",
+        }
+    }
 }
 
 impl ResultWriter {
@@ -352,17 +370,25 @@ impl ResultWriter {
                 if let Some(ArrowStream::Holding(held, bytes)) = &mut self.arrow {
                     held.push(batch.clone());
                     *bytes += batch.get_array_memory_size();
-                    if *bytes < self.arrow_hold {
-                        return Ok(());
-                    }
-                    let held = std::mem::take(held);
-                    self.arrow = Some(self.arrow_start(None)?);
-                    for b in &held {
-                        self.arrow_write(b)?;
+                    if *bytes >= self.arrow_hold {
+                        self.arrow_release(None)?;
                     }
                 } else {
                     self.arrow_write(batch)?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the stream (with `status` in its schema when known) and writes the batches held back so far; nothing
+    /// if it is under way already.
+    fn arrow_release(&mut self, status: Option<&str>) -> std::io::Result<()> {
+        if let Some(ArrowStream::Holding(held, _)) = &mut self.arrow {
+            let held = std::mem::take(held);
+            self.arrow = Some(self.arrow_start(status)?);
+            for b in &held {
+                self.arrow_write(b)?;
             }
         }
         Ok(())
@@ -405,11 +431,7 @@ impl ResultWriter {
                     // VOParquet (IVOA Note): the VOTable header of the result in the footer, with its units, UCDs
                     // and QUERY_STATUS, so a reader can tell a result cut at MAXREC from a whole one; and the
                     // status alone under its own key for readers that know no VOTable.
-                    let status = match ending {
-                        Ending::Overflow => "OVERFLOW",
-                        Ending::Failed(_) => "ERROR",
-                        Ending::Complete => "OK",
-                    };
+                    let status = ending.status();
                     let header = self.votable_summary(status);
                     for (key, value) in [
                         ("QUERY_STATUS", status.to_string()),
@@ -425,35 +447,14 @@ impl ResultWriter {
                     let sink = writer.inner().clone();
                     writer.close().map_err(std::io::Error::other)?;
                     self.parquet = None;
-                    self.buf.append(
-                        &mut sink
-                            .0
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner),
-                    );
+                    sink.drain_into(&mut self.buf);
                 }
             }
             OutputFormat::ArrowStream => {
-                let status = match ending {
-                    Ending::Overflow => "OVERFLOW",
-                    Ending::Failed(_) => "ERROR",
-                    Ending::Complete => "OK",
-                };
-                if let Some(ArrowStream::Holding(held, _)) = &mut self.arrow {
-                    let held = std::mem::take(held);
-                    self.arrow = Some(self.arrow_start(Some(status))?);
-                    for b in &held {
-                        self.arrow_write(b)?;
-                    }
-                }
+                self.arrow_release(Some(ending.status()))?;
                 if let Some(ArrowStream::Streaming(mut writer, sink, _)) = self.arrow.take() {
                     writer.finish().map_err(std::io::Error::other)?;
-                    self.buf.append(
-                        &mut sink
-                            .0
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner),
-                    );
+                    sink.drain_into(&mut self.buf);
                 }
             }
             OutputFormat::Csv | OutputFormat::Tsv => {}
@@ -464,20 +465,10 @@ impl ResultWriter {
     /// The bytes written since the last call.
     pub fn take(&mut self) -> Vec<u8> {
         if let Some(ArrowStream::Streaming(_, sink, _)) = &self.arrow {
-            self.buf.append(
-                &mut sink
-                    .0
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
+            sink.drain_into(&mut self.buf);
         }
         if let Some((_, sink)) = &self.parquet {
-            self.buf.append(
-                &mut sink
-                    .0
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
+            sink.drain_into(&mut self.buf);
         }
         std::mem::take(&mut self.buf)
     }
@@ -778,6 +769,7 @@ mod tests {
     use super::*;
     use arrow::array::Int64Array;
     use arrow::datatypes::{Field, Schema};
+    use std::collections::HashMap;
 
     fn batch(schema: &SchemaRef, from: i64) -> RecordBatch {
         let values: Int64Array = (from..from + 100).collect();
@@ -790,8 +782,6 @@ mod tests {
         let rows = reader.map(|b| b.unwrap().num_rows()).sum();
         (metadata, rows)
     }
-
-    use std::collections::HashMap;
 
     #[test]
     fn arrow_streams_say_whether_they_were_cut() {
