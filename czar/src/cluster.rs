@@ -327,7 +327,11 @@ mod tests {
         assert!(load.iter().all(|&n| n >= 6), "{load:?}");
         // Chunks of any depth inside one placement cell (as different tables' trees have) share their holders.
         let holders = |c: partitioner::ChunkId| -> Vec<String> {
-            cluster.placement(c.0).iter().map(|w| w.address.clone()).collect()
+            cluster
+                .placement(c.0)
+                .iter()
+                .map(|w| w.address.clone())
+                .collect()
         };
         for hash in 0..48u64 {
             let cell = partitioner::ChunkId::new(1, hash);

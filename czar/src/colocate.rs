@@ -333,8 +333,16 @@ fn cone_join(
             return Ok(None);
         };
         let Some(aligned) = align(
-            Side { plan: left, leaf: &ll, info: li },
-            Side { plan: right, leaf: &rl, info: ri },
+            Side {
+                plan: left,
+                leaf: &ll,
+                info: li,
+            },
+            Side {
+                plan: right,
+                leaf: &rl,
+                info: ri,
+            },
             radius,
             cluster,
         )?

@@ -93,14 +93,7 @@ impl<'a> OverlapFinder<'a> {
 
     /// Appends to `out` the chunks other than `own` within the radius of (ra, dec), whose depth-29 index is `index`
     /// (as [`ChunkMap::assign`] gives it: the cell is read off it, not hashed again).
-    pub fn others(
-        &mut self,
-        ra: f64,
-        dec: f64,
-        index: u64,
-        own: ChunkId,
-        out: &mut Vec<ChunkId>,
-    ) {
+    pub fn others(&mut self, ra: f64, dec: f64, index: u64, own: ChunkId, out: &mut Vec<ChunkId>) {
         if self.radius_deg <= 0.0 {
             return;
         }

@@ -145,7 +145,12 @@ impl Write for Shared {
 impl Shared {
     /// Moves what was written so far to the end of `out`.
     fn drain_into(&self, out: &mut Vec<u8>) {
-        out.append(&mut self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        out.append(
+            &mut self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
     }
 }
 
@@ -257,7 +262,8 @@ impl ResultWriter {
             metadata.insert("QUERY_STATUS".into(), status.into());
             metadata.insert("IVOA.VOTable.content".into(), self.votable_summary(status));
         }
-        let schema = arrow::datatypes::Schema::new_with_metadata(self.schema.fields().clone(), metadata);
+        let schema =
+            arrow::datatypes::Schema::new_with_metadata(self.schema.fields().clone(), metadata);
         let sink = Shared::default();
         let writer = arrow::ipc::writer::StreamWriter::try_new(sink.clone(), &schema)
             .map_err(std::io::Error::other)?;
@@ -754,7 +760,9 @@ pub async fn stream_result(
     };
     drop(batches);
     if !recorded && !writer.can_end_as(&ending) {
-        let message = format!("the result was cut at MAXREC={maxrec} after its schema was sent without a status");
+        let message = format!(
+            "the result was cut at MAXREC={maxrec} after its schema was sent without a status"
+        );
         send(writer.take()).await?;
         let _ = sink.send(Err(std::io::Error::other(message.clone()))).await;
         return Err(message);
@@ -777,7 +785,8 @@ mod tests {
     }
 
     fn read(bytes: Vec<u8>) -> (HashMap<String, String>, usize) {
-        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+        let reader =
+            arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
         let metadata = reader.schema().metadata().clone();
         let rows = reader.map(|b| b.unwrap().num_rows()).sum();
         (metadata, rows)
