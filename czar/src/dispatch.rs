@@ -32,6 +32,7 @@ use protocol::{ErrorCode, FragmentTicket};
 use crate::cluster::{Cluster, WorkerHandle};
 use crate::error::CzarError;
 use crate::fragment::{narrow, primary};
+use crate::progress::Progress;
 
 /// A fragment run on the workers: one partition per chunk, or, for a partial aggregate over a single table, one
 /// partition per worker carrying all the chunks that worker holds first (a partial aggregate over many chunks is
@@ -176,8 +177,13 @@ impl Core {
         self.cluster.holders(chunk, self.stored.as_deref())
     }
 
-    /// Partition `partition` of the per-chunk execution: chunk `partition` from its workers, with failover.
-    fn chunk_stream(&self, partition: usize) -> DfResult<SendableRecordBatchStream> {
+    /// Partition `partition` of the per-chunk execution: chunk `partition` from its workers, with failover; reported
+    /// to `progress` when watched.
+    fn chunk_stream(
+        &self,
+        partition: usize,
+        progress: Option<Arc<Progress>>,
+    ) -> DfResult<SendableRecordBatchStream> {
         let schema = self.fragment.schema();
         let scan = &primary(&self.leaves).scan;
         if scan.chunks.is_empty() && !scan.replicated {
@@ -257,6 +263,9 @@ impl Core {
                         Ok(batch) => {
                             let n = batch.num_rows();
                             ROWS_RECEIVED.fetch_add(n as u64, Ordering::Relaxed);
+                            if let Some(p) = &progress {
+                                p.rows(&worker.address, n as u64);
+                            }
                             let skip = passed.saturating_sub(seen).min(n);
                             seen += n;
                             if skip < n {
@@ -281,6 +290,9 @@ impl Core {
                 match failed {
                     None => {
                         worker.mark(true);
+                        if let Some(p) = &progress {
+                            p.done(&worker.address, 1);
+                        }
                         if let Some(primary) = primary.filter(|p| *p != worker.address) {
                             let why = if last_error.is_empty() {
                                 "it was known to be down"
@@ -311,7 +323,11 @@ impl Core {
     /// A group of chunks in one call to their first worker. The (small) partial-aggregate answer is buffered, so
     /// if that worker fails the group runs again chunk by chunk with the usual failover, and nothing was passed on
     /// twice.
-    fn group_stream(self: Arc<Self>, members: Vec<usize>) -> DfResult<SendableRecordBatchStream> {
+    fn group_stream(
+        self: Arc<Self>,
+        members: Vec<usize>,
+        progress: Option<Arc<Progress>>,
+    ) -> DfResult<SendableRecordBatchStream> {
         let schema = self.fragment.schema();
         let ticket = self.ticket(&members)?;
         CHUNK_RUNS.fetch_add(members.len() as u64, Ordering::Relaxed);
@@ -366,6 +382,11 @@ impl Core {
                     }
                 }
                 worker.mark(true);
+                if let Some(p) = &progress {
+                    let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+                    p.rows(&worker.address, rows);
+                    p.done(&worker.address, members.len() as u64);
+                }
                 Ok::<_, Option<(Arc<WorkerHandle>, tonic::Status)>>(batches)
             };
             let outcome = attempt.await;
@@ -403,7 +424,7 @@ impl Core {
                         );
                     }
                     for m in members {
-                        let mut stream = match self.chunk_stream(m) {
+                        let mut stream = match self.chunk_stream(m, progress.clone()) {
                             Ok(s) => s,
                             Err(e) => {
                                 let _ = tx.send(Err(e)).await;
@@ -556,11 +577,15 @@ impl ExecutionPlan for RemoteExec {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
+        let progress = crate::progress::of(&context);
         match &self.groups {
-            Some(groups) => self.core.clone().group_stream(groups[partition].clone()),
-            None => self.core.chunk_stream(partition),
+            Some(groups) => self
+                .core
+                .clone()
+                .group_stream(groups[partition].clone(), progress),
+            None => self.core.chunk_stream(partition, progress),
         }
     }
 }

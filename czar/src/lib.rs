@@ -22,6 +22,7 @@ pub mod fragment;
 pub mod heal;
 pub mod merge;
 pub mod plan;
+pub mod progress;
 pub mod prune;
 pub mod ship;
 
@@ -338,7 +339,32 @@ impl Czar {
         uploads: &[Arc<CatalogTable>],
         visible: Visible<'_>,
     ) -> Result<SendableRecordBatchStream, CzarError> {
-        let (plan, ctx) = self.plan_for(adql, uploads, visible).await?;
+        self.execute_watched(adql, uploads, visible, None).await
+    }
+
+    /// [`Czar::execute_for`], counting the query's chunk runs and rows into `progress` as they happen.
+    pub async fn execute_watched(
+        &self,
+        adql: &str,
+        uploads: &[Arc<CatalogTable>],
+        visible: Visible<'_>,
+        progress: Option<Arc<progress::Progress>>,
+    ) -> Result<SendableRecordBatchStream, CzarError> {
+        let (plan, mut ctx) = self.plan_for(adql, uploads, visible).await?;
+        if let Some(progress) = progress {
+            progress.expect(&plan);
+            let config = ctx.session_config().clone().with_extension(progress);
+            ctx = Arc::new(datafusion::execution::TaskContext::new(
+                ctx.task_id(),
+                ctx.session_id(),
+                config,
+                ctx.scalar_functions().clone(),
+                ctx.higher_order_functions().clone(),
+                ctx.aggregate_functions().clone(),
+                ctx.window_functions().clone(),
+                ctx.runtime_env(),
+            ));
+        }
         let schema = plan.schema();
         // The query runs on the CPU runtime; the service's runtime only moves its batches, so HTTP, timers and
         // other clients stay responsive while DataFusion operators hold a core.

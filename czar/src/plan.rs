@@ -36,24 +36,7 @@ impl Czar {
         uploads: &[Arc<CatalogTable>],
         visible: Visible<'_>,
     ) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>), CzarError> {
-        let mut engine = self.engine();
-        let hides = visible.is_some_and(|v| {
-            self.tables()
-                .iter()
-                .any(|t| !v(&t.record.qualified_name().to_lowercase()))
-        });
-        if hides || !uploads.is_empty() {
-            let mut catalog = MemoryCatalog::new();
-            let tables = if hides {
-                self.catalog_tables_for(visible)
-            } else {
-                engine.catalog().tables()
-            };
-            for t in tables.into_iter().chain(uploads.iter().cloned()) {
-                catalog.add((*t).clone());
-            }
-            engine = Arc::new(self.engine_over(catalog));
-        }
+        let engine = self.engine_for(uploads, visible);
         let state = engine.planning_session();
         let logical = engine.plan(adql, &state)?;
         let physical = state
@@ -85,6 +68,38 @@ impl Czar {
             merge::restore(plan, state.config_options()).map_err(CzarError::from_datafusion)?;
         let plan = merge::yield_after_joins(plan).map_err(CzarError::from_datafusion)?;
         Ok((plan, engine.task_ctx(&state)))
+    }
+
+    /// The engine over what a caller sees: the catalog without the tables `visible` hides, with `uploads`.
+    fn engine_for(&self, uploads: &[Arc<CatalogTable>], visible: Visible<'_>) -> Arc<adql::Engine> {
+        let engine = self.engine();
+        let hides = visible.is_some_and(|v| {
+            self.tables()
+                .iter()
+                .any(|t| !v(&t.record.qualified_name().to_lowercase()))
+        });
+        if !hides && uploads.is_empty() {
+            return engine;
+        }
+        let mut catalog = MemoryCatalog::new();
+        let tables = if hides {
+            self.catalog_tables_for(visible)
+        } else {
+            engine.catalog().tables()
+        };
+        for t in tables.into_iter().chain(uploads.iter().cloned()) {
+            catalog.add((*t).clone());
+        }
+        Arc::new(self.engine_over(catalog))
+    }
+
+    /// Checks a query without running it or choosing chunks: its syntax, its names against what the caller sees,
+    /// and its types (the logical plan). Cheap enough to call while someone types.
+    pub fn check_for(&self, adql: &str, visible: Visible<'_>) -> Result<(), CzarError> {
+        let engine = self.engine_for(&[], visible);
+        let state = engine.planning_session();
+        engine.plan(adql, &state)?;
+        Ok(())
     }
 
     /// What a query would do: the chunks each fragment touches, the fragment, and the merge plan above.

@@ -340,7 +340,8 @@ pub fn unauthorized(headers: &HeaderMap, message: &str) -> Response {
 
 /// Paths anyone may reach under `required`: what a client needs to find out how to log in, and to log in.
 fn open_path(path: &str) -> bool {
-    matches!(
+    // The portal's page and files: it shows the login form.
+    path == "/" || path == "/portal" || path.starts_with("/portal/") || matches!(
         path,
         "/tap/capabilities"
             | "/tap/availability"
@@ -370,11 +371,14 @@ fn check(auth: &Auth, headers: &HeaderMap, token: &str) -> Result<Caller, Respon
     }
 }
 
-/// Someone else's job answers 403 (UWS 1.1), or 401 to an anonymous caller, who may be its owner not logged in;
+/// Someone else's job (at `/tap/async/ID` or the portal's `/api/v1/jobs/ID`) answers 403 (UWS 1.1), or 401 to an anonymous caller, who may be its owner not logged in;
 /// anonymous jobs are anyone's who has the URL.
 fn job_refusal(tap: &Tap, caller: &Caller, path: &str, headers: &HeaderMap) -> Option<Response> {
     // The id as the route will see it: percent-decoded, so `%6A...` cannot slip past as another name of `j...`.
-    let id = percent_decoded(path.strip_prefix("/tap/async/")?.split('/').next()?);
+    let rest = path
+        .strip_prefix("/tap/async/")
+        .or_else(|| path.strip_prefix("/api/v1/jobs/"))?;
+    let id = percent_decoded(rest.split('/').next()?);
     let id = id.as_str();
     let owner = tap.jobs.get(id)?.owner?;
     match caller.user() {

@@ -174,6 +174,9 @@ pub struct Jobs {
     pub(crate) changed: watch::Sender<u64>,
     /// Execution slots: at most this many jobs EXECUTING, the rest wait QUEUED.
     pub(crate) slots: Arc<Semaphore>,
+    /// How far each job run by this process has got (chunks, rows), for the portal's progress stream; in memory
+    /// only, dropped with the job.
+    pub(crate) progress: Mutex<HashMap<String, Arc<czar::progress::Progress>>>,
 }
 
 impl Jobs {
@@ -199,6 +202,7 @@ impl Jobs {
             running: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
             slots: Arc::new(Semaphore::new(concurrent.max(1))),
+            progress: Mutex::new(HashMap::new()),
         };
         Ok(jobs)
     }
@@ -325,8 +329,31 @@ impl Jobs {
         }
     }
 
+    /// The progress of a job this process has run or is running.
+    pub fn progress_of(&self, id: &str) -> Option<Arc<czar::progress::Progress>> {
+        self.progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    /// A new progress record for a job about to run.
+    pub(crate) fn watch(&self, id: &str) -> Arc<czar::progress::Progress> {
+        let progress = czar::progress::Progress::new();
+        self.progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.to_string(), progress.clone());
+        progress
+    }
+
     pub(crate) fn delete(&self, id: &str) {
         self.stop(id);
+        self.progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
         let _guard = self
             .write
             .lock()

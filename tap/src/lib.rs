@@ -30,6 +30,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod output;
 pub mod params;
+pub mod portal;
 pub mod query;
 pub mod reply;
 pub mod scs;
@@ -101,6 +102,7 @@ pub fn router(tap: Arc<Tap>) -> Router {
             axum::routing::delete(usertables::delete_user),
         )
         .merge(uws::routes())
+        .merge(portal::routes())
         .merge(admin::routes())
         .route("/scs/{table}", get(scs::cone).post(scs::cone))
         .route("/health", get(reply::health))

@@ -94,6 +94,17 @@ pub async fn start_query(
     uploads: &[Arc<CatalogTable>],
     visible: czar::Visible<'_>,
 ) -> Result<datafusion::physical_plan::SendableRecordBatchStream, CzarError> {
+    start_watched(czar, req, uploads, visible, None).await
+}
+
+/// [`start_query`], counting its chunks and rows into `progress`.
+pub async fn start_watched(
+    czar: &Czar,
+    req: &QueryRequest,
+    uploads: &[Arc<CatalogTable>],
+    visible: czar::Visible<'_>,
+    progress: Option<Arc<czar::progress::Progress>>,
+) -> Result<datafusion::physical_plan::SendableRecordBatchStream, CzarError> {
     if req.maxrec == 0 {
         // Metadata only: plan, don't run.
         let (plan, _) = czar.plan_for(&req.query, uploads, visible).await?;
@@ -101,7 +112,9 @@ pub async fn start_query(
             datafusion::physical_plan::EmptyRecordBatchStream::new(plan.schema()),
         ));
     }
-    let mut stream = czar.execute_for(&req.query, uploads, visible).await?;
+    let mut stream = czar
+        .execute_watched(&req.query, uploads, visible, progress)
+        .await?;
     let schema = stream.schema();
     let first = stream.next().await;
     if let Some(Err(e)) = first {

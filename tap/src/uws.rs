@@ -25,7 +25,7 @@ use crate::auth::{Caller, Client};
 use crate::jobs::{Job, Phase, ResultFile, iso, now_ms, parse_iso};
 use crate::output::{Ending, OutputFormat, stream_result};
 use crate::params::Params;
-use crate::query::{QueryRequest, result_info, start_query};
+use crate::query::{QueryRequest, result_info, start_watched};
 use crate::reply::{base_url, busy, error};
 use crate::service::{Busy, Tap};
 use crate::upload;
@@ -411,9 +411,17 @@ async fn execute(tap: &Arc<Tap>, id: &str) {
             .await
             .map_err(|e| e.to_string())?;
         let visible = tap.visible_to_owner(job.owner.as_deref());
-        let stream = start_query(&tap.czar, &req, &uploads, visible.as_deref())
-            .await
-            .map_err(|e| e.to_string())?;
+        let progress = tap.jobs.watch(id);
+        let stream = start_watched(
+            &tap.czar,
+            &req,
+            &uploads,
+            visible.as_deref(),
+            Some(progress.clone()),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let stream = counted(stream, progress);
         let file_name = format!("result.{}", req.format.extension());
         let path = dir.join(&file_name);
         let mut file = tokio::fs::File::create(&path)
@@ -472,6 +480,22 @@ async fn execute(tap: &Arc<Tap>, id: &str) {
         }
     }
     audit_end(tap, id);
+}
+
+/// `stream`, counting the rows it yields (the result's, after the merge) into `progress`.
+fn counted(
+    stream: datafusion::physical_plan::SendableRecordBatchStream,
+    progress: Arc<czar::progress::Progress>,
+) -> datafusion::physical_plan::SendableRecordBatchStream {
+    let schema = stream.schema();
+    let rows = futures::StreamExt::inspect(stream, move |item| {
+        if let Ok(batch) = item {
+            progress.returned(batch.num_rows() as u64);
+        }
+    });
+    Box::pin(
+        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows),
+    )
 }
 
 /// The audit line of a job that ended: whose, its query's fingerprint, phase, rows, bytes and run time.
