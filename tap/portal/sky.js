@@ -1,0 +1,225 @@
+// The sky view: an all-sky map (Hammer-Aitoff, Mollweide or HEALPix projection) drawn on a canvas, with pan and
+// zoom; a HEALPix density map of any table or query computed by the engine as a GROUP BY on the HEALPix index; the
+// result's positions; and drawing a circle or a polygon writes the CONTAINS(...) constraint into the query.
+import * as api from "./api.js";
+import { ang2pixNest, distanceDeg, PROJECTIONS } from "./healpix.js";
+import { colour, ident, asSubquery } from "./plot.js";
+
+const RAD = Math.PI / 180;
+
+export class SkyView {
+  constructor(canvas, { onRegion, onStatus }) {
+    this.canvas = canvas;
+    this.onRegion = onRegion;
+    this.onStatus = onStatus || (() => {});
+    this.projection = "Hammer-Aitoff";
+    this.lon0 = 180; // the map's centre, RA in degrees
+    this.zoom = 1;
+    this.ox = 0;
+    this.oy = 0;
+    this.mode = "pan";
+    this.density = null; // {order, counts: Map(index -> n), max}
+    this.points = [];
+    this.shape = null; // what is being drawn: {circle: {ra, dec, r}} or {polygon: [[ra, dec], ...]}
+    this.listen();
+    this.draw();
+  }
+
+  get scale() {
+    const [ex, ey] = PROJECTIONS[this.projection].extent;
+    return Math.min(this.canvas.width / (2 * ex), this.canvas.height / (2 * ey)) * 0.96 * this.zoom;
+  }
+
+  /** Screen -> [ra, dec] in degrees, or null off the map. */
+  unproject(sx, sy) {
+    const s = this.scale;
+    const x = (sx - this.canvas.width / 2 - this.ox) / s;
+    const y = -(sy - this.canvas.height / 2 - this.oy) / s;
+    const lp = PROJECTIONS[this.projection].inverse(-x, y);
+    if (!lp) return null;
+    return [(((this.lon0 + lp[0] / RAD) % 360) + 360) % 360, lp[1] / RAD];
+  }
+
+  /** [ra, dec] in degrees -> screen. */
+  project(ra, dec) {
+    let l = ((ra - this.lon0) % 360 + 540) % 360 - 180;
+    const [x, y] = PROJECTIONS[this.projection].forward(l * RAD, dec * RAD);
+    const s = this.scale;
+    return [this.canvas.width / 2 + this.ox - x * s, this.canvas.height / 2 + this.oy - y * s];
+  }
+
+  async loadDensity(from, raCol, decCol, order = 6) {
+    const index = `ivo_healpix_index(${order}, ${raCol}, ${decCol})`;
+    const query = `SELECT ${index} AS hpx, COUNT(*) AS n FROM ${from} GROUP BY ${index}`;
+    const started = performance.now();
+    const r = await api.syncRows(query, 12 * 4 ** order);
+    const ms = performance.now() - started;
+    const counts = new Map();
+    let max = 0, rows = 0;
+    for (const [hpx, n] of r.rows) { counts.set(hpx, n); max = Math.max(max, n); rows += n; }
+    this.density = { order, counts, max, rows, ms, query };
+    this.draw();
+    return this.density;
+  }
+
+  densityOfTable(table, order) {
+    return this.loadDensity(table.name, ident(table.position[0]), ident(table.position[1]), order);
+  }
+
+  densityOfQuery(query, raCol, decCol, order) {
+    return this.loadDensity(`(${asSubquery(query)}) AS q`, `q.${ident(raCol)}`, `q.${ident(decCol)}`, order);
+  }
+
+  setPoints(points) { this.points = points; this.draw(); }
+
+  draw() {
+    const c = this.canvas, ctx = c.getContext("2d");
+    const W = c.width, H = c.height;
+    const img = ctx.createImageData(W, H);
+    const d = this.density;
+    const logMax = d ? Math.log1p(d.max) : 1;
+    const palette = [];
+    for (let i = 0; i < 256; i++) palette.push(colour(i / 255).match(/\d+/g).map(Number));
+    for (let sy = 0; sy < H; sy++) {
+      for (let sx = 0; sx < W; sx++) {
+        const at = this.unproject(sx + 0.5, sy + 0.5);
+        const o = 4 * (sy * W + sx);
+        if (!at) { img.data[o] = img.data[o + 1] = img.data[o + 2] = 255; img.data[o + 3] = 255; continue; }
+        let rgb = [236, 240, 245];
+        if (d) {
+          const n = d.counts.get(ang2pixNest(d.order, at[0], at[1]));
+          if (n) rgb = palette[Math.min(255, Math.round((255 * Math.log1p(n)) / logMax))];
+        }
+        img.data[o] = rgb[0]; img.data[o + 1] = rgb[1]; img.data[o + 2] = rgb[2]; img.data[o + 3] = 255;
+      }
+    }
+    ctx.putImageData(img, 0, 0);
+    this.graticule(ctx);
+    ctx.fillStyle = "rgba(220, 30, 30, 0.8)";
+    for (const [ra, dec] of this.points) { const [x, y] = this.project(ra, dec); ctx.fillRect(x - 1.5, y - 1.5, 3, 3); }
+    this.drawShape(ctx);
+  }
+
+  path(ctx, coords) {
+    let prev = null;
+    ctx.beginPath();
+    for (const [ra, dec] of coords) {
+      const p = this.project(ra, dec);
+      // A jump across the map's edge is not a line on the sky.
+      if (prev && Math.abs(p[0] - prev[0]) < this.canvas.width / 3) ctx.lineTo(p[0], p[1]); else ctx.moveTo(p[0], p[1]);
+      prev = p;
+    }
+    ctx.stroke();
+  }
+
+  graticule(ctx) {
+    ctx.strokeStyle = "rgba(60, 60, 60, 0.35)";
+    ctx.lineWidth = 1;
+    for (let ra = 0; ra < 360; ra += 30) this.path(ctx, Array.from({ length: 91 }, (_, i) => [ra, -90 + 2 * i]));
+    for (let dec = -60; dec <= 60; dec += 30) this.path(ctx, Array.from({ length: 181 }, (_, i) => [this.lon0 - 180 + 2 * i + 1e-6, dec]));
+    ctx.strokeStyle = "rgba(20, 20, 20, 0.8)";
+    this.path(ctx, Array.from({ length: 91 }, (_, i) => [this.lon0 - 180 + 1e-6, -90 + 2 * i]));
+    this.path(ctx, Array.from({ length: 91 }, (_, i) => [this.lon0 + 180 - 1e-6, -90 + 2 * i]));
+    ctx.fillStyle = "#333";
+    ctx.font = "11px sans-serif";
+    for (let ra = 0; ra < 360; ra += 60) { const [x, y] = this.project(ra, 0); ctx.fillText(`${ra}°`, x + 2, y - 2); }
+  }
+
+  drawShape(ctx) {
+    if (!this.shape) return;
+    ctx.strokeStyle = "#d00";
+    ctx.lineWidth = 2;
+    if (this.shape.circle) this.path(ctx, circlePoints(this.shape.circle));
+    if (this.shape.polygon) this.path(ctx, [...this.shape.polygon, ...(this.shape.closed ? [this.shape.polygon[0]] : [])]);
+  }
+
+  listen() {
+    const c = this.canvas;
+    const at = (e) => { const r = c.getBoundingClientRect(); return [((e.clientX - r.left) * c.width) / r.width, ((e.clientY - r.top) * c.height) / r.height]; };
+    let drag = null;
+    c.addEventListener("pointerdown", (e) => {
+      const [sx, sy] = at(e);
+      if (this.mode === "circle") {
+        const p = this.unproject(sx, sy);
+        if (p) { drag = { circle: true }; this.shape = { circle: { ra: p[0], dec: p[1], r: 0 } }; }
+      } else if (this.mode === "polygon") {
+        const p = this.unproject(sx, sy);
+        if (!p) return;
+        if (!this.shape?.polygon || this.shape.closed) this.shape = { polygon: [] };
+        this.shape.polygon.push(p);
+        this.draw();
+        return;
+      } else drag = { pan: true, sx, sy, ox: this.ox, oy: this.oy };
+      c.setPointerCapture(e.pointerId);
+    });
+    c.addEventListener("pointermove", (e) => {
+      const [sx, sy] = at(e);
+      const p = this.unproject(sx, sy);
+      if (p) this.onStatus(`RA ${p[0].toFixed(3)}°, Dec ${p[1].toFixed(3)}°`);
+      if (!drag) return;
+      if (drag.pan) { this.ox = drag.ox + sx - drag.sx; this.oy = drag.oy + sy - drag.sy; this.draw(); }
+      if (drag.circle && p) { const k = this.shape.circle; k.r = distanceDeg(k.ra, k.dec, p[0], p[1]); this.draw(); }
+    });
+    c.addEventListener("pointerup", () => {
+      if (drag?.circle && this.shape?.circle?.r > 0) this.onRegion(this.shape);
+      drag = null;
+    });
+    c.addEventListener("dblclick", (e) => {
+      if (this.mode === "polygon" && this.shape?.polygon?.length >= 3) {
+        // The double click's own two clicks added the last vertex twice.
+        const poly = this.shape.polygon;
+        while (poly.length > 3 && distanceDeg(...poly[poly.length - 1], ...poly[poly.length - 2]) < 1e-6) poly.pop();
+        this.shape.closed = true;
+        this.draw();
+        this.onRegion(this.shape);
+      } else if (this.mode === "pan") {
+        const p = this.unproject(...at(e));
+        if (p) { this.lon0 = p[0]; this.ox = 0; this.oy = 0; this.draw(); }
+      }
+    });
+    c.addEventListener("wheel", (e) => {
+      e.preventDefault();
+      this.zoomBy(e.deltaY < 0 ? 1.25 : 0.8, ...at(e));
+    }, { passive: false });
+    c.addEventListener("keydown", (e) => {
+      const step = 40;
+      const keys = { ArrowLeft: [step, 0], ArrowRight: [-step, 0], ArrowUp: [0, step], ArrowDown: [0, -step] };
+      if (keys[e.key]) { this.ox += keys[e.key][0]; this.oy += keys[e.key][1]; this.draw(); e.preventDefault(); }
+      if (e.key === "+" || e.key === "=") { this.zoomBy(1.25); e.preventDefault(); }
+      if (e.key === "-") { this.zoomBy(0.8); e.preventDefault(); }
+    });
+  }
+
+  zoomBy(f, sx = this.canvas.width / 2, sy = this.canvas.height / 2) {
+    const cx = sx - this.canvas.width / 2, cy = sy - this.canvas.height / 2;
+    this.ox = cx - (cx - this.ox) * f;
+    this.oy = cy - (cy - this.oy) * f;
+    this.zoom *= f;
+    this.draw();
+  }
+}
+
+/** Points on the small circle of radius r around (ra, dec), all in degrees. */
+export function circlePoints({ ra, dec, r }, n = 120) {
+  const out = [];
+  const d = r * RAD, p1 = dec * RAD, l1 = ra * RAD;
+  for (let i = 0; i <= n; i++) {
+    const b = (2 * Math.PI * i) / n;
+    const p2 = Math.asin(Math.sin(p1) * Math.cos(d) + Math.cos(p1) * Math.sin(d) * Math.cos(b));
+    const l2 = l1 + Math.atan2(Math.sin(b) * Math.sin(d) * Math.cos(p1), Math.cos(d) - Math.sin(p1) * Math.sin(p2));
+    out.push([((l2 / RAD) % 360 + 360) % 360, p2 / RAD]);
+  }
+  return out;
+}
+
+const f = (x) => Number(x.toFixed(6));
+
+/** The ADQL constraint a drawn shape stands for, over the given position columns. */
+export function constraint(shape, ra, dec) {
+  if (shape.circle) {
+    const { ra: a, dec: d, r } = shape.circle;
+    return `CONTAINS(POINT('ICRS', ${ra}, ${dec}), CIRCLE('ICRS', ${f(a)}, ${f(d)}, ${f(r)})) = 1`;
+  }
+  const coords = shape.polygon.map(([a, d]) => `${f(a)}, ${f(d)}`).join(", ");
+  return `CONTAINS(POINT('ICRS', ${ra}, ${dec}), POLYGON('ICRS', ${coords})) = 1`;
+}

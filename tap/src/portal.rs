@@ -6,6 +6,8 @@
 //!   and a Content-Security-Policy that allows nothing but this origin.
 //! - `GET|POST /api/v1/adql/check?QUERY=`: `{"ok": true}` or `{"ok": false, "message", "line", "col"}`; the
 //!   syntax, the names against what the caller sees and the types, without choosing chunks or running anything.
+//! - `GET /api/v1/tables`: the tables the caller sees, with their columns (ADQL type, unit, UCD, description),
+//!   row counts, foreign keys and, for tables partitioned by position, their RA and Dec columns.
 //! - `GET /api/v1/jobs`: the caller's async jobs as JSON (as `/tap/async` lists them); `GET /api/v1/jobs/ID`: one.
 //! - `GET /api/v1/jobs/ID/progress`: server-sent events, a JSON snapshot of the job's phase and progress (chunks
 //!   done of the total, rows received per worker, rows of the result) at most every 250 ms while it changes,
@@ -52,6 +54,7 @@ pub fn routes() -> Router<Arc<Tap>> {
         .route("/portal/", get(index))
         .route("/portal/{*path}", get(asset))
         .route("/api/v1/adql/check", get(check).post(check))
+        .route("/api/v1/tables", get(tables))
         .route("/api/v1/jobs", get(list))
         .route("/api/v1/jobs/{id}", get(job))
         .route("/api/v1/jobs/{id}/progress", get(progress))
@@ -82,6 +85,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("style.css", "text/css; charset=utf-8"),
     asset!("app.js", "text/javascript; charset=utf-8"),
     asset!("api.js", "text/javascript; charset=utf-8"),
+    asset!("dom.js", "text/javascript; charset=utf-8"),
     asset!("editor.js", "text/javascript; charset=utf-8"),
     asset!("schema.js", "text/javascript; charset=utf-8"),
     asset!("jobs.js", "text/javascript; charset=utf-8"),
@@ -251,6 +255,65 @@ fn json_response(value: &Value) -> Response {
         value.to_string(),
     )
         .into_response()
+}
+
+/// The schema browser's view of the catalog.
+async fn tables(State(tap): State<Arc<Tap>>, Extension(caller): Extension<Caller>) -> Response {
+    let visible = tap.visible_to(crate::access::Reader::of(&caller));
+    let records: HashMap<String, Arc<czar::catalog::TableInfo>> = tap
+        .czar
+        .tables()
+        .into_iter()
+        .map(|t| (t.record.qualified_name().to_lowercase(), t))
+        .collect();
+    let keys = tap.czar.foreign_keys_for(visible.as_deref());
+    let mut out: Vec<Value> = tap
+        .czar
+        .catalog_tables_for(visible.as_deref())
+        .iter()
+        .map(|t| {
+            let name = t.qualified_name();
+            let record = records.get(&name.to_lowercase());
+            let position = record.and_then(|r| match &r.record.kind {
+                metastore::TableKind::Director { ra, dec, .. } => Some(json!([ra, dec])),
+                _ => None,
+            });
+            let columns: Vec<Value> = t
+                .columns
+                .iter()
+                .map(|c| {
+                    json!({
+                        "name": crate::tap_schema::column_name(c),
+                        "datatype": crate::tap_schema::column_type(c).0,
+                        "unit": c.unit,
+                        "ucd": c.ucd,
+                        "description": c.description,
+                        "principal": c.principal,
+                        "indexed": c.indexed,
+                    })
+                })
+                .collect();
+            let fks: Vec<Value> = keys
+                .iter()
+                .filter(|k| k.from.eq_ignore_ascii_case(&name) || k.target.eq_ignore_ascii_case(&name))
+                .map(|k| {
+                    json!({"from": k.from, "target": k.target, "fromColumn": k.from_column,
+                           "targetColumn": k.target_column})
+                })
+                .collect();
+            json!({
+                "schema": t.schema,
+                "name": name,
+                "description": t.description,
+                "rows": record.map(|r| r.record.rows),
+                "position": position,
+                "columns": columns,
+                "keys": fks,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    json_response(&Value::Array(out))
 }
 
 fn query_of(job: &Job) -> Option<&str> {
@@ -433,7 +496,7 @@ async fn rows(
     };
     let ctx = SessionContext::new();
     let frame = match ctx
-        .read_parquet(path.to_string_lossy().as_ref(), ParquetReadOptions::default())
+        .read_parquet(path.to_string_lossy().as_ref(), ParquetReadOptions::default().skip_metadata(false))
         .await
     {
         Ok(f) => f,
@@ -583,7 +646,7 @@ async fn result(
     let stored = job.result.clone().expect("a completed job's result");
     let ctx = SessionContext::new();
     let stream = match ctx
-        .read_parquet(path.to_string_lossy().as_ref(), ParquetReadOptions::default())
+        .read_parquet(path.to_string_lossy().as_ref(), ParquetReadOptions::default().skip_metadata(false))
         .await
     {
         Ok(f) => f.execute_stream().await,

@@ -1,0 +1,371 @@
+// The portal in headless Chromium against a real `skyshard demo` (a czar and two workers over Flight), driven by
+// playwright-core under node's test runner. Every request to anything but the loopback address fails the run.
+// Answers are checked against DuckDB over the demo's own chunk files (through python3), not against the engine.
+//
+//   SKYSHARD=path/to/skyshard node --test --test-concurrency=1 tests/browser/portal.test.mjs
+//
+// Screenshots of each state go to tests/browser/artifacts/ (a few are copied into docs/portal/ by hand).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, "..", "..");
+const skyshard = process.env.SKYSHARD || join(process.env.CARGO_TARGET_DIR || join(process.env.HOME, ".cache/skyshard-target"), "debug/skyshard");
+const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
+const artifacts = join(here, "artifacts");
+const ROWS = 200000;
+
+let demo, base, dataDir, browser, page, context;
+const foreign = []; // requests that left the machine
+const pageErrors = [];
+
+function shot(name) {
+  return page.screenshot({ path: join(artifacts, `${name}.png`) });
+}
+
+/** Runs python3 code with DATA and BASE set; returns its stdout. */
+function python(code) {
+  return execFileSync("python3", ["-c", code], { env: { ...process.env, DATA: dataDir, BASE: base }, encoding: "utf8", timeout: 120000 });
+}
+
+/** A DuckDB answer over the demo's chunk files of `table` (its own rows: overlap files left out). */
+function duck(table, sql) {
+  const code = `
+import duckdb, os, json
+glob = os.path.join(os.environ["DATA"], "tables", "${table}", "*", "chunks", "*.parquet")
+con = duckdb.connect()
+con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet('{glob}', filename=true) WHERE filename NOT LIKE '%.overlap.parquet'")
+print(json.dumps(con.execute("""${sql}""").fetchall()))
+`;
+  return JSON.parse(python(code));
+}
+
+async function setQuery(text) {
+  await page.evaluate((t) => window.portal.editor.setText(t), text);
+}
+
+/** Clicks Run; waits for a new job and its end. */
+async function runAndWait(timeout = 60000) {
+  const previous = await page.evaluate(() => window.portal.job?.id || null);
+  await page.click("#run");
+  await page.waitForFunction((prev) => {
+    const j = window.portal.job;
+    return j && j.id !== prev && ["COMPLETED", "ERROR", "ABORTED"].includes(j.phase);
+  }, previous, { timeout });
+  return page.evaluate(() => window.portal.job);
+}
+
+before(async () => {
+  rmSync(artifacts, { recursive: true, force: true });
+  mkdirSync(artifacts, { recursive: true });
+  dataDir = mkdtempSync(join(tmpdir(), "skyshard-portal-"));
+  demo = spawn(skyshard, ["demo", "--rows", String(ROWS), "--port", "0", "--data-dir", dataDir], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  demo.stderr.on("data", (d) => { out += d; });
+  base = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the demo did not start in 180 s:\n${out}`)), 180000);
+    demo.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/TAP URL:\s+(http:\/\/127\.0\.0\.1:\d+)\/tap/);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    demo.on("exit", (code) => reject(new Error(`the demo exited (${code}):\n${out}`)));
+  });
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+  await context.route("**/*", (route) => {
+    const url = new URL(route.request().url());
+    if (["http:", "https:", "ws:", "wss:"].includes(url.protocol) && url.hostname !== "127.0.0.1" && url.hostname !== "localhost") {
+      foreign.push(url.href);
+      return route.abort();
+    }
+    return route.continue();
+  });
+  page = await context.newPage();
+  page.on("pageerror", (e) => pageErrors.push(e.message));
+});
+
+after(async () => {
+  await browser?.close();
+  demo?.kill("SIGKILL");
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  assert.deepEqual(foreign, [], "the portal made requests to other hosts");
+  assert.deepEqual(pageErrors, [], "the page threw");
+});
+
+test("the first screen is ready within 1.5 s and ships under 1 MB of gzipped JavaScript", async () => {
+  const js = [];
+  page.on("response", async (r) => {
+    if (r.url().endsWith(".js")) js.push({ url: r.url(), bytes: Number((await r.allHeaders())["content-length"] || 0), encoding: (await r.allHeaders())["content-encoding"] });
+  });
+  const started = Date.now();
+  await page.goto(`${base}/`);
+  await page.waitForSelector("body[data-ready]");
+  await page.waitForSelector("#schema-tree details.table");
+  const ready = Date.now() - started;
+  await shot("01-first-screen");
+  assert.ok(ready < 1500, `first screen took ${ready} ms`);
+  assert.ok(js.length >= 5, JSON.stringify(js));
+  assert.ok(js.every((j) => j.bytes > 0), "every script has a length");
+  const total = js.reduce((a, j) => a + j.bytes, 0);
+  assert.ok(js.find((j) => j.url.includes("codemirror"))?.encoding === "gzip", "the bundle is sent gzipped");
+  assert.ok(total < 1024 * 1024, `JavaScript shipped: ${total} bytes`);
+  console.log(`# budget: first screen ${ready} ms; JavaScript ${total} bytes gzipped in ${js.length} files`);
+  // Revalidation: the same file again with its ETag is 304.
+  const again = await page.request.get(`${base}/portal/app.js`);
+  const etag = again.headers().etag;
+  assert.ok(etag);
+  const cached = await page.request.get(`${base}/portal/app.js`, { headers: { "If-None-Match": etag } });
+  assert.equal(cached.status(), 304);
+});
+
+test("the schema browser lists the tables with row counts and inserts a column name", async () => {
+  const summary = page.locator("details.table summary", { hasText: "object" }).first();
+  assert.match(await summary.textContent(), /200,000 rows/);
+  await summary.locator("button.name").click();
+  await page.locator("details.table", { hasText: "object" }).first().evaluate((d) => { d.open = true; });
+  await setQuery("SELECT ");
+  await page.evaluate(() => window.portal.editor.view.dispatch({ selection: { anchor: 7 } }));
+  await page.locator("details.table", { hasText: "object" }).first().locator("button.column", { hasText: /^mag_g$/ }).click();
+  assert.equal(await page.evaluate(() => window.portal.editor.getText()), "SELECT mag_g");
+  await shot("02-schema");
+});
+
+test("typing completes tables and alias columns, and errors show at their line and column", async () => {
+  await setQuery("");
+  await page.click("#editor .cm-content");
+  await page.keyboard.type("SELECT TOP 5 o.id FROM sky.obj");
+  await page.keyboard.press("Control+Space");
+  await page.waitForSelector(".cm-tooltip-autocomplete");
+  const options = await page.locator(".cm-tooltip-autocomplete li").allTextContents();
+  assert.ok(options.some((o) => o.startsWith("object")), JSON.stringify(options));
+  await page.keyboard.press("Enter");
+  await page.keyboard.type(" AS o WHERE o.ma");
+  await page.keyboard.press("Control+Space");
+  await page.waitForSelector(".cm-tooltip-autocomplete li:has-text('mag_g')");
+  const columns = await page.locator(".cm-tooltip-autocomplete li").allTextContents();
+  assert.ok(columns.some((o) => o.startsWith("mag_g")), JSON.stringify(columns));
+  assert.ok(columns.every((o) => o.startsWith("mag_")), `only the alias's columns after "o.": ${JSON.stringify(columns)}`);
+  await shot("03-completion");
+  await page.keyboard.press("Escape");
+  assert.equal(await page.evaluate(() => window.portal.editor.getText()), "SELECT TOP 5 o.id FROM sky.object AS o WHERE o.ma");
+  await page.waitForFunction(() => document.querySelector("#check-status").textContent.includes("1:"));
+  assert.match(await page.textContent("#check-status"), /^✗ 1:\d+ /);
+  await page.waitForSelector(".cm-lintRange-error");
+  await page.keyboard.type("g_g < 18");
+  await page.waitForFunction(() => document.querySelector("#check-status").textContent.includes("valid"));
+});
+
+test("a query runs as an async job whose progress reaches 100 %, and its result pages and sorts", async () => {
+  await setQuery("SELECT id, ra, dec, mag_g FROM sky.object WHERE mag_g < 20");
+  const job = await runAndWait();
+  assert.equal(job.phase, "COMPLETED", JSON.stringify(job));
+  await page.waitForSelector(".pct[data-pct='100']");
+  const progress = await page.evaluate(() => window.portal.job.progress);
+  assert.ok(progress.chunks_total > 1 && progress.chunks_done === progress.chunks_total, JSON.stringify(progress));
+  assert.equal(Object.keys(progress.workers).length, 2, "both workers reported");
+  const [[expected]] = duck("sky.object", "SELECT COUNT(*) FROM t WHERE mag_g < 20");
+  assert.ok(expected > 1000);
+  assert.equal(job.rows, expected);
+  await page.waitForSelector("table.results tbody tr");
+  assert.match(await page.textContent(".pager .range"), new RegExp(`of ${expected.toLocaleString("en-US")}`));
+  await shot("04-progress-and-result");
+  // Sort by mag_g, descending (two clicks), then the last page: compare with DuckDB's order.
+  await page.click("th button.sort:has-text('mag_g')");
+  await page.waitForSelector("th[aria-sort=ascending]");
+  await page.click("th button.sort:has-text('mag_g')");
+  await page.waitForSelector("th[aria-sort=descending]");
+  const top = await page.locator("table.results tbody tr td:nth-child(4)").allTextContents();
+  const want = duck("sky.object", "SELECT mag_g FROM t WHERE mag_g < 20 ORDER BY mag_g DESC LIMIT 100").map((r) => r[0]);
+  assert.equal(top.length, 100);
+  top.forEach((v, i) => assert.ok(Math.abs(Number(v) - want[i]) < 1e-4, `row ${i}: ${v} vs ${want[i]}`));
+  await page.click("[data-nav=last]");
+  await page.waitForFunction((n) => document.querySelector(".pager .range").textContent.includes(`–${n} of`), expected.toLocaleString("en-US"));
+  await shot("05-sorted-last-page");
+  // A page of the result, timed through the API the table uses.
+  const t0 = Date.now();
+  const r = await page.request.get(`${base}/api/v1/jobs/${job.id}/rows?offset=1000&limit=100&sort=ra&order=desc`);
+  const ms = Date.now() - t0;
+  assert.equal(r.status(), 200);
+  console.log(`# budget: a sorted page of a ${expected}-row result in ${ms} ms`);
+});
+
+test("EXPLAIN shows the chunks, the fragment and the merge", async () => {
+  await page.click("#explain");
+  await page.waitForFunction(() => !document.querySelector("#explain-text").textContent.startsWith("Planning"));
+  const text = await page.textContent("#explain-text");
+  assert.match(text, /chunk/i);
+  await shot("06-explain");
+});
+
+test("a histogram is binned (here from rows, in the engine for a large result) and counts every value", async () => {
+  await page.click("button[data-tab=plot]");
+  await page.selectOption("#plot-kind", "histogram");
+  await page.selectOption("#plot-x", "mag_g");
+  await page.click("#plot-draw");
+  await page.waitForFunction(() => window.portal.lastPlot && window.portal.lastPlot.kind === "histogram");
+  const h = await page.evaluate(() => window.portal.lastPlot);
+  const [[expected]] = duck("sky.object", "SELECT COUNT(mag_g) FROM t WHERE mag_g < 20");
+  assert.equal(h.counts.reduce((a, b) => a + b, 0), expected);
+  assert.equal(h.engine, true, "a result over 5,000 rows is binned by the engine");
+  await shot("07-histogram");
+  await page.selectOption("#plot-kind", "density");
+  await page.selectOption("#plot-y", "dec");
+  await page.evaluate(() => { window.portal.lastPlot = null; });
+  await page.click("#plot-draw");
+  await page.waitForFunction(() => window.portal.lastPlot && window.portal.lastPlot.kind === "density");
+  assert.equal((await page.evaluate(() => window.portal.lastPlot)).total, expected);
+  await shot("08-density-plot");
+});
+
+test("the sky density map counts every row, and its HEALPix cells are the engine's", async () => {
+  await page.click("button[data-tab=sky]");
+  await page.selectOption("#sky-source", "sky.object");
+  await page.selectOption("#sky-order", "6");
+  await page.click("#sky-density");
+  await page.waitForFunction(() => document.querySelector("#sky-canvas").dataset.densityMs);
+  const d = await page.evaluate(() => ({ rows: window.portal.sky.density.rows, cells: window.portal.sky.density.counts.size }));
+  assert.equal(d.rows, ROWS);
+  assert.ok(d.cells > 1000, JSON.stringify(d));
+  console.log(`# budget: density map of ${ROWS} rows at order 6 in ${await page.getAttribute("#sky-canvas", "data-density-ms")} ms`);
+  // The page's own HEALPix (which draws the map) against the engine's ivo_healpix_index.
+  const mismatches = await page.evaluate(async () => {
+    const { ang2pixNest } = await import("/portal/healpix.js");
+    const pts = Array.from({ length: 40 }, (_, i) => [(i * 37.3) % 360, -85 + ((i * 53.1) % 170)]);
+    const q = pts.map(([ra, dec], i) => `SELECT ${i} AS i, ivo_healpix_index(9, ${ra}, ${dec}) AS h FROM sky.object WHERE id = 1`).join(" UNION ALL ");
+    const r = await fetch("/tap/sync", { method: "POST", body: new URLSearchParams({ LANG: "ADQL", RESPONSEFORMAT: "csv", QUERY: q }) });
+    const lines = (await r.text()).trim().split("\n").slice(1).map((l) => l.split(",").map(Number));
+    if (lines.length !== pts.length) return [`engine answered ${lines.length} rows`];
+    return lines.filter(([i, h]) => ang2pixNest(9, ...pts[i]) !== h).map(([i, h]) => `${pts[i]}: ${h}`);
+  });
+  assert.deepEqual(mismatches, []);
+  await shot("09-sky-density");
+  for (const p of ["Mollweide", "HEALPix"]) {
+    await page.selectOption("#sky-projection", p);
+    await shot(`10-sky-${p.toLowerCase()}`);
+  }
+  await page.selectOption("#sky-projection", "Hammer-Aitoff");
+});
+
+test("drawing a circle on the sky writes CONTAINS into the query, which returns the rows inside it", async () => {
+  await setQuery("SELECT id, ra, dec FROM sky.object");
+  await page.check("input[name=sky-mode][value=circle]");
+  const box = await page.locator("#sky-canvas").boundingBox();
+  const cx = box.x + box.width / 2, cy = box.y + box.height / 2;
+  await page.mouse.move(cx, cy);
+  await page.mouse.down();
+  await page.mouse.move(cx + 10, cy + 4, { steps: 4 });
+  await page.mouse.up();
+  const text = await page.evaluate(() => window.portal.editor.getText());
+  const m = text.match(/CIRCLE\('ICRS', ([\d.-]+), ([\d.-]+), ([\d.]+)\)\) = 1/);
+  assert.ok(m, text);
+  const [ra, dec, r] = m.slice(1).map(Number);
+  assert.ok(r > 0.5 && r < 20, `radius ${r}`);
+  await shot("11-circle");
+  const job = await runAndWait();
+  assert.equal(job.phase, "COMPLETED", JSON.stringify(job));
+  const sql = `SELECT COUNT(*) FROM t WHERE 2 * asin(sqrt(pow(sin(radians(dec - (${dec})) / 2), 2) + cos(radians(dec)) * cos(radians(${dec})) * pow(sin(radians(ra - (${ra})) / 2), 2))) <= radians(${r})`;
+  const [[expected]] = duck("sky.object", sql);
+  assert.ok(expected > 0, "the circle holds rows");
+  assert.equal(job.rows, expected);
+  await page.click("button[data-tab=sky]");
+  await shot("12-circle-result-on-sky");
+});
+
+test("Parquet downloads read back with pyarrow, and other formats say OVERFLOW when the result was cut", async () => {
+  await setQuery("SELECT id, ra, dec, mag_g FROM sky.object WHERE mag_g < 21");
+  await page.fill("#maxrec", "3000");
+  const job = await runAndWait();
+  await page.fill("#maxrec", "100000");
+  assert.equal(job.rows, 3000);
+  assert.equal(job.overflow, true);
+  await page.click("button[data-tab=results]");
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("a[data-format=parquet]")]);
+  const file = join(artifacts, "result.parquet");
+  await download.saveAs(file);
+  const back = JSON.parse(python(`
+import pyarrow.parquet as pq, json
+t = pq.read_table("${file}")
+print(json.dumps({"rows": t.num_rows, "names": t.column_names, "unit": (t.schema.field("ra").metadata or {}).get(b"unit", b"").decode()}))`));
+  assert.deepEqual(back, { rows: 3000, names: ["id", "ra", "dec", "mag_g"], unit: "deg" });
+  const vot = await (await page.request.get(`${base}/api/v1/jobs/${job.id}/result?RESPONSEFORMAT=votable`)).text();
+  assert.match(vot, /name="QUERY_STATUS" value="OVERFLOW"/);
+  assert.match(vot, /unit="deg"/);
+  const csv = await (await page.request.get(`${base}/api/v1/jobs/${job.id}/result?RESPONSEFORMAT=csv`)).text();
+  assert.equal(csv.trim().split("\n").length, 3001);
+});
+
+test("the pyvo snippet reattaches to the job and reads the same rows", async () => {
+  await page.click("button[data-tab=python]");
+  await shot("13-python");
+  const snippet = await page.textContent("#python-snippet");
+  const id = await page.evaluate(() => window.portal.job.id);
+  assert.ok(snippet.includes(`/tap/async/${id}`));
+  const out = python(`${snippet}\nprint("IDS", ",".join(str(i) for i in sorted(df["id"].tolist())[:5]), len(df))`);
+  const line = out.split("\n").find((l) => l.startsWith("IDS "));
+  const page1 = await (await page.request.get(`${base}/api/v1/jobs/${id}/rows?limit=1000&sort=id`)).json();
+  assert.equal(line, `IDS ${page1.rows.slice(0, 5).map((r) => r[0]).join(",")} 3000`);
+  const nb = await page.getAttribute("#python-ipynb", "download");
+  assert.match(nb, /\.ipynb$/);
+});
+
+test("an uploaded CSV joins as TAP_UPLOAD", async () => {
+  const ids = duck("sky.object", "SELECT id FROM t ORDER BY id LIMIT 7").map((r) => r[0]);
+  const csv = join(artifacts, "my_ids.csv");
+  writeFileSync(csv, `id\n${ids.join("\n")}\n`);
+  await page.setInputFiles("#upload", csv);
+  await page.waitForSelector("#uploads .chip");
+  await setQuery("SELECT o.id, o.ra FROM sky.object AS o JOIN TAP_UPLOAD.my_ids AS u ON o.id = u.id");
+  const job = await runAndWait();
+  assert.equal(job.phase, "COMPLETED", JSON.stringify(job));
+  assert.equal(job.rows, 7);
+  await shot("16-upload");
+  await page.click("#uploads .chip button[aria-label^=Remove]");
+});
+
+test("a permalink restores the query and its job", async () => {
+  const id = await page.evaluate(() => window.portal.job.id);
+  const url = page.url();
+  assert.ok(url.includes(`job=${id}`), url);
+  const other = await context.newPage();
+  await other.goto(url);
+  await other.waitForSelector("table.results tbody tr");
+  assert.match(await other.evaluate(() => window.portal.editor.getText()), /TAP_UPLOAD\.my_ids/);
+  await other.close();
+});
+
+test("aborting a long job stops it within a second, and the cluster goes quiet", async () => {
+  // A join the engine cannot do chunk-local: both sides gathered, then compared pair by pair (4e10 pairs).
+  await setQuery("SELECT COUNT(*) FROM sky.object AS a JOIN sky.object AS b ON a.mag_g > b.mag_g + 5 AND a.mag_r < b.mag_i");
+  const previous = await page.evaluate(() => window.portal.job?.id || null);
+  await page.click("#run");
+  await page.waitForFunction((prev) => window.portal.job && window.portal.job.id !== prev && window.portal.job.phase === "EXECUTING", previous, { timeout: 30000 });
+  await new Promise((r) => setTimeout(r, 1500));
+  await page.click("button[data-tab=jobs]");
+  const id = await page.evaluate(() => window.portal.job.id);
+  await page.waitForSelector(`tr[data-job="${id}"] button:has-text("Abort")`);
+  await shot("14-jobs-running");
+  const t0 = Date.now();
+  await page.click(`tr[data-job="${id}"] button:has-text("Abort")`);
+  await page.waitForFunction(() => window.portal.job.phase === "ABORTED", null, { timeout: 5000 });
+  const stopped = Date.now() - t0;
+  assert.ok(stopped < 1000, `aborted after ${stopped} ms`);
+  // The demo (czar and workers in one process) uses next to no CPU once the job is gone.
+  const cpu = () => { const f = readFileSync(`/proc/${demo.pid}/stat`, "utf8").split(") ")[1].split(" "); return Number(f[11]) + Number(f[12]); };
+  await new Promise((r) => setTimeout(r, 500));
+  const before = cpu();
+  await new Promise((r) => setTimeout(r, 2000));
+  const ticks = cpu() - before;
+  assert.ok(ticks < 40, `${ticks} CPU ticks in 2 s after the abort`);
+  await page.waitForSelector(`tr[data-job="${id}"][data-phase=ABORTED]`);
+  await shot("15-jobs-aborted");
+});
