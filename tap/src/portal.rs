@@ -48,6 +48,10 @@ use crate::reply::{error, streamed_response};
 use crate::service::Tap;
 
 pub fn routes() -> Router<Arc<Tap>> {
+    // Hash and compress the files now, off the request path: the first visitor should not wait for it.
+    std::thread::spawn(|| {
+        prepared();
+    });
     Router::new()
         .route("/", get(to_portal))
         .route("/portal", get(to_portal))

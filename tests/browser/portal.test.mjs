@@ -148,10 +148,18 @@ test("typing completes tables and alias columns, and errors show at their line a
   await page.waitForSelector(".cm-tooltip-autocomplete");
   const options = await page.locator(".cm-tooltip-autocomplete li").allTextContents();
   assert.ok(options.some((o) => o.startsWith("object")), JSON.stringify(options));
-  await page.keyboard.press("Enter");
+  await page.click(".cm-tooltip-autocomplete li:has-text('object')");
+  await page.waitForFunction(() => window.portal.editor.getText().endsWith("sky.object"));
   await page.keyboard.type(" AS o WHERE o.ma");
   await page.keyboard.press("Control+Space");
-  await page.waitForSelector(".cm-tooltip-autocomplete li:has-text('mag_g')");
+  try {
+    await page.waitForSelector(".cm-tooltip-autocomplete li:has-text('mag_g')", { timeout: 5000 });
+  } catch (e) {
+    await shot("03-completion-failed");
+    const text = await page.evaluate(() => window.portal.editor.getText());
+    const shown = await page.locator(".cm-tooltip-autocomplete li").allTextContents();
+    throw new Error(`no column completion for ${JSON.stringify(text)}: ${JSON.stringify(shown)}`);
+  }
   const columns = await page.locator(".cm-tooltip-autocomplete li").allTextContents();
   assert.ok(columns.some((o) => o.startsWith("mag_g")), JSON.stringify(columns));
   assert.ok(columns.every((o) => o.startsWith("mag_")), `only the alias's columns after "o.": ${JSON.stringify(columns)}`);
