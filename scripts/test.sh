@@ -42,3 +42,14 @@ fi
 command -v stilts >/dev/null || echo "SKIPPED: the STILTS taplint test (stilts is not installed: apt-get install stilts)"
 # -rs names every skipped test and why.
 SKYSHARD="$skyshard" python3 -m pytest -q -rs tests/python
+
+# The portal in headless Chromium (tests/browser): Debian's chromium and playwright-core (`cd tests/browser && npm
+# ci`). In CI both are installed by .ci/run, and their absence is an error, not a skip.
+if command -v chromium >/dev/null && [ -d tests/browser/node_modules/playwright-core ]; then
+  SKYSHARD="$skyshard" node --test --test-concurrency=1 tests/browser/portal.test.mjs
+elif [ -n "${CI:-}" ]; then
+  echo "the browser tests need chromium and tests/browser/node_modules (cd tests/browser && npm ci)" >&2
+  exit 1
+else
+  echo "SKIPPED: the portal's browser tests (need chromium from apt and: cd tests/browser && npm ci)"
+fi

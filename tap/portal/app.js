@@ -304,6 +304,17 @@ $("sky-density").addEventListener("click", async () => {
   }
 });
 
+$("sky-coverage").addEventListener("click", async () => {
+  const table = state.tables.find((t) => t.name === $("sky-source").value);
+  if (!table) { $("sky-status").textContent = "Pick a table for its coverage."; return; }
+  try {
+    const c = await sky.loadCoverage(table);
+    $("sky-status").textContent = `${table.name} covers ${fmtCount(c.cells.size)} of ${fmtCount(12 * 4 ** c.order)} cells of order ${c.order}`;
+  } catch (e) {
+    $("sky-status").textContent = e.message;
+  }
+});
+
 async function showPositions() {
   const pos = resultPosition();
   if (!pos || !state.job) { sky.setPoints([]); return; }

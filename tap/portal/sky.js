@@ -70,6 +70,16 @@ export class SkyView {
     return this.loadDensity(`(${asSubquery(query)}) AS q`, `q.${ident(raCol)}`, `q.${ident(decCol)}`, order);
   }
 
+  /** The coverage of a table: the HEALPix cells (order 3 or 4) that hold any of its rows, from the same GROUP BY;
+   * the sky outside it is greyed. */
+  async loadCoverage(table, order = 4) {
+    const index = `ivo_healpix_index(${order}, ${ident(table.position[0])}, ${ident(table.position[1])})`;
+    const r = await api.syncRows(`SELECT ${index} AS hpx, COUNT(*) AS n FROM ${table.name} GROUP BY ${index}`, 12 * 4 ** order);
+    this.coverage = { order, cells: new Set(r.rows.map((row) => row[0])), table: table.name };
+    this.draw();
+    return this.coverage;
+  }
+
   setPoints(points) { this.points = points; this.draw(); }
 
   draw() {
@@ -90,6 +100,8 @@ export class SkyView {
           const n = d.counts.get(ang2pixNest(d.order, at[0], at[1]));
           if (n) rgb = palette[Math.min(255, Math.round((255 * Math.log1p(n)) / logMax))];
         }
+        const cov = this.coverage;
+        if (cov && !cov.cells.has(ang2pixNest(cov.order, at[0], at[1]))) rgb = [rgb[0] * 0.35 + 110, rgb[1] * 0.35 + 110, rgb[2] * 0.35 + 110];
         img.data[o] = rgb[0]; img.data[o + 1] = rgb[1]; img.data[o + 2] = rgb[2]; img.data[o + 3] = 255;
       }
     }

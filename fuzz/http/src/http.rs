@@ -278,10 +278,24 @@ fn request(kind: u8, raw: &[u8], token: &str) -> Option<Request<Body>> {
             let content_type = std::str::from_utf8(content_type).ok()?;
             post("/tap/sync", content_type, body.to_vec())
         }
-        // Any path under /tap (VOSI tables, UWS sub-resources of unknown jobs, examples).
-        6 => Request::get(format!("/tap/{}", query_string(raw).replace('%', "%25")))
-            .body(Body::empty())
-            .ok(),
+        // Any path under /tap (VOSI tables, UWS sub-resources of unknown jobs, examples); or, for input that starts
+        // with `api/` or `portal`, the portal's files and JSON endpoints (a `?` starts the query string).
+        6 => {
+            let uri = if raw.starts_with(b"api/") || raw.starts_with(b"portal") {
+                let (path, query) = match raw.iter().position(|&b| b == b'?') {
+                    Some(i) => (&raw[..i], &raw[i + 1..]),
+                    None => (raw, &[][..]),
+                };
+                format!(
+                    "/{}?{}",
+                    query_string(path).replace('%', "%25"),
+                    query_string(query)
+                )
+            } else {
+                format!("/tap/{}", query_string(raw).replace('%', "%25"))
+            };
+            Request::get(uri).body(Body::empty()).ok()
+        }
         // Credentials: an Authorization header or a cookie of the input's choosing (`TOKEN` in it stands for the
         // valid token), on a sync query.
         8 => {
