@@ -512,8 +512,11 @@ async fn rows(
         }
     };
     let schema = frame.schema().as_arrow().clone();
-    let frame = match params.get("SORT").filter(|s| !s.is_empty()) {
-        None => frame,
+    let batches = match params.get("SORT").filter(|s| !s.is_empty()) {
+        None => match frame.limit(offset, Some(limit)) {
+            Ok(f) => f.collect().await,
+            Err(e) => Err(e),
+        },
         Some(name) => {
             if schema.field_with_name(name).is_err() {
                 return error(
@@ -521,16 +524,9 @@ async fn rows(
                     &format!("the result has no column {name} to sort by"),
                 );
             }
-            let key = Expr::Column(Column::new_unqualified(name)).sort(!descending, descending);
-            match frame.sort(vec![key]) {
-                Ok(f) => f,
-                Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
-            }
+            let key = (id.clone(), name.to_string(), descending);
+            sorted_page(frame, key, offset, limit).await
         }
-    };
-    let batches = match frame.limit(offset, Some(limit)) {
-        Ok(f) => f.collect().await,
-        Err(e) => Err(e),
     };
     let batches = match batches {
         Ok(b) => b,
@@ -567,6 +563,68 @@ async fn rows(
         "columns": columns,
         "rows": rows,
     }))
+}
+
+/// Results kept sorted for paging, newest last: (job, column, descending) and the whole result in that order.
+/// A sorted result is sorted once and its pages are slices of it (a page of a million-row result sorted by a column
+/// took 0.7 s sorted again for every page).
+type SortedResult = ((String, String, bool), Arc<Vec<RecordBatch>>, usize);
+static SORTED: std::sync::Mutex<std::collections::VecDeque<SortedResult>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+/// Memory the sorted results may hold in all; one larger than half of it is sorted again for each page.
+const SORTED_BYTES: usize = 512 << 20;
+
+/// Rows `offset..offset + limit` of the result in `frame` sorted by `key`'s column.
+async fn sorted_page(
+    frame: datafusion::dataframe::DataFrame,
+    key: (String, String, bool),
+    offset: usize,
+    limit: usize,
+) -> datafusion::common::Result<Vec<RecordBatch>> {
+    let cached = SORTED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .find(|(k, ..)| *k == key)
+        .map(|(_, b, _)| b.clone());
+    let order = Expr::Column(Column::new_unqualified(&key.1)).sort(!key.2, key.2);
+    let all = match cached {
+        Some(b) => b,
+        None => {
+            let batches = Arc::new(frame.sort(vec![order])?.collect().await?);
+            let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+            if bytes <= SORTED_BYTES / 2 {
+                let mut kept = SORTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                kept.retain(|(k, ..)| *k != key);
+                kept.push_back((key, batches.clone(), bytes));
+                while kept.iter().map(|(.., n)| n).sum::<usize>() > SORTED_BYTES {
+                    kept.pop_front();
+                }
+            }
+            batches
+        }
+    };
+    Ok(slice_rows(&all, offset, limit))
+}
+
+/// Rows `offset..offset + limit` of `batches`.
+fn slice_rows(batches: &[RecordBatch], mut offset: usize, mut limit: usize) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    for b in batches {
+        if limit == 0 {
+            break;
+        }
+        if offset >= b.num_rows() {
+            offset -= b.num_rows();
+            continue;
+        }
+        let n = limit.min(b.num_rows() - offset);
+        out.push(b.slice(offset, n));
+        offset = 0;
+        limit -= n;
+    }
+    out
 }
 
 /// The rows of `batches` as JSON arrays: numbers as numbers (non-finite ones, which JSON lacks, as text), nulls
@@ -745,6 +803,31 @@ mod tests {
         let cm = &p["vendor/codemirror.js"];
         assert!(cm.gzip.as_ref().is_some_and(|z| z.len() * 2 < cm.asset.bytes.len()));
         assert_ne!(p["app.js"].etag, p["index.html"].etag);
+    }
+
+    #[test]
+    fn slices_cross_batches() {
+        use datafusion::arrow::array::Int64Array;
+        let batch = |v: Vec<i64>| {
+            RecordBatch::try_from_iter(vec![(
+                "x",
+                Arc::new(Int64Array::from(v)) as datafusion::arrow::array::ArrayRef,
+            )])
+            .expect("a batch")
+        };
+        let batches = vec![batch(vec![0, 1, 2]), batch(vec![3, 4]), batch(vec![5, 6, 7])];
+        let values = |out: Vec<RecordBatch>| -> Vec<i64> {
+            out.iter()
+                .flat_map(|b| {
+                    let a = b.column(0).as_any().downcast_ref::<Int64Array>().expect("ints");
+                    a.values().to_vec()
+                })
+                .collect()
+        };
+        assert_eq!(values(slice_rows(&batches, 2, 4)), vec![2, 3, 4, 5]);
+        assert_eq!(values(slice_rows(&batches, 7, 10)), vec![7]);
+        assert!(slice_rows(&batches, 8, 10).is_empty());
+        assert!(slice_rows(&batches, 0, 0).is_empty());
     }
 
     #[test]

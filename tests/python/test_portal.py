@@ -124,6 +124,15 @@ def test_jobs_are_their_owners_and_pages_match_duckdb(service):
     assert page["columns"][1]["unit"] == "deg" and page["columns"][1]["ucd"].startswith("pos.eq.ra")
     got = [(r[0], r[3]) for r in page["rows"]]
     assert [g[1] for g in got] == pytest.approx([w[1] for w in want], rel=1e-6)
+    # The next page comes from the result as sorted once (kept for paging): it continues where the first ended.
+    want2 = duckdb.connect().execute(
+        f"SELECT mag_g FROM read_parquet('{parquet}') WHERE mag_g < 22 ORDER BY mag_g DESC LIMIT 50 OFFSET 50"
+    ).fetchall()
+    page2 = ada.get(f"{root}/api/v1/jobs/{jid}/rows",
+                    params={"offset": 50, "limit": 50, "sort": "mag_g", "order": "desc"}).json()
+    assert [r[3] for r in page2["rows"]] == pytest.approx([w[0] for w in want2], rel=1e-6)
+    asc = ada.get(f"{root}/api/v1/jobs/{jid}/rows", params={"limit": 3, "sort": "mag_g"}).json()
+    assert asc["rows"][0][3] <= asc["rows"][1][3] <= asc["rows"][2][3]
     last = ada.get(f"{root}/api/v1/jobs/{jid}/rows", params={"offset": total - 2, "limit": 10}).json()
     assert len(last["rows"]) == 2
     # Someone else's job is not theirs to read, in any of the portal's views of it; anonymous callers are asked
