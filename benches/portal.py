@@ -116,12 +116,15 @@ def main():
             time.sleep(0.5)
         assert info["phase"] == "COMPLETED" and info["rows"] == min(a.rows, 1_000_000), info
         page_url = f"{base}/api/v1/jobs/{jid}/rows?offset=500000&limit=100&sort=mag_g&order=desc"
+        # The first sorted page sorts the result (then kept for paging); the others are slices of it.
+        first_sorted_s, _ = timed(lambda: http(page_url), n=1)
         page_s, (_, page) = timed(lambda: http(page_url))
         assert len(json.loads(page)["rows"]) == 100
         first_s, _ = timed(lambda: http(f"{base}/api/v1/jobs/{jid}/rows?offset=0&limit=100"))
         out["page_sorted_s"], out["page_unsorted_s"], out["result_rows"] = page_s, first_s, info["rows"]
-        print(f"page of a {info['rows']}-row result: sorted {page_s * 1000:.0f} ms, unsorted {first_s * 1000:.0f} ms",
-              flush=True)
+        out["page_first_sorted_s"] = first_sorted_s
+        print(f"page of a {info['rows']}-row result: first sorted {first_sorted_s * 1000:.0f} ms, then "
+              f"{page_s * 1000:.0f} ms, unsorted {first_s * 1000:.0f} ms", flush=True)
 
         # The first screen in Chromium.
         page_js = os.path.join(ROOT, "benches", "portal_page.mjs")
@@ -141,7 +144,7 @@ def main():
 | measure | skyshard | peer | budget |
 |---|---|---|---|
 | density map, {a.rows:,} rows, order {a.order} | {out['density_s'] * 1000:.0f} ms | numpy+cdshealpix {out['numpy_cdshealpix_s'] * 1000:.0f} ms | < 1 s |
-| sorted page of a {out['result_rows']:,}-row result | {out['page_sorted_s'] * 1000:.0f} ms (unsorted {out['page_unsorted_s'] * 1000:.0f}) | | < 200 ms |
+| page of a {out['result_rows']:,}-row result, sorted by a column | first {out['page_first_sorted_s'] * 1000:.0f} ms (the sort), then {out['page_sorted_s'] * 1000:.0f} ms; unsorted {out['page_unsorted_s'] * 1000:.0f} ms | | < 200 ms |
 | first screen ready | {fs.get('ready_ms', '-')} ms | | < 1.5 s |
 | JavaScript shipped, gzipped | {fs.get('js_bytes', '-')} bytes | | < 1 MB |
 """)
