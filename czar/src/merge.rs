@@ -59,12 +59,17 @@ pub fn yield_after_joins(plan: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn Execu
                 .into_iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    let slice = if nested && i == 1 { PROBE_ROWS } else { usize::MAX };
+                    let slice = if nested && i == 1 {
+                        PROBE_ROWS
+                    } else {
+                        usize::MAX
+                    };
                     Arc::new(YieldingExec::new(c.clone(), slice)) as Arc<dyn ExecutionPlan>
                 })
                 .collect();
-            let node =
-                datafusion::physical_plan::execution_plan::replace_children_if_necessary(node, inputs)?;
+            let node = datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+                node, inputs,
+            )?;
             Ok(Transformed::yes(
                 Arc::new(CooperativeExec::new(node)) as Arc<dyn ExecutionPlan>
             ))

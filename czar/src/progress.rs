@@ -70,7 +70,10 @@ impl Progress {
     /// `worker` finished `chunks` chunk runs.
     pub(crate) fn done(&self, worker: &str, chunks: u64) {
         self.chunks_done.fetch_add(chunks, Ordering::Relaxed);
-        self.lock().entry(worker.to_string()).or_default().chunks_done += chunks;
+        self.lock()
+            .entry(worker.to_string())
+            .or_default()
+            .chunks_done += chunks;
     }
 
     /// `n` more rows of the result were passed on.

@@ -341,16 +341,19 @@ pub fn unauthorized(headers: &HeaderMap, message: &str) -> Response {
 /// Paths anyone may reach under `required`: what a client needs to find out how to log in, and to log in.
 fn open_path(path: &str) -> bool {
     // The portal's page and files: it shows the login form.
-    path == "/" || path == "/portal" || path.starts_with("/portal/") || matches!(
-        path,
-        "/tap/capabilities"
-            | "/tap/availability"
-            | "/tap/login"
-            | "/tap/logout"
-            | "/health"
-            | "/ready"
-            | "/metrics"
-    )
+    path == "/"
+        || path == "/portal"
+        || path.starts_with("/portal/")
+        || matches!(
+            path,
+            "/tap/capabilities"
+                | "/tap/availability"
+                | "/tap/login"
+                | "/tap/logout"
+                | "/health"
+                | "/ready"
+                | "/metrics"
+        )
 }
 
 /// Checks a token: the caller, or the refusal to answer with.

@@ -23,12 +23,12 @@ use std::io::Write;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Extension;
 use bytes::Bytes;
 use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
@@ -120,17 +120,22 @@ fn prepared() -> &'static HashMap<&'static str, Prepared> {
                 let etag = format!("\"{}\"", hex(&digest[..12]));
                 let gzip = (a.bytes.len() > 1024)
                     .then(|| {
-                        let mut z = flate2::write::GzEncoder::new(
-                            Vec::new(),
-                            flate2::Compression::best(),
-                        );
+                        let mut z =
+                            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
                         z.write_all(a.bytes).ok()?;
                         z.finish().ok()
                     })
                     .flatten()
                     .filter(|z| z.len() < a.bytes.len())
                     .map(Bytes::from);
-                (a.path, Prepared { asset: a, etag, gzip })
+                (
+                    a.path,
+                    Prepared {
+                        asset: a,
+                        etag,
+                        gzip,
+                    },
+                )
             })
             .collect()
     })
@@ -229,7 +234,9 @@ async fn check(
     };
     // Uploaded tables exist only in the request that sends them: a query that reads one is checked for its syntax.
     let outcome = if query.to_lowercase().contains("tap_upload") {
-        adql::check(query).map(|_| ()).map_err(czar::CzarError::from)
+        adql::check(query)
+            .map(|_| ())
+            .map_err(czar::CzarError::from)
     } else {
         let visible = tap.visible_to(crate::access::Reader::of(&caller));
         tap.czar.check_for(query, visible.as_deref())
@@ -299,7 +306,9 @@ async fn tables(State(tap): State<Arc<Tap>>, Extension(caller): Extension<Caller
                 .collect();
             let fks: Vec<Value> = keys
                 .iter()
-                .filter(|k| k.from.eq_ignore_ascii_case(&name) || k.target.eq_ignore_ascii_case(&name))
+                .filter(|k| {
+                    k.from.eq_ignore_ascii_case(&name) || k.target.eq_ignore_ascii_case(&name)
+                })
                 .map(|k| {
                     json!({"from": k.from, "target": k.target, "fromColumn": k.from_column,
                            "targetColumn": k.target_column})
@@ -361,7 +370,9 @@ async fn list(State(tap): State<Arc<Tap>>, Extension(caller): Extension<Caller>)
         .collect();
     jobs.sort_by(|a, b| b.creation.cmp(&a.creation));
     jobs.truncate(200);
-    json_response(&Value::Array(jobs.iter().map(|j| job_json(&tap, j)).collect()))
+    json_response(&Value::Array(
+        jobs.iter().map(|j| job_json(&tap, j)).collect(),
+    ))
 }
 
 fn no_job(id: &str) -> Response {
@@ -398,7 +409,9 @@ async fn progress(State(tap): State<Arc<Tap>>, UrlPath(id): UrlPath<String>) -> 
                 loop {
                     let Some(job) = tap.jobs.get(&id) else {
                         let _ = tx
-                            .send(Ok(Bytes::from("event: end\ndata: {\"phase\":\"DELETED\"}\n\n")))
+                            .send(Ok(Bytes::from(
+                                "event: end\ndata: {\"phase\":\"DELETED\"}\n\n",
+                            )))
                             .await;
                         return;
                     };
@@ -480,10 +493,7 @@ async fn rows(
         Ok(x) => x,
         Err(r) => return r,
     };
-    let (offset, limit) = match (
-        number(&params, "OFFSET", 0),
-        number(&params, "LIMIT", 100),
-    ) {
+    let (offset, limit) = match (number(&params, "OFFSET", 0), number(&params, "LIMIT", 100)) {
         (Ok(o), Ok(l)) => (o, l.min(PAGE_MAX)),
         (Err(r), _) | (_, Err(r)) => return r,
     };
@@ -492,15 +502,15 @@ async fn rows(
         Some(o) if o == "asc" => false,
         Some(o) if o == "desc" => true,
         Some(o) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("ORDER={o}: asc or desc"),
-            );
+            return error(StatusCode::BAD_REQUEST, &format!("ORDER={o}: asc or desc"));
         }
     };
     let ctx = SessionContext::new();
     let frame = match ctx
-        .read_parquet(path.to_string_lossy().as_ref(), ParquetReadOptions::default().skip_metadata(false))
+        .read_parquet(
+            path.to_string_lossy().as_ref(),
+            ParquetReadOptions::default().skip_metadata(false),
+        )
         .await
     {
         Ok(f) => f,
@@ -595,7 +605,9 @@ async fn sorted_page(
             let batches = Arc::new(frame.sort(vec![order])?.collect().await?);
             let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
             if bytes <= SORTED_BYTES / 2 {
-                let mut kept = SORTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut kept = SORTED
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 kept.retain(|(k, ..)| *k != key);
                 kept.push_back((key, batches.clone(), bytes));
                 while kept.iter().map(|(.., n)| n).sum::<usize>() > SORTED_BYTES {
@@ -708,7 +720,10 @@ async fn result(
     let stored = job.result.clone().expect("a completed job's result");
     let ctx = SessionContext::new();
     let stream = match ctx
-        .read_parquet(path.to_string_lossy().as_ref(), ParquetReadOptions::default().skip_metadata(false))
+        .read_parquet(
+            path.to_string_lossy().as_ref(),
+            ParquetReadOptions::default().skip_metadata(false),
+        )
         .await
     {
         Ok(f) => f.execute_stream().await,
@@ -732,19 +747,20 @@ async fn result(
                 if let Ok(b) = item
                     && b.num_rows() > 0
                 {
-                    *keep.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                        Some(b.slice(0, 1));
+                    *keep
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(b.slice(0, 1));
                 }
             })
-            .chain(futures::stream::once(async move {
-                last.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take()
-            })
-            .filter_map(|b| async move { b.map(Ok) }));
-        Box::pin(
-            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows),
-        )
+            .chain(
+                futures::stream::once(async move {
+                    last.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take()
+                })
+                .filter_map(|b| async move { b.map(Ok) }),
+            );
+        Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows))
     } else {
         stream
     };
@@ -780,7 +796,11 @@ mod tests {
         while let Some(d) = dirs.pop() {
             for e in std::fs::read_dir(&d).expect("the portal directory") {
                 let p = e.expect("an entry").path();
-                let rel = p.strip_prefix(&root).expect("under root").to_string_lossy().to_string();
+                let rel = p
+                    .strip_prefix(&root)
+                    .expect("under root")
+                    .to_string_lossy()
+                    .to_string();
                 if rel.starts_with("vendor-src") {
                     continue;
                 }
@@ -801,7 +821,11 @@ mod tests {
     fn etags_differ_and_big_files_are_gzipped() {
         let p = prepared();
         let cm = &p["vendor/codemirror.js"];
-        assert!(cm.gzip.as_ref().is_some_and(|z| z.len() * 2 < cm.asset.bytes.len()));
+        assert!(
+            cm.gzip
+                .as_ref()
+                .is_some_and(|z| z.len() * 2 < cm.asset.bytes.len())
+        );
         assert_ne!(p["app.js"].etag, p["index.html"].etag);
     }
 
@@ -815,11 +839,19 @@ mod tests {
             )])
             .expect("a batch")
         };
-        let batches = vec![batch(vec![0, 1, 2]), batch(vec![3, 4]), batch(vec![5, 6, 7])];
+        let batches = vec![
+            batch(vec![0, 1, 2]),
+            batch(vec![3, 4]),
+            batch(vec![5, 6, 7]),
+        ];
         let values = |out: Vec<RecordBatch>| -> Vec<i64> {
             out.iter()
                 .flat_map(|b| {
-                    let a = b.column(0).as_any().downcast_ref::<Int64Array>().expect("ints");
+                    let a = b
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .expect("ints");
                     a.values().to_vec()
                 })
                 .collect()

@@ -493,9 +493,7 @@ fn counted(
             progress.returned(batch.num_rows() as u64);
         }
     });
-    Box::pin(
-        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows),
-    )
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows))
 }
 
 /// The audit line of a job that ended: whose, its query's fingerprint, phase, rows, bytes and run time.
