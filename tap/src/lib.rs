@@ -11,6 +11,9 @@
 //!   `/tap/examples`: VOSI and DALI ([`vosi`]). `/tap/explain` (skyshard's own): the distributed plan as text
 //!   ([`sync`], beside `/tap/sync`).
 //!
+//! - `/portal` (and `/`): the portal, a web page served from the binary, with its JSON endpoints under `/api/v1`
+//!   ([`portal`]).
+//!
 //! Every failure is a DALI error VOTable (`QUERY_STATUS` = `ERROR`) with the HTTP status of its
 //! [`protocol::ErrorCode`]: 400 for the user's mistakes, 404 for unknown jobs or tables, 503 when chunks are
 //! unavailable.

@@ -46,6 +46,7 @@ use crate::output::{OutputFormat, stream_result};
 use crate::params::Params;
 use crate::reply::{error, streamed_response};
 use crate::service::Tap;
+use crate::uws::no_job;
 
 pub fn routes() -> Router<Arc<Tap>> {
     // Hash and compress the files now, off the request path: the first visitor should not wait for it.
@@ -361,25 +362,11 @@ fn job_json(tap: &Tap, job: &Job) -> Value {
 /// The caller's jobs, newest first (as `/tap/async` lists them: with accounts, a caller's own; anonymous jobs are
 /// listed to nobody).
 async fn list(State(tap): State<Arc<Tap>>, Extension(caller): Extension<Caller>) -> Response {
-    let everyone = tap.auth.is_none();
-    let mut jobs: Vec<Job> = tap
-        .jobs
-        .list()
-        .into_iter()
-        .filter(|j| everyone || (j.owner.is_some() && j.owner.as_deref() == caller.user()))
-        .collect();
-    jobs.sort_by(|a, b| b.creation.cmp(&a.creation));
+    let mut jobs = crate::uws::listed_to(&tap, &caller);
     jobs.truncate(200);
     json_response(&Value::Array(
         jobs.iter().map(|j| job_json(&tap, j)).collect(),
     ))
-}
-
-fn no_job(id: &str) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        &format!("no job {id} (it may have been destroyed)"),
-    )
 }
 
 async fn job(State(tap): State<Arc<Tap>>, UrlPath(id): UrlPath<String>) -> Response {
@@ -600,7 +587,11 @@ async fn sorted_page(
 ) -> datafusion::common::Result<Vec<RecordBatch>> {
     let order = Expr::Column(Column::new_unqualified(&key.1)).sort(!key.2, key.2);
     if file_bytes > SORTED_FILE_BYTES {
-        return frame.sort(vec![order])?.limit(offset, Some(limit))?.collect().await;
+        return frame
+            .sort(vec![order])?
+            .limit(offset, Some(limit))?
+            .collect()
+            .await;
     }
     let cached = SORTED
         .lock()

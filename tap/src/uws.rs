@@ -62,7 +62,7 @@ fn see_other(headers: &HeaderMap, path: &str) -> Response {
         .into_response()
 }
 
-fn no_job(id: &str) -> Response {
+pub(crate) fn no_job(id: &str) -> Response {
     error(
         StatusCode::NOT_FOUND,
         &format!("no job {id} (it may have been destroyed)"),
@@ -88,18 +88,11 @@ async fn list(
 ) -> Response {
     let phases: Vec<Phase> = p.all("PHASE").filter_map(Phase::parse).collect();
     let after = p.get("AFTER").and_then(parse_iso);
-    // Without accounts every job is everyone's; with them a caller sees their own jobs, and anonymous jobs are
-    // listed to nobody (their URL is their key).
-    let everyone = tap.auth.is_none();
-    let mut jobs: Vec<Job> = tap
-        .jobs
-        .list()
+    let mut jobs: Vec<Job> = listed_to(&tap, &caller)
         .into_iter()
-        .filter(|j| everyone || (j.owner.is_some() && j.owner.as_deref() == caller.user()))
         .filter(|j| phases.is_empty() || phases.contains(&j.phase))
         .filter(|j| after.is_none_or(|a| j.creation > a))
         .collect();
-    jobs.sort_by(|a, b| b.creation.cmp(&a.creation));
     if let Some(last) = p.get("LAST").and_then(|l| l.trim().parse::<usize>().ok()) {
         jobs.truncate(last);
     }
@@ -123,6 +116,20 @@ async fn list(
     }
     out.push_str("</uws:jobs>\n");
     xml(StatusCode::OK, out)
+}
+
+/// The jobs a caller's list shows, newest first. Without accounts every job is everyone's; with them a caller sees
+/// their own jobs, and anonymous jobs are listed to nobody (their URL is their key).
+pub(crate) fn listed_to(tap: &Tap, caller: &Caller) -> Vec<Job> {
+    let everyone = tap.auth.is_none();
+    let mut jobs: Vec<Job> = tap
+        .jobs
+        .list()
+        .into_iter()
+        .filter(|j| everyone || (j.owner.is_some() && j.owner.as_deref() == caller.user()))
+        .collect();
+    jobs.sort_by(|a, b| b.creation.cmp(&a.creation));
+    jobs
 }
 
 /// 128 random bits: an anonymous job's URL is the only key to it, so it must not be guessable.
