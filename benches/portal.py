@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -57,6 +58,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--rows", type=int, default=10_000_000)
     p.add_argument("--order", type=int, default=6)
+    p.add_argument("--keep", action="store_true", help="keep the work directory (2.5 GB at 10 M rows)")
     a = p.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
@@ -135,6 +137,8 @@ def main():
     finally:
         serve.kill()
         serve.wait()
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
     os.makedirs(os.path.join(ROOT, "benches", "results"), exist_ok=True)
     path = os.path.join(ROOT, "benches", "results", f"portal-{commit}-{a.rows}.json")
     with open(path, "w") as f:
