@@ -299,6 +299,58 @@ test("drawing a circle on the sky writes CONTAINS into the query, which returns 
   await shot("12-circle-result-on-sky");
 });
 
+test("drawing a polygon writes POLYGON into the query, which returns the rows inside it", async () => {
+  await page.click("button[data-tab=sky]");
+  await setQuery("SELECT id, ra, dec FROM sky.object");
+  await page.check("input[name=sky-mode][value=polygon]");
+  const box = await page.locator("#sky-canvas").boundingBox();
+  const cx = box.x + box.width / 2, cy = box.y + box.height / 2;
+  await page.mouse.click(cx - 20, cy + 15);
+  await page.mouse.click(cx + 20, cy + 15);
+  await page.mouse.dblclick(cx, cy - 20);
+  const text = await page.evaluate(() => window.portal.editor.getText());
+  const m = text.match(/POLYGON\('ICRS', ([^)]*)\)\) = 1/);
+  assert.ok(m, text);
+  const coords = m[1].split(",").map(Number);
+  assert.equal(coords.length, 6, `three vertices: ${m[1]}`);
+  await shot("12b-polygon");
+  const job = await runAndWait();
+  assert.equal(job.phase, "COMPLETED", JSON.stringify(job));
+  // The oracle: a point is inside a small spherical triangle when it lies on the inner side of the great circle
+  // through each edge (numpy over DuckDB's read of the chunk files).
+  const [[expected]] = JSON.parse(python(`
+import duckdb, os, json, numpy as np
+glob = os.path.join(os.environ["DATA"], "tables", "sky.object", "*", "chunks", "*.parquet")
+ra, dec = duckdb.connect().execute(f"SELECT ra, dec FROM read_parquet('{glob}', filename=true) WHERE filename NOT LIKE '%.overlap.parquet'").fetchnumpy().values()
+v = lambda a, d: np.stack([np.cos(np.radians(d)) * np.cos(np.radians(a)), np.cos(np.radians(d)) * np.sin(np.radians(a)), np.sin(np.radians(d))], axis=-1)
+c = ${JSON.stringify(coords)}
+corners = [v(np.array(c[i]), np.array(c[i + 1])) for i in (0, 2, 4)]
+p = v(ra, dec)
+centre = sum(corners)
+inside = np.ones(len(ra), bool)
+for i in range(3):
+    n = np.cross(corners[i], corners[(i + 1) % 3])
+    inside &= np.sign(p @ n) == np.sign(centre @ n)
+print(json.dumps([[int(inside.sum())]]))`));
+  assert.ok(expected > 0, "the polygon holds rows");
+  assert.equal(job.rows, expected);
+  await page.click("button[data-tab=sky]");
+  await page.check("input[name=sky-mode][value=pan]");
+});
+
+test("a foreign key offers its JOIN in the schema browser", async () => {
+  const source = page.locator("details.table", { hasText: "source" }).first();
+  await source.evaluate((d) => { d.open = true; });
+  const join = source.locator(".fk button").first();
+  assert.match(await join.textContent(), /^JOIN sky\.object ON /);
+  await setQuery("SELECT COUNT(*) FROM sky.source");
+  await page.evaluate(() => window.portal.editor.view.dispatch({ selection: { anchor: window.portal.editor.getText().length } }));
+  await join.click();
+  const text = await page.evaluate(() => window.portal.editor.getText());
+  assert.match(text, /FROM sky\.source\nJOIN sky\.object ON sky\.source\.\w+ = sky\.object\.\w+$/);
+  await page.waitForFunction(() => document.querySelector("#check-status").textContent.includes("valid"));
+});
+
 test("Parquet downloads read back with pyarrow, and other formats say OVERFLOW when the result was cut", async () => {
   await setQuery("SELECT id, ra, dec, mag_g FROM sky.object WHERE mag_g < 21");
   await page.fill("#maxrec", "3000");
