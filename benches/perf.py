@@ -38,16 +38,8 @@ import pyarrow as pa
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benches", "peers"))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from tap_bench import cone_form, cone_run  # noqa: E402
+from tap_bench import SKYSHARD, cone_form, cone_run, run  # noqa: E402
 from zones import zone_join_count  # noqa: E402
-SKYSHARD = os.environ.get("SKYSHARD") or os.path.join(
-    os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/skyshard-target")), "release", "skyshard")
-
-
-def run(*args):
-    t = time.perf_counter()
-    subprocess.run([SKYSHARD, *args], check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t
 
 
 def post(host, port, form):

@@ -20,6 +20,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -29,14 +30,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SKYSHARD = os.environ.get("SKYSHARD") or os.path.join(
-    os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/skyshard-target")), "release", "skyshard")
-
-
-def run(*args):
-    t = time.perf_counter()
-    subprocess.run([SKYSHARD, *args], check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t
+sys.path.insert(0, os.path.join(ROOT, "benches"))
+from tap_bench import SKYSHARD, run  # noqa: E402
 
 
 def http(url, data=None, timeout=600):

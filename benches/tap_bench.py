@@ -12,10 +12,23 @@ Numbers go to docs/benchmarks.md."""
 import argparse
 import concurrent.futures
 import http.client
+import os
 import random
 import statistics
+import subprocess
 import time
 import urllib.parse
+
+# The release binary the benchmark scripts run (SKYSHARD overrides it).
+SKYSHARD = os.environ.get("SKYSHARD") or os.path.join(
+    os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/skyshard-target")), "release", "skyshard")
+
+
+def run(*args):
+    """Runs `skyshard ARGS` to the end; returns its wall time in seconds."""
+    t = time.perf_counter()
+    subprocess.run([SKYSHARD, *args], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
 
 
 def post(host, port, form, sink=None):

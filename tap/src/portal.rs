@@ -434,7 +434,10 @@ async fn progress(State(tap): State<Arc<Tap>>, UrlPath(id): UrlPath<String>) -> 
 }
 
 /// The stored Parquet result of a completed job, or the response that says why there is none.
-fn parquet_result(tap: &Tap, id: &str) -> Result<(Job, std::path::PathBuf), Response> {
+async fn parquet_result(
+    tap: &Tap,
+    id: &str,
+) -> Result<(Job, datafusion::dataframe::DataFrame), Response> {
     let job = tap.jobs.get(id).ok_or_else(|| no_job(id))?;
     let Some(r) = job.result.clone().filter(|_| job.phase == Phase::Completed) else {
         return Err(error(
@@ -453,7 +456,20 @@ fn parquet_result(tap: &Tap, id: &str) -> Result<(Job, std::path::PathBuf), Resp
         ));
     }
     let path = tap.jobs.job_dir(id).join(&r.file);
-    Ok((job, path))
+    // The fields' units, UCDs and descriptions are in the file's Arrow schema: keep them.
+    let frame = SessionContext::new()
+        .read_parquet(
+            path.to_string_lossy().as_ref(),
+            ParquetReadOptions::default().skip_metadata(false),
+        )
+        .await
+        .map_err(|e| {
+            error(
+                StatusCode::NOT_FOUND,
+                &format!("the result cannot be read: {e}"),
+            )
+        })?;
+    Ok((job, frame))
 }
 
 /// The most rows one page may have.
@@ -476,7 +492,7 @@ async fn rows(
     UrlPath(id): UrlPath<String>,
     params: Params,
 ) -> Response {
-    let (job, path) = match parquet_result(&tap, &id) {
+    let (job, frame) = match parquet_result(&tap, &id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -490,22 +506,6 @@ async fn rows(
         Some(o) if o == "desc" => true,
         Some(o) => {
             return error(StatusCode::BAD_REQUEST, &format!("ORDER={o}: asc or desc"));
-        }
-    };
-    let ctx = SessionContext::new();
-    let frame = match ctx
-        .read_parquet(
-            path.to_string_lossy().as_ref(),
-            ParquetReadOptions::default().skip_metadata(false),
-        )
-        .await
-    {
-        Ok(f) => f,
-        Err(e) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                &format!("the result cannot be read: {e}"),
-            );
         }
     };
     let schema = frame.schema().as_arrow().clone();
@@ -703,7 +703,7 @@ async fn result(
     UrlPath(id): UrlPath<String>,
     params: Params,
 ) -> Response {
-    let (job, path) = match parquet_result(&tap, &id) {
+    let (job, frame) = match parquet_result(&tap, &id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -717,18 +717,7 @@ async fn result(
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let stored = job.result.clone().expect("a completed job's result");
-    let ctx = SessionContext::new();
-    let stream = match ctx
-        .read_parquet(
-            path.to_string_lossy().as_ref(),
-            ParquetReadOptions::default().skip_metadata(false),
-        )
-        .await
-    {
-        Ok(f) => f.execute_stream().await,
-        Err(e) => Err(e),
-    };
-    let stream = match stream {
+    let stream = match frame.execute_stream().await {
         Ok(s) => s,
         Err(e) => {
             return error(
