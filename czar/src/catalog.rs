@@ -120,7 +120,7 @@ fn visible_schema(file: &SchemaRef, record: &TableRecord) -> SchemaRef {
     let fields: Vec<_> = file
         .fields()
         .iter()
-        .filter(|f| f.name() != "_hpx29")
+        .filter(|f| f.name() != partitioner::layout::INDEX_COLUMN)
         .map(|f| {
             let name = f.name().to_lowercase();
             let mut meta = f.metadata().clone();

@@ -32,8 +32,7 @@ use partitioner::{ChunkId, OverlapFinder, layout};
 use crate::error::{LoaderError, Result, io};
 use crate::progress::Progress;
 
-/// The name of the hidden sort column: the nested HEALPix index at depth 29.
-pub const INDEX_COLUMN: &str = "_hpx29";
+pub use partitioner::layout::INDEX_COLUMN;
 
 #[derive(Debug, Clone)]
 pub struct PartitionOptions {

@@ -14,6 +14,8 @@
 
 use std::path::{Path, PathBuf};
 
+/// The hidden column of chunk files: the nested HEALPix index at depth 29, the sort key of a chunk's rows.
+pub const INDEX_COLUMN: &str = "_hpx29";
 /// The sub-directory of a load holding chunk files.
 pub const CHUNKS: &str = "chunks";
 /// The sub-directory of a load holding a replicated table's files.

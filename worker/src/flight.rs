@@ -234,7 +234,7 @@ impl Worker {
             &mut out,
             "skyshard_worker_read_bytes_total",
             "",
-            crate::pread_store::bytes_read(),
+            crate::scan::bytes_read(),
         );
         let census = store::census(&self.files.data_dir);
         let files: usize = census.loads.iter().map(|l| l.files.len()).sum();

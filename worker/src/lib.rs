@@ -2,11 +2,11 @@
 //!
 //! - [`flight`]: the service. `DoGet` runs a plan fragment, `DoPut` receives a load's files, actions `health`,
 //!   `cancel`, `drop`, `statistics`.
-//! - [`scan`]: where a worker reads a chunk file: a fragment's chunk-scan leaves become DataFusion Parquet scans of
-//!   `DATA/tables/SCHEMA.TABLE/LOAD/chunks/UNIQ.parquet` (and the overlap file beside it when asked), row groups cut
-//!   by `_hpx29` ranges.
+//! - [`scan`]: where a worker reads a chunk file: a fragment's chunk-scan leaves read
+//!   `DATA/tables/SCHEMA.TABLE/LOAD/chunks/UNIQ.parquet` (and the overlap file beside it when asked) with the Parquet
+//!   reader directly (footers cached; row groups, rows and pages cut by `_hpx29` ranges; filters as physical
+//!   expressions), no DataFusion planning per chunk.
 //! - [`store`]: what the worker holds (puts written atomically, drops, statistics).
-//! - `pread_store`: the object store the scans read through (positioned reads on the calling thread).
 //! - [`error`]: [`WorkerError`] and its gRPC codes.
 //!
 //! Architecture invariant: a worker holds no per-query state after a query's streams end (the abort handles of a
@@ -14,7 +14,6 @@
 
 pub mod error;
 pub mod flight;
-mod pread_store;
 pub mod scan;
 pub mod store;
 
