@@ -80,18 +80,28 @@ impl Worker {
     /// Plans a fragment and runs it as one stream.
     pub fn run_fragment(&self, ticket: &FragmentTicket) -> DfResult<SendableRecordBatchStream> {
         // Fragments are decoded in the context their scans run in, with a memory pool of their own.
-        let shared = self.files.ctx.task_ctx();
-        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-            .with_object_store_registry(shared.runtime_env().object_store_registry.clone())
-            .with_memory_pool(Arc::new(
-                datafusion::execution::memory_pool::GreedyMemoryPool::new(self.fragment_memory),
-            ))
-            .build_arc()?;
-        let state =
-            datafusion::execution::SessionStateBuilder::new_from_existing(self.files.ctx.state())
-                .with_runtime_env(runtime)
-                .build();
-        let task_ctx = Arc::new(datafusion::execution::TaskContext::from(&state));
+        // The shared context's functions, configuration, disk and cache managers; only the pool is the fragment's
+        // (building a session state per fragment cost more than a cone's reads).
+        let shared = &self.files.task;
+        let env = shared.runtime_env();
+        let runtime = Arc::new(datafusion::execution::runtime_env::RuntimeEnv {
+            memory_pool: Arc::new(datafusion::execution::memory_pool::GreedyMemoryPool::new(
+                self.fragment_memory,
+            )),
+            disk_manager: env.disk_manager.clone(),
+            cache_manager: env.cache_manager.clone(),
+            object_store_registry: env.object_store_registry.clone(),
+        });
+        let task_ctx = Arc::new(datafusion::execution::TaskContext::new(
+            None,
+            shared.session_id(),
+            shared.session_config().clone(),
+            shared.scalar_functions().clone(),
+            shared.higher_order_functions().clone(),
+            shared.aggregate_functions().clone(),
+            shared.window_functions().clone(),
+            runtime,
+        ));
         let plan = exec::decode_fragment(&ticket.plan, &task_ctx, self.files.clone())?;
         let plan: Arc<dyn ExecutionPlan> = if plan.output_partitioning().partition_count() <= 1 {
             plan

@@ -56,9 +56,10 @@ pub fn session() -> SessionContext {
 /// Makes chunk scans over the files of a data directory.
 pub struct LocalFiles {
     pub data_dir: PathBuf,
-    pub(crate) ctx: SessionContext,
     /// The context's state, made once: scans turn their filters into physical expressions with it.
     state: SessionState,
+    /// A task context of that state, made once: fragments run in copies of it with pools of their own.
+    pub(crate) task: Arc<TaskContext>,
     footers: Footers,
 }
 
@@ -73,8 +74,8 @@ impl LocalFiles {
         let ctx = session();
         LocalFiles {
             data_dir: data_dir.to_path_buf(),
+            task: ctx.task_ctx(),
             state: ctx.state(),
-            ctx,
             footers: Footers::default(),
         }
     }
