@@ -33,6 +33,11 @@ pub struct ServiceArgs {
     /// The address the HTTP service listens on (0.0.0.0: every interface, as in a container).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// Also serve Arrow Flight SQL on this port of the same host (0: any free port): ADQL statements with the TAP
+    /// service's tokens, turns and limits, results as Arrow record batches (ADBC's Flight SQL driver,
+    /// pyarrow.flight). Off unless given.
+    #[arg(long)]
+    pub flight_sql_port: Option<u16>,
     /// Seconds a stopping service (SIGTERM, Ctrl-C) lets requests in flight finish; new ones get 503 meanwhile.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace: u64,
@@ -54,6 +59,10 @@ pub struct ServiceArgs {
     /// Seconds a sync query may run (async jobs have their own execution duration).
     #[arg(long, default_value_t = 600)]
     pub sync_timeout: u64,
+    /// The most rows one result may have: the largest MAXREC a TAP query may ask for (a longer result is cut there
+    /// and marked OVERFLOW), and past which a Flight SQL result ends with an error.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub max_maxrec: u64,
     /// Sync queries and cone searches running at once; more wait in line.
     #[arg(long, default_value_t = 32)]
     pub concurrent_sync: usize,
@@ -137,7 +146,10 @@ async fn run_czar(
         )
         .map_err(|e| e.to_string())?,
     );
+    let max_maxrec = service.max_maxrec.max(1);
     let limits = tap::Limits {
+        max_maxrec,
+        default_maxrec: tap::Limits::default().default_maxrec.min(max_maxrec),
         allow_private_uploads: service.allow_private_uploads,
         sync_duration: service.sync_timeout.max(1),
         concurrent_sync: service.concurrent_sync.max(1),
@@ -214,6 +226,23 @@ async fn run_czar(
             tables.join(", ")
         }
     );
+    // Flight SQL stops with the HTTP service: at the stop signal it refuses new calls ([`tap::Tap::stop`]), and the
+    // process ends when HTTP has drained.
+    if let Some(port) = service.flight_sql_port {
+        let listener = bind(&format!("{host}:{port}")).await?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        println!(
+            "Flight SQL at grpc://{address}  (ADQL statements; ADBC: adbc_driver_flightsql.dbapi.connect(\"grpc://{address}\"))"
+        );
+        let tap = tap.clone();
+        tokio::spawn(async move {
+            if let Err(e) =
+                tap::flight_sql::serve_until(listener, tap, std::future::pending()).await
+            {
+                protocol::log::error("flight_sql", &e);
+            }
+        });
+    }
     if let Some(howto) = howto {
         println!("{}", howto(&format!("http://{address}")));
     }

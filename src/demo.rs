@@ -105,6 +105,8 @@ pub fn demo(port: u16, rows: u64, workers: usize, data_dir: Option<PathBuf>) -> 
     let service = crate::cluster::ServiceArgs {
         query_memory_mb: 2048,
         sync_timeout: limits.sync_duration,
+        max_maxrec: limits.max_maxrec,
+        flight_sql_port: Some(0),
         concurrent_sync: limits.concurrent_sync,
         waiting_sync: limits.waiting_sync,
         queued_jobs: limits.queued_jobs,

@@ -117,9 +117,18 @@ impl Client {
     }
 
     fn of(tap: &Tap, caller: &Caller, request: &axum::extract::Request) -> Client {
+        Client::of_caller(tap, caller, || client_address(tap, request))
+    }
+
+    /// The client of a caller: a user's own and their groups' shares, or an anonymous caller's `address`.
+    pub(crate) fn of_caller(
+        tap: &Tap,
+        caller: &Caller,
+        address: impl FnOnce() -> String,
+    ) -> Client {
         let defaults = Allowance::default_of(&tap.limits);
         let Caller::User(identity) = caller else {
-            return Client::anonymous(&tap.limits, &client_address(tap, request));
+            return Client::anonymous(&tap.limits, &address());
         };
         let size = |v: Option<u64>, default: usize| {
             v.map_or(default, |v| usize::try_from(v).unwrap_or(usize::MAX))
@@ -264,7 +273,7 @@ fn client_address(tap: &Tap, request: &axum::extract::Request) -> String {
 }
 
 /// The token a request presents, if any; Err for credentials that cannot be read.
-fn presented(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
+pub(crate) fn presented(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value
             .to_str()
@@ -274,8 +283,9 @@ fn presented(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
         return match scheme.to_ascii_lowercase().as_str() {
             "bearer" if !rest.is_empty() => Ok(Some(rest.to_string())),
             "basic" => {
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(rest)
+                // Padded or not (Go's Flight clients leave the padding off).
+                let decoded = base64::engine::general_purpose::STANDARD_NO_PAD
+                    .decode(rest.trim_end_matches('='))
                     .map_err(|_| "the Basic credentials are not base64")?;
                 let text = String::from_utf8(decoded)
                     .map_err(|_| "the Basic credentials are not UTF-8")?;

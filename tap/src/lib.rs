@@ -28,6 +28,7 @@ pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod files;
+pub mod flight_sql;
 pub mod format;
 pub mod jobs;
 pub mod metrics;

@@ -1,0 +1,415 @@
+//! Arrow Flight SQL beside the TAP service (`--flight-sql-port`): ADBC's Flight SQL driver
+//! (`adbc_driver_flightsql`), `pyarrow.flight` and the Flight SQL JDBC driver get a query's result as Arrow record
+//! batches straight from the czar's merge, with no result format in between.
+//!
+//! It is the same service as `/tap/sync` behind another door: a statement is ADQL; the caller presents the same
+//! token (gRPC `authorization: Bearer TOKEN`, or Basic with the token as password, also through `Handshake`); they
+//! see the tables TAP shows them; a query takes one of their sync turns ([`Tap::sync_turn`]) and runs within the
+//! sync time limit. A result longer than the service's largest MAXREC ends with an error after that many rows:
+//! Flight SQL has no overflow flag, and a cut result must never pass for a whole one.
+//!
+//! Served: `GetFlightInfo` + `DoGet` of a statement (`CommandStatementQuery`, its ticket the ADQL text), `GetSqlInfo`
+//! (name, version, read-only), `Handshake`. Everything else (updates, prepared statements, catalogs metadata) answers
+//! `UNIMPLEMENTED`; the tables are listed by TAP_SCHEMA, which a statement can query.
+
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightServiceServer;
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::server::FlightSqlService;
+use arrow_flight::sql::{
+    CommandGetSqlInfo, CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
+};
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::access::Reader;
+use crate::audit::Tally;
+use crate::auth::{Caller, Client, Policy};
+use crate::error::TapError;
+use crate::output::OutputFormat;
+use crate::query::{QueryRequest, start_query};
+use crate::service::{Busy, Tap};
+
+/// What `GetSqlInfo` says of the server.
+static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
+    let mut info = SqlInfoDataBuilder::new();
+    info.append(SqlInfo::FlightSqlServerName, "skyshard (ADQL)");
+    info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+    info.append(SqlInfo::FlightSqlServerArrowVersion, "59");
+    info.append(SqlInfo::FlightSqlServerReadOnly, true);
+    info.append(SqlInfo::FlightSqlServerSql, true);
+    info.append(SqlInfo::FlightSqlServerSubstrait, false);
+    info.append(SqlInfo::FlightSqlServerTransaction, 0i32);
+    info.append(SqlInfo::FlightSqlServerCancel, false);
+    info.build().expect("SqlInfo of fixed values")
+});
+
+/// The Flight SQL service over a [`Tap`].
+pub struct FlightSql {
+    tap: Arc<Tap>,
+}
+
+type Batches = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send>>;
+
+/// Serves Flight SQL on `listener` until `stop` resolves.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    tap: Arc<Tap>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // A statement (the ADQL text) is at most what a TAP request body may carry.
+    let limit = tap.limits.max_body_bytes();
+    let service = FlightServiceServer::new(FlightSql { tap })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(64 << 20);
+    tonic::transport::Server::builder()
+        .timeout(std::time::Duration::from_secs(24 * 3600))
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await
+        .map_err(|e| format!("Flight SQL: {e}"))
+}
+
+fn status(e: TapError) -> Status {
+    Status::new(e.code().grpc(), e.to_string())
+}
+
+fn busy_status(b: &Busy) -> Status {
+    if b.mine {
+        Status::resource_exhausted(format!(
+            "{} for {}: {} of {}; wait for one to finish",
+            b.what, b.whose, b.used, b.limit
+        ))
+    } else {
+        Status::unavailable(format!(
+            "the service is busy ({} at its limit of {}); try again shortly",
+            b.what, b.limit
+        ))
+    }
+}
+
+impl FlightSql {
+    /// Who is calling, from the request's `authorization` metadata, as the HTTP service decides it.
+    fn caller(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Caller, Status> {
+        if self.tap.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Status::unavailable(
+                "the service is stopping; try again shortly",
+            ));
+        }
+        let Some(auth) = &self.tap.auth else {
+            return Ok(Caller::Anonymous);
+        };
+        let headers = metadata.clone().into_headers();
+        match crate::auth::presented(&headers) {
+            Err(problem) => Err(Status::unauthenticated(problem)),
+            Ok(Some(token)) => match auth.accounts.check(&token, crate::jobs::now_ms()) {
+                Ok(Ok(identity)) => Ok(Caller::User(identity)),
+                Ok(Err(refusal)) => Err(Status::unauthenticated(format!(
+                    "the credentials are not valid: {refusal}"
+                ))),
+                Err(e) => {
+                    protocol::log::error("accounts", &format!("checking a token: {e}"));
+                    Err(Status::unavailable(
+                        "the accounts cannot be read just now; try again",
+                    ))
+                }
+            },
+            Ok(None) if auth.policy == Policy::Required => Err(Status::unauthenticated(
+                "this service needs identity: send a token (authorization: Bearer TOKEN, or Basic with the token as \
+                 password)",
+            )),
+            Ok(None) => Ok(Caller::Anonymous),
+        }
+    }
+
+    /// The statement of a `CommandStatementQuery` or of its ticket: ADQL text, not empty.
+    fn statement(text: &[u8]) -> Result<String, Status> {
+        let text = std::str::from_utf8(text)
+            .map_err(|_| Status::invalid_argument("the statement is not UTF-8 text"))?;
+        if text.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "the statement is empty: send an ADQL query",
+            ));
+        }
+        Ok(text.to_string())
+    }
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for FlightSql {
+    type FlightService = FlightSql;
+
+    /// Basic credentials (any user name, a token as password) or a Bearer token, answered with the token as a
+    /// Bearer header for the calls that follow (what `pyarrow.flight`'s `authenticate_basic_token` and ADBC's
+    /// `username`/`password` options expect).
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let caller = self.caller(request.metadata())?;
+        let headers = request.metadata().clone().into_headers();
+        let token = crate::auth::presented(&headers).ok().flatten();
+        let payload = match (&caller, &token) {
+            (Caller::User(_), Some(token)) => token.clone().into_bytes(),
+            _ => Vec::new(),
+        };
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: payload.into(),
+        };
+        let mut response: Response<Pin<Box<dyn Stream<Item = _> + Send>>> =
+            Response::new(Box::pin(futures::stream::iter([Ok(reply)])));
+        if let (Caller::User(_), Some(token)) = (&caller, token)
+            && let Ok(value) = format!("Bearer {token}").parse()
+        {
+            response.metadata_mut().insert("authorization", value);
+        }
+        Ok(response)
+    }
+
+    /// Plans the statement (names checked against what the caller sees) and answers its schema and one endpoint
+    /// whose ticket is the statement itself; nothing runs until `DoGet`.
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(request.metadata())?;
+        let adql = FlightSql::statement(query.query.as_bytes())?;
+        let visible = self.tap.visible_to(Reader::of(&caller));
+        let secs = self.tap.limits.sync_duration;
+        let planned = tokio::time::timeout(
+            std::time::Duration::from_secs(secs),
+            self.tap.czar.plan_for(&adql, &[], visible.as_deref()),
+        )
+        .await
+        .map_err(|_| status(TapError::SyncTimeout { seconds: secs }))?;
+        let (plan, _) = planned.map_err(|e| status(e.into()))?;
+        let ticket = TicketStatementQuery {
+            statement_handle: adql.into_bytes().into(),
+        };
+        let info = FlightInfo::new()
+            .try_with_schema(plan.schema().as_ref())
+            .map_err(|e| Status::internal(format!("the result's schema: {e}")))?
+            .with_endpoint(
+                FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
+            )
+            .with_descriptor(request.into_inner())
+            .with_ordered(true);
+        Ok(Response::new(info))
+    }
+
+    /// Runs the statement of a ticket as the caller, in one of their sync turns, and streams its batches.
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<Batches>, Status> {
+        let tap = self.tap.clone();
+        let caller = self.caller(request.metadata())?;
+        let address = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+        let client = Client::of_caller(&tap, &caller, || address);
+        let adql = FlightSql::statement(&ticket.statement_handle)?;
+        let visible = tap.visible_to(Reader::of(&caller));
+        let tally = Arc::new(Tally::default());
+        tally.query(&adql);
+        let started = std::time::Instant::now();
+        let turn = tap.sync_turn(&client).await.map_err(|b| busy_status(&b))?;
+        let secs = tap.limits.sync_duration;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        let req = QueryRequest {
+            query: adql,
+            format: OutputFormat::Parquet,
+            maxrec: tap.limits.max_maxrec,
+            run_id: None,
+        };
+        let stream = match tokio::time::timeout_at(
+            deadline,
+            start_query(&tap.czar, &req, &[], visible.as_deref()),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                let e = status(e.into());
+                audit(&tap, &client, &tally, e.code(), started);
+                return Err(e);
+            }
+            Err(_) => return Err(status(TapError::SyncTimeout { seconds: secs })),
+        };
+        let schema = stream.schema();
+        let most = tap.limits.max_maxrec;
+        // The state: the stream, rows so far, and the turn and tally, given back and written when it ends.
+        let state = (stream, 0u64, Some((turn, tally, client)));
+        let batches = futures::stream::unfold(state, move |(mut stream, rows, mut open)| {
+            let tap = tap.clone();
+            async move {
+                let (tally, client) = {
+                    let (_, tally, client) = open.as_ref()?;
+                    (tally.clone(), client.clone())
+                };
+                let next = tokio::time::timeout_at(deadline, stream.next()).await;
+                let (item, code) = match next {
+                    Err(_) => (
+                        Some(Err(FlightError::Tonic(Box::new(status(
+                            TapError::SyncTimeout { seconds: secs },
+                        ))))),
+                        tonic::Code::DeadlineExceeded,
+                    ),
+                    Ok(None) => (None, tonic::Code::Ok),
+                    Ok(Some(Err(e))) => {
+                        let e = status(TapError::Query(czar::CzarError::from_datafusion(e)));
+                        let code = e.code();
+                        (Some(Err(FlightError::Tonic(Box::new(e)))), code)
+                    }
+                    Ok(Some(Ok(batch))) => {
+                        let rows = rows + batch.num_rows() as u64;
+                        if rows > most {
+                            let e = Status::resource_exhausted(format!(
+                                "the result has more than {most} rows, the most one result may have here; narrow the \
+                                 query (or use TOP), or run it as a TAP async job"
+                            ));
+                            (
+                                Some(Err(FlightError::Tonic(Box::new(e)))),
+                                tonic::Code::ResourceExhausted,
+                            )
+                        } else {
+                            tally.rows(rows);
+                            return Some((Ok(batch), (stream, rows, open)));
+                        }
+                    }
+                };
+                // The end, or an error that ends it: the turn is given back, the audit line written.
+                audit(&tap, &client, &tally, code, started);
+                open.take();
+                item.map(|item| (item, (stream, rows, open)))
+            }
+        });
+        let encoded = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(Status::from);
+        Ok(Response::new(Box::pin(encoded)))
+    }
+
+    /// A ticket that is neither a statement's nor a `GetSqlInfo`'s was not issued here.
+    async fn do_get_fallback(
+        &self,
+        request: Request<Ticket>,
+        _message: arrow_flight::sql::Any,
+    ) -> Result<Response<Batches>, Status> {
+        self.caller(request.metadata())?;
+        Err(Status::invalid_argument(
+            "the ticket is not one this service issued: get one from GetFlightInfo of an ADQL statement",
+        ))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata())?;
+        let ticket = Ticket::new(query.as_any().encode_to_vec());
+        let info = FlightInfo::new()
+            .try_with_schema(query.into_builder(&SQL_INFO).schema().as_ref())
+            .map_err(|e| Status::internal(format!("the SqlInfo schema: {e}")))?
+            .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+            .with_descriptor(request.into_inner());
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<Batches>, Status> {
+        self.caller(request.metadata())?;
+        let builder = query.into_builder(&SQL_INFO);
+        let schema = builder.schema();
+        let batch = builder.build().map_err(FlightError::from);
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(futures::stream::iter([batch]))
+            .map_err(Status::from);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// The audit line of a Flight SQL query, as the HTTP service writes one per request.
+fn audit(
+    tap: &Tap,
+    client: &Client,
+    tally: &Tally,
+    code: tonic::Code,
+    started: std::time::Instant,
+) {
+    let Some(log) = &tap.audit else {
+        return;
+    };
+    let mut line = serde_json::json!({
+        "time": crate::jobs::iso(crate::jobs::now_ms()),
+        "who": client.key,
+        "method": "DoGet",
+        "path": "flight-sql",
+        "status": format!("{code:?}"),
+    });
+    tally.fill(&mut line);
+    line["ms"] = (started.elapsed().as_secs_f64() * 1000.0).into();
+    log.write(&line);
+}
+
+/// Decodes a message the way the Flight SQL layer hands it over, for tests.
+#[cfg(test)]
+fn ticket_of(info: &FlightInfo) -> TicketStatementQuery {
+    let ticket = &info.endpoint[0].ticket.as_ref().expect("ticket").ticket;
+    let any = arrow_flight::sql::Any::decode(ticket.as_ref()).expect("Any");
+    any.unpack::<TicketStatementQuery>()
+        .expect("unpack")
+        .expect("a statement ticket")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_must_be_text() {
+        assert!(FlightSql::statement(b"SELECT 1").is_ok());
+        assert_eq!(
+            FlightSql::statement(b"  ").unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            FlightSql::statement(&[0xff, 0xfe]).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn a_ticket_carries_the_statement() {
+        let ticket = TicketStatementQuery {
+            statement_handle: "SELECT TOP 1 * FROM t".as_bytes().to_vec().into(),
+        };
+        let info = FlightInfo::new().with_endpoint(
+            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
+        );
+        assert_eq!(ticket_of(&info).statement_handle, ticket.statement_handle);
+    }
+}
