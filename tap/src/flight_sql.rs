@@ -72,7 +72,11 @@ pub async fn serve_until(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(64 << 20);
     tonic::transport::Server::builder()
-        .timeout(std::time::Duration::from_secs(24 * 3600))
+        // A client cannot open unbounded streams on one connection; dead peers are found by keep-alive pings.
+        .concurrency_limit_per_connection(64)
+        .max_concurrent_streams(64)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, stop)
         .await
@@ -189,6 +193,13 @@ impl FlightSqlService for FlightSql {
         let caller = self.caller(request.metadata())?;
         let adql = FlightSql::statement(query.query.as_bytes())?;
         let visible = self.tap.visible_to(Reader::of(&caller));
+        // Planning is work too: it takes one of the caller's sync turns, as `/tap/sync` does before it plans.
+        let client = Client::of_caller(&self.tap, &caller, || address_of(&request));
+        let _turn = self
+            .tap
+            .sync_turn(&client)
+            .await
+            .map_err(|b| busy_status(&b))?;
         let secs = self.tap.limits.sync_duration;
         let planned = tokio::time::timeout(
             std::time::Duration::from_secs(secs),
@@ -219,16 +230,21 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<Batches>, Status> {
         let tap = self.tap.clone();
         let caller = self.caller(request.metadata())?;
-        let address = request
-            .remote_addr()
-            .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
-        let client = Client::of_caller(&tap, &caller, || address);
+        let client = Client::of_caller(&tap, &caller, || address_of(&request));
         let adql = FlightSql::statement(&ticket.statement_handle)?;
         let visible = tap.visible_to(Reader::of(&caller));
-        let tally = Arc::new(Tally::default());
+        let tally = Tally::default();
         tally.query(&adql);
-        let started = std::time::Instant::now();
         let turn = tap.sync_turn(&client).await.map_err(|b| busy_status(&b))?;
+        // Held until the stream ends or is dropped (the client went away): gives the turn back, writes the audit line.
+        let mut open = Open {
+            tap: tap.clone(),
+            client,
+            tally,
+            started: std::time::Instant::now(),
+            code: tonic::Code::Cancelled,
+            _turn: turn,
+        };
         let secs = tap.limits.sync_duration;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
         let req = QueryRequest {
@@ -246,59 +262,46 @@ impl FlightSqlService for FlightSql {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 let e = status(e.into());
-                audit(&tap, &client, &tally, e.code(), started);
+                open.code = e.code();
                 return Err(e);
             }
-            Err(_) => return Err(status(TapError::SyncTimeout { seconds: secs })),
+            Err(_) => {
+                open.code = tonic::Code::DeadlineExceeded;
+                return Err(status(TapError::SyncTimeout { seconds: secs }));
+            }
         };
         let schema = stream.schema();
         let most = tap.limits.max_maxrec;
-        // The state: the stream, rows so far, and the turn and tally, given back and written when it ends.
-        let state = (stream, 0u64, Some((turn, tally, client)));
-        let batches = futures::stream::unfold(state, move |(mut stream, rows, mut open)| {
-            let tap = tap.clone();
-            async move {
-                let (tally, client) = {
-                    let (_, tally, client) = open.as_ref()?;
-                    (tally.clone(), client.clone())
-                };
+        let batches = futures::stream::unfold(
+            (stream, 0u64, Some(open)),
+            move |(mut stream, rows, mut open)| async move {
+                let guard = open.as_mut()?;
                 let next = tokio::time::timeout_at(deadline, stream.next()).await;
-                let (item, code) = match next {
-                    Err(_) => (
-                        Some(Err(FlightError::Tonic(Box::new(status(
-                            TapError::SyncTimeout { seconds: secs },
-                        ))))),
-                        tonic::Code::DeadlineExceeded,
-                    ),
-                    Ok(None) => (None, tonic::Code::Ok),
-                    Ok(Some(Err(e))) => {
-                        let e = status(TapError::Query(czar::CzarError::from_datafusion(e)));
-                        let code = e.code();
-                        (Some(Err(FlightError::Tonic(Box::new(e)))), code)
-                    }
+                let end = match next {
                     Ok(Some(Ok(batch))) => {
                         let rows = rows + batch.num_rows() as u64;
-                        if rows > most {
-                            let e = Status::resource_exhausted(format!(
-                                "the result has more than {most} rows, the most one result may have here; narrow the \
-                                 query (or use TOP), or run it as a TAP async job"
-                            ));
-                            (
-                                Some(Err(FlightError::Tonic(Box::new(e)))),
-                                tonic::Code::ResourceExhausted,
-                            )
-                        } else {
-                            tally.rows(rows);
+                        if rows <= most {
+                            guard.tally.rows(rows);
                             return Some((Ok(batch), (stream, rows, open)));
                         }
+                        Some(Status::resource_exhausted(format!(
+                            "the result has more than {most} rows, the most one result may have here \
+                             (the service's --max-maxrec); narrow the query, or take it in parts (TOP, ranges \
+                             of a column)"
+                        )))
                     }
+                    Ok(None) => None,
+                    Ok(Some(Err(e))) => {
+                        Some(status(TapError::Query(czar::CzarError::from_datafusion(e))))
+                    }
+                    Err(_) => Some(status(TapError::SyncTimeout { seconds: secs })),
                 };
-                // The end, or an error that ends it: the turn is given back, the audit line written.
-                audit(&tap, &client, &tally, code, started);
+                // The end, or an error that ends it.
+                guard.code = end.as_ref().map_or(tonic::Code::Ok, Status::code);
                 open.take();
-                item.map(|item| (item, (stream, rows, open)))
-            }
-        });
+                end.map(|e| (Err(FlightError::Tonic(Box::new(e))), (stream, rows, None)))
+            },
+        );
         let encoded = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
@@ -352,27 +355,40 @@ impl FlightSqlService for FlightSql {
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
 
-/// The audit line of a Flight SQL query, as the HTTP service writes one per request.
-fn audit(
-    tap: &Tap,
-    client: &Client,
-    tally: &Tally,
-    code: tonic::Code,
+/// A running Flight SQL query: its sync turn, and what its audit line says when it ends or is dropped.
+struct Open {
+    tap: Arc<Tap>,
+    client: Client,
+    tally: Tally,
     started: std::time::Instant,
-) {
-    let Some(log) = &tap.audit else {
-        return;
-    };
-    let mut line = serde_json::json!({
-        "time": crate::jobs::iso(crate::jobs::now_ms()),
-        "who": client.key,
-        "method": "DoGet",
-        "path": "flight-sql",
-        "status": format!("{code:?}"),
-    });
-    tally.fill(&mut line);
-    line["ms"] = (started.elapsed().as_secs_f64() * 1000.0).into();
-    log.write(&line);
+    /// How it ended; `Cancelled` until it does (a client that goes away drops the stream).
+    code: tonic::Code,
+    _turn: crate::service::Turn,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let Some(log) = &self.tap.audit else {
+            return;
+        };
+        let mut line = serde_json::json!({
+            "time": crate::jobs::iso(crate::jobs::now_ms()),
+            "who": self.client.key,
+            "method": "DoGet",
+            "path": "flight-sql",
+            "status": format!("{:?}", self.code),
+        });
+        self.tally.fill(&mut line);
+        line["ms"] = (self.started.elapsed().as_secs_f64() * 1000.0).into();
+        log.write(&line);
+    }
+}
+
+/// The caller's address, for the shares of anonymous callers.
+fn address_of<T>(request: &Request<T>) -> String {
+    request
+        .remote_addr()
+        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string())
 }
 
 /// Decodes a message the way the Flight SQL layer hands it over, for tests.

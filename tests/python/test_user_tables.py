@@ -48,9 +48,11 @@ def site(tmp_path_factory):
     tokens = {n: run("token", "create", "--data-dir", str(data), "--user", n).strip() for n in ("ada", "bob", "cy")}
     proc, url = serve(data, base)
     catalog = Table.read(base / "rel/object.parquet")
-    yield {"url": url, "data": data, "base": base, "tokens": tokens, "catalog": catalog, "proc": proc}
-    proc.kill()
-    proc.wait()
+    site = {"url": url, "data": data, "base": base, "tokens": tokens, "catalog": catalog, "proc": proc}
+    yield site
+    # The service the tests restarted last, not the first one.
+    site["proc"].kill()
+    site["proc"].wait()
 
 
 def serve(data, base):
