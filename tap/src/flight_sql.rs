@@ -8,9 +8,11 @@
 //! sync time limit. A result longer than the service's largest MAXREC ends with an error after that many rows:
 //! Flight SQL has no overflow flag, and a cut result must never pass for a whole one.
 //!
-//! Served: `GetFlightInfo` + `DoGet` of a statement (`CommandStatementQuery`, its ticket the ADQL text), `GetSqlInfo`
-//! (name, version, read-only), `Handshake`. Everything else (updates, prepared statements, catalogs metadata) answers
-//! `UNIMPLEMENTED`; the tables are listed by TAP_SCHEMA, which a statement can query.
+//! Served: `GetFlightInfo` + `DoGet` of a statement (`CommandStatementQuery`, its ticket the ADQL text); the
+//! metadata a client browses with (`GetDbSchemas`, `GetTables` with their Arrow schemas, `GetTableTypes`,
+//! `GetCatalogs`: none, tables are `schema.table` as in ADQL), each listing only what the caller may see;
+//! `GetSqlInfo` (name, version, read-only); `Handshake`. Updates, prepared statements and transactions answer
+//! `UNIMPLEMENTED`.
 
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
@@ -21,7 +23,8 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::FlightSqlService;
 use arrow_flight::sql::{
-    CommandGetSqlInfo, CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
     FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
@@ -352,7 +355,160 @@ impl FlightSqlService for FlightSql {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata())?;
+        let schema = query.clone().into_builder().schema();
+        metadata_info(query, &schema, request)
+    }
+
+    /// No catalogs: ADQL names tables `schema.table`.
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<Batches>, Status> {
+        self.caller(request.metadata())?;
+        let builder = query.into_builder();
+        Ok(one_batch(builder.schema(), builder.build()))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata())?;
+        let schema = query.clone().into_builder().schema();
+        metadata_info(query, &schema, request)
+    }
+
+    /// The schemas of the tables the caller sees.
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<Batches>, Status> {
+        let tables = self.tables_for(request.metadata())?;
+        let mut builder = query.into_builder();
+        let mut schemas: Vec<&str> = tables.iter().map(|t| t.schema.as_str()).collect();
+        schemas.sort_unstable();
+        schemas.dedup();
+        for s in schemas {
+            builder.append("", s);
+        }
+        Ok(one_batch(builder.schema(), builder.build()))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata())?;
+        let schema = query.clone().into_builder().schema();
+        metadata_info(query, &schema, request)
+    }
+
+    /// The tables the caller sees, with their columns as ADQL names them (lower case) when asked.
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<Batches>, Status> {
+        let tables = self.tables_for(request.metadata())?;
+        let mut builder = query.into_builder();
+        for t in &tables {
+            let fields: Vec<arrow::datatypes::Field> = t
+                .provider
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_name(f.name().to_lowercase()))
+                .collect();
+            builder
+                .append(
+                    "",
+                    &t.schema,
+                    &t.name,
+                    TABLE_TYPE,
+                    &arrow::datatypes::Schema::new(fields),
+                )
+                .map_err(|e| Status::internal(format!("listing {}.{}: {e}", t.schema, t.name)))?;
+        }
+        Ok(one_batch(builder.schema(), builder.build()))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata())?;
+        let schema = query.into_builder().schema();
+        metadata_info(query, &schema, request)
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<Batches>, Status> {
+        self.caller(request.metadata())?;
+        let mut builder = query.into_builder();
+        builder.append(TABLE_TYPE);
+        Ok(one_batch(builder.schema(), builder.build()))
+    }
+
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// The one kind of table listed (catalog tables, TAP_SCHEMA and user tables alike are queried the same way).
+const TABLE_TYPE: &str = "TABLE";
+
+impl FlightSql {
+    /// The tables a caller sees (user tables only to their owners and grantees, as in TAP), sorted by name.
+    fn tables_for(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Vec<Arc<adql::CatalogTable>>, Status> {
+        let caller = self.caller(metadata)?;
+        let visible = self.tap.visible_to(Reader::of(&caller));
+        let mut tables = self.tap.czar.catalog_tables_for(visible.as_deref());
+        tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+        Ok(tables)
+    }
+}
+
+/// The `FlightInfo` of a metadata command: its schema, and the command itself as the ticket.
+fn metadata_info<T: ProstMessageExt>(
+    command: T,
+    schema: &arrow::datatypes::Schema,
+    request: Request<FlightDescriptor>,
+) -> Result<Response<FlightInfo>, Status> {
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(format!("a metadata schema: {e}")))?
+        .with_endpoint(
+            FlightEndpoint::new().with_ticket(Ticket::new(command.as_any().encode_to_vec())),
+        )
+        .with_descriptor(request.into_inner());
+    Ok(Response::new(info))
+}
+
+/// A stream of one metadata batch.
+fn one_batch(
+    schema: arrow::datatypes::SchemaRef,
+    batch: Result<arrow::array::RecordBatch, FlightError>,
+) -> Response<Batches> {
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::iter([batch]))
+        .map_err(Status::from);
+    Response::new(Box::pin(stream))
 }
 
 /// A running Flight SQL query: its sync turn, and what its audit line says when it ends or is dropped.

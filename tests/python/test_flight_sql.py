@@ -116,6 +116,24 @@ def test_pandas_through_the_dbapi(site, optional):
     assert frame["id"].iloc[0] == want[0][0]
 
 
+def tables_listed(conn):
+    """(schema, table) pairs of ADBC's get_objects."""
+    objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
+    return {(s["db_schema_name"], t["table_name"])
+            for c in objects for s in c["catalog_db_schemas"] or [] for t in s["db_schema_tables"] or []}
+
+
+def test_a_client_can_browse_schemas_tables_and_columns(site, optional):
+    with connect(optional["uri"]) as conn:
+        listed = tables_listed(conn)
+        assert ("sky", "object") in listed and ("tap_schema", "columns") in listed, listed
+        schema = conn.adbc_get_table_schema("object", db_schema_filter="sky")
+        want = duckdb.sql(f"DESCRIBE SELECT * FROM '{site['input']}'").fetchall()
+        assert [f.name for f in schema] == [w[0].lower() for w in want]
+        assert str(schema.field("ra").type) == "double"
+        assert conn.adbc_get_table_types() == ["TABLE"]
+
+
 def test_bad_adql_is_an_invalid_argument_naming_the_problem(optional):
     with pytest.raises(adbc_driver_manager.Error) as e:
         fetch(optional["uri"], "SELECT ra FROM sky.object WHER dec > 0")
@@ -182,6 +200,11 @@ def test_user_tables_are_seen_only_by_those_tap_shows_them_to(site, required):
         with pytest.raises(adbc_driver_manager.Error) as e:
             fetch(uri, f"SELECT tid FROM {name}", token=tokens["bob"])
         assert "night" in str(e.value), e.value
+        with connect(uri, tokens["ada"]) as conn:
+            assert ("user_ada", "night") in tables_listed(conn)
+        with connect(uri, tokens["bob"]) as conn:
+            listed = tables_listed(conn)
+            assert ("sky", "object") in listed and not any(s == "user_ada" for s, _ in listed), listed
     finally:
         assert ada.delete(f"{url}/tables/{name}").status_code == 200
 
