@@ -267,10 +267,9 @@ impl std::io::Read for PreadCursor {
 /// needs (its output and the columns its filters use), the filters as physical expressions over those columns, the
 /// merged `_hpx29` ranges, the limit.
 struct ReadPlan {
-    /// The columns read, under the table's names and with its types.
+    /// The columns read, under the table's names and with its types: the output's first, then those only the
+    /// filters use.
     needed: SchemaRef,
-    /// Positions in `needed` of the output's columns.
-    outputs: Vec<usize>,
     output: SchemaRef,
     filters: Vec<Arc<dyn PhysicalExpr>>,
     /// Sorted, disjoint, inclusive.
@@ -321,7 +320,6 @@ impl ReadPlan {
             }
         }
         Ok(ReadPlan {
-            outputs: (0..output.fields().len()).collect(),
             output,
             needed,
             filters,
@@ -330,7 +328,7 @@ impl ReadPlan {
         })
     }
 
-    /// Whether a `_hpx29` value is inside the ranges (all values are when there are none).
+    /// Whether a `_hpx29` value is inside the (sorted, disjoint) ranges.
     fn within(ranges: &[(i64, i64)], v: i64) -> bool {
         let i = ranges.partition_point(|r| r.1 < v);
         i < ranges.len() && ranges[i].0 <= v
@@ -460,11 +458,7 @@ impl ReadPlan {
                 batch = filter_record_batch(&batch, &keep)?;
             }
         }
-        let columns = self
-            .outputs
-            .iter()
-            .map(|&i| batch.column(i).clone())
-            .collect();
+        let columns = batch.columns()[..self.output.fields().len()].to_vec();
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
         Ok(RecordBatch::try_new_with_options(
             self.output.clone(),
