@@ -42,7 +42,7 @@ import pyarrow as pa
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benches", "peers"))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from tap_bench import SKYSHARD, cone_form, cone_run, run  # noqa: E402
+from tap_bench import SKYSHARD, cone_form, cone_run, record, run  # noqa: E402
 from zones import zone_join_count  # noqa: E402
 
 
@@ -73,10 +73,7 @@ def main():
     p.add_argument("--skip-pyvo", action="store_true")
     p.add_argument("--skip-copartitioned", action="store_true")
     a = p.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    out = {"commit": commit, "rows": a.rows, "duckdb": duckdb.__version__, "cores": os.cpu_count(),
-           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    commit, out = record(rows=a.rows, duckdb=duckdb.__version__)
     work = tempfile.mkdtemp(prefix="skyshard-perf.")
     print(f"commit {commit}, {a.rows} rows, work directory {work}", flush=True)
     gen = os.path.join(work, "g")

@@ -24,6 +24,16 @@ SKYSHARD = os.environ.get("SKYSHARD") or os.path.join(
     os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/skyshard-target")), "release", "skyshard")
 
 
+def record(**fields):
+    """The short commit of HEAD and the start of a benchmark's raw output: that commit, `fields`, the cores, the
+    date."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                            text=True).stdout.strip()
+    return commit, {"commit": commit, **fields, "cores": os.cpu_count(),
+                    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
 def run(*args):
     """Runs `skyshard ARGS` to the end; returns its wall time in seconds."""
     t = time.perf_counter()
