@@ -368,16 +368,30 @@ fn open_path(path: &str) -> bool {
 
 /// Checks a token: the caller, or the refusal to answer with.
 fn check(auth: &Auth, headers: &HeaderMap, token: &str) -> Result<Caller, Response> {
+    identify(auth, token).map_err(|refusal| match refusal {
+        Refusal::Invalid(message) => unauthorized(headers, &message),
+        Refusal::Unreadable(message) => error(StatusCode::SERVICE_UNAVAILABLE, message),
+    })
+}
+
+/// Why a token names nobody: HTTP answers 401 or 503, Flight SQL `UNAUTHENTICATED` or `UNAVAILABLE`.
+pub(crate) enum Refusal {
+    /// Unknown, revoked or expired; the message says which.
+    Invalid(String),
+    /// The accounts could not be read (logged); the caller may try again.
+    Unreadable(&'static str),
+}
+
+/// The caller a token names, for every way in (HTTP, Flight SQL).
+pub(crate) fn identify(auth: &Auth, token: &str) -> Result<Caller, Refusal> {
     match auth.accounts.check(token, now_ms()) {
         Ok(Ok(identity)) => Ok(Caller::User(identity)),
-        Ok(Err(refusal)) => Err(unauthorized(
-            headers,
-            &format!("the credentials are not valid: {refusal}"),
-        )),
+        Ok(Err(refusal)) => Err(Refusal::Invalid(format!(
+            "the credentials are not valid: {refusal}"
+        ))),
         Err(e) => {
             protocol::log::error("accounts", &format!("checking a token: {e}"));
-            Err(error(
-                StatusCode::SERVICE_UNAVAILABLE,
+            Err(Refusal::Unreadable(
                 "the accounts cannot be read just now; try again",
             ))
         }

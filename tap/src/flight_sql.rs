@@ -35,7 +35,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::access::Reader;
 use crate::audit::Tally;
-use crate::auth::{Caller, Client, Policy};
+use crate::auth::{Caller, Client, Policy, Refusal};
 use crate::error::TapError;
 use crate::output::OutputFormat;
 use crate::query::{QueryRequest, start_query};
@@ -118,18 +118,12 @@ impl FlightSql {
         let headers = metadata.clone().into_headers();
         match crate::auth::presented(&headers) {
             Err(problem) => Err(Status::unauthenticated(problem)),
-            Ok(Some(token)) => match auth.accounts.check(&token, crate::jobs::now_ms()) {
-                Ok(Ok(identity)) => Ok(Caller::User(identity)),
-                Ok(Err(refusal)) => Err(Status::unauthenticated(format!(
-                    "the credentials are not valid: {refusal}"
-                ))),
-                Err(e) => {
-                    protocol::log::error("accounts", &format!("checking a token: {e}"));
-                    Err(Status::unavailable(
-                        "the accounts cannot be read just now; try again",
-                    ))
-                }
-            },
+            Ok(Some(token)) => {
+                crate::auth::identify(auth, &token).map_err(|refusal| match refusal {
+                    Refusal::Invalid(message) => Status::unauthenticated(message),
+                    Refusal::Unreadable(message) => Status::unavailable(message),
+                })
+            }
             Ok(None) if auth.policy == Policy::Required => Err(Status::unauthenticated(
                 "this service needs identity: send a token (authorization: Bearer TOKEN, or Basic with the token as \
                  password)",
