@@ -30,15 +30,20 @@ else
   echo "SKIPPED: the IVOA ADQL conformance collection ($scorer is not beside the checkout)"
 fi
 
-# The Python side: reference engines (DuckDB, numpy, pyarrow) and the clients (astropy, pyvo).
-if ! python3 -c "import duckdb, pyarrow, numpy, pytest, astropy, pyvo, astroquery" 2>/dev/null; then
-  echo "installing the Python packages the tests need: python3 -m pip install -r tests/python/requirements.txt"
-  if ! python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt; then
-    echo "could not install them; run that command yourself (in a virtualenv if your Python is managed by the" \
-      "system: python3 -m venv .venv && . .venv/bin/activate), then this script again" >&2
-    exit 1
-  fi
+# The Python side: reference engines (DuckDB, numpy, pyarrow) and the clients (astropy, pyvo), in a brand-new
+# virtual environment made for this run, so the tests can only use what tests/python/requirements.txt brings (a
+# package installed by hand on this machine cannot hide a missing line); the import check names a missing one at
+# once. pip's own cache keeps the second run quick.
+venv_dir=$(mktemp -d)
+trap 'rm -rf "$venv_dir"' EXIT
+python3 -m venv "$venv_dir/venv"
+if ! "$venv_dir/venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt; then
+  echo "could not install the Python packages the tests need (tests/python/requirements.txt) into a new virtual" \
+    "environment: is PyPI reachable?" >&2
+  exit 1
 fi
+"$venv_dir/venv/bin/python" scripts/check_python_imports.py
+export VIRTUAL_ENV="$venv_dir/venv" PATH="$venv_dir/venv/bin:$PATH"
 command -v stilts >/dev/null || echo "SKIPPED: the STILTS taplint test (stilts is not installed: apt-get install stilts)"
 # -rs names every skipped test and why.
 SKYSHARD="$skyshard" python3 -m pytest -q -rs tests/python
