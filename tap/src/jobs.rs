@@ -70,9 +70,32 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// What a job does. Set by the endpoint that creates the job, never by a request parameter: `/tap/async` makes only
+/// queries, `/tap/table-update` only index jobs, and changing a job's parameters cannot turn one into the other.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum JobKind {
+    /// A TAP query (its ADQL and options are the job's parameters).
+    #[default]
+    Query,
+    /// Mark a column of a user table indexed, after checking that no value repeats when `unique`.
+    Index {
+        table: String,
+        column: String,
+        unique: bool,
+    },
+}
+
+fn is_query(kind: &JobKind) -> bool {
+    *kind == JobKind::Query
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
     pub id: String,
+    /// What it does; records written before job kinds existed are queries.
+    #[serde(default, skip_serializing_if = "is_query")]
+    pub work: JobKind,
     pub run_id: Option<String>,
     pub phase: Phase,
     /// TAP parameters (names lower-case), in the order they came.

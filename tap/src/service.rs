@@ -227,16 +227,25 @@ impl Tap {
         &self,
         owner: Option<&str>,
     ) -> Option<Arc<dyn Fn(&str) -> bool + Send + Sync>> {
-        let auth = self.auth.as_ref()?;
-        let mut reader = crate::access::Reader::default();
-        if let Some(user) = owner.and_then(|o| auth.accounts.user(o).ok().flatten()) {
-            reader = crate::access::Reader {
+        self.visible_to(self.reader_of_owner(owner))
+    }
+
+    /// The owner of a job as a reader, with their groups as the accounts say now (anonymous when the job has no
+    /// owner, the service no accounts, or the user is gone).
+    pub(crate) fn reader_of_owner(&self, owner: Option<&str>) -> crate::access::Reader {
+        let user = self
+            .auth
+            .as_ref()
+            .zip(owner)
+            .and_then(|(auth, o)| auth.accounts.user(o).ok().flatten());
+        match user {
+            Some(user) => crate::access::Reader {
                 user: Some(user.name),
                 groups: user.groups,
                 admin: false,
-            };
+            },
+            None => crate::access::Reader::default(),
         }
-        self.grants.visible(reader)
     }
 
     /// A turn to run a sync query, held until its result is written: at once when one is free, after waiting in a

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use votable::write::xml_escape;
 
 use crate::auth::{Caller, Client};
-use crate::jobs::{Job, Phase, ResultFile, iso, now_ms, parse_iso};
+use crate::jobs::{Job, JobKind, Phase, ResultFile, iso, now_ms, parse_iso};
 use crate::output::{Ending, OutputFormat, stream_result};
 use crate::params::Params;
 use crate::query::{QueryRequest, result_info, start_watched};
@@ -141,6 +141,7 @@ fn new_id() -> Result<String, metastore::MetaError> {
 fn pending(tap: &Tap, id: &str, caller: &Caller, client: &Client, now: u64) -> Job {
     Job {
         id: id.to_string(),
+        work: JobKind::Query,
         run_id: None,
         phase: Phase::Pending,
         params: Vec::new(),
@@ -159,13 +160,13 @@ fn pending(tap: &Tap, id: &str, caller: &Caller, client: &Client, now: u64) -> J
     }
 }
 
-/// A PENDING job of other work than a query (a table-update: `params` has no `query`), owned by the caller;
-/// returns its id.
+/// A PENDING job of other work than a query (`work`, which its parameters show and cannot change), owned by the
+/// caller; returns its id.
 pub(crate) fn create_pending(
     tap: &Tap,
     caller: &Caller,
     client: &Client,
-    params: Vec<(String, String)>,
+    work: JobKind,
 ) -> Result<String, Response> {
     let unavailable = |e: String| {
         error(
@@ -176,7 +177,20 @@ pub(crate) fn create_pending(
     let id = new_id().map_err(|e| unavailable(e.to_string()))?;
     std::fs::create_dir_all(tap.jobs.job_dir(&id)).map_err(|e| unavailable(e.to_string()))?;
     let now = now_ms();
+    let params = match &work {
+        JobKind::Query => Vec::new(),
+        JobKind::Index {
+            table,
+            column,
+            unique,
+        } => vec![
+            ("table".to_string(), table.clone()),
+            ("index".to_string(), column.clone()),
+            ("unique".to_string(), unique.to_string()),
+        ],
+    };
     let job = Job {
+        work,
         params,
         ..pending(tap, &id, caller, client, now)
     };
@@ -275,6 +289,18 @@ fn set_params(job: &mut Job, p: &Params) {
         }
         job.params.retain(|(name, _)| name != &k);
         job.params.push((k, v.clone()));
+    }
+}
+
+/// Only a query job's parameters can change: another kind of job does what its creating endpoint checked.
+fn parameters_fixed(job: &Job) -> Result<(), Response> {
+    match job.work {
+        JobKind::Query => Ok(()),
+        JobKind::Index { .. } => Err(error(
+            StatusCode::BAD_REQUEST,
+            "a table-update job's parameters are fixed when it is created: create another job with \
+             POST /tap/table-update",
+        )),
     }
 }
 
@@ -385,9 +411,21 @@ async fn execute(tap: &Arc<Tap>, id: &str) {
             j.error = Some(message);
         });
     };
-    if job.params.iter().any(|(k, _)| k == "index") && !job.params.iter().any(|(k, _)| k == "query")
+    if let JobKind::Index {
+        table,
+        column,
+        unique,
+    } = &job.work
     {
-        let outcome = crate::usertables::run_index(tap, &job).await;
+        let deadline = Duration::from_secs(job.duration.max(1));
+        let work = crate::usertables::run_index(tap, job.owner.as_deref(), table, column, *unique);
+        let outcome = match tokio::time::timeout(deadline, work).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!(
+                "the job ran longer than its execution duration of {} s and was stopped",
+                job.duration
+            )),
+        };
         tap.jobs.update(id, |j| {
             j.end = Some(now_ms());
             match &outcome {
@@ -729,6 +767,9 @@ async fn post_job(
     }
     let has_query_params = p.pairs.iter().any(|(k, _)| !CONTROL.contains(&k.as_str()));
     if has_query_params {
+        if let Err(r) = parameters_fixed(&job) {
+            return r;
+        }
         if job.phase != Phase::Pending {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -840,6 +881,9 @@ async fn post_field(
             });
         }
         "parameters" => {
+            if let Err(r) = parameters_fixed(&job) {
+                return r;
+            }
             if job.phase != Phase::Pending {
                 return error(
                     StatusCode::BAD_REQUEST,

@@ -389,3 +389,65 @@ def test_a_czar_killed_during_a_load_leaves_the_table_as_it_was(site, features):
     assert r.status_code == 200, r.text
     assert session(site["tokens"]["ada"]).post(site["url"] + "/sync", data=count).text.split()[1] == str(before + n)
     service(site, "ada").remove_table(name)
+
+
+def finished(s, job_url):
+    """Waits (UWS WAIT, no wall-clock assertion) until the job at `job_url` leaves PENDING/QUEUED/EXECUTING."""
+    for _ in range(120):
+        phase = s.get(job_url + "/phase", timeout=30).text.strip()
+        if phase not in ("PENDING", "QUEUED", "EXECUTING"):
+            return phase
+        s.get(job_url, params={"WAIT": "5", "PHASE": phase}, timeout=30)
+    raise AssertionError(f"the job at {job_url} did not finish: still {phase}")
+
+
+def test_request_parameters_cannot_make_a_job_an_index_job(site, features):
+    """Issue 33, item 1: /tap/async with TABLE, INDEX and UNIQUE (no QUERY) ran the index job, which pasted them
+    into SQL and ran it without the caller's visibility: anyone read any user table through the job's error and
+    marked any catalog column indexed. A job's kind is set by the endpoint that makes it, never by a parameter."""
+    ada, bob, anonymous = (session(site["tokens"].get(u)) for u in ("ada", "bob", None))
+    url = site["url"]
+    name = "user_ada.secret"
+    service(site, "ada").create_table(name, io.BytesIO(DEFINITION.format(name=name).encode()))
+    rows = b"tid,ra,dec,label\n1,10.0,20.0,public-ish\n2,11.0,21.0,hunter2\n"
+    r = ada.post(f"{url}/load/{name}", data=rows, headers={"Content-Type": "text/csv"}, timeout=120)
+    assert r.status_code == 200, r.text
+    indexed = {"LANG": "ADQL", "RESPONSEFORMAT": "csv", "QUERY":
+               "SELECT indexed FROM TAP_SCHEMA.columns WHERE table_name = 'sky.object' AND column_name = 'mag_g'"}
+    assert ada.post(f"{url}/sync", data=indexed, timeout=60).text.split()[1] == "0"
+    try:
+        attacks = [
+            {"TABLE": f"{name} WHERE tid = 2", "INDEX": "CAST(label AS INTEGER)", "UNIQUE": "true"},
+            {"TABLE": "sky.object", "INDEX": "mag_g", "UNIQUE": "false"},
+        ]
+        for who in (anonymous, bob):
+            for attack in attacks:
+                r = who.post(f"{url}/async", data={**attack, "PHASE": "RUN"}, allow_redirects=False, timeout=60)
+                assert r.status_code == 303, r.text
+                job = r.headers["Location"]
+                assert finished(who, job) == "ERROR"
+                message = who.get(job + "/error", timeout=30).text
+                # A query job without a query: it says so, and nothing of the table.
+                assert "QUERY" in message and "hunter2" not in message, message
+        assert ada.post(f"{url}/sync", data=indexed, timeout=60).text.split()[1] == "0"
+        # The owner's own table-update job is PENDING; its table and column cannot be changed afterwards.
+        r = ada.post(f"{url}/table-update", data={"table": name, "index": "tid", "unique": "true"},
+                     allow_redirects=False, timeout=60)
+        assert r.status_code == 303, r.text
+        job = r.headers["Location"]
+        for form, path in (({"TABLE": "sky.object", "INDEX": "ra"}, ""),
+                           ({"TABLE": "sky.object"}, "/parameters")):
+            r = ada.post(job + path, data=form, allow_redirects=False, timeout=60)
+            assert r.status_code == 400 and "fixed when it is created" in r.text, r.text
+        params = ada.get(job + "/parameters", timeout=30).text
+        assert name in params and "sky.object" not in params, params
+        # Run as created, it indexes ada's table and nothing else.
+        r = ada.post(job + "/phase", data={"PHASE": "RUN"}, allow_redirects=False, timeout=60)
+        assert r.status_code == 303, r.text
+        assert finished(ada, job) == "COMPLETED", ada.get(job + "/error", timeout=30).text
+        mine = {**indexed, "QUERY": f"SELECT indexed FROM TAP_SCHEMA.columns WHERE table_name = '{name}' "
+                                    "AND column_name = 'tid'"}
+        assert ada.post(f"{url}/sync", data=mine, timeout=60).text.split()[1] == "1"
+        assert ada.post(f"{url}/sync", data=indexed, timeout=60).text.split()[1] == "0"
+    finally:
+        ada.delete(f"{url}/tables/{name}", timeout=120)

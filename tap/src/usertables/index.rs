@@ -46,12 +46,19 @@ pub(crate) async fn table_update(
             &format!("{qualified} has no column {column}"),
         );
     }
-    let params = vec![
-        ("table".to_string(), qualified),
-        ("index".to_string(), column.to_lowercase()),
-        ("unique".to_string(), unique.to_string()),
-    ];
-    match crate::uws::create_pending(&tap, &caller, &client, params) {
+    let column = info
+        .record
+        .columns
+        .iter()
+        .find(|c| c.name.eq_ignore_ascii_case(column))
+        .map(|c| c.name.clone())
+        .unwrap_or_else(|| column.to_lowercase());
+    let work = crate::jobs::JobKind::Index {
+        table: qualified,
+        column,
+        unique,
+    };
+    match crate::uws::create_pending(&tap, &caller, &client, work) {
         Ok(id) => (
             StatusCode::SEE_OTHER,
             [(
@@ -64,50 +71,79 @@ pub(crate) async fn table_update(
     }
 }
 
-/// Runs a table-update job: checks uniqueness when asked, then marks the column indexed (TAP_SCHEMA shows it).
-pub(crate) async fn run_index(tap: &Tap, job: &crate::jobs::Job) -> Result<(), String> {
-    let param = |k: &str| {
-        job.params
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-    };
-    let (Some(table), Some(column)) = (param("table"), param("index")) else {
-        return Err("the job names no table and index".into());
-    };
+/// Runs a table-update job as its owner: checks again that they may add rows to the table (a grant may have been
+/// withdrawn since the job was created), checks uniqueness when asked, then marks the column indexed (TAP_SCHEMA
+/// shows it). The uniqueness query names the table and column as the catalog spells them, quoted, and is planned
+/// over what the owner sees, like any query of theirs.
+pub(crate) async fn run_index(
+    tap: &Tap,
+    owner: Option<&str>,
+    table: &str,
+    column: &str,
+    unique: bool,
+) -> Result<(), String> {
+    let reader = tap.reader_of_owner(owner);
+    let may_index = reader.user.is_some()
+        && table
+            .split_once('.')
+            .and_then(|(schema, _)| Space::of(schema))
+            .is_some_and(|space| reader.owns(&space) || tap.grants.may_add_rows(&reader, table));
+    if !may_index {
+        return Err(format!(
+            "the job's owner may not change {table} (only its space's owners and groups it is shared with for writing)"
+        ));
+    }
     let _turn = writing(tap).lock().await;
-    if param("unique").as_deref() == Some("true") {
-        let query = format!("SELECT COUNT(*) AS n, COUNT(DISTINCT {column}) AS d FROM {table}");
+    let gone = || format!("no table {table} (was it dropped?)");
+    let info = tap
+        .czar
+        .tables()
+        .into_iter()
+        .find(|t| t.record.qualified_name().eq_ignore_ascii_case(table))
+        .ok_or_else(gone)?;
+    let declared = info
+        .record
+        .columns
+        .iter()
+        .find(|c| c.name.eq_ignore_ascii_case(column))
+        .map(|c| c.name.clone())
+        .ok_or_else(|| format!("{table} has no column {column}"))?;
+    if unique {
+        let query = format!(
+            "SELECT COUNT(*) AS n, COUNT(DISTINCT {}) AS d FROM {}.{}",
+            delimited(&declared),
+            delimited(&info.record.schema),
+            delimited(&info.record.name),
+        );
+        let visible = tap.visible_to(reader);
         let stream = tap
             .czar
-            .execute(&query, &[])
+            .execute_for(&query, &[], visible.as_deref())
             .await
             .map_err(|e| e.to_string())?;
         let batches: Vec<RecordBatch> = datafusion::physical_plan::common::collect(stream)
             .await
             .map_err(|e| e.to_string())?;
-        let value = |name: &str| -> i64 {
-            batches
-                .first()
-                .and_then(|b| b.column_by_name(name))
-                .and_then(|c| arrow::compute::cast(c, &DataType::Int64).ok())
-                .and_then(|c| {
-                    c.as_any()
-                        .downcast_ref::<arrow::array::Int64Array>()
-                        .map(|a| a.value(0))
-                })
-                .unwrap_or(0)
+        let value = |name: &str| -> Option<i64> {
+            let c = batches.first()?.column_by_name(name)?;
+            let c = arrow::compute::cast(c, &DataType::Int64).ok()?;
+            let a = c.as_any().downcast_ref::<arrow::array::Int64Array>()?;
+            (a.len() == 1).then(|| a.value(0))
         };
-        let (n, d) = (value("n"), value("d"));
+        let (Some(n), Some(d)) = (value("n"), value("d")) else {
+            return Err(format!(
+                "counting the values of {declared} in {table} gave no answer"
+            ));
+        };
         if n != d {
             return Err(format!(
-                "{column} of {table} is not unique: {} rows repeat a value (or are null) among {n}",
+                "{declared} of {table} is not unique: {} rows repeat a value (or are null) among {n}",
                 n - d
             ));
         }
     }
     let data_dir = tap.czar.data_dir().to_path_buf();
-    let (t, c) = (table.clone(), column.clone());
+    let (t, c) = (info.record.qualified_name(), declared);
     tokio::task::spawn_blocking(move || -> Result<(), String> {
         let store = loader::ingest::open_store(&data_dir).map_err(|e| e.to_string())?;
         let mut record = store
@@ -127,4 +163,9 @@ pub(crate) async fn run_index(tap: &Tap, job: &crate::jobs::Job) -> Result<(), S
     .await
     .map_err(|e| e.to_string())??;
     tap.czar.refresh().map_err(|e| e.to_string())
+}
+
+/// An ADQL delimited identifier: the name as the catalog spells it, quoted, an inner quote doubled.
+fn delimited(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
