@@ -176,12 +176,15 @@ async fn run_czar(
         } else {
             Some(tap::auth::Proxy {
                 addresses: service.trusted_proxies.clone(),
-                header: service.proxy_user_header.parse().map_err(|_| {
-                    format!(
-                        "--proxy-user-header {}: not a header name",
-                        service.proxy_user_header
-                    )
-                })?,
+                header: hyper::http::HeaderName::from_bytes(service.proxy_user_header.as_bytes())
+                    .map_err(|_| {
+                        format!(
+                            "--proxy-user-header {}: not a header name",
+                            service.proxy_user_header
+                        )
+                    })?
+                    .as_str()
+                    .to_string(),
             })
         },
     };

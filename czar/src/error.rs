@@ -43,10 +43,16 @@ pub enum CzarError {
     #[error("the metadata store: {0}")]
     Meta(#[from] metastore::MetaError),
     /// A load's files could not be shipped to a worker: nothing was published.
-    #[error("shipping to worker {worker}: {reason}")]
+    #[error("the load was not published: shipping to worker {worker}: {reason}")]
     Ship { worker: String, reason: String },
+    /// The loader refused a load (bad input, a name in use, ...) or could not write it: nothing was published.
+    #[error("{0}")]
+    Load(#[from] loader::LoaderError),
+    /// A load's task ended before it finished (the service is stopping).
+    #[error("the load stopped: {reason}")]
+    LoadStopped { reason: String },
     /// No worker of this cluster can hold a chunk of a load.
-    #[error("no worker of this cluster can hold chunk {chunk}")]
+    #[error("the load was not published: no worker of this cluster can hold chunk {chunk}")]
     NoPlacement { chunk: u64 },
 }
 
@@ -59,6 +65,13 @@ impl CzarError {
             CzarError::QueryTooLarge { .. } => ErrorCode::TooLarge,
             CzarError::Catalog { .. } | CzarError::Meta(_) => ErrorCode::Internal,
             CzarError::Ship { .. } | CzarError::NoPlacement { .. } => ErrorCode::Unavailable,
+            CzarError::Load(e) => match e {
+                loader::LoaderError::Io { .. } | loader::LoaderError::Meta(_) => {
+                    ErrorCode::Internal
+                }
+                _ => ErrorCode::BadRequest,
+            },
+            CzarError::LoadStopped { .. } => ErrorCode::Internal,
         }
     }
 

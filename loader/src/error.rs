@@ -96,9 +96,6 @@ pub enum LoaderError {
     },
     #[error("{path}: {problem}")]
     ColumnsMeta { path: PathBuf, problem: String },
-    /// The step before publishing (shipping chunks to workers) failed: nothing was published.
-    #[error("the load was not published: {0}")]
-    NotShipped(String),
 }
 
 pub type Result<T, E = LoaderError> = std::result::Result<T, E>;

@@ -251,21 +251,68 @@ fn children_of(store: &MetaStore, director: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Loads `inputs` as a table of `data_dir`.
+/// Loads `inputs` as a table of `data_dir`: [`prepare`], then [`Prepared::publish`].
 pub fn ingest(data_dir: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<IngestReport> {
-    ingest_with(data_dir, inputs, opts, &|_, _| Ok(()))
+    prepare(data_dir, inputs, opts)?.publish()
 }
 
-/// [`ingest`], calling `before_publish(load directory, record)` (which may note the chunks' placement in the
-/// record) once the load's files are in place and before the
-/// one write that publishes it (the czar ships the chunk files to workers there). If it fails, the load is dropped
-/// and the catalog stays as it was.
-pub fn ingest_with(
-    data_dir: &Path,
-    inputs: &[PathBuf],
-    opts: &IngestOptions,
-    before_publish: &dyn Fn(&Path, &mut TableRecord) -> std::result::Result<(), String>,
-) -> Result<IngestReport> {
+/// A load whose files are in place under its load directory and not yet published: nobody sees it until
+/// [`Prepared::publish`]; dropped unpublished, its files are removed and the catalog stays as it was. It holds the
+/// data directory's metadata store (one writer at a time) until then. Between the two steps the czar ships the
+/// files to the workers and notes their placement in the record ([`Prepared::record_mut`]).
+pub struct Prepared {
+    store: MetaStore,
+    data_dir: PathBuf,
+    dir: PathBuf,
+    record: TableRecord,
+    skipped: u64,
+    chunks_with_rows: usize,
+    published: bool,
+}
+
+impl Prepared {
+    /// The load directory (`DATA/tables/S.T/LOAD/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn record(&self) -> &TableRecord {
+        &self.record
+    }
+
+    /// The record to publish; the czar adds the chunks' placement.
+    pub fn record_mut(&mut self) -> &mut TableRecord {
+        &mut self.record
+    }
+
+    /// Makes the load visible in one rename (the table record), then removes the load it replaced.
+    pub fn publish(mut self) -> Result<IngestReport> {
+        let previous = self.store.publish(&self.record).map_err(meta)?;
+        self.published = true;
+        if let Some(prev) = &previous {
+            let _ = std::fs::remove_dir_all(load_dir(&self.data_dir, prev));
+        }
+        Ok(IngestReport {
+            record: self.record.clone(),
+            skipped: self.skipped,
+            replaced: previous.is_some(),
+            chunks_with_rows: self.chunks_with_rows,
+        })
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            let _ = self.store.collect_garbage();
+        }
+    }
+}
+
+/// The first step of a load: partitions `inputs` into a new load directory of the table, with its index and
+/// record, without publishing it.
+pub fn prepare(data_dir: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<Prepared> {
     let (schema, name) =
         valid_table_name(&opts.table).ok_or_else(|| LoaderError::TableName(opts.table.clone()))?;
     let qualified = format!("{schema}.{name}");
@@ -389,7 +436,7 @@ pub fn ingest_with(
     } else {
         0
     };
-    let mut record = TableRecord {
+    let record = TableRecord {
         schema,
         name,
         kind,
@@ -402,20 +449,14 @@ pub fn ingest_with(
         orphan_rows,
         placement: Vec::new(),
     };
-    if let Err(e) = before_publish(&final_dir, &mut record) {
-        let _ = std::fs::remove_dir_all(&final_dir);
-        let _ = store.collect_garbage();
-        return Err(LoaderError::NotShipped(e));
-    }
-    let previous = store.publish(&record).map_err(meta)?;
-    if let Some(prev) = &previous {
-        let _ = std::fs::remove_dir_all(load_dir(data_dir, prev));
-    }
-    Ok(IngestReport {
+    Ok(Prepared {
+        store,
+        data_dir: data_dir.to_path_buf(),
+        dir: final_dir,
         record,
         skipped,
-        replaced: previous.is_some(),
         chunks_with_rows,
+        published: false,
     })
 }
 

@@ -183,3 +183,17 @@ mod tests {
         assert_eq!(decode("%4"), None);
     }
 }
+
+/// Bytes of the files under `path` (a file's own length; symbolic links are not followed). What a load, a table or
+/// a user's file space holds is measured with it, so quotas count the same bytes everywhere.
+pub fn size_of(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| size_of(&e.path())).sum())
+        .unwrap_or(0)
+}

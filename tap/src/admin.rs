@@ -8,7 +8,7 @@
 //! or `required`) only tokens with the `admin` scope.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use axum::{Extension, Router};
 use futures::StreamExt;
-use metastore::TableRecord;
 use partitioner::layout;
 use tokio::io::AsyncWriteExt;
 
@@ -284,12 +283,18 @@ async fn load(
         Ok(o) => o,
         Err(e) => return refused(StatusCode::BAD_REQUEST, e),
     };
-    let result = load_and_ship(&tap, args.input.clone(), options, None).await;
+    let linger = std::time::Duration::from_secs(tap.limits.replaced_load_linger);
+    let result = tap.czar.load(args.input.clone(), options, linger).await;
     let _ = tokio::fs::remove_dir_all(&dir).await;
-    let (report, shipped) = match result {
+    let loaded = match result {
         Ok(r) => r,
-        Err((status, message)) => return refused(status, message),
+        Err(e) => {
+            let status =
+                StatusCode::from_u16(e.code().http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            return refused(status, e.to_string());
+        }
     };
+    let report = &loaded.report;
     json(
         StatusCode::OK,
         serde_json::json!({
@@ -299,83 +304,7 @@ async fn load(
             "chunks": report.chunks_with_rows,
             "skipped": report.skipped,
             "replaced": report.replaced,
-            "files_shipped": shipped,
+            "files_shipped": loaded.files_shipped,
         }),
     )
-}
-
-/// A check of a finished load before it ships (its directory): a quota, say. Err refuses the load.
-pub(crate) type LoadCheck = Box<dyn Fn(&Path) -> Result<(), String> + Send + Sync>;
-
-/// Runs the loader into the czar's data directory and ships the load's files to the workers before publishing it
-/// (if `check` refuses it or any worker cannot take its files, nothing is published and the table stays as it
-/// was); then drops the table's older loads on the workers and re-reads the catalog. Returns the report and how
-/// many files were shipped; Err names the status to answer with.
-pub(crate) async fn load_and_ship(
-    tap: &Arc<Tap>,
-    inputs: Vec<PathBuf>,
-    options: loader::ingest::IngestOptions,
-    check: Option<LoadCheck>,
-) -> Result<(loader::ingest::IngestReport, usize), (StatusCode, String)> {
-    let data_dir = tap.czar.data_dir().to_path_buf();
-    let cluster = tap.czar.cluster();
-    let runtime = tokio::runtime::Handle::current();
-    let shipped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = shipped.clone();
-    // A child table's chunks go where its director's are (their joins run chunk-local).
-    let follow: std::collections::HashMap<u64, Vec<String>> = match &options.kind {
-        loader::ingest::LoadKind::Child { director, .. } => tap
-            .czar
-            .tables()
-            .iter()
-            .find(|t| t.record.qualified_name().eq_ignore_ascii_case(director))
-            .map(|t| t.record.placement.iter().cloned().collect())
-            .unwrap_or_default(),
-        _ => Default::default(),
-    };
-    let result = tokio::task::spawn_blocking(move || {
-        let hook = |load_dir: &Path, record: &mut TableRecord| {
-            if let Some(check) = &check {
-                check(load_dir)?;
-            }
-            let n = runtime
-                .block_on(czar::ship::ship(
-                    &cluster, &data_dir, load_dir, record, &follow,
-                ))
-                .map_err(|e| e.to_string())?;
-            counter.store(n, std::sync::atomic::Ordering::Relaxed);
-            Ok(())
-        };
-        loader::ingest::ingest_with(&data_dir, &inputs, &options, &hook)
-    })
-    .await;
-    let report = match result {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err((StatusCode::BAD_REQUEST, e.to_string())),
-        Err(e) => {
-            return Err((
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the load stopped: {e}"),
-            ));
-        }
-    };
-    // Older loads of the table on the workers are garbage once the queries that started on them are done (new ones
-    // name the new load).
-    let (cluster, table, keep) = (
-        tap.czar.cluster(),
-        report.record.qualified_name(),
-        report.record.load_id.clone(),
-    );
-    let linger = std::time::Duration::from_secs(tap.limits.replaced_load_linger);
-    tokio::spawn(async move {
-        tokio::time::sleep(linger).await;
-        czar::ship::drop_old_loads(&cluster, &table, &keep).await;
-    });
-    if let Err(e) = tap.czar.refresh() {
-        return Err((
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("loaded, but the catalog could not be re-read: {e}"),
-        ));
-    }
-    Ok((report, shipped.load(std::sync::atomic::Ordering::Relaxed)))
 }

@@ -19,6 +19,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use metastore::files::size_of;
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::Caller;
@@ -129,19 +130,6 @@ fn percent_encode(s: &str) -> String {
 
 fn xml_escape(s: &str) -> String {
     votable::write::xml_escape(s)
-}
-
-/// Bytes of the files under `dir`.
-pub(crate) fn size_of(dir: &Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(dir) else {
-        return 0;
-    };
-    if !meta.is_dir() {
-        return meta.len();
-    }
-    std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().map(|e| size_of(&e.path())).sum())
-        .unwrap_or(0)
 }
 
 /// A space's quota in bytes.

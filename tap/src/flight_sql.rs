@@ -33,13 +33,13 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::access::Reader;
 use crate::audit::Tally;
 use crate::auth::{Caller, Client, Policy, Refusal};
 use crate::error::TapError;
 use crate::output::OutputFormat;
 use crate::query::{QueryRequest, start_query};
 use crate::service::{Busy, Tap};
+use platform::access::Reader;
 
 /// What `GetSqlInfo` says of the server.
 static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
@@ -118,12 +118,10 @@ impl FlightSql {
         let headers = metadata.clone().into_headers();
         match crate::auth::presented(&headers) {
             Err(problem) => Err(Status::unauthenticated(problem)),
-            Ok(Some(token)) => {
-                crate::auth::identify(auth, &token).map_err(|refusal| match refusal {
-                    Refusal::Invalid(message) => Status::unauthenticated(message),
-                    Refusal::Unreadable(message) => Status::unavailable(message),
-                })
-            }
+            Ok(Some(token)) => auth.identify(&token).map_err(|refusal| match refusal {
+                Refusal::Invalid(message) => Status::unauthenticated(message),
+                Refusal::Unreadable(message) => Status::unavailable(message),
+            }),
             Ok(None) if auth.policy == Policy::Required => Err(Status::unauthenticated(
                 "this service needs identity: send a token (authorization: Bearer TOKEN, or Basic with the token as \
                  password)",
@@ -191,7 +189,7 @@ impl FlightSqlService for FlightSql {
         let adql = FlightSql::statement(query.query.as_bytes())?;
         let visible = self.tap.visible_to(Reader::of(&caller));
         // Planning is work too: it takes one of the caller's sync turns, as `/tap/sync` does before it plans.
-        let client = Client::of_caller(&self.tap, &caller, || address_of(&request));
+        let client = Client::of(&self.tap.limits, &caller, || address_of(&request));
         let _turn = self
             .tap
             .sync_turn(&client)
@@ -227,7 +225,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<Batches>, Status> {
         let tap = self.tap.clone();
         let caller = self.caller(request.metadata())?;
-        let client = Client::of_caller(&tap, &caller, || address_of(&request));
+        let client = Client::of(&tap.limits, &caller, || address_of(&request));
         let adql = FlightSql::statement(&ticket.statement_handle)?;
         let visible = tap.visible_to(Reader::of(&caller));
         let tally = Tally::default();
@@ -522,7 +520,7 @@ impl Drop for Open {
             return;
         };
         let mut line = serde_json::json!({
-            "time": crate::jobs::iso(crate::jobs::now_ms()),
+            "time": platform::jobs::iso(platform::jobs::now_ms()),
             "who": self.client.key,
             "method": "DoGet",
             "path": "flight-sql",

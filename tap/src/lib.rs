@@ -22,7 +22,8 @@
 //! [`jobs`] (the job store), [`tap_schema`], [`scs`], [`upload`], [`params`] (reading parameters), [`output`] (the result writers),
 //! [`format`] (the text table and DALI error document), [`reply`] (error documents, streamed bodies), [`admin`].
 
-pub mod access;
+pub use platform::{access, jobs};
+
 pub mod admin;
 pub mod audit;
 pub mod auth;
@@ -30,7 +31,6 @@ pub mod error;
 pub mod files;
 pub mod flight_sql;
 pub mod format;
-pub mod jobs;
 pub mod metrics;
 pub mod output;
 pub mod params;

@@ -41,12 +41,12 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use crate::auth::Caller;
-use crate::jobs::{Job, Phase, iso};
 use crate::output::{OutputFormat, stream_result};
 use crate::params::Params;
 use crate::reply::{error, streamed_response};
 use crate::service::Tap;
 use crate::uws::no_job;
+use platform::jobs::{Job, Phase, iso};
 
 pub fn routes() -> Router<Arc<Tap>> {
     // Hash and compress the files now, off the request path: the first visitor should not wait for it.
@@ -239,7 +239,7 @@ async fn check(
             .map(|_| ())
             .map_err(czar::CzarError::from)
     } else {
-        let visible = tap.visible_to(crate::access::Reader::of(&caller));
+        let visible = tap.visible_to(platform::access::Reader::of(&caller));
         tap.czar.check_for(query, visible.as_deref())
     };
     let body = match outcome {
@@ -271,7 +271,7 @@ fn json_response(value: &Value) -> Response {
 
 /// The schema browser's view of the catalog.
 async fn tables(State(tap): State<Arc<Tap>>, Extension(caller): Extension<Caller>) -> Response {
-    let visible = tap.visible_to(crate::access::Reader::of(&caller));
+    let visible = tap.visible_to(platform::access::Reader::of(&caller));
     let records: HashMap<String, Arc<czar::catalog::TableInfo>> = tap
         .czar
         .tables()
@@ -349,7 +349,7 @@ fn job_json(tap: &Tap, job: &Job) -> Value {
         "creationTime": iso(job.creation),
         "startTime": job.start.map(iso),
         "endTime": job.end.map(iso),
-        "elapsedMs": job.start.map(|s| job.end.unwrap_or_else(crate::jobs::now_ms).saturating_sub(s)),
+        "elapsedMs": job.start.map(|s| job.end.unwrap_or_else(platform::jobs::now_ms).saturating_sub(s)),
         "rows": job.result.as_ref().map(|r| r.rows),
         "bytes": job.result.as_ref().map(|r| r.bytes),
         "overflow": job.result.as_ref().map(|r| r.overflow),

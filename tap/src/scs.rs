@@ -58,7 +58,7 @@ pub async fn cone(
     Path(table): Path<String>,
     p: Params,
 ) -> Response {
-    let reader = crate::access::Reader::of(&caller);
+    let reader = platform::access::Reader::of(&caller);
     let Some(info) = tap
         .czar
         .tables()

@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::access::Reader;
 use crate::audit::Tally;
 use crate::auth::{Caller, Client};
 use crate::error::TapError;
@@ -18,6 +17,7 @@ use crate::query::{QueryRequest, result_info, start_query};
 use crate::reply::{busy, error, failure, streamed_response};
 use crate::service::Tap;
 use crate::upload;
+use platform::access::Reader;
 
 pub async fn sync(
     State(tap): State<Arc<Tap>>,

@@ -1,6 +1,6 @@
 //! UWS 1.1 async jobs at `/tap/async`: creating, listing, running, aborting and deleting jobs, and their fields
 //! (phase, quote, destruction, executionduration, error, parameters, results, owner). The records live in
-//! [`crate::jobs`]. ABORT and DELETE drop the running query, which ends its Flight streams and so the work on the
+//! [`platform::jobs`]. ABORT and DELETE drop the running query, which ends its Flight streams and so the work on the
 //! workers.
 //!
 //! Why one long module: the handlers of UWS's one resource tree (UWS 1.1 section 2.2) share their helpers (job
@@ -22,13 +22,13 @@ use tokio::sync::mpsc;
 use votable::write::xml_escape;
 
 use crate::auth::{Caller, Client};
-use crate::jobs::{Job, JobKind, Phase, ResultFile, iso, now_ms, parse_iso};
 use crate::output::{Ending, OutputFormat, stream_result};
 use crate::params::Params;
 use crate::query::{QueryRequest, result_info, start_watched};
 use crate::reply::{base_url, busy, error};
 use crate::service::{Busy, Tap};
 use crate::upload;
+use platform::jobs::{Job, JobKind, Phase, ResultFile, iso, now_ms, parse_iso};
 
 pub fn routes() -> Router<Arc<Tap>> {
     Router::new()
@@ -292,6 +292,18 @@ fn set_params(job: &mut Job, p: &Params) {
     }
 }
 
+/// A query job's parameters as a request's (names upper-case), to be read as one.
+fn params_of(job: &Job) -> Params {
+    Params {
+        pairs: job
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_uppercase(), v.clone()))
+            .collect(),
+        parts: Vec::new(),
+    }
+}
+
 /// Only a query job's parameters can change: another kind of job does what its creating endpoint checked.
 fn parameters_fixed(job: &Job) -> Result<(), Response> {
     match job.work {
@@ -438,7 +450,7 @@ async fn execute(tap: &Arc<Tap>, id: &str) {
         });
         return;
     }
-    let mut params = job.params();
+    let mut params = params_of(&job);
     let dir = tap.jobs.job_dir(id);
     for name in &job.parts {
         match std::fs::read(dir.join("uploads").join(part_file(name))) {
@@ -565,7 +577,7 @@ fn audit_end(tap: &Tap, id: &str) {
         .find(|(k, _)| k == "query")
         .map(|(_, q)| crate::audit::fingerprint(q));
     let line = serde_json::json!({
-        "time": crate::jobs::iso(now_ms()),
+        "time": platform::jobs::iso(now_ms()),
         "who": job.client,
         "event": "job ended",
         "job": job.id,

@@ -312,7 +312,7 @@ pub async fn tables(
     axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let visible = tap.visible_to(crate::access::Reader::of(&caller));
+    let visible = tap.visible_to(platform::access::Reader::of(&caller));
     let detail = q
         .as_deref()
         .map(form_urlencoded)
@@ -356,7 +356,7 @@ pub async fn table(
     axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     Path(name): Path<String>,
 ) -> Response {
-    let visible = tap.visible_to(crate::access::Reader::of(&caller));
+    let visible = tap.visible_to(platform::access::Reader::of(&caller));
     let found = tap
         .czar
         .catalog_tables_for(visible.as_deref())
@@ -390,7 +390,7 @@ pub fn example_queries(tap: &Tap) -> Vec<(String, String, String, String)> {
         .czar
         .tables()
         .into_iter()
-        .filter(|t| crate::access::Space::of(&t.record.schema).is_none())
+        .filter(|t| platform::access::Space::of(&t.record.schema).is_none())
         .collect();
     let director = infos
         .iter()

@@ -53,7 +53,7 @@ pub(crate) async fn table_update(
         .find(|c| c.name.eq_ignore_ascii_case(column))
         .map(|c| c.name.clone())
         .unwrap_or_else(|| column.to_lowercase());
-    let work = crate::jobs::JobKind::Index {
+    let work = platform::jobs::JobKind::Index {
         table: qualified,
         column,
         unique,

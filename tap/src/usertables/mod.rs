@@ -33,10 +33,10 @@ use futures::StreamExt;
 use metastore::TableKind;
 use tokio::io::AsyncWriteExt;
 
-use crate::access::{Grant, Reader, Space};
 use crate::auth::{Caller, Client};
 use crate::reply::error;
 use crate::service::Tap;
+use platform::access::{Grant, Reader, Space};
 
 mod define;
 mod index;
@@ -47,7 +47,7 @@ mod rows;
 use define::{Definition, check_columns, kind_of, vosi_definition, write_parquet};
 pub(crate) use index::{run_index, table_update};
 pub(crate) use permissions::{permissions, set_permissions};
-use quota::{OVER_QUOTA, load_refusal, quota_check};
+use quota::load_within_quota;
 pub(crate) use quota::{space_bytes, space_quota};
 use rows::{Upload, convert, receive, template_schema, upload_format};
 
@@ -240,7 +240,6 @@ fn writing(tap: &Tap) -> &tokio::sync::Mutex<()> {
 pub(crate) async fn create(
     State(tap): State<Arc<Tap>>,
     Extension(caller): Extension<Caller>,
-    Extension(client): Extension<Client>,
     UrlPath(name): UrlPath<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -292,7 +291,6 @@ pub(crate) async fn create(
     }
     create_table(
         &tap,
-        &client,
         &space,
         &qualified,
         definition.schema,
@@ -306,7 +304,6 @@ pub(crate) async fn create(
 /// kept, laid out by its UCDs, loaded within the space's quota. 201, or the refusal.
 async fn create_table(
     tap: &Arc<Tap>,
-    client: &Client,
     space: &Space,
     qualified: &str,
     schema: SchemaRef,
@@ -327,20 +324,19 @@ async fn create_table(
     options.description = description;
     options.chunk_map_of = chunk_map_of;
     options.format = Some(loader::input::InputFormat::Parquet);
-    let check = quota_check(tap, client, space, qualified);
-    match crate::admin::load_and_ship(tap, vec![input], options, Some(check)).await {
-        Ok((report, _)) => (
+    match load_within_quota(tap, space, qualified, vec![input], options).await {
+        Ok(loaded) => (
             StatusCode::CREATED,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             format!(
                 "created {qualified} ({} columns, {}{})\n",
                 schema.fields().len(),
-                match report.record.kind {
+                match loaded.report.record.kind {
                     TableKind::Director { .. } => "partitioned on its positions",
                     _ => "replicated",
                 },
-                if report.record.rows > 0 {
-                    format!(", {} rows", report.record.rows)
+                if loaded.report.record.rows > 0 {
+                    format!(", {} rows", loaded.report.record.rows)
                 } else {
                     String::new()
                 }
@@ -349,7 +345,7 @@ async fn create_table(
             .into_response(),
         Err(r) => {
             let _ = std::fs::remove_file(&template);
-            load_refusal(r)
+            refuse(r)
         }
     }
 }
@@ -358,7 +354,6 @@ async fn create_table(
 #[allow(clippy::too_many_arguments)]
 async fn create_from_file(
     tap: &Arc<Tap>,
-    client: &Client,
     space: &Space,
     qualified: &str,
     source: PathBuf,
@@ -391,7 +386,7 @@ async fn create_from_file(
     if let Err(m) = check_columns(&schema) {
         return error(StatusCode::BAD_REQUEST, &m);
     }
-    create_table(tap, client, space, qualified, schema, description, input).await
+    create_table(tap, space, qualified, schema, description, input).await
 }
 
 /// `POST /tap/Upload` (the Gaia archive's, which astroquery's `TapPlus(..., upload_context="Upload")` calls):
@@ -401,7 +396,6 @@ async fn create_from_file(
 pub(crate) async fn upload(
     State(tap): State<Arc<Tap>>,
     Extension(caller): Extension<Caller>,
-    Extension(client): Extension<Client>,
     headers: HeaderMap,
     params: crate::params::Params,
 ) -> Response {
@@ -442,7 +436,7 @@ pub(crate) async fn upload(
         Ok(s) => s,
         Err(r) => return refuse(r),
     };
-    let now = crate::jobs::iso(crate::jobs::now_ms());
+    let now = platform::jobs::iso(platform::jobs::now_ms());
     let job_id = params
         .get("JOBID")
         .map(str::trim)
@@ -457,7 +451,7 @@ pub(crate) async fn upload(
         let Some(result) = job
             .result
             .as_ref()
-            .filter(|_| job.phase == crate::jobs::Phase::Completed)
+            .filter(|_| job.phase == platform::jobs::Phase::Completed)
         else {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -526,7 +520,6 @@ pub(crate) async fn upload(
     });
     let created = create_from_file(
         &tap,
-        &client,
         &space,
         &qualified,
         source,
@@ -593,7 +586,6 @@ fn source_file(tap: &Tap, caller: &Caller, source: &str) -> Result<(PathBuf, Upl
 pub(crate) async fn load(
     State(tap): State<Arc<Tap>>,
     Extension(caller): Extension<Caller>,
-    Extension(client): Extension<Client>,
     UrlPath(name): UrlPath<String>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
     headers: HeaderMap,
@@ -665,19 +657,10 @@ pub(crate) async fn load(
                 Ok(s) => s,
                 Err(r) => return refuse(r),
             };
-            let now = crate::jobs::iso(crate::jobs::now_ms());
+            let now = platform::jobs::iso(platform::jobs::now_ms());
             let description = Some(format!("registered from {source} on {now}"));
-            return create_from_file(
-                &tap,
-                &client,
-                &space,
-                &qualified,
-                file,
-                input,
-                description,
-                &scratch,
-            )
-            .await;
+            return create_from_file(&tap, &space, &qualified, file, input, description, &scratch)
+                .await;
         }
         return error(
             StatusCode::NOT_FOUND,
@@ -699,7 +682,7 @@ pub(crate) async fn load(
         None => {
             let upload = scratch.0.join("upload");
             if let Err(r) = receive(body, &upload, quota.saturating_sub(used)).await {
-                return load_refusal(r);
+                return refuse(r);
             }
             upload
         }
@@ -729,18 +712,17 @@ pub(crate) async fn load(
     options.append = true;
     options.format = Some(loader::input::InputFormat::Parquet);
     options.chunk_map_of = kind_of(&target, &tap).1;
-    let check = quota_check(&tap, &client, &space, &qualified);
-    match crate::admin::load_and_ship(&tap, vec![rows_path], options, Some(check)).await {
-        Ok((report, _)) => (
+    match load_within_quota(&tap, &space, &qualified, vec![rows_path], options).await {
+        Ok(loaded) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             format!(
                 "loaded {rows} rows into {qualified}; it has {} rows\n",
-                report.record.rows
+                loaded.report.record.rows
             ),
         )
             .into_response(),
-        Err(r) => load_refusal(r),
+        Err(r) => refuse(r),
     }
 }
 
@@ -821,7 +803,7 @@ pub(crate) async fn delete_user(
         }
     }
     let files = tap.czar.data_dir().join("files").join(&name);
-    let file_bytes = crate::files::size_of(&files);
+    let file_bytes = metastore::files::size_of(&files);
     {
         let _space = tap.space_lock(&name).lock_owned().await;
         if let Err(e) = tokio::fs::remove_dir_all(&files).await

@@ -10,7 +10,9 @@ pub(crate) fn space_bytes(tap: &Tap, space: &Space, except: Option<&str>) -> u64
         .iter()
         .filter(|t| Space::of(&t.record.schema).as_ref() == Some(space))
         .filter(|t| except.is_none_or(|e| !t.record.qualified_name().eq_ignore_ascii_case(e)))
-        .map(|t| crate::files::size_of(&loader::ingest::load_dir(tap.czar.data_dir(), &t.record)))
+        .map(|t| {
+            metastore::files::size_of(&loader::ingest::load_dir(tap.czar.data_dir(), &t.record))
+        })
         .sum()
 }
 
@@ -37,42 +39,48 @@ pub(crate) fn space_quota(tap: &Tap, space: &Space) -> u64 {
     mb.map_or(default, |mb| mb.saturating_mul(1 << 20))
 }
 
-/// The marker of a load refused for its space's quota (the loader carries the check's message).
-pub(super) const OVER_QUOTA: &str = "over the table quota";
-
-/// The check a load of `table` passes before it is published: the space's tables, this one's new load included,
-/// fit the space's quota.
-pub(super) fn quota_check(
+/// Loads `inputs` as `table` through the czar ([`czar::Czar::prepare_load`], then `publish_load`), refused whole
+/// with 413 when the space's tables, this one's new load included, would outgrow the space's quota.
+pub(super) async fn load_within_quota(
     tap: &Arc<Tap>,
-    _client: &Client,
     space: &Space,
     table: &str,
-) -> crate::admin::LoadCheck {
+    inputs: Vec<PathBuf>,
+    options: loader::ingest::IngestOptions,
+) -> Result<czar::load::LoadReport, Refusal> {
     let others = space_bytes(tap, space, Some(table));
     let quota = space_quota(tap, space);
-    let whose = match space {
-        Space::User(u) => format!("user {u}"),
-        Space::Group(g) => format!("group {g}"),
-    };
-    Box::new(move |load_dir: &Path| {
-        let new = crate::files::size_of(load_dir);
-        if others + new > quota {
-            return Err(format!(
-                "{OVER_QUOTA}: the tables of {whose} would hold {} MiB, where the quota is {} MiB (this table \
-                 {} MiB); nothing was changed. Drop tables, or ask for more (skyshard user quota --tables-mb)",
+    let prepared = tap
+        .czar
+        .prepare_load(inputs, options)
+        .await
+        .map_err(czar_refusal)?;
+    let new = prepared.bytes();
+    if others + new > quota {
+        let whose = match space {
+            Space::User(u) => format!("user {u}"),
+            Space::Group(g) => format!("group {g}"),
+        };
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "over the table quota: the tables of {whose} would hold {} MiB, where the quota is {} MiB (this \
+                 table {} MiB); nothing was changed. Drop tables, or ask for more (skyshard user quota --tables-mb)",
                 (others + new) >> 20,
                 quota >> 20,
                 new >> 20
-            ));
-        }
-        Ok(())
-    })
+            ),
+        ));
+    }
+    let linger = std::time::Duration::from_secs(tap.limits.replaced_load_linger);
+    tap.czar
+        .publish_load(prepared, linger)
+        .await
+        .map_err(czar_refusal)
 }
 
-/// The answer to a failed load: 413 for a quota, else what the loader said.
-pub(super) fn load_refusal((status, message): Refusal) -> Response {
-    if message.contains(OVER_QUOTA) {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, &message);
-    }
-    error(status, &message)
+/// A czar's refusal of a load: the status of its error code and its message.
+fn czar_refusal(e: czar::error::CzarError) -> Refusal {
+    let status = StatusCode::from_u16(e.code().http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, e.to_string())
 }

@@ -204,7 +204,7 @@ pub(super) async fn receive(body: Body, path: &Path, limit: u64) -> Result<u64, 
             return Err((
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
-                    "{OVER_QUOTA}: the upload passed the {} MiB left in the table space; nothing was changed",
+                    "over the table quota: the upload passed the {} MiB left in the table space; nothing was changed",
                     limit >> 20
                 ),
             ));

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Caller;
+use crate::identity::Caller;
 
 /// Whose space a schema is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //! before a request is answered, so a job the client was told about survives a czar restart; jobs that were QUEUED
 //! or EXECUTING when the czar stopped are queued again at the next start (once: a job interrupted twice ends in
 //! ERROR, [`Jobs::interrupted`]). A reaper removes jobs at their
-//! destruction time. The HTTP side of UWS is [`crate::uws`].
+//! destruction time.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,8 +13,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use metastore::RecordStore;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
-
-use crate::params::Params;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -39,7 +37,7 @@ impl Phase {
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Option<Phase> {
+    pub fn parse(s: &str) -> Option<Phase> {
         [
             Phase::Pending,
             Phase::Queued,
@@ -52,7 +50,7 @@ impl Phase {
         .find(|p| p.name().eq_ignore_ascii_case(s.trim()))
     }
 
-    pub(crate) fn active(self) -> bool {
+    pub fn active(self) -> bool {
         matches!(self, Phase::Pending | Phase::Queued | Phase::Executing)
     }
 }
@@ -115,7 +113,7 @@ pub struct Job {
     /// The user who created it; None: an anonymous job, reachable by anyone who has its (unguessable) URL.
     #[serde(default)]
     pub owner: Option<String>,
-    /// Whose share of jobs it counts against ([`crate::auth::Client`]).
+    /// Whose share of jobs it counts against ([`crate::quota::Client`]).
     #[serde(default)]
     pub client: Option<String>,
     /// The group shares it also counts against (`group NAME`).
@@ -130,17 +128,6 @@ impl Job {
     /// Whether the job counts against a share (`user NAME`, `group NAME`, `address IP`).
     pub fn counts_against(&self, share: &str) -> bool {
         self.client.as_deref() == Some(share) || self.groups.iter().any(|g| g == share)
-    }
-
-    pub(crate) fn params(&self) -> Params {
-        Params {
-            pairs: self
-                .params
-                .iter()
-                .map(|(k, v)| (k.to_uppercase(), v.clone()))
-                .collect(),
-            parts: Vec::new(),
-        }
     }
 }
 
@@ -192,14 +179,14 @@ pub struct Jobs {
     /// Serializes read-modify-write of records.
     write: Mutex<()>,
     /// The tasks of jobs running in this process, by job id (ABORT and DELETE abort them).
-    pub(crate) running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    pub running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     /// Bumped at every change of a record: WAIT watches it.
-    pub(crate) changed: watch::Sender<u64>,
+    pub changed: watch::Sender<u64>,
     /// Execution slots: at most this many jobs EXECUTING, the rest wait QUEUED.
-    pub(crate) slots: Arc<Semaphore>,
+    pub slots: Arc<Semaphore>,
     /// How far each job run by this process has got (chunks, rows), for the portal's progress stream; in memory
     /// only, dropped with the job.
-    pub(crate) progress: Mutex<HashMap<String, Arc<czar::progress::Progress>>>,
+    pub progress: Mutex<HashMap<String, Arc<czar::progress::Progress>>>,
 }
 
 impl Jobs {
@@ -271,7 +258,7 @@ impl Jobs {
         serde_json::from_slice(&bytes).ok()
     }
 
-    pub(crate) fn put(&self, job: &Job) -> Result<(), String> {
+    pub fn put(&self, job: &Job) -> Result<(), String> {
         let bytes = serde_json::to_vec(job).map_err(|e| e.to_string())?;
         self.store
             .put(&format!("job/{}", job.id), &bytes)
@@ -292,7 +279,7 @@ impl Jobs {
         Some(job)
     }
 
-    /// How many jobs counted against a share (`user NAME`, `group NAME`, `address IP`: [`crate::auth::Client`])
+    /// How many jobs counted against a share (`user NAME`, `group NAME`, `address IP`: [`crate::quota::Client`])
     /// are queued or executing in this process.
     pub fn active_of(&self, share: &str) -> usize {
         let ids: Vec<String> = self
@@ -333,11 +320,11 @@ impl Jobs {
             .collect()
     }
 
-    pub(crate) fn job_dir(&self, id: &str) -> PathBuf {
+    pub fn job_dir(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }
 
-    pub(crate) fn stop(&self, id: &str) -> bool {
+    pub fn stop(&self, id: &str) -> bool {
         match self
             .running
             .lock()
@@ -362,7 +349,7 @@ impl Jobs {
     }
 
     /// A new progress record for a job about to run.
-    pub(crate) fn watch(&self, id: &str) -> Arc<czar::progress::Progress> {
+    pub fn watch(&self, id: &str) -> Arc<czar::progress::Progress> {
         let progress = czar::progress::Progress::new();
         self.progress
             .lock()
@@ -371,7 +358,7 @@ impl Jobs {
         progress
     }
 
-    pub(crate) fn delete(&self, id: &str) {
+    pub fn delete(&self, id: &str) {
         self.stop(id);
         self.progress
             .lock()

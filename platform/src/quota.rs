@@ -1,0 +1,235 @@
+//! One quota model: every request counts against *shares*, the caller's own (a user, or an anonymous client's
+//! address) and those of the user's groups that have limits, each with an [`Allowance`]; a share in use is counted
+//! here (sync turns) or by the job store (jobs queued or executing, bytes of kept results). Past a share the
+//! caller is told so (HTTP 429); past the service's own capacity, to come back later (503).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::Limits;
+use crate::identity::Caller;
+
+/// What one share may use at once: a caller's own ([`Limits::caller_sync`] and its kin, or the user's
+/// `skyshard user quota`), or a group's (the sum of its members').
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    pub sync: usize,
+    pub jobs: usize,
+    pub result_bytes: u64,
+}
+
+impl Allowance {
+    fn default_of(limits: &Limits) -> Allowance {
+        Allowance {
+            sync: limits.caller_sync,
+            jobs: limits.caller_jobs,
+            result_bytes: limits.caller_storage,
+        }
+    }
+}
+
+/// Whose shares a request counts against: the caller's own (a user, or the address of an anonymous client) and
+/// those of the user's groups that have limits.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// `user NAME` or `address IP`.
+    pub key: String,
+    pub allowance: Allowance,
+    /// (`group NAME`, its allowance).
+    pub groups: Vec<(String, Allowance)>,
+}
+
+impl Client {
+    /// An anonymous client, counted by its address.
+    pub fn anonymous(limits: &Limits, address: &str) -> Client {
+        Client {
+            key: format!("address {address}"),
+            allowance: Allowance::default_of(limits),
+            groups: Vec::new(),
+        }
+    }
+
+    /// The client of a caller: a user's own and their groups' shares, or an anonymous caller's `address`.
+    pub fn of(limits: &Limits, caller: &Caller, address: impl FnOnce() -> String) -> Client {
+        let defaults = Allowance::default_of(limits);
+        let Caller::User(identity) = caller else {
+            return Client::anonymous(limits, &address());
+        };
+        let size = |v: Option<u64>, default: usize| {
+            v.map_or(default, |v| usize::try_from(v).unwrap_or(usize::MAX))
+        };
+        let bytes =
+            |mb: Option<u64>, default: u64| mb.map_or(default, |mb| mb.saturating_mul(1 << 20));
+        let q = identity.quota;
+        Client {
+            key: format!("user {}", identity.user),
+            allowance: Allowance {
+                sync: size(q.sync, defaults.sync),
+                jobs: size(q.jobs, defaults.jobs),
+                result_bytes: bytes(q.results_mb, defaults.result_bytes),
+            },
+            groups: identity
+                .group_quotas
+                .iter()
+                .map(|(g, q)| {
+                    let allowance = Allowance {
+                        sync: size(q.sync, usize::MAX),
+                        jobs: size(q.jobs, usize::MAX),
+                        result_bytes: bytes(q.results_mb, u64::MAX),
+                    };
+                    (format!("group {g}"), allowance)
+                })
+                .collect(),
+        }
+    }
+
+    /// Every share the caller's requests count against: their own first, then their groups'.
+    pub fn shares(&self) -> impl Iterator<Item = (&str, &Allowance)> {
+        std::iter::once((self.key.as_str(), &self.allowance))
+            .chain(self.groups.iter().map(|(k, a)| (k.as_str(), a)))
+    }
+}
+
+/// Why the service would not take a request now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Busy {
+    pub what: &'static str,
+    pub limit: u64,
+    /// The caller's own quota (429), not the service's capacity (503).
+    pub mine: bool,
+    /// How much of it the caller uses (for `mine`).
+    pub used: u64,
+    /// Whose share it is (`user NAME`, `group NAME`, `address IP`), for `mine`.
+    pub whose: String,
+}
+
+impl Busy {
+    /// The service's own capacity is used up (not the caller's share).
+    pub fn service(what: &'static str, limit: u64) -> Busy {
+        Busy {
+            what,
+            limit,
+            mine: false,
+            used: 0,
+            whose: String::new(),
+        }
+    }
+}
+
+/// Turns of sync queries (and cone searches, and Flight SQL statements): [`Limits::concurrent_sync`] run at once,
+/// [`Limits::waiting_sync`] may wait in line, and no share has more in flight than its allowance.
+pub struct SyncTurns {
+    slots: Arc<tokio::sync::Semaphore>,
+    size: usize,
+    waiting_limit: usize,
+    waiting: AtomicUsize,
+    shares: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl SyncTurns {
+    pub fn new(limits: &Limits) -> SyncTurns {
+        let size = limits.concurrent_sync.max(1);
+        SyncTurns {
+            slots: Arc::new(tokio::sync::Semaphore::new(size)),
+            size,
+            waiting_limit: limits.waiting_sync,
+            waiting: AtomicUsize::new(0),
+            shares: Default::default(),
+        }
+    }
+
+    /// A turn, held until the query's result is written: at once when one is free, after waiting in a bounded
+    /// line otherwise; [`Busy`] when the caller's share or the line is full.
+    pub async fn take(&self, client: &Client) -> Result<Turn, Busy> {
+        let share = self.share(client)?;
+        let permit = self.slot().await?;
+        Ok(Turn {
+            _permit: permit,
+            _share: share,
+        })
+    }
+
+    /// Sync queries (running, waiting for a turn).
+    pub fn load(&self) -> (usize, usize) {
+        (
+            self.size - self.slots.available_permits(),
+            self.waiting.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Sync queries in flight now that count against a share (`user NAME`, `group NAME`, `address IP`).
+    pub fn of(&self, key: &str) -> usize {
+        self.shares
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The caller's share and their groups', all counted until the returned guard drops, or none when one of them
+    /// is used up: checked and taken under one lock, so concurrent requests cannot both take the last one.
+    fn share(&self, client: &Client) -> Result<Share, Busy> {
+        let mut shares = self.shares.lock().unwrap_or_else(PoisonError::into_inner);
+        for (key, allowance) in client.shares() {
+            let used = shares.get(key).copied().unwrap_or(0);
+            if used >= allowance.sync {
+                return Err(Busy {
+                    what: "sync queries in flight",
+                    limit: allowance.sync as u64,
+                    mine: true,
+                    used: used as u64,
+                    whose: key.to_string(),
+                });
+            }
+        }
+        let keys: Vec<String> = client.shares().map(|(k, _)| k.to_string()).collect();
+        for k in &keys {
+            *shares.entry(k.clone()).or_insert(0) += 1;
+        }
+        Ok(Share {
+            shares: self.shares.clone(),
+            keys,
+        })
+    }
+
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Busy> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let busy = Busy::service("sync queries waiting", self.waiting_limit as u64);
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.waiting_limit {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(busy);
+        }
+        let permit = self.slots.clone().acquire_owned().await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        permit.map_err(|_| busy)
+    }
+}
+
+/// A sync query's turn: the service's slot and the caller's share, both given back when it drops.
+pub struct Turn {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _share: Share,
+}
+
+struct Share {
+    shares: Arc<Mutex<HashMap<String, usize>>>,
+    keys: Vec<String>,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut shares = self.shares.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in &self.keys {
+            if let Some(n) = shares.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    shares.remove(key);
+                }
+            }
+        }
+    }
+}
