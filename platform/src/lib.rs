@@ -3,11 +3,158 @@
 //! ([`quota`]), the async jobs ([`jobs`]) and the audit log ([`audit`]). Every front end (TAP and UWS, Flight SQL,
 //! WebDAV, the portal's API) asks these modules, so a new endpoint cannot decide a rule its own way.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use czar::Czar;
+
 pub mod access;
 pub mod audit;
 pub mod identity;
 pub mod jobs;
 pub mod quota;
+pub mod usertables;
+
+use access::{Grants, Reader};
+use identity::{Auth, Policy};
+use jobs::Jobs;
+use quota::{Busy, Client, SyncTurns, Turn};
+
+/// What a caller sees of the published tables: None for everything.
+pub type Visible = Option<Arc<dyn Fn(&str) -> bool + Send + Sync>>;
+
+/// The platform's state, shared by every front end: the czar it serves, its limits, accounts and grants, the async
+/// job store, the shares in use, the audit log.
+pub struct Platform {
+    pub czar: Arc<Czar>,
+    pub limits: Limits,
+    pub jobs: Arc<Jobs>,
+    /// Accounts and the `--auth` policy; None: `--auth none` (nobody is asked who they are).
+    pub auth: Option<Auth>,
+    /// Who user tables are shared with ([`access`]).
+    pub grants: Arc<Grants>,
+    /// The audit log (`--audit-log`), when there is one.
+    pub audit: Option<audit::AuditLog>,
+    /// One change of user tables at a time.
+    pub user_tables_lock: tokio::sync::Mutex<()>,
+    /// The czar's replica census and healer, when its workers hold their own copies (`skyshard czar`).
+    pub healer: OnceLock<Arc<czar::heal::Healer>>,
+    /// Turns of sync queries ([`Limits::concurrent_sync`], and each caller's share).
+    sync_turns: SyncTurns,
+    /// One change at a time in each user's file space.
+    space_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Set by [`Platform::stop`]: new requests are refused while those in flight finish.
+    stopping: AtomicBool,
+    /// Held while a job is admitted ([`Platform::run_job`]): shares are checked and taken as one step.
+    admission: Mutex<()>,
+    /// What a query job does: the front end's TAP work.
+    query_jobs: Arc<dyn jobs::QueryJobs>,
+}
+
+impl Platform {
+    /// The platform over `czar`; async jobs live in `jobs_dir` (default `DATA_DIR/jobs`: a record per job plus
+    /// result files; one czar per jobs directory) and query jobs run as `query_jobs` says. `auth` None or of policy
+    /// `none`: nobody is asked who they are. Call [`Platform::requeue_interrupted`] once a runtime runs.
+    pub fn open(
+        czar: Arc<Czar>,
+        limits: Limits,
+        jobs_dir: Option<&std::path::Path>,
+        auth: Option<Auth>,
+        query_jobs: Arc<dyn jobs::QueryJobs>,
+    ) -> Result<Platform, String> {
+        let dir = jobs_dir.map_or_else(
+            || partitioner::layout::jobs_dir(czar.data_dir()),
+            |d| d.to_path_buf(),
+        );
+        let jobs = Arc::new(Jobs::open(&dir, limits.concurrent_jobs)?);
+        jobs.start_reaper();
+        let audit = match &limits.audit_log {
+            None => None,
+            Some(path) => Some(audit::AuditLog::open(path)?),
+        };
+        let grants = Arc::new(Grants::open(czar.data_dir())?);
+        Ok(Platform {
+            sync_turns: SyncTurns::new(&limits),
+            czar,
+            limits,
+            jobs,
+            auth: auth.filter(|a| a.policy != Policy::None),
+            grants,
+            audit,
+            user_tables_lock: Default::default(),
+            healer: Default::default(),
+            space_locks: Default::default(),
+            stopping: Default::default(),
+            admission: Default::default(),
+            query_jobs,
+        })
+    }
+
+    /// Starts a graceful shutdown: new requests are refused (503 with Retry-After, gRPC UNAVAILABLE); those in
+    /// flight finish.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// The lock of a user's file space.
+    pub fn space_lock(&self, owner: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.space_locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(owner.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// What a reader sees of the user tables (None: everything; also under `--auth none`, where there are none).
+    pub fn visible_to(&self, reader: Reader) -> Visible {
+        self.auth.as_ref()?;
+        self.grants.visible(reader)
+    }
+
+    /// What the owner of a job sees (their groups as the accounts say now).
+    pub fn visible_to_owner(&self, owner: Option<&str>) -> Visible {
+        self.visible_to(self.reader_of_owner(owner))
+    }
+
+    /// The owner of a job as a reader, with their groups as the accounts say now (anonymous when the job has no
+    /// owner, the service no accounts, or the user is gone).
+    pub fn reader_of_owner(&self, owner: Option<&str>) -> Reader {
+        let user = self
+            .auth
+            .as_ref()
+            .zip(owner)
+            .and_then(|(auth, o)| auth.accounts.user(o).ok().flatten());
+        match user {
+            Some(user) => Reader {
+                user: Some(user.name),
+                groups: user.groups,
+                admin: false,
+            },
+            None => Reader::default(),
+        }
+    }
+
+    /// A turn to run a sync query, held until its result is written ([`SyncTurns::take`]).
+    pub async fn sync_turn(&self, client: &Client) -> Result<Turn, Busy> {
+        self.sync_turns.take(client).await
+    }
+
+    /// Sync queries in flight now that count against a share (`user NAME`, `group NAME`, `address IP`).
+    pub fn sync_of(&self, key: &str) -> usize {
+        self.sync_turns.of(key)
+    }
+
+    /// Sync queries (running, waiting for a turn).
+    pub fn sync_load(&self) -> (usize, usize) {
+        self.sync_turns.load()
+    }
+}
 
 /// What the service allows; advertised in `/capabilities`.
 #[derive(Debug, Clone)]

@@ -107,7 +107,7 @@ fn busy_status(b: &Busy) -> Status {
 impl FlightSql {
     /// Who is calling, from the request's `authorization` metadata, as the HTTP service decides it.
     fn caller(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Caller, Status> {
-        if self.tap.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.tap.stopping() {
             return Err(Status::unavailable(
                 "the service is stopping; try again shortly",
             ));

@@ -4,7 +4,6 @@
 //! request but `/health` and `/metrics` is answered 503 with Retry-After while those in flight finish.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -60,7 +59,7 @@ fn kind_of(path: &str) -> usize {
 /// Counts and times every request; while the service stops, refuses new ones with 503.
 pub(crate) async fn observe(State(tap): State<Arc<Tap>>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
-    if tap.stopping.load(Ordering::Relaxed) && path != "/health" && path != "/metrics" {
+    if tap.stopping() && path != "/health" && path != "/metrics" {
         let mut response = crate::reply::error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the service is shutting down; try again in a moment",
@@ -93,7 +92,7 @@ pub(crate) async fn ready(State(tap): State<Arc<Tap>>) -> Response {
         .cluster()
         .up(std::time::Duration::from_secs(2))
         .await;
-    let (status, why) = if tap.stopping.load(Ordering::Relaxed) {
+    let (status, why) = if tap.stopping() {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping".to_string())
     } else if up == 0 {
         (

@@ -6,6 +6,8 @@
 //! Why one long module: the handlers of UWS's one resource tree (UWS 1.1 section 2.2) share their helpers (job
 //! documents, phase changes, parameter checks); split by resource they would only import each other.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,9 +28,10 @@ use crate::output::{Ending, OutputFormat, stream_result};
 use crate::params::Params;
 use crate::query::{QueryRequest, result_info, start_watched};
 use crate::reply::{base_url, busy, error};
-use crate::service::{Busy, Tap};
+use crate::service::Tap;
 use crate::upload;
-use platform::jobs::{Job, JobKind, Phase, ResultFile, iso, now_ms, parse_iso};
+use platform::Platform;
+use platform::jobs::{Finished, Job, JobKind, Phase, ResultFile, iso, now_ms, parse_iso};
 
 pub fn routes() -> Router<Arc<Tap>> {
     Router::new()
@@ -257,7 +260,7 @@ async fn create(
     }
     if p.get("PHASE")
         .is_some_and(|v| v.eq_ignore_ascii_case("RUN"))
-        && let Err(b) = run(&tap, &id, &client)
+        && let Err(b) = tap.platform.run_job(&id, &client)
     {
         // The job stays PENDING: it can be run later.
         return busy(&b);
@@ -337,206 +340,86 @@ fn apply_controls(tap: &Tap, job: &mut Job, p: &Params) -> Result<(), String> {
     Ok(())
 }
 
-/// Queues a job and starts it when an execution slot is free; it counts against the shares of `client`, who runs
-/// it.
-fn run(tap: &Arc<Tap>, id: &str, client: &Client) -> Result<(), Busy> {
-    if tap.jobs.active() >= tap.limits.queued_jobs {
-        return Err(Busy {
-            what: "async jobs queued or executing",
-            limit: tap.limits.queued_jobs as u64,
-            mine: false,
-            used: 0,
-            whose: String::new(),
-        });
+/// The TAP work of a query job ([`platform::jobs::QueryJobs`]): its parameters read as a request's, its inline
+/// uploads from the job's directory, the query planned over what its owner sees and run, the result written in its
+/// format into the job's directory.
+pub(crate) struct QueryWork;
+
+impl platform::jobs::QueryJobs for QueryWork {
+    fn run(
+        &self,
+        platform: Arc<Platform>,
+        job: Job,
+        progress: Arc<czar::progress::Progress>,
+    ) -> Pin<Box<dyn Future<Output = Result<Finished, String>> + Send>> {
+        Box::pin(async move { run_query(&platform, &job, progress).await })
     }
-    // The caller's shares, and their groups': kept results, and jobs already queued or executing.
-    for (key, allowance) in client.shares() {
-        let kept = tap.jobs.result_bytes_of(key);
-        if kept >= allowance.result_bytes {
-            return Err(Busy {
-                what: "bytes of kept results (delete finished jobs to make room)",
-                limit: allowance.result_bytes,
-                mine: true,
-                used: kept,
-                whose: key.to_string(),
-            });
-        }
-        let active = tap.jobs.active_of(key);
-        if active >= allowance.jobs {
-            return Err(Busy {
-                what: "async jobs queued or executing",
-                limit: allowance.jobs as u64,
-                mine: true,
-                used: active as u64,
-                whose: key.to_string(),
-            });
-        }
-    }
-    let queued = tap.jobs.update(id, |j| {
-        if j.phase == Phase::Pending {
-            j.phase = Phase::Queued;
-            j.client = Some(client.key.clone());
-            j.groups = client.groups.iter().map(|(k, _)| k.clone()).collect();
-        }
-    });
-    if !queued.is_some_and(|j| j.phase == Phase::Queued) {
-        return Ok(());
-    }
-    enqueue(tap, id);
-    Ok(())
 }
 
-/// Runs a queued job when a slot frees.
-pub(crate) fn enqueue(tap: &Arc<Tap>, id: &str) {
-    let tap2 = tap.clone();
-    let id2 = id.to_string();
-    let task = tokio::spawn(async move {
-        let slots = tap2.jobs.slots.clone();
-        let Ok(_permit) = slots.acquire_owned().await else {
-            return;
-        };
-        execute(&tap2, &id2).await;
-        tap2.jobs
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&id2);
-    });
-    tap.jobs
-        .running
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(id.to_string(), task.abort_handle());
-}
-
-async fn execute(tap: &Arc<Tap>, id: &str) {
-    let Some(job) = tap.jobs.update(id, |j| {
-        j.phase = Phase::Executing;
-        j.start = Some(now_ms());
-    }) else {
-        return;
-    };
-    let fail = |message: String| {
-        tap.jobs.update(id, |j| {
-            j.phase = Phase::Error;
-            j.end = Some(now_ms());
-            j.error = Some(message);
-        });
-    };
-    if let JobKind::Index {
-        table,
-        column,
-        unique,
-    } = &job.work
-    {
-        let deadline = Duration::from_secs(job.duration.max(1));
-        let work = crate::usertables::run_index(tap, job.owner.as_deref(), table, column, *unique);
-        let outcome = match tokio::time::timeout(deadline, work).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(format!(
-                "the job ran longer than its execution duration of {} s and was stopped",
-                job.duration
-            )),
-        };
-        tap.jobs.update(id, |j| {
-            j.end = Some(now_ms());
-            match &outcome {
-                Ok(()) => j.phase = Phase::Completed,
-                Err(m) => {
-                    j.phase = Phase::Error;
-                    j.error = Some(m.clone());
-                }
-            }
-        });
-        return;
-    }
-    let mut params = params_of(&job);
-    let dir = tap.jobs.job_dir(id);
+async fn run_query(
+    platform: &Platform,
+    job: &Job,
+    progress: Arc<czar::progress::Progress>,
+) -> Result<Finished, String> {
+    let mut params = params_of(job);
+    let dir = platform.jobs.job_dir(&job.id);
     for name in &job.parts {
-        match std::fs::read(dir.join("uploads").join(part_file(name))) {
-            Ok(bytes) => params.parts.push((name.clone(), Bytes::from(bytes))),
-            Err(e) => return fail(format!("the upload {name} is gone: {e}")),
-        }
+        let bytes = std::fs::read(dir.join("uploads").join(part_file(name)))
+            .map_err(|e| format!("the upload {name} is gone: {e}"))?;
+        params.parts.push((name.clone(), Bytes::from(bytes)));
     }
-    let req = match QueryRequest::from_params(&params, &tap.limits) {
-        Ok(r) => r,
-        Err(e) => return fail(e.to_string()),
-    };
-    let deadline = Duration::from_secs(job.duration.max(1));
-    let work = async {
-        let uploads = upload::load_all(&params, &tap.limits)
-            .await
-            .map_err(|e| e.to_string())?;
-        let visible = tap.visible_to_owner(job.owner.as_deref());
-        let progress = tap.jobs.watch(id);
-        let stream = start_watched(
-            &tap.czar,
-            &req,
-            &uploads,
-            visible.as_deref(),
-            Some(progress.clone()),
-        )
+    let req = QueryRequest::from_params(&params, &platform.limits).map_err(|e| e.to_string())?;
+    let uploads = upload::load_all(&params, &platform.limits)
         .await
         .map_err(|e| e.to_string())?;
-        let stream = counted(stream, progress);
-        let file_name = format!("result.{}", req.format.extension());
-        let path = dir.join(&file_name);
-        let mut file = tokio::fs::File::create(&path)
-            .await
-            .map_err(|e| format!("cannot write the result: {e}"))?;
-        let (tx, mut rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
-        let writer = async move {
-            let mut bytes = 0u64;
-            while let Some(chunk) = rx.recv().await {
-                let chunk = chunk.map_err(|e| e.to_string())?;
-                file.write_all(&chunk)
-                    .await
-                    .map_err(|e| format!("cannot write the result: {e}"))?;
-                bytes += chunk.len() as u64;
-            }
-            file.flush().await.map_err(|e| e.to_string())?;
-            Ok::<u64, String>(bytes)
-        };
-        let info = result_info(&req);
-        let (outcome, written) = tokio::join!(
-            stream_result(stream, req.format, req.maxrec, &info, tx, None, true),
-            writer
-        );
-        let outcome = outcome?;
-        let bytes = written?;
-        Ok::<_, String>((outcome, file_name, bytes))
-    };
-    match tokio::time::timeout(deadline, work).await {
-        Err(_) => fail(format!(
-            "the job ran longer than its execution duration of {} s and was stopped",
-            job.duration
-        )),
-        Ok(Err(m)) => fail(m),
-        Ok(Ok((outcome, file, bytes))) => {
-            let failed = match &outcome.ending {
-                Ending::Failed(m) => Some(m.clone()),
-                _ => None,
-            };
-            tap.jobs.update(id, |j| {
-                j.end = Some(now_ms());
-                j.result = Some(ResultFile {
-                    mime: req.format.mime().to_string(),
-                    file,
-                    rows: outcome.rows,
-                    overflow: outcome.ending == Ending::Overflow,
-                    bytes,
-                });
-                match failed {
-                    Some(m) => {
-                        j.phase = Phase::Error;
-                        j.error = Some(m);
-                    }
-                    None => j.phase = Phase::Completed,
-                }
-            });
+    let visible = platform.visible_to_owner(job.owner.as_deref());
+    let stream = start_watched(
+        &platform.czar,
+        &req,
+        &uploads,
+        visible.as_deref(),
+        Some(progress.clone()),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let stream = counted(stream, progress);
+    let file_name = format!("result.{}", req.format.extension());
+    let mut file = tokio::fs::File::create(dir.join(&file_name))
+        .await
+        .map_err(|e| format!("cannot write the result: {e}"))?;
+    let (tx, mut rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
+    let writer = async move {
+        let mut bytes = 0u64;
+        while let Some(chunk) = rx.recv().await {
+            let chunk = chunk.map_err(|e| e.to_string())?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| format!("cannot write the result: {e}"))?;
+            bytes += chunk.len() as u64;
         }
-    }
-    audit_end(tap, id);
+        file.flush().await.map_err(|e| e.to_string())?;
+        Ok::<u64, String>(bytes)
+    };
+    let info = result_info(&req);
+    let (outcome, written) = tokio::join!(
+        stream_result(stream, req.format, req.maxrec, &info, tx, None, true),
+        writer
+    );
+    let outcome = outcome?;
+    let bytes = written?;
+    Ok(Finished {
+        result: ResultFile {
+            mime: req.format.mime().to_string(),
+            file: file_name,
+            rows: outcome.rows,
+            overflow: outcome.ending == Ending::Overflow,
+            bytes,
+        },
+        failure: match outcome.ending {
+            Ending::Failed(m) => Some(m),
+            _ => None,
+        },
+    })
 }
 
 /// `stream`, counting the rows it yields (the result's, after the merge) into `progress`.
@@ -551,43 +434,6 @@ fn counted(
         }
     });
     Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows))
-}
-
-/// The audit line of a job that ended: whose, its query's fingerprint, phase, rows, bytes and run time.
-fn audit_end(tap: &Tap, id: &str) {
-    let Some(job) = tap.jobs.get(id) else {
-        return;
-    };
-    protocol::log::event(
-        protocol::log::Level::Info,
-        "job",
-        "an async job ended",
-        &[
-            ("job", job.id.clone().into()),
-            ("phase", job.phase.name().into()),
-            ("rows", job.result.as_ref().map_or(0, |r| r.rows).into()),
-        ],
-    );
-    let Some(audit) = &tap.audit else {
-        return;
-    };
-    let query = job
-        .params
-        .iter()
-        .find(|(k, _)| k == "query")
-        .map(|(_, q)| crate::audit::fingerprint(q));
-    let line = serde_json::json!({
-        "time": platform::jobs::iso(now_ms()),
-        "who": job.client,
-        "event": "job ended",
-        "job": job.id,
-        "phase": job.phase.name(),
-        "query": query,
-        "rows": job.result.as_ref().map_or(0, |r| r.rows),
-        "bytes": job.result.as_ref().map_or(0, |r| r.bytes),
-        "ms": job.end.zip(job.start).map_or(0, |(e, s)| e.saturating_sub(s)),
-    });
-    audit.write(&line);
 }
 
 /// The `uws:parameter` elements of a job.
@@ -716,16 +562,6 @@ async fn delete_job(
     see_other(&headers, "/tap/async")
 }
 
-fn abort(tap: &Tap, id: &str) {
-    let running = tap.jobs.stop(id);
-    tap.jobs.update(id, |j| {
-        if j.phase.active() || running {
-            j.phase = Phase::Aborted;
-            j.end = Some(now_ms());
-        }
-    });
-}
-
 /// Applies a PHASE change (RUN or ABORT).
 fn change_phase(tap: &Arc<Tap>, id: &str, phase: &str, client: &Client) -> Result<(), Response> {
     let job = tap.jobs.get(id).ok_or_else(|| no_job(id))?;
@@ -740,11 +576,11 @@ fn change_phase(tap: &Arc<Tap>, id: &str, phase: &str, client: &Client) -> Resul
                     ),
                 ));
             }
-            run(tap, id, client).map_err(|b| busy(&b))?;
+            tap.platform.run_job(id, client).map_err(|b| busy(&b))?;
         }
         "ABORT" => {
             if job.phase.active() {
-                abort(tap, id);
+                tap.abort_job(id);
             }
         }
         other => {

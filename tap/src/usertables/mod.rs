@@ -45,7 +45,7 @@ mod quota;
 mod rows;
 
 use define::{Definition, check_columns, kind_of, vosi_definition, write_parquet};
-pub(crate) use index::{run_index, table_update};
+pub(crate) use index::table_update;
 pub(crate) use permissions::{permissions, set_permissions};
 use quota::load_within_quota;
 pub(crate) use quota::{space_bytes, space_quota};
