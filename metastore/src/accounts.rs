@@ -140,6 +140,15 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// Whether `name` may be a user's: a [`valid_name`] that does not start with `group_`, the prefix that names a
+/// group's schema (`group_NAME`) and file space (`/files/group_NAME/`), so no user can be taken for a group.
+pub fn valid_user_name(name: &str) -> bool {
+    valid_name(name) && !name.starts_with(RESERVED_USER_PREFIX)
+}
+
+/// The prefix no user name may start with ([`valid_user_name`]).
+pub const RESERVED_USER_PREFIX: &str = "group_";
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -345,7 +354,8 @@ pub struct AccountsWriter {
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
     #[error(
-        "{0:?} is not a valid user or group name (1-64 characters: lower-case letters, digits and _, starting with a letter)"
+        "{0:?} is not a valid user or group name (1-64 characters: lower-case letters, digits and _, starting with a \
+         letter; a user's may not start with group_, which names a group's schema and file space)"
     )]
     BadName(String),
     #[error("user {0} already exists")]
@@ -379,7 +389,10 @@ impl AccountsWriter {
         admin: bool,
         now: u64,
     ) -> std::result::Result<User, AccountError> {
-        for n in std::iter::once(name).chain(groups.iter().map(String::as_str)) {
+        if !valid_user_name(name) {
+            return Err(AccountError::BadName(name.to_string()));
+        }
+        for n in groups {
             if !valid_name(n) {
                 return Err(AccountError::BadName(n.to_string()));
             }
@@ -569,6 +582,11 @@ mod tests {
         ));
         assert!(matches!(
             w.add_user("Ada", &[], false, 2),
+            Err(AccountError::BadName(_))
+        ));
+        // A user named like a group's space would own it (issue 33 item 2).
+        assert!(matches!(
+            w.add_user("group_optics", &[], false, 2),
             Err(AccountError::BadName(_))
         ));
         assert!(matches!(

@@ -5,7 +5,10 @@
 //! DATA/meta/                                     metadata store: table records, secondary index (czar, loader)
 //! DATA/staging/                                  loads being built; invisible until published (loader)
 //! DATA/incoming/SESSION/                         inputs uploaded for `skyshard load` (czar)
-//! DATA/jobs/                                     async jobs and their results (czar's HTTP service)
+//! DATA/jobs/                                     async jobs and their results (the platform)
+//! DATA/files/NAME/                               a user's (or group_NAME's) file space, served over WebDAV
+//! DATA/usertables/grants.json                    who each user table is shared with
+//! DATA/usertables/templates/SCHEMA.TABLE.parquet the declared columns of a user table (no rows)
 //! DATA/tables/SCHEMA.TABLE/LOAD/chunks/UNIQ.parquet          a chunk's own rows, sorted by `_hpx29`
 //! DATA/tables/SCHEMA.TABLE/LOAD/chunks/UNIQ.overlap.parquet  its neighbours' rows within the overlap radius
 //! DATA/tables/SCHEMA.TABLE/LOAD/chunks/orphans.parquet       a child's rows without a director object (chunk 0)
@@ -39,6 +42,28 @@ pub fn incoming_dir(data_dir: &Path) -> PathBuf {
 
 pub fn jobs_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("jobs")
+}
+
+/// Every user's and group's file space: `DATA/files`.
+pub fn files_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("files")
+}
+
+/// Where user tables keep what the catalog does not: `DATA/usertables` (grants, templates).
+pub fn user_tables_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("usertables")
+}
+
+/// Who user tables are shared with: `DATA/usertables/grants.json`.
+pub fn grants_file(data_dir: &Path) -> PathBuf {
+    user_tables_dir(data_dir).join("grants.json")
+}
+
+/// The declared columns of a user table (an empty Parquet file): `DATA/usertables/templates/SCHEMA.TABLE.parquet`.
+pub fn template_file(data_dir: &Path, table: &str) -> PathBuf {
+    user_tables_dir(data_dir)
+        .join("templates")
+        .join(format!("{table}.parquet"))
 }
 
 pub fn tables_dir(data_dir: &Path) -> PathBuf {

@@ -85,7 +85,7 @@ pub struct Grants {
 
 impl Grants {
     pub fn open(data_dir: &Path) -> Result<Grants, String> {
-        let path = data_dir.join("usertables").join("grants.json");
+        let path = partitioner::layout::grants_file(data_dir);
         let by_table = match metastore::files::read_if_present(&path) {
             Ok(None) => HashMap::new(),
             Ok(Some(bytes)) => {
@@ -226,5 +226,97 @@ mod tests {
         // An anonymous caller is in no group, whatever a grant names.
         assert!(!Reader::default().owns(&Space::Group("optics".into())));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// What a request changes of a user table: the table itself (create, drop, share), or only its rows (load, index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Table,
+    Rows,
+}
+
+/// Whose a job is to the caller ([`crate::Platform::job_access`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobAccess {
+    /// The caller's own, or an anonymous job (anyone who has its unguessable URL), or the service has no accounts.
+    Allowed,
+    /// Another user's job.
+    Forbidden,
+    /// A named user's job and an anonymous caller, who may be its owner not logged in.
+    Unauthenticated,
+}
+
+impl crate::Platform {
+    /// Whether `caller` may see or change the job owned by `owner` (UWS 1.1: someone else's job answers 403).
+    pub fn job_access(&self, caller: &Caller, owner: Option<&str>) -> JobAccess {
+        let Some(owner) = owner.filter(|_| self.auth.is_some()) else {
+            return JobAccess::Allowed;
+        };
+        match caller.user() {
+            Some(user) if user == owner => JobAccess::Allowed,
+            Some(_) => JobAccess::Forbidden,
+            None => JobAccess::Unauthenticated,
+        }
+    }
+
+    /// The caller may change tables of `space` (create, drop, share): a named user with the `write:tables` scope
+    /// whose space it is.
+    pub fn may_write_tables(&self, caller: &Caller, space: &Space) -> crate::error::Result<()> {
+        use crate::error::PlatformError;
+        if self.auth.is_none() {
+            return Err(PlatformError::Forbidden(
+                "this service has no accounts (--auth none): user tables need a named user".into(),
+            ));
+        }
+        let Caller::User(identity) = caller else {
+            return Err(PlatformError::Unauthenticated(
+                "user tables belong to named users: send a token or log in".into(),
+            ));
+        };
+        if !identity.may("write:tables") {
+            return Err(PlatformError::Forbidden(
+                "your token lacks the write:tables scope".into(),
+            ));
+        }
+        if !Reader::of(caller).owns(space) {
+            let whose = match space {
+                Space::User(u) => format!("user {u}'s"),
+                Space::Group(g) => format!("group {g}'s (you are not a member)"),
+            };
+            return Err(PlatformError::Forbidden(format!(
+                "that schema is {whose}: you may write only in user_{} and your groups' schemas",
+                identity.user
+            )));
+        }
+        Ok(())
+    }
+
+    /// The caller may add rows to `table` (and index it): [`crate::Platform::may_write_tables`] in its space, or a
+    /// member of a group it is shared with for writing (`rw-group`).
+    pub fn may_add_rows(
+        &self,
+        caller: &Caller,
+        space: &Space,
+        table: &str,
+    ) -> crate::error::Result<()> {
+        let refused = match self.may_write_tables(caller, space) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if caller.may("write:tables") && self.grants.may_add_rows(&Reader::of(caller), table) {
+            return Ok(());
+        }
+        Err(refused)
+    }
+
+    /// The published table `table`, if the caller may read it (others get the same answer as for no table).
+    pub fn readable_table(&self, caller: &Caller, table: &str) -> Option<Arc<czar::TableInfo>> {
+        let reader = Reader::of(caller);
+        self.czar
+            .tables()
+            .into_iter()
+            .find(|t| t.record.qualified_name().eq_ignore_ascii_case(table))
+            .filter(|_| self.grants.may_read(&reader, table))
     }
 }

@@ -130,9 +130,10 @@ impl Auth {
     pub fn proxied(&self, name: &str) -> Result<Caller, Refusal> {
         let name = name.trim();
         let header = self.proxy.as_ref().map_or("", |p| p.header.as_str());
-        if !metastore::accounts::valid_name(name) {
+        if !metastore::accounts::valid_user_name(name) {
             return Err(Refusal::Invalid(format!(
-                "the proxy's {header} names no valid user (1-64 lower-case letters, digits and _)"
+                "the proxy's {header} names no valid user (1-64 lower-case letters, digits and _, not starting \
+                 with group_)"
             )));
         }
         let account = self.accounts.user(name).map_err(|e| {

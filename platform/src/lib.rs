@@ -11,6 +11,8 @@ use czar::Czar;
 
 pub mod access;
 pub mod audit;
+pub mod error;
+pub mod files;
 pub mod identity;
 pub mod jobs;
 pub mod quota;

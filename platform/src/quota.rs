@@ -233,3 +233,61 @@ impl Drop for Share {
         }
     }
 }
+
+impl crate::Platform {
+    /// Bytes the tables of a space hold now, but `except`'s.
+    pub fn table_space_bytes(&self, space: &crate::access::Space, except: Option<&str>) -> u64 {
+        self.czar
+            .tables()
+            .iter()
+            .filter(|t| crate::access::Space::of(&t.record.schema).as_ref() == Some(space))
+            .filter(|t| except.is_none_or(|e| !t.record.qualified_name().eq_ignore_ascii_case(e)))
+            .map(|t| {
+                metastore::files::size_of(&loader::ingest::load_dir(
+                    self.czar.data_dir(),
+                    &t.record,
+                ))
+            })
+            .sum()
+    }
+
+    /// The table quota of a space, in bytes: a user's own (`skyshard user quota --tables-mb`) or a group's, else
+    /// the service's default ([`Limits::user_tables`]).
+    pub fn table_space_quota(&self, space: &crate::access::Space) -> u64 {
+        let mb = self.auth.as_ref().and_then(|auth| match space {
+            crate::access::Space::User(u) => auth
+                .accounts
+                .user(u)
+                .ok()
+                .flatten()
+                .and_then(|u| u.quota.tables_mb),
+            crate::access::Space::Group(g) => auth
+                .accounts
+                .group(g)
+                .ok()
+                .flatten()
+                .and_then(|g| g.quota.tables_mb),
+        });
+        mb.map_or(self.limits.user_tables, |mb| mb.saturating_mul(1 << 20))
+    }
+
+    /// A file space's quota in bytes (`owner` as its URL names it: `NAME` or `group_NAME`): the user's or the
+    /// group's own (`--files-mb`), else the service's default ([`Limits::user_files`]).
+    pub fn file_space_quota(&self, owner: &str) -> u64 {
+        let accounts = self.auth.as_ref().map(|a| &a.accounts);
+        let mb = match owner.strip_prefix("group_") {
+            Some(group) => accounts
+                .and_then(|a| a.group(group).ok().flatten())
+                .and_then(|g| g.quota.files_mb),
+            None => accounts
+                .and_then(|a| a.user(owner).ok().flatten())
+                .and_then(|u| u.quota.files_mb),
+        };
+        mb.map_or(self.limits.user_files, |mb| mb.saturating_mul(1 << 20))
+    }
+
+    /// Bytes a file space holds now.
+    pub fn file_space_bytes(&self, owner: &str) -> u64 {
+        metastore::files::size_of(&self.space_dir(owner))
+    }
+}

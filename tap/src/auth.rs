@@ -15,7 +15,7 @@ use platform::jobs::now_ms;
 pub use platform::quota::{Allowance, Client};
 
 use crate::params::Params;
-use crate::reply::error;
+use crate::reply::{error, unauthorized};
 use crate::service::Tap;
 
 /// The address the connection comes from.
@@ -80,39 +80,6 @@ pub(crate) fn presented(headers: &HeaderMap) -> Result<Option<String>, &'static 
             .iter()
             .map(HeaderValue::as_bytes),
     )
-}
-
-/// Where a client logs in, from the request's Host.
-fn login_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or("localhost");
-    format!("http://{host}/tap/login")
-}
-
-/// 401 with a DALI error document and the challenges of every way in: Bearer and Basic (RFC 6750, 7617) and the
-/// IVOA SSO schemes, which point at the login form.
-pub fn unauthorized(headers: &HeaderMap, message: &str) -> Response {
-    let mut response = error(StatusCode::UNAUTHORIZED, message);
-    let login = login_url(headers);
-    let challenges = [
-        "Bearer realm=\"skyshard\"".to_string(),
-        "Basic realm=\"skyshard\"".to_string(),
-        format!(
-            "ivoa_bearer standard_id=\"ivo://ivoa.net/sso#tls-with-password\", access_url=\"{login}\""
-        ),
-        format!(
-            "ivoa_cookie standard_id=\"ivo://ivoa.net/sso#tls-with-password\", access_url=\"{login}\""
-        ),
-    ];
-    for c in challenges {
-        if let Ok(v) = HeaderValue::from_str(&c) {
-            response.headers_mut().append(header::WWW_AUTHENTICATE, v);
-        }
-    }
-    response
 }
 
 /// Paths anyone may reach under `required`: what a client needs to find out how to log in, and to log in.
@@ -425,8 +392,8 @@ fn table_space(tap: &Tap, identity: &Identity) -> serde_json::Value {
             };
             serde_json::json!({
                 "schema": schema,
-                "used": crate::usertables::space_bytes(tap, &space, None),
-                "limit": crate::usertables::space_quota(tap, &space),
+                "used": tap.table_space_bytes(&space, None),
+                "limit": tap.table_space_quota(&space),
             })
         })
         .collect::<Vec<_>>()

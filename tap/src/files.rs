@@ -20,10 +20,11 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use metastore::files::size_of;
+use platform::files::{FilePath, Use};
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::Caller;
-use crate::reply::error;
+use crate::reply::{error, refused};
 use crate::service::Tap;
 
 const ALLOW: &str = "OPTIONS, GET, HEAD, PUT, DELETE, MKCOL, COPY, MOVE, PROPFIND";
@@ -39,81 +40,24 @@ fn status(code: StatusCode) -> Response {
 
 /// The root of every user's space.
 fn root(tap: &Tap) -> PathBuf {
-    tap.czar.data_dir().join("files")
+    partitioner::layout::files_dir(tap.czar.data_dir())
 }
 
-/// A path under `/files/`, checked: the owner, and the segments below their space (decoded; no `.`, `..`, empty
-/// or control-character segments).
-#[derive(Debug, Clone, PartialEq)]
-pub struct FilePath {
-    pub owner: String,
-    pub segments: Vec<String>,
-}
-
-impl FilePath {
-    pub fn parse(url_path: &str) -> Result<FilePath, String> {
-        let rest = url_path
-            .strip_prefix("/files/")
-            .ok_or_else(|| format!("{url_path} is not under /files/"))?;
-        let mut parts = rest.split('/');
-        let owner = parts.next().unwrap_or("").to_string();
-        if !metastore::accounts::valid_name(&owner) {
-            return Err(format!(
-                "/files/{owner}: no such space (a user's is /files/NAME/)"
-            ));
-        }
-        let mut segments = Vec::new();
-        for raw in parts {
-            if raw.is_empty() {
-                continue;
-            }
-            let s = metastore::files::decode(raw)
-                .ok_or_else(|| format!("{raw}: not a valid path segment"))?;
-            if s == "."
-                || s == ".."
-                || s.contains(['/', '\\', '\0'])
-                || s.chars().any(char::is_control)
-                || s.len() > 255
-            {
-                return Err(format!("{s:?}: not a valid name for a file"));
-            }
-            segments.push(s);
-        }
-        if segments.len() > 64 {
-            return Err("paths nest at most 64 deep".into());
-        }
-        Ok(FilePath { owner, segments })
+/// The `href` of a path in a PROPFIND answer (`collection`: with a trailing slash).
+fn href(path: &FilePath, collection: bool) -> String {
+    let mut out = format!("/files/{}/", path.owner);
+    out.push_str(
+        &path
+            .segments
+            .iter()
+            .map(|s| percent_encode(s))
+            .collect::<Vec<_>>()
+            .join("/"),
+    );
+    if collection && !path.segments.is_empty() {
+        out.push('/');
     }
-
-    pub(crate) fn local(&self, tap: &Tap) -> PathBuf {
-        let mut p = root(tap).join(&self.owner);
-        for s in &self.segments {
-            p.push(s);
-        }
-        p
-    }
-
-    fn href(&self, collection: bool) -> String {
-        let mut out = format!("/files/{}/", self.owner);
-        out.push_str(
-            &self
-                .segments
-                .iter()
-                .map(|s| percent_encode(s))
-                .collect::<Vec<_>>()
-                .join("/"),
-        );
-        if collection && !self.segments.is_empty() {
-            out.push('/');
-        }
-        out
-    }
-
-    fn parent(&self) -> Option<FilePath> {
-        let mut p = self.clone();
-        p.segments.pop()?;
-        Some(p)
-    }
+    out
 }
 
 fn percent_encode(s: &str) -> String {
@@ -130,20 +74,6 @@ fn percent_encode(s: &str) -> String {
 
 fn xml_escape(s: &str) -> String {
     votable::write::xml_escape(s)
-}
-
-/// A space's quota in bytes.
-pub(crate) fn quota(tap: &Tap, owner: &str) -> u64 {
-    let accounts = tap.auth.as_ref().map(|a| &a.accounts);
-    let mb = match owner.strip_prefix("group_") {
-        Some(group) => accounts
-            .and_then(|a| a.group(group).ok().flatten())
-            .and_then(|g| g.quota.files_mb),
-        None => accounts
-            .and_then(|a| a.user(owner).ok().flatten())
-            .and_then(|u| u.quota.files_mb),
-    };
-    mb.map_or(tap.limits.user_files, |mb| mb.saturating_mul(1 << 20))
 }
 
 fn insufficient(used: u64, quota: u64) -> Response {
@@ -168,9 +98,11 @@ pub(crate) async fn dav(
     body: Body,
 ) -> Response {
     if tap.auth.is_none() {
-        return error(
-            StatusCode::NOT_FOUND,
-            "this service has no accounts (--auth none), so no user files",
+        return refused(
+            &headers,
+            &platform::error::PlatformError::NotFound(
+                "this service has no accounts (--auth none), so no user files".into(),
+            ),
         );
     }
     if method == Method::OPTIONS {
@@ -185,31 +117,10 @@ pub(crate) async fn dav(
         Ok(p) => p,
         Err(m) => return error(StatusCode::BAD_REQUEST, &m),
     };
-    let Caller::User(identity) = &caller else {
-        return crate::auth::unauthorized(
-            &headers,
-            "user files need identity: send a token (Basic or Bearer)",
-        );
-    };
-    let member = path
-        .owner
-        .strip_prefix("group_")
-        .is_some_and(|g| identity.groups.iter().any(|x| x == g));
-    if identity.user != path.owner && !member {
-        return error(
-            StatusCode::FORBIDDEN,
-            &format!(
-                "/files/{}/ is not your space (yours is /files/{}/, and each group's of yours /files/group_NAME/)",
-                path.owner, identity.user
-            ),
-        );
-    }
     let writes = !matches!(method.as_str(), "GET" | "HEAD" | "PROPFIND");
-    if writes && !identity.may("write:files") {
-        return error(
-            StatusCode::FORBIDDEN,
-            "your token lacks the write:files scope",
-        );
+    let what = if writes { Use::Write } else { Use::Read };
+    if let Err(e) = tap.may_use_space(&caller, &path, what) {
+        return refused(&headers, &e);
     }
     let space = root(&tap).join(&path.owner);
     if let Err(e) = tokio::fs::create_dir_all(&space).await {
@@ -225,9 +136,9 @@ pub(crate) async fn dav(
         None
     };
     match method.as_str() {
-        "GET" | "HEAD" => get(&path.local(&tap), method == Method::HEAD).await,
+        "GET" | "HEAD" => get(&tap.local_path(&path), method == Method::HEAD).await,
         "PUT" => put(&tap, &path, body).await,
-        "DELETE" => delete(&path.local(&tap), &path).await,
+        "DELETE" => delete(&tap.local_path(&path), &path).await,
         "MKCOL" => mkcol(&tap, &path, body).await,
         "COPY" | "MOVE" => copy_or_move(&tap, &path, &headers, method.as_str() == "MOVE").await,
         "PROPFIND" => propfind(&tap, &path, &headers, body).await,
@@ -326,14 +237,14 @@ fn etag(meta: &std::fs::Metadata) -> String {
 }
 
 async fn put(tap: &Tap, path: &FilePath, body: Body) -> Response {
-    let local = path.local(tap);
+    let local = tap.local_path(path);
     let Some(parent) = path.parent() else {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
             "the space itself is a collection, not a file",
         );
     };
-    if !parent.local(tap).is_dir() {
+    if !tap.local_path(&parent).is_dir() {
         return error(
             StatusCode::CONFLICT,
             "the parent collection does not exist (MKCOL it first)",
@@ -342,7 +253,7 @@ async fn put(tap: &Tap, path: &FilePath, body: Body) -> Response {
     if local.is_dir() {
         return error(StatusCode::METHOD_NOT_ALLOWED, "that is a collection");
     }
-    let quota = quota(tap, &path.owner);
+    let quota = tap.file_space_quota(&path.owner);
     let existing = local.metadata().map(|m| m.len()).unwrap_or(0);
     let used = size_of(&root(tap).join(&path.owner)).saturating_sub(existing);
     let staging = root(tap).join(".uploads");
@@ -433,11 +344,11 @@ async fn mkcol(tap: &Tap, path: &FilePath, body: Body) -> Response {
     if has_body {
         return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "MKCOL takes no body");
     }
-    let local = path.local(tap);
+    let local = tap.local_path(path);
     if local.exists() || path.segments.is_empty() {
         return error(StatusCode::METHOD_NOT_ALLOWED, "it exists already");
     }
-    if !path.parent().is_some_and(|p| p.local(tap).is_dir()) {
+    if !path.parent().is_some_and(|p| tap.local_path(&p).is_dir()) {
         return error(StatusCode::CONFLICT, "the parent collection does not exist");
     }
     match tokio::fs::create_dir(&local).await {
@@ -486,7 +397,7 @@ async fn copy_or_move(tap: &Tap, path: &FilePath, headers: &HeaderMap, moving: b
         }
         Err(m) => return error(StatusCode::BAD_REQUEST, &format!("Destination: {m}")),
     };
-    let (from, to) = (path.local(tap), dest.local(tap));
+    let (from, to) = (tap.local_path(path), tap.local_path(&dest));
     if !from.exists() {
         return error(StatusCode::NOT_FOUND, "no such file or collection");
     }
@@ -499,7 +410,7 @@ async fn copy_or_move(tap: &Tap, path: &FilePath, headers: &HeaderMap, moving: b
             "a collection cannot be copied or moved into itself or over the space",
         );
     }
-    if !dest.parent().is_some_and(|p| p.local(tap).is_dir()) {
+    if !dest.parent().is_some_and(|p| tap.local_path(&p).is_dir()) {
         return error(
             StatusCode::CONFLICT,
             "the destination's parent collection does not exist",
@@ -517,7 +428,7 @@ async fn copy_or_move(tap: &Tap, path: &FilePath, headers: &HeaderMap, moving: b
     }
     let depth_infinity = !headers.get("depth").is_some_and(|v| v.as_bytes() == b"0");
     if !moving {
-        let quota = quota(tap, &path.owner);
+        let quota = tap.file_space_quota(&path.owner);
         let used = size_of(&root(tap).join(&path.owner));
         let added = size_of(&from).saturating_sub(if existed { size_of(&to) } else { 0 });
         if used + added > quota {
@@ -595,7 +506,7 @@ fn response_xml(path: &FilePath, meta: &std::fs::Metadata, names_only: bool) -> 
     format!(
         "<D:response><D:href>{}</D:href><D:propstat><D:prop>{props}</D:prop>\
          <D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>\n",
-        xml_escape(&path.href(collection))
+        xml_escape(&href(path, collection))
     )
 }
 
@@ -684,7 +595,7 @@ async fn propfind(tap: &Tap, path: &FilePath, headers: &HeaderMap, body: Body) -
             "PROPFIND with Depth: infinity is not offered; use 0 or 1",
         );
     }
-    let local = path.local(tap);
+    let local = tap.local_path(path);
     let Ok(meta) = std::fs::metadata(&local) else {
         return error(StatusCode::NOT_FOUND, "no such file or collection");
     };
@@ -733,7 +644,7 @@ mod tests {
             (p.owner.as_str(), p.segments.clone()),
             ("ada", vec!["dir".to_string(), "a b.csv".to_string()])
         );
-        assert_eq!(p.href(false), "/files/ada/dir/a%20b.csv");
+        assert_eq!(href(&p, false), "/files/ada/dir/a%20b.csv");
         for bad in [
             "/files/ada/../bob/x",
             "/files/ada/%2e%2e/x",

@@ -2,7 +2,7 @@
 //! the handlers.
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use protocol::ErrorCode;
 use tokio::sync::mpsc;
@@ -138,6 +138,56 @@ pub fn busy(b: &crate::service::Busy) -> Response {
         .headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
     response
+}
+
+/// Where a client logs in, from the request's Host.
+fn login_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("localhost");
+    format!("http://{host}/tap/login")
+}
+
+/// 401 with a DALI error document and the challenges of every way in: Bearer and Basic (RFC 6750, 7617) and the
+/// IVOA SSO schemes, which point at the login form.
+pub fn unauthorized(headers: &HeaderMap, message: &str) -> Response {
+    let mut response = error(StatusCode::UNAUTHORIZED, message);
+    let login = login_url(headers);
+    let challenges = [
+        "Bearer realm=\"skyshard\"".to_string(),
+        "Basic realm=\"skyshard\"".to_string(),
+        format!(
+            "ivoa_bearer standard_id=\"ivo://ivoa.net/sso#tls-with-password\", access_url=\"{login}\""
+        ),
+        format!(
+            "ivoa_cookie standard_id=\"ivo://ivoa.net/sso#tls-with-password\", access_url=\"{login}\""
+        ),
+    ];
+    for c in challenges {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            response.headers_mut().append(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    response
+}
+
+/// The answer to what the platform refused: the status of its kind (401 with the challenges of every way in).
+pub fn refused(headers: &HeaderMap, e: &platform::error::PlatformError) -> Response {
+    use platform::error::PlatformError as E;
+    let status = match e {
+        E::BadRequest(_) => StatusCode::BAD_REQUEST,
+        E::Unauthenticated(m) => return unauthorized(headers, m),
+        E::Forbidden(_) => StatusCode::FORBIDDEN,
+        E::NotFound(_) => StatusCode::NOT_FOUND,
+        E::Conflict(_) => StatusCode::CONFLICT,
+        E::OverQuota(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        E::UnsupportedFormat(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        E::Czar(c) => status_of(c.code()),
+    };
+    error(status, &e.to_string())
 }
 
 /// The error document of a failed request, with the HTTP status of its kind.

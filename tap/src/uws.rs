@@ -31,7 +31,7 @@ use crate::reply::{base_url, busy, error};
 use crate::service::Tap;
 use crate::upload;
 use platform::Platform;
-use platform::jobs::{Finished, Job, JobKind, Phase, ResultFile, iso, now_ms, parse_iso};
+use platform::jobs::{Finished, Job, JobKind, Phase, ResultFile, iso, parse_iso};
 
 pub fn routes() -> Router<Arc<Tap>> {
     Router::new()
@@ -135,72 +135,6 @@ pub(crate) fn listed_to(tap: &Tap, caller: &Caller) -> Vec<Job> {
     jobs
 }
 
-/// 128 random bits: an anonymous job's URL is the only key to it, so it must not be guessable.
-fn new_id() -> Result<String, metastore::MetaError> {
-    Ok(format!("j{}", metastore::accounts::random_hex(16)?))
-}
-
-/// A new PENDING job of the caller, with the service's default duration and retention, and no parameters yet.
-fn pending(tap: &Tap, id: &str, caller: &Caller, client: &Client, now: u64) -> Job {
-    Job {
-        id: id.to_string(),
-        work: JobKind::Query,
-        run_id: None,
-        phase: Phase::Pending,
-        params: Vec::new(),
-        parts: Vec::new(),
-        creation: now,
-        start: None,
-        end: None,
-        duration: tap.limits.default_duration,
-        destruction: now + tap.limits.default_retention * 1000,
-        error: None,
-        result: None,
-        owner: caller.user().map(str::to_string),
-        client: Some(client.key.clone()),
-        groups: client.groups.iter().map(|(k, _)| k.clone()).collect(),
-        restarts: 0,
-    }
-}
-
-/// A PENDING job of other work than a query (`work`, which its parameters show and cannot change), owned by the
-/// caller; returns its id.
-pub(crate) fn create_pending(
-    tap: &Tap,
-    caller: &Caller,
-    client: &Client,
-    work: JobKind,
-) -> Result<String, Response> {
-    let unavailable = |e: String| {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("cannot create the job: {e}"),
-        )
-    };
-    let id = new_id().map_err(|e| unavailable(e.to_string()))?;
-    std::fs::create_dir_all(tap.jobs.job_dir(&id)).map_err(|e| unavailable(e.to_string()))?;
-    let now = now_ms();
-    let params = match &work {
-        JobKind::Query => Vec::new(),
-        JobKind::Index {
-            table,
-            column,
-            unique,
-        } => vec![
-            ("table".to_string(), table.clone()),
-            ("index".to_string(), column.clone()),
-            ("unique".to_string(), unique.to_string()),
-        ],
-    };
-    let job = Job {
-        work,
-        params,
-        ..pending(tap, &id, caller, client, now)
-    };
-    tap.jobs.put(&job).map_err(|e| unavailable(e.to_string()))?;
-    Ok(id)
-}
-
 async fn create(
     State(tap): State<Arc<Tap>>,
     Extension(caller): Extension<Caller>,
@@ -209,8 +143,8 @@ async fn create(
     headers: HeaderMap,
     p: Params,
 ) -> Response {
-    let id = match new_id() {
-        Ok(id) => id,
+    let pending = match tap.new_job(&caller, &client) {
+        Ok(job) => job,
         Err(e) => {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -218,6 +152,7 @@ async fn create(
             );
         }
     };
+    let id = pending.id.clone();
     let dir = tap.jobs.job_dir(&id);
     if let Err(e) = std::fs::create_dir_all(dir.join("uploads")) {
         return error(
@@ -235,11 +170,10 @@ async fn create(
         }
         parts.push(name.clone());
     }
-    let now = now_ms();
     let mut job = Job {
         run_id: p.get("RUNID").map(String::from),
         parts,
-        ..pending(&tap, &id, &caller, &client, now)
+        ..pending
     };
     if let Err(m) = apply_controls(&tap, &mut job, &p) {
         let _ = std::fs::remove_dir_all(&dir);

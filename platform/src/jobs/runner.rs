@@ -35,6 +35,67 @@ pub trait QueryJobs: Send + Sync + 'static {
 }
 
 impl Platform {
+    /// A new PENDING job of the caller's, with no parameters yet, the service's default execution duration and
+    /// retention, and an id of 128 random bits (an anonymous job's URL is the only key to it, so it must not be
+    /// guessable); its directory is made, it is not stored yet.
+    pub fn new_job(
+        &self,
+        caller: &crate::identity::Caller,
+        client: &Client,
+    ) -> Result<Job, String> {
+        let id = format!(
+            "j{}",
+            metastore::accounts::random_hex(16).map_err(|e| e.to_string())?
+        );
+        std::fs::create_dir_all(self.jobs.job_dir(&id)).map_err(|e| e.to_string())?;
+        let now = now_ms();
+        Ok(Job {
+            id,
+            work: JobKind::Query,
+            run_id: None,
+            phase: Phase::Pending,
+            params: Vec::new(),
+            parts: Vec::new(),
+            creation: now,
+            start: None,
+            end: None,
+            duration: self.limits.default_duration,
+            destruction: now + self.limits.default_retention * 1000,
+            error: None,
+            result: None,
+            owner: caller.user().map(str::to_string),
+            client: Some(client.key.clone()),
+            groups: client.groups.iter().map(|(k, _)| k.clone()).collect(),
+            restarts: 0,
+        })
+    }
+
+    /// A PENDING job of work other than a query (its parameters show `work` and cannot change it), owned by the
+    /// caller and stored; its id.
+    pub fn create_job(
+        &self,
+        caller: &crate::identity::Caller,
+        client: &Client,
+        work: JobKind,
+    ) -> Result<String, String> {
+        let mut job = self.new_job(caller, client)?;
+        if let JobKind::Index {
+            table,
+            column,
+            unique,
+        } = &work
+        {
+            job.params = vec![
+                ("table".to_string(), table.clone()),
+                ("index".to_string(), column.clone()),
+                ("unique".to_string(), unique.to_string()),
+            ];
+        }
+        job.work = work;
+        self.jobs.put(&job)?;
+        Ok(job.id)
+    }
+
     /// Queues a PENDING job and starts it when an execution slot is free; it counts against the shares of `client`,
     /// who runs it. [`Busy`] when the service's line or one of the caller's shares (kept results, jobs queued or
     /// executing) is full; the job then stays PENDING.

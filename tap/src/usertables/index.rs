@@ -7,7 +7,7 @@ use super::*;
 pub(crate) async fn table_update(
     State(tap): State<Arc<Tap>>,
     Extension(caller): Extension<Caller>,
-    Extension(client): Extension<Client>,
+    Extension(client): Extension<crate::auth::Client>,
     headers: HeaderMap,
     params: crate::params::Params,
 ) -> Response {
@@ -28,37 +28,10 @@ pub(crate) async fn table_update(
             );
         }
     };
-    let (qualified, _) = match target(&tap, &caller, name, &headers, Change::Rows) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let Some(info) = existing(&tap, &caller, &qualified) else {
-        return error(StatusCode::NOT_FOUND, &format!("no table {qualified}"));
-    };
-    if !info
-        .record
-        .columns
-        .iter()
-        .any(|c| c.name.eq_ignore_ascii_case(column))
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!("{qualified} has no column {column}"),
-        );
-    }
-    let column = info
-        .record
-        .columns
-        .iter()
-        .find(|c| c.name.eq_ignore_ascii_case(column))
-        .map(|c| c.name.clone())
-        .unwrap_or_else(|| column.to_lowercase());
-    let work = platform::jobs::JobKind::Index {
-        table: qualified,
-        column,
-        unique,
-    };
-    match crate::uws::create_pending(&tap, &caller, &client, work) {
+    let created = tap
+        .user_table(&caller, name, Change::Rows)
+        .and_then(|target| tap.create_index_job(&caller, &client, &target, column, unique));
+    match created {
         Ok(id) => (
             StatusCode::SEE_OTHER,
             [(
@@ -67,6 +40,6 @@ pub(crate) async fn table_update(
             )],
         )
             .into_response(),
-        Err(r) => r,
+        Err(e) => refused(&headers, &e),
     }
 }

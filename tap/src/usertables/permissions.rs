@@ -60,15 +60,12 @@ pub(crate) async fn permissions(
     Extension(caller): Extension<Caller>,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
-    let qualified = name.to_ascii_lowercase();
-    if existing(&tap, &caller, &qualified).is_none()
-        || Space::of(qualified.split('.').next().unwrap_or("")).is_none()
-    {
+    let Some(grant) = tap.grant_of(&caller, &name) else {
         return error(StatusCode::NOT_FOUND, &format!("no user table {name}"));
-    }
+    };
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        permissions_text(&qualified, &tap.grants.get(&qualified)),
+        permissions_text(&name.to_ascii_lowercase(), &grant),
     )
         .into_response()
 }
@@ -82,15 +79,13 @@ pub(crate) async fn set_permissions(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let (qualified, _) = match target(&tap, &caller, &name, &headers, Change::Table) {
+    let target = match tap.user_table(&caller, &name, Change::Table) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(e) => return refused(&headers, &e),
     };
-    if existing(&tap, &caller, &qualified).is_none() {
-        return error(StatusCode::NOT_FOUND, &format!("no table {qualified}"));
-    }
     let text = String::from_utf8_lossy(&body);
-    let mut grant = tap.grants.get(&qualified);
+    // What the body sets; what it leaves out stays as it is.
+    let (mut public, mut readers, mut writers) = (None, None, None);
     // Form-encoded bodies (a browser, curl -d) are read the same way.
     let pairs: Vec<(String, String)> = if text.contains('\n') || !text.contains('&') {
         text.lines()
@@ -105,8 +100,8 @@ pub(crate) async fn set_permissions(
     for (key, value) in pairs {
         match key.to_ascii_lowercase().as_str() {
             "public" => match value.to_ascii_lowercase().as_str() {
-                "true" => grant.public = true,
-                "false" => grant.public = false,
+                "true" => public = Some(true),
+                "false" => public = Some(false),
                 other => {
                     return error(
                         StatusCode::BAD_REQUEST,
@@ -120,9 +115,9 @@ pub(crate) async fn set_permissions(
                     Err(m) => return error(StatusCode::BAD_REQUEST, &m),
                 };
                 if key.eq_ignore_ascii_case("r-group") {
-                    grant.groups = groups;
+                    readers = Some(groups);
                 } else {
-                    grant.write_groups = groups;
+                    writers = Some(groups);
                 }
             }
             other => {
@@ -135,12 +130,23 @@ pub(crate) async fn set_permissions(
             }
         }
     }
-    if let Err(e) = tap.grants.set(&qualified, grant.clone()) {
-        return refuse(unavailable(e));
+    let shared = tap.share(&caller, &target, |grant| {
+        if let Some(p) = public {
+            grant.public = p;
+        }
+        if let Some(g) = readers {
+            grant.groups = g;
+        }
+        if let Some(g) = writers {
+            grant.write_groups = g;
+        }
+    });
+    match shared {
+        Ok(grant) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            permissions_text(&target.qualified, &grant),
+        )
+            .into_response(),
+        Err(e) => refused(&headers, &e),
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        permissions_text(&qualified, &grant),
-    )
-        .into_response()
 }
