@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use loader::ingest::{IngestOptions, IngestReport, LoadKind, Prepared};
+/// What a load asks for and what it did: the loader's own types, which the czar's callers see through here.
+pub use loader::args::LoadArgs;
+use loader::ingest::Prepared;
+pub use loader::ingest::{IngestOptions, IngestReport, LoadKind};
 
 use crate::Czar;
 use crate::error::CzarError;

@@ -1,6 +1,6 @@
 //! Loading through the czar (`skyshard load`): the client uploads its input files (`PUT
 //! /admin/loads/SESSION/FILE`, streamed to `DATA_DIR/incoming/SESSION/`), then asks for the load (`POST
-//! /admin/loads/SESSION` with the load flags as JSON, [`loader::args::LoadArgs`]). The czar runs the loader into
+//! /admin/loads/SESSION` with the load flags as JSON, [`czar::load::LoadArgs`]). The czar runs the loader into
 //! its data directory and ships the files before publishing ([`czar::ship`]): if any worker cannot take its files,
 //! nothing is published and the catalog stays as it was.
 //!
@@ -262,7 +262,7 @@ async fn load(
             "the session name must be a plain name",
         );
     }
-    let mut args: loader::args::LoadArgs = match serde_json::from_slice(&body) {
+    let mut args: czar::load::LoadArgs = match serde_json::from_slice(&body) {
         Ok(a) => a,
         Err(e) => return refused(StatusCode::BAD_REQUEST, format!("the load request: {e}")),
     };

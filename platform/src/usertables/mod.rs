@@ -164,9 +164,16 @@ impl Platform {
         self: &Arc<Self>,
         target: &Target,
         source: PathBuf,
-        format: InputFormat,
+        format: RowsFormat,
         description: Option<String>,
     ) -> Result<loader::ingest::IngestReport> {
+        let format = format.input().ok_or_else(|| {
+            PlatformError::BadRequest(
+                "a table is created from a .parquet, .csv, .fits or .vot file; load TSV into a table created \
+                 first"
+                    .into(),
+            )
+        })?;
         let scratch = self.scratch()?;
         let dir = scratch.path().join("convert");
         let (input, schema) =
@@ -242,17 +249,10 @@ impl Platform {
                     target.qualified
                 )));
             }
-            let input = format.input().ok_or_else(|| {
-                PlatformError::BadRequest(
-                    "a table is created from a .parquet, .csv, .fits or .vot file; load TSV into a table created \
-                     first"
-                        .into(),
-                )
-            })?;
             let now = crate::jobs::iso(crate::jobs::now_ms());
             let description = Some(format!("registered from {source} on {now}"));
             let report = self
-                .create_user_table_from_file(target, upload.to_path_buf(), input, description)
+                .create_user_table_from_file(target, upload.to_path_buf(), format, description)
                 .await?;
             return Ok(Loaded {
                 added: report.record.rows,
@@ -408,7 +408,7 @@ impl Platform {
         &self,
         caller: &Caller,
         id: &str,
-    ) -> Result<(PathBuf, InputFormat, String)> {
+    ) -> Result<(PathBuf, RowsFormat, String)> {
         let job = self
             .jobs
             .get(id)
@@ -427,9 +427,9 @@ impl Platform {
             )));
         };
         let format = match result.file.rsplit('.').next() {
-            Some("vot") => InputFormat::VoTable,
-            Some("csv") => InputFormat::Csv,
-            Some("parquet") => InputFormat::Parquet,
+            Some("vot") => RowsFormat::VoTable,
+            Some("csv") => RowsFormat::Csv(b','),
+            Some("parquet") => RowsFormat::Parquet,
             _ => {
                 return Err(PlatformError::BadRequest(
                     "a result in TSV cannot be saved: run the job with RESPONSEFORMAT votable, csv or parquet"

@@ -184,16 +184,15 @@ pub(crate) async fn upload(
                 "send JOBID (a finished job of yours) or a FILE to make a table of",
             );
         };
-        use loader::input::InputFormat;
         let format = match params
             .get("FORMAT")
             .map(|f| f.trim().to_ascii_lowercase())
             .as_deref()
         {
-            None | Some("") | Some("votable") | Some("format") => InputFormat::VoTable,
-            Some("csv") => InputFormat::Csv,
-            Some("fits") => InputFormat::Fits,
-            Some("parquet") => InputFormat::Parquet,
+            None | Some("") | Some("votable") | Some("format") => RowsFormat::VoTable,
+            Some("csv") => RowsFormat::Csv(b','),
+            Some("fits") => RowsFormat::Fits,
+            Some("parquet") => RowsFormat::Parquet,
             Some(other) => {
                 return error(
                     StatusCode::BAD_REQUEST,
