@@ -108,52 +108,6 @@ fn check(auth: &Auth, headers: &HeaderMap, token: &str) -> Result<Caller, Respon
     })
 }
 
-/// Someone else's job (at `/tap/async/ID` or the portal's `/api/v1/jobs/ID`) answers 403 (UWS 1.1), or 401 to an anonymous caller, who may be its owner not logged in;
-/// anonymous jobs are anyone's who has the URL.
-fn job_refusal(tap: &Tap, caller: &Caller, path: &str, headers: &HeaderMap) -> Option<Response> {
-    // The id as the route will see it: percent-decoded, so `%6A...` cannot slip past as another name of `j...`.
-    let rest = path
-        .strip_prefix("/tap/async/")
-        .or_else(|| path.strip_prefix("/api/v1/jobs/"))?;
-    let id = percent_decoded(rest.split('/').next()?);
-    let id = id.as_str();
-    let owner = tap.jobs.get(id)?.owner?;
-    match caller.user() {
-        Some(user) if user == owner => None,
-        Some(_) => Some(error(
-            StatusCode::FORBIDDEN,
-            &format!("job {id} belongs to another user"),
-        )),
-        None => Some(unauthorized(
-            headers,
-            &format!("job {id} belongs to a named user: send their token or log in"),
-        )),
-    }
-}
-
-/// A path segment with its `%XX` escapes decoded (as the router decodes it before a handler sees it).
-fn percent_decoded(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                bytes.get(i + 1).and_then(|&b| hex(b)),
-                bytes.get(i + 2).and_then(|&b| hex(b)),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The middleware: puts the [`Caller`] into the request, or answers 401.
 pub(crate) async fn authenticate(
     State(tap): State<Arc<Tap>>,
@@ -184,11 +138,6 @@ pub(crate) async fn authenticate(
             },
         },
     };
-    if tap.auth.is_some()
-        && let Some(refusal) = job_refusal(&tap, &caller, request.uri().path(), request.headers())
-    {
-        return refusal;
-    }
     let user = caller.user().map(str::to_string);
     let client = Client::of(&tap.limits, &caller, || client_address(&tap, &request));
     let started = std::time::Instant::now();
@@ -398,16 +347,4 @@ fn table_space(tap: &Tap, identity: &Identity) -> serde_json::Value {
         })
         .collect::<Vec<_>>()
         .into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn job_ids_are_compared_as_the_router_decodes_them() {
-        assert_eq!(percent_decoded("%6Aab%63"), "jabc");
-        assert_eq!(percent_decoded("j%zz%4"), "j%zz%4");
-        assert_eq!(percent_decoded("plain"), "plain");
-    }
 }

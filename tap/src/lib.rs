@@ -28,6 +28,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod extract;
 pub mod files;
 pub mod flight_sql;
 pub mod format;
@@ -112,11 +113,14 @@ pub fn router(tap: Arc<Tap>) -> Router {
         .route("/health", get(reply::health))
         .route("/ready", get(metrics::ready))
         .route("/metrics", get(metrics::metrics))
-        .fallback(reply::not_found)
-        .layer(axum::middleware::from_fn_with_state(
+        // Route layers run once the router has matched a route: who is calling, then (outside it) the route's
+        // template noted for the metrics. What a route names (a job) is checked by its extractor (`extract`).
+        .route_layer(axum::middleware::from_fn_with_state(
             tap.clone(),
             auth::authenticate,
         ))
+        .route_layer(axum::middleware::from_fn(metrics::matched))
+        .fallback(reply::not_found)
         .layer(axum::middleware::from_fn_with_state(
             tap.clone(),
             metrics::observe,

@@ -1,4 +1,4 @@
-//! Operating the service: `/metrics` (Prometheus text format: requests by kind and status, latency histograms,
+//! Operating the service: `/metrics` (Prometheus text format: requests by route and status, latency histograms,
 //! chunk runs, rows from workers, failovers, replica counts, queue depths, memory), `/ready` for orchestrators
 //! (`/health` is in [`crate::reply`]), and the stop of a graceful shutdown: once [`Tap::stop`] is called every new
 //! request but `/health` and `/metrics` is answered 503 with Retry-After while those in flight finish.
@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -15,45 +15,26 @@ use protocol::metrics::{Histogram, describe, label, sample};
 
 use crate::service::Tap;
 
-/// The kinds of request counted apart.
-const KINDS: [&str; 8] = [
-    "sync", "async", "scs", "tables", "files", "metadata", "admin", "other",
-];
-
-/// Requests by kind and status, and a latency histogram per kind (time to the response head: a streamed result's
-/// body is not waited for).
+/// Requests by route and status, and a latency histogram per route (time to the response head: a streamed result's
+/// body is not waited for). A route is the template the router matched (`/tap/async/{id}`), so the router is the
+/// one table of what the service answers; requests that matched none count as `unmatched`.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    latency: [Histogram; KINDS.len()],
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    latency: Mutex<BTreeMap<String, Arc<Histogram>>>,
 }
 
-fn kind_of(path: &str) -> usize {
-    let kind = if path.starts_with("/tap/sync") {
-        "sync"
-    } else if path.starts_with("/tap/async") {
-        "async"
-    } else if path.starts_with("/scs/") {
-        "scs"
-    } else if path.starts_with("/tap/load")
-        || path.starts_with("/tap/table-update")
-        || path.starts_with("/tap/Upload")
-        || path.starts_with("/tap/permissions")
-    {
-        "tables"
-    } else if path.starts_with("/files/") {
-        "files"
-    } else if path.starts_with("/tap") {
-        "metadata"
-    } else if path.starts_with("/admin/") {
-        "admin"
-    } else {
-        "other"
-    };
-    KINDS
-        .iter()
-        .position(|k| *k == kind)
-        .unwrap_or(KINDS.len() - 1)
+/// The route a request matched, handed from [`matched`] (a route layer) to [`observe`] in the response.
+#[derive(Clone)]
+struct Route(String);
+
+/// A route layer: notes the matched route's template on the response, for [`observe`].
+pub(crate) async fn matched(route: MatchedPath, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response
+        .extensions_mut()
+        .insert(Route(route.as_str().to_string()));
+    response
 }
 
 /// Counts and times every request; while the service stops, refuses new ones with 503.
@@ -72,15 +53,27 @@ pub(crate) async fn observe(State(tap): State<Arc<Tap>>, request: Request, next:
         );
         return response;
     }
-    let kind = kind_of(&path);
     let start = Instant::now();
     let response = next.run(request).await;
-    tap.metrics.latency[kind].observe(start.elapsed().as_secs_f64());
+    let route = response
+        .extensions()
+        .get::<Route>()
+        .map_or("unmatched", |r| r.0.as_str())
+        .to_string();
+    let histogram = tap
+        .metrics
+        .latency
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(route.clone())
+        .or_default()
+        .clone();
+    histogram.observe(start.elapsed().as_secs_f64());
     *tap.metrics
         .requests
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .entry((KINDS[kind], response.status().as_u16()))
+        .entry((route, response.status().as_u16()))
         .or_default() += 1;
     response
 }
@@ -144,9 +137,9 @@ pub(crate) async fn metrics(
         &mut out,
         "skyshard_requests_total",
         "counter",
-        "HTTP requests answered, by kind and status.",
+        "HTTP requests answered, by route (the router's template) and status.",
     );
-    for ((kind, status), n) in tap
+    for ((route, status), n) in tap
         .metrics
         .requests
         .lock()
@@ -156,7 +149,7 @@ pub(crate) async fn metrics(
         sample(
             &mut out,
             "skyshard_requests_total",
-            &format!("kind=\"{kind}\",status=\"{status}\""),
+            &format!("route=\"{}\",status=\"{status}\"", label(route)),
             n,
         );
     }
@@ -164,13 +157,19 @@ pub(crate) async fn metrics(
         &mut out,
         "skyshard_request_seconds",
         "histogram",
-        "Time to the response head, by kind of request.",
+        "Time to the response head, by route.",
     );
-    for (kind, h) in KINDS.iter().zip(&tap.metrics.latency) {
+    let histograms = tap
+        .metrics
+        .latency
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    for (route, h) in &histograms {
         h.write(
             &mut out,
             "skyshard_request_seconds",
-            &format!("kind=\"{kind}\""),
+            &format!("route=\"{}\"", label(route)),
         );
     }
     let (chunk_runs, rows) = czar::dispatch::chunk_counters();

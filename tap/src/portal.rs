@@ -41,11 +41,11 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use crate::auth::Caller;
+use crate::extract::OwnedJob;
 use crate::output::{OutputFormat, stream_result};
 use crate::params::Params;
 use crate::reply::{error, streamed_response};
 use crate::service::Tap;
-use crate::uws::no_job;
 use platform::jobs::{Job, Phase, iso};
 
 pub fn routes() -> Router<Arc<Tap>> {
@@ -369,19 +369,14 @@ async fn list(State(tap): State<Arc<Tap>>, Extension(caller): Extension<Caller>)
     ))
 }
 
-async fn job(State(tap): State<Arc<Tap>>, UrlPath(id): UrlPath<String>) -> Response {
-    match tap.jobs.get(&id) {
-        Some(j) => json_response(&job_json(&tap, &j)),
-        None => no_job(&id),
-    }
+async fn job(State(tap): State<Arc<Tap>>, OwnedJob(job): OwnedJob) -> Response {
+    json_response(&job_json(&tap, &job))
 }
 
 /// Server-sent events of a job's progress until it ends (or, for a job that never ends here, until its execution
 /// duration and a minute more have passed: the stream is not held open for ever).
-async fn progress(State(tap): State<Arc<Tap>>, UrlPath(id): UrlPath<String>) -> Response {
-    let Some(first) = tap.jobs.get(&id) else {
-        return no_job(&id);
-    };
+async fn progress(State(tap): State<Arc<Tap>>, OwnedJob(first): OwnedJob) -> Response {
+    let id = first.id.clone();
     let until = tokio::time::Instant::now() + Duration::from_secs(first.duration + 60);
     let mut changes = tap.jobs.changed.subscribe();
     streamed_response(
@@ -436,9 +431,9 @@ async fn progress(State(tap): State<Arc<Tap>>, UrlPath(id): UrlPath<String>) -> 
 /// The stored Parquet result of a completed job, or the response that says why there is none.
 async fn parquet_result(
     tap: &Tap,
-    id: &str,
+    job: Job,
 ) -> Result<(Job, datafusion::dataframe::DataFrame), Response> {
-    let job = tap.jobs.get(id).ok_or_else(|| no_job(id))?;
+    let id = job.id.as_str();
     let Some(r) = job.result.clone().filter(|_| job.phase == Phase::Completed) else {
         return Err(error(
             StatusCode::NOT_FOUND,
@@ -487,12 +482,8 @@ fn number(params: &Params, name: &str, default: usize) -> Result<usize, Response
     }
 }
 
-async fn rows(
-    State(tap): State<Arc<Tap>>,
-    UrlPath(id): UrlPath<String>,
-    params: Params,
-) -> Response {
-    let (job, frame) = match parquet_result(&tap, &id).await {
+async fn rows(State(tap): State<Arc<Tap>>, OwnedJob(job): OwnedJob, params: Params) -> Response {
+    let (job, frame) = match parquet_result(&tap, job).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -521,7 +512,7 @@ async fn rows(
                     &format!("the result has no column {name} to sort by"),
                 );
             }
-            let key = (id.clone(), name.to_string(), descending);
+            let key = (job.id.clone(), name.to_string(), descending);
             let file_bytes = job.result.as_ref().map_or(0, |r| r.bytes);
             sorted_page(frame, key, file_bytes, offset, limit).await
         }
@@ -698,12 +689,8 @@ fn page_rows(batches: &[RecordBatch]) -> Result<Vec<Value>, String> {
 
 /// A Parquet result written again in another format. A result that was cut at MAXREC says OVERFLOW again: one
 /// row past the stored ones is offered to the writer (and, being past MAXREC, never written).
-async fn result(
-    State(tap): State<Arc<Tap>>,
-    UrlPath(id): UrlPath<String>,
-    params: Params,
-) -> Response {
-    let (job, frame) = match parquet_result(&tap, &id).await {
+async fn result(State(tap): State<Arc<Tap>>, OwnedJob(job): OwnedJob, params: Params) -> Response {
+    let (job, frame) = match parquet_result(&tap, job).await {
         Ok(x) => x,
         Err(r) => return r,
     };

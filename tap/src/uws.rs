@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use votable::write::xml_escape;
 
 use crate::auth::{Caller, Client};
+use crate::extract::{OwnedJob, no_job};
 use crate::output::{Ending, OutputFormat, stream_result};
 use crate::params::Params;
 use crate::query::{QueryRequest, result_info, start_watched};
@@ -63,13 +64,6 @@ fn see_other(headers: &HeaderMap, path: &str) -> Response {
         [(header::LOCATION, format!("{}{path}", base_url(headers)))],
     )
         .into_response()
-}
-
-pub(crate) fn no_job(id: &str) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        &format!("no job {id} (it may have been destroyed)"),
-    )
 }
 
 const UWS_NS: &str = "xmlns:uws=\"http://www.ivoa.net/xml/UWS/v1.0\" xmlns:xlink=\"http://www.w3.org/1999/xlink\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"";
@@ -466,10 +460,11 @@ async fn wait_for(tap: &Tap, id: &str, wait: i64, phase: Option<Phase>) -> Optio
 
 async fn job(
     State(tap): State<Arc<Tap>>,
-    UrlPath(id): UrlPath<String>,
+    OwnedJob(job): OwnedJob,
     headers: HeaderMap,
     p: Params,
 ) -> Response {
+    let id = job.id;
     let job = match p.get("WAIT").map(|w| w.trim().parse::<i64>()) {
         Some(Ok(wait)) => {
             let phase = p.get("PHASE").and_then(Phase::parse);
@@ -486,13 +481,10 @@ async fn job(
 
 async fn delete_job(
     State(tap): State<Arc<Tap>>,
-    UrlPath(id): UrlPath<String>,
+    OwnedJob(job): OwnedJob,
     headers: HeaderMap,
 ) -> Response {
-    if tap.jobs.get(&id).is_none() {
-        return no_job(&id);
-    }
-    tap.jobs.delete(&id);
+    tap.jobs.delete(&job.id);
     see_other(&headers, "/tap/async")
 }
 
@@ -529,14 +521,12 @@ fn change_phase(tap: &Arc<Tap>, id: &str, phase: &str, client: &Client) -> Resul
 
 async fn post_job(
     State(tap): State<Arc<Tap>>,
-    UrlPath(id): UrlPath<String>,
+    OwnedJob(job): OwnedJob,
     Extension(client): Extension<Client>,
     headers: HeaderMap,
     p: Params,
 ) -> Response {
-    let Some(job) = tap.jobs.get(&id) else {
-        return no_job(&id);
-    };
+    let id = job.id.clone();
     if p.get("ACTION")
         .is_some_and(|a| a.eq_ignore_ascii_case("DELETE"))
     {
@@ -584,13 +574,10 @@ async fn post_job(
 }
 
 async fn job_field(
-    State(tap): State<Arc<Tap>>,
-    UrlPath((id, field)): UrlPath<(String, String)>,
+    OwnedJob(job): OwnedJob,
+    UrlPath((_, field)): UrlPath<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(job) = tap.jobs.get(&id) else {
-        return no_job(&id);
-    };
     let base = base_url(&headers);
     match field.as_str() {
         "phase" => text(job.phase.name().to_string()),
@@ -627,14 +614,13 @@ async fn job_field(
 
 async fn post_field(
     State(tap): State<Arc<Tap>>,
-    UrlPath((id, field)): UrlPath<(String, String)>,
+    OwnedJob(job): OwnedJob,
+    UrlPath((_, field)): UrlPath<(String, String)>,
     Extension(client): Extension<Client>,
     headers: HeaderMap,
     p: Params,
 ) -> Response {
-    let Some(job) = tap.jobs.get(&id) else {
-        return no_job(&id);
-    };
+    let id = job.id.clone();
     match field.as_str() {
         "phase" => {
             let Some(phase) = p.get("PHASE") else {
@@ -692,10 +678,8 @@ async fn post_field(
     see_other(&headers, &format!("/tap/async/{id}"))
 }
 
-async fn result(State(tap): State<Arc<Tap>>, UrlPath(id): UrlPath<String>) -> Response {
-    let Some(job) = tap.jobs.get(&id) else {
-        return no_job(&id);
-    };
+async fn result(State(tap): State<Arc<Tap>>, OwnedJob(job): OwnedJob) -> Response {
+    let id = job.id.clone();
     let Some(r) = job.result.filter(|_| job.phase == Phase::Completed) else {
         return error(
             StatusCode::NOT_FOUND,

@@ -275,10 +275,10 @@ def test_a_cluster_heals_grows_and_drains(release, tmp_path):
 
         # The czar's /metrics parse with Prometheus' own parser, and their counters moved.
         families = list(text_string_to_metric_families(get(admin + "/metrics")[1]))
-        assert metric(families, "skyshard_requests_total", kind="sync", status="200") >= asker.asked
+        assert metric(families, "skyshard_requests_total", route="/tap/sync", status="200") >= asker.asked
         assert metric(families, "skyshard_replica_copies_total") > 0
         assert metric(families, "skyshard_chunk_runs_total") > 0
-        assert metric(families, "skyshard_request_seconds_count", kind="sync") >= asker.asked
+        assert metric(families, "skyshard_request_seconds_count", route="/tap/sync") >= asker.asked
         assert metric(families, "process_resident_memory_bytes") > 0
         status, body = get(admin + "/ready")
         assert status == 200 and json.loads(body)["status"] == "ready", body
