@@ -589,3 +589,17 @@ impl ExecutionPlan for RemoteExec {
         }
     }
 }
+
+/// The chunk runs of every fragment in `plan` (a fragment over a replicated table counts one), for a job's progress.
+pub(crate) fn chunk_runs(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+    let mut total = 0u64;
+    let mut stack = vec![plan.clone()];
+    while let Some(node) = stack.pop() {
+        if let Some(remote) = node.downcast_ref::<RemoteExec>() {
+            total += remote.chunks().len().max(1) as u64;
+            continue;
+        }
+        stack.extend(node.children().into_iter().cloned());
+    }
+    total
+}

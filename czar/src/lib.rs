@@ -353,7 +353,7 @@ impl Czar {
     ) -> Result<SendableRecordBatchStream, CzarError> {
         let (plan, mut ctx) = self.plan_for(adql, uploads, visible).await?;
         if let Some(progress) = progress {
-            progress.expect(&plan);
+            progress.expect(dispatch::chunk_runs(&plan));
             let config = ctx.session_config().clone().with_extension(progress);
             ctx = Arc::new(datafusion::execution::TaskContext::new(
                 ctx.task_id(),

@@ -1,6 +1,6 @@
 //! How far a running query has got: chunks done of the total and rows received, per worker. A caller that wants to
 //! watch a query ([`crate::Czar::execute_watched`]) hands in a [`Progress`]; the czar counts the chunks of the
-//! plan's fragments into it before the first call, and each [`crate::dispatch::RemoteExec`] partition reports to
+//! plan's fragments into it before the first call, and each `RemoteExec` partition ([`crate::dispatch`]) reports to
 //! it (found through the task context's session config) as its chunks end. The portal streams it to the browser.
 
 use std::collections::BTreeMap;
@@ -8,10 +8,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use datafusion::physical_plan::ExecutionPlan;
 use serde::Serialize;
-
-use crate::dispatch::RemoteExec;
 
 /// The counters of one query; shared between the query's tasks and whoever watches it.
 #[derive(Debug, Default)]
@@ -47,18 +44,9 @@ impl Progress {
         Arc::new(Progress::default())
     }
 
-    /// Adds the chunk runs of every fragment in `plan` to the total (a fragment over a replicated table counts one).
-    pub(crate) fn expect(&self, plan: &Arc<dyn ExecutionPlan>) {
-        let mut total = 0u64;
-        let mut stack = vec![plan.clone()];
-        while let Some(node) = stack.pop() {
-            if let Some(remote) = node.downcast_ref::<RemoteExec>() {
-                total += remote.chunks().len().max(1) as u64;
-                continue;
-            }
-            stack.extend(node.children().into_iter().cloned());
-        }
-        self.chunks_total.fetch_add(total, Ordering::Relaxed);
+    /// Adds `chunk_runs` to the chunk runs expected (a plan's: [`crate::dispatch::chunk_runs`]).
+    pub(crate) fn expect(&self, chunk_runs: u64) {
+        self.chunks_total.fetch_add(chunk_runs, Ordering::Relaxed);
     }
 
     /// `n` rows arrived from `worker`.

@@ -25,8 +25,10 @@
 pub use platform::{access, jobs};
 
 pub mod admin;
+pub mod async_query;
 pub mod audit;
 pub mod auth;
+pub mod counters;
 pub mod error;
 pub mod extract;
 pub mod files;
@@ -119,7 +121,7 @@ pub fn router(tap: Arc<Tap>) -> Router {
             tap.clone(),
             auth::authenticate,
         ))
-        .route_layer(axum::middleware::from_fn(metrics::matched))
+        .route_layer(axum::middleware::from_fn(counters::matched))
         .fallback(reply::not_found)
         .layer(axum::middleware::from_fn_with_state(
             tap.clone(),

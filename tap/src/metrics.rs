@@ -3,39 +3,16 @@
 //! (`/health` is in [`crate::reply`]), and the stop of a graceful shutdown: once [`Tap::stop`] is called every new
 //! request but `/health` and `/metrics` is answered 503 with Retry-After while those in flight finish.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use protocol::metrics::{Histogram, describe, label, sample};
+use protocol::metrics::{describe, label, sample};
 
 use crate::service::Tap;
-
-/// Requests by route and status, and a latency histogram per route (time to the response head: a streamed result's
-/// body is not waited for). A route is the template the router matched (`/tap/async/{id}`), so the router is the
-/// one table of what the service answers; requests that matched none count as `unmatched`.
-#[derive(Default)]
-pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Arc<Histogram>>>,
-}
-
-/// The route a request matched, handed from [`matched`] (a route layer) to [`observe`] in the response.
-#[derive(Clone)]
-struct Route(String);
-
-/// A route layer: notes the matched route's template on the response, for [`observe`].
-pub(crate) async fn matched(route: MatchedPath, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    response
-        .extensions_mut()
-        .insert(Route(route.as_str().to_string()));
-    response
-}
 
 /// Counts and times every request; while the service stops, refuses new ones with 503.
 pub(crate) async fn observe(State(tap): State<Arc<Tap>>, request: Request, next: Next) -> Response {
@@ -55,26 +32,7 @@ pub(crate) async fn observe(State(tap): State<Arc<Tap>>, request: Request, next:
     }
     let start = Instant::now();
     let response = next.run(request).await;
-    let route = response
-        .extensions()
-        .get::<Route>()
-        .map_or("unmatched", |r| r.0.as_str())
-        .to_string();
-    let histogram = tap
-        .metrics
-        .latency
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .entry(route.clone())
-        .or_default()
-        .clone();
-    histogram.observe(start.elapsed().as_secs_f64());
-    *tap.metrics
-        .requests
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .entry((route, response.status().as_u16()))
-        .or_default() += 1;
+    tap.metrics.record(&response, start.elapsed());
     response
 }
 
@@ -133,45 +91,7 @@ pub(crate) async fn metrics(
         );
     }
     let mut out = String::new();
-    describe(
-        &mut out,
-        "skyshard_requests_total",
-        "counter",
-        "HTTP requests answered, by route (the router's template) and status.",
-    );
-    for ((route, status), n) in tap
-        .metrics
-        .requests
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .iter()
-    {
-        sample(
-            &mut out,
-            "skyshard_requests_total",
-            &format!("route=\"{}\",status=\"{status}\"", label(route)),
-            n,
-        );
-    }
-    describe(
-        &mut out,
-        "skyshard_request_seconds",
-        "histogram",
-        "Time to the response head, by route.",
-    );
-    let histograms = tap
-        .metrics
-        .latency
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    for (route, h) in &histograms {
-        h.write(
-            &mut out,
-            "skyshard_request_seconds",
-            &format!("route=\"{}\"", label(route)),
-        );
-    }
+    tap.metrics.write(&mut out);
     let (chunk_runs, rows) = czar::dispatch::chunk_counters();
     describe(
         &mut out,

@@ -18,17 +18,18 @@ pub struct Params {
 /// before any of it is read, and a body that does not arrive within [`Limits::body_timeout`] is dropped (408), so
 /// a slow or lying client cannot hold a connection open.
 ///
-/// [`Limits::body_timeout`]: crate::service::Limits::body_timeout
-impl axum::extract::FromRequest<std::sync::Arc<crate::service::Tap>> for Params {
+/// [`Limits::body_timeout`]: platform::Limits::body_timeout
+impl<S: BodyLimits + Send + Sync> axum::extract::FromRequest<S> for Params {
     type Rejection = axum::response::Response;
 
     async fn from_request(
         request: axum::extract::Request,
-        tap: &std::sync::Arc<crate::service::Tap>,
+        state: &S,
     ) -> Result<Params, Self::Rejection> {
         use crate::reply::error;
         use axum::http::StatusCode;
-        let limit = tap.limits.max_body_bytes();
+        let limits = state.limits();
+        let limit = limits.max_body_bytes();
         let announced = request
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -41,8 +42,8 @@ impl axum::extract::FromRequest<std::sync::Arc<crate::service::Tap>> for Params 
         }
         let query = request.uri().query().map(str::to_string);
         let headers = request.headers().clone();
-        let seconds = tap.limits.body_timeout;
-        let read = Bytes::from_request(request, tap);
+        let seconds = limits.body_timeout;
+        let read = Bytes::from_request(request, state);
         let body = match tokio::time::timeout(std::time::Duration::from_secs(seconds), read).await {
             Err(_) => {
                 return Err(error(
@@ -57,6 +58,11 @@ impl axum::extract::FromRequest<std::sync::Arc<crate::service::Tap>> for Params 
             .await
             .map_err(|m| error(StatusCode::BAD_REQUEST, &m))
     }
+}
+
+/// A router's state that says how large and how slow a request body may be.
+pub trait BodyLimits {
+    fn limits(&self) -> &platform::Limits;
 }
 
 /// Parameters (query string, form fields and multipart parts together) one request may carry: TAP needs a

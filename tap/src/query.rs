@@ -11,7 +11,7 @@ use futures::StreamExt;
 use crate::error::TapError;
 use crate::output::OutputFormat;
 use crate::params::Params;
-use crate::service::Limits;
+use platform::Limits;
 
 /// A checked query request (sync, or the parameters of an async job).
 #[derive(Debug, Clone)]

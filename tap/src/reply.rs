@@ -112,7 +112,7 @@ pub fn error(status: StatusCode, message: &str) -> Response {
 }
 
 /// 503 with `Retry-After`: the service is at a limit now, not broken; 429 when it is the caller's own share.
-pub fn busy(b: &crate::service::Busy) -> Response {
+pub fn busy(b: &platform::quota::Busy) -> Response {
     let mut response = if b.mine {
         error(
             StatusCode::TOO_MANY_REQUESTS,

@@ -9,13 +9,13 @@ pub use platform::Limits;
 use platform::Platform;
 pub use platform::quota::{Busy, Turn};
 
-use crate::auth::Auth;
+use platform::identity::Auth;
 
 /// The shared state of the HTTP service.
 pub struct Tap {
     pub platform: Arc<Platform>,
     /// Requests counted for `/metrics`.
-    pub(crate) metrics: crate::metrics::Metrics,
+    pub(crate) metrics: crate::counters::Metrics,
 }
 
 impl std::ops::Deref for Tap {
@@ -49,7 +49,7 @@ impl Tap {
             limits,
             jobs_dir,
             auth,
-            Arc::new(crate::uws::QueryWork),
+            Arc::new(crate::async_query::QueryWork),
         )?);
         let tap = Arc::new(Tap {
             platform,
@@ -61,5 +61,11 @@ impl Tap {
             tap.platform.requeue_interrupted();
         }
         Ok(tap)
+    }
+}
+
+impl crate::params::BodyLimits for Arc<Tap> {
+    fn limits(&self) -> &Limits {
+        &self.platform.limits
     }
 }

@@ -16,7 +16,7 @@ use datafusion::datasource::MemTable;
 
 use crate::error::TapError;
 use crate::params::Params;
-use crate::service::Limits;
+use platform::Limits;
 
 pub const SCHEMA: &str = "tap_upload";
 
