@@ -204,7 +204,7 @@ async fn run_czar(
         Some(auth),
     )?;
     if let Some(options) = heal {
-        let healer = czar::heal::Healer::new(czar.clone(), options)?;
+        let healer = czar::heal::Healer::new(czar.clone(), options).map_err(|e| e.to_string())?;
         healer.spawn();
         let _ = tap.healer.set(healer);
     }

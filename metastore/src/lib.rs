@@ -55,6 +55,11 @@ pub enum MetaError {
 }
 
 impl MetaError {
+    /// Another process holds the store for writing (a load): try again later.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, MetaError::Io { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     pub(crate) fn io(path: &Path, source: std::io::Error) -> MetaError {
         MetaError::Io {
             path: path.display().to_string(),

@@ -6,6 +6,7 @@
 //! DATA/staging/                                  loads being built; invisible until published (loader)
 //! DATA/incoming/SESSION/                         inputs uploaded for `skyshard load` (czar)
 //! DATA/jobs/                                     async jobs and their results (the platform)
+//! DATA/cluster/workers.json                     the czar's members (added, draining, left)
 //! DATA/files/NAME/                               a user's (or group_NAME's) file space, served over WebDAV
 //! DATA/usertables/grants.json                    who each user table is shared with
 //! DATA/usertables/templates/SCHEMA.TABLE.parquet the declared columns of a user table (no rows)
@@ -42,6 +43,11 @@ pub fn incoming_dir(data_dir: &Path) -> PathBuf {
 
 pub fn jobs_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("jobs")
+}
+
+/// The czar's members as its healer keeps them: `DATA/cluster/workers.json`.
+pub fn members_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("cluster").join("workers.json")
 }
 
 /// Every user's and group's file space: `DATA/files`.

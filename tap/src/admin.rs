@@ -102,7 +102,7 @@ async fn change_worker(
     };
     match done {
         Ok(()) => json(StatusCode::OK, healer.status()),
-        Err(e) => refused(StatusCode::CONFLICT, e),
+        Err(e) => refused(heal_status(&e), e.to_string()),
     }
 }
 
@@ -138,7 +138,7 @@ async fn heal(
     };
     match healer.run_round().await {
         Ok(()) => json(StatusCode::OK, healer.status()),
-        Err(e) => refused(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => refused(heal_status(&e), e.to_string()),
     }
 }
 
@@ -158,6 +158,17 @@ async fn refresh(
             serde_json::json!({ "tables": tap.czar.tables().len() }),
         ),
         Err(e) => refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// The status of a healer's refusal, by its kind.
+fn heal_status(e: &czar::heal::HealError) -> StatusCode {
+    use czar::heal::HealError as E;
+    match e {
+        E::NotAMember(_) => StatusCode::NOT_FOUND,
+        E::LastServing(_) => StatusCode::CONFLICT,
+        E::Cluster(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

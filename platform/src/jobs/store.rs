@@ -193,9 +193,7 @@ impl Jobs {
     pub fn open(dir: &Path, concurrent: usize) -> Result<Jobs, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let store = RecordStore::open(&dir.join("db")).map_err(|e| {
-            let locked = matches!(&e, metastore::MetaError::Io { source, .. }
-                if source.kind() == std::io::ErrorKind::WouldBlock);
-            let hint = if locked {
+            let hint = if e.is_locked() {
                 "; is another czar using it? Give each czar its own --jobs-dir"
             } else {
                 ""
