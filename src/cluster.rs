@@ -30,6 +30,10 @@ pub struct ServiceArgs {
     /// tables and chunks, for a log collector; informational events too).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// How much to log: error, warn, info (the default), debug (also each query planned, and the HTTP and gRPC
+    /// libraries' own events), trace.
+    #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
+    pub log_level: String,
     /// The address the HTTP service listens on (0.0.0.0: every interface, as in a container).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -137,7 +141,7 @@ async fn run_czar(
     howto: Option<fn(&str) -> String>,
     heal: Option<czar::heal::HealOptions>,
 ) -> Result<(), String> {
-    protocol::log::set_json(service.log_format == "json");
+    crate::logging::init(&service.log_format, &service.log_level)?;
     let czar = Arc::new(
         czar::Czar::open(
             data_dir,
@@ -242,7 +246,7 @@ async fn run_czar(
             if let Err(e) =
                 tap::flight_sql::serve_until(listener, tap, std::future::pending()).await
             {
-                protocol::log::error("flight_sql", &e);
+                tracing::error!(event = "flight_sql", "{}", e);
             }
         });
     }
@@ -364,6 +368,9 @@ pub struct WorkerArgs {
     /// Log lines on standard error: text, or json (one object per line, for a log collector).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// How much to log: error, warn, info (the default), debug (also the gRPC library's own events), trace.
+    #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
+    pub log_level: String,
 }
 
 pub fn worker(args: WorkerArgs) -> ExitCode {
@@ -372,7 +379,9 @@ pub fn worker(args: WorkerArgs) -> ExitCode {
             "a worker needs --listen HOST:PORT and --data-dir DIR (or a --config file giving them)",
         );
     };
-    protocol::log::set_json(args.log_format == "json");
+    if let Err(e) = crate::logging::init(&args.log_format, &args.log_level) {
+        return failure(&e);
+    }
     let result = runtime().block_on(async {
         let listener = bind(&listen).await?;
         println!(

@@ -5,6 +5,7 @@ mod cluster;
 mod config;
 mod demo;
 mod http;
+mod logging;
 
 use std::io::{Read, Write};
 use std::path::Path;

@@ -407,20 +407,15 @@ impl Core {
                 Err(failure) => {
                     if let Some((worker, status)) = failure {
                         worker.mark(false);
-                        protocol::log::event(
-                            protocol::log::Level::Warning,
-                            "failover",
-                            &format!(
-                                "failover: a grouped call to {} failed ({}); its {} chunks run one by one on their \
-                                 replicas",
-                                worker.address,
-                                status.message(),
-                                members.len()
-                            ),
-                            &[
-                                ("worker", worker.address.clone().into()),
-                                ("chunks", members.len().into()),
-                            ],
+                        tracing::warn!(
+                            event = "failover",
+                            worker = %worker.address,
+                            chunks = members.len(),
+                            "failover: a grouped call to {} failed ({}); its {} chunks run one by one on their \
+                             replicas",
+                            worker.address,
+                            status.message(),
+                            members.len()
                         );
                     }
                     for m in members {
@@ -468,17 +463,14 @@ pub fn chunk_counters() -> (u64, u64) {
 /// Says which chunk ran off its first holder, where, and why: an operator reads it in the czar's log.
 fn moved(table: &str, chunk: u64, from: &str, to: &str, why: &str) {
     FAILED_OVER.fetch_add(1, Ordering::Relaxed);
-    protocol::log::event(
-        protocol::log::Level::Notice,
-        "failover",
-        &format!("failover: {table} chunk {chunk} moved from {from} to {to}: {why}"),
-        &[
-            ("table", table.into()),
-            ("chunk", chunk.into()),
-            ("from", from.into()),
-            ("to", to.into()),
-            ("why", why.into()),
-        ],
+    tracing::info!(
+        event = "failover",
+        table,
+        chunk,
+        from,
+        to,
+        why,
+        "failover: {table} chunk {chunk} moved from {from} to {to}: {why}"
     );
 }
 

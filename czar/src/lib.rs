@@ -32,10 +32,12 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
 use adql::{Catalog, CatalogTable, Engine, MemoryCatalog};
-use datafusion::physical_plan::{SendableRecordBatchStream, execute_stream};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::SessionConfig;
 use metastore::MetaStore;
 use partitioner::layout;
+use tracing::Instrument;
 
 use catalog::{DistributedTable, Tables};
 pub use catalog::{ForeignKey, TableInfo};
@@ -50,6 +52,39 @@ pub type SystemTables =
 /// Which published tables a caller may see, by lower-case `schema.table` (user tables are their owners' and
 /// grantees'); None: all of them.
 pub type Visible<'a> = Option<&'a (dyn Fn(&str) -> bool + Send + Sync)>;
+
+/// What a query runs with, for every way to plan, explain and execute one: the tables its caller may see (their
+/// own and shared user tables, the catalogs), the uploaded tables of its request, and where its progress is counted
+/// (an async job's).
+#[derive(Clone, Copy, Default)]
+pub struct QueryContext<'a> {
+    pub uploads: &'a [Arc<CatalogTable>],
+    pub visible: Visible<'a>,
+    pub progress: Option<&'a Arc<progress::Progress>>,
+}
+
+impl<'a> QueryContext<'a> {
+    /// A query that sees everything, with no uploads (the operator's, a test's).
+    pub fn all() -> QueryContext<'a> {
+        QueryContext::default()
+    }
+
+    /// A query of a caller who sees what `visible` lets through.
+    pub fn seeing(visible: Visible<'a>) -> QueryContext<'a> {
+        QueryContext {
+            visible,
+            ..Default::default()
+        }
+    }
+}
+
+/// A planned query: its physical plan (fragments cut out as `RemoteExec`s), the task context it runs in, and its id
+/// (in the log lines of its planning and its failovers).
+pub struct Planned {
+    pub plan: Arc<dyn ExecutionPlan>,
+    pub context: Arc<TaskContext>,
+    pub query_id: String,
+}
 
 /// How a czar runs.
 #[derive(Default, Clone)]
@@ -274,10 +309,7 @@ impl Czar {
                 if now != seen {
                     match czar.refresh() {
                         Ok(()) => seen = now,
-                        Err(e) => protocol::log::warning(
-                            "catalog",
-                            &format!("re-reading the catalog: {e}"),
-                        ),
+                        Err(e) => tracing::warn!(event = "catalog", "re-reading the catalog: {e}"),
                     }
                 }
             }
@@ -324,37 +356,24 @@ impl Czar {
             .clone()
     }
 
-    /// Runs a query, streaming its result.
+    /// Runs a query as `query` says (who it runs for, its uploads, its progress), streaming its result. Its events
+    /// are logged inside the span `query` with its `query_id`.
     pub async fn execute(
         &self,
         adql: &str,
-        uploads: &[Arc<CatalogTable>],
+        query: &QueryContext<'_>,
     ) -> Result<SendableRecordBatchStream, CzarError> {
-        self.execute_for(adql, uploads, None).await
-    }
-
-    /// [`Czar::execute`] for a caller who sees only some tables ([`Czar::plan_for`]).
-    pub async fn execute_for(
-        &self,
-        adql: &str,
-        uploads: &[Arc<CatalogTable>],
-        visible: Visible<'_>,
-    ) -> Result<SendableRecordBatchStream, CzarError> {
-        self.execute_watched(adql, uploads, visible, None).await
-    }
-
-    /// [`Czar::execute_for`], counting the query's chunk runs and rows into `progress` as they happen.
-    pub async fn execute_watched(
-        &self,
-        adql: &str,
-        uploads: &[Arc<CatalogTable>],
-        visible: Visible<'_>,
-        progress: Option<Arc<progress::Progress>>,
-    ) -> Result<SendableRecordBatchStream, CzarError> {
-        let (plan, mut ctx) = self.plan_for(adql, uploads, visible).await?;
-        if let Some(progress) = progress {
+        let Planned {
+            plan,
+            context: mut ctx,
+            query_id,
+        } = self.plan(adql, query).await?;
+        if let Some(progress) = query.progress {
             progress.expect(dispatch::chunk_runs(&plan));
-            let config = ctx.session_config().clone().with_extension(progress);
+            let config = ctx
+                .session_config()
+                .clone()
+                .with_extension(progress.clone());
             ctx = Arc::new(datafusion::execution::TaskContext::new(
                 ctx.task_id(),
                 ctx.session_id(),
@@ -366,39 +385,43 @@ impl Czar {
                 ctx.runtime_env(),
             ));
         }
+        let span = tracing::info_span!("query", query_id = %query_id);
         let schema = plan.schema();
         // The query runs on the CPU runtime; the service's runtime only moves its batches, so HTTP, timers and
         // other clients stay responsive while DataFusion operators hold a core.
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
-        let task = self.cpu.handle().spawn(async move {
-            let work = async {
-                let mut stream = match execute_stream(plan, ctx) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
+        let task = self.cpu.handle().spawn(
+            async move {
+                let work = async {
+                    let mut stream = match execute_stream(plan, ctx) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    };
+                    while let Some(item) = futures::StreamExt::next(&mut stream).await {
+                        if tx.send(item).await.is_err() {
+                            return; // the caller went away: dropping the stream cancels the workers' streams
+                        }
                     }
                 };
-                while let Some(item) = futures::StreamExt::next(&mut stream).await {
-                    if tx.send(item).await.is_err() {
-                        return; // the caller went away: dropping the stream cancels the workers' streams
-                    }
+                // A panic inside an operator must end the stream with an error: a stream that merely stops would pass
+                // for a complete result.
+                if futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work))
+                    .await
+                    .is_err()
+                {
+                    tracing::error!(event = "panic", "a query panicked while running");
+                    let _ = tx
+                        .send(Err(datafusion::error::DataFusionError::Internal(
+                            "the query failed inside the engine (an internal error, logged)".into(),
+                        )))
+                        .await;
                 }
-            };
-            // A panic inside an operator must end the stream with an error: a stream that merely stops would pass
-            // for a complete result.
-            if futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work))
-                .await
-                .is_err()
-            {
-                protocol::log::error("panic", "a query panicked while running");
-                let _ = tx
-                    .send(Err(datafusion::error::DataFusionError::Internal(
-                        "the query failed inside the engine (an internal error, logged)".into(),
-                    )))
-                    .await;
             }
-        });
+            .instrument(span),
+        );
         let guard = AbortOnDrop(task);
         let batches = futures::stream::poll_fn(move |cx| {
             let _ = &guard;

@@ -5,11 +5,10 @@ use std::sync::atomic::Ordering;
 
 use adql::{CatalogTable, MemoryCatalog};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::execution::TaskContext;
-use datafusion::physical_plan::{ExecutionPlan, displayable};
+use datafusion::physical_plan::displayable;
 
 use crate::dispatch::RemoteExec;
-use crate::{Czar, CzarError, Visible, colocate, distribute, merge};
+use crate::{Czar, CzarError, Planned, QueryContext, Visible, colocate, distribute, merge};
 
 impl Czar {
     /// ADQL -> the distributed physical plan and the context to run it in:
@@ -20,22 +19,8 @@ impl Czar {
     /// 4. [`distribute::distribute`]: per-chunk subtrees become fragments ([`RemoteExec`]);
     /// 5. [`merge::restore`]: the merge plan above them gets its distribution and ordering back;
     /// 6. [`merge::yield_after_joins`].
-    pub async fn plan(
-        &self,
-        adql: &str,
-        uploads: &[Arc<CatalogTable>],
-    ) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>), CzarError> {
-        self.plan_for(adql, uploads, None).await
-    }
-
-    /// [`Czar::plan`] for a caller who sees only the tables `visible` lets through (user tables are their owners'
-    /// and grantees'): the others, and their rows in TAP_SCHEMA, do not exist for the query.
-    pub async fn plan_for(
-        &self,
-        adql: &str,
-        uploads: &[Arc<CatalogTable>],
-        visible: Visible<'_>,
-    ) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>), CzarError> {
+    pub async fn plan(&self, adql: &str, query: &QueryContext<'_>) -> Result<Planned, CzarError> {
+        let (uploads, visible) = (query.uploads, query.visible);
         let engine = self.engine_for(uploads, visible);
         let state = engine.planning_session();
         let logical = engine.plan(adql, &state)?;
@@ -48,12 +33,7 @@ impl Czar {
             std::process::id(),
             self.queries.fetch_add(1, Ordering::Relaxed)
         );
-        protocol::log::event(
-            protocol::log::Level::Info,
-            "query",
-            "a query planned",
-            &[("query_id", query_id.clone().into())],
-        );
+        tracing::info!(event = "query", query_id = %query_id, "a query planned");
         let tables = self
             .tables
             .read()
@@ -67,7 +47,11 @@ impl Czar {
         let plan =
             merge::restore(plan, state.config_options()).map_err(CzarError::from_datafusion)?;
         let plan = merge::yield_after_joins(plan).map_err(CzarError::from_datafusion)?;
-        Ok((plan, engine.task_ctx(&state)))
+        Ok(Planned {
+            plan,
+            context: engine.task_ctx(&state),
+            query_id,
+        })
     }
 
     /// The engine over what a caller sees: the catalog without the tables `visible` hides, with `uploads`.
@@ -95,7 +79,7 @@ impl Czar {
 
     /// Checks a query without running it or choosing chunks: its syntax, its names against what the caller sees,
     /// and its types (the logical plan). Cheap enough to call while someone types.
-    pub fn check_for(&self, adql: &str, visible: Visible<'_>) -> Result<(), CzarError> {
+    pub fn check(&self, adql: &str, visible: Visible<'_>) -> Result<(), CzarError> {
         let engine = self.engine_for(&[], visible);
         let state = engine.planning_session();
         engine.plan(adql, &state)?;
@@ -103,13 +87,8 @@ impl Czar {
     }
 
     /// What a query would do: the chunks each fragment touches, the fragment, and the merge plan above.
-    pub async fn explain(
-        &self,
-        adql: &str,
-        uploads: &[Arc<CatalogTable>],
-        visible: Visible<'_>,
-    ) -> Result<String, CzarError> {
-        let (plan, _) = self.plan_for(adql, uploads, visible).await?;
+    pub async fn explain(&self, adql: &str, query: &QueryContext<'_>) -> Result<String, CzarError> {
+        let plan = self.plan(adql, query).await?.plan;
         let mut out = String::new();
         plan.apply(|node| {
             if let Some(remote) = node.downcast_ref::<RemoteExec>() {

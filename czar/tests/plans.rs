@@ -280,7 +280,11 @@ fn upload() -> Arc<adql::CatalogTable> {
 /// The chunks the distributed plan of `query` reads (every fragment's, in full).
 async fn pruned_chunks(czar: &Czar, query: &str) -> BTreeSet<u64> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    let (plan, _) = czar.plan(query, &[]).await.unwrap();
+    let plan = czar
+        .plan(query, &czar::QueryContext::all())
+        .await
+        .unwrap()
+        .plan;
     let mut chunks = BTreeSet::new();
     plan.apply(|node| {
         if let Some(remote) = node.downcast_ref::<czar::dispatch::RemoteExec>() {
@@ -412,7 +416,13 @@ async fn plans_match_the_approved_files() {
     for (name, query) in CASES {
         let uses_upload = query.contains("TAP_UPLOAD");
         let explained = czar
-            .explain(query, if uses_upload { &uploads } else { &[] }, None)
+            .explain(
+                query,
+                &czar::QueryContext {
+                    uploads: if uses_upload { &uploads } else { &[] },
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap_or_else(|e| format!("error: {e}\n"));
         let text = format!("-- {query}\n{explained}");

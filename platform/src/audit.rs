@@ -29,7 +29,7 @@ impl AuditLog {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Err(e) = writeln!(file, "{line}") {
-            protocol::log::warning("audit", &format!("the audit log: {e}"));
+            tracing::warn!(event = "audit", "the audit log: {e}");
         }
     }
 }

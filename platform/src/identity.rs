@@ -117,7 +117,7 @@ impl Auth {
                 "the credentials are not valid: {refusal}"
             ))),
             Err(e) => {
-                protocol::log::error("accounts", &format!("checking a token: {e}"));
+                tracing::error!(event = "accounts", "checking a token: {e}");
                 Err(Refusal::Unreadable(
                     "the accounts cannot be read just now; try again",
                 ))
@@ -137,7 +137,7 @@ impl Auth {
             )));
         }
         let account = self.accounts.user(name).map_err(|e| {
-            protocol::log::error("accounts", &format!("reading the account of {name}: {e}"));
+            tracing::error!(event = "accounts", "reading the account of {name}: {e}");
             Refusal::Unreadable("the accounts cannot be read just now; try again")
         })?;
         let (groups, quota) = account.map_or_else(Default::default, |a| (a.groups, a.quota));

@@ -13,7 +13,6 @@
 //! says whether another replica may succeed where one failed.
 
 mod error;
-pub mod log;
 pub mod metrics;
 
 pub use error::ErrorCode;

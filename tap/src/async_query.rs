@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::output::{Ending, stream_result};
 use crate::params::Params;
-use crate::query::{QueryRequest, result_info, start_watched};
+use crate::query::{QueryRequest, result_info, start_query};
 use crate::upload;
 
 /// The file an inline upload part is kept in (part names come from the client: no path characters).
@@ -75,15 +75,14 @@ async fn run_query(
         .await
         .map_err(|e| e.to_string())?;
     let visible = platform.visible_to_owner(job.owner.as_deref());
-    let stream = start_watched(
-        &platform.czar,
-        &req,
-        &uploads,
-        visible.as_deref(),
-        Some(progress.clone()),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let query = czar::QueryContext {
+        uploads: &uploads,
+        visible: visible.as_deref(),
+        progress: Some(&progress),
+    };
+    let stream = start_query(&platform.czar, &req, &query)
+        .await
+        .map_err(|e| e.to_string())?;
     let stream = counted(stream, progress);
     let file_name = format!("result.{}", req.format.extension());
     let mut file = tokio::fs::File::create(dir.join(&file_name))

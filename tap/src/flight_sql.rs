@@ -198,11 +198,13 @@ impl FlightSqlService for FlightSql {
         let secs = self.tap.limits.sync_duration;
         let planned = tokio::time::timeout(
             std::time::Duration::from_secs(secs),
-            self.tap.czar.plan_for(&adql, &[], visible.as_deref()),
+            self.tap
+                .czar
+                .plan(&adql, &czar::QueryContext::seeing(visible.as_deref())),
         )
         .await
         .map_err(|_| status(TapError::SyncTimeout { seconds: secs }))?;
-        let (plan, _) = planned.map_err(|e| status(e.into()))?;
+        let plan = planned.map_err(|e| status(e.into()))?.plan;
         let ticket = TicketStatementQuery {
             statement_handle: adql.into_bytes().into(),
         };
@@ -250,7 +252,11 @@ impl FlightSqlService for FlightSql {
         };
         let stream = match tokio::time::timeout_at(
             deadline,
-            start_query(&tap.czar, &req, &[], visible.as_deref()),
+            start_query(
+                &tap.czar,
+                &req,
+                &czar::QueryContext::seeing(visible.as_deref()),
+            ),
         )
         .await
         {

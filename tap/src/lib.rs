@@ -178,20 +178,17 @@ pub async fn serve_until(
             _ = &mut stop, if deadline.is_none() => {
                 tap.stop();
                 let _ = stopping.send(true);
-                protocol::log::event(
-                    protocol::log::Level::Notice,
-                    "shutdown",
-                    "stopping: new requests get 503, those in flight finish",
-                    &[("grace_seconds", grace.as_secs_f64().into())],
+                tracing::info!(
+                    event = "shutdown",
+                    grace_seconds = grace.as_secs_f64(),
+                    "stopping: new requests get 503, those in flight finish"
                 );
                 deadline = Some(Box::pin(tokio::time::sleep(grace)));
                 continue;
             }
             _ = stopping.closed(), if deadline.is_some() => return Ok(()),
             _ = async { deadline.as_mut().expect("set").await }, if deadline.is_some() => {
-                protocol::log::warning(
-                    "shutdown",
-                    &format!("stopping with requests still in flight after {} s", grace.as_secs_f64()),
+                tracing::warn!(event = "shutdown", "stopping with requests still in flight after {} s", grace.as_secs_f64(),
                 );
                 return Ok(());
             }
@@ -201,7 +198,7 @@ pub async fn serve_until(
             Err(e) => {
                 // Out of file descriptors, or a connection reset before it was accepted: the listener itself
                 // is fine; wait a moment rather than spin.
-                protocol::log::warning("accept", &format!("accepting a connection: {e}"));
+                tracing::warn!(event = "accept", "accepting a connection: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }

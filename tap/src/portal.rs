@@ -240,7 +240,7 @@ async fn check(
             .map_err(czar::CzarError::from)
     } else {
         let visible = tap.visible_to(platform::access::Reader::of(&caller));
-        tap.czar.check_for(query, visible.as_deref())
+        tap.czar.check(query, visible.as_deref())
     };
     let body = match outcome {
         Ok(()) => json!({"ok": true}),

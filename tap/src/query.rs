@@ -1,9 +1,6 @@
 //! A TAP query request: its parameters checked (`LANG`, `QUERY`, `RESPONSEFORMAT`, `MAXREC`, `RUNID`), and its
 //! start, shared by sync queries, async jobs and cone searches.
 
-use std::sync::Arc;
-
-use adql::CatalogTable;
 use czar::{Czar, CzarError};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
@@ -86,35 +83,22 @@ pub(crate) fn result_info(req: &QueryRequest) -> Vec<(&'static str, String)> {
     info
 }
 
-/// Plans and starts a query; returns a stream whose first batch (or first error) has been looked at, so a query
-/// that fails at once is reported as an error rather than as a cut document.
+/// Plans and starts a query as `query` says (who it runs for, its uploads, its progress); returns a stream whose
+/// first batch (or first error) has been looked at, so a query that fails at once is reported as an error rather
+/// than as a cut document.
 pub async fn start_query(
     czar: &Czar,
     req: &QueryRequest,
-    uploads: &[Arc<CatalogTable>],
-    visible: czar::Visible<'_>,
-) -> Result<datafusion::physical_plan::SendableRecordBatchStream, CzarError> {
-    start_watched(czar, req, uploads, visible, None).await
-}
-
-/// [`start_query`], counting its chunks and rows into `progress`.
-pub async fn start_watched(
-    czar: &Czar,
-    req: &QueryRequest,
-    uploads: &[Arc<CatalogTable>],
-    visible: czar::Visible<'_>,
-    progress: Option<Arc<czar::progress::Progress>>,
+    query: &czar::QueryContext<'_>,
 ) -> Result<datafusion::physical_plan::SendableRecordBatchStream, CzarError> {
     if req.maxrec == 0 {
         // Metadata only: plan, don't run.
-        let (plan, _) = czar.plan_for(&req.query, uploads, visible).await?;
+        let plan = czar.plan(&req.query, query).await?.plan;
         return Ok(Box::pin(
             datafusion::physical_plan::EmptyRecordBatchStream::new(plan.schema()),
         ));
     }
-    let mut stream = czar
-        .execute_watched(&req.query, uploads, visible, progress)
-        .await?;
+    let mut stream = czar.execute(&req.query, query).await?;
     let schema = stream.schema();
     let first = stream.next().await;
     if let Some(Err(e)) = first {

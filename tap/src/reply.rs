@@ -44,7 +44,7 @@ pub(crate) async fn catch_panic(
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            protocol::log::error("panic", &format!("a request handler panicked: {what}"));
+            tracing::error!(event = "panic", "a request handler panicked: {what}");
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the service failed on this request (an internal error, logged); nothing was changed",

@@ -110,8 +110,11 @@ pub async fn cone(
     };
     let secs = tap.limits.sync_duration;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
-    let stream = match tokio::time::timeout_at(deadline, start_query(&tap.czar, &req, &[], None))
-        .await
+    let stream = match tokio::time::timeout_at(
+        deadline,
+        start_query(&tap.czar, &req, &czar::QueryContext::all()),
+    )
+    .await
     {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return scs_error(&e.to_string()),

@@ -47,7 +47,15 @@ pub async fn sync(
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
     let stream = match tokio::time::timeout_at(
         deadline,
-        start_query(&tap.czar, &req, &uploads, visible.as_deref()),
+        start_query(
+            &tap.czar,
+            &req,
+            &czar::QueryContext {
+                uploads: &uploads,
+                visible: visible.as_deref(),
+                progress: None,
+            },
+        ),
     )
     .await
     {
@@ -94,7 +102,7 @@ pub(crate) fn result_response(
                 t.rows(o.rows);
             }
             if outcome.is_err() {
-                protocol::log::error("panic", "writing a result panicked");
+                tracing::error!(event = "panic", "writing a result panicked");
                 let _ = body
                     .send(Err(std::io::Error::other(
                         "the result could not be written",
@@ -118,7 +126,12 @@ pub async fn explain(
         Ok(u) => u,
         Err(e) => return failure(&e),
     };
-    match tap.czar.explain(query, &uploads, visible.as_deref()).await {
+    let context = czar::QueryContext {
+        uploads: &uploads,
+        visible: visible.as_deref(),
+        progress: None,
+    };
+    match tap.czar.explain(query, &context).await {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
         Err(e) => failure(&e.into()),
     }

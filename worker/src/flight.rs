@@ -145,12 +145,10 @@ impl Worker {
         match tokio::time::timeout(grace, server).await {
             Ok(served) => served,
             Err(_) => {
-                protocol::log::warning(
-                    "shutdown",
-                    &format!(
-                        "stopping with fragments still running after {} s",
-                        grace.as_secs_f64()
-                    ),
+                tracing::warn!(
+                    event = "shutdown",
+                    "stopping with fragments still running after {} s",
+                    grace.as_secs_f64(),
                 );
                 Ok(())
             }

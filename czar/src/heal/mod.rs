@@ -200,7 +200,7 @@ impl Healer {
         tokio::spawn(async move {
             loop {
                 if let Err(e) = healer.run_round().await {
-                    protocol::log::warning("heal", &format!("replica healer: {e}"));
+                    tracing::warn!(event = "heal", "replica healer: {e}");
                     healer.lock().last_error = Some(e.to_string());
                 }
                 let _ = tokio::time::timeout(healer.options.every, healer.wake.notified()).await;
@@ -361,35 +361,27 @@ impl Healer {
         let planned = copies.len();
         let failed = self.copy_all(copies).await;
         if planned > 0 {
-            protocol::log::event(
-                protocol::log::Level::Notice,
-                "heal",
-                &format!(
-                    "replica healer: {} chunk files copied, {} failed{}",
-                    planned - failed.len(),
-                    failed.len(),
-                    failed
-                        .first()
-                        .map(|(c, e)| format!(" (first: {} to {}: {e})", c.file, c.target))
-                        .unwrap_or_default()
-                ),
-                &[
-                    ("copied", (planned - failed.len()).into()),
-                    ("failed", failed.len().into()),
-                ],
+            tracing::info!(
+                event = "heal",
+                copied = planned - failed.len(),
+                failed = failed.len(),
+                "replica healer: {} chunk files copied, {} failed{}",
+                planned - failed.len(),
+                failed.len(),
+                failed
+                    .first()
+                    .map(|(c, e)| format!(" (first: {} to {}: {e})", c.file, c.target))
+                    .unwrap_or_default()
             );
         }
         for m in &members {
             if gone.contains(&m.address) && self.lock().announced.insert(m.address.clone()) {
-                protocol::log::event(
-                    protocol::log::Level::Warning,
-                    "heal",
-                    &format!(
-                        "worker {} has been silent for more than {} s: its chunks are copied to other workers",
-                        m.address,
-                        self.options.grace.as_secs_f64()
-                    ),
-                    &[("worker", m.address.clone().into())],
+                tracing::warn!(
+                    event = "heal",
+                    worker = %m.address,
+                    "worker {} has been silent for more than {} s: its chunks are copied to other workers",
+                    m.address,
+                    self.options.grace.as_secs_f64()
                 );
             } else if answering.contains(&m.address) {
                 self.lock().announced.remove(&m.address);
@@ -420,11 +412,10 @@ impl Healer {
             for address in &joined {
                 if let Some(m) = s.members.iter_mut().find(|m| &m.address == address) {
                     m.state = MemberState::Serving;
-                    protocol::log::event(
-                        protocol::log::Level::Notice,
-                        "join",
-                        &format!("worker {address} has joined: it serves"),
-                        &[("worker", address.clone().into())],
+                    tracing::info!(
+                        event = "join",
+                        worker = %address,
+                        "worker {address} has joined: it serves"
                     );
                 }
             }
@@ -623,11 +614,10 @@ impl Healer {
             s.members.retain(|m| !done.contains(&m.address));
             s.left.extend(done.iter().cloned());
             for d in &done {
-                protocol::log::event(
-                    protocol::log::Level::Notice,
-                    "drain",
-                    &format!("worker {d} is drained: it has left the cluster"),
-                    &[("worker", d.clone().into())],
+                tracing::info!(
+                    event = "drain",
+                    worker = %d,
+                    "worker {d} is drained: it has left the cluster"
                 );
             }
         }

@@ -259,15 +259,12 @@ impl Platform {
         let Some(job) = self.jobs.get(id) else {
             return;
         };
-        protocol::log::event(
-            protocol::log::Level::Info,
-            "job",
-            "an async job ended",
-            &[
-                ("job", job.id.clone().into()),
-                ("phase", job.phase.name().into()),
-                ("rows", job.result.as_ref().map_or(0, |r| r.rows).into()),
-            ],
+        tracing::info!(
+            event = "job",
+            job = %job.id,
+            phase = job.phase.name(),
+            rows = job.result.as_ref().map_or(0, |r| r.rows),
+            "an async job ended"
         );
         let Some(audit) = &self.audit else {
             return;

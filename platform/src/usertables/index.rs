@@ -57,7 +57,7 @@ pub async fn run_index(
         let visible = platform.visible_to(reader);
         let stream = platform
             .czar
-            .execute_for(&query, &[], visible.as_deref())
+            .execute(&query, &czar::QueryContext::seeing(visible.as_deref()))
             .await
             .map_err(|e| e.to_string())?;
         let batches: Vec<RecordBatch> = datafusion::physical_plan::common::collect(stream)
