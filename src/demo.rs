@@ -102,7 +102,7 @@ pub fn demo(port: u16, rows: u64, workers: usize, data_dir: Option<PathBuf>) -> 
         return failure(e);
     }
     let limits = tap::Limits::default();
-    let service = crate::cluster::ServiceArgs {
+    let service = crate::serve::ServiceArgs {
         query_memory_mb: 2048,
         sync_timeout: limits.sync_duration,
         max_maxrec: limits.max_maxrec,
@@ -123,7 +123,7 @@ pub fn demo(port: u16, rows: u64, workers: usize, data_dir: Option<PathBuf>) -> 
         user_files_mb: limits.user_files >> 20,
         ..Default::default()
     };
-    crate::cluster::serve_with(
+    crate::serve::serve_with(
         &data_dir,
         port,
         workers,

@@ -1,11 +1,13 @@
 //! `skyshard`: the one binary. Commands parse their arguments and call into the crates.
 
 mod accounts;
-mod cluster;
+mod client;
 mod config;
 mod demo;
 mod http;
 mod logging;
+mod serve;
+mod workers;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -76,7 +78,6 @@ enum Command {
         #[arg(long)]
         table: String,
     },
-    /// Czar and K workers in one process (real Flight over loopback), serving what `skyshard ingest` loaded.
     /// A sample catalog served by a local cluster, in one command: generates a data release, loads it, serves it
     /// over TAP and prints how to connect from TOPCAT, pyvo and curl.
     Demo {
@@ -93,6 +94,7 @@ enum Command {
         #[arg(long)]
         data_dir: Option<std::path::PathBuf>,
     },
+    /// Czar and K workers in one process (real Flight over loopback), serving what `skyshard ingest` loaded.
     Serve {
         #[arg(long)]
         data_dir: std::path::PathBuf,
@@ -105,7 +107,7 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         replicas: usize,
         #[command(flatten)]
-        service: cluster::ServiceArgs,
+        service: serve::ServiceArgs,
         /// A TOML file of these flags' values (keys with `_`: `data_dir = "/data"`); flags given here win.
         #[arg(long)]
         config: Option<std::path::PathBuf>,
@@ -115,9 +117,9 @@ enum Command {
     #[command(args_conflicts_with_subcommands = true)]
     Worker {
         #[command(subcommand)]
-        action: Option<cluster::WorkerAction>,
+        action: Option<workers::WorkerAction>,
         #[command(flatten)]
-        run: cluster::WorkerArgs,
+        run: workers::WorkerArgs,
         /// A TOML file of these flags' values (keys with `_`: `data_dir = "/data"`); flags given here win.
         #[arg(long)]
         config: Option<std::path::PathBuf>,
@@ -147,7 +149,7 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         move_linger: f64,
         #[command(flatten)]
-        service: cluster::ServiceArgs,
+        service: serve::ServiceArgs,
         /// A TOML file of these flags' values (keys with `_`: `data_dir = "/data"`); flags given here win.
         #[arg(long)]
         config: Option<std::path::PathBuf>,
@@ -267,7 +269,7 @@ fn main() -> ExitCode {
             }
             Err(e) => failure(e),
         },
-        Command::Load { url, load } => cluster::load(&url, load),
+        Command::Load { url, load } => client::load(&url, load),
         Command::Ingest { data_dir, load } => {
             let opts = match load.options() {
                 Ok(o) => o,
@@ -423,12 +425,12 @@ fn main() -> ExitCode {
             replicas,
             service,
             ..
-        } => cluster::serve(&data_dir, port, workers, replicas, &service),
+        } => serve::serve(&data_dir, port, workers, replicas, &service),
         Command::Worker {
             action: Some(action),
             ..
-        } => cluster::worker_action(action),
-        Command::Worker { run, .. } => cluster::worker(run),
+        } => workers::worker_action(action),
+        Command::Worker { run, .. } => workers::worker(run),
         Command::Czar {
             port,
             data_dir,
@@ -439,7 +441,7 @@ fn main() -> ExitCode {
             move_linger,
             service,
             ..
-        } => cluster::czar(
+        } => serve::czar(
             port,
             &data_dir,
             &workers,
@@ -456,7 +458,7 @@ fn main() -> ExitCode {
             url,
             explain,
             query,
-        } => cluster::query(&url, explain, query),
+        } => client::query(&url, explain, query),
         Command::Adql {
             command:
                 AdqlCommand::Run {

@@ -40,6 +40,7 @@ pub mod params;
 pub mod portal;
 pub mod query;
 pub mod reply;
+pub mod run;
 pub mod scs;
 pub mod service;
 pub mod sync;
@@ -56,6 +57,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 
 pub use error::TapError;
+pub use run::{Listening, ServiceConfig, run};
 pub use service::{Limits, Tap};
 
 /// The czar options that make its catalog carry TAP_SCHEMA (rebuilt at every refresh).

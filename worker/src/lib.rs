@@ -6,6 +6,7 @@
 //!   `DATA/tables/SCHEMA.TABLE/LOAD/chunks/UNIQ.parquet` (and the overlap file beside it when asked) with the Parquet
 //!   reader directly (footers cached; row groups, rows and pages cut by `_hpx29` ranges; filters as physical
 //!   expressions), no DataFusion planning per chunk.
+//! - [`run`]: a worker as one call, [`run::run`] with a [`WorkerConfig`] (what `skyshard worker` does).
 //! - [`store`]: what the worker holds (puts written atomically, drops, statistics).
 //! - [`error`]: [`WorkerError`] and its gRPC codes.
 //!
@@ -14,9 +15,11 @@
 
 pub mod error;
 pub mod flight;
+pub mod run;
 pub mod scan;
 pub mod store;
 
 pub use error::WorkerError;
 pub use flight::Worker;
+pub use run::{WorkerConfig, run};
 pub use scan::{LocalFiles, session};
