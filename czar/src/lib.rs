@@ -284,7 +284,7 @@ impl Czar {
     /// with.
     pub fn watch(self: &Arc<Czar>, every: std::time::Duration) {
         let czar = Arc::downgrade(self);
-        let tables = layout::meta_dir(&self.data_dir).join("tables");
+        let tables = metastore::records_dir(&layout::meta_dir(&self.data_dir));
         let signature = move || -> Vec<(std::ffi::OsString, u64, std::time::SystemTime)> {
             let mut s: Vec<_> = std::fs::read_dir(&tables)
                 .into_iter()

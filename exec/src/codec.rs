@@ -52,11 +52,22 @@ impl PhysicalExtensionCodec for Codec {
                 spec,
             )?));
         }
+        if *kind != NODE_CHUNK_SCAN {
+            return Err(DataFusionError::Internal(format!(
+                "unknown node kind {kind} in a fragment (this worker knows {NODE_CHUNK_SCAN} and {NODE_CONE_JOIN}): \
+                 are the czar and the worker the same version?"
+            )));
+        }
         let factory = self
             .factory
             .as_ref()
             .ok_or_else(|| DataFusionError::Internal("this node cannot run chunk scans".into()))?;
         let scan = ChunkScan::decode(buf).map_err(|e| proto_err("chunk scan", e))?;
+        if scan.schema.is_empty() {
+            return Err(DataFusionError::Internal(
+                "a chunk scan without a schema: the fragment is cut short".into(),
+            ));
+        }
         let schema_proto = datafusion_proto::protobuf::Schema::decode(scan.schema.as_slice())
             .map_err(|e| proto_err("chunk scan schema", e))?;
         let schema: Schema = (&schema_proto)

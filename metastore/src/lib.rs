@@ -147,12 +147,21 @@ impl std::fmt::Debug for MetaStore {
     }
 }
 
+/// Where a store keeps its table records (`META/tables/SCHEMA.TABLE.json`): a reader that watches for new loads
+/// (the czar) looks here.
+pub fn records_dir(meta_dir: &Path) -> PathBuf {
+    meta_dir.join(RECORDS)
+}
+
+/// The store's folder of table records (inside the metadata store, whose layout is this crate's).
+const RECORDS: &str = "tables";
+
 impl MetaStore {
     /// Opens (creating if need be) a store for writing; one process writes a store at a time.
     pub fn open(path: &Path) -> Result<MetaStore> {
         refuse_rocksdb(path)?;
         let io = |e| MetaError::io(path, e);
-        std::fs::create_dir_all(path.join("tables")).map_err(io)?;
+        std::fs::create_dir_all(records_dir(path)).map_err(io)?;
         std::fs::create_dir_all(path.join("index")).map_err(io)?;
         let lock = DirLock::acquire(path).map_err(io)?;
         Ok(MetaStore {
@@ -183,9 +192,7 @@ impl MetaStore {
     }
 
     fn record_path(&self, table: &str) -> PathBuf {
-        self.dir
-            .join("tables")
-            .join(format!("{}.json", files::encode(table)))
+        records_dir(&self.dir).join(format!("{}.json", files::encode(table)))
     }
 
     fn index_dir(&self, table: &str) -> PathBuf {
@@ -214,7 +221,7 @@ impl MetaStore {
 
     /// Every published table, by qualified name.
     pub fn tables(&self) -> Result<Vec<TableRecord>> {
-        let dir = self.dir.join("tables");
+        let dir = records_dir(&self.dir);
         files::records(&dir, ".json")
             .map_err(|e| MetaError::io(&dir, e))?
             .into_iter()
@@ -339,7 +346,7 @@ impl MetaStore {
             .into_iter()
             .map(|t| (t.qualified_name(), t.load_id))
             .collect();
-        let tables = self.dir.join("tables");
+        let tables = records_dir(&self.dir);
         let mut removed =
             files::remove_leftovers(&tables).map_err(|e| MetaError::io(&tables, e))?;
         let index = self.dir.join("index");

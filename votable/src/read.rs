@@ -1,5 +1,8 @@
 //! Reading the first TABLE of a VOTable (1.1 to 1.5) into Arrow record batches.
 //!
+//! Why one long module: one streaming parser of the VOTable grammar; its states (FIELD, VALUES, TABLEDATA, BINARY)
+//! share one reader and one error type, and split apart they would only pass their state back and forth.
+//!
 //! TABLEDATA streams: rows are parsed as they are read. BINARY and BINARY2 streams are base64 text inside one XML
 //! element and are decoded when that element has been read, so they cost their size in memory (uploads are capped
 //! well below that mattering). FITS-serialized data and `STREAM href=` references are refused.

@@ -30,6 +30,10 @@ pub enum WorkerError {
     /// A put or drop that names something outside the data directory's layout.
     #[error("{reason}")]
     BadPath { reason: String },
+    /// A chunk file this worker holds cannot be read as Parquet (truncated, corrupt, not the table's columns):
+    /// another replica may hold a good copy.
+    #[error("chunk file {} cannot be read: {reason}", path.display())]
+    DamagedFile { path: PathBuf, reason: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -61,6 +65,7 @@ impl WorkerError {
             | WorkerError::Query { .. } => ErrorCode::BadRequest,
             WorkerError::TooLarge { .. } => ErrorCode::TooLarge,
             WorkerError::Io { .. } => ErrorCode::Internal,
+            WorkerError::DamagedFile { .. } => ErrorCode::Unavailable,
         }
     }
 
@@ -78,6 +83,10 @@ impl WorkerError {
                     table: table.clone(),
                     chunk: *chunk,
                     load: load.clone(),
+                },
+                WorkerError::DamagedFile { path, reason } => WorkerError::DamagedFile {
+                    path: path.clone(),
+                    reason: reason.clone(),
                 },
                 WorkerError::Io { path, source } => WorkerError::Io {
                     path: path.clone(),

@@ -216,6 +216,21 @@ impl Footers {
     }
 }
 
+/// A failure to read a chunk file as Parquet: the file's fault ([`WorkerError::DamagedFile`], another replica may
+/// have a good copy), unless it is already one of ours (a file not held, an I/O error).
+fn damaged(path: &Path, e: DataFusionError) -> DataFusionError {
+    if let DataFusionError::External(inner) = &e
+        && inner.downcast_ref::<WorkerError>().is_some()
+    {
+        return e;
+    }
+    WorkerError::DamagedFile {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+    .into()
+}
+
 fn io_error(path: &Path, source: std::io::Error) -> DataFusionError {
     WorkerError::Io {
         path: path.to_path_buf(),
@@ -517,6 +532,7 @@ impl ExecutionPlan for LocalScanExec {
             FilesStream {
                 files: self.files.iter().map(PathBuf::from).collect(),
                 reader: None,
+                current: None,
                 footers: self.footers.clone(),
                 read: self.read.clone(),
                 left: self.read.limit,
@@ -529,6 +545,8 @@ impl ExecutionPlan for LocalScanExec {
 struct FilesStream {
     files: VecDeque<PathBuf>,
     reader: Option<ParquetRecordBatchReader>,
+    /// The file `reader` reads.
+    current: Option<PathBuf>,
     footers: Footers,
     read: Arc<ReadPlan>,
     /// Rows the limit still lets through.
@@ -545,10 +563,18 @@ impl FilesStream {
                 let Some(path) = self.files.pop_front() else {
                     return Ok(None);
                 };
-                self.reader = self.read.open(&path, &self.footers)?;
+                self.reader = self
+                    .read
+                    .open(&path, &self.footers)
+                    .map_err(|e| damaged(&path, e))?;
+                self.current = Some(path);
                 continue;
             };
-            let Some(batch) = reader.next().transpose()? else {
+            let batch = reader.next().transpose().map_err(|e| {
+                let path = self.current.clone().unwrap_or_default();
+                damaged(&path, e.into())
+            })?;
+            let Some(batch) = batch else {
                 self.reader = None;
                 continue;
             };
