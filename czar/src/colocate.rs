@@ -54,6 +54,7 @@ pub fn colocate(
     plan: Arc<dyn ExecutionPlan>,
     tables: &HashMap<String, Arc<TableInfo>>,
     cluster: &Cluster,
+    small: &SmallSides,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     Ok(plan
         .transform_up(|node| {
@@ -65,7 +66,7 @@ pub fn colocate(
             } else if let Some(j) = node.downcast_ref::<NestedLoopJoinExec>() {
                 match cone_join(j, tables, cluster)? {
                     Some(n) => Some(n),
-                    None => list_join(&node, j, tables)?,
+                    None => list_join(&node, j, tables, small)?,
                 }
             } else {
                 None
@@ -544,25 +545,49 @@ fn cell_ranges(scan: &[IndexRange], chunk: ChunkId, cell: ChunkId) -> Option<Vec
     (!cut.is_empty()).then_some(cut)
 }
 
-/// Rows of a plan with no chunk scan in it (an upload, a constant list), computed now; None if it has chunk scans or
-/// more than `limit` rows.
-fn small_rows(
-    plan: &Arc<dyn ExecutionPlan>,
-    limit: usize,
-) -> Option<Vec<arrow::array::RecordBatch>> {
-    let mut chunked = false;
-    plan.apply(|n| {
-        chunked |= n.is::<ChunkScanExec>();
+/// The rows of the small sides a list join may use, by node (`Arc::as_ptr`): every input of a nested-loop join
+/// with no chunk scan below it (an upload, a constant list) and at most [`LIST_ROWS`] rows, computed before the
+/// rewrite (planning is async; the rewrite is not, and must not block a thread on a plan).
+pub(crate) type SmallSides = HashMap<usize, Vec<arrow::array::RecordBatch>>;
+
+/// Rows of an uploaded list a list join reads at most; a longer list is joined at the czar as planned.
+const LIST_ROWS: usize = 200_000;
+
+fn node_key(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    Arc::as_ptr(plan) as *const () as usize
+}
+
+/// [`SmallSides`] of `plan`.
+pub(crate) async fn small_sides(plan: &Arc<dyn ExecutionPlan>) -> SmallSides {
+    let mut candidates = Vec::new();
+    let _ = plan.apply(|n| {
+        if n.is::<NestedLoopJoinExec>() {
+            for child in n.children() {
+                // As the rewrite sees it (below repartitions and coalesces).
+                let child = strip(child);
+                let mut chunked = false;
+                let _ = child.apply(|c| {
+                    chunked |= c.is::<ChunkScanExec>();
+                    Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+                });
+                if !chunked {
+                    candidates.push(child.clone());
+                }
+            }
+        }
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-    })
-    .ok()?;
-    if chunked {
-        return None;
+    });
+    let mut sides = SmallSides::new();
+    for side in candidates {
+        let ctx = Arc::new(datafusion::execution::TaskContext::default());
+        let Ok(batches) = datafusion::physical_plan::collect(side.clone(), ctx).await else {
+            continue;
+        };
+        if batches.iter().map(|b| b.num_rows()).sum::<usize>() <= LIST_ROWS {
+            sides.insert(node_key(&side), batches);
+        }
     }
-    let ctx = Arc::new(datafusion::execution::TaskContext::default());
-    let batches =
-        futures::executor::block_on(datafusion::physical_plan::collect(plan.clone(), ctx)).ok()?;
-    (batches.iter().map(|b| b.num_rows()).sum::<usize>() <= limit).then_some(batches)
+    sides
 }
 
 /// A user's list (an upload) cross-matched with a director table at the czar: the table's scan is narrowed to the
@@ -571,6 +596,7 @@ fn list_join(
     node: &Arc<dyn ExecutionPlan>,
     j: &NestedLoopJoinExec,
     tables: &HashMap<String, Arc<TableInfo>>,
+    small: &SmallSides,
 ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
     if !matches!(
         j.join_type(),
@@ -627,14 +653,14 @@ fn list_join(
     let Some((list_ra, list_dec, radius)) = found else {
         return Ok(None);
     };
-    let Some(batches) = small_rows(&list_side.1, 200_000) else {
+    let Some(batches) = small.get(&node_key(&list_side.1)) else {
         return Ok(None);
     };
     // The table's chunk map, built once when the catalog was read.
     let Some(map) = &info.map else {
         return Ok(None);
     };
-    let Some(touched) = chunks_near(map, &batches, list_ra, list_dec, radius) else {
+    let Some(touched) = chunks_near(map, batches, list_ra, list_dec, radius) else {
         return Ok(None);
     };
     let chunks: Vec<u64> = table_side
@@ -654,7 +680,7 @@ fn list_join(
             &left,
             &right,
             &list_side.1,
-            batches,
+            batches.clone(),
             &chunks,
         )
         .map(Some);

@@ -40,7 +40,8 @@ impl Czar {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         let cluster = self.cluster();
-        let plan = colocate::colocate(physical, &tables.by_name, &cluster)
+        let small = colocate::small_sides(&physical).await;
+        let plan = colocate::colocate(physical, &tables.by_name, &cluster, &small)
             .map_err(CzarError::from_datafusion)?;
         let plan = distribute::distribute(plan, &cluster, &query_id, &tables.by_name)
             .map_err(CzarError::from_datafusion)?;

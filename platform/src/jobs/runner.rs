@@ -10,6 +10,7 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use czar::progress::Progress;
+use tracing::Instrument;
 
 use super::{Job, JobKind, Phase, ResultFile, now_ms};
 use crate::Platform;
@@ -169,19 +170,24 @@ impl Platform {
     fn enqueue(self: &Arc<Self>, id: &str) {
         let platform = self.clone();
         let owned = id.to_string();
-        let task = tokio::spawn(async move {
-            let slots = platform.jobs.slots.clone();
-            let Ok(_permit) = slots.acquire_owned().await else {
-                return;
-            };
-            platform.execute(&owned).await;
-            platform
-                .jobs
-                .running
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&owned);
-        });
+        // The job's events (its query's planning and failovers among them) are logged in the span `job`.
+        let span = tracing::info_span!("job", job = %id);
+        let task = tokio::spawn(
+            async move {
+                let slots = platform.jobs.slots.clone();
+                let Ok(_permit) = slots.acquire_owned().await else {
+                    return;
+                };
+                platform.execute(&owned).await;
+                platform
+                    .jobs
+                    .running
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&owned);
+            }
+            .instrument(span),
+        );
         self.jobs
             .running
             .lock()
