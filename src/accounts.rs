@@ -273,7 +273,10 @@ pub fn user(command: UserCommand) -> ExitCode {
             UserCommand::Remove { data_dir, name } => {
                 let writer = accounts(&data_dir)?.writer().map_err(|e| e.to_string())?;
                 writer.remove_user(&name).map_err(|e| e.to_string())?;
-                println!("user {name} removed, and every token of theirs revoked");
+                println!(
+                    "user {name} removed, and every token of theirs revoked; their tables, files and jobs remain, \
+                     and the name stays taken until they are deleted (skyshard user delete --url URL {name})"
+                );
             }
         }
         Ok(())

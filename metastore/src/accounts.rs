@@ -96,6 +96,9 @@ pub struct TokenRecord {
     pub created: u64,
     /// Milliseconds since the Unix epoch; none: until revoked.
     pub expires: Option<u64>,
+    /// A login session's token (made by the login form, ended by logout), not one made with `token create`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub session: bool,
 }
 
 /// Who a checked token speaks for.
@@ -138,6 +141,21 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// A hash of no one's password with the default Argon2 parameters, made once: what an unknown user's login is
+/// checked against.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        use argon2::PasswordHasher;
+        let salt = argon2::password_hash::SaltString::encode_b64(b"skyshard-decoy-salt")
+            .expect("a valid salt");
+        argon2::Argon2::default()
+            .hash_password(b"no one's password", &salt)
+            .expect("hashing a constant")
+            .to_string()
+    })
 }
 
 /// Whether `name` may be a user's: a [`valid_name`] that does not start with `group_`, the prefix that names a
@@ -191,6 +209,22 @@ impl Accounts {
 
     fn user_path(&self, name: &str) -> PathBuf {
         self.dir.join("users").join(format!("{name}.json"))
+    }
+
+    /// The tombstone of a removed user whose tables, files or jobs may remain (see [`AccountsWriter::remove_user`]).
+    fn removed_path(&self, name: &str) -> PathBuf {
+        self.dir.join("removed").join(format!("{name}.json"))
+    }
+
+    /// Whether `name` was a user's who was removed while their data may remain: the name is not free.
+    pub fn removed(&self, name: &str) -> Result<bool> {
+        if !valid_name(name) {
+            return Ok(false);
+        }
+        let path = self.removed_path(name);
+        Ok(files::read_if_present(&path)
+            .map_err(|e| MetaError::io(&path, e))?
+            .is_some())
     }
 
     fn group_path(&self, name: &str) -> PathBuf {
@@ -260,21 +294,29 @@ impl Accounts {
     }
 
     /// The user whose password this is (Argon2id, slow on purpose: for the login form, never per request).
+    /// An unknown user, or one without a password, costs the same Argon2 verification as a wrong password, so the
+    /// time of the answer does not say which names exist.
     pub fn check_password(&self, name: &str, password: &str) -> Result<Option<User>> {
         use argon2::PasswordVerifier;
-        let Some(user) = self.user(name)? else {
-            return Ok(None);
+        let user = self.user(name)?;
+        let stored = user
+            .as_ref()
+            .and_then(|u| u.password.as_deref())
+            .and_then(|h| argon2::PasswordHash::new(h).ok());
+        let decoy;
+        let hash = match &stored {
+            Some(h) => h,
+            None => {
+                decoy = decoy_hash();
+                &argon2::PasswordHash::new(decoy).expect("the decoy hash parses")
+            }
         };
-        let Some(hash) = user.password.as_deref() else {
-            return Ok(None);
-        };
-        let Ok(parsed) = argon2::PasswordHash::new(hash) else {
-            return Ok(None);
-        };
-        Ok(argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
+        let verified = argon2::Argon2::default()
+            .verify_password(password.as_bytes(), hash)
             .is_ok()
-            .then_some(user))
+            && stored.is_some();
+        drop(stored);
+        Ok(user.filter(|_| verified))
     }
 
     /// Whether any user exists (a service with no accounts cannot require them).
@@ -332,11 +374,27 @@ impl Accounts {
         }))
     }
 
+    /// The id of a login session's token, if `token` is one and is valid (its secret included).
+    pub fn session_of(&self, token: &str) -> Result<Option<String>> {
+        let Some((id, secret)) = token
+            .strip_prefix("sky_")
+            .and_then(|rest| rest.split_once('_'))
+            .filter(|(id, _)| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        else {
+            return Ok(None);
+        };
+        let Some(record) = self.read::<TokenRecord>(&self.token_path(id))? else {
+            return Ok(None);
+        };
+        Ok((record.session && same(&record.hash, &digest(secret))).then(|| record.id))
+    }
+
     /// The writer (one process at a time: the directory's `LOCK`).
     pub fn writer(&self) -> Result<AccountsWriter> {
         let io = |e| MetaError::io(&self.dir, e);
         std::fs::create_dir_all(self.dir.join("users")).map_err(io)?;
         std::fs::create_dir_all(self.dir.join("tokens")).map_err(io)?;
+        std::fs::create_dir_all(self.dir.join("removed")).map_err(io)?;
         let lock = DirLock::acquire(&self.dir).map_err(io)?;
         Ok(AccountsWriter {
             accounts: self.clone(),
@@ -362,6 +420,12 @@ pub enum AccountError {
     Exists(String),
     #[error("no user {0}")]
     NoUser(String),
+    #[error(
+        "the name {0} belonged to a removed user whose tables, files or jobs may remain, and a new account of that \
+         name would inherit them: delete them first (skyshard user delete --url URL {0}, against the running \
+         service)"
+    )]
+    Removed(String),
     #[error("unknown scope {0:?}; scopes are {scopes}", scopes = SCOPES.join(", "))]
     BadScope(String),
     #[error("user {0} is not an admin, so a token of theirs cannot carry the admin scope")]
@@ -399,6 +463,9 @@ impl AccountsWriter {
         }
         if self.accounts.user(name)?.is_some() {
             return Err(AccountError::Exists(name.to_string()));
+        }
+        if self.accounts.removed(name)? {
+            return Err(AccountError::Removed(name.to_string()));
         }
         let mut groups = groups.to_vec();
         groups.sort();
@@ -477,17 +544,32 @@ impl AccountsWriter {
         Ok(group.quota)
     }
 
-    /// Removes a user and every token of theirs.
+    /// Removes a user's account and revokes every token of theirs. Their tables, files and jobs are not touched
+    /// here (they live in the service), so the account is kept as a tombstone: the name cannot be given to a new user
+    /// until [`AccountsWriter::forget_user`] is called once their data is gone.
     pub fn remove_user(&self, name: &str) -> std::result::Result<(), AccountError> {
-        if self.accounts.user(name)?.is_none() {
+        let Some(user) = self.accounts.user(name)? else {
             return Err(AccountError::NoUser(name.to_string()));
-        }
+        };
         for t in self.accounts.tokens()? {
             if t.user == name {
                 self.revoke(&t.id)?;
             }
         }
+        self.write(&self.accounts.removed_path(name), &user)?;
         let path = self.accounts.user_path(name);
+        files::remove(&path).map_err(|e| MetaError::io(&path, e))?;
+        Ok(())
+    }
+
+    /// Forgets a user whose data has been deleted: their account (tokens revoked) or tombstone; the name is free.
+    pub fn forget_user(&self, name: &str) -> std::result::Result<(), AccountError> {
+        if self.accounts.user(name)?.is_some() {
+            self.remove_user(name)?;
+        } else if !self.accounts.removed(name)? {
+            return Err(AccountError::NoUser(name.to_string()));
+        }
+        let path = self.accounts.removed_path(name);
         files::remove(&path).map_err(|e| MetaError::io(&path, e))?;
         Ok(())
     }
@@ -499,6 +581,28 @@ impl AccountsWriter {
         scopes: &[String],
         expires: Option<u64>,
         now: u64,
+    ) -> std::result::Result<(TokenRecord, String), AccountError> {
+        self.new_token(user, scopes, expires, now, false)
+    }
+
+    /// A new login session's token for `user` (see [`TokenRecord::session`]).
+    pub fn create_session(
+        &self,
+        user: &str,
+        scopes: &[String],
+        expires: u64,
+        now: u64,
+    ) -> std::result::Result<(TokenRecord, String), AccountError> {
+        self.new_token(user, scopes, Some(expires), now, true)
+    }
+
+    fn new_token(
+        &self,
+        user: &str,
+        scopes: &[String],
+        expires: Option<u64>,
+        now: u64,
+        session: bool,
     ) -> std::result::Result<(TokenRecord, String), AccountError> {
         let Some(account) = self.accounts.user(user)? else {
             return Err(AccountError::NoUser(user.to_string()));
@@ -520,6 +624,7 @@ impl AccountsWriter {
             hash: digest(&secret),
             created: now,
             expires,
+            session,
         };
         self.write(&self.accounts.token_path(&id), &record)?;
         Ok((record, format!("sky_{id}_{secret}")))
@@ -555,210 +660,5 @@ impl AccountsWriter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn scopes(s: &[&str]) -> Vec<String> {
-        s.iter().map(|x| x.to_string()).collect()
-    }
-
-    #[test]
-    fn tokens_check_expire_and_revoke() {
-        let dir = std::env::temp_dir().join(format!("skyshard-accounts-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let accounts = Accounts::new(&dir);
-        assert!(!accounts.any());
-        let w = accounts.writer().unwrap();
-        w.add_user("ada", &["optics".into(), "optics".into()], false, 1)
-            .unwrap();
-        w.add_user("root", &[], true, 1).unwrap();
-        assert!(matches!(
-            w.add_user("ada", &[], false, 2),
-            Err(AccountError::Exists(_))
-        ));
-        assert!(matches!(
-            w.add_user("../x", &[], false, 2),
-            Err(AccountError::BadName(_))
-        ));
-        assert!(matches!(
-            w.add_user("Ada", &[], false, 2),
-            Err(AccountError::BadName(_))
-        ));
-        // A user named like a group's space would own it (issue 33 item 2).
-        assert!(matches!(
-            w.add_user("group_optics", &[], false, 2),
-            Err(AccountError::BadName(_))
-        ));
-        assert!(matches!(
-            w.create_token("ada", &scopes(&["admin"]), None, 5),
-            Err(AccountError::NotAdmin(_))
-        ));
-        assert!(matches!(
-            w.create_token("ada", &scopes(&["read:everything"]), None, 5),
-            Err(AccountError::BadScope(_))
-        ));
-        let (_, token) = w
-            .create_token("ada", &scopes(&["read:tap"]), Some(1_000), 5)
-            .unwrap();
-        let who = accounts.check(&token, 999).unwrap().unwrap();
-        assert_eq!(
-            (who.user.as_str(), who.groups.clone()),
-            ("ada", vec!["optics".to_string()])
-        );
-        assert!(who.may("read:tap") && !who.may("admin"));
-        assert_eq!(
-            accounts.check(&token, 1_000).unwrap(),
-            Err(Refusal::Expired)
-        );
-        // Nothing in the files gives the token away.
-        let stored = std::fs::read_to_string(accounts.token_path(&who.token)).unwrap();
-        assert!(!stored.contains(&token[21..]));
-        // A secret one digit off, a made-up id, garbage: refused alike.
-        let mut wrong = token.clone();
-        let last = wrong.pop().unwrap();
-        wrong.push(if last == '0' { '1' } else { '0' });
-        assert_eq!(accounts.check(&wrong, 0).unwrap(), Err(Refusal::Unknown));
-        assert_eq!(
-            accounts
-                .check(&format!("sky_{}_{}", "0".repeat(16), "0".repeat(64)), 0)
-                .unwrap(),
-            Err(Refusal::Unknown)
-        );
-        for bad in [
-            "",
-            "sky_",
-            "Bearer x",
-            "sky_../../etc_passwd",
-            &"sky_".repeat(1000),
-        ] {
-            assert_eq!(
-                accounts.check(bad, 0).unwrap(),
-                Err(Refusal::Malformed),
-                "{bad}"
-            );
-        }
-        let (_, forever) = w
-            .create_token("root", &scopes(&["read:tap", "admin"]), None, 5)
-            .unwrap();
-        assert!(
-            accounts
-                .check(&forever, u64::MAX)
-                .unwrap()
-                .unwrap()
-                .may("admin")
-        );
-        w.revoke(&forever).unwrap();
-        assert_eq!(accounts.check(&forever, 0).unwrap(), Err(Refusal::Unknown));
-        // Passwords: hashed, checked, never stored in clear.
-        assert!(matches!(
-            w.set_password("ada", "short"),
-            Err(AccountError::WeakPassword)
-        ));
-        w.set_password("ada", "correct horse battery").unwrap();
-        assert!(
-            accounts
-                .check_password("ada", "correct horse battery")
-                .unwrap()
-                .is_some()
-        );
-        assert!(
-            accounts
-                .check_password("ada", "correct horse batterY")
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            accounts
-                .check_password("root", "correct horse battery")
-                .unwrap()
-                .is_none()
-        );
-        let stored = std::fs::read_to_string(accounts.user_path("ada")).unwrap();
-        assert!(stored.contains("$argon2id$") && !stored.contains("horse"));
-        // Removing a user revokes their tokens.
-        let (_, other) = w
-            .create_token("ada", &scopes(&["read:tap"]), None, 5)
-            .unwrap();
-        w.remove_user("ada").unwrap();
-        assert_eq!(accounts.check(&other, 0).unwrap(), Err(Refusal::Unknown));
-        assert_eq!(accounts.users().unwrap().len(), 1);
-        // One writer at a time.
-        assert!(accounts.writer().is_err());
-        drop(w);
-        assert!(accounts.writer().is_ok());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn quotas_of_users_and_groups_reach_the_identity() {
-        let dir = std::env::temp_dir().join(format!("skyshard-quotas-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let accounts = Accounts::new(&dir);
-        let w = accounts.writer().unwrap();
-        w.add_user("ada", &["optics".into(), "radio".into()], false, 1)
-            .unwrap();
-        let (_, token) = w
-            .create_token("ada", &scopes(&["read:tap"]), Some(10), 1)
-            .unwrap();
-        let (_, keep) = w
-            .create_token("ada", &scopes(&["read:tap"]), None, 1)
-            .unwrap();
-        let q = w
-            .set_user_quota(
-                "ada",
-                Quota {
-                    jobs: Some(2),
-                    tables_mb: Some(5),
-                    ..Quota::default()
-                },
-            )
-            .unwrap();
-        assert_eq!((q.jobs, q.tables_mb, q.sync), (Some(2), Some(5), None));
-        // A later change keeps what it does not name; 0 puts a limit back to the default.
-        let q = w
-            .set_user_quota(
-                "ada",
-                Quota {
-                    jobs: Some(0),
-                    sync: Some(3),
-                    ..Quota::default()
-                },
-            )
-            .unwrap();
-        assert_eq!((q.jobs, q.tables_mb, q.sync), (None, Some(5), Some(3)));
-        w.set_group_quota(
-            "optics",
-            Quota {
-                results_mb: Some(1),
-                ..Quota::default()
-            },
-        )
-        .unwrap();
-        assert!(matches!(
-            w.set_group_quota("Bad Name", Quota::default()),
-            Err(AccountError::BadName(_))
-        ));
-        assert!(matches!(
-            w.set_user_quota("nobody", Quota::default()),
-            Err(AccountError::NoUser(_))
-        ));
-        let identity = accounts.check(&token, 5).unwrap().unwrap();
-        assert_eq!(identity.quota.sync, Some(3));
-        // Only the groups with limits are listed (radio has none).
-        assert_eq!(
-            identity.group_quotas,
-            vec![(
-                "optics".to_string(),
-                Quota {
-                    results_mb: Some(1),
-                    ..Quota::default()
-                }
-            )]
-        );
-        // Expired tokens are swept; the others stay.
-        assert_eq!(w.sweep_expired(10).unwrap(), 1);
-        assert_eq!(accounts.check(&token, 5).unwrap(), Err(Refusal::Unknown));
-        assert!(accounts.check(&keep, 5).unwrap().is_ok());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
+#[path = "accounts_tests.rs"]
+mod tests;

@@ -248,6 +248,19 @@ pub enum JobAccess {
 }
 
 impl crate::Platform {
+    /// Whether `caller` may read the catalogs, tables and jobs: anyone the policy lets in, but a token without the
+    /// `read:tap` scope (one made for a file client, say).
+    pub fn may_read_catalog(&self, caller: &Caller) -> crate::error::Result<()> {
+        match caller {
+            Caller::User(identity) if !identity.may("read:tap") => {
+                Err(crate::error::PlatformError::Forbidden(
+                    "your token lacks the read:tap scope".into(),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether `caller` may see or change the job owned by `owner` (UWS 1.1: someone else's job answers 403).
     pub fn job_access(&self, caller: &Caller, owner: Option<&str>) -> JobAccess {
         let Some(owner) = owner.filter(|_| self.auth.is_some()) else {

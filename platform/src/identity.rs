@@ -140,6 +140,13 @@ impl Auth {
             tracing::error!(event = "accounts", "reading the account of {name}: {e}");
             Refusal::Unreadable("the accounts cannot be read just now; try again")
         })?;
+        // A name whose account was removed while its data remained is nobody's until that data is deleted.
+        if account.is_none() && self.accounts.removed(name).unwrap_or(true) {
+            return Err(Refusal::Invalid(format!(
+                "the proxy names {name}, a removed user whose data is still held; an administrator must delete \
+                 it first (skyshard user delete)"
+            )));
+        }
         let (groups, quota) = account.map_or_else(Default::default, |a| (a.groups, a.quota));
         let mut group_quotas = Vec::new();
         for g in &groups {
@@ -172,15 +179,32 @@ impl Auth {
             .accounts
             .writer()
             .map_err(|e| format!("the accounts are being changed just now; try again ({e})"))?;
-        writer
-            .create_token(
+        let token = writer
+            .create_session(
                 &user.name,
                 &USER_SCOPES.map(String::from),
-                Some(now + SESSION_HOURS * 3_600_000),
+                now + SESSION_HOURS * 3_600_000,
                 now,
             )
             .map(|(_, token)| token)
-            .map_err(|e| format!("cannot open a session: {e}"))
+            .map_err(|e| format!("cannot open a session: {e}"))?;
+        // Sessions that ended by themselves are swept now and then: at each login.
+        let _ = writer.sweep_expired(now);
+        Ok(token)
+    }
+
+    /// Ends a login session: its token (the one the login form set as the session cookie) stops working at once.
+    /// Only a valid session token is revoked (secret included): an id alone, or a token made with `token create`
+    /// that the user logged in with, is not.
+    pub fn close_session(&self, token: &str) -> Result<(), String> {
+        let Some(id) = self.accounts.session_of(token).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let writer = self
+            .accounts
+            .writer()
+            .map_err(|e| format!("the accounts are being changed just now; try again ({e})"))?;
+        writer.revoke(&id).map_err(|e| e.to_string())
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Platform {
     admission: Mutex<()>,
     /// What a query job does: the front end's TAP work.
     query_jobs: Arc<dyn jobs::QueryJobs>,
+    /// Failed logins, per user and per address.
+    pub logins: quota::LoginThrottle,
 }
 
 impl Platform {
@@ -90,6 +92,7 @@ impl Platform {
             stopping: Default::default(),
             admission: Default::default(),
             query_jobs,
+            logins: Default::default(),
         })
     }
 

@@ -291,3 +291,78 @@ impl crate::Platform {
         metastore::files::size_of(&self.space_dir(owner))
     }
 }
+
+/// Failed logins allowed per user name and per address within [`LOGIN_WINDOW`], before further attempts are
+/// refused until the window has passed.
+pub const LOGIN_FAILURES: u32 = 5;
+/// The window failed logins are counted in.
+pub const LOGIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Failed logins by key (`user NAME`, `address IP`): a password cannot be guessed faster than
+/// [`LOGIN_FAILURES`] per [`LOGIN_WINDOW`] for one account, or from one address across accounts.
+#[derive(Default)]
+pub struct LoginThrottle {
+    failures: Mutex<HashMap<String, (std::time::Instant, u32)>>,
+}
+
+impl LoginThrottle {
+    /// None if every key may try now, else how long until one of them may.
+    pub fn wait(&self, keys: &[String]) -> Option<std::time::Duration> {
+        self.wait_at(keys, std::time::Instant::now())
+    }
+
+    fn wait_at(&self, keys: &[String], now: std::time::Instant) -> Option<std::time::Duration> {
+        let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        keys.iter()
+            .filter_map(|k| failures.get(k))
+            .filter(|(since, n)| *n >= LOGIN_FAILURES && now.duration_since(*since) < LOGIN_WINDOW)
+            .map(|(since, _)| LOGIN_WINDOW - now.duration_since(*since))
+            .max()
+    }
+
+    /// Counts a failed login against each key.
+    pub fn failed(&self, keys: &[String]) {
+        self.failed_at(keys, std::time::Instant::now());
+    }
+
+    fn failed_at(&self, keys: &[String], now: std::time::Instant) {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        // Windows that have passed are forgotten, so the map holds only recent failures.
+        failures.retain(|_, (since, _)| now.duration_since(*since) < LOGIN_WINDOW);
+        for key in keys {
+            let entry = failures.entry(key.clone()).or_insert((now, 0));
+            entry.1 += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod login_tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn failures_past_the_limit_wait_out_the_window_per_key() {
+        let t = LoginThrottle::default();
+        let start = Instant::now();
+        let ada = vec!["user ada".to_string(), "address 10.0.0.1".to_string()];
+        let bob = vec!["user bob".to_string(), "address 10.0.0.2".to_string()];
+        for _ in 0..LOGIN_FAILURES - 1 {
+            t.failed_at(&ada, start);
+        }
+        assert_eq!(t.wait_at(&ada, start), None, "under the limit");
+        t.failed_at(&ada, start);
+        let wait = t.wait_at(&ada, start + Duration::from_secs(10)).expect("at the limit");
+        assert_eq!(wait, Duration::from_secs(50));
+        // Another user from another address is not held up; the same address trying another name is.
+        assert_eq!(t.wait_at(&bob, start), None);
+        let other_name = vec!["user bob".to_string(), "address 10.0.0.1".to_string()];
+        assert!(t.wait_at(&other_name, start).is_some());
+        // Once the window has passed, ada may try again, and the old failures are forgotten.
+        let later = start + LOGIN_WINDOW;
+        assert_eq!(t.wait_at(&ada, later), None);
+        t.failed_at(&bob, later);
+        assert_eq!(t.failures.lock().unwrap().len(), 2, "only bob's keys are left");
+    }
+}
+

@@ -15,8 +15,12 @@ use platform::jobs::now_ms;
 pub use platform::quota::{Allowance, Client};
 
 use crate::params::Params;
-use crate::reply::{error, unauthorized};
+use crate::reply::{error, refused, unauthorized};
 use crate::service::Tap;
+
+/// The address a request comes from (the client's, through a trusted proxy), as the handlers see it.
+#[derive(Debug, Clone)]
+pub(crate) struct Address(pub String);
 
 /// The address the connection comes from.
 fn peer(request: &axum::extract::Request) -> Option<std::net::IpAddr> {
@@ -114,52 +118,42 @@ pub(crate) async fn authenticate(
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let caller = match &tap.auth {
-        None => Caller::Anonymous,
-        Some(auth) => match proxied(auth, &request) {
-            Err(response) => return response,
-            Ok(Some(caller)) => caller,
-            Ok(None) => match presented(request.headers()) {
-                Err(problem) => return unauthorized(request.headers(), problem),
-                Ok(Some(token)) => match check(auth, request.headers(), &token) {
-                    Ok(caller) => caller,
-                    Err(response) => return response,
-                },
-                Ok(None) => {
-                    if auth.policy == Policy::Required && !open_path(request.uri().path()) {
-                        return unauthorized(
-                            request.headers(),
-                            "this service needs identity: send a token (Authorization: Bearer TOKEN, or Basic with the \
-                         token as password) or log in at /tap/login",
-                        );
-                    }
-                    Caller::Anonymous
-                }
-            },
-        },
-    };
-    let user = caller.user().map(str::to_string);
-    let client = Client::of(&tap.limits, &caller, || client_address(&tap, &request));
     let started = std::time::Instant::now();
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
-    let https = tap
-        .auth
-        .as_ref()
-        .is_some_and(|a| through_proxy(a, &request).is_some())
-        && request
-            .headers()
-            .get("x-forwarded-proto")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-    request.extensions_mut().insert(client.clone());
-    request.extensions_mut().insert(caller);
-    request.extensions_mut().insert(Https(https));
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| path.clone(), |m| m.as_str().to_string());
     let tally = Arc::new(crate::audit::Tally::default());
-    request.extensions_mut().insert(tally.clone());
-    let mut response = next.run(request).await;
+    let address = client_address(&tap, &request);
+    // Who the request counts as, and the response: a refusal (written to the audit log like any answer), or the
+    // handler's.
+    let (who, user, mut response) = match caller_of(&tap, &request, &route) {
+        Err(refusal) => (format!("address {address}"), None, refusal),
+        Ok(caller) => {
+            let client = Client::of(&tap.limits, &caller, || address.clone());
+            let user = caller.user().map(str::to_string);
+            let https = tap
+                .auth
+                .as_ref()
+                .is_some_and(|a| through_proxy(a, &request).is_some())
+                && request
+                    .headers()
+                    .get("x-forwarded-proto")
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+            let who = client.key.clone();
+            request.extensions_mut().insert(client);
+            request.extensions_mut().insert(Address(address));
+            request.extensions_mut().insert(caller);
+            request.extensions_mut().insert(Https(https));
+            request.extensions_mut().insert(tally.clone());
+            (who, user, next.run(request).await)
+        }
+    };
     if tap.audit.is_some() {
         let mut line = serde_json::json!({
             "time": platform::jobs::iso(now_ms()),
-            "who": client.key,
+            "who": who,
             "method": method.as_str(),
             "path": path,
             "status": response.status().as_u16(),
@@ -180,11 +174,102 @@ pub(crate) async fn authenticate(
     response
 }
 
+/// Who a request comes from, or why it is refused before any handler runs: credentials that are not valid (401),
+/// a request another site's page made the browser send (403), a token that may not read the catalogs on a route
+/// that reads them (403), a request without identity where identity is required (401).
+fn caller_of(
+    tap: &Tap,
+    request: &axum::extract::Request,
+    route: &str,
+) -> Result<Caller, Response> {
+    cross_site(request)?;
+    let headers = request.headers();
+    let caller = match &tap.auth {
+        None => Caller::Anonymous,
+        Some(auth) => match proxied(auth, request)? {
+            Some(caller) => caller,
+            None => match presented(headers) {
+                Err(problem) => return Err(unauthorized(headers, problem)),
+                Ok(Some(token)) => check(auth, headers, &token)?,
+                Ok(None) => {
+                    if auth.policy == Policy::Required && !open_path(route) {
+                        return Err(unauthorized(
+                            headers,
+                            "this service needs identity: send a token (Authorization: Bearer TOKEN, or Basic with \
+                             the token as password) or log in at /tap/login",
+                        ));
+                    }
+                    Caller::Anonymous
+                }
+            },
+        },
+    };
+    if reads_catalog(route)
+        && let Err(e) = tap.may_read_catalog(&caller)
+    {
+        return Err(refused(headers, &e));
+    }
+    Ok(caller)
+}
+
+/// Routes that read the catalogs, tables or jobs (a token needs the `read:tap` scope for them): all but the file
+/// spaces (their own scope), identity itself, the portal's files and the probes.
+fn reads_catalog(route: &str) -> bool {
+    !(route.starts_with("/files/")
+        || route.starts_with("/admin/")
+        || matches!(route, "/api/v1/me" | "/tap/login" | "/tap/logout")
+        || open_path(route))
+}
+
+/// A state-changing request (not GET, HEAD, OPTIONS or PROPFIND) that a page of another site made the browser
+/// send is refused, whatever credentials it carries: a browser sends the session cookie or cached Basic
+/// credentials with it, and an operator's browser reaches the loopback admin API. The page's origin is in
+/// `Origin` (and `Sec-Fetch-Site`); clients that are not browsers send neither.
+fn cross_site(request: &axum::extract::Request) -> Result<(), Response> {
+    let method = request.method().as_str();
+    if matches!(method, "GET" | "HEAD" | "OPTIONS" | "PROPFIND") {
+        return Ok(());
+    }
+    let headers = request.headers();
+    // A browser that sends Sec-Fetch-Site says where the request comes from; one that does not is judged by its
+    // Origin, against the Host it reached (or the host a proxy in front was asked for: a page cannot set that
+    // header without a CORS preflight, which this service never grants).
+    let foreign = match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        Some(site) => !matches!(site, "same-origin" | "none"),
+        None => headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|origin| {
+                let authority = origin
+                    .split_once("://")
+                    .map_or("", |(_, rest)| rest)
+                    .trim_end_matches('/');
+                let forwarded = headers
+                    .get("x-forwarded-host")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split(',').next())
+                    .map(str::trim);
+                authority.is_empty()
+                    || !(authority.eq_ignore_ascii_case(crate::reply::host(headers))
+                        || forwarded.is_some_and(|f| authority.eq_ignore_ascii_case(f)))
+            }),
+    };
+    if foreign {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "a request another site's page sent is refused: this service changes nothing on behalf of other \
+             origins",
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /tap/login`: `username` and `password` (a token of that user; passwords proper are not kept), or `token`.
 /// Sets the session cookie and answers the SSO headers `X-VO-Authenticated` and `X-VO-Bearer`.
 pub(crate) async fn login(
     State(tap): State<Arc<Tap>>,
     https: Option<axum::Extension<Https>>,
+    axum::Extension(Address(address)): axum::Extension<Address>,
     headers: HeaderMap,
     params: Params,
 ) -> Response {
@@ -200,9 +285,18 @@ pub(crate) async fn login(
         Some(t) => t.to_string(),
         None if password.starts_with("sky_") => password,
         None if !username.is_empty() && !password.is_empty() => {
+            // Password guessing is slowed per account and per address: past the limit, a wait, whatever the
+            // password (so the answer says nothing about it).
+            let keys = [format!("user {username}"), format!("address {address}")];
+            if let Some(wait) = tap.logins.wait(&keys) {
+                return too_many_logins(wait);
+            }
             match session(auth, &username, password).await {
                 Ok(token) => token,
-                Err(message) => return unauthorized(&headers, &message),
+                Err(message) => {
+                    tap.logins.failed(&keys);
+                    return unauthorized(&headers, &message);
+                }
             }
         }
         None => {
@@ -251,6 +345,24 @@ pub(crate) async fn login(
     response
 }
 
+/// 429 with `Retry-After`: too many failed logins for this account or from this address just now.
+fn too_many_logins(wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs().max(1);
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!(
+            "too many failed logins for this account or from this address: try again in {seconds} s \
+             ({} failures are allowed per {} s)",
+            platform::quota::LOGIN_FAILURES,
+            platform::quota::LOGIN_WINDOW.as_secs()
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
 /// A login with a password, checked off the async threads (Argon2).
 async fn session(auth: &Auth, username: &str, password: String) -> Result<String, String> {
     let auth = auth.clone();
@@ -261,7 +373,17 @@ async fn session(auth: &Auth, username: &str, password: String) -> Result<String
 }
 
 /// `/tap/logout`: the session cookie is cleared.
-pub(crate) async fn logout() -> Response {
+pub(crate) async fn logout(State(tap): State<Arc<Tap>>, headers: HeaderMap) -> Response {
+    // The session ends on the service too: its token stops working, not only the browser's cookie.
+    let session = platform::identity::cookie(
+        headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes),
+        COOKIE,
+    );
+    if let (Some(auth), Some(token)) = (&tap.auth, session)
+        && let Err(e) = auth.close_session(&token)
+    {
+        tracing::warn!(event = "logout", "ending a session: {e}");
+    }
     (
         StatusCode::OK,
         [

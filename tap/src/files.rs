@@ -129,7 +129,17 @@ pub(crate) async fn dav(
             &format!("the file space cannot be opened: {e}"),
         );
     }
-    // One change at a time in a space (quota checks and renames see a still space); other spaces go on.
+    // A file's bytes are received first, to a staging file, with no lock held and within the body deadline: one
+    // slow upload stalls nobody. Then one change at a time in a space (quota checks and renames see a still space);
+    // other spaces go on.
+    let (received, body) = if method.as_str() == "PUT" {
+        match receive(&tap, &path, body).await {
+            Ok(staged) => (Some(staged), Body::empty()),
+            Err(response) => return response,
+        }
+    } else {
+        (None, body)
+    };
     let _writer = if writes {
         Some(tap.space_lock(&path.owner).lock_owned().await)
     } else {
@@ -137,7 +147,10 @@ pub(crate) async fn dav(
     };
     match method.as_str() {
         "GET" | "HEAD" => get(&tap.local_path(&path), method == Method::HEAD).await,
-        "PUT" => put(&tap, &path, body).await,
+        "PUT" => match received {
+            Some(staged) => put(&tap, &path, staged).await,
+            None => error(StatusCode::BAD_REQUEST, "no file was received"),
+        },
         "DELETE" => delete(&tap.local_path(&path), &path).await,
         "MKCOL" => mkcol(&tap, &path, body).await,
         "COPY" | "MOVE" => copy_or_move(&tap, &path, &headers, method.as_str() == "MOVE").await,
@@ -157,11 +170,22 @@ async fn get(local: &Path, head: bool) -> Response {
             "a collection: list it with PROPFIND",
         );
     }
+    // A user's file is a download, never a page of this origin: a colleague's XHTML in a shared space must not run
+    // with the reader's session (a sandboxing CSP, and attachment, whatever its type).
+    let name = local
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let headers = [
         (header::CONTENT_TYPE, content_type(local).to_string()),
         (header::CONTENT_LENGTH, meta.len().to_string()),
         (header::ETAG, etag(&meta)),
         (header::LAST_MODIFIED, http_date(&meta)),
+        (header::CONTENT_DISPOSITION, attachment(&name)),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "sandbox; default-src 'none'".to_string(),
+        ),
     ];
     if head {
         return (StatusCode::OK, headers, Body::empty()).into_response();
@@ -178,6 +202,24 @@ async fn get(local: &Path, head: bool) -> Response {
             &format!("the file cannot be read: {e}"),
         ),
     }
+}
+
+/// `attachment; filename="..."` (RFC 6266) with the name's unsafe characters replaced, and its UTF-8 form.
+fn attachment(name: &str) -> String {
+    let plain: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' && c != ';' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "attachment; filename=\"{plain}\"; filename*=UTF-8''{}",
+        percent_encode(name)
+    )
 }
 
 /// A file as a stream of chunks.
@@ -236,7 +278,71 @@ fn etag(meta: &std::fs::Metadata) -> String {
     )
 }
 
-async fn put(tap: &Tap, path: &FilePath, body: Body) -> Response {
+/// A file received to the staging directory, not yet in its space; removed when dropped unless moved in.
+struct Staged {
+    tmp: std::path::PathBuf,
+    bytes: u64,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// Receives a PUT's body to the staging directory, within the space's quota as it stands and the body deadline.
+async fn receive(tap: &Tap, path: &FilePath, body: Body) -> Result<Staged, Response> {
+    let unavailable =
+        |e: &dyn std::fmt::Display| error(StatusCode::SERVICE_UNAVAILABLE, &format!("cannot store the file: {e}"));
+    let quota = tap.file_space_quota(&path.owner);
+    let local = tap.local_path(path);
+    let existing = local.metadata().map(|m| m.len()).unwrap_or(0);
+    let used = size_of(&root(tap).join(&path.owner)).saturating_sub(existing);
+    let staging = root(tap).join(".uploads");
+    tokio::fs::create_dir_all(&staging)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let tmp = staging.join(metastore::accounts::random_hex(8).map_err(|e| unavailable(&e))?);
+    let mut staged = Staged { tmp, bytes: 0 };
+    let deadline = std::time::Duration::from_secs(tap.limits.body_timeout.max(1));
+    let written = async {
+        let mut out = tokio::fs::File::create(&staged.tmp)
+            .await
+            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| (StatusCode::BAD_REQUEST, format!("receiving the file: {e}")))?;
+            staged.bytes += chunk.len() as u64;
+            if used + staged.bytes > quota {
+                return Err((StatusCode::INSUFFICIENT_STORAGE, String::new()));
+            }
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        }
+        out.sync_all()
+            .await
+            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+    };
+    let written = tokio::time::timeout(deadline, written)
+        .await
+        .unwrap_or_else(|_| {
+            Err((
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the file did not arrive within {} s", deadline.as_secs()),
+            ))
+        });
+    match written {
+        Ok(()) => Ok(staged),
+        Err((StatusCode::INSUFFICIENT_STORAGE, _)) => Err(insufficient(used, quota)),
+        Err((code, message)) => Err(error(code, &format!("the file was not stored: {message}"))),
+    }
+}
+
+/// Moves a received file into its place, under the space's lock: the quota is checked again against the space as
+/// it is now (another upload may have landed meanwhile).
+async fn put(tap: &Tap, path: &FilePath, staged: Staged) -> Response {
     let local = tap.local_path(path);
     let Some(parent) = path.parent() else {
         return error(
@@ -256,55 +362,11 @@ async fn put(tap: &Tap, path: &FilePath, body: Body) -> Response {
     let quota = tap.file_space_quota(&path.owner);
     let existing = local.metadata().map(|m| m.len()).unwrap_or(0);
     let used = size_of(&root(tap).join(&path.owner)).saturating_sub(existing);
-    let staging = root(tap).join(".uploads");
-    if let Err(e) = tokio::fs::create_dir_all(&staging).await {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("cannot store the file: {e}"),
-        );
-    }
-    let tmp = match metastore::accounts::random_hex(8) {
-        Ok(id) => staging.join(id),
-        Err(e) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("cannot store the file: {e}"),
-            );
-        }
-    };
-    let written = async {
-        let mut out = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-        let mut stream = body.into_data_stream();
-        let mut bytes = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| (StatusCode::BAD_REQUEST, format!("receiving the file: {e}")))?;
-            bytes += chunk.len() as u64;
-            if used + bytes > quota {
-                return Err((StatusCode::INSUFFICIENT_STORAGE, String::new()));
-            }
-            out.write_all(&chunk)
-                .await
-                .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-        }
-        out.sync_all()
-            .await
-            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-        Ok(bytes)
-    }
-    .await;
-    if let Err((code, message)) = written {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        if code == StatusCode::INSUFFICIENT_STORAGE {
-            return insufficient(used, quota);
-        }
-        return error(code, &format!("the file was not stored: {message}"));
+    if used + staged.bytes > quota {
+        return insufficient(used, quota);
     }
     let existed = local.exists();
-    if let Err(e) = tokio::fs::rename(&tmp, &local).await {
-        let _ = tokio::fs::remove_file(&tmp).await;
+    if let Err(e) = tokio::fs::rename(&staged.tmp, &local).await {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("the file was not stored: {e}"),

@@ -116,7 +116,20 @@ impl FlightSql {
             return Ok(Caller::Anonymous);
         };
         let headers = metadata.clone().into_headers();
-        match crate::auth::presented(&headers) {
+        let caller = self.identify(auth, &headers)?;
+        self.tap
+            .may_read_catalog(&caller)
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
+        Ok(caller)
+    }
+
+    /// The caller the request's credentials name, under the service's policy.
+    fn identify(
+        &self,
+        auth: &crate::auth::Auth,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<Caller, Status> {
+        match crate::auth::presented(headers) {
             Err(problem) => Err(Status::unauthenticated(problem)),
             Ok(Some(token)) => auth.identify(&token).map_err(|refusal| match refusal {
                 Refusal::Invalid(message) => Status::unauthenticated(message),

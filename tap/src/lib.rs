@@ -132,6 +132,7 @@ pub fn router(tap: Arc<Tap>) -> Router {
         .layer(axum::middleware::from_fn(reply::catch_panic))
         .layer(axum::middleware::from_fn(reply::header_cap))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(reply::close_unread))
         .layer(axum::middleware::map_response(reply::server_header))
         .with_state(tap)
 }

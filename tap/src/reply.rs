@@ -10,12 +10,88 @@ use tokio::sync::mpsc;
 use crate::error::TapError;
 use crate::format;
 
+/// Headers on every response: the server's name, and `X-Content-Type-Options: nosniff` (a browser takes each
+/// document for the type it is sent as, never for what its bytes look like).
 pub(crate) async fn server_header(mut response: Response) -> Response {
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::SERVER,
         header::HeaderValue::from_static(concat!("skyshard/", env!("CARGO_PKG_VERSION"))),
     );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
     response
+}
+
+/// A request body the handler left unread closes the connection after the answer, and says so
+/// (`Connection: close`): hyper cannot reuse a connection with unread bytes on it, and a client that kept it alive (as
+/// requests, pyvo and TOPCAT do) would otherwise send its next request into a socket the server is closing, and see
+/// "connection closed without response" instead of an answer. Requests without a body pass untouched.
+pub(crate) async fn close_unread(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    if !has_body {
+        return next.run(request).await;
+    }
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (parts, body) = request.into_parts();
+    let watched = Watched {
+        inner: body,
+        read: read.clone(),
+    };
+    let mut response = next
+        .run(axum::extract::Request::from_parts(parts, Body::new(watched)))
+        .await;
+    if !read.load(std::sync::atomic::Ordering::Acquire) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// A request body that notes when it has been read to its end.
+struct Watched {
+    inner: Body,
+    read: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        let ended = match &polled {
+            std::task::Poll::Ready(None) => true,
+            std::task::Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
+            _ => false,
+        };
+        if ended {
+            self.read.store(true, std::sync::atomic::Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Panics the last line of defence caught since the service started (a test suite asserts it stays 0).
@@ -142,12 +218,7 @@ pub fn busy(b: &platform::quota::Busy) -> Response {
 
 /// Where a client logs in, from the request's Host.
 fn login_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or("localhost");
-    format!("http://{host}/tap/login")
+    format!("{}/tap/login", base_url(headers))
 }
 
 /// 401 with a DALI error document and the challenges of every way in: Bearer and Basic (RFC 6750, 7617) and the
@@ -225,11 +296,50 @@ pub fn streamed_response(
     response
 }
 
-/// The base URL clients reached the service at (from the Host header).
+/// The base URL clients reached the service at (from the Host header), as written into documents (HTML, XML,
+/// Location headers): a Host that is not a plain `host[:port]` (a name, an IPv4 or a bracketed IPv6 address, and
+/// a port) is not reflected but replaced by `localhost`, so no header can put markup into a page.
 pub fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
+    format!("http://{}", host(headers))
+}
+
+/// The request's Host if it is a plain `host[:port]`, else `localhost`.
+pub fn host(headers: &HeaderMap) -> &str {
+    headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    format!("http://{host}")
+        .filter(|h| plain_host(h))
+        .unwrap_or("localhost")
+}
+
+/// `host[:port]`: letters, digits, `.`, `-`, `_`, `:` and the brackets of an IPv6 address, at most 255 bytes.
+fn plain_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_that_is_not_plain_is_not_reflected() {
+        let mut h = HeaderMap::new();
+        for (host, want) in [
+            ("sky.example.org:8080", "http://sky.example.org:8080"),
+            ("[::1]:80", "http://[::1]:80"),
+            ("10.0.0.1", "http://10.0.0.1"),
+            ("x\"><script>alert(1)</script>", "http://localhost"),
+            ("a b", "http://localhost"),
+            ("evil/path", "http://localhost"),
+        ] {
+            h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            assert_eq!(base_url(&h), want, "{host}");
+        }
+        h.remove(header::HOST);
+        assert_eq!(base_url(&h), "http://localhost");
+    }
 }

@@ -166,6 +166,12 @@ def test_identity_is_the_tap_services(site, required):
         fetch(uri, "SELECT TOP 1 id FROM sky.object", token="sky_0000000000000000_" + "0" * 64)
     assert "not valid" in str(e.value), e.value
     assert fetch(uri, "SELECT TOP 3 id FROM sky.object", token=tokens["ada"]).num_rows == 3
+    # A token without the read:tap scope (made for a file client) reads nothing (issue 33.8).
+    files_only = run("token", "create", "--data-dir", str(site["data"]), "--user", "ada", "--scopes",
+                     "write:files").strip()
+    with pytest.raises(adbc_driver_manager.Error) as e:
+        fetch(uri, "SELECT TOP 1 id FROM sky.object", token=files_only)
+    assert "read:tap" in str(e.value), e.value
     # Basic credentials through the Flight handshake (any user name, the token as password), as ADBC does with
     # username and password.
     with connect(uri, username="ada", password=tokens["ada"]) as conn, conn.cursor() as cur:

@@ -518,8 +518,10 @@ impl Platform {
                 "deleting a user needs a token with the admin scope".into(),
             ));
         }
+        // A live account, or the tombstone of one removed offline (`skyshard user remove`) whose data remained.
         if !metastore::accounts::valid_name(name)
-            || auth.accounts.user(name).ok().flatten().is_none()
+            || (auth.accounts.user(name).ok().flatten().is_none()
+                && !auth.accounts.removed(name).unwrap_or(false))
         {
             return Err(PlatformError::NotFound(format!("no user {name}")));
         }
@@ -556,7 +558,7 @@ impl Platform {
         auth.accounts
             .writer()
             .map_err(|e| e.to_string())
-            .and_then(|w| w.remove_user(name).map_err(|e| e.to_string()))
+            .and_then(|w| w.forget_user(name).map_err(|e| e.to_string()))
             .map_err(PlatformError::unavailable)?;
         Ok(DeletedUser {
             tables,
