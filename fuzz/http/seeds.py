@@ -70,14 +70,34 @@ SEEDS.update({
     "auth-cookie": b"\x08\x01a=b; SESSION=TOKEN",
     "auth-bad": b"\x08\x00Bearer sky_0000000000000000_" + b"0" * 64,
 })
+# Bob's private table and space, asked for by others (the oracle: no answer may hold his canary). A first byte of
+# 128 or more asks as ada (132 is kind 0 again: kinds are the first byte modulo 11), below as an anonymous caller.
+for who, first in (("anon", 0), ("ada", 132)):
+    SEEDS.update({
+        f"bob-table-{who}": bytes([first]) + form(LANG="ADQL", QUERY="SELECT * FROM user_bob.secret"),
+        f"bob-table-join-{who}": bytes([first]) + form(
+            LANG="ADQL", QUERY="SELECT o.id, s.label FROM sky.object AS o JOIN user_bob.secret AS s ON o.id = s.tid"),
+        f"bob-table-sub-{who}": bytes([first + 1]) + form(
+            LANG="ADQL", QUERY="SELECT id FROM sky.object WHERE id IN (SELECT tid FROM user_bob.secret)"),
+        f"bob-schema-{who}": bytes([first]) + form(
+            LANG="ADQL", QUERY="SELECT * FROM TAP_SCHEMA.columns WHERE table_name LIKE 'user_bob%'"),
+        f"bob-vosi-{who}": bytes([first + 6]) + b"tables/user_bob.secret",
+        f"bob-portal-{who}": bytes([first + 6]) + b"api/v1/tables",
+    })
+SEEDS.update({
+    # dav's op byte: the method is op % 8, bob's space when (op / 8) % 4 == 3.
+    "bob-file-get": b"\x0a\x19secret.txt",
+    "bob-file-copy": b"\x0a\x1csecret.txt\x00stolen.txt",
+    "bob-file-propfind": b"\x0a\x1a",
+    "bob-index-job": b"\x09\x07" + form(TABLE="user_bob.secret", INDEX="label"),
+})
 for choice, serialization in enumerate(["tabledata", "binary", "binary2"]):
     for query in range(4):
         SEEDS[f"upload-{serialization}-{query}"] = b"\x03" + bytes([query]) + votable(serialization)
 
 OUT.mkdir(exist_ok=True)
-for old in OUT.iterdir():
-    if not old.name.startswith("found-"):  # inputs that once crashed the service stay
-        old.unlink()
+# Seeds are overwritten, never removed: inputs that once crashed the service (found-*) and seeds written by hand
+# (dav-*, portal-*, user tables) stay.
 for name, data in SEEDS.items():
     (OUT / name).write_bytes(data)
 print(f"{len(SEEDS)} seeds in {OUT}")

@@ -4,6 +4,11 @@
 //! layers, a 2,000-row catalog); a panic, a 500, a 4xx without a DALI error document or a panic caught by the
 //! catch-panic layer is a crash.
 //!
+//! Two users: ada (whose tokens the inputs use, or none: anonymous) and bob, whose private table `user_bob.secret`
+//! and file `/files/bob/secret.txt` hold a canary, random per run. The oracle: an answer to anyone but bob that
+//! holds the canary is a crash (a row or a file of a table the caller may not see). Inputs name bob's table and
+//! space (seeds do), and each kind is tried as ada and as an anonymous caller.
+//!
 //! The first byte of an input chooses the request; the rest is its raw material (see `request`). Seeds:
 //! `fuzz/http/seeds` (written by `seeds.py`). Coverage-guided run: docs/benchmarks.md#fuzzing.
 #![no_main]
@@ -24,6 +29,8 @@ struct Service {
     token: String,
     /// A token of the same user that may write tables and files.
     writer: String,
+    /// What bob's private table and file hold: no answer to another caller may contain it.
+    canary: String,
 }
 
 fn service() -> &'static Service {
@@ -47,6 +54,14 @@ fn service() -> &'static Service {
             .writer()
             .expect("accounts");
         writer.add_user("ada", &[], false, 0).expect("a user");
+        writer.add_user("bob", &[], false, 0).expect("a user");
+        let (_, bob) = writer
+            .create_token("bob", &["read:tap", "write:tables", "write:files"].map(String::from), None, 0)
+            .expect("bob's token");
+        let canary = format!(
+            "CANARY{}",
+            metastore::accounts::random_hex(8).expect("random bytes")
+        );
         let (_, token) = writer
             .create_token("ada", &["read:tap".into()], None, 0)
             .expect("a token");
@@ -93,11 +108,56 @@ fn service() -> &'static Service {
             .expect("a PUT");
         let (status, ..) = runtime.block_on(check(&tap, base));
         assert_eq!(status, StatusCode::CREATED, "the base user table");
+        // Bob's secrets, made as bob (his answers are not checked against the canary).
+        let as_bob = |method: &str, uri: &str, content_type: &str, body: String| {
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(header::CONTENT_TYPE, content_type)
+                .header(header::AUTHORIZATION, format!("Bearer {bob}"))
+                .body(Body::from(body))
+                .expect("a request")
+        };
+        for (request, want) in [
+            (
+                as_bob(
+                    "PUT",
+                    "/tap/tables/user_bob.secret",
+                    "text/xml",
+                    BASE_TABLE.replace("user_ada.base", "user_bob.secret"),
+                ),
+                StatusCode::CREATED,
+            ),
+            (
+                as_bob(
+                    "POST",
+                    "/tap/load/user_bob.secret",
+                    "text/csv",
+                    format!("tid,ra,dec,label\n1,10.0,20.0,{canary}\n2,180.0,0.0,{canary}\n"),
+                ),
+                StatusCode::OK,
+            ),
+            (
+                as_bob("PUT", "/files/bob/secret.txt", "text/plain", canary.clone()),
+                StatusCode::CREATED,
+            ),
+        ] {
+            let uri = request.uri().to_string();
+            let status = runtime.block_on(async {
+                tap::router(tap.clone())
+                    .oneshot(request)
+                    .await
+                    .expect("infallible")
+                    .status()
+            });
+            assert_eq!(status, want, "{uri} as bob");
+        }
         Service {
             runtime,
             tap,
             token,
             writer: writer_token,
+            canary,
         }
     })
 }
@@ -232,7 +292,10 @@ fn dav(raw: &[u8], writer: &str) -> Option<Request<Body>> {
     ];
     let (op, rest) = raw.split_first()?;
     let (path, body) = split(rest);
-    let path = format!("/files/ada/{}", query_string(path).replace('%', "%25"));
+    // The bits above the method's: one in four requests aims at bob's space (refused: ada is not bob), the rest
+    // at ada's own.
+    let space = if (op / 8) % 4 == 3 { "bob" } else { "ada" };
+    let path = format!("/files/{space}/{}", query_string(path).replace('%', "%25"));
     let method = METHODS[*op as usize % METHODS.len()];
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("ada:{writer}"));
     let mut req = Request::builder()
@@ -241,6 +304,7 @@ fn dav(raw: &[u8], writer: &str) -> Option<Request<Body>> {
         .header(header::AUTHORIZATION, format!("Basic {basic}"))
         .header("Depth", if op % 2 == 0 { "1" } else { "0" });
     if matches!(method, "COPY" | "MOVE") {
+        // A destination in ada's space, or (COPY or MOVE of bob's file into hers) the same.
         req = req.header("Destination", format!("/files/ada/{}", query_string(body)));
         return req.body(Body::empty()).ok();
     }
@@ -319,6 +383,9 @@ fn request(kind: u8, raw: &[u8], token: &str) -> Option<Request<Body>> {
 
 const DALI: &[u8] = b"<INFO name=\"QUERY_STATUS\" value=\"ERROR\">";
 
+/// Bob's canary, set once his secrets are in place: from then on every answer is checked against it.
+static CANARY: OnceLock<String> = OnceLock::new();
+
 /// Asserts a clean answer: never a 500, and every refusal a DALI error document (405 is axum's, SCS answers
 /// errors under 200 as its standard says).
 async fn check(
@@ -368,6 +435,13 @@ async fn check(
         0,
         "{uri}: the catch-panic layer fired"
     );
+    if let Some(canary) = CANARY.get() {
+        assert!(
+            !body.windows(canary.len()).any(|w| w == canary.as_bytes()),
+            "{uri}: {status} holds bob's canary: {}",
+            String::from_utf8_lossy(&body[..body.len().min(600)])
+        );
+    }
     (status, body.to_vec(), location)
 }
 
@@ -425,6 +499,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let s = service();
+    CANARY.get_or_init(|| s.canary.clone());
+    // An input that holds the canary itself could have it echoed back (an error naming the input): not a leak.
+    if data.windows(s.canary.len()).any(|w| w == s.canary.as_bytes()) {
+        return;
+    }
     s.runtime.block_on(async {
         match kind % 11 {
             7 => uws(&s.tap, raw).await,
@@ -449,7 +528,14 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             _ => {
-                if let Some(req) = request(kind, raw, &s.token) {
+                if let Some(mut req) = request(kind, raw, &s.token) {
+                    // Half the inputs ask as ada (who may not read bob's table either), half anonymously.
+                    if kind >= 128 && !req.headers().contains_key(header::AUTHORIZATION) {
+                        let bearer = format!("Bearer {}", s.token);
+                        if let Ok(v) = bearer.parse() {
+                            req.headers_mut().insert(header::AUTHORIZATION, v);
+                        }
+                    }
                     check(&s.tap, req).await;
                 }
             }
