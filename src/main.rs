@@ -5,6 +5,7 @@ mod client;
 mod config;
 mod demo;
 mod http;
+mod images;
 mod logging;
 mod serve;
 mod workers;
@@ -164,6 +165,11 @@ enum Command {
         explain: bool,
         /// The ADQL query; read from standard input when absent.
         query: Option<String>,
+    },
+    /// FITS images: the ObsCore record the archive makes of each, and cutouts with the original's exact pixels.
+    Images {
+        #[command(subcommand)]
+        command: images::ImagesCommand,
     },
     /// The users of a data directory's TAP service (`--auth optional` or `required`).
     User {
@@ -410,6 +416,7 @@ fn main() -> ExitCode {
                 Err(e) => failure(e),
             }
         }
+        Command::Images { command } => images::images(command),
         Command::User { command } => accounts::user(command),
         Command::Token { command } => accounts::token(command),
         Command::Demo {

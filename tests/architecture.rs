@@ -12,7 +12,7 @@ fn root() -> PathBuf {
 }
 
 /// The workspace's library and binary crates with their source folders: (name, src dir).
-const CRATES: [(&str, &str); 12] = [
+const CRATES: [(&str, &str); 13] = [
     ("adql", "adql/src"),
     ("partitioner", "partitioner/src"),
     ("loader", "loader/src"),
@@ -24,6 +24,7 @@ const CRATES: [(&str, &str); 12] = [
     ("czar", "czar/src"),
     ("platform", "platform/src"),
     ("tap", "tap/src"),
+    ("images", "images/src"),
     ("skyshard", "src"),
 ];
 
