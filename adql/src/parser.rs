@@ -18,6 +18,9 @@ pub const MAX_DEPTH: usize = 200;
 pub const MAX_LINKS: usize = 1000;
 /// The longest query text taken, in bytes.
 pub const MAX_QUERY_BYTES: usize = 1 << 20;
+/// The most items one select list may name (planning time grows faster than the list: 20,000 columns took
+/// seconds of a thread). `*` counts as one.
+pub const MAX_SELECT_ITEMS: usize = 4096;
 
 /// Parses one ADQL query.
 pub fn parse(src: &str) -> Result<Query> {
@@ -359,6 +362,12 @@ impl Parser {
         }
         let mut items = Vec::new();
         loop {
+            if items.len() == MAX_SELECT_ITEMS {
+                return Err(AdqlError::syntax(
+                    self.pos(),
+                    format!("a select list of more than {MAX_SELECT_ITEMS} items; select fewer columns"),
+                ));
+            }
             items.push(self.select_item()?);
             if !self.eat(&Tok::Comma) {
                 break;
@@ -929,6 +938,12 @@ impl Parser {
                 Ok(Expr::Literal(Literal::Int(s), pos))
             }
             Tok::Real(s) => {
+                if !s.parse::<f64>().is_ok_and(f64::is_finite) {
+                    return Err(AdqlError::syntax(
+                        pos,
+                        format!("the number {s} is beyond the range of a double (about 1.8e308)"),
+                    ));
+                }
                 self.bump();
                 Ok(Expr::Literal(Literal::Real(s), pos))
             }

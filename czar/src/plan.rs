@@ -10,6 +10,19 @@ use datafusion::physical_plan::displayable;
 use crate::dispatch::RemoteExec;
 use crate::{Czar, CzarError, Planned, QueryContext, Visible, colocate, distribute, merge};
 
+/// Runs CPU-bound planning (parsing, translating, logical planning: long for a long query) without holding one of
+/// the runtime's few worker threads hostage: on a multi-threaded runtime the thread hands its other tasks over first
+/// (`block_in_place`), so other requests, health probes included, go on. On a current-thread runtime (tests) it just
+/// runs.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 impl Czar {
     /// ADQL -> the distributed physical plan and the context to run it in:
     /// 1. parse, validate and translate (`adql`), with any uploads as extra tables;
@@ -23,7 +36,7 @@ impl Czar {
         let (uploads, visible) = (query.uploads, query.visible);
         let engine = self.engine_for(uploads, visible);
         let state = engine.planning_session();
-        let logical = engine.plan(adql, &state)?;
+        let logical = off_the_runtime(|| engine.plan(adql, &state))?;
         let physical = state
             .create_physical_plan(&logical)
             .await
@@ -83,7 +96,7 @@ impl Czar {
     pub fn check(&self, adql: &str, visible: Visible<'_>) -> Result<(), CzarError> {
         let engine = self.engine_for(&[], visible);
         let state = engine.planning_session();
-        engine.plan(adql, &state)?;
+        off_the_runtime(|| engine.plan(adql, &state))?;
         Ok(())
     }
 

@@ -100,6 +100,15 @@ impl Proxy {
 }
 
 /// Why presented credentials name nobody.
+/// Why a password login opened no session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionError {
+    /// A wrong user name or password.
+    Credentials(String),
+    /// The accounts could not be read or written just now (not the caller's fault: try again).
+    Busy(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// Unknown, revoked, expired or unreadable credentials; the message says which.
@@ -168,17 +177,19 @@ impl Auth {
 
     /// A login with a password: checked (Argon2: call it off the async threads), then a token for the session,
     /// which expires after [`SESSION_HOURS`] and cannot carry the admin scope.
-    pub fn open_session(&self, username: &str, password: &str) -> Result<String, String> {
+    pub fn open_session(&self, username: &str, password: &str) -> Result<String, SessionError> {
         let user = self
             .accounts
             .check_password(username, password)
-            .map_err(|e| format!("the accounts cannot be read just now: {e}"))?
-            .ok_or("the credentials are not valid: wrong user name or password")?;
+            .map_err(|e| {
+                tracing::error!(event = "accounts", "checking a password: {e}");
+                SessionError::Busy("the accounts cannot be read just now; try again".into())
+            })?
+            .ok_or_else(|| {
+                SessionError::Credentials("the credentials are not valid: wrong user name or password".into())
+            })?;
         let now = now_ms();
-        let writer = self
-            .accounts
-            .writer()
-            .map_err(|e| format!("the accounts are being changed just now; try again ({e})"))?;
+        let writer = self.writer_waiting()?;
         let token = writer
             .create_session(
                 &user.name,
@@ -187,10 +198,38 @@ impl Auth {
                 now,
             )
             .map(|(_, token)| token)
-            .map_err(|e| format!("cannot open a session: {e}"))?;
-        // Sessions that ended by themselves are swept now and then: at each login.
-        let _ = writer.sweep_expired(now);
+            .map_err(|e| {
+                tracing::error!(event = "accounts", "opening a session: {e}");
+                SessionError::Busy("cannot open a session just now; try again".into())
+            })?;
+        // Sessions that ended by themselves are swept now and then: at a login, at most once a minute.
+        static LAST_SWEEP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let last = LAST_SWEEP.load(std::sync::atomic::Ordering::Relaxed);
+        if now.saturating_sub(last) > 60_000
+            && LAST_SWEEP
+                .compare_exchange(last, now, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed)
+                .is_ok()
+        {
+            let _ = writer.sweep_expired(now);
+        }
         Ok(token)
+    }
+
+    /// The accounts' writer, waiting up to two seconds for another login (or `skyshard user`) to finish with it.
+    fn writer_waiting(&self) -> Result<metastore::accounts::AccountsWriter, SessionError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match self.accounts.writer() {
+                Ok(w) => return Ok(w),
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    tracing::warn!(event = "accounts", "the accounts' lock: {e}");
+                    return Err(SessionError::Busy(
+                        "the accounts are being changed just now; try again".into(),
+                    ));
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
     }
 
     /// Ends a login session: its token (the one the login form set as the session cookie) stops working at once.

@@ -297,42 +297,88 @@ impl crate::Platform {
 pub const LOGIN_FAILURES: u32 = 5;
 /// The window failed logins are counted in.
 pub const LOGIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// Passwords checked at once (Argon2 takes about 19 MiB and tens of milliseconds each): more wait their turn by
+/// being refused at once.
+pub const LOGIN_CHECKS: usize = 4;
 
-/// Failed logins by key (`user NAME`, `address IP`): a password cannot be guessed faster than
-/// [`LOGIN_FAILURES`] per [`LOGIN_WINDOW`] for one account, or from one address across accounts.
-#[derive(Default)]
+/// Logins by key (`user NAME`, `address IP`): a password cannot be guessed faster than [`LOGIN_FAILURES`] per
+/// [`LOGIN_WINDOW`] for one account, or from one address across accounts, and no more than [`LOGIN_CHECKS`] are
+/// checked at once. An attempt counts as a failure from the moment it is taken (so attempts sent together are
+/// counted together) until it succeeds.
 pub struct LoginThrottle {
     failures: Mutex<HashMap<String, (std::time::Instant, u32)>>,
+    checks: tokio::sync::Semaphore,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        LoginThrottle {
+            failures: Mutex::default(),
+            checks: tokio::sync::Semaphore::new(LOGIN_CHECKS),
+        }
+    }
+}
+
+/// Why a login is not checked now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginRefusal {
+    /// Too many failures for a key: try again after this long.
+    Wait(std::time::Duration),
+    /// [`LOGIN_CHECKS`] passwords are being checked now.
+    Busy,
+}
+
+/// A login being checked: counted as failed unless [`LoginAttempt::succeeded`] is called.
+pub struct LoginAttempt<'a> {
+    throttle: &'a LoginThrottle,
+    keys: Vec<String>,
+    _check: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl LoginAttempt<'_> {
+    /// The password was right: the attempt is not held against its keys.
+    pub fn succeeded(self) {
+        let mut failures = self
+            .throttle
+            .failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for key in &self.keys {
+            if let Some(entry) = failures.get_mut(key) {
+                entry.1 = entry.1.saturating_sub(1);
+            }
+        }
+    }
 }
 
 impl LoginThrottle {
-    /// None if every key may try now, else how long until one of them may.
-    pub fn wait(&self, keys: &[String]) -> Option<std::time::Duration> {
-        self.wait_at(keys, std::time::Instant::now())
+    /// Takes an attempt for `keys`, or says why not.
+    pub fn attempt(&self, keys: &[String]) -> Result<LoginAttempt<'_>, LoginRefusal> {
+        self.attempt_at(keys, std::time::Instant::now())
     }
 
-    fn wait_at(&self, keys: &[String], now: std::time::Instant) -> Option<std::time::Duration> {
-        let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        keys.iter()
-            .filter_map(|k| failures.get(k))
-            .filter(|(since, n)| *n >= LOGIN_FAILURES && now.duration_since(*since) < LOGIN_WINDOW)
-            .map(|(since, _)| LOGIN_WINDOW - now.duration_since(*since))
-            .max()
-    }
-
-    /// Counts a failed login against each key.
-    pub fn failed(&self, keys: &[String]) {
-        self.failed_at(keys, std::time::Instant::now());
-    }
-
-    fn failed_at(&self, keys: &[String], now: std::time::Instant) {
+    fn attempt_at(&self, keys: &[String], now: std::time::Instant) -> Result<LoginAttempt<'_>, LoginRefusal> {
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         // Windows that have passed are forgotten, so the map holds only recent failures.
         failures.retain(|_, (since, _)| now.duration_since(*since) < LOGIN_WINDOW);
-        for key in keys {
-            let entry = failures.entry(key.clone()).or_insert((now, 0));
-            entry.1 += 1;
+        let wait = keys
+            .iter()
+            .filter_map(|k| failures.get(k))
+            .filter(|(_, n)| *n >= LOGIN_FAILURES)
+            .map(|(since, _)| LOGIN_WINDOW - now.duration_since(*since))
+            .max();
+        if let Some(wait) = wait {
+            return Err(LoginRefusal::Wait(wait));
         }
+        let check = self.checks.try_acquire().map_err(|_| LoginRefusal::Busy)?;
+        for key in keys {
+            failures.entry(key.clone()).or_insert((now, 0)).1 += 1;
+        }
+        Ok(LoginAttempt {
+            throttle: self,
+            keys: keys.to_vec(),
+            _check: check,
+        })
     }
 }
 
@@ -342,27 +388,39 @@ mod login_tests {
     use std::time::{Duration, Instant};
 
     #[test]
-    fn failures_past_the_limit_wait_out_the_window_per_key() {
+    fn attempts_past_the_limit_wait_out_the_window_per_key() {
         let t = LoginThrottle::default();
         let start = Instant::now();
         let ada = vec!["user ada".to_string(), "address 10.0.0.1".to_string()];
         let bob = vec!["user bob".to_string(), "address 10.0.0.2".to_string()];
-        for _ in 0..LOGIN_FAILURES - 1 {
-            t.failed_at(&ada, start);
+        // A right password does not count.
+        t.attempt_at(&ada, start).unwrap().succeeded();
+        for _ in 0..LOGIN_FAILURES {
+            drop(t.attempt_at(&ada, start).expect("under the limit"));
         }
-        assert_eq!(t.wait_at(&ada, start), None, "under the limit");
-        t.failed_at(&ada, start);
-        let wait = t.wait_at(&ada, start + Duration::from_secs(10)).expect("at the limit");
+        let Err(LoginRefusal::Wait(wait)) = t.attempt_at(&ada, start + Duration::from_secs(10)) else {
+            panic!("at the limit")
+        };
         assert_eq!(wait, Duration::from_secs(50));
         // Another user from another address is not held up; the same address trying another name is.
-        assert_eq!(t.wait_at(&bob, start), None);
+        assert!(t.attempt_at(&bob, start).is_ok());
         let other_name = vec!["user bob".to_string(), "address 10.0.0.1".to_string()];
-        assert!(t.wait_at(&other_name, start).is_some());
-        // Once the window has passed, ada may try again, and the old failures are forgotten.
-        let later = start + LOGIN_WINDOW;
-        assert_eq!(t.wait_at(&ada, later), None);
-        t.failed_at(&bob, later);
-        assert_eq!(t.failures.lock().unwrap().len(), 2, "only bob's keys are left");
+        assert!(matches!(t.attempt_at(&other_name, start), Err(LoginRefusal::Wait(_))));
+        // Once the window has passed, ada may try again.
+        assert!(t.attempt_at(&ada, start + LOGIN_WINDOW).is_ok());
+    }
+
+    #[test]
+    fn attempts_made_together_are_counted_together_and_few_are_checked_at_once() {
+        let t = LoginThrottle::default();
+        let now = Instant::now();
+        let keys = vec!["user cy".to_string(), "address 10.0.0.3".to_string()];
+        // LOGIN_CHECKS attempts in flight at once: the next is refused as busy, not checked.
+        let held: Vec<_> = (0..LOGIN_CHECKS).map(|_| t.attempt_at(&keys, now).expect("a check")).collect();
+        assert_eq!(t.attempt_at(&keys, now).err(), Some(LoginRefusal::Busy));
+        drop(held);
+        // Those four counted as failures already; one more reaches the limit, the next waits.
+        drop(t.attempt_at(&keys, now).expect("the fifth"));
+        assert!(matches!(t.attempt_at(&keys, now), Err(LoginRefusal::Wait(_))));
     }
 }
-

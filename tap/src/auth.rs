@@ -14,6 +14,9 @@ pub use platform::identity::{Auth, COOKIE, Caller, Policy, Proxy, Refusal};
 use platform::jobs::now_ms;
 pub use platform::quota::{Allowance, Client};
 
+use platform::identity::SessionError;
+use platform::quota::LoginRefusal;
+
 use crate::params::Params;
 use crate::reply::{error, refused, unauthorized};
 use crate::service::Tap;
@@ -183,6 +186,13 @@ fn caller_of(
     route: &str,
 ) -> Result<Caller, Response> {
     cross_site(request)?;
+    if route.starts_with("/admin/") && !loopback_host(request.headers()) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "the admin API answers only requests addressed to this machine by a loopback name (localhost, \
+             127.0.0.1 or [::1]): a page whose DNS name was made to point here is not the operator",
+        ));
+    }
     let headers = request.headers();
     let caller = match &tap.auth {
         None => Caller::Anonymous,
@@ -221,6 +231,25 @@ fn reads_catalog(route: &str) -> bool {
         || open_path(route))
 }
 
+/// Whether the request's Host names this machine's loopback (`localhost`, `127.*`, `[::1]`, with any port): what the
+/// operator's own tools send to the admin API, and what a DNS-rebinding page cannot (its Host is its own name).
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(n, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) { n } else { host }
+        })
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A state-changing request (not GET, HEAD, OPTIONS or PROPFIND) that a page of another site made the browser
 /// send is refused, whatever credentials it carries: a browser sends the session cookie or cached Basic
 /// credentials with it, and an operator's browser reaches the loopback admin API. The page's origin is in
@@ -230,11 +259,25 @@ fn cross_site(request: &axum::extract::Request) -> Result<(), Response> {
     if matches!(method, "GET" | "HEAD" | "OPTIONS" | "PROPFIND") {
         return Ok(());
     }
-    let headers = request.headers();
-    // A browser that sends Sec-Fetch-Site says where the request comes from; one that does not is judged by its
-    // Origin, against the Host it reached (or the host a proxy in front was asked for: a page cannot set that
-    // header without a CORS preflight, which this service never grants).
-    let foreign = match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+    if foreign_page(request.headers()) {
+        return Err(from_another_site());
+    }
+    Ok(())
+}
+
+fn from_another_site() -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "a request another site's page sent is refused: this service changes nothing on behalf of other origins",
+    )
+}
+
+/// Whether a browser says the request comes from another site's page. A browser that sends Sec-Fetch-Site says
+/// where the request comes from; one that does not is judged by its Origin, against the Host it reached (or the
+/// host a proxy in front was asked for: a page cannot set that header without a CORS preflight, which this service
+/// never grants). Clients that are not browsers send neither.
+fn foreign_page(headers: &HeaderMap) -> bool {
+    match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         Some(site) => !matches!(site, "same-origin" | "none"),
         None => headers
             .get(header::ORIGIN)
@@ -253,15 +296,7 @@ fn cross_site(request: &axum::extract::Request) -> Result<(), Response> {
                     || !(authority.eq_ignore_ascii_case(crate::reply::host(headers))
                         || forwarded.is_some_and(|f| authority.eq_ignore_ascii_case(f)))
             }),
-    };
-    if foreign {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "a request another site's page sent is refused: this service changes nothing on behalf of other \
-             origins",
-        ));
     }
-    Ok(())
 }
 
 /// `POST /tap/login`: `username` and `password` (a token of that user; passwords proper are not kept), or `token`.
@@ -285,17 +320,25 @@ pub(crate) async fn login(
         Some(t) => t.to_string(),
         None if password.starts_with("sky_") => password,
         None if !username.is_empty() && !password.is_empty() => {
-            // Password guessing is slowed per account and per address: past the limit, a wait, whatever the
-            // password (so the answer says nothing about it).
+            // Password guessing is slowed per account and per address (an attempt counts as failed from the start,
+            // so attempts sent together count together), and few passwords are checked at once.
             let keys = [format!("user {username}"), format!("address {address}")];
-            if let Some(wait) = tap.logins.wait(&keys) {
-                return too_many_logins(wait);
-            }
+            let attempt = match tap.logins.attempt(&keys) {
+                Ok(a) => a,
+                Err(LoginRefusal::Wait(wait)) => return too_many_logins(wait),
+                Err(LoginRefusal::Busy) => {
+                    return busy_login("many logins are being checked just now; try again in a second");
+                }
+            };
             match session(auth, &username, password).await {
-                Ok(token) => token,
-                Err(message) => {
-                    tap.logins.failed(&keys);
-                    return unauthorized(&headers, &message);
+                Ok(token) => {
+                    attempt.succeeded();
+                    token
+                }
+                Err(SessionError::Credentials(message)) => return unauthorized(&headers, &message),
+                Err(SessionError::Busy(message)) => {
+                    attempt.succeeded();
+                    return busy_login(&message);
                 }
             }
         }
@@ -363,17 +406,30 @@ fn too_many_logins(wait: std::time::Duration) -> Response {
     response
 }
 
+/// 503 with `Retry-After: 1`: the login could not be checked now, through no fault of the caller's.
+fn busy_login(message: &str) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+    response
+}
+
 /// A login with a password, checked off the async threads (Argon2).
-async fn session(auth: &Auth, username: &str, password: String) -> Result<String, String> {
+async fn session(auth: &Auth, username: &str, password: String) -> Result<String, SessionError> {
     let auth = auth.clone();
     let name = username.to_string();
     tokio::task::spawn_blocking(move || auth.open_session(&name, &password))
         .await
-        .map_err(|e| format!("checking the password failed: {e}"))?
+        .map_err(|e| SessionError::Busy(format!("checking the password failed: {e}")))?
 }
 
 /// `/tap/logout`: the session cookie is cleared.
 pub(crate) async fn logout(State(tap): State<Arc<Tap>>, headers: HeaderMap) -> Response {
+    // Not even by a link: another site must not end the user's session (GET included).
+    if foreign_page(&headers) {
+        return from_another_site();
+    }
     // The session ends on the service too: its token stops working, not only the browser's cookie.
     let session = platform::identity::cookie(
         headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes),

@@ -60,11 +60,20 @@ pub(crate) async fn ready(State(tap): State<Arc<Tap>>) -> Response {
             "status": why,
             "workers_answering": up,
             "workers": workers,
-            "tables": tap.czar.tables().len(),
+            "tables": catalog_tables(&tap),
         })
         .to_string(),
     )
         .into_response()
+}
+
+/// The catalog's tables: users' and groups' tables are not counted (their number is nobody else's business).
+fn catalog_tables(tap: &Tap) -> usize {
+    tap.czar
+        .tables()
+        .iter()
+        .filter(|t| platform::access::Space::of(&t.record.schema).is_none())
+        .count()
 }
 
 /// Whether a caller is on this machine or a private network (a cluster's pod network, a scraper beside it).
@@ -158,8 +167,8 @@ pub(crate) async fn metrics(
         "Async jobs queued or executing in this process.",
     );
     sample(&mut out, "skyshard_async_jobs_active", "", active);
-    describe(&mut out, "skyshard_tables", "gauge", "Published tables.");
-    sample(&mut out, "skyshard_tables", "", tap.czar.tables().len());
+    describe(&mut out, "skyshard_tables", "gauge", "Published catalog tables (users' tables not counted).");
+    sample(&mut out, "skyshard_tables", "", catalog_tables(&tap));
     let cluster = tap.czar.cluster();
     describe(
         &mut out,

@@ -163,8 +163,18 @@ def test_the_admin_api_of_a_service_without_accounts_refuses_other_sites(tmp_pat
         assert r.status_code == 403 and "another site" in r.text, r.text[:300]
         r = requests.post(f"{root}/admin/heal", headers={"Sec-Fetch-Site": "cross-site"})
         assert r.status_code == 403 and "another site" in r.text, r.text[:300]
-        r = requests.post(f"{root}/admin/refresh")
-        assert r.status_code == 200, r.text[:300]
+        # DNS rebinding: a page whose name now points here is same-origin to itself, but names itself as the Host.
+        port = urllib.parse.urlsplit(url).port
+        rebound = {"Host": f"rebind.attacker.example:{port}", "Origin": f"http://rebind.attacker.example:{port}",
+                   "Sec-Fetch-Site": "same-origin"}
+        r = requests.post(f"{root}/admin/refresh", headers=rebound)
+        assert r.status_code == 403 and "loopback name" in r.text, r.text[:300]
+        r = requests.put(f"{root}/admin/loads/s1/evil.csv", data=b"ra,dec\n1,2\n", headers=rebound)
+        assert r.status_code == 403 and "loopback name" in r.text, r.text[:300]
+        # The operator's own tools name the machine by a loopback name.
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+            r = requests.post(f"{root}/admin/refresh", headers={"Host": host})
+            assert r.status_code == 200, (host, r.text[:300])
     finally:
         proc.kill()
         proc.wait()
@@ -181,6 +191,12 @@ def test_logout_ends_the_session_on_the_service(site):
     assert r.status_code == 200
     r = me()
     assert r.status_code == 401 and "not known" in r.text, r.text[:300]
+    # Another site cannot end the session either, not even with a link (a GET).
+    r = login(site, "bob", "bobs long password")
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": EVIL}):
+        out = requests.get(f"{site['tap']}/logout", cookies=r.cookies, headers=headers)
+        assert out.status_code == 403 and "another site" in out.text, out.text[:300]
+    assert requests.get(f"{site['root']}/api/v1/me", cookies=r.cookies).status_code == 200
     # Logging out of a session opened with a token made by `token create` does not revoke that token.
     r = login(site, "bob", site["tokens"]["bob"])
     assert r.status_code == 200
@@ -230,6 +246,33 @@ def test_refusals_are_in_the_audit_log(site):
     assert ("/tap/async", 401) in seen and (path, 403) in seen and ("/tap/sync", 403) in seen, seen
     refused = next(l for l in lines if l.get("path") == path and l.get("status") == 403)
     assert refused["who"] == "user bob", refused
+
+
+def test_the_probes_do_not_count_users_tables(site):
+    # Attacker pass: /ready counted private user tables, so anyone could watch them being made.
+    ada = bearer(site, "ada")
+    before = requests.get(f"{site['root']}/ready").json()["tables"]
+    assert before == 1, before  # sky.object
+    definition = (b'<vosi:table xmlns:vosi="http://www.ivoa.net/xml/VOSITables/v1.0"><name>user_ada.counted</name>'
+                  b'<column><name>x</name><dataType xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+                  b'xsi:type="vs:TAPType" xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1">DOUBLE</dataType>'
+                  b'</column></vosi:table>')
+    r = requests.put(f"{site['tap']}/tables/user_ada.counted", data=definition, headers={**ada, "Content-Type": "text/xml"})
+    assert r.status_code == 201, r.text[:300]
+    assert requests.get(f"{site['root']}/ready").json()["tables"] == before
+    assert requests.delete(f"{site['tap']}/tables/user_ada.counted", headers=ada).status_code == 200
+
+
+def test_queries_that_would_hold_the_planner_are_refused(site):
+    # Attacker pass: 40,000 select items took 44 s of planning on a runtime thread; a literal past a double's range
+    # reached the translation as "inf".
+    wide = "SELECT " + ", ".join(f"ra AS c{i}" for i in range(5000)) + " FROM sky.object"
+    r = requests.post(f"{site['tap']}/sync", data={"LANG": "ADQL", "QUERY": wide})
+    assert r.status_code == 400 and "select list of more than 4096 items" in r.text, r.text[:300]
+    ok = "SELECT TOP 1 " + ", ".join(f"ra AS c{i}" for i in range(300)) + " FROM sky.object"
+    assert requests.post(f"{site['tap']}/sync", data={"LANG": "ADQL", "QUERY": ok}).status_code == 200
+    r = requests.post(f"{site['tap']}/sync", data={"LANG": "ADQL", "QUERY": "SELECT 1e400 AS x FROM sky.object"})
+    assert r.status_code == 400 and "beyond the range of a double" in r.text and "1:8" in r.text, r.text[:300]
 
 
 def test_a_user_name_cannot_take_a_groups_space(site):
@@ -296,6 +339,59 @@ def test_a_removed_users_name_starts_empty(site):
     run("user", "add", "--data-dir", str(data), "fay")
     fay = {"Authorization": "Bearer " + run("token", "create", "--data-dir", str(data), "--user", "fay").strip()}
     assert requests.get(f"{root}/files/fay/secret.txt", headers=fay).status_code == 404
+
+
+@pytest.fixture
+def login_site(tmp_path):
+    """A service of its own: the login limits hold up the address for a minute."""
+    run("gen", "--rows", "100", "--out", str(tmp_path / "rel"))
+    data = tmp_path / "data"
+    run("ingest", "--data-dir", str(data), "--table", "sky.object", "--input", str(tmp_path / "rel/object.parquet"),
+        "--ra", "ra", "--dec", "dec", "--id", "id", "--quiet")
+    run("user", "add", "--data-dir", str(data), "carol")
+    out = subprocess.run([SKYSHARD, "user", "passwd", "--data-dir", str(data), "carol"],
+                         input="carols long password\n", capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    proc, url = start(["serve", "--data-dir", str(data), "--port", "0", "--workers", "1", "--auth", "optional",
+                       "--jobs-dir", str(tmp_path / "jobs")])
+    yield url
+    proc.kill()
+    proc.wait()
+
+
+def test_logins_sent_together_are_counted_together(login_site):
+    # Attacker pass: 60 wrong passwords sent at once all got checked (401 x 60, 19 MiB of Argon2 each), because the
+    # limit was looked at before any failure was counted.
+    from concurrent.futures import ThreadPoolExecutor
+    form = lambda i: {"username": "carol", "password": f"wrong guess {i}"}
+    with ThreadPoolExecutor(30) as pool:
+        answers = list(pool.map(lambda i: requests.post(f"{login_site}/login", data=form(i)), range(30)))
+    statuses = [r.status_code for r in answers]
+    assert statuses.count(401) <= 5, statuses
+    assert set(statuses) <= {401, 429, 503}, statuses
+    assert all("Retry-After" in r.headers for r in answers if r.status_code in (429, 503))
+    # Those not checked (503: busy) did not count; more wrong guesses reach the limit, five 401s in all.
+    for i in range(10):
+        r = requests.post(f"{login_site}/login", data=form(100 + i))
+        statuses.append(r.status_code)
+        if r.status_code == 429:
+            break
+    assert statuses.count(401) == 5 and statuses[-1] == 429, statuses
+    # Right or wrong, carol's password is not checked again within the minute.
+    r = requests.post(f"{login_site}/login", data={"username": "carol", "password": "carols long password"})
+    assert r.status_code == 429, r.text[:300]
+
+
+def test_many_right_logins_at_once_all_open_sessions_or_say_try_again(tmp_path, login_site):
+    # Attacker pass: concurrent right logins failed as wrong passwords (401, counted against the user) when the
+    # accounts' lock was busy, and the error named the data directory's path.
+    from concurrent.futures import ThreadPoolExecutor
+    form = {"username": "carol", "password": "carols long password"}
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda _: requests.post(f"{login_site}/login", data=form), range(12)))
+    statuses = [r.status_code for r in answers]
+    assert set(statuses) <= {200, 503} and 200 in statuses, [(r.status_code, r.text[:100]) for r in answers]
+    assert not any(str(tmp_path) in r.text for r in answers), "an answer names the data directory"
 
 
 def test_password_guessing_is_slowed(site):
