@@ -58,3 +58,33 @@ def haversine(ra, dec, a, d):
     """The angular distance in degrees between (ra, dec) and (a, d), as a DuckDB expression."""
     return (f"degrees(2 * asin(sqrt(pow(sin(radians({dec} - ({d})) / 2), 2) + cos(radians({dec})) * "
             f"cos(radians({d})) * pow(sin(radians({ra} - ({a})) / 2), 2))))")
+
+
+def wait_until(what, check, timeout=120, interval=0.2):
+    """Waits for `check()` to return something true, and returns it; fails naming `what` after `timeout` seconds
+    (generous: a deadline for a hang on a loaded 2-core machine, not a measure of speed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what} (last: {got!r})")
+        time.sleep(interval)
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time a process has used, in seconds (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_idle(proc, what, timeout=120):
+    """Waits until `proc` spends a whole second with under 0.3 s of CPU: work that kept running (a query not
+    stopped) would burn its cores in every second, and fails this after `timeout` seconds, naming `what`."""
+    def idle_second():
+        before = cpu_seconds(proc.pid)
+        time.sleep(1.0)
+        return cpu_seconds(proc.pid) - before < 0.3
+    wait_until(what, idle_second, timeout=timeout, interval=0)

@@ -294,7 +294,7 @@ def test_astroquery_tapplus_login(optional, data):
     tap = TapPlus(url=optional, verbose=False)
     # Once logged in astroquery makes every connection a secure one: all of them go to the test server.
     handler = tap._TapPlus__getconnhandler()._TapConn__connectionHandler
-    handler.get_connection_secure = lambda verbose=False: http.client.HTTPConnection(parts.hostname, parts.port)
+    handler.get_connection_secure = lambda verbose=False: http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
     tap.login(user="ada", password=tokens["ada"])
     job = tap.launch_job_async(COUNT, verbose=False)
     assert job.get_results()["n"][0] == ROWS
@@ -323,7 +323,7 @@ def create_job(url, form, headers):
     return r.status_code, r.headers.get("Location"), r.text
 
 
-def wait_for_audit(check, timeout=10):
+def wait_for_audit(check, timeout=120):
     """The audit lines, once one passes `check` (a line is written when its response has been sent in full)."""
     import time
     deadline = time.time() + timeout

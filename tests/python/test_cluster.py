@@ -7,14 +7,14 @@ results), TOP/ORDER BY/OFFSET, id lookups through the secondary index, a directo
 import re
 import signal
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 
 import duckdb
 import pytest
+import requests
 
-from skyshard_processes import SKYSHARD, haversine, rows, run, start, tap
+from skyshard_processes import SKYSHARD, haversine, rows, run, start, tap, wait_until, wait_until_idle
 
 ROWS = 60000
 
@@ -239,13 +239,7 @@ def test_a_worker_that_rejoins_after_a_restart_serves_again(release, tmp_path):
         assert status == 503 and "chunk" in body, body
         workers[0] = start(["worker", "--listen", address, "--data-dir", str(data)], r"worker at (\S+)")
         assert workers[0][1] == address
-        deadline = time.time() + 30
-        while True:
-            status, body = tap(url, query)
-            if status == 200 or time.time() > deadline:
-                break
-            time.sleep(0.5)
-        assert status == 200, body
+        wait_until("the czar answers with the restarted worker", lambda: tap(url, query)[0] == 200, interval=0.5)
         assert rows(url, query) == before
     finally:
         if czar:
@@ -262,39 +256,30 @@ def test_limits_end_queries_clearly_and_free_the_service(release, tmp_path):
         # A join gathered at the czar needs more than 1 MiB for its hash table.
         status, body = tap(url, "SELECT COUNT(*) FROM sky.source AS s JOIN sky.object AS o ON s.flux = o.mag_g")
         assert status == 400 and "more memory" in body and 'value="ERROR"' in body, body[:500]
-        # A nested-loop join of 60k x 60k rows: stopped at the time limit, while a cone is answered meanwhile.
-        import threading
-        result = {}
-
-        def slow():
-            t = time.time()
-            result["slow"] = tap(url, "SELECT COUNT(*) FROM sky.object AS a, sky.object AS b WHERE a.mag_g < b.mag_g - 0.0001 * b.dec")
-            result["slow_s"] = time.time() - t
-
-        thread = threading.Thread(target=slow)
-        thread.start()
-        time.sleep(1)
-        t = time.time()
-        status, body = tap(url, "SELECT COUNT(*) FROM sky.object WHERE CONTAINS(POINT(ra, dec), CIRCLE(10, 10, 2)) = 1")
-        assert status == 200 and time.time() - t < 2.0
-        thread.join()
-        status, body = result["slow"]
-        assert "longer than the limit of 3 s" in body and result["slow_s"] < 6, (status, body[:300], result["slow_s"])
-        # The stopped query gave its cores back: the process goes idle.
-        def cpu_ticks():
-            with open(f"/proc/{proc.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return int(fields[11]) + int(fields[12])
-        # A query that kept its cores would burn them in every window; wind-down work on a loaded machine (the
-        # suite runs many servers) may take a window or two.
-        idle = []
-        for _ in range(5):
-            before = cpu_ticks()
-            time.sleep(1.0)
-            idle.append(cpu_ticks() - before)
-            if idle[-1] < 30:  # under 0.3 s of CPU in 1 s
-                break
-        assert idle[-1] < 30, idle
+        # A nested-loop join of 60k x 60k rows (minutes of work on both cores): as a sync query it is stopped at the
+        # time limit, saying so, and the stopped query gives its cores back (the process goes idle).
+        join = "SELECT COUNT(*) FROM sky.object AS a, sky.object AS b WHERE a.mag_g < b.mag_g - 0.0001 * b.dec"
+        status, body = tap(url, join)
+        assert "the query ran longer than the limit of 3 s" in body and 'value="ERROR"' in body, (status, body[:300])
+        wait_until_idle(proc, "the service idle after its sync query was stopped at the time limit")
+        # The same join as an async job (no 3 s limit): while it executes, a cone is answered, exactly; the job
+        # is still executing after that answer, so the cone did not wait for it.
+        s = requests.Session()
+        r = s.post(url + "/async", data={"LANG": "ADQL", "QUERY": join, "PHASE": "RUN", "EXECUTIONDURATION": "3600"},
+                   allow_redirects=False)
+        assert r.status_code == 303, r.text
+        job = urllib.parse.urljoin(url + "/", r.headers["location"])
+        phase = lambda: s.get(job + "/phase").text.strip()
+        wait_until("the join job past PENDING and QUEUED", lambda: phase() not in ("PENDING", "QUEUED"))
+        assert phase() == "EXECUTING", s.get(job).text[:500]
+        cone = rows(url, "SELECT id FROM sky.object WHERE CONTAINS(POINT(ra, dec), CIRCLE(10, 10, 2)) = 1")
+        want = duck(release, f"SELECT id FROM object WHERE {haversine('ra', 'dec', 10, 10)} <= 2")
+        assert want and sorted(int(x[0]) for x in cone) == sorted(x[0] for x in want)
+        assert phase() == "EXECUTING", "the join ended before the cone was answered: the cone proved nothing"
+        # Aborted, the job ends ABORTED and its work stops: the process goes idle again.
+        assert s.post(job + "/phase", data={"PHASE": "ABORT"}, allow_redirects=False).status_code == 303
+        wait_until("the join job ABORTED", lambda: phase() == "ABORTED")
+        wait_until_idle(proc, "the service idle after its async join was aborted")
     finally:
         proc.kill()
         proc.wait()
@@ -438,24 +423,25 @@ def test_load_ships_chunks_to_workers_own_disks(release, tmp_path):
         assert rows(url, "SELECT COUNT(*) FROM sky.bands") == [("2",)]
         # The old load is dropped after the publish, asynchronously (--replaced-load-linger 0).
         loads = lambda: [len(list((tmp_path / f"w{i}" / "tables" / "sky.bands").iterdir())) for i in range(3)]
-        deadline = time.time() + 10
-        while loads() != [1, 1, 1] and time.time() < deadline:
-            time.sleep(0.05)
-        assert loads() == [1, 1, 1]
+        wait_until("one load of sky.bands left on each worker", lambda: loads() == [1, 1, 1], interval=0.05)
         # A bad input: refused, and the catalog is unchanged.
         bad = tmp_path / "bad.csv"
         bad.write_text("x,y\n1,2\n")
         out = subprocess.run([SKYSHARD, "load", "--url", url, "--table", "sky.extra", "--input", str(bad),
                               "--ra", "ra", "--dec", "dec", "--id", "id"], capture_output=True, text=True)
-        assert out.returncode != 0 and "ra" in out.stderr, out.stderr
+        assert out.returncode == 1 and "no column named ra (columns: x, y)" in out.stderr, out.stderr
+        status, body = tap(url, "SELECT COUNT(*) FROM sky.extra")
+        assert status == 400 and "1:22: table sky.extra not found" in body, body[-500:]
         # A dead worker: the load cannot be shipped, so it is not published.
         workers[2][0].kill()
         workers[2][0].wait()
         out = subprocess.run([SKYSHARD, "load", "--url", url, "--table", "sky.object2", "--input", str(base / "rel/object.parquet"),
                               "--ra", "ra", "--dec", "dec", "--id", "id", "--chunk-rows", "5000"], capture_output=True, text=True)
-        assert out.returncode != 0 and "not published" in out.stderr, out.stderr
+        dead = workers[2][1]
+        assert out.returncode == 1, out.stderr
+        assert f"the load was not published: shipping to worker {dead}: it does not answer" in out.stderr, out.stderr
         status, body = tap(url, "SELECT COUNT(*) FROM sky.object2")
-        assert status == 400 and "object2" in body
+        assert status == 400 and "1:22: table sky.object2 not found" in body, body[-500:]
         # Still served from the replicas.
         assert rows(url, "SELECT COUNT(*) FROM sky.object")[0][0] == str(ROWS)
         # A restarted czar with one more (empty) worker routes chunks where they were shipped (kept in the table record).
@@ -584,11 +570,23 @@ def test_independent_catalogs_cross_match_on_workers_with_their_own_disks(releas
             p.kill()
 
 
+def czar_metric(url, name, **labels):
+    """A sample of the czar's /metrics (parsed by the Prometheus client's parser); None when absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen(url[: -len("/tap")] + "/metrics", timeout=30) as r:
+        families = text_string_to_metric_families(r.read().decode())
+    for family in families:
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return None
+
+
 def test_a_hung_worker_is_passed_over(release, tmp_path):
     """A worker that stops answering (SIGSTOP, not dead: its connections stay open) is given --worker-silence
     without a message (workers at work send keep-alives), then its chunks go to their replicas: the answer is
-    complete and right, and no request hangs. An aggregate, whose partial answers travel as one call per worker for
-    all of its chunks, is passed over as fast as a single chunk (before keep-alives: silence x chunks)."""
+    complete and right, and no request hangs (each has the 120 s deadline of `tap`). An aggregate, whose partial
+    answers travel as one call per worker for all of its chunks, is answered exactly with the worker passed over."""
     base, data = release
     workers = [start(["worker", "--listen", "127.0.0.1:0", "--data-dir", str(data)], r"worker at (\S+)") for _ in range(2)]
     czar, url = start(["czar", "--port", "0", "--data-dir", str(data), "--workers", ",".join(a for _, a in workers),
@@ -603,18 +601,16 @@ def test_a_hung_worker_is_passed_over(release, tmp_path):
         plan = explain(url, aggregate)
         chunks = int(re.search(r"RemoteExec: (\d+) chunks", plan).group(1))
         assert ", 2 calls" in plan and chunks >= 20, plan  # grouped: one call per worker
+        failovers = czar_metric(url, "skyshard_chunk_failovers_total")
         workers[0][0].send_signal(signal.SIGSTOP)
-        t = time.time()
         (n, s), = [(int(r[0]), float(r[1])) for r in rows(url, aggregate)]
-        took = time.time() - t
         (dn, ds), = duck(release, "SELECT COUNT(*), SUM(mag_g) FROM object")
         assert n == dn and abs(s - ds) < 1e-6 * abs(ds), (n, s, dn, ds)
-        assert took < 12, (took, chunks)
-        t = time.time()
-        got = sorted(int(r[0]) for r in rows(url, query))
-        took = time.time() - t
-        assert got == want
-        assert took < 60, took
+        # Answered by passing over the silent worker: it is marked failed, and its chunks were served by their
+        # other holder (the counter of chunk runs served by another worker than the chunk's first holder moved).
+        assert czar_metric(url, "skyshard_workers", health="failed") == 1
+        assert czar_metric(url, "skyshard_chunk_failovers_total") > failovers
+        assert sorted(int(r[0]) for r in rows(url, query)) == want
     finally:
         workers[0][0].send_signal(signal.SIGCONT)
         czar.kill()
@@ -645,10 +641,10 @@ def test_a_czar_killed_during_a_load_publishes_nothing(release, tmp_path):
         # Kill the czar while the load is under way: once it partitions into its staging directory (the inputs are
         # uploaded first, then partitioned, then shipped, then published).
         staging = tmp_path / "czar" / "staging"
-        deadline = time.time() + 60
-        while not (staging.exists() and any(staging.iterdir())) and time.time() < deadline and loading.poll() is None:
-            time.sleep(0.005)
-        assert loading.poll() is None, "the load ended before the czar was killed: make it bigger"
+        staged = lambda: staging.exists() and any(staging.iterdir())
+        wait_until("the load partitioning into the czar's staging directory (or ending)",
+                   lambda: staged() or loading.poll() is not None, interval=0.005)
+        assert loading.poll() is None and staged(), "the load ended before the czar was killed: make it bigger"
         czar.send_signal(signal.SIGKILL)
         czar.wait()
         assert loading.wait(timeout=60) != 0

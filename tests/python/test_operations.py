@@ -315,15 +315,23 @@ def test_sigterm_lets_sync_queries_finish(release, tmp_path):
     proc, url = start(["serve", "--data-dir", str(data), "--port", "0", "--workers", "2", "--caller-sync", "32"])
     query = "SELECT id, ra, dec, mag_g FROM sky.object ORDER BY mag_g DESC"
     answers = [None] * 20
+    ended = [None] * 20  # time.monotonic() when each answer had been read whole: ordered against the SIGTERM
 
     def ask(i):
         answers[i] = tap(url, query, timeout=120)
+        ended[i] = time.monotonic()
+
+    def sync_queries(state):
+        return metric(text_string_to_metric_families(get(url[: -len("/tap")] + "/metrics")[1]),
+                      "skyshard_sync_queries", state=state)
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(20)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    # The signal goes while the service reports sync queries running (holding their turns until the last byte).
+    wait_for("a sync query running", lambda: (sync_queries("running") or 0) >= 1, timeout=120)
     proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
     for t in threads:
         t.join(timeout=180)
     # Asked after the stop began: refused cleanly, or the service is gone (connection refused), never half a body.
@@ -339,6 +347,10 @@ def test_sigterm_lets_sync_queries_finish(release, tmp_path):
             assert status == 503 and "shutting down" in body, (status, body[:300])
             refused += 1
     assert whole + refused == 20 and whole > 0, (whole, refused)
+    # At least one query in flight at the signal was let finish: its whole answer was read after the SIGTERM (one
+    # that began after it would have been refused).
+    assert any(status == 200 and end > signalled for (status, _), end in zip(answers, ended)), \
+        "every query ended before the SIGTERM: the test proved nothing about stopping mid-query"
     if late is not None:
         assert late[0] == 503, late
 
@@ -360,7 +372,7 @@ def test_an_ingest_into_a_serving_data_directory_is_seen_without_a_restart(relea
         run("ingest", "--data-dir", str(data), "--table", "sky.source", "--input", str(base / "rel/source.parquet"),
             "--director", "sky.object", "--director-key", "object_id", "--quiet")
         want = duckdb.connect().execute(f"SELECT COUNT(*) FROM read_parquet('{base}/rel/source.parquet')").fetchall()
-        wait_for("the new table is served", lambda: tap(url, "SELECT COUNT(*) FROM sky.source")[0] == 200, timeout=20)
+        wait_for("the new table is served", lambda: tap(url, "SELECT COUNT(*) FROM sky.source")[0] == 200, timeout=120)
         assert rows(url, "SELECT COUNT(*) FROM sky.source") == [(str(want[0][0]),)]
         assert ("sky.source",) in rows(url, "SELECT table_name FROM TAP_SCHEMA.tables WHERE schema_name = 'sky'")
         t.join(timeout=120)

@@ -206,40 +206,58 @@ def test_a_user_table_is_private_until_shared(site, features):
     assert anonymous.post(f"{url}/sync", data=count).status_code == 400
 
 
+def refusal(r, status):
+    """The message of a refusal with this status (a DALI error document)."""
+    import html
+    import re
+    assert r.status_code == status, (r.status_code, r.text[:500])
+    found = re.search(r'<INFO name="QUERY_STATUS" value="ERROR">(.*?)</INFO>', r.text, re.S)
+    assert found, r.text[:500]
+    return html.unescape(found.group(1))
+
+
 def test_writes_are_refused_clearly_and_change_nothing(site, features):
     ada, bob, anonymous = (session(site["tokens"].get(u)) for u in ("ada", "bob", None))
     url = site["url"]
     name = "user_ada.strict"
     definition = DEFINITION.format(name=name).encode()
     xml = {"Content-Type": "text/xml"}
-    assert bob.put(f"{url}/tables/{name}", data=definition, headers=xml).status_code == 403
-    assert anonymous.put(f"{url}/tables/{name}", data=definition, headers=xml).status_code == 401
-    r = ada.put(f"{url}/tables/sky.mine", data=definition, headers=xml)
-    assert r.status_code == 403 and "catalog schema" in r.text, r.text
-    r = ada.put(f"{url}/tables/{name}", data=b"<vosi:table><column>", headers=xml)
-    assert r.status_code == 400 and 'value="ERROR"' in r.text, r.text
-    assert ada.put(f"{url}/tables/{name}", data=definition, headers=xml).status_code == 201
-    assert ada.put(f"{url}/tables/{name}", data=definition, headers=xml).status_code == 409
+    csv = {"Content-Type": "text/csv"}
+    not_bobs = "that schema is user ada's: you may write only in user_bob and your groups' schemas"
+    assert not_bobs in refusal(bob.put(f"{url}/tables/{name}", data=definition, headers=xml), 403)
+    assert "user tables belong to named users: send a token or log in" in \
+        refusal(anonymous.put(f"{url}/tables/{name}", data=definition, headers=xml), 401)
+    assert "sky is a catalog schema, loaded by the operator" in \
+        refusal(ada.put(f"{url}/tables/sky.mine", data=definition, headers=xml), 403)
+    assert "the table document declares no column" in \
+        refusal(ada.put(f"{url}/tables/{name}", data=b"<vosi:table><column>", headers=xml), 400)
+    # The allowed path: ada in her own schema, with a whole definition.
+    r = ada.put(f"{url}/tables/{name}", data=definition, headers=xml)
+    assert r.status_code == 201 and f"created {name} (4 columns" in r.text, r.text
+    assert f"{name} exists: DELETE it first" in refusal(ada.put(f"{url}/tables/{name}", data=definition, headers=xml), 409)
     good = b"tid,ra,dec,label\n1,10.0,20.0,a\n2,11.0,21.0,b\n"
-    assert ada.post(f"{url}/load/{name}", data=good, headers={"Content-Type": "text/csv"}).status_code == 200
+    r = ada.post(f"{url}/load/{name}", data=good, headers=csv)
+    assert r.status_code == 200 and f"loaded 2 rows into {name}; it has 2 rows" in r.text, r.text
     count = {"LANG": "ADQL", "QUERY": f"SELECT COUNT(*) AS n FROM {name}", "RESPONSEFORMAT": "csv"}
     # A bad value names its line; a column the table lacks is named; an unknown format is 415.
-    r = ada.post(f"{url}/load/{name}", data=b"tid,ra,dec\n3,12.0,22.0\n4,not-a-number,23.0\n",
-                 headers={"Content-Type": "text/csv"})
-    assert r.status_code == 400 and "line" in r.text and "nothing was loaded" in r.text, r.text
-    r = ada.post(f"{url}/load/{name}", data=b"tid,colour\n3,red\n", headers={"Content-Type": "text/csv"})
-    assert r.status_code == 400 and "colour" in r.text, r.text
-    r = ada.post(f"{url}/load/{name}", data=b"{}", headers={"Content-Type": "application/json"})
-    assert r.status_code == 415, r.text
+    message = refusal(ada.post(f"{url}/load/{name}", data=b"tid,ra,dec\n3,12.0,22.0\n4,not-a-number,23.0\n",
+                               headers=csv), 400)
+    assert "'not-a-number'" in message and "line 2" in message and "nothing was loaded" in message, message
+    message = refusal(ada.post(f"{url}/load/{name}", data=b"tid,colour\n3,red\n", headers=csv), 400)
+    assert 'column "colour" of its header is not in the table' in message and "nothing was loaded" in message, message
+    message = refusal(ada.post(f"{url}/load/{name}", data=b"{}", headers={"Content-Type": "application/json"}), 415)
+    assert 'Content-Type "application/json": load text/csv' in message, message
     # A row whose position is out of range is refused by the loader, naming it.
-    r = ada.post(f"{url}/load/{name}", data=b"tid,ra,dec\n5,10.0,95.0\n", headers={"Content-Type": "text/csv"})
-    assert r.status_code == 400, r.text
+    message = refusal(ada.post(f"{url}/load/{name}", data=b"tid,ra,dec\n5,10.0,95.0\n", headers=csv), 400)
+    assert "declination 95 is outside [-90, 90]" in message, message
     assert ada.post(f"{url}/sync", data=count).text.split()[1] == "2"
-    # Someone else's table is not theirs to load or drop.
-    assert bob.post(f"{url}/load/{name}", data=good, headers={"Content-Type": "text/csv"}).status_code == 403
-    assert bob.delete(f"{url}/tables/{name}").status_code == 403
+    # Someone else's table is not theirs to load or drop, nor an anonymous caller's.
+    assert not_bobs in refusal(bob.post(f"{url}/load/{name}", data=good, headers=csv), 403)
+    assert not_bobs in refusal(bob.delete(f"{url}/tables/{name}"), 403)
+    assert "send a token or log in" in refusal(anonymous.post(f"{url}/load/{name}", data=good, headers=csv), 401)
     assert ada.post(f"{url}/sync", data=count).text.split()[1] == "2"
-    assert ada.delete(f"{url}/tables/{name}").status_code == 200
+    r = ada.delete(f"{url}/tables/{name}")
+    assert r.status_code == 200 and f"dropped {name}" in r.text, r.text
 
 
 def test_a_load_past_the_table_quota_is_refused_whole(site, features):
@@ -317,7 +335,7 @@ def test_astroquery_saves_a_job_result_as_a_table_shared_with_a_group(site):
     parts = urllib.parse.urlparse(site["url"])
     tap = TapPlus(url=site["url"], upload_context="Upload", verbose=False)
     handler = tap._TapPlus__getconnhandler()._TapConn__connectionHandler
-    handler.get_connection_secure = lambda verbose=False: http.client.HTTPConnection(parts.hostname, parts.port)
+    handler.get_connection_secure = lambda verbose=False: http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
     tap.login(user="ada", password=site["tokens"]["ada"])
     query = "SELECT TOP 50 id, ra, dec, mag_g FROM sky.object ORDER BY id"
     job = tap.launch_job_async(query, verbose=False)
@@ -348,6 +366,21 @@ def test_astroquery_saves_a_job_result_as_a_table_shared_with_a_group(site):
     assert ada.delete(site["url"] + f"/tables/{name}").status_code == 200
 
 
+def scratch_files(data, known):
+    """The files of the load scratch directories (DATA_DIR/incoming/user-*) not in `known`: {file name: bytes}.
+    A load receives its body into `upload`, then converts it to `rows.parquet` for the loader."""
+    found = {}
+    for d in (data / "incoming").glob("user-*"):
+        if d.name in known:
+            continue
+        for f in list(d.glob("*")):
+            try:
+                found[f.name] = max(found.get(f.name, 0), f.stat().st_size)
+            except FileNotFoundError:
+                pass  # the load ended and removed its scratch directory
+    return found
+
+
 def test_a_czar_killed_during_a_load_leaves_the_table_as_it_was(site, features):
     import threading
     import time
@@ -361,28 +394,72 @@ def test_a_czar_killed_during_a_load_leaves_the_table_as_it_was(site, features):
                  "label": np.full(n, "bulk")})
     body = csv_bytes(big)
     count = {"LANG": "ADQL", "QUERY": f"SELECT COUNT(*) AS n FROM {name}", "RESPONSEFORMAT": "csv"}
-    before, outcomes = 100, []
-    for delay in (0.05, 0.2, 0.5, 1.0):
+
+    def kill_during(stage, data):
+        """Posts the load, kills the service once `stage` says the load is in flight, restarts it; the sender's
+        outcome (None: the connection broke) and whether the kill came first."""
+        known = {d.name for d in (site["data"] / "incoming").glob("user-*")}
+        answer = {}
+
         def send(url=site["url"]):
             try:
-                session(site["tokens"]["ada"]).post(f"{url}/load/{name}", data=body,
-                                                    headers={"Content-Type": "text/csv"})
+                answer["status"] = session(site["tokens"]["ada"]).post(
+                    f"{url}/load/{name}", data=data, headers={"Content-Type": "text/csv"}).status_code
             except requests.exceptions.ConnectionError:
-                pass  # the czar was killed under it: the point of the test
+                answer["status"] = None  # the czar was killed under it
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
-        time.sleep(delay)
+        deadline = time.monotonic() + 120
+        while not stage(scratch_files(site["data"], known)) and sender.is_alive():
+            assert time.monotonic() < deadline, f"the load never reached the awaited stage ({stage.__doc__})"
+            time.sleep(0.001)
+        landed = sender.is_alive()
         site["proc"].kill()
         site["proc"].wait()
-        sender.join(timeout=30)
+        return sender, answer, landed
+
+    def restart_and_count():
         site["proc"], site["url"] = serve(site["data"], site["base"])
-        got = int(session(site["tokens"]["ada"]).post(site["url"] + "/sync", data=count).text.split()[1])
-        # As it was, or with the load whole (it may have been published just before the kill): never between.
-        assert got in (before, before + n), (delay, before, got)
-        outcomes.append(got == before)
+        return int(session(site["tokens"]["ada"]).post(site["url"] + "/sync", data=count).text.split()[1])
+
+    # 1. While the body arrives: half of it sent, the rest held back until the kill; the service had written
+    # part of it to its scratch file. Nothing of it can be in the table.
+    held = threading.Event()
+
+    def half_then_wait():
+        yield body[:len(body) // 2]
+        held.wait(120)
+        yield body[len(body) // 2:]
+
+    def receiving(files):
+        """part of the body written to the load's scratch file"""
+        return files.get("upload", 0) > 0
+    sender, answer, landed = kill_during(receiving, half_then_wait())
+    held.set()
+    sender.join(timeout=120)
+    assert landed and answer["status"] is None, answer
+    assert restart_and_count() == 100
+    before = 100
+
+    # 2. While the rows are loaded: the body received whole and converted for the loader, no answer yet. The
+    # table is as it was, or has the load whole if it was published just before the kill: never between.
+    for attempt in range(1, 6):
+        big["tid"] += 10 * n  # new ids each time: a partitioned table's ids are unique
+        load = csv_bytes(big)
+
+        def loading(files, size=len(load)):
+            """the whole body received and its rows converted for the loader (rows.parquet), before the answer"""
+            return files.get("upload", 0) == size and "rows.parquet" in files
+        sender, answer, landed = kill_during(loading, load)
+        sender.join(timeout=120)
+        got = restart_and_count()
+        assert got in (before, before + n), (attempt, before, got)
         before = got
-    assert any(outcomes), "no kill landed during a load: the test proves nothing"
-    # The next load lands whole (its ids new: a partitioned table's ids are unique).
+        if landed:
+            assert answer["status"] is None, answer
+            break
+    assert landed, "in 5 loads the kill never came while the rows were being loaded: the test proved nothing"
+    # The next load lands whole.
     big["tid"] += 10 * n
     r = session(site["tokens"]["ada"]).post(f"{site['url']}/load/{name}", data=csv_bytes(big),
                                             headers={"Content-Type": "text/csv"})
