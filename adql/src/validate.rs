@@ -199,7 +199,8 @@ impl Validator {
             Some(v) if !v.is_finite() || !range.contains(&v) => Err(err(
                 e.pos(),
                 format!(
-                    "{what} is {v}; it must be between {} and {} degrees",
+                    "{what} is {}; it must be between {} and {} degrees",
+                    shown(v),
                     range.start(),
                     range.end()
                 ),
@@ -701,3 +702,12 @@ pub fn strip_coordsys<'a>(name: &str, args: &'a [Expr]) -> &'a [Expr] {
         args
     }
 }
+/// A number as a message shows it: as written for ordinary sizes, in exponent form when very large or small.
+fn shown(v: f64) -> String {
+    if v != 0.0 && (v.abs() >= 1e9 || v.abs() < 1e-6) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+

@@ -163,6 +163,13 @@ async fn create(
         parts,
         ..pending
     };
+    if let Some(phase) = p.get("PHASE").filter(|v| !v.eq_ignore_ascii_case("RUN")) {
+        let _ = std::fs::remove_dir_all(&dir);
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("PHASE={phase}: a new job may be given PHASE=RUN, or no PHASE (it waits, PENDING)"),
+        );
+    }
     if let Err(m) = apply_controls(&tap, &mut job, &p) {
         let _ = std::fs::remove_dir_all(&dir);
         return error(StatusCode::BAD_REQUEST, &m);

@@ -250,6 +250,8 @@ def test_writes_are_refused_clearly_and_change_nothing(site, features):
     # A row whose position is out of range is refused by the loader, naming it.
     message = refusal(ada.post(f"{url}/load/{name}", data=b"tid,ra,dec\n5,10.0,95.0\n", headers=csv), 400)
     assert "declination 95 is outside [-90, 90]" in message, message
+    # In the upload's terms, not the service's: its row and CSV line, no path of the server's.
+    assert "row 1 of the upload (line 2 of a CSV" in message and "incoming" not in message and "/" not in message.split(":")[0], message
     assert ada.post(f"{url}/sync", data=count).text.split()[1] == "2"
     # Someone else's table is not theirs to load or drop, nor an anonymous caller's.
     assert not_bobs in refusal(bob.post(f"{url}/load/{name}", data=good, headers=csv), 403)

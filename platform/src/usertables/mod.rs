@@ -286,7 +286,8 @@ impl Platform {
         options.chunk_map_of = define::kind_of(&template, self).1;
         let report = self
             .load_within_quota(target, vec![rows_path], options)
-            .await?;
+            .await
+            .map_err(upload_error)?;
         Ok(Loaded {
             added,
             report,
@@ -565,6 +566,20 @@ impl Platform {
             file_bytes,
             jobs: jobs.len(),
         })
+    }
+}
+
+/// A refused row of an upload said in the upload's terms (its row, counted from 1), not the service's scratch file's.
+fn upload_error(e: PlatformError) -> PlatformError {
+    match e {
+        PlatformError::Czar(czar::error::CzarError::Load(loader::LoaderError::BadRow { row, problem, .. })) => {
+            PlatformError::BadRequest(format!(
+                "row {} of the upload (line {} of a CSV with its header): {problem}; nothing was loaded",
+                row + 1,
+                row + 2
+            ))
+        }
+        other => other,
     }
 }
 
