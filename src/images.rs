@@ -8,6 +8,26 @@ use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub enum ImagesCommand {
+    /// Adds FITS images (files, or the .fits/.fit/.fts files under folders) to a data directory's archive: one
+    /// ObsCore record each in ivoa.obscore, the files kept under DATA_DIR/images/COLLECTION/; all or nothing.
+    Add {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// `obs_collection`: lower-case letters, digits, _ and -.
+        #[arg(long)]
+        collection: String,
+        /// The authority of `obs_publisher_did` (`ivo://AUTHORITY/images?COLLECTION/OBS_ID`).
+        #[arg(long, default_value = "skyshard.local")]
+        authority: String,
+        /// The service's public base URL, for `access_url` (its DataLink document).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        base_url: String,
+        /// `calib_level` of the images (0 raw ... 3 science-ready and enhanced).
+        #[arg(long, default_value_t = 2)]
+        calib_level: i64,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// The ObsCore record of each FITS image, as a JSON line (or its name and why it cannot be read, on stderr).
     Inspect {
         /// `obs_collection` of the records.
@@ -36,6 +56,35 @@ pub enum ImagesCommand {
 
 pub fn images(command: ImagesCommand) -> ExitCode {
     match command {
+        ImagesCommand::Add {
+            data_dir,
+            collection,
+            authority,
+            base_url,
+            calib_level,
+            paths,
+        } => {
+            let options = images::record::RecordOptions {
+                collection: collection.clone(),
+                authority,
+                links_url: format!("{}/datalink/links", base_url.trim_end_matches('/')),
+                calib_level,
+            };
+            match crate::obscore::add(&data_dir, &collection, &options, &paths) {
+                Ok(records) => {
+                    println!(
+                        "{} images added to collection {collection} ({})",
+                        records.len(),
+                        crate::obscore::TABLE
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         ImagesCommand::Inspect {
             collection,
             authority,

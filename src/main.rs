@@ -6,6 +6,7 @@ mod config;
 mod demo;
 mod http;
 mod images;
+mod obscore;
 mod logging;
 mod serve;
 mod workers;

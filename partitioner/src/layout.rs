@@ -50,6 +50,11 @@ pub fn members_file(data_dir: &Path) -> PathBuf {
     data_dir.join("cluster").join("workers.json")
 }
 
+/// The image archive's files, a folder per collection: `DATA/images/COLLECTION/OBS_ID.fits`.
+pub fn images_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("images")
+}
+
 /// Every user's and group's file space: `DATA/files`.
 pub fn files_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("files")

@@ -99,6 +99,8 @@ fn open_path(path: &str) -> bool {
             path,
             "/tap/capabilities"
                 | "/tap/availability"
+                | "/sia/capabilities"
+                | "/sia/availability"
                 | "/tap/login"
                 | "/tap/logout"
                 | "/health"

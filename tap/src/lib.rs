@@ -43,6 +43,7 @@ pub mod reply;
 pub mod run;
 pub mod scs;
 pub mod service;
+pub mod sia;
 pub mod sync;
 pub mod tap_schema;
 pub mod upload;
@@ -114,6 +115,9 @@ pub fn router(tap: Arc<Tap>) -> Router {
         .merge(portal::routes())
         .merge(admin::routes())
         .route("/scs/{table}", get(scs::cone).post(scs::cone))
+        .route("/sia/query", get(sia::query).post(sia::query))
+        .route("/sia/capabilities", get(sia::capabilities))
+        .route("/sia/availability", get(vosi::availability))
         .route("/health", get(reply::health))
         .route("/ready", get(metrics::ready))
         .route("/metrics", get(metrics::metrics))

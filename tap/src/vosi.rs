@@ -17,7 +17,7 @@ use crate::reply::{base_url, error};
 use crate::service::Tap;
 use crate::tap_schema;
 
-fn xml(body: String) -> Response {
+pub(crate) fn xml(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
 }
 
@@ -137,6 +137,15 @@ pub async fn capabilities(State(tap): State<Arc<Tap>>, headers: HeaderMap) -> Re
     out.push_str(&format!(
         "<capability standardID=\"ivo://ivoa.net/std/TAP\" xsi:type=\"tr:TableAccess\">\n<interface xsi:type=\"vs:ParamHTTP\" role=\"std\" version=\"1.1\">\n<accessURL use=\"base\">{base}</accessURL>\n{secured}</interface>\n"
     ));
+    // ObsCore's data model, when the archive has images (ivoa.obscore): TAPRegExt puts dataModel before language.
+    if tap
+        .czar
+        .tables()
+        .iter()
+        .any(|t| t.record.qualified_name().eq_ignore_ascii_case("ivoa.obscore"))
+    {
+        out.push_str("<dataModel ivo-id=\"ivo://ivoa.net/std/ObsCore#core-1.1\">ObsCore-1.1</dataModel>\n");
+    }
     out.push_str("<language>\n<name>ADQL</name>\n<version ivo-id=\"ivo://ivoa.net/std/ADQL#v2.0\">2.0</version>\n<version ivo-id=\"ivo://ivoa.net/std/ADQL#v2.1\">2.1</version>\n<description>ADQL 2.1 with its optional features; geometry is exact on the sphere.</description>\n");
     out.push_str("<languageFeatures type=\"ivo://ivoa.net/std/TAPRegExt#features-udf\">\n");
     for (form, description) in UDFS {

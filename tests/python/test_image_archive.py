@@ -1,0 +1,209 @@
+"""The image archive through the clients (issue 29, second part): `skyshard images add` (all or nothing), ObsCore in
+TAP (`ivoa.obscore`, its utypes, INTERSECTS and CONTAINS over `s_region`, a join with the catalog), and SIAv2 at
+`/sia` through pyvo's `SIA2Service`. The oracle is astropy: which images a circle meets, which catalog objects fall
+on which image, computed from the images' own WCS; never the engine's earlier output."""
+
+import io
+import subprocess
+
+import numpy as np
+import pytest
+import pyvo
+import requests
+from astropy.io import fits
+from astropy.io.votable import parse_single_table
+from astropy.time import Time
+from astropy.wcs import WCS
+
+from skyshard_processes import SKYSHARD, run, start
+
+# (name, ra, dec, filter, mjd, collection)
+IMAGES = [
+    ("a-g", 10.0, 20.0, "g", 60000.1, "deep"),
+    ("a-r", 10.05, 20.02, "r", 60001.1, "deep"),
+    ("b-g", 10.3, 20.0, "g", 60002.1, "deep"),
+    ("ra0", 0.02, -5.0, "i", 60003.1, "wide"),
+    ("pole", 45.0, 89.95, "z", 60004.1, "wide"),
+    ("far", 200.0, -40.0, "y", 60005.1, "wide"),
+    ("c-u", 10.15, 19.9, "u", 60006.1, "wide"),
+]
+SIZE = (200, 150)
+SCALE = 0.0008  # degrees a pixel: an image is 0.16 x 0.12 degrees
+
+
+def wcs_at(ra, dec, rot):
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [ra, dec]
+    w.wcs.crpix = [SIZE[0] / 2 + 0.5, SIZE[1] / 2 + 0.5]
+    c, s = np.cos(np.radians(rot)), np.sin(np.radians(rot))
+    w.wcs.cd = np.array([[-SCALE * c, SCALE * s], [SCALE * s, SCALE * c]])
+    return w
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    base = tmp_path_factory.mktemp("archive")
+    run("gen", "--rows", "20000", "--out", str(base / "rel"))
+    data = base / "data"
+    run("ingest", "--data-dir", str(data), "--table", "sky.object", "--input", str(base / "rel/object.parquet"),
+        "--ra", "ra", "--dec", "dec", "--id", "id", "--quiet")
+    # Objects on and around the images (the generated sky is too sparse for 0.1-degree fields): sky.spots.
+    rng = np.random.default_rng(3)
+    spots = []
+    for _, ra, dec, *_ in IMAGES:
+        n = 60
+        d = rng.uniform(-0.12, 0.12, (n, 2))
+        spots += [((ra + dx / max(np.cos(np.radians(dec)), 0.05)) % 360, float(np.clip(dec + dy, -90, 90)))
+                  for dx, dy in d]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"id": np.arange(len(spots)), "ra": [p[0] for p in spots], "dec": [p[1] for p in spots]}),
+                   base / "spots.parquet")
+    run("ingest", "--data-dir", str(data), "--table", "sky.spots", "--input", str(base / "spots.parquet"),
+        "--ra", "ra", "--dec", "dec", "--id", "id", "--quiet")
+    files, wcses = {}, {}
+    for i, (name, ra, dec, band, mjd, collection) in enumerate(IMAGES):
+        w = wcs_at(ra, dec, rot=7 * i)
+        h = w.to_header()
+        h["FILTER"], h["MJD-OBS"], h["EXPTIME"], h["OBJECT"] = band, mjd, 30.0, name
+        path = base / collection / f"{name}.fits"
+        path.parent.mkdir(exist_ok=True)
+        fits.PrimaryHDU(rng.normal(0, 1, (SIZE[1], SIZE[0])).astype(np.float32), header=h).writeto(path)
+        files[name], wcses[name] = path, w
+    for collection in ("deep", "wide"):
+        out = run("images", "add", "--data-dir", str(data), "--collection", collection, str(base / collection))
+        assert "images added" in out, out
+    proc, url = start(["serve", "--data-dir", str(data), "--port", "0", "--workers", "1", "--jobs-dir",
+                       str(base / "jobs")])
+    yield {"tap": url, "root": url.replace("/tap", ""), "data": data, "base": base, "files": files, "wcs": wcses}
+    proc.kill()
+    proc.wait()
+
+
+def separation(ra1, dec1, ra2, dec2):
+    a1, d1, a2, d2 = map(np.radians, (ra1, dec1, ra2, dec2))
+    c = np.sin(d1) * np.sin(d2) + np.cos(d1) * np.cos(d2) * np.cos(a1 - a2)
+    return np.degrees(np.arccos(np.clip(c, -1, 1)))
+
+
+def meets(w, ra, dec, r):
+    """Whether the image of WCS `w` meets the circle: its centre falls on the image, or a point of the image's
+    outer edge (sampled every tenth of a pixel) is within r. None when the answer is within 1e-4 degrees of the
+    circle's edge (too close to call with sampling)."""
+    x, y = w.all_world2pix([[ra, dec]], 0)[0]
+    if -0.5 <= x <= SIZE[0] - 0.5 and -0.5 <= y <= SIZE[1] - 0.5:
+        return True
+    t = np.linspace(0, 1, 10 * max(SIZE))
+    edge = np.concatenate([
+        np.c_[-0.5 + t * SIZE[0], np.full_like(t, -0.5)], np.c_[np.full_like(t, SIZE[0] - 0.5), -0.5 + t * SIZE[1]],
+        np.c_[-0.5 + t * SIZE[0], np.full_like(t, SIZE[1] - 0.5)], np.c_[np.full_like(t, -0.5), -0.5 + t * SIZE[1]],
+    ])
+    era, edec = w.all_pix2world(edge, 0).T
+    d = separation(era, edec, ra, dec).min()
+    if abs(d - r) < 1e-4:
+        return None
+    return d <= r
+
+
+def sia(archive):
+    return pyvo.dal.SIA2Service(archive["root"] + "/sia")
+
+
+@pytest.mark.parametrize("circle", [(10.0, 20.0, 0.01), (10.1, 20.0, 0.12), (10.2, 19.95, 0.05), (0.0, -5.0, 0.1),
+                                    (359.9, -5.05, 0.05), (0.0, 90.0, 0.2), (200.0, -40.0, 3), (100.0, 0.0, 1)])
+def test_sia_finds_the_images_a_circle_meets_as_astropy_does(archive, circle):
+    want = {}
+    for name, w in archive["wcs"].items():
+        m = meets(w, *circle)
+        if m is not None:
+            want[name] = m
+    got = {r["obs_id"] for r in sia(archive).search(pos=circle)}
+    assert {n for n, m in want.items() if m} == got & set(want), (circle, sorted(got), want)
+
+
+def test_band_time_collection_and_maxrec_narrow_the_search(archive):
+    s = sia(archive)
+    everywhere = (10.1, 20.0, 1.0)
+    assert {r["obs_id"] for r in s.search(pos=everywhere)} == {"a-g", "a-r", "b-g", "c-u"}
+    # g is 400-552 nm: a band of 450-460 nm meets only the g images; r's starts at 552.
+    assert {r["obs_id"] for r in s.search(pos=everywhere, band=(450e-9, 460e-9))} == {"a-g", "b-g"}
+    assert {r["obs_id"] for r in s.search(pos=everywhere, time=(Time(60000.9, format="mjd"), Time(60002.0, format="mjd")))} == {"a-r"}
+    assert {r["obs_id"] for r in s.search(pos=everywhere, collection="wide")} == {"c-u"}
+    assert {r["obs_id"] for r in s.search(collection="wide")} == {"ra0", "pole", "far", "c-u"}
+    # Repeated values of one parameter are OR-ed, different parameters AND-ed.
+    url = archive["root"] + "/sia/query"
+    r = requests.get(url, params=[("COLLECTION", "deep"), ("COLLECTION", "wide"), ("TARGET", "b-g"),
+                                  ("TARGET", "far")])
+    assert r.status_code == 200, r.text[:300]
+    table = parse_single_table(io.BytesIO(r.content)).to_table()
+    assert {str(x) for x in table["obs_id"]} == {"b-g", "far"}
+    limited = s.search(collection="wide", maxrec=2)
+    assert len(limited) == 2
+
+
+def test_obscore_in_tap_meets_the_catalog(archive):
+    tap = pyvo.dal.TAPService(archive["tap"])
+    columns = tap.run_sync("SELECT column_name, utype, ucd, unit, xtype FROM TAP_SCHEMA.columns "
+                           "WHERE table_name = 'ivoa.obscore'").to_table()
+    by_name = {c["column_name"]: c for c in columns}
+    for name in ("dataproduct_type", "calib_level", "obs_collection", "obs_id", "obs_publisher_did", "access_url",
+                 "access_format", "access_estsize", "target_name", "s_ra", "s_dec", "s_fov", "s_region",
+                 "s_resolution", "t_min", "t_max", "t_exptime", "t_resolution", "em_min", "em_max", "em_res_power",
+                 "o_ucd", "pol_states", "facility_name", "instrument_name", "s_xel1", "s_xel2", "t_xel", "em_xel",
+                 "pol_xel"):
+        assert name in by_name, name
+    assert by_name["s_region"]["utype"] == "obscore:Char.SpatialAxis.Coverage.Support.Area"
+    assert by_name["s_region"]["xtype"] == "polygon"
+    assert by_name["t_min"]["unit"] == "d" and by_name["em_min"]["unit"] == "m"
+    # Which generated objects fall on which image: the join against astropy's pixel bounds.
+    rows = tap.run_sync("SELECT o.id, i.obs_id FROM sky.spots AS o JOIN ivoa.obscore AS i "
+                        "ON 1 = CONTAINS(POINT(o.ra, o.dec), i.s_region)").to_table()
+    got = {(int(r["id"]), str(r["obs_id"])) for r in rows}
+    objects = tap.run_sync("SELECT id, ra, dec FROM sky.spots").to_table()
+    want = set()
+    for name, w in archive["wcs"].items():
+        x, y = w.all_world2pix(np.c_[objects["ra"], objects["dec"]], 0).T
+        inside = (x > -0.5) & (x < SIZE[0] - 0.5) & (y > -0.5) & (y < SIZE[1] - 0.5)
+        # Beyond 90 degrees a TAN projection wraps: keep only objects near the image.
+        near = separation(objects["ra"], objects["dec"], *w.wcs.crval) < 1
+        want |= {(int(i), name) for i in np.asarray(objects["id"])[inside & near]}
+    assert len(want) > 100 and {name for _, name in want} == set(archive["wcs"]), len(want)
+    assert got == want, (sorted(got - want)[:5], sorted(want - got)[:5])
+
+
+def test_sia_refuses_bad_parameters_clearly(archive):
+    url = archive["root"] + "/sia/query"
+    for params, message in [({"POS": "CIRCLE 10 95 1"}, "POS=CIRCLE 10 95 1: a circle needs"),
+                            ({"POS": "ELLIPSE 1 2 3"}, "a position is CIRCLE, RANGE or POLYGON"),
+                            ({"BAND": "5e-7 4e-7"}, "BAND=5e-7 4e-7: lo is above hi"),
+                            ({"CALIB": "two"}, "CALIB=two: not an integer"),
+                            ({"POL": "X'); DROP"}, "not a polarization state"),
+                            ({"RESPONSEFORMAT": "csv"}, "SIA answers in VOTable")]:
+        r = requests.get(url, params=params)
+        assert r.status_code == 400 and message in r.text and 'value="ERROR"' in r.text, (params, r.text[:300])
+    # A quote in a value is a value: no rows, no error.
+    r = requests.get(url, params={"COLLECTION": "x' OR '1'='1"})
+    assert r.status_code == 200 and "<TR>" not in r.text, r.text[:300]
+    caps = requests.get(archive["root"] + "/sia/capabilities").text
+    assert 'standardID="ivo://ivoa.net/std/SIA#query-2.0"' in caps and "/sia/query</accessURL>" in caps
+
+
+def test_adding_images_is_all_or_nothing(archive, tmp_path):
+    data = archive["data"]
+    good = tmp_path / "good.fits"
+    fits.PrimaryHDU(np.zeros((10, 10), np.float32), header=wcs_at(50, 50, 0).to_header()).writeto(good)
+    bad = tmp_path / "bad.fits"
+    fits.PrimaryHDU(np.zeros((10, 10), np.float32)).writeto(bad)
+    out = subprocess.run([SKYSHARD, "images", "add", "--data-dir", str(data), "--collection", "more", str(good),
+                          str(bad)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "nothing was added" in out.stderr and "bad.fits" in out.stderr, out.stderr
+    assert "no usable celestial WCS" in out.stderr
+    assert not (data / "images" / "more").exists() or not any((data / "images" / "more").iterdir())
+    # The same image twice in a collection, and a collection name that is not one.
+    out = subprocess.run([SKYSHARD, "images", "add", "--data-dir", str(data), "--collection", "deep",
+                          str(archive["files"]["a-g"])], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "already holds an image a-g" in out.stderr, out.stderr
+    out = subprocess.run([SKYSHARD, "images", "add", "--data-dir", str(data), "--collection", "../x", str(good)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "not a collection name" in out.stderr, out.stderr
