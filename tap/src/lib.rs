@@ -175,8 +175,9 @@ pub async fn serve_until(
         // Room for the refusal of reply::header_cap to be the one a client sees.
         .max_headers(4 * reply::MAX_HEADERS)
         .max_buf_size(8 * reply::MAX_HEADER_BYTES);
-    // Every connection holds a receiver: the sender's `closed()` says when the last one has ended.
-    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    // Every connection holds a receiver (and nothing else does): the sender's `closed()` says when the last
+    // connection has ended, so a stop with nothing in flight ends at once.
+    let (stopping, _) = tokio::sync::watch::channel(false);
     let mut stop = std::pin::pin!(stop);
     let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
@@ -184,7 +185,8 @@ pub async fn serve_until(
             accepted = listener.accept() => accepted,
             _ = &mut stop, if deadline.is_none() => {
                 tap.stop();
-                let _ = stopping.send(true);
+                // Kept even with no receiver now: connections accepted later read it.
+                stopping.send_replace(true);
                 tracing::info!(
                     event = "shutdown",
                     grace_seconds = grace.as_secs_f64(),
@@ -220,7 +222,7 @@ pub async fn serve_until(
                 app.clone().oneshot(request)
             });
         let connection = http.serve_connection(TokioIo::new(stream), service);
-        let mut stopped = stopped.clone();
+        let mut stopped = stopping.subscribe();
         tokio::spawn(async move {
             // A connection that ends badly (reset, a head too slow or too large) concerns that client only.
             let mut connection = std::pin::pin!(connection);

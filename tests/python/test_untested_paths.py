@@ -298,10 +298,6 @@ def test_flight_sql_is_unavailable_while_the_service_stops(site, flight_service)
         request.join()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tap/src/lib.rs serve_until keeps the first receiver of its `stopping` watch channel (only clones go to the "
-    "connections), so `stopping.closed()` never resolves: a stopped service always waits out its whole "
-    "--shutdown-grace (30 s by default) and logs 'stopping with requests still in flight', even with none"))
 def test_a_stopped_service_with_nothing_in_flight_ends_without_waiting_out_its_grace(site, tmp_path):
     log = tmp_path / "serve.log"
     with open(log, "w") as err:
