@@ -187,15 +187,29 @@ pub fn add(
     anyhow::ensure!(!files.is_empty(), "no FITS images among the paths given");
     let mut problems = Vec::new();
     let mut records = Vec::new();
+    let mut opened = Vec::new();
     for f in &files {
         match images::Image::open(f) {
-            Ok(image) => records.push(images::ObsRecord::of(&image, options)),
+            Ok(image) => {
+                records.push(images::ObsRecord::of(&image, options));
+                opened.push(f.clone());
+            }
             Err(e) => problems.push(format!("{}: {e}", f.display())),
         }
     }
+    let files = opened;
     let dir = partitioner::layout::images_dir(data_dir).join(collection);
     let mut seen = std::collections::HashSet::new();
     for (f, r) in files.iter().zip(&records) {
+        if !images::record::plain_id(&r.obs_id) {
+            problems.push(format!(
+                "{}: obs_id {:?} (from OBS_ID or the file name) is not a plain name: letters, digits, _, - and ., \
+                 not starting with a dot, at most 64",
+                f.display(),
+                r.obs_id
+            ));
+            continue;
+        }
         if !seen.insert(r.obs_id.clone()) {
             problems.push(format!("{}: obs_id {} is given twice", f.display(), r.obs_id));
         }

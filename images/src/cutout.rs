@@ -64,9 +64,18 @@ impl Shape {
                     (ra1, ra2)
                 };
                 let (dec1, dec2) = (dec1.max(-90.0), dec2.min(90.0));
-                if !(ra1.is_finite() && ra2.is_finite()) || dec1 > dec2 {
-                    return bad("a range needs finite ra bounds (or -Inf +Inf) and dec1 <= dec2");
+                if !(ra1.is_finite() && ra2.is_finite() && (ra2 - ra1).is_finite())
+                    || ra1.abs() > 1e6
+                    || ra2.abs() > 1e6
+                    || dec1 > dec2
+                {
+                    return bad("a range needs ra bounds within +-1e6 (or -Inf +Inf) and dec1 <= dec2");
                 }
+                let (ra1, ra2) = if ra2 - ra1 >= 360.0 {
+                    (0.0, 360.0)
+                } else {
+                    (ra1.rem_euclid(360.0), ra2.rem_euclid(360.0))
+                };
                 Ok(Shape::Range { ra1, ra2, dec1, dec2 })
             }
             _ => bad("a shape is CIRCLE, POLYGON or RANGE"),

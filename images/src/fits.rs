@@ -6,6 +6,8 @@ use std::io::{Read, Seek, SeekFrom};
 use crate::ImageError;
 
 pub const BLOCK: usize = 2880;
+/// The longest axis taken (2^31 elements).
+pub const MAX_AXIS: i64 = 1 << 31;
 pub const CARD: usize = 80;
 
 /// A card's value.
@@ -220,18 +222,35 @@ pub fn first_image(file: &mut (impl Read + Seek), len: u64) -> Result<ImageHdu, 
         if ![8, 16, 32, 64, -32, -64].contains(&bitpix) {
             return Err(ImageError::NotFits(format!("BITPIX {bitpix} is not a FITS pixel type")));
         }
-        let naxis = header.i64("NAXIS").unwrap_or(0).max(0) as usize;
-        let axes: Vec<u64> = (1..=naxis)
-            .map(|i| header.i64(&format!("NAXIS{i}")).unwrap_or(0).max(0) as u64)
-            .collect();
-        let pcount = header.i64("PCOUNT").unwrap_or(0).max(0) as u64;
-        let gcount = header.i64("GCOUNT").unwrap_or(1).max(1) as u64;
-        let elements: u64 = if axes.is_empty() {
-            0
+        let bad = |m: String| ImageError::NotFits(m);
+        let naxis = header.i64("NAXIS").unwrap_or(0);
+        if !(0..=999).contains(&naxis) {
+            return Err(bad(format!("NAXIS = {naxis}: FITS allows 0 to 999 axes")));
+        }
+        let mut axes = Vec::with_capacity(naxis as usize);
+        for i in 1..=naxis {
+            let n = header.i64(&format!("NAXIS{i}")).unwrap_or(0);
+            if !(0..=MAX_AXIS).contains(&n) {
+                return Err(bad(format!("NAXIS{i} = {n}: an axis has 0 to {MAX_AXIS} elements here")));
+            }
+            axes.push(n as u64);
+        }
+        let pcount = header.i64("PCOUNT").unwrap_or(0);
+        let gcount = header.i64("GCOUNT").unwrap_or(1);
+        if !(0..=i64::from(u32::MAX)).contains(&pcount) || !(0..=i64::from(u32::MAX)).contains(&gcount) {
+            return Err(bad(format!("PCOUNT = {pcount}, GCOUNT = {gcount}: out of range")));
+        }
+        let elements = if axes.is_empty() {
+            Some(0u64)
         } else {
-            axes.iter().product()
+            axes.iter().try_fold(1u64, |a, &n| a.checked_mul(n))
         };
-        let data_bytes = (bitpix.unsigned_abs() / 8) * gcount * (pcount + elements);
+        let data_bytes = elements
+            .and_then(|e| e.checked_add(pcount as u64))
+            .and_then(|e| e.checked_mul(gcount.max(1) as u64))
+            .and_then(|e| e.checked_mul(bitpix.unsigned_abs() / 8))
+            .filter(|&b| b <= len)
+            .ok_or_else(|| bad(format!("the header claims more data than the file's {len} bytes hold")))?;
         let xtension = header.text("XTENSION").unwrap_or_default();
         let data_offset = offset + taken;
         if header.get("ZIMAGE") == Some(Value::Logical(true)) {
@@ -246,7 +265,7 @@ pub fn first_image(file: &mut (impl Read + Seek), len: u64) -> Result<ImageHdu, 
             && axes[2..].iter().all(|&a| a >= 1)
         {
             let plane = axes[0] * axes[1] * (bitpix.unsigned_abs() / 8);
-            if data_offset + plane > len {
+            if data_offset.saturating_add(plane) > len {
                 return Err(ImageError::NotFits(format!(
                     "the image's pixels ({} bytes) run past the end of the file",
                     plane
@@ -260,7 +279,7 @@ pub fn first_image(file: &mut (impl Read + Seek), len: u64) -> Result<ImageHdu, 
                 data_offset,
             });
         }
-        offset = data_offset + data_bytes.div_ceil(BLOCK as u64) * BLOCK as u64;
+        offset = data_offset.saturating_add(data_bytes.div_ceil(BLOCK as u64) * BLOCK as u64);
         if offset >= len {
             break;
         }

@@ -132,16 +132,28 @@ impl Image {
     pub fn to_sky(&self, x: f64, y: f64) -> Option<(f64, f64)> {
         // The wcs crate counts pixels as FITS does, from 1.
         let (x, y) = self.sip.as_ref().map_or((x, y), |s| s.forward(x, y));
-        let lonlat = self.wcs.unproj_lonlat(&wcs::ImgXY::new(x, y))?;
+        if !(x.is_finite() && y.is_finite()) {
+            return None;
+        }
+        // The projections assert on what they cannot take: a refusal, not a crash.
+        let lonlat = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.wcs.unproj_lonlat(&wcs::ImgXY::new(x, y))
+        }))
+        .ok()??;
         let (ra, dec) = (lonlat.lon().to_degrees(), lonlat.lat().to_degrees());
         (ra.is_finite() && dec.is_finite()).then(|| (ra.rem_euclid(360.0), dec))
     }
 
     /// The FITS pixel coordinates of a sky position, if the projection reaches it.
     pub fn to_pixel(&self, ra: f64, dec: f64) -> Option<(f64, f64)> {
-        let xy = self
-            .wcs
-            .proj_lonlat(&wcs::LonLat::new(ra.to_radians(), dec.to_radians()))?;
+        if !(ra.is_finite() && dec.is_finite()) {
+            return None;
+        }
+        let xy = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.wcs
+                .proj_lonlat(&wcs::LonLat::new(ra.to_radians(), dec.to_radians()))
+        }))
+        .ok()??;
         let (x, y) = (xy.x(), xy.y());
         let (x, y) = self.sip.as_ref().map_or((x, y), |s| s.inverse(x, y));
         (x.is_finite() && y.is_finite()).then_some((x, y))
@@ -182,17 +194,57 @@ fn celestial_wcs(hdu: &fits::ImageHdu) -> Result<wcs::WCS, ImageError> {
             .iter()
             .any(|p| c.starts_with(p))
     };
-    if !celestial(&ctype1) || !celestial(&ctype2) {
+    // `XXXX-PPP` (or `XXXX-PPP-SIP`): a longitude axis and a latitude axis of the same projection.
+    let well_formed = |c: &str| c.len() >= 8 && c.is_ascii() && c.as_bytes()[4] == b'-';
+    let longitude = |c: &str| ["RA--", "GLON", "ELON"].iter().any(|p| c.starts_with(p));
+    let latitude = |c: &str| ["DEC-", "GLAT", "ELAT"].iter().any(|p| c.starts_with(p));
+    if !celestial(&ctype1)
+        || !celestial(&ctype2)
+        || !well_formed(&ctype1)
+        || !well_formed(&ctype2)
+        || !longitude(&ctype1)
+        || !latitude(&ctype2)
+        || ctype1[4..8] != ctype2[4..8]
+    {
         return Err(ImageError::NoWcs(format!(
-            "CTYPE1 {ctype1:?} and CTYPE2 {ctype2:?} are not celestial axes"
+            "CTYPE1 {ctype1:?} and CTYPE2 {ctype2:?} are not a longitude and a latitude axis of one projection"
         )));
     }
-    for k in ["CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2"] {
+    for (k, limit) in [("CRPIX1", 1e9), ("CRPIX2", 1e9), ("CRVAL1", 1e6), ("CRVAL2", 90.0)] {
         match h.get(k).and_then(|v| v.as_f64()) {
-            Some(v) if v.is_finite() => {}
+            Some(v) if v.is_finite() && v.abs() <= limit => {}
+            Some(v) if v.is_finite() => {
+                return Err(ImageError::NoWcs(format!("{k} = {v:e} is out of range (at most {limit:e})")));
+            }
             Some(_) => return Err(ImageError::NoWcs(format!("{k} is not a finite number"))),
             None => return Err(ImageError::NoWcs(format!("{k} is missing"))),
         }
+    }
+    // Every WCS keyword that is there must be a finite number (one the crate would otherwise not see).
+    for card in &h.cards {
+        let k = fits::Header::keyword(card);
+        let wcs_key = ["CD", "PC", "CDELT", "CROTA", "PV", "A_", "B_", "AP_", "BP_"]
+            .iter()
+            .any(|p| k.starts_with(p));
+        if wcs_key
+            && &card[8..10] == b"= "
+            && let Some(v) = h.get(k)
+            && v.as_f64().is_some_and(|x| !x.is_finite() || x.abs() > 1e12)
+        {
+            return Err(ImageError::NoWcs(format!("{k} is not a finite number of a sensible size")));
+        }
+    }
+    // The linear transform must not be singular (a footprint of one point).
+    let m = |i: usize, j: usize| {
+        h.f64(&format!("CD{i}_{j}")).or_else(|| {
+            let pc = h.f64(&format!("PC{i}_{j}")).unwrap_or(if i == j { 1.0 } else { 0.0 });
+            Some(pc * h.f64(&format!("CDELT{i}")).unwrap_or(1.0))
+        })
+    };
+    if let (Some(a), Some(b), Some(c), Some(d)) = (m(1, 1), m(1, 2), m(2, 1), m(2, 2))
+        && (a * d - b * c).abs() < 1e-30
+    {
+        return Err(ImageError::NoWcs("the CD (or PC and CDELT) matrix is singular".into()));
     }
     let mut values = h.values();
     // The image's own size, whatever further axes it has.
@@ -207,5 +259,7 @@ fn celestial_wcs(hdu: &fits::ImageHdu) -> Result<wcs::WCS, ImageError> {
     }
     let params: wcs::WCSParams = serde_json::from_value(serde_json::Value::Object(values))
         .map_err(|e| ImageError::NoWcs(format!("the WCS keywords: {e}")))?;
-    wcs::WCS::new(&params).map_err(|e| ImageError::NoWcs(format!("{e:?}")))
+    std::panic::catch_unwind(|| wcs::WCS::new(&params))
+        .map_err(|_| ImageError::NoWcs("the WCS keywords describe no projection the wcs crate can make".into()))?
+        .map_err(|e| ImageError::NoWcs(format!("{e:?}")))
 }

@@ -145,6 +145,17 @@ impl ObsRecord {
     }
 }
 
+/// Whether an `obs_id` may name a file of the archive: letters, digits, `_`, `-` and `.`, not starting with a dot, at
+/// most 64 characters (an image's header chooses it: it must not be a path).
+pub fn plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 /// The file's name without its FITS extensions (`.fits`, `.fit`, `.fts`, and those with `.fz` or `.gz`).
 pub fn obs_id_of(path: &std::path::Path) -> String {
     let name = path

@@ -34,6 +34,7 @@ pub mod extract;
 pub mod files;
 pub mod flight_sql;
 pub mod format;
+pub mod images;
 pub mod metrics;
 pub mod output;
 pub mod params;
@@ -118,6 +119,9 @@ pub fn router(tap: Arc<Tap>) -> Router {
         .route("/sia/query", get(sia::query).post(sia::query))
         .route("/sia/capabilities", get(sia::capabilities))
         .route("/sia/availability", get(vosi::availability))
+        .route("/soda/sync", get(images::soda_sync).post(images::soda_sync))
+        .route("/datalink/links", get(images::links).post(images::links))
+        .route("/images/{collection}/{file}", get(images::download))
         .route("/health", get(reply::health))
         .route("/ready", get(metrics::ready))
         .route("/metrics", get(metrics::metrics))

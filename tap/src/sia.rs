@@ -131,9 +131,9 @@ fn numbers(v: &str) -> Result<Vec<f64>, String> {
         .collect()
 }
 
-/// A number as ADQL reads it (infinities as the largest doubles).
+/// A number as ADQL reads it (infinities as the largest doubles; NaN, which `numbers` refuses, as 0).
 fn number(x: f64) -> String {
-    let x = x.clamp(-f64::MAX, f64::MAX);
+    let x = if x.is_nan() { 0.0 } else { x.clamp(-f64::MAX, f64::MAX) };
     format!("{x:e}")
 }
 
@@ -229,9 +229,15 @@ fn pos(v: &str) -> Result<String, String> {
                     number(dec2)
                 ));
             }
-            let width = (ra2 - ra1).rem_euclid(360.0);
-            if width > 180.0 || dec2 - dec1 > 180.0 {
-                return Err("a RANGE over 180 degrees of ra is not taken (split it, or use -Inf +Inf)".into());
+            let width = ra2 - ra1;
+            if !width.is_finite() || width <= 0.0 || width >= 180.0 {
+                return Err(
+                    "a RANGE needs 0 < ra2 - ra1 < 180 degrees (split a wider one, or use -Inf +Inf for all ra)"
+                        .into(),
+                );
+            }
+            if dec1 <= -90.0 || dec2 >= 90.0 || dec1 >= dec2 {
+                return Err("a RANGE in ra needs -90 < dec1 < dec2 < 90 (use -Inf +Inf in ra about a pole)".into());
             }
             // The range as a polygon, with its ra edges cut into steps of at most 10 degrees (a parallel of
             // declination is not a great circle).

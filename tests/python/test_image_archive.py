@@ -4,6 +4,8 @@ TAP (`ivoa.obscore`, its utypes, INTERSECTS and CONTAINS over `s_region`, a join
 on which image, computed from the images' own WCS; never the engine's earlier output."""
 
 import io
+import shutil
+import socket
 import subprocess
 
 import numpy as np
@@ -71,10 +73,15 @@ def archive(tmp_path_factory):
         path.parent.mkdir(exist_ok=True)
         fits.PrimaryHDU(rng.normal(0, 1, (SIZE[1], SIZE[0])).astype(np.float32), header=h).writeto(path)
         files[name], wcses[name] = path, w
+    # The service's address is known before it starts: the records' access_url names its DataLink endpoint.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     for collection in ("deep", "wide"):
-        out = run("images", "add", "--data-dir", str(data), "--collection", collection, str(base / collection))
+        out = run("images", "add", "--data-dir", str(data), "--collection", collection, "--base-url",
+                  f"http://127.0.0.1:{port}", str(base / collection))
         assert "images added" in out, out
-    proc, url = start(["serve", "--data-dir", str(data), "--port", "0", "--workers", "1", "--jobs-dir",
+    proc, url = start(["serve", "--data-dir", str(data), "--port", str(port), "--workers", "1", "--jobs-dir",
                        str(base / "jobs")])
     yield {"tap": url, "root": url.replace("/tap", ""), "data": data, "base": base, "files": files, "wcs": wcses}
     proc.kill()
@@ -179,7 +186,11 @@ def test_sia_refuses_bad_parameters_clearly(archive):
                             ({"BAND": "5e-7 4e-7"}, "BAND=5e-7 4e-7: lo is above hi"),
                             ({"CALIB": "two"}, "CALIB=two: not an integer"),
                             ({"POL": "X'); DROP"}, "not a polarization state"),
-                            ({"RESPONSEFORMAT": "csv"}, "SIA answers in VOTable")]:
+                            ({"RESPONSEFORMAT": "csv"}, "SIA answers in VOTable"),
+                            ({"POS": "RANGE 1e308 -1e308 0 1"}, "a RANGE needs 0 &lt; ra2 - ra1 &lt; 180"),
+                            ({"POS": "RANGE 10 190 0 1"}, "a RANGE needs 0 &lt; ra2 - ra1 &lt; 180"),
+                            ({"POS": "RANGE 10 10 0 1"}, "a RANGE needs 0 &lt; ra2 - ra1 &lt; 180"),
+                            ({"POS": "RANGE 0 10 -90 90"}, "a RANGE in ra needs -90 &lt; dec1 &lt; dec2 &lt; 90")]:
         r = requests.get(url, params=params)
         assert r.status_code == 400 and message in r.text and 'value="ERROR"' in r.text, (params, r.text[:300])
     # A quote in a value is a value: no rows, no error.
@@ -200,6 +211,16 @@ def test_adding_images_is_all_or_nothing(archive, tmp_path):
     assert out.returncode == 1 and "nothing was added" in out.stderr and "bad.fits" in out.stderr, out.stderr
     assert "no usable celestial WCS" in out.stderr
     assert not (data / "images" / "more").exists() or not any((data / "images" / "more").iterdir())
+    # An OBS_ID that is a path is refused: nothing is written outside the archive.
+    for obs_id in ("/tmp/escaped-absolute", "../../../escaped", "a/b", "it's"):
+        hostile = tmp_path / "hostile.fits"
+        h = wcs_at(50, 50, 0).to_header()
+        h["OBS_ID"] = obs_id
+        fits.PrimaryHDU(np.zeros((10, 10), np.float32), header=h).writeto(hostile, overwrite=True)
+        out = subprocess.run([SKYSHARD, "images", "add", "--data-dir", str(data), "--collection", "more",
+                              str(hostile)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 1 and "is not a plain name" in out.stderr, (obs_id, out.stderr)
+    assert not list(tmp_path.parent.glob("escaped*")) and not list(data.glob("**/escaped*"))
     # The same image twice in a collection, and a collection name that is not one.
     out = subprocess.run([SKYSHARD, "images", "add", "--data-dir", str(data), "--collection", "deep",
                           str(archive["files"]["a-g"])], capture_output=True, text=True, timeout=120)
@@ -207,3 +228,61 @@ def test_adding_images_is_all_or_nothing(archive, tmp_path):
     out = subprocess.run([SKYSHARD, "images", "add", "--data-dir", str(data), "--collection", "../x", str(good)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "not a collection name" in out.stderr, out.stderr
+
+
+def test_datalink_gives_the_file_and_soda_cuts_it_as_pyvo_asks(archive, tmp_path):
+    record = next(r for r in sia(archive).search(pos=(10.0, 20.0, 0.01)) if r["obs_id"] == "a-g")
+    links = record.getdatalink()
+    this = next(links.bysemantics("#this", include_narrower=False))
+    whole = requests.get(this.access_url)
+    assert whole.status_code == 200 and whole.content == archive["files"]["a-g"].read_bytes()
+    assert whole.headers["Content-Type"] == "application/fits"
+    # pyvo finds SODA through the #cutout row's service descriptor and calls it with a circle.
+    cut = next(links.bysemantics("#cutout", include_narrower=False)).processed(circle=(10.0, 20.0, 0.01))
+    out = tmp_path / "cut.fits"
+    out.write_bytes(cut.read())
+    w = archive["wcs"]["a-g"]
+    original = fits.getdata(archive["files"]["a-g"])
+    with fits.open(out) as hdul:
+        wc = WCS(hdul[0].header)
+        ny, nx = hdul[0].data.shape
+        assert 0 < nx < SIZE[0] and 0 < ny < SIZE[1]
+        ys, xs = np.mgrid[0:ny, 0:nx]
+        ra, dec = wc.all_pix2world(xs.ravel(), ys.ravel(), 0)
+        xo, yo = w.all_world2pix(ra, dec, 0, tolerance=1e-12)
+        assert np.abs(xo - np.round(xo)).max() < 1e-6 and np.abs(yo - np.round(yo)).max() < 1e-6
+        assert np.array_equal(original[np.round(yo).astype(int), np.round(xo).astype(int)], hdul[0].data.ravel())
+
+
+def test_soda_answers_misses_and_mistakes_as_soda_says(archive):
+    url = archive["root"] + "/soda/sync"
+    did = next(r for r in sia(archive).search(pos=(10.0, 20.0, 0.01)) if r["obs_id"] == "a-g")["obs_publisher_did"]
+    assert requests.get(url, params={"ID": did, "CIRCLE": "50 50 0.01"}).status_code == 204
+    for params, status, start in [
+        ({"ID": did}, 400, "UsageError: a cutout needs CIRCLE, POLYGON or POS"),
+        ({"CIRCLE": "10 20 0.01"}, 400, "UsageError: ID is missing"),
+        ({"ID": did, "CIRCLE": "10 95 1"}, 400, "UsageError:"),
+        ({"ID": [did, did], "CIRCLE": "10 20 0.01"}, 400, "MultiValuedParamNotSupported: one ID"),
+        ({"ID": did, "CIRCLE": "10 20 0.01", "POS": "CIRCLE 10 20 0.01"}, 400, "MultiValuedParamNotSupported"),
+        ({"ID": "ivo://elsewhere/x", "CIRCLE": "10 20 0.01"}, 404, "NotFoundFault: no image ivo://elsewhere/x"),
+        ({"ID": "x' OR '1'='1", "CIRCLE": "10 20 0.01"}, 404, "NotFoundFault"),
+    ]:
+        r = requests.get(url, params=params)
+        assert r.status_code == status and r.text.startswith(start), (params, r.status_code, r.text[:200])
+        assert r.headers["Content-Type"].startswith("text/plain")
+    r = requests.get(url, params={"ID": did, "POS": "RANGE 9.99 10.01 19.99 20.01"})
+    assert r.status_code == 200 and r.content[:6] == b"SIMPLE"
+    # The download names only what exists: no climbing out of the archive.
+    for path in ("/images/deep/a-g.fits", "/images/deep/..%2f..%2fmeta", "/images/deep/.incoming", "/images/x/a-g.fits"):
+        r = requests.get(archive["root"] + path)
+        assert r.status_code == (200 if path == "/images/deep/a-g.fits" else 404), (path, r.status_code)
+
+
+@pytest.mark.skipif(shutil.which("stilts") is None, reason="stilts is not installed (apt-get install stilts)")
+def test_datalinklint_finds_no_error(archive):
+    did = next(r for r in sia(archive).search(pos=(10.0, 20.0, 0.01)) if r["obs_id"] == "a-g")["obs_publisher_did"]
+    for ids in ([did], ["ivo://elsewhere/none"], [did, "ivo://elsewhere/none"]):
+        query = "&".join("ID=" + requests.utils.quote(i, safe="") for i in ids)
+        out = subprocess.run(["stilts", "datalinklint", f"votable={archive['root']}/datalink/links?{query}"],
+                             capture_output=True, text=True, timeout=300)
+        assert "Totals: Errors: 0; Warnings: 0" in out.stdout, out.stdout[-2000:]

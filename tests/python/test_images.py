@@ -233,9 +233,33 @@ def test_bad_files_and_shapes_are_refused_clearly(images, tmp_path):
         h.add_history(f"step {i}")
     fits.PrimaryHDU(np.zeros((90, 120), np.float32), header=h).writeto(big)
     assert record(big)["s_xel1"] == 120
+    # Headers that lie (second attacker pass): each refused by name, never a crash.
+    def patched(name, cards):
+        path = tmp_path / name
+        fits.PrimaryHDU(np.zeros((90, 120), np.float32), header=tan_wcs(10, 20).to_header()).writeto(path)
+        raw = bytearray(path.read_bytes())
+        for key, value in cards.items():
+            at = raw.index(key.ljust(8).encode() + b"=")
+            raw[at:at + 80] = f"{key.ljust(8)}= {value:>20}".ljust(80).encode()
+        path.write_bytes(bytes(raw))
+        return path
+    for name, cards, why in [
+        ("huge.fits", {"NAXIS1": str(2**62), "NAXIS2": str(2**62)}, "NAXIS1"),
+        ("wide.fits", {"NAXIS1": str(2**31), "NAXIS2": str(2**31)}, "more data than the file"),
+        ("axes.fits", {"NAXIS": "1000000000"}, "FITS allows 0 to 999 axes"),
+        ("crpix.fits", {"CRPIX1": "1E300"}, "CRPIX1 = 1e300 is out of range"),
+        ("crval.fits", {"CRVAL2": "1E300"}, "CRVAL2 = 1e300 is out of range"),
+        ("ctype.fits", {"CTYPE1": "'RA--'"}, "not a longitude and a latitude axis"),
+        ("decdec.fits", {"CTYPE1": "'DEC--TAN'"}, "not a longitude and a latitude axis"),
+        ("singular.fits", {"CDELT1": "0.0"}, "singular"),
+        ("nan-pc.fits", {"PC1_1": "NaN"}, "PC1_1 is not a finite number"),
+    ]:
+        out = skyshard("images", "inspect", patched(name, cards))
+        assert out.returncode == 1 and name in out.stderr and why in out.stderr, (name, out.stderr[-500:])
+        assert "panicked" not in out.stderr
     # Shapes that are not shapes.
     for shape in ["CIRCLE 10 20", "CIRCLE 10 95 1", "CIRCLE 10 20 -1", "POLYGON 1 2 3 4", "ELLIPSE 1 2 3 4 5",
-                  "RANGE 10 20 5 1", "CIRCLE a b c"]:
+                  "RANGE 10 20 5 1", "CIRCLE a b c", "RANGE -1e308 1e308 -90 90", "RANGE 1e308 -1e308 0 1"]:
         out = skyshard("images", "cutout", images["tan"], "--shape", shape, "--out", tmp_path / "x.fits")
         assert out.returncode == 1 and "error:" in out.stderr, (shape, out.stderr)
         assert not (tmp_path / "x.fits").exists()

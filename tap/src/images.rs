@@ -1,0 +1,301 @@
+//! The image archive's files over HTTP: the whole file (`/images/COLLECTION/FILE`), SODA cutouts (`/soda/sync`)
+//! and DataLink documents (`/datalink/links`). An image is found by its `obs_publisher_did` through an ADQL query over
+//! `ivoa.obscore` run as the caller, so what the caller may not see does not exist for them here either.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt;
+
+use crate::auth::{Caller, Client};
+use crate::params::Params;
+use crate::reply::base_url;
+use crate::service::Tap;
+use platform::access::Reader;
+
+/// A SODA error: `text/plain`, starting with the fault's name (SODA 1.0 section 5.2).
+fn fault(status: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{kind}: {message}\n"),
+    )
+        .into_response()
+}
+
+/// A name of the archive's folders: letters, digits, `_`, `-`, `.`, not starting with a dot.
+fn plain(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// (collection, obs_id) of the image `did` names, if the caller may see it.
+async fn find(tap: &Tap, caller: &Caller, did: &str) -> Result<Option<(String, String)>, String> {
+    let visible = tap.visible_to(Reader::of(caller));
+    let adql = format!(
+        "SELECT obs_collection, obs_id FROM ivoa.obscore WHERE obs_publisher_did = '{}'",
+        did.replace('\'', "''")
+    );
+    let query = czar::QueryContext::seeing(visible.as_deref());
+    let stream = tap.czar.execute(&adql, &query).await.map_err(|e| e.to_string())?;
+    let batches: Vec<arrow::record_batch::RecordBatch> =
+        stream.try_collect().await.map_err(|e| e.to_string())?;
+    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+        let text = |i: usize| {
+            arrow::util::display::array_value_to_string(batch.column(i), 0).unwrap_or_default()
+        };
+        return Ok(Some((text(0), text(1))));
+    }
+    Ok(None)
+}
+
+/// The file of an image in the data directory, if the names are plain and it is there.
+fn file_of(tap: &Tap, collection: &str, obs_id: &str) -> Option<std::path::PathBuf> {
+    if !plain(collection) || !plain(obs_id) {
+        return None;
+    }
+    let path = partitioner::layout::images_dir(tap.czar.data_dir())
+        .join(collection)
+        .join(format!("{obs_id}.fits"));
+    path.is_file().then_some(path)
+}
+
+/// `/soda/sync`: `ID` and one shape (`CIRCLE`, `POLYGON` or `POS`): the cutout as FITS, 204 when the shape misses.
+pub async fn soda_sync(
+    State(tap): State<Arc<Tap>>,
+    Extension(caller): Extension<Caller>,
+    Extension(client): Extension<Client>,
+    params: Params,
+) -> Response {
+    let usage = |m: &str| fault(StatusCode::BAD_REQUEST, "UsageError", m);
+    let ids: Vec<&str> = params.all("ID").collect();
+    let id = match ids[..] {
+        [] => return usage("ID is missing: the obs_publisher_did of an image"),
+        [one] => one,
+        _ => {
+            return fault(
+                StatusCode::BAD_REQUEST,
+                "MultiValuedParamNotSupported",
+                "one ID per request",
+            );
+        }
+    };
+    let mut shapes = Vec::new();
+    for v in params.all("CIRCLE") {
+        shapes.push(format!("CIRCLE {v}"));
+    }
+    for v in params.all("POLYGON") {
+        shapes.push(format!("POLYGON {v}"));
+    }
+    for v in params.all("POS") {
+        shapes.push(v.to_string());
+    }
+    let shape = match &shapes[..] {
+        [] => return usage("a cutout needs CIRCLE, POLYGON or POS"),
+        [one] => match images::Shape::parse(one) {
+            Ok(s) => s,
+            Err(e) => return usage(&e.to_string()),
+        },
+        _ => {
+            return fault(
+                StatusCode::BAD_REQUEST,
+                "MultiValuedParamNotSupported",
+                "one shape (CIRCLE, POLYGON or POS) per request",
+            );
+        }
+    };
+    let (collection, obs_id) = match find(&tap, &caller, id).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return fault(StatusCode::NOT_FOUND, "NotFoundFault", &format!("no image {id}")),
+        Err(e) => return fault(StatusCode::SERVICE_UNAVAILABLE, "TransientFault", &e),
+    };
+    let Some(path) = file_of(&tap, &collection, &obs_id) else {
+        return fault(StatusCode::NOT_FOUND, "NotFoundFault", &format!("the file of {id} is not here"));
+    };
+    // A cutout is held in memory while it is made: it takes one of the caller's sync turns, as a query does.
+    let _turn = match tap.sync_turn(&client).await {
+        Ok(t) => t,
+        Err(b) => return crate::reply::busy(&b),
+    };
+    let cut = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, String> {
+        let image = images::Image::open(&path).map_err(|e| e.to_string())?;
+        let Some(c) = image.bounds(&shape) else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        image.write_cutout(c, &mut out).map_err(|e| e.to_string())?;
+        Ok(Some(out))
+    })
+    .await;
+    match cut {
+        Ok(Ok(Some(bytes))) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/fits".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{obs_id}-cutout.fits\""),
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(Ok(None)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => fault(StatusCode::INTERNAL_SERVER_ERROR, "FatalFault", &e),
+        Err(e) => fault(StatusCode::INTERNAL_SERVER_ERROR, "FatalFault", &e.to_string()),
+    }
+}
+
+/// `/images/COLLECTION/FILE`: a whole image file, for a caller who may see its record.
+pub async fn download(
+    State(tap): State<Arc<Tap>>,
+    Extension(caller): Extension<Caller>,
+    Extension(client): Extension<Client>,
+    UrlPath((collection, file)): UrlPath<(String, String)>,
+) -> Response {
+    let not_found = || fault(StatusCode::NOT_FOUND, "NotFoundFault", "no such image");
+    let Some(obs_id) = file.strip_suffix(".fits") else {
+        return not_found();
+    };
+    if !plain(&collection) || !plain(obs_id) {
+        return not_found();
+    }
+    // Seen through the caller's eyes: the record must be visible to them.
+    let adql = format!(
+        "SELECT obs_publisher_did FROM ivoa.obscore WHERE obs_collection = '{}' AND obs_id = '{}'",
+        collection.replace('\'', "''"),
+        obs_id.replace('\'', "''")
+    );
+    let visible = tap.visible_to(Reader::of(&caller));
+    let query = czar::QueryContext::seeing(visible.as_deref());
+    let seen = match tap.czar.execute(&adql, &query).await {
+        Ok(stream) => stream
+            .try_collect::<Vec<_>>()
+            .await
+            .map(|b| b.iter().any(|b| b.num_rows() > 0))
+            .unwrap_or(false),
+        Err(_) => false,
+    };
+    let Some(path) = seen.then(|| file_of(&tap, &collection, obs_id)).flatten() else {
+        return not_found();
+    };
+    let _turn = match tap.sync_turn(&client).await {
+        Ok(t) => t,
+        Err(b) => return crate::reply::busy(&b),
+    };
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/fits".to_string()),
+                (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file}\"")),
+            ],
+            Body::from(bytes),
+        )
+            .into_response(),
+        Err(_) => not_found(),
+    }
+}
+
+/// `/datalink/links?ID=...`: for each ID, `#this` (the file) and `#cutout` (SODA, described by the service
+/// descriptor that follows the results), or an error row for an ID that names no image the caller may see.
+pub async fn links(
+    State(tap): State<Arc<Tap>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    params: Params,
+) -> Response {
+    let base = base_url(&headers);
+    let ids: Vec<String> = params.all("ID").map(String::from).collect();
+    if ids.is_empty() {
+        return crate::reply::error(StatusCode::BAD_REQUEST, "ID is missing: the obs_publisher_did of an image");
+    }
+    let esc = votable::write::xml_escape;
+    let mut rows = String::new();
+    for id in &ids {
+        match find(&tap, &caller, id).await {
+            Ok(Some((collection, obs_id))) => {
+                let size = file_of(&tap, &collection, &obs_id)
+                    .and_then(|p| std::fs::metadata(p).ok())
+                    .map_or(0, |m| m.len());
+                rows.push_str(&format!(
+                    "<TR><TD>{}</TD><TD>{}</TD><TD></TD><TD></TD><TD>#this</TD><TD>the whole image</TD><TD>application/fits</TD><TD>{size}</TD></TR>\n",
+                    esc(id),
+                    esc(&format!("{base}/images/{collection}/{obs_id}.fits")),
+                ));
+                rows.push_str(&format!(
+                    "<TR><TD>{}</TD><TD></TD><TD>soda</TD><TD></TD><TD>#cutout</TD><TD>a cutout of the image (SODA)</TD><TD>application/fits</TD><TD></TD></TR>\n",
+                    esc(id)
+                ));
+            }
+            Ok(None) => rows.push_str(&format!(
+                "<TR><TD>{}</TD><TD></TD><TD></TD><TD>NotFoundFault: no image {}</TD><TD>#this</TD><TD></TD><TD></TD><TD></TD></TR>\n",
+                esc(id),
+                esc(id)
+            )),
+            Err(e) => rows.push_str(&format!(
+                "<TR><TD>{}</TD><TD></TD><TD></TD><TD>TransientFault: {}</TD><TD>#this</TD><TD></TD><TD></TD><TD></TD></TR>\n",
+                esc(id),
+                esc(&e)
+            )),
+        }
+    }
+    let body = format!(
+        r##"<?xml version="1.0" encoding="UTF-8"?>
+<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+<RESOURCE type="results">
+<INFO name="QUERY_STATUS" value="OK"/>
+<INFO name="standardID" value="ivo://ivoa.net/std/DataLink#links-1.1"/>
+<TABLE>
+<FIELD name="ID" ID="id" datatype="char" arraysize="*" ucd="meta.id;meta.main"/>
+<FIELD name="access_url" datatype="char" arraysize="*" ucd="meta.ref.url"/>
+<FIELD name="service_def" datatype="char" arraysize="*" ucd="meta.ref"/>
+<FIELD name="error_message" datatype="char" arraysize="*" ucd="meta.code.error"/>
+<FIELD name="semantics" datatype="char" arraysize="*" ucd="meta.code"/>
+<FIELD name="description" datatype="char" arraysize="*" ucd="meta.note"/>
+<FIELD name="content_type" datatype="char" arraysize="*" ucd="meta.code.mime"/>
+<FIELD name="content_length" datatype="long" unit="byte" ucd="phys.size;meta.file"/>
+<DATA><TABLEDATA>
+{rows}</TABLEDATA></DATA>
+</TABLE>
+</RESOURCE>
+<RESOURCE type="meta" utype="adhoc:service" ID="soda">
+<PARAM name="standardID" datatype="char" arraysize="*" value="ivo://ivoa.net/std/SODA#sync-1.0"/>
+<PARAM name="accessURL" datatype="char" arraysize="*" value="{soda}"/>
+<GROUP name="inputParams">
+<PARAM name="ID" datatype="char" arraysize="*" ucd="meta.id;meta.main" value="" ref="id">
+<DESCRIPTION>The obs_publisher_did of the image</DESCRIPTION>
+</PARAM>
+<PARAM name="CIRCLE" datatype="double" arraysize="3" xtype="circle" unit="deg" ucd="obs.field" value="">
+<DESCRIPTION>A circle (ra dec radius) the cutout holds</DESCRIPTION>
+</PARAM>
+<PARAM name="POLYGON" datatype="double" arraysize="*" xtype="polygon" unit="deg" ucd="obs.field" value="">
+<DESCRIPTION>A polygon (ra dec ...) the cutout holds</DESCRIPTION>
+</PARAM>
+<PARAM name="POS" datatype="char" arraysize="*" ucd="obs.field" value="">
+<DESCRIPTION>CIRCLE, RANGE or POLYGON as SODA writes them</DESCRIPTION>
+</PARAM>
+</GROUP>
+</RESOURCE>
+</VOTABLE>
+"##,
+        soda = esc(&format!("{base}/soda/sync")),
+    );
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/x-votable+xml;content=datalink",
+        )],
+        body,
+    )
+        .into_response()
+}
