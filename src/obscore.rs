@@ -140,9 +140,14 @@ pub fn image_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
             let mut stack = vec![p.clone()];
             while let Some(d) = stack.pop() {
                 for entry in std::fs::read_dir(&d)? {
-                    let path = entry?.path();
-                    if path.is_dir() {
+                    let entry = entry?;
+                    let path = entry.path();
+                    // A symbolic link to a folder is not followed (a loop would never end).
+                    let kind = entry.file_type()?;
+                    if kind.is_dir() {
                         stack.push(path);
+                    } else if kind.is_symlink() && path.is_dir() {
+                        continue;
                     } else {
                         let name = path.to_string_lossy().to_ascii_lowercase();
                         if [".fits", ".fit", ".fts"].iter().any(|e| name.ends_with(e)) {
@@ -198,7 +203,19 @@ pub fn add(
         }
     }
     let files = opened;
-    let dir = partitioner::layout::images_dir(data_dir).join(collection);
+    // One `images add` at a time in a data directory: the check that an image is new, the load and the files'
+    // move are one step.
+    let root = partitioner::layout::images_dir(data_dir);
+    std::fs::create_dir_all(&root)?;
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join("LOCK"))?;
+    lock.try_lock().map_err(|_| {
+        anyhow::anyhow!("another `skyshard images add` is adding images to this data directory; try again after it")
+    })?;
+    let dir = root.join(collection);
     let mut seen = std::collections::HashSet::new();
     for (f, r) in files.iter().zip(&records) {
         if !images::record::plain_id(&r.obs_id) {

@@ -34,6 +34,9 @@ impl Shape {
             .collect::<Result<_, _>>()
             .map_err(|_| ImageError::BadShape(format!("{text:?}: the coordinates must be numbers")))?;
         let bad = |why: &str| Err(ImageError::BadShape(format!("{text:?}: {why}")));
+        if numbers.iter().any(|x| x.is_nan()) {
+            return bad("NaN is not a coordinate");
+        }
         match kind.as_str() {
             "CIRCLE" => {
                 let [ra, dec, radius] = numbers[..] else {

@@ -101,7 +101,7 @@ impl Header {
 
 /// A card's value field (bytes 11-80): a quoted string (with '' for a quote), T or F, an integer or a real (a D
 /// exponent too), then an optional comment after '/'.
-fn parse_value(field: &[u8]) -> Value {
+pub fn parse_value(field: &[u8]) -> Value {
     let text = String::from_utf8_lossy(field);
     let t = text.trim_start();
     if let Some(rest) = t.strip_prefix('\'') {

@@ -117,10 +117,15 @@ impl Image {
             wcs,
             sip,
         };
-        for (x, y) in image.outline(1) {
+        let (w, h) = (image.hdu.naxis1 as f64, image.hdu.naxis2 as f64);
+        for (x, y) in image
+            .outline(4)
+            .into_iter()
+            .chain([((w + 1.0) / 2.0, (h + 1.0) / 2.0)])
+        {
             if image.to_sky(x, y).is_none() {
                 return Err(ImageError::NoWcs(format!(
-                    "pixel ({x}, {y}) of the image's edge has no position on the sky"
+                    "pixel ({x}, {y}) of the image has no position on the sky"
                 )));
             }
         }
@@ -228,8 +233,9 @@ fn celestial_wcs(hdu: &fits::ImageHdu) -> Result<wcs::WCS, ImageError> {
             .any(|p| k.starts_with(p));
         if wcs_key
             && &card[8..10] == b"= "
-            && let Some(v) = h.get(k)
-            && v.as_f64().is_some_and(|x| !x.is_finite() || x.abs() > 1e12)
+            && fits::parse_value(&card[10..])
+                .as_f64()
+                .is_some_and(|x| !x.is_finite() || x.abs() > 1e12)
         {
             return Err(ImageError::NoWcs(format!("{k} is not a finite number of a sensible size")));
         }

@@ -17,6 +17,19 @@ use crate::reply::base_url;
 use crate::service::Tap;
 use platform::access::Reader;
 
+/// A body that holds `turn` until it has been sent whole or dropped.
+fn held_body(
+    chunks: impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+    turn: crate::service::Turn,
+) -> Body {
+    use futures::StreamExt;
+    let mut turn = Some(turn);
+    Body::from_stream(chunks.chain(futures::stream::poll_fn(move |_| {
+        turn.take();
+        std::task::Poll::Ready(None)
+    })))
+}
+
 /// A SODA error: `text/plain`, starting with the fault's name (SODA 1.0 section 5.2).
 fn fault(status: StatusCode, kind: &str, message: &str) -> Response {
     (
@@ -120,23 +133,30 @@ pub async fn soda_sync(
     let Some(path) = file_of(&tap, &collection, &obs_id) else {
         return fault(StatusCode::NOT_FOUND, "NotFoundFault", &format!("the file of {id} is not here"));
     };
-    // A cutout is held in memory while it is made: it takes one of the caller's sync turns, as a query does.
-    let _turn = match tap.sync_turn(&client).await {
+    // A cutout is held in memory while it is made and sent: it takes one of the caller's sync turns, as a query
+    // does, kept by the work (a client that goes away does not free it early) and then by the body until its last
+    // byte.
+    let turn = match tap.sync_turn(&client).await {
         Ok(t) => t,
         Err(b) => return crate::reply::busy(&b),
     };
-    let cut = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, String> {
-        let image = images::Image::open(&path).map_err(|e| e.to_string())?;
-        let Some(c) = image.bounds(&shape) else {
-            return Ok(None);
-        };
-        let mut out = Vec::new();
-        image.write_cutout(c, &mut out).map_err(|e| e.to_string())?;
-        Ok(Some(out))
+    let cut = tokio::task::spawn_blocking(move || {
+        let made = (|| -> Result<Option<Vec<u8>>, images::ImageError> {
+            let image = images::Image::open(&path)?;
+            let Some(c) = image.bounds(&shape) else {
+                return Ok(None);
+            };
+            let mut out = Vec::new();
+            image
+                .write_cutout(c, &mut out)
+                .map_err(|e| images::ImageError::Io(path.clone(), e))?;
+            Ok(Some(out))
+        })();
+        (made, turn)
     })
     .await;
     match cut {
-        Ok(Ok(Some(bytes))) => (
+        Ok((Ok(Some(bytes)), turn)) => (
             StatusCode::OK,
             [
                 (header::CONTENT_TYPE, "application/fits".to_string()),
@@ -145,12 +165,15 @@ pub async fn soda_sync(
                     format!("attachment; filename=\"{obs_id}-cutout.fits\""),
                 ),
             ],
-            bytes,
+            held_body(futures::stream::iter([Ok(bytes::Bytes::from(bytes))]), turn),
         )
             .into_response(),
-        Ok(Ok(None)) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(e)) => fault(StatusCode::INTERNAL_SERVER_ERROR, "FatalFault", &e),
-        Err(e) => fault(StatusCode::INTERNAL_SERVER_ERROR, "FatalFault", &e.to_string()),
+        Ok((Ok(None), _)) => StatusCode::NO_CONTENT.into_response(),
+        Ok((Err(e), _)) => {
+            tracing::error!(event = "cutout", "cutting {id}: {e}");
+            fault(StatusCode::INTERNAL_SERVER_ERROR, "FatalFault", "the image could not be read")
+        }
+        Err(_) => fault(StatusCode::INTERNAL_SERVER_ERROR, "FatalFault", "the cutout failed"),
     }
 }
 
@@ -187,37 +210,73 @@ pub async fn download(
     let Some(path) = seen.then(|| file_of(&tap, &collection, obs_id)).flatten() else {
         return not_found();
     };
-    let _turn = match tap.sync_turn(&client).await {
+    let turn = match tap.sync_turn(&client).await {
         Ok(t) => t,
         Err(b) => return crate::reply::busy(&b),
     };
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => (
-            StatusCode::OK,
-            [
-                (header::CONTENT_TYPE, "application/fits".to_string()),
-                (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file}\"")),
-            ],
-            Body::from(bytes),
-        )
-            .into_response(),
+    // Streamed in pieces, the turn held by the body until its last byte (or until the client goes).
+    match tokio::fs::File::open(&path).await {
+        Ok(opened) => {
+            let length = opened.metadata().await.map_or(0, |m| m.len());
+            let chunks = futures::stream::unfold(opened, |mut file| async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 256 * 1024];
+                match file.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(bytes::Bytes::from(buf)), file))
+                    }
+                    Err(e) => Some((Err(e), file)),
+                }
+            });
+            (
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, "application/fits".to_string()),
+                    (header::CONTENT_LENGTH, length.to_string()),
+                    (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file}\"")),
+                ],
+                held_body(chunks, turn),
+            )
+                .into_response()
+        }
         Err(_) => not_found(),
     }
 }
+
+/// The most IDs one DataLink request may name.
+const MAX_LINK_IDS: usize = 100;
 
 /// `/datalink/links?ID=...`: for each ID, `#this` (the file) and `#cutout` (SODA, described by the service
 /// descriptor that follows the results), or an error row for an ID that names no image the caller may see.
 pub async fn links(
     State(tap): State<Arc<Tap>>,
     Extension(caller): Extension<Caller>,
+    Extension(client): Extension<Client>,
     headers: HeaderMap,
     params: Params,
 ) -> Response {
     let base = base_url(&headers);
-    let ids: Vec<String> = params.all("ID").map(String::from).collect();
+    // Control characters have no place in an identifier (nor in XML 1.0): dropped.
+    let ids: Vec<String> = params
+        .all("ID")
+        .map(|id| id.chars().filter(|c| !c.is_control()).collect())
+        .collect();
     if ids.is_empty() {
         return crate::reply::error(StatusCode::BAD_REQUEST, "ID is missing: the obs_publisher_did of an image");
     }
+    if ids.len() > MAX_LINK_IDS {
+        return crate::reply::error(
+            StatusCode::BAD_REQUEST,
+            &format!("at most {MAX_LINK_IDS} IDs per request ({} given)", ids.len()),
+        );
+    }
+    // Each ID is a query: the request takes one of the caller's sync turns.
+    let _turn = match tap.sync_turn(&client).await {
+        Ok(t) => t,
+        Err(b) => return crate::reply::busy(&b),
+    };
     let esc = votable::write::xml_escape;
     let mut rows = String::new();
     for id in &ids {

@@ -145,6 +145,9 @@ fn interval(v: &str, min: &str, max: &str) -> Result<String, String> {
     if lo > hi {
         return Err("lo is above hi".into());
     }
+    if lo == f64::INFINITY || hi == f64::NEG_INFINITY {
+        return Ok("1 = 0".to_string());
+    }
     let mut parts = Vec::new();
     if hi.is_finite() {
         parts.push(format!("{min} <= {}", number(hi)));
@@ -166,6 +169,9 @@ fn range_of(v: &str, column: &str) -> Result<String, String> {
     };
     if lo > hi {
         return Err("lo is above hi".into());
+    }
+    if lo == f64::INFINITY || hi == f64::NEG_INFINITY {
+        return Ok("1 = 0".to_string());
     }
     let mut parts = Vec::new();
     if lo.is_finite() {

@@ -278,6 +278,35 @@ def test_soda_answers_misses_and_mistakes_as_soda_says(archive):
         assert r.status_code == (200 if path == "/images/deep/a-g.fits" else 404), (path, r.status_code)
 
 
+def test_datalink_and_sia_bound_what_one_request_asks(archive):
+    # Fourth attacker pass: DataLink took any number of IDs (one query each) outside any turn; infinite intervals
+    # in SIA matched every row; NaN in a SODA range read as the whole range.
+    url = archive["root"] + "/datalink/links"
+    r = requests.get(url, params=[("ID", f"ivo://x/{i}") for i in range(101)])
+    assert r.status_code == 400 and "at most 100 IDs per request (101 given)" in r.text, r.text[:300]
+    r = requests.get(url, params={"ID": "ivo://x/\x01bad"})
+    assert r.status_code == 200 and "\x01" not in r.text and "ivo://x/bad" in r.text
+    parse_single_table(io.BytesIO(r.content))  # well-formed XML
+    assert len(sia(archive).search(band=(1e309, 1e310))) == 0
+    assert len(sia(archive).search(collection="wide", fov=(-np.inf, -np.inf))) == 0
+    did = next(r for r in sia(archive).search(pos=(10.0, 20.0, 0.01)) if r["obs_id"] == "a-g")["obs_publisher_did"]
+    r = requests.get(archive["root"] + "/soda/sync", params={"ID": did, "POS": "RANGE 9 11 NaN NaN"})
+    assert r.status_code == 400 and r.text.startswith("UsageError:") and "NaN" in r.text, r.text[:200]
+
+
+def test_adding_a_folder_does_not_follow_links_in_circles(tmp_path):
+    # Into a data directory of its own: one a service is serving would see its ivoa.obscore reloaded meanwhile.
+    folder = tmp_path / "loop"
+    folder.mkdir()
+    (folder / "up").symlink_to("..")
+    (folder / "self").symlink_to(".")
+    h = wcs_at(70, 10, 0).to_header()
+    fits.PrimaryHDU(np.zeros((10, 10), np.float32), header=h).writeto(folder / "once.fits")
+    out = subprocess.run([SKYSHARD, "images", "add", "--data-dir", str(tmp_path / "data"), "--collection", "looped",
+                          str(folder)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "1 images added" in out.stdout, out.stdout + out.stderr
+
+
 @pytest.mark.skipif(shutil.which("stilts") is None, reason="stilts is not installed (apt-get install stilts)")
 def test_datalinklint_finds_no_error(archive):
     did = next(r for r in sia(archive).search(pos=(10.0, 20.0, 0.01)) if r["obs_id"] == "a-g")["obs_publisher_did"]

@@ -257,6 +257,16 @@ def test_bad_files_and_shapes_are_refused_clearly(images, tmp_path):
         out = skyshard("images", "inspect", patched(name, cards))
         assert out.returncode == 1 and name in out.stderr and why in out.stderr, (name, out.stderr[-500:])
         assert "panicked" not in out.stderr
+    # A distortion that corners survive but the centre does not: refused, not a crash (fourth attacker pass).
+    sip = tmp_path / "sip-centre.fits"
+    h = fits.Header()
+    for k, v in [("CTYPE1", "RA---SIN-SIP"), ("CTYPE2", "DEC--SIN-SIP"), ("CRPIX1", 50.5), ("CRPIX2", 50.5),
+                 ("CRVAL1", 10.0), ("CRVAL2", 20.0), ("CDELT1", 1.0), ("CDELT2", 1.0), ("A_ORDER", 2),
+                 ("B_ORDER", 2), ("A_0_0", 60.3), ("A_1_0", -1.0), ("A_2_0", -60.3 / 50.5**2)]:
+        h[k] = v
+    fits.PrimaryHDU(np.zeros((100, 100), np.float32), header=h).writeto(sip)
+    out = skyshard("images", "inspect", sip)
+    assert out.returncode == 1 and "panicked" not in out.stderr and "sip-centre.fits" in out.stderr, out.stderr[-500:]
     # Shapes that are not shapes.
     for shape in ["CIRCLE 10 20", "CIRCLE 10 95 1", "CIRCLE 10 20 -1", "POLYGON 1 2 3 4", "ELLIPSE 1 2 3 4 5",
                   "RANGE 10 20 5 1", "CIRCLE a b c", "RANGE -1e308 1e308 -90 90", "RANGE 1e308 -1e308 0 1"]:
