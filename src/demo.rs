@@ -13,7 +13,7 @@ pub fn default_dir() -> PathBuf {
 }
 
 /// Generates and loads the sample release into `data_dir` unless it already holds one of `rows` objects.
-fn prepare(data_dir: &Path, rows: u64) -> Result<(), String> {
+fn prepare(data_dir: &Path, rows: u64, port: u16) -> Result<(), String> {
     let marker = data_dir.join("demo-rows");
     // A catalog an older skyshard wrote (its metadata in RocksDB) is made again, not refused.
     let readable =
@@ -77,6 +77,17 @@ fn prepare(data_dir: &Path, rows: u64) -> Result<(), String> {
         loader::ingest::ingest(data_dir, &[release.join(file)], &opts)
             .map_err(|e| format!("loading {table}: {e}"))?;
     }
+    // Images of the same sky, one on each of 24 objects in the bands ugrizy: ivoa.obscore, SIA, SODA, DataLink.
+    let images = crate::obscore::synthetic_images(&release, 24, 42).map_err(|e| format!("{e:#}"))?;
+    let base = format!("http://127.0.0.1:{}", if port == 0 { 8080 } else { port });
+    let options = images::record::RecordOptions {
+        collection: "demo".into(),
+        authority: "skyshard.local".into(),
+        links_url: format!("{base}/datalink/links"),
+        calib_level: 2,
+    };
+    crate::obscore::add(data_dir, "demo", &options, &[release.join("images")])
+        .map_err(|e| format!("adding the demo's {images} images: {e:#}"))?;
     std::fs::write(&marker, rows.to_string()).map_err(|e| e.to_string())?;
     println!(
         "generated and loaded {} objects, {} sources and {} cross-match rows in {:.1} s",
@@ -92,13 +103,13 @@ fn prepare(data_dir: &Path, rows: u64) -> Result<(), String> {
 pub fn howto(base: &str) -> String {
     let tap = format!("{base}/tap");
     format!(
-        "\nskyshard demo is serving a sample catalog (sky.object, sky.source, sky.xmatch).\n\n  TAP URL:  {tap}\n\n  TOPCAT:   VO > Table Access Protocol (TAP) Query, paste the TAP URL, then 'Use Service'\n  pyvo:     import pyvo; svc = pyvo.dal.TAPService(\"{tap}\")\n            svc.search(\"SELECT TOP 10 * FROM sky.object WHERE CONTAINS(POINT(ra, dec), CIRCLE(180, 0, 0.5)) = 1\").to_table()\n  curl:     curl '{tap}/sync?LANG=ADQL&RESPONSEFORMAT=csv&QUERY=SELECT+COUNT(*)+FROM+sky.object'\n  shell:    skyshard query --url {tap} \"SELECT TOP 5 id, ra, dec FROM sky.object ORDER BY id\"\n  cone:     {base}/scs/sky.object?RA=180&DEC=0&SR=0.1\n  examples: {tap}/examples\n\nCtrl-C stops it.\n"
+        "\nskyshard demo is serving a sample catalog (sky.object, sky.source, sky.xmatch) and 24 images of it (ivoa.obscore).\n\n  TAP URL:  {tap}\n\n  TOPCAT:   VO > Table Access Protocol (TAP) Query, paste the TAP URL, then 'Use Service'\n  pyvo:     import pyvo; svc = pyvo.dal.TAPService(\"{tap}\")\n            svc.search(\"SELECT TOP 10 * FROM sky.object WHERE CONTAINS(POINT(ra, dec), CIRCLE(180, 0, 0.5)) = 1\").to_table()\n  curl:     curl '{tap}/sync?LANG=ADQL&RESPONSEFORMAT=csv&QUERY=SELECT+COUNT(*)+FROM+sky.object'\n  shell:    skyshard query --url {tap} \"SELECT TOP 5 id, ra, dec FROM sky.object ORDER BY id\"\n  cone:     {base}/scs/sky.object?RA=180&DEC=0&SR=0.1\n  images:   pyvo.dal.SIA2Service(\"{base}/sia\").search(pos=(RA, DEC, 1)), or in ADQL: SELECT * FROM ivoa.obscore\n  examples: {tap}/examples\n\nCtrl-C stops it.\n"
     )
 }
 
 pub fn demo(port: u16, rows: u64, workers: usize, data_dir: Option<PathBuf>) -> ExitCode {
     let data_dir = data_dir.unwrap_or_else(default_dir);
-    if let Err(e) = prepare(&data_dir, rows) {
+    if let Err(e) = prepare(&data_dir, rows, port) {
         return failure(e);
     }
     let limits = tap::Limits::default();

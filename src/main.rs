@@ -55,6 +55,10 @@ enum Command {
         out: std::path::PathBuf,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Also write this many FITS images of the same sky (OUT/images/, TAN WCS, 256 x 256 pixels of 1",
+        /// the bands ugrizy in turn), each centred on a catalog object, with the objects drawn in.
+        #[arg(long, default_value_t = 0)]
+        images: usize,
     },
     /// Loads a table into a data directory, atomically: a failed or interrupted load leaves the catalog as it was.
     Ingest {
@@ -263,7 +267,12 @@ fn main() -> ExitCode {
         Command::Adql {
             command: AdqlCommand::Check,
         } => adql_check(),
-        Command::Gen { rows, out, seed } => match loader::synth::generate(rows, &out, seed) {
+        Command::Gen {
+            rows,
+            out,
+            seed,
+            images,
+        } => match loader::synth::generate(rows, &out, seed) {
             Ok(s) => {
                 println!(
                     "wrote {} objects, {} sources and {} cross-match rows to {}",
@@ -272,6 +281,12 @@ fn main() -> ExitCode {
                     s.xmatch,
                     out.display()
                 );
+                if images > 0 {
+                    match crate::obscore::synthetic_images(&out, images, seed) {
+                        Ok(n) => println!("wrote {n} images to {}", out.join("images").display()),
+                        Err(e) => return failure(e),
+                    }
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => failure(e),

@@ -277,3 +277,43 @@ pub fn add(
     let _ = std::fs::remove_dir_all(&staging);
     result.map(|()| records)
 }
+
+/// `skyshard gen --images N`: N images of the generated sky in `OUT/images/`, centred on objects of
+/// `OUT/object.parquet` spread through the table, with every object drawn in by its g magnitude.
+pub fn synthetic_images(out: &Path, count: usize, seed: u64) -> anyhow::Result<usize> {
+    use arrow::array::{Array, Float64Array};
+    let file = std::fs::File::open(out.join("object.parquet"))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let mut stars = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        let column = |name: &str| -> anyhow::Result<Float64Array> {
+            let c = batch
+                .column_by_name(name)
+                .ok_or_else(|| anyhow::anyhow!("object.parquet has no column {name}"))?;
+            Ok(arrow::compute::cast(c, &arrow::datatypes::DataType::Float64)?
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .expect("cast to Float64")
+                .clone())
+        };
+        let (ra, dec, mag) = (column("ra")?, column("dec")?, column("mag_g")?);
+        for i in 0..batch.num_rows() {
+            if !ra.is_null(i) && !dec.is_null(i) {
+                let m = if mag.is_null(i) { 22.0 } else { mag.value(i) };
+                stars.push((ra.value(i), dec.value(i), m));
+            }
+        }
+    }
+    anyhow::ensure!(!stars.is_empty(), "no objects to centre images on");
+    let step = (stars.len() / count.max(1)).max(1);
+    let centres: Vec<(f64, f64)> = stars.iter().step_by(step).map(|&(ra, dec, _)| (ra, dec)).collect();
+    let dir = out.join("images");
+    std::fs::create_dir_all(&dir)?;
+    let exposures = images::synth::exposures(&centres, count, 256, 1.0 / 3600.0, seed);
+    for (k, e) in exposures.iter().enumerate() {
+        let name = format!("img-{k:04}-{}", e.band);
+        images::synth::write(&dir.join(format!("{name}.fits")), e, &name, &stars)?;
+    }
+    Ok(exposures.len())
+}

@@ -6,6 +6,7 @@ pub mod cutout;
 pub mod fits;
 pub mod record;
 pub mod sky;
+pub mod synth;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -315,3 +315,41 @@ def test_datalinklint_finds_no_error(archive):
         out = subprocess.run(["stilts", "datalinklint", f"votable={archive['root']}/datalink/links?{query}"],
                              capture_output=True, text=True, timeout=300)
         assert "Totals: Errors: 0; Warnings: 0" in out.stdout, out.stdout[-2000:]
+
+
+def test_generated_images_show_their_objects(tmp_path):
+    # `skyshard gen --images N`: images of the generated sky, each centred on an object that astropy finds at the
+    # brightest pixel of a SODA cutout around it.
+    out = run("gen", "--rows", "3000", "--out", str(tmp_path / "rel"), "--images", "6")
+    assert "wrote 6 images" in out, out
+    files = sorted((tmp_path / "rel" / "images").glob("*.fits"))
+    assert [f.name[-6:] for f in files] == ["u.fits", "g.fits", "r.fits", "i.fits", "z.fits", "y.fits"]
+    data = tmp_path / "data"
+    run("ingest", "--data-dir", str(data), "--table", "sky.object", "--input", str(tmp_path / "rel/object.parquet"),
+        "--ra", "ra", "--dec", "dec", "--id", "id", "--quiet")
+    run("images", "add", "--data-dir", str(data), "--collection", "synthetic", str(tmp_path / "rel" / "images"))
+    proc, url = start(["serve", "--data-dir", str(data), "--port", "0", "--workers", "1", "--jobs-dir",
+                       str(tmp_path / "jobs")])
+    try:
+        root = url.replace("/tap", "")
+        tap = pyvo.dal.TAPService(url)
+        joined = tap.run_sync("SELECT i.obs_id, o.ra, o.dec, o.mag_g FROM ivoa.obscore AS i JOIN sky.object AS o "
+                              "ON 1 = CONTAINS(POINT(o.ra, o.dec), CIRCLE(i.s_ra, i.s_dec, 0.0003))").to_table()
+        assert len(joined) >= 6, joined
+        row = joined[0]
+        did = tap.run_sync(f"SELECT obs_publisher_did FROM ivoa.obscore WHERE obs_id = '{row['obs_id']}'") \
+            .to_table()[0][0]
+        r = requests.get(root + "/soda/sync", params={"ID": did, "CIRCLE": f"{row['ra']} {row['dec']} 0.003"})
+        assert r.status_code == 200, r.text[:300]
+        cut = tmp_path / "cut.fits"
+        cut.write_bytes(r.content)
+        with fits.open(cut) as hdul:
+            image = hdul[0].data
+            w = WCS(hdul[0].header)
+            y, x = np.unravel_index(np.argmax(image), image.shape)
+            ra, dec = w.all_pix2world([[x, y]], 0)[0]
+            assert separation(ra, dec, row["ra"], row["dec"]) < 2 / 3600, (ra, dec, row["ra"], row["dec"])
+            assert image.max() > np.median(image) + 10 * np.std(image[:5, :5]), "the object stands out"
+    finally:
+        proc.kill()
+        proc.wait()

@@ -511,6 +511,11 @@ def test_demo_is_one_command(tmp_path):
         svc = pyvo.dal.TAPService(url)
         assert int(svc.search("SELECT COUNT(*) AS n FROM sky.object")["n"][0]) == 20000
         assert {"sky.object", "sky.source", "sky.xmatch"} <= {t.name for t in svc.tables}
+        # Its images: 24 in ivoa.obscore, found by SIA around the object each is centred on.
+        sia = pyvo.dal.SIA2Service(url.replace("/tap", "/sia"))
+        assert len(sia.search(collection="demo")) == 24
+        first = svc.search("SELECT TOP 1 s_ra, s_dec FROM ivoa.obscore ORDER BY obs_id").to_table()[0]
+        assert len(sia.search(pos=(float(first["s_ra"]), float(first["s_dec"]), 0.001))) >= 1
     finally:
         proc.kill()
         proc.wait()
