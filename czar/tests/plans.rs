@@ -428,7 +428,11 @@ async fn plans_match_the_approved_files() {
         let text = format!("-- {query}\n{explained}");
         let path = approved_dir().join(format!("{name}.txt"));
         if update {
-            std::fs::write(&path, &text).unwrap();
+            // Said by name: the reviewer sees which approved plans the regeneration changed.
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                println!("UPDATE_PLANS: {} changed", path.display());
+                std::fs::write(&path, &text).unwrap();
+            }
             continue;
         }
         match std::fs::read_to_string(&path) {
