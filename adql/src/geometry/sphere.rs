@@ -496,6 +496,23 @@ mod tests {
         assert!((ccw.area() - cw.area()).abs() < 1e-15);
     }
 
+    /// A pole is one point whatever RA it is given: exactly 90 degrees from every point of the equator, so both poles
+    /// are on the edge of (and inside) a 90-degree circle about any equator point (the mutation check of issue 28
+    /// found nothing held this).
+    #[test]
+    fn a_pole_is_one_point_whatever_its_ra() {
+        for ra in [0.0, 37.0, 123.456, 359.9] {
+            for dec in [90.0, -90.0] {
+                let p = Vec3::from_radec(ra, dec);
+                assert_eq!((p.x, p.y, p.z), (0.0, 0.0, dec.signum()), "ra {ra} dec {dec}");
+                for ra2 in [0.0, 100.0, 271.3] {
+                    let angle = angle_between(p, Vec3::from_radec(ra2, 0.0));
+                    assert_eq!(angle, std::f64::consts::FRAC_PI_2, "ra {ra} dec {dec} to ({ra2}, 0)");
+                }
+            }
+        }
+    }
+
     #[test]
     fn polygon_around_the_pole_and_across_ra_zero() {
         let cap = poly(&[(0.0, 80.0), (90.0, 80.0), (180.0, 80.0), (270.0, 80.0)]);
