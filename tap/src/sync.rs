@@ -35,13 +35,14 @@ pub async fn sync(
     if let Some(t) = &tally {
         t.query(&req.query);
     }
-    let uploads = match upload::load_all(&params, &tap.limits).await {
-        Ok(u) => u,
-        Err(e) => return failure(&e),
-    };
+    // The caller's turn first: decoding the uploads (and fetching those given by URL) is the caller's work too.
     let turn = match tap.sync_turn(&client).await {
         Ok(t) => t,
         Err(b) => return busy(&b),
+    };
+    let uploads = match upload::load_all(&params, &tap.limits).await {
+        Ok(u) => u,
+        Err(e) => return failure(&e),
     };
     let secs = tap.limits.sync_duration;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
