@@ -3,15 +3,17 @@
 //! `Platform::job_access` and `Platform::may_use_space`. tests/python/test_access_table.py runs the same table
 //! through a real service's HTTP endpoints.
 
+mod common;
+
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use metastore::accounts::{Accounts, Identity, Quota};
+use metastore::accounts::{Identity, Quota};
 use platform::Platform;
 use platform::access::{Grant, JobAccess, Reader, Space};
 use platform::files::{FilePath, Use};
-use platform::identity::{Auth, Caller, Policy};
+use platform::identity::Caller;
 use platform::jobs::{Finished, Job, QueryJobs};
 
 /// Query jobs are not run here.
@@ -62,27 +64,6 @@ fn caller(name: &str) -> Caller {
     }
 }
 
-async fn platform(dir: &Path) -> Arc<Platform> {
-    let cluster =
-        czar::cluster::Cluster::new(&["127.0.0.1:9".to_string()], 1, 1).expect("a cluster");
-    let czar =
-        Arc::new(czar::Czar::open(&dir.join("data"), cluster, Default::default()).expect("a czar"));
-    let auth = Auth {
-        policy: Policy::Optional,
-        accounts: Accounts::new(&dir.join("data")),
-        proxy: None,
-    };
-    Arc::new(
-        Platform::open(
-            czar,
-            Default::default(),
-            None,
-            Some(auth),
-            Arc::new(NoQueries),
-        )
-        .expect("a platform"),
-    )
-}
 
 /// Whether the platform allows `caller` to do `action` to `resource`.
 fn allowed(platform: &Platform, who: &Caller, action: &str, resource: &str) -> bool {
@@ -118,7 +99,7 @@ fn allowed(platform: &Platform, who: &Caller, action: &str, resource: &str) -> b
 async fn the_access_table_holds_for_the_platform_s_decisions() {
     let dir = std::env::temp_dir().join(format!("skyshard-access-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let platform = platform(&dir).await;
+    let platform = common::platform(&dir, Arc::new(NoQueries));
     let table = table();
     for (name, spec) in table["tables"].as_object().expect("tables") {
         let mut grant = Grant::default();

@@ -1,12 +1,14 @@
 //! A caller's share of async jobs is checked and taken as one step: many `PHASE=RUN`s at once for the same caller
 //! start no more jobs than the share allows (issue 33.5: 20 concurrent runs with a share of 2 once started 3).
 
+mod common;
+
 use std::pin::Pin;
 use std::sync::{Arc, Barrier};
 
-use metastore::accounts::{Accounts, Identity, Quota};
+use metastore::accounts::{Identity, Quota};
 use platform::Platform;
-use platform::identity::{Auth, Caller, Policy};
+use platform::identity::Caller;
 use platform::jobs::{Finished, Job, JobKind, Phase, QueryJobs};
 use platform::quota::{Allowance, Client};
 
@@ -28,19 +30,7 @@ impl QueryJobs for Forever {
 async fn concurrent_runs_start_no_more_jobs_than_the_share() {
     let dir = std::env::temp_dir().join(format!("skyshard-admission-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let cluster =
-        czar::cluster::Cluster::new(&["127.0.0.1:9".to_string()], 1, 1).expect("a cluster");
-    let czar =
-        Arc::new(czar::Czar::open(&dir.join("data"), cluster, Default::default()).expect("a czar"));
-    let auth = Auth {
-        policy: Policy::Optional,
-        accounts: Accounts::new(&dir.join("data")),
-        proxy: None,
-    };
-    let platform = Arc::new(
-        Platform::open(czar, Default::default(), None, Some(auth), Arc::new(Forever))
-            .expect("a platform"),
-    );
+    let platform = common::platform(&dir, Arc::new(Forever));
     let ada = Caller::User(Identity {
         user: "ada".into(),
         groups: Vec::new(),

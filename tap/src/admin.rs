@@ -21,6 +21,7 @@ use futures::StreamExt;
 use partitioner::layout;
 use tokio::io::AsyncWriteExt;
 
+use crate::reply::plain;
 use crate::auth::Caller;
 use crate::service::Tap;
 
@@ -183,16 +184,6 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response {
 
 fn refused(status: StatusCode, message: impl Into<String>) -> Response {
     json(status, serde_json::json!({ "error": message.into() }))
-}
-
-/// A name the client chose: letters, digits, `_`, `-`, `.`, not starting with a dot.
-fn plain(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('.')
-        && name.len() <= 200
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// Loads are taken from the czar's own machine only, and, when the service has accounts, from a caller whose

@@ -194,7 +194,7 @@ async fn get(local: &Path, head: bool) -> Response {
         Ok(file) => (
             StatusCode::OK,
             headers,
-            Body::from_stream(tokio_util_stream(file)),
+            Body::from_stream(chunks(file)),
         )
             .into_response(),
         Err(e) => error(
@@ -223,7 +223,7 @@ fn attachment(name: &str) -> String {
 }
 
 /// A file as a stream of chunks.
-fn tokio_util_stream(
+pub(crate) fn chunks(
     file: tokio::fs::File,
 ) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
     futures::stream::unfold(file, |mut file| async move {

@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 
 use crate::auth::{Caller, Client};
 use crate::params::Params;
-use crate::reply::base_url;
+use crate::reply::{base_url, plain};
 use crate::service::Tap;
 use platform::access::Reader;
 
@@ -40,34 +40,27 @@ fn fault(status: StatusCode, kind: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// A name of the archive's folders: letters, digits, `_`, `-`, `.`, not starting with a dot.
-fn plain(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('.')
-        && name.len() <= 200
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-}
-
 /// (collection, obs_id) of the image `did` names, if the caller may see it.
 async fn find(tap: &Tap, caller: &Caller, did: &str) -> Result<Option<(String, String)>, String> {
-    let visible = tap.visible_to(Reader::of(caller));
     let adql = format!(
         "SELECT obs_collection, obs_id FROM ivoa.obscore WHERE obs_publisher_did = '{}'",
         did.replace('\'', "''")
     );
+    Ok(first_row(tap, caller, &adql).await?.map(|row| (row[0].clone(), row[1].clone())))
+}
+
+/// The first row (as text) of an ADQL query run as the caller: what they may not see is not there.
+async fn first_row(tap: &Tap, caller: &Caller, adql: &str) -> Result<Option<Vec<String>>, String> {
+    let visible = tap.visible_to(Reader::of(caller));
     let query = czar::QueryContext::seeing(visible.as_deref());
-    let stream = tap.czar.execute(&adql, &query).await.map_err(|e| e.to_string())?;
+    let stream = tap.czar.execute(adql, &query).await.map_err(|e| e.to_string())?;
     let batches: Vec<arrow::record_batch::RecordBatch> =
         stream.try_collect().await.map_err(|e| e.to_string())?;
-    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-        let text = |i: usize| {
-            arrow::util::display::array_value_to_string(batch.column(i), 0).unwrap_or_default()
-        };
-        return Ok(Some((text(0), text(1))));
-    }
-    Ok(None)
+    Ok(batches.iter().find(|b| b.num_rows() > 0).map(|batch| {
+        (0..batch.num_columns())
+            .map(|i| arrow::util::display::array_value_to_string(batch.column(i), 0).unwrap_or_default())
+            .collect()
+    }))
 }
 
 /// The file of an image in the data directory, if the names are plain and it is there.
@@ -197,16 +190,7 @@ pub async fn download(
         collection.replace('\'', "''"),
         obs_id.replace('\'', "''")
     );
-    let visible = tap.visible_to(Reader::of(&caller));
-    let query = czar::QueryContext::seeing(visible.as_deref());
-    let seen = match tap.czar.execute(&adql, &query).await {
-        Ok(stream) => stream
-            .try_collect::<Vec<_>>()
-            .await
-            .map(|b| b.iter().any(|b| b.num_rows() > 0))
-            .unwrap_or(false),
-        Err(_) => false,
-    };
+    let seen = matches!(first_row(&tap, &caller, &adql).await, Ok(Some(_)));
     let Some(path) = seen.then(|| file_of(&tap, &collection, obs_id)).flatten() else {
         return not_found();
     };
@@ -218,18 +202,7 @@ pub async fn download(
     match tokio::fs::File::open(&path).await {
         Ok(opened) => {
             let length = opened.metadata().await.map_or(0, |m| m.len());
-            let chunks = futures::stream::unfold(opened, |mut file| async move {
-                use tokio::io::AsyncReadExt;
-                let mut buf = vec![0u8; 256 * 1024];
-                match file.read(&mut buf).await {
-                    Ok(0) => None,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        Some((Ok(bytes::Bytes::from(buf)), file))
-                    }
-                    Err(e) => Some((Err(e), file)),
-                }
-            });
+            let chunks = crate::files::chunks(opened);
             (
                 StatusCode::OK,
                 [

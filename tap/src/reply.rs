@@ -94,6 +94,16 @@ impl http_body::Body for Watched {
     }
 }
 
+/// A name the client chose: letters, digits, `_`, `-`, `.`, not starting with a dot.
+pub(crate) fn plain(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 /// Panics the last line of defence caught since the service started (a test suite asserts it stays 0).
 static PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
