@@ -51,7 +51,7 @@ SKYSHARD="$skyshard" python3 -m pytest -q -rs tests/python
 # The portal in headless Chromium (tests/browser): Debian's chromium and playwright-core (`cd tests/browser && npm
 # ci`). In CI both are installed by .ci/run, and their absence is an error, not a skip.
 if command -v chromium >/dev/null && [ -d tests/browser/node_modules/playwright-core ]; then
-  SKYSHARD="$skyshard" node --test --test-concurrency=1 tests/browser/portal.test.mjs
+  SKYSHARD="$skyshard" node --test --test-concurrency=1 tests/browser/portal.test.mjs tests/browser/login.test.mjs
 elif [ -n "${CI:-}" ]; then
   echo "the browser tests need chromium and tests/browser/node_modules (cd tests/browser && npm ci)" >&2
   exit 1

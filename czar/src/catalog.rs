@@ -18,7 +18,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use exec::ChunkScanExec;
 use metastore::{MetaStore, TableKind, TableRecord};
 use partitioner::{ChunkId, ChunkMap, layout};
-use protocol::ChunkScan;
+use protocol::{ChunkScan, IndexRange};
 
 use crate::error::CzarError;
 use crate::prune::{self, Pruning};
@@ -176,6 +176,30 @@ impl TableInfo {
     }
 }
 
+/// Restricts a query's scans of one table to one chunk: its own rows, or (`margin`) only the rows its overlap file
+/// holds. Set as an extension of the planning session ([`crate::QueryContext::only_chunk`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnlyChunk {
+    /// `schema.table`, lower case.
+    pub table: String,
+    pub chunk: u64,
+    pub margin: bool,
+}
+
+/// The depth-29 index ranges outside a chunk's cell (inclusive bounds).
+fn outside_cell(chunk: u64) -> Vec<IndexRange> {
+    let cell = ChunkId(chunk).range_at(partitioner::chunk::MAX_DEPTH);
+    let end = 12i64 << 58; // 12 * 4^29
+    let mut ranges = Vec::new();
+    if cell.start > 0 {
+        ranges.push(IndexRange { from: 0, to: cell.start as i64 - 1 });
+    }
+    if (cell.end as i64) < end {
+        ranges.push(IndexRange { from: cell.end as i64, to: end - 1 });
+    }
+    ranges
+}
+
 /// A table spread over the cluster's chunks.
 #[derive(Debug)]
 pub struct DistributedTable {
@@ -215,7 +239,7 @@ impl TableProvider for DistributedTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
@@ -251,16 +275,30 @@ impl TableProvider for DistributedTable {
             })
         .then_some(info.record.rows);
         let replicated = info.record.kind == TableKind::Replicated;
-        let pruning = if replicated {
+        let mut pruning = if replicated {
             Pruning::default()
         } else {
             info.prune(&filters)
         };
+        // A query about one chunk (a HATS partition or its margin): its own rows, or only the copies its overlap
+        // file holds (rows of neighbouring cells; every own row lies inside the cell's index range).
+        let mut overlap = false;
+        if let Some(only) = state.config().get_extension::<OnlyChunk>()
+            && only.table == info.record.qualified_name()
+        {
+            if only.margin {
+                pruning.chunks = info.chunks.iter().copied().filter(|c| *c == only.chunk).collect();
+                pruning.ranges = outside_cell(only.chunk);
+                overlap = true;
+            } else {
+                pruning.chunks.retain(|c| *c == only.chunk);
+            }
+        }
         let scan = ChunkScan {
             table: info.record.qualified_name(),
             load_id: info.record.load_id.clone(),
             chunks: pruning.chunks,
-            overlap: false,
+            overlap,
             schema: info.schema_proto.clone(),
             projected: projection.is_some(),
             projection: projection

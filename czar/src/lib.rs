@@ -40,7 +40,7 @@ use partitioner::layout;
 use tracing::Instrument;
 
 use catalog::{DistributedTable, Tables};
-pub use catalog::{ForeignKey, TableInfo};
+pub use catalog::{ForeignKey, OnlyChunk, TableInfo};
 use cluster::Cluster;
 pub use error::CzarError;
 
@@ -61,6 +61,8 @@ pub struct QueryContext<'a> {
     pub uploads: &'a [Arc<CatalogTable>],
     pub visible: Visible<'a>,
     pub progress: Option<&'a Arc<progress::Progress>>,
+    /// Scans of one table read one chunk only (a HATS partition or its margin).
+    pub only_chunk: Option<&'a OnlyChunk>,
 }
 
 impl<'a> QueryContext<'a> {

@@ -35,7 +35,10 @@ impl Czar {
     pub async fn plan(&self, adql: &str, query: &QueryContext<'_>) -> Result<Planned, CzarError> {
         let (uploads, visible) = (query.uploads, query.visible);
         let engine = self.engine_for(uploads, visible);
-        let state = engine.planning_session();
+        let mut state = engine.planning_session();
+        if let Some(only) = query.only_chunk {
+            state.config_mut().set_extension(Arc::new(only.clone()));
+        }
         let logical = off_the_runtime(|| engine.plan(adql, &state))?;
         let physical = state
             .create_physical_plan(&logical)

@@ -99,6 +99,17 @@ pub struct TokenRecord {
     /// A login session's token (made by the login form, ended by logout), not one made with `token create`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub session: bool,
+    /// Made by the portal for a notebook it hands a job to (short-lived; a user holds a bounded number).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handoff: bool,
+}
+
+/// Who made a token: `skyshard token create`, the login form, or the portal for a notebook.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Made,
+    Session,
+    Handoff,
 }
 
 /// Who a checked token speaks for.
@@ -582,7 +593,18 @@ impl AccountsWriter {
         expires: Option<u64>,
         now: u64,
     ) -> std::result::Result<(TokenRecord, String), AccountError> {
-        self.new_token(user, scopes, expires, now, false)
+        self.new_token(user, scopes, expires, now, Kind::Made)
+    }
+
+    /// A token the portal made for a notebook hand-off (see [`TokenRecord::handoff`]).
+    pub fn create_handoff(
+        &self,
+        user: &str,
+        scopes: &[String],
+        expires: u64,
+        now: u64,
+    ) -> std::result::Result<(TokenRecord, String), AccountError> {
+        self.new_token(user, scopes, Some(expires), now, Kind::Handoff)
     }
 
     /// A new login session's token for `user` (see [`TokenRecord::session`]).
@@ -593,7 +615,7 @@ impl AccountsWriter {
         expires: u64,
         now: u64,
     ) -> std::result::Result<(TokenRecord, String), AccountError> {
-        self.new_token(user, scopes, Some(expires), now, true)
+        self.new_token(user, scopes, Some(expires), now, Kind::Session)
     }
 
     fn new_token(
@@ -602,7 +624,7 @@ impl AccountsWriter {
         scopes: &[String],
         expires: Option<u64>,
         now: u64,
-        session: bool,
+        kind: Kind,
     ) -> std::result::Result<(TokenRecord, String), AccountError> {
         let Some(account) = self.accounts.user(user)? else {
             return Err(AccountError::NoUser(user.to_string()));
@@ -624,7 +646,8 @@ impl AccountsWriter {
             hash: digest(&secret),
             created: now,
             expires,
-            session,
+            session: kind == Kind::Session,
+            handoff: kind == Kind::Handoff,
         };
         self.write(&self.accounts.token_path(&id), &record)?;
         Ok((record, format!("sky_{id}_{secret}")))

@@ -15,6 +15,7 @@
 use base64::Engine;
 use metastore::accounts::{Accounts, Identity};
 
+use crate::error::PlatformError;
 use crate::jobs::now_ms;
 
 /// The session cookie's name: `SESSION`, the name astroquery's `TapPlus.login()` looks for (ESA's archives set it).
@@ -215,6 +216,35 @@ impl Auth {
         Ok(token)
     }
 
+    /// A token for a notebook the portal hands a job to: the caller's own scopes but never admin, expiring after
+    /// [`HANDOFF_HOURS`], listed and revocable like any token (`skyshard token list|revoke`). A user holds at most
+    /// [`HANDOFF_TOKENS`] live ones: a page that asks again and again cannot fill the accounts directory.
+    pub fn handoff_token(&self, caller: &Identity) -> Result<(String, u64), PlatformError> {
+        let now = now_ms();
+        let live = self
+            .accounts
+            .tokens()
+            .map_err(|e| PlatformError::Unavailable(format!("the accounts cannot be read just now; try again ({e})")))?
+            .into_iter()
+            .filter(|t| t.user == caller.user && t.handoff && t.expires.is_some_and(|e| e > now))
+            .count();
+        if live >= HANDOFF_TOKENS {
+            return Err(PlatformError::OverQuota(format!(
+                "you already hold {live} notebook tokens, the most one user may: revoke some (skyshard token revoke) \
+                 or wait for them to expire ({HANDOFF_HOURS} h after they were made)"
+            )));
+        }
+        let scopes: Vec<String> = caller.scopes.iter().filter(|s| *s != "admin").cloned().collect();
+        let expires = now + HANDOFF_HOURS * 3_600_000;
+        let writer = self.writer_waiting().map_err(|e| match e {
+            SessionError::Busy(m) | SessionError::Credentials(m) => PlatformError::Unavailable(m),
+        })?;
+        let (_, token) = writer
+            .create_handoff(&caller.user, &scopes, expires, now)
+            .map_err(|e| PlatformError::Forbidden(format!("cannot make a notebook token for {}: {e}", caller.user)))?;
+        Ok((token, expires))
+    }
+
     /// The accounts' writer, waiting up to two seconds for another login (or `skyshard user`) to finish with it.
     fn writer_waiting(&self) -> Result<metastore::accounts::AccountsWriter, SessionError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
@@ -249,6 +279,12 @@ impl Auth {
 
 /// How long a login with a password lasts.
 pub const SESSION_HOURS: u64 = 24;
+
+/// How long a token made for a notebook hand-off lasts.
+pub const HANDOFF_HOURS: u64 = 24;
+
+/// The most notebook hand-off tokens a user holds at once.
+pub const HANDOFF_TOKENS: usize = 20;
 
 /// The token a client presents: its `Authorization` value (Bearer, or Basic with any user name and the token as
 /// password, padded or not), else the [`COOKIE`] among its `Cookie` values; Err for credentials that cannot be read.

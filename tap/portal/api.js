@@ -175,12 +175,19 @@ export async function functions() {
 
 export async function me() {
   const response = await fetch("/api/v1/me");
-  if (response.status === 401) return { anonymous: true, auth: "required", needsLogin: true };
-  return (await checked(response)).json();
+  // The service went on without a session cookie that no longer works (logged out elsewhere, expired, revoked).
+  const ended = response.headers.get("x-skyshard-session") === "ended";
+  if (response.status === 401) return { anonymous: true, auth: "required", needsLogin: true, ended };
+  return { ...(await (await checked(response)).json()), ended };
 }
 
 export async function login(username, password) {
   await checked(await fetch("/tap/login", { method: "POST", body: form({ USERNAME: username, PASSWORD: password }) }));
+}
+
+/** A token for a notebook (24 h, revocable with `skyshard token revoke`): {token, expires}. */
+export async function notebookToken() {
+  return (await checked(await fetch("/api/v1/tokens", { method: "POST" }))).json();
 }
 
 export async function logout() {

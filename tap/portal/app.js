@@ -27,6 +27,7 @@ function showTab(name) {
   for (const b of document.querySelectorAll("#tabs button")) b.setAttribute("aria-selected", String(b.dataset.tab === name));
   for (const s of document.querySelectorAll("section[role=tabpanel]")) s.hidden = s.id !== `tab-${name}`;
   if (name === "jobs") refreshJobs();
+  if (name === "python") showHandoff(state.job);
 }
 for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => showTab(b.dataset.tab));
 
@@ -53,6 +54,9 @@ async function who() {
     box.append(`${me.user} `, out);
     $("login").hidden = true;
   } else if (me.auth !== "none") {
+    // The browser still holds the cookie (HttpOnly: only the service can clear it).
+    if (me.ended) await api.logout();
+    if (me.ended) box.append(el("p", { id: "session-ended", class: "error" }, "Your session has ended (logged out elsewhere, expired or revoked): log in again."));
     if (me.needsLogin) {
       box.append("This service needs you to log in.");
       $("login").hidden = false;
@@ -213,10 +217,25 @@ setInterval(() => { if (!$("tab-jobs").hidden) refreshJobs(); }, 3000);
 
 // ---- hand-off ----
 
-function showHandoff(job) {
-  const text = handoff.snippet(job);
-  $("python-snippet").textContent = text;
-  const blob = new Blob([handoff.notebook(job)], { type: "application/x-ipynb+json" });
+// A logged-in user's snippet carries a notebook token, made once per page when the Python tab is first opened
+// (not for every job: a user holds a bounded number of them).
+async function notebookToken() {
+  if (!state.me || state.me.anonymous) return null;
+  if (!state.notebookToken) {
+    state.notebookToken = api.notebookToken().catch((e) => {
+      state.notebookToken = null;
+      $("python-status").textContent = `No token in the snippet: ${e.message}`;
+      return null;
+    });
+  }
+  return state.notebookToken;
+}
+
+async function showHandoff(job) {
+  if (!job) return;
+  const token = $("tab-python").hidden ? null : await notebookToken();
+  $("python-snippet").textContent = handoff.snippet(job, token);
+  const blob = new Blob([handoff.notebook(job, token)], { type: "application/x-ipynb+json" });
   const a = $("python-ipynb");
   if (a.dataset.url) URL.revokeObjectURL(a.dataset.url);
   a.dataset.url = URL.createObjectURL(blob);
@@ -345,6 +364,7 @@ function writeRegion(shape) {
 async function start() {
   const started = performance.now();
   const me = await who();
+  state.me = me;
   if (me.needsLogin) return;
   await Promise.all([loadSchema(), loadExamples()]);
   const { query, job } = handoff.fromHash();

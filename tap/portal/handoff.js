@@ -5,35 +5,45 @@ export function jobUrl(id) {
   return `${location.origin}/tap/async/${id}`;
 }
 
-export function snippet(job) {
+/** The Python that reads the job's rows; `token` ({token, expires}) for a logged-in user, none for anonymous. */
+export function snippet(job, token = null) {
   const query = (job.query || "").replace(/\\/g, "\\\\").replace(/"""/g, '\\"\\"\\"');
+  const auth = token
+    ? `# Your notebook token, valid until ${token.expires}: keep it private (revoke it: skyshard token revoke).
+session.headers["Authorization"] = "Bearer ${token.token}"
+`
+    : "";
   return `import io
 
 import pyarrow.parquet as pq
 import pyvo
+import requests
 
+session = requests.Session()
+${auth}
 # The portal's job: reattach to it by its URL (it keeps its result until it is destroyed).
-job = pyvo.dal.AsyncTAPJob("${jobUrl(job.id)}")
+job = pyvo.dal.AsyncTAPJob("${jobUrl(job.id)}", session=session)
 job.wait()
 # Its result is Parquet: read it as an Arrow table, then as pandas or astropy.
-data = job._session.get(job.result_uri).content
-table = pq.read_table(io.BytesIO(data))
+response = session.get(job.result_uri, timeout=600)
+response.raise_for_status()
+table = pq.read_table(io.BytesIO(response.content))
 df = table.to_pandas()
 print(len(df), "rows")
 
 # The query, to run it again as a new job:
 query = """${query}"""
-# service = pyvo.dal.TAPService("${location.origin}/tap")
+# service = pyvo.dal.TAPService("${location.origin}/tap", session=session)
 # result = service.run_async(query).to_table()
 `;
 }
 
-export function notebook(job) {
+export function notebook(job, token = null) {
   const lines = (text) => text.split("\n").map((l, i, all) => (i < all.length - 1 ? `${l}\n` : l));
   return JSON.stringify({
     cells: [
       { cell_type: "markdown", metadata: {}, source: lines(`# skyshard job ${job.id}\n\nReattaches to the portal's job and reads its rows.`) },
-      { cell_type: "code", execution_count: null, metadata: {}, outputs: [], source: lines(snippet(job).trimEnd()) },
+      { cell_type: "code", execution_count: null, metadata: {}, outputs: [], source: lines(snippet(job, token).trimEnd()) },
     ],
     metadata: { kernelspec: { display_name: "Python 3", language: "python", name: "python3" }, language_info: { name: "python" } },
     nbformat: 4,

@@ -79,6 +79,7 @@ async fn run_query(
         uploads: &uploads,
         visible: visible.as_deref(),
         progress: Some(&progress),
+        ..Default::default()
     };
     let stream = start_query(&platform.czar, &req, &query)
         .await

@@ -133,7 +133,8 @@ pub(crate) async fn authenticate(
     let address = client_address(&tap, &request);
     // Who the request counts as, and the response: a refusal (written to the audit log like any answer), or the
     // handler's.
-    let (who, user, mut response) = match caller_of(&tap, &request, &route) {
+    let ended = stale_session(&tap, &request);
+    let (who, user, mut response) = match caller_of(&tap, &request, &route, ended) {
         Err(refusal) => (format!("address {address}"), None, refusal),
         Ok(caller) => {
             let client = Client::of(&tap.limits, &caller, || address.clone());
@@ -176,7 +177,49 @@ pub(crate) async fn authenticate(
     if let Some(user) = user.and_then(|u| HeaderValue::from_str(&u).ok()) {
         response.headers_mut().insert("x-vo-authenticated", user);
     }
+    // Said on every answer until the cookie is replaced or cleared (the portal then says why the user is anonymous
+    // and clears it through /tap/logout): clearing it here, on whichever answer came first (the page's HTML),
+    // would leave the portal's own check nothing to see.
+    if ended {
+        response
+            .headers_mut()
+            .insert(SESSION_HEADER, HeaderValue::from_static("ended"));
+    }
     response
+}
+
+/// The `Set-Cookie` that makes a browser forget its session cookie.
+const CLEAR_COOKIE: &str = "SESSION=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0";
+
+/// Answered with `ended` when a browser's session cookie is no longer valid and the request went on without it.
+const SESSION_HEADER: &str = "x-skyshard-session";
+
+/// Whether the request is a browser's whose only credentials are a session cookie that no longer works (revoked,
+/// expired, from a data directory since replaced). Such a request goes on as anonymous
+/// instead of being refused: otherwise the portal's own page answers 401 and the user, who cannot see or clear an
+/// HttpOnly cookie, is locked out. A program presenting a token it chose (an Authorization header), or a client
+/// that is not a browser, still gets its 401: a silently anonymous answer would look like missing data.
+fn stale_session(tap: &Tap, request: &axum::extract::Request) -> bool {
+    let headers = request.headers();
+    let Some(auth) = &tap.auth else { return false };
+    if headers.contains_key(header::AUTHORIZATION) || !from_browser(headers) {
+        return false;
+    }
+    if through_proxy(auth, request).is_some() {
+        return false;
+    }
+    match platform::identity::cookie(
+        headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes),
+        COOKIE,
+    ) {
+        Some(token) => matches!(auth.identify(&token), Err(Refusal::Invalid(_))),
+        None => false,
+    }
+}
+
+/// Whether a browser sent the request (browsers send the fetch metadata headers; other clients do not).
+fn from_browser(headers: &HeaderMap) -> bool {
+    headers.contains_key("sec-fetch-mode") || headers.contains_key("sec-fetch-site")
 }
 
 /// Who a request comes from, or why it is refused before any handler runs: credentials that are not valid (401),
@@ -186,6 +229,7 @@ fn caller_of(
     tap: &Tap,
     request: &axum::extract::Request,
     route: &str,
+    stale: bool,
 ) -> Result<Caller, Response> {
     cross_site(request)?;
     if route.starts_with("/admin/") && !loopback_host(request.headers()) {
@@ -202,6 +246,15 @@ fn caller_of(
             Some(caller) => caller,
             None => match presented(headers) {
                 Err(problem) => return Err(unauthorized(headers, problem)),
+                Ok(Some(_)) if stale => {
+                    if auth.policy == Policy::Required && !open_path(route) {
+                        return Err(unauthorized(
+                            headers,
+                            "your session has ended (logged out elsewhere, expired or revoked): log in again",
+                        ));
+                    }
+                    Caller::Anonymous
+                }
                 Ok(Some(token)) => check(auth, headers, &token)?,
                 Ok(None) => {
                     if auth.policy == Policy::Required && !open_path(route) {
@@ -446,14 +499,49 @@ pub(crate) async fn logout(State(tap): State<Arc<Tap>>, headers: HeaderMap) -> R
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "text/plain"),
-            (
-                header::SET_COOKIE,
-                "SESSION=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
-            ),
+            (header::SET_COOKIE, CLEAR_COOKIE),
         ],
         "logged out\n",
     )
         .into_response()
+}
+
+/// `POST /api/v1/tokens`: a token for a notebook the portal hands a job to (`Auth::handoff_token`), as JSON with
+/// its expiry. Only a user may ask, for themself; another site's page cannot (`cross_site`), and the answer is
+/// never cached.
+pub(crate) async fn handoff_token(
+    State(tap): State<Arc<Tap>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    headers: HeaderMap,
+) -> Response {
+    let (Some(auth), Caller::User(identity)) = (&tap.auth, &caller) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "only a logged-in user gets a notebook token; an anonymous notebook needs none",
+        );
+    };
+    let auth = auth.clone();
+    let identity = identity.clone();
+    let made = tokio::task::spawn_blocking(move || auth.handoff_token(&identity)).await;
+    match made {
+        Ok(Ok((token, expires))) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            format!(
+                "{}\n",
+                serde_json::json!({ "token": token, "expires": platform::jobs::iso(expires) })
+            ),
+        )
+            .into_response(),
+        // Too many live ones is the caller's own share, as with jobs.
+        Ok(Err(platform::error::PlatformError::OverQuota(message))) => {
+            error(StatusCode::TOO_MANY_REQUESTS, &message)
+        }
+        Ok(Err(e)) => refused(&headers, &e),
+        Err(e) => busy_login(&format!("making the token failed: {e}")),
+    }
 }
 
 /// `GET /api/v1/me`: who the service takes the caller for, as JSON.

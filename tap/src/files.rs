@@ -222,9 +222,9 @@ fn attachment(name: &str) -> String {
     )
 }
 
-/// A file as a stream of chunks.
+/// A file (or a part of one: `file.take(n)`) as a stream of chunks.
 pub(crate) fn chunks(
-    file: tokio::fs::File,
+    file: impl tokio::io::AsyncRead + Unpin,
 ) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
     futures::stream::unfold(file, |mut file| async move {
         use tokio::io::AsyncReadExt;

@@ -34,6 +34,7 @@ pub mod extract;
 pub mod files;
 pub mod flight_sql;
 pub mod format;
+pub mod hats;
 pub mod images;
 pub mod metrics;
 pub mod output;
@@ -108,6 +109,7 @@ pub fn router(tap: Arc<Tap>) -> Router {
         .route("/tap/login", axum::routing::post(auth::login))
         .route("/tap/logout", get(auth::logout).post(auth::logout))
         .route("/api/v1/me", get(auth::me))
+        .route("/api/v1/tokens", axum::routing::post(auth::handoff_token))
         .route(
             "/api/v1/users/{name}",
             axum::routing::delete(usertables::delete_user),
@@ -122,6 +124,7 @@ pub fn router(tap: Arc<Tap>) -> Router {
         .route("/soda/sync", get(images::soda_sync).post(images::soda_sync))
         .route("/datalink/links", get(images::links).post(images::links))
         .route("/images/{collection}/{file}", get(images::download))
+        .route("/hats/{table}/{*path}", get(hats::get))
         .route("/health", get(reply::health))
         .route("/ready", get(metrics::ready))
         .route("/metrics", get(metrics::metrics))
@@ -216,6 +219,11 @@ pub async fn serve_until(
                 continue;
             }
         };
+        // Without it a kept-alive connection (pyvo's session, TOPCAT's HttpURLConnection) waits for the client's
+        // delayed ACK before each answer after the first: ~40 ms a query (issue 31).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(event = "accept", "TCP_NODELAY: {e}");
+        }
         let app = app.clone();
         let service =
             hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {

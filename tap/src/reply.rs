@@ -232,21 +232,25 @@ fn login_url(headers: &HeaderMap) -> String {
 }
 
 /// 401 with a DALI error document and the challenges of every way in: Bearer and Basic (RFC 6750, 7617) and the
-/// IVOA SSO schemes, which point at the login form.
+/// IVOA SSO schemes, which point at the login form. Not Basic to a browser's script (a `fetch` from the portal, its
+/// login form): the browser would answer it with its own password dialog, or, headless, hold the request.
 pub fn unauthorized(headers: &HeaderMap, message: &str) -> Response {
     let mut response = error(StatusCode::UNAUTHORIZED, message);
     let login = login_url(headers);
+    let scripted = headers
+        .get("sec-fetch-mode")
+        .is_some_and(|m| m.as_bytes() != b"navigate");
     let challenges = [
-        "Bearer realm=\"skyshard\"".to_string(),
-        "Basic realm=\"skyshard\"".to_string(),
-        format!(
+        Some("Bearer realm=\"skyshard\"".to_string()),
+        (!scripted).then(|| "Basic realm=\"skyshard\"".to_string()),
+        Some(format!(
             "ivoa_bearer standard_id=\"ivo://ivoa.net/sso#tls-with-password\", access_url=\"{login}\""
-        ),
-        format!(
+        )),
+        Some(format!(
             "ivoa_cookie standard_id=\"ivo://ivoa.net/sso#tls-with-password\", access_url=\"{login}\""
-        ),
+        )),
     ];
-    for c in challenges {
+    for c in challenges.into_iter().flatten() {
         if let Ok(v) = HeaderValue::from_str(&c) {
             response.headers_mut().append(header::WWW_AUTHENTICATE, v);
         }

@@ -54,7 +54,7 @@ pub async fn sync(
             &czar::QueryContext {
                 uploads: &uploads,
                 visible: visible.as_deref(),
-                progress: None,
+                ..Default::default()
             },
         ),
     )
@@ -130,7 +130,7 @@ pub async fn explain(
     let context = czar::QueryContext {
         uploads: &uploads,
         visible: visible.as_deref(),
-        progress: None,
+        ..Default::default()
     };
     match tap.czar.explain(query, &context).await {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),

@@ -190,6 +190,11 @@ pub struct Jobs {
 }
 
 impl Jobs {
+    /// The jobs directory (result files; the service's other scratch, such as HATS partitions, lives beside them).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     pub fn open(dir: &Path, concurrent: usize) -> Result<Jobs, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let store = RecordStore::open(&dir.join("db")).map_err(|e| {
