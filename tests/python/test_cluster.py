@@ -262,8 +262,16 @@ def test_limits_end_queries_clearly_and_free_the_service(release, tmp_path):
         status, body = tap(url, join)
         assert "the query ran longer than the limit of 3 s" in body and 'value="ERROR"' in body, (status, body[:300])
         wait_until_idle(proc, "the service idle after its sync query was stopped at the time limit")
-        # The same join as an async job (no 3 s limit): while it executes, a cone is answered, exactly; the job
-        # is still executing after that answer, so the cone did not wait for it.
+        # The same join as an async job (no sync limit): while it executes, a cone is answered, exactly; the job
+        # is still executing after that answer, so the cone did not wait for it. On a service whose sync limit is
+        # not 3 s: with both cores held by the join the cone may take longer than that on a slow build (it did, with
+        # dependencies at opt-level 0: the sync limit cut its CSV answer), and how long it takes is a benchmark's
+        # question, not this test's.
+        proc.kill()
+        proc.wait()
+        proc, url = start(["serve", "--data-dir", str(data), "--port", "0", "--workers", "2",
+                           "--sync-timeout", "600", "--jobs-dir", str(tmp_path / "jobs2")],
+                          r"TAP service at (http://\S+/tap)")
         s = requests.Session()
         r = s.post(url + "/async", data={"LANG": "ADQL", "QUERY": join, "PHASE": "RUN", "EXECUTIONDURATION": "3600"},
                    allow_redirects=False)
