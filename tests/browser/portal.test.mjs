@@ -432,11 +432,15 @@ test("aborting a long job stops it, and the cluster goes quiet", async () => {
   console.log(`aborted after ${Date.now() - t0} ms`);
   // The demo (czar and workers in one process) uses next to no CPU once the job is gone.
   const cpu = () => { const f = readFileSync(`/proc/${demo.pid}/stat`, "utf8").split(") ")[1].split(" "); return Number(f[11]) + Number(f[12]); };
-  await new Promise((r) => setTimeout(r, 500));
-  const before = cpu();
-  await new Promise((r) => setTimeout(r, 2000));
-  const ticks = cpu() - before;
-  assert.ok(ticks < 40, `${ticks} CPU ticks in 2 s after the abort`);
+  // Waited for (work already running in an operator winds down at its next batch, slower on a slow build): a
+  // 2-second window with under 40 CPU ticks, within a minute.
+  let ticks = Infinity;
+  for (const deadline = Date.now() + 60000; ticks >= 40 && Date.now() < deadline;) {
+    const before = cpu();
+    await new Promise((r) => setTimeout(r, 2000));
+    ticks = cpu() - before;
+  }
+  assert.ok(ticks < 40, `still ${ticks} CPU ticks in 2 s a minute after the abort`);
   await page.waitForSelector(`tr[data-job="${id}"][data-phase=ABORTED]`);
   await shot("15-jobs-aborted");
 });
