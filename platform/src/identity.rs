@@ -221,6 +221,10 @@ impl Auth {
     /// [`HANDOFF_TOKENS`] live ones: a page that asks again and again cannot fill the accounts directory.
     pub fn handoff_token(&self, caller: &Identity) -> Result<(String, u64), PlatformError> {
         let now = now_ms();
+        // Counted while holding the writer: requests sent together cannot all see room for one more.
+        let writer = self.writer_waiting().map_err(|e| match e {
+            SessionError::Busy(m) | SessionError::Credentials(m) => PlatformError::Unavailable(m),
+        })?;
         let live = self
             .accounts
             .tokens()
@@ -236,9 +240,6 @@ impl Auth {
         }
         let scopes: Vec<String> = caller.scopes.iter().filter(|s| *s != "admin").cloned().collect();
         let expires = now + HANDOFF_HOURS * 3_600_000;
-        let writer = self.writer_waiting().map_err(|e| match e {
-            SessionError::Busy(m) | SessionError::Credentials(m) => PlatformError::Unavailable(m),
-        })?;
         let (_, token) = writer
             .create_handoff(&caller.user, &scopes, expires, now)
             .map_err(|e| PlatformError::Forbidden(format!("cannot make a notebook token for {}: {e}", caller.user)))?;

@@ -190,6 +190,11 @@ export async function notebookToken() {
   return (await checked(await fetch("/api/v1/tokens", { method: "POST" }))).json();
 }
 
+/** Clears a session cookie the service no longer takes, revoking nothing. */
+export async function forgetSession() {
+  await fetch("/tap/logout?forget", { method: "POST" });
+}
+
 export async function logout() {
   await fetch("/tap/logout", { method: "POST" });
 }

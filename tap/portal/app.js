@@ -55,7 +55,7 @@ async function who() {
     $("login").hidden = true;
   } else if (me.auth !== "none") {
     // The browser still holds the cookie (HttpOnly: only the service can clear it).
-    if (me.ended) await api.logout();
+    if (me.ended) await api.forgetSession();
     if (me.ended) box.append(el("p", { id: "session-ended", class: "error" }, "Your session has ended (logged out elsewhere, expired or revoked): log in again."));
     if (me.needsLogin) {
       box.append("This service needs you to log in.");

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use metastore::accounts::Identity;
@@ -480,10 +480,25 @@ async fn session(auth: &Auth, username: &str, password: String) -> Result<String
 }
 
 /// `/tap/logout`: the session cookie is cleared.
-pub(crate) async fn logout(State(tap): State<Arc<Tap>>, headers: HeaderMap) -> Response {
+pub(crate) async fn logout(
+    State(tap): State<Arc<Tap>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     // Not even by a link: another site must not end the user's session (GET included).
     if foreign_page(&headers) {
         return from_another_site();
+    }
+    // `?forget`: the browser forgets a cookie the service no longer takes, and nothing is revoked (the cookie this
+    // path receives may be another, valid one: a cookie set for a narrower path by a neighbouring site is sent
+    // first to that path only).
+    if query.as_deref().is_some_and(|q| q.split('&').any(|p| p == "forget" || p.starts_with("forget="))) {
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain"), (header::SET_COOKIE, CLEAR_COOKIE)],
+            "forgotten\n",
+        )
+            .into_response();
     }
     // The session ends on the service too: its token stops working, not only the browser's cookie.
     let session = platform::identity::cookie(
@@ -520,6 +535,15 @@ pub(crate) async fn handoff_token(
             "only a logged-in user gets a notebook token; an anonymous notebook needs none",
         );
     };
+    // Only for the portal's logged-in browser: a token presented in a header (a notebook's, leaked with it) must not
+    // renew itself for ever.
+    if headers.contains_key(header::AUTHORIZATION) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "notebook tokens are made for a browser's login session; with a token you have one already \
+             (skyshard token create makes others)",
+        );
+    }
     let auth = auth.clone();
     let identity = identity.clone();
     let made = tokio::task::spawn_blocking(move || auth.handoff_token(&identity)).await;

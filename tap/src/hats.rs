@@ -45,6 +45,9 @@ const INDEX: &str = "_healpix_29";
 /// Bytes the partition cache may hold before the oldest files are removed.
 const CACHE_BYTES: u64 = 2 << 30;
 
+/// Files the partition cache may hold.
+const CACHE_FILES: usize = 20_000;
+
 /// `GET|HEAD /hats/{table}/{*path}`.
 pub(crate) async fn get(
     State(tap): State<Arc<Tap>>,
@@ -255,7 +258,12 @@ impl Pushdown {
 
     /// A canonical text of what was pushed, for the cache key.
     fn key(&self) -> String {
-        format!("{:?}|{:?}", self.columns, self.groups)
+        // The same columns in any order are the same file (they are written in the table's order).
+        let mut columns = self.columns.clone();
+        if let Some(c) = &mut columns {
+            c.sort();
+        }
+        format!("{columns:?}|{:?}", self.groups)
     }
 }
 
@@ -360,12 +368,18 @@ async fn partition(
     headers: &HeaderMap,
 ) -> Response {
     let dir = tap.jobs.dir().join("hats-cache");
+    // SHA-256 of the push-down: a hash a caller cannot make collide, or one caller's empty answer could be cached
+    // under the name of another's whole partition.
+    let digest = {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(pushed.key().as_bytes());
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
     let name = format!(
-        "{}-{}-{chunk}-{}-{:016x}.parquet",
+        "{}-{}-{chunk}-{}-{digest}.parquet",
         info.record.qualified_name(),
         info.record.load_id,
         if margin { "m" } else { "c" },
-        fnv(pushed.key().as_bytes())
     );
     let path = dir.join(&name);
     if !path.is_file() {
@@ -446,7 +460,8 @@ async fn make(
     if let Err(e) = result {
         return Err(failed(e));
     }
-    trim_cache(dir);
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || trim_cache(&dir));
     Ok(())
 }
 
@@ -459,24 +474,31 @@ impl Drop for Scratch {
     }
 }
 
-/// Removes the oldest files while the cache holds more than [`CACHE_BYTES`].
+/// Removes the oldest files while the cache holds more than [`CACHE_BYTES`] or [`CACHE_FILES`] (many tiny answers,
+/// each a filter that keeps nothing, must not fill a directory either).
 fn trim_cache(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
         .flatten()
         .filter_map(|e| {
+            // Files being written (`.PID.N`) are not the cache's yet.
+            if e.file_name().to_string_lossy().starts_with('.') {
+                return None;
+            }
             let m = e.metadata().ok()?;
             m.is_file().then(|| (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len(), e.path()))
         })
         .collect();
     let mut total: u64 = files.iter().map(|f| f.1).sum();
     files.sort();
+    let mut count = files.len();
     for (_, len, path) in files {
-        if total <= CACHE_BYTES {
+        if total <= CACHE_BYTES && count <= CACHE_FILES {
             break;
         }
         if std::fs::remove_file(&path).is_ok() {
             total -= len;
+            count -= 1;
         }
     }
 }
@@ -488,20 +510,17 @@ fn rand_suffix() -> u64 {
     h.finish()
 }
 
-/// FNV-1a: a stable hash for cache file names (the same push-down names the same file in every process).
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
-}
-
 /// A file answered whole, or the one byte range asked for (206), with its length and `Accept-Ranges`.
 async fn ranged(path: &Path, headers: &HeaderMap) -> Response {
     let gone = || error(StatusCode::SERVICE_UNAVAILABLE, "the partition was removed from the cache just now: ask again");
     let Ok(mut file) = tokio::fs::File::open(path).await else { return gone() };
     let Ok(len) = file.metadata().await.map(|m| m.len()) else { return gone() };
+    // A Range this does not take (several ranges, another unit, unreadable) is ignored: the whole file, 200, as
+    // RFC 9110 allows; one that lies past the end is refused (416).
     let range = match headers.get(header::RANGE).map(|v| parse_range(v.as_bytes(), len)) {
-        None => None,
+        None | Some(Err(RangeError::Ignored)) => None,
         Some(Ok(r)) => Some(r),
-        Some(Err(())) => {
+        Some(Err(RangeError::Unsatisfiable)) => {
             let mut r = error(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 &format!("the range asked for is not within the {len} bytes of the partition (one range: bytes=A-B)"),
@@ -534,28 +553,47 @@ async fn ranged(path: &Path, headers: &HeaderMap) -> Response {
     response
 }
 
+/// Why a Range header is not served as asked.
+#[derive(Debug, PartialEq)]
+enum RangeError {
+    /// Not one this takes (several ranges, another unit, unreadable): answered with the whole file.
+    Ignored,
+    /// Past the end of the file (or empty): 416.
+    Unsatisfiable,
+}
+
 /// One range of `bytes=A-B`, `bytes=A-` or `bytes=-N` within `len` bytes: inclusive (first, last).
-fn parse_range(value: &[u8], len: u64) -> Result<(u64, u64), ()> {
-    let v = std::str::from_utf8(value).map_err(|_| ())?.trim();
-    let spec = v.strip_prefix("bytes=").ok_or(())?;
-    if spec.contains(',') || len == 0 {
-        return Err(());
+fn parse_range(value: &[u8], len: u64) -> Result<(u64, u64), RangeError> {
+    use RangeError::{Ignored, Unsatisfiable};
+    let v = std::str::from_utf8(value).map_err(|_| Ignored)?.trim();
+    let spec = v.strip_prefix("bytes=").ok_or(Ignored)?;
+    if spec.contains(',') {
+        return Err(Ignored);
     }
-    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = spec.split_once('-').ok_or(Ignored)?;
     let (a, b) = (a.trim(), b.trim());
+    let number = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())).then(|| s.parse::<u64>().ok()).flatten().ok_or(Ignored)
+    };
+    if len == 0 {
+        return Err(Unsatisfiable);
+    }
     let (first, last) = if a.is_empty() {
-        let n: u64 = b.parse().map_err(|_| ())?;
+        let n = number(b)?;
         if n == 0 {
-            return Err(());
+            return Err(Unsatisfiable);
         }
         (len.saturating_sub(n), len - 1)
     } else {
-        let first: u64 = a.parse().map_err(|_| ())?;
-        let last = if b.is_empty() { len - 1 } else { b.parse::<u64>().map_err(|_| ())?.min(len - 1) };
+        let first = number(a)?;
+        let last = if b.is_empty() { len - 1 } else { number(b)?.min(len - 1) };
+        if !b.is_empty() && number(b)? < first {
+            return Err(Ignored); // an invalid range: RFC 9110 says to ignore the header
+        }
         (first, last)
     };
-    if first > last || first >= len {
-        return Err(());
+    if first >= len || first > last {
+        return Err(Unsatisfiable);
     }
     Ok((first, last))
 }
@@ -585,9 +623,13 @@ mod tests {
         assert_eq!(parse_range(b"bytes=0-9", 100), Ok((0, 9)));
         assert_eq!(parse_range(b"bytes=90-", 100), Ok((90, 99)));
         assert_eq!(parse_range(b"bytes=-10", 100), Ok((90, 99)));
+        assert_eq!(parse_range(b"bytes=-1000", 100), Ok((0, 99)));
         assert_eq!(parse_range(b"bytes=50-1000", 100), Ok((50, 99)));
-        for bad in [&b"bytes=100-"[..], b"bytes=5-1", b"bytes=0-1,3-4", b"items=0-1", b"bytes=-0", b"bytes=a-b"] {
-            assert_eq!(parse_range(bad, 100), Err(()), "{}", String::from_utf8_lossy(bad));
+        for past in [&b"bytes=100-"[..], b"bytes=100-200", b"bytes=-0"] {
+            assert_eq!(parse_range(past, 100), Err(RangeError::Unsatisfiable), "{}", String::from_utf8_lossy(past));
+        }
+        for odd in [&b"bytes=5-1"[..], b"bytes=0-1,3-4", b"items=0-1", b"bytes=a-b", b"bytes=+1-2", b"bytes=-"] {
+            assert_eq!(parse_range(odd, 100), Err(RangeError::Ignored), "{}", String::from_utf8_lossy(odd));
         }
     }
 

@@ -165,5 +165,10 @@ print("ROWS", n, int(s))
   // Another site's page cannot make one.
   const foreign = await raw(`${base}/api/v1/tokens`, { method: "POST", headers: { Cookie: `SESSION=${cookie.value}`, Origin: "https://evil.example" } });
   assert.equal(foreign.status, 403);
+  // Nor the notebook token itself (a leaked notebook must not renew its token for ever); the session can.
+  const renew = await raw(`${base}/api/v1/tokens`, { method: "POST", headers: { Authorization: `Bearer ${token}` } });
+  assert.equal(renew.status, 403);
+  const again = await raw(`${base}/api/v1/tokens`, { method: "POST", headers: { Cookie: `SESSION=${cookie.value}` } });
+  assert.equal(again.status, 200);
   await page.context().close();
 });

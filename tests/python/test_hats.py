@@ -150,6 +150,9 @@ def test_byte_ranges_come_from_the_same_bytes(site):
         assert r.headers["Content-Range"].endswith(f"/{len(whole)}")
     r = requests.get(url, headers={**h, "Range": f"bytes={len(whole) + 10}-"}, timeout=60)
     assert r.status_code == 416 and r.headers["Content-Range"] == f"bytes */{len(whole)}"
+    # Several ranges are not taken: the whole file, as RFC 9110 allows.
+    r = requests.get(url, headers={**h, "Range": "bytes=0-1,5-6"}, timeout=60)
+    assert r.status_code == 200 and r.content == whole
 
 
 def test_refusals_say_what_is_wrong(site):
