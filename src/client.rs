@@ -20,6 +20,12 @@ fn post(url: &str, form: &str) -> Result<(u16, String), String> {
 /// `skyshard load`: uploads the inputs to the czar and asks it to load them.
 pub fn load(url: &str, mut args: loader::args::LoadArgs) -> ExitCode {
     let base = url.trim_end_matches('/').trim_end_matches("/tap");
+    if args.format.as_deref() == Some("hats") {
+        return failure(
+            "--format hats is not sent through a czar yet: load the catalog with `skyshard ingest --format hats` into \
+             the czar's data directory (a serving czar picks the table up)",
+        );
+    }
     let inputs = match loader::input::expand(&args.input) {
         Ok(i) => i,
         Err(e) => return failure(e),

@@ -20,7 +20,9 @@ pub struct LoadArgs {
     #[arg(long, required = true, num_args = 1..)]
     pub input: Vec<PathBuf>,
     /// Input format; by default each file's extension decides (.parquet, .csv, .fits, .vot/.xml).
-    #[arg(long, value_parser = ["parquet", "csv", "fits", "votable"])]
+    /// `hats`: `--input` is a HATS catalog's (or collection's) directory, loaded with its own partitioning; its
+    /// position columns come from its properties unless --ra and --dec are given.
+    #[arg(long, value_parser = ["parquet", "csv", "fits", "votable", "hats"])]
     pub format: Option<String>,
     /// Director table: right ascension column in degrees (with --dec and --id).
     #[arg(long, requires_all = ["dec", "id"], conflicts_with = "replicated")]
@@ -90,6 +92,18 @@ impl LoadArgs {
                 dec: dec.clone(),
                 id: id.clone(),
             },
+            // A HATS catalog names its own position columns.
+            (None, None, Some(id), false, None, None) if self.format.as_deref() == Some("hats") => {
+                let [input] = self.input.as_slice() else {
+                    return Err("--format hats takes one --input: the HATS catalog's directory".into());
+                };
+                let catalog = crate::hats::open(input).map_err(|e| e.to_string())?;
+                LoadKind::Director {
+                    ra: catalog.ra,
+                    dec: catalog.dec,
+                    id: id.clone(),
+                }
+            }
             (None, None, None, true, None, None) => LoadKind::Replicated,
             (None, None, None, false, Some(director), Some(key)) => LoadKind::Child {
                 director: director.clone(),

@@ -49,6 +49,8 @@ pub enum LoaderError {
         first: PathBuf,
         difference: String,
     },
+    #[error("HATS catalog {path}: {problem}")]
+    Hats { path: PathBuf, problem: String },
     #[error("no input files")]
     NoInput,
     #[error("{0}: no input file matches")]

@@ -316,7 +316,27 @@ pub fn prepare(data_dir: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Res
     let (schema, name) =
         valid_table_name(&opts.table).ok_or_else(|| LoaderError::TableName(opts.table.clone()))?;
     let qualified = format!("{schema}.{name}");
-    let inputs = crate::input::expand(inputs)?;
+    // A HATS catalog: its partitions' files, and its partitioning as the chunk map.
+    let (inputs, hats_map) = if opts.format == Some(crate::input::InputFormat::Hats) {
+        let [dir] = inputs else {
+            return Err(LoaderError::Hats {
+                path: inputs.first().cloned().unwrap_or_default(),
+                problem: "--format hats takes one --input: the catalog's directory".into(),
+            });
+        };
+        if !matches!(opts.kind, LoadKind::Director { .. }) {
+            return Err(LoaderError::Hats {
+                path: dir.clone(),
+                problem: "a HATS catalog loads as a director table (--id COLUMN; --ra and --dec come from its properties)"
+                    .into(),
+            });
+        }
+        let catalog = crate::hats::open(dir)?;
+        let map = catalog.map()?;
+        (catalog.files, Some(map))
+    } else {
+        (crate::input::expand(inputs)?, None)
+    };
     let store = open_store(data_dir)?;
     collect_garbage(data_dir, &store)?;
     let existing = store.table(&qualified).map_err(meta)?;
@@ -400,7 +420,7 @@ pub fn prepare(data_dir: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Res
                     ChunkMap::from_chunks(t.chunks.iter().map(|&c| ChunkId(c)).collect())
                         .map_err(|e| LoaderError::Corrupt(e.to_string()))?,
                 ),
-                None => None,
+                None => hats_map,
             };
             let mut staged = stage(&store, &qualified, &load, &staging, &all_inputs, &opts, map)?;
             if let Some(path) = &opts.columns_meta {

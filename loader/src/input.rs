@@ -20,6 +20,8 @@ pub enum InputFormat {
     Csv,
     Fits,
     VoTable,
+    /// A HATS catalog's directory ([`crate::hats`]): read as the Parquet files of its partitions.
+    Hats,
 }
 
 impl InputFormat {
@@ -29,6 +31,7 @@ impl InputFormat {
             "csv" => Some(InputFormat::Csv),
             "fits" | "fit" => Some(InputFormat::Fits),
             "votable" | "vot" | "xml" => Some(InputFormat::VoTable),
+            "hats" => Some(InputFormat::Hats),
             _ => None,
         }
     }
@@ -42,6 +45,7 @@ impl InputFormat {
         match ext {
             "parquet" | "pq" => Some(InputFormat::Parquet),
             "fts" => Some(InputFormat::Fits),
+            "hats" => None,
             _ => InputFormat::parse(ext),
         }
     }
@@ -115,7 +119,8 @@ pub fn prepare(
                 std::fs::create_dir_all(scratch).map_err(io(scratch))?;
             }
             match format {
-                InputFormat::Parquet => Ok(p.clone()),
+                // A HATS catalog is its partitions' Parquet files by now (`ingest::prepare`).
+                InputFormat::Parquet | InputFormat::Hats => Ok(p.clone()),
                 InputFormat::Csv => csv_to_parquet(p, &dest),
                 InputFormat::Fits => fits_to_parquet(p, &dest),
                 InputFormat::VoTable => votable_to_parquet(p, &dest),

@@ -5,6 +5,7 @@ pub mod args;
 pub mod columns_meta;
 pub mod error;
 pub mod fits;
+pub mod hats;
 pub mod ingest;
 pub mod input;
 pub mod partition;

@@ -136,11 +136,16 @@ pub(crate) fn parquet_file(path: &Path) -> Result<ParquetRecordBatchReaderBuilde
 fn open(path: &Path) -> Result<(ParquetRecordBatchReaderBuilder<File>, SchemaRef)> {
     let builder = parquet_file(path)?;
     let schema = builder.schema().clone();
-    match schema.index_of(INDEX_COLUMN) {
-        Err(_) => Ok((builder, schema)),
-        Ok(hidden) => {
+    // HEALPix indexes an input carries (skyshard's own chunk files, a HATS catalog's) are computed again.
+    let hidden: Vec<usize> = [INDEX_COLUMN, HATS_INDEX_COLUMN]
+        .iter()
+        .filter_map(|c| schema.index_of(c).ok())
+        .collect();
+    match hidden.is_empty() {
+        true => Ok((builder, schema)),
+        false => {
             let keep: Vec<usize> = (0..schema.fields().len())
-                .filter(|&i| i != hidden)
+                .filter(|i| !hidden.contains(i))
                 .collect();
             let projected =
                 Arc::new(schema.project(&keep).map_err(|source| LoaderError::Arrow {
@@ -740,6 +745,9 @@ fn split_batch(
         })
         .collect()
 }
+
+/// The depth-29 HEALPix index column of HATS catalogs.
+const HATS_INDEX_COLUMN: &str = "_healpix_29";
 
 /// Cuts the inputs into chunk files under `out`.
 pub fn partition(

@@ -22,6 +22,26 @@ pub enum ChunkMapError {
     HistogramTooDeep(u8),
 }
 
+/// The fewest cells covering the hashes `[from, to)` at [`INDEX_DEPTH`]: at each point the largest cell that starts
+/// there and fits.
+fn filling(mut from: u64, to: u64) -> Vec<ChunkId> {
+    let mut out = Vec::new();
+    while from < to {
+        // Depth 0 cells are the coarsest; a cell at depth d spans 4^(INDEX_DEPTH - d) hashes.
+        let mut depth = 0u8;
+        loop {
+            let span = 1u64 << (2 * (INDEX_DEPTH - depth) as u32);
+            if from % span == 0 && from + span <= to {
+                out.push(ChunkId::new(depth, from / span));
+                from += span;
+                break;
+            }
+            depth += 1;
+        }
+    }
+    out
+}
+
 /// Row counts per HEALPix cell at a fixed depth: the first pass over an input, from which a map is built.
 #[derive(Debug, Clone)]
 pub struct Histogram {
@@ -154,6 +174,35 @@ impl ChunkMap {
             starts,
             max_depth,
         })
+    }
+
+    /// The map whose chunks are `cells` (which must not overlap) and, where they leave sky uncovered, the fewest
+    /// cells that fill each gap (the largest aligned cell that fits, again and again): a partitioning made
+    /// elsewhere (a HATS catalog's, which covers only where there is data) kept as it is.
+    pub fn covering(mut cells: Vec<ChunkId>) -> Result<ChunkMap, ChunkMapError> {
+        cells.sort_by_key(|c| c.range_at(INDEX_DEPTH).start);
+        let end = 12u64 << (2 * INDEX_DEPTH as u32);
+        let mut all = Vec::with_capacity(cells.len() * 2);
+        let mut next = 0u64;
+        for c in cells.iter().copied().chain(std::iter::once(ChunkId(u64::MAX))) {
+            let (start, stop) = if c.0 == u64::MAX {
+                (end, end)
+            } else {
+                let r = c.range_at(INDEX_DEPTH);
+                (r.start, r.end)
+            };
+            if start < next {
+                return Err(ChunkMapError::NotATiling {
+                    reason: format!("cell {c} (depth {}, index {}) overlaps the cell before it", c.depth(), c.hash()),
+                });
+            }
+            all.extend(filling(next, start));
+            if c.0 != u64::MAX {
+                all.push(c);
+            }
+            next = stop;
+        }
+        ChunkMap::from_chunks(all)
     }
 
     pub fn chunks(&self) -> &[ChunkId] {
@@ -431,6 +480,24 @@ mod tests {
         chunks.push(ChunkId::new(0, 11));
         assert!(ChunkMap::from_chunks(chunks).is_err());
     }
+
+    #[test]
+    fn a_partial_partitioning_is_kept_and_its_gaps_filled() {
+        // Two cells of a HATS-like catalog: one at depth 1, one at depth 3 inside base cell 7.
+        let a = ChunkId::new(1, 5);
+        let b = ChunkId::new(3, 7 * 64 + 9);
+        let map = ChunkMap::covering(vec![b, a]).unwrap();
+        assert!(map.chunks().contains(&a) && map.chunks().contains(&b));
+        // A tiling (from_chunks checked it), with the fewest cells: the other base cells whole.
+        assert!(map.chunks().contains(&ChunkId::new(0, 0)) && map.chunks().contains(&ChunkId::new(0, 11)));
+        assert!(!map.chunks().contains(&ChunkId::new(0, 7)));
+        assert_eq!(map.chunk_of_index(b.range_at(INDEX_DEPTH).start + 3), b);
+        // Overlapping cells are refused, by name.
+        let e = ChunkMap::covering(vec![ChunkId::new(1, 5), ChunkId::new(2, 21)]).unwrap_err();
+        assert!(e.to_string().contains("overlaps"), "{e}");
+        // Nothing: the twelve base cells.
+        assert_eq!(ChunkMap::covering(vec![]).unwrap().chunks().len(), 12);
+    }
 }
 
 /// Depth-29 index ranges (inclusive) covering a cone, for skipping row groups inside chunk files. The coverage depth
@@ -455,4 +522,5 @@ pub fn cone_index_ranges(ra: f64, dec: f64, radius: f64) -> Vec<(u64, u64)> {
         .iter()
         .map(|r| (r.start << shift, (r.end << shift) - 1))
         .collect()
+
 }

@@ -7,6 +7,7 @@ as fsspec asks for them, and refusals (no token, an unknown table, a wrong path)
 
 import glob
 import os
+import subprocess
 import urllib.parse
 
 import duckdb
@@ -18,7 +19,7 @@ import requests
 from astropy import units as u
 from astropy.coordinates import SkyCoord, match_coordinates_sky
 
-from skyshard_processes import run, start
+from skyshard_processes import SKYSHARD, run, start
 
 
 ROWS = 20000
@@ -174,3 +175,56 @@ def test_refusals_say_what_is_wrong(site):
     r = requests.get(f"{root}/hats/sky.object/catalog/dataset/Norder={order + 1}/Dir=0/Npix={pixel * 4}.parquet",
                      headers=h, timeout=60)
     assert r.status_code == 404 and "no " in r.text
+
+
+def test_a_hats_catalog_loads_with_its_own_partitioning(site, tmp_path):
+    """HATS in (issue 30, item 2): a catalog written by lsdb's to_hats loads with `ingest --format hats`, keeps its
+    partitions as the table's chunks, answers ADQL as DuckDB does over the source file, and cross-matches chunk by
+    chunk with a table of another chunk tree as astropy says."""
+    from astropy.coordinates import search_around_sky
+
+    from skyshard_processes import wait_until
+
+    rel = site["data"].parent / "rel"
+    source = pd_read(rel / "object.parquet")
+    hats_dir = tmp_path / "hats"
+    lsdb.from_dataframe(source, ra_column="ra", dec_column="dec", catalog_name="obj", lowest_order=1,
+                        highest_order=6, partition_rows=700).to_hats(str(hats_dir))
+    theirs = {tuple(map(int, line.split(",")[:2]))
+              for line in (hats_dir / "obj" / "partition_info.csv").read_text().split()[1:]}
+    assert len({o for o, _ in theirs}) > 1, "a partitioning of more than one order"
+    out = run("ingest", "--data-dir", str(site["data"]), "--table", "sky.hobj", "--input", str(hats_dir),
+              "--format", "hats", "--id", "id", "--quiet")
+    assert f"{len(source)} rows in {len(theirs)} chunks" in out, out
+    h = site["headers"]
+    tap = site["root"] + "/tap/sync"
+
+    def ask(q):
+        r = requests.post(tap, data={"LANG": "ADQL", "QUERY": q, "RESPONSEFORMAT": "csv"}, headers=h, timeout=120)
+        return r.status_code, r.text
+
+    wait_until("the service sees sky.hobj", lambda: ask("SELECT COUNT(*) AS n FROM sky.hobj WHERE id >= 0")[0] == 200)
+    status, body = ask("SELECT COUNT(*) AS n, SUM(id) AS s FROM sky.hobj WHERE mag_g < 21")
+    con = duckdb.connect()
+    n, s = con.execute(f"SELECT COUNT(*), SUM(id) FROM read_parquet('{rel / 'object.parquet'}') WHERE mag_g < 21").fetchone()
+    assert status == 200 and n > 0 and body.split()[1] == f"{n},{s}", body
+    # Its partitions are the table's chunks (served back as the same HATS partitions).
+    ours = requests.get(f"{site['root']}/hats/sky.hobj/catalog/partition_info.csv", headers=h, timeout=60).text
+    assert {tuple(map(int, line.split(","))) for line in ours.split()[1:]} == theirs
+    # A cross-match with a table of another chunk tree, every pair within 1": astropy's search_around_sky.
+    status, body = ask("SELECT COUNT(*) AS n FROM sky.hobj AS o JOIN sky.xfree AS x "
+                       "ON 1 = CONTAINS(POINT('ICRS', o.ra, o.dec), CIRCLE('ICRS', x.ra, x.dec, 1.0/3600))")
+    x = pd_read(rel / "xmatch.parquet")
+    i, _, _, _ = search_around_sky(SkyCoord(source["ra"].values * u.deg, source["dec"].values * u.deg),
+                                   SkyCoord(x["ra"].values * u.deg, x["dec"].values * u.deg), 1 * u.arcsec)
+    assert status == 200 and len(i) > 1000 and body.split()[1] == str(len(i)), body
+    # What is not a table is refused, saying why.
+    for bad, message in ((hats_dir / "obj_5arcs", "dataproduct_type is margin"),
+                         (rel / "object.parquet", "not a directory")):
+        r = subprocess.run([SKYSHARD, "ingest", "--data-dir", str(site["data"]), "--table", "sky.bad", "--input",
+                            str(bad), "--format", "hats", "--id", "id", "--quiet"], capture_output=True, text=True)
+        assert r.returncode != 0 and message in r.stderr, r.stderr
+
+
+def pd_read(path):
+    return pq.read_table(path).to_pandas()
