@@ -9,6 +9,7 @@ import importlib
 import pathlib
 import re
 import sys
+import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests" / "python"
@@ -26,6 +27,12 @@ def imported(path):
     return names
 
 
+def project_name(folder):
+    """The `[project] name` of the pyproject.toml in `folder`."""
+    with open(folder / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]["name"].lower()
+
+
 def main():
     args = argparse.ArgumentParser(description=__doc__)
     args.add_argument("--tests", type=pathlib.Path, default=TESTS, help="the folder of the tests")
@@ -39,6 +46,9 @@ def main():
                 wanted.setdefault(name, f"imported by {path.name}")
     for line in (tests / "requirements.txt").read_text().splitlines():
         dist = re.split(r"[<>=!~\[; ]", line.strip(), maxsplit=1)[0].lower()
+        if dist.startswith(("./", "../", "/")):
+            # A project of this repository (a path pip takes from the root, where CI runs it): its package name.
+            dist = project_name(ROOT / dist)
         if dist and not dist.startswith("#"):
             module = MODULE_OF.get(dist, dist.replace("-", "_"))
             wanted.setdefault(module, f"listed in tests/python/requirements.txt as {dist}")
