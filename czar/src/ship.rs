@@ -189,8 +189,9 @@ async fn put_file(
     Ok(())
 }
 
-/// Tells every worker to drop the loads of `table` but `keep_load` (after a replacing load, queries name the new
-/// one). A worker that does not answer keeps its old files until the next drop.
+/// Tells every worker to drop the loads of `table` older than `keep_load` (after a replacing load, queries name the
+/// new one; a load published or arriving since is newer and stays). A worker that does not answer keeps its old
+/// files until the next drop.
 pub async fn drop_old_loads(cluster: &Cluster, table: &str, keep_load: &str) {
     for w in &cluster.workers {
         let body = protocol::DropTable {

@@ -175,8 +175,8 @@ async function openJob(job) {
     renderProgress($("progress"), state.job);
     showHandoff(state.job);
     if (j.phase === "COMPLETED") {
-      results.show(state.job).then(() => plotAxes());
-      showPositions();
+      // The positions are drawn once the result's columns are known (they name the position columns).
+      results.show(state.job).then(() => { plotAxes(); return showPositions(); });
     } else {
       results.clear(j.phase === "ERROR" ? "The job failed: see the message above." : `The job is ${j.phase}.`);
     }
@@ -373,7 +373,8 @@ async function start() {
     try { await openJob(await api.job(job)); } catch (e) { $("progress").replaceChildren(el("pre", { class: "error" }, e.message)); }
   } else if (!query) {
     const director = state.tables.find((t) => t.position);
-    if (director) editor.setText(`SELECT TOP 100 *\nFROM ${director.name}\nWHERE CONTAINS(POINT('ICRS', ${director.position[0]}, ${director.position[1]}), CIRCLE('ICRS', 180, 0, 1)) = 1`);
+    // Near the Galactic centre, where every survey of the plane has rows.
+    if (director) editor.setText(`SELECT TOP 100 *\nFROM ${director.name}\nWHERE CONTAINS(POINT('ICRS', ${director.position[0]}, ${director.position[1]}), CIRCLE('ICRS', 266.4, -29.0, 1)) = 1`);
   }
   fetch("/tap/availability").then((r) => r.text()).then((t) => {
     $("service").textContent = /<(\w+:)?available>\s*true/.test(t) ? "service available" : "service unavailable";

@@ -72,8 +72,8 @@ export function follow(id, update, ended) {
 export function renderProgress(container, job) {
   const p = job.progress || { chunks_total: 0, chunks_done: 0, rows_received: 0, rows_returned: 0, workers: {} };
   const total = p.chunks_total || 0;
-  const final = !["PENDING", "QUEUED", "EXECUTING"].includes(job.phase);
-  const pct = total ? Math.round((100 * p.chunks_done) / total) : final && job.phase === "COMPLETED" ? 100 : 0;
+  // A completed job is done, whatever it read: a TOP or MAXREC can end it before every chunk was asked.
+  const pct = job.phase === "COMPLETED" ? 100 : total ? Math.round((100 * p.chunks_done) / total) : 0;
   const bar = el("progress", { max: "100", value: String(pct), "aria-label": "chunks done" });
   const workers = Object.entries(p.workers || {});
   container.replaceChildren(
@@ -85,6 +85,11 @@ export function renderProgress(container, job) {
     workers.length ? el("table", { class: "grid workers" },
       el("thead", {}, el("tr", {}, el("th", {}, "worker"), el("th", {}, "chunks"), el("th", {}, "rows"))),
       el("tbody", {}, ...workers.map(([w, s]) => el("tr", {}, el("td", {}, w), el("td", { class: "num" }, fmtCount(s.chunks_done)), el("td", { class: "num" }, fmtCount(s.rows)))))) : "",
+    job.phase === "COMPLETED" && job.overflow
+      ? el("p", { class: "warning", role: "status", id: "overflow-note" },
+        `The result was cut at MAXREC: the first ${fmtCount(job.rows ?? p.rows_returned)} rows are kept and more rows matched. `
+        + "Sorting and the table cover the kept rows only; raise MAXREC or narrow the query for all of them.")
+      : "",
     job.error ? el("pre", { class: "error", role: "alert" }, job.error) : "",
   );
 }

@@ -66,6 +66,13 @@ export class ResultView {
     };
     const downloads = el("span", { class: "downloads" }, "Download: ", ...FORMATS.map(([label, f]) =>
       el("a", { href: `/api/v1/jobs/${encodeURIComponent(s.job.id)}/result?RESPONSEFORMAT=${encodeURIComponent(f)}`, download: "", "data-format": f }, label)));
+    if (!s.total) {
+      // Nothing matched: say so in words, with what was asked, rather than an empty grid.
+      this.container.replaceChildren(el("p", { class: "empty", role: "status", id: "no-rows" },
+        "No rows matched: the query ran to the end and found nothing. Widen the region or loosen the conditions ",
+        el("code", {}, (s.job.query || "").replace(/\s+/g, " ").slice(0, 200))));
+      return;
+    }
     const from = s.total ? s.offset + 1 : 0;
     const to = Math.min(s.total, s.offset + data.rows.length);
     this.container.replaceChildren(

@@ -409,12 +409,13 @@ pub fn example_queries(tap: &Tap) -> Vec<(String, String, String, String)> {
     {
         let t = d.record.qualified_name();
         let (ra, dec, id) = (ra.to_lowercase(), dec.to_lowercase(), id.to_lowercase());
+        let r = cone_radius(d.record.rows);
         out.push((
             "cone".into(),
             "A cone search".into(),
-            format!("Objects of {t} within 0.1 degrees of a position, nearest first."),
+            format!("Objects of {t} within {r} degrees of M31, nearest first."),
             format!(
-                "SELECT TOP 100 {id}, {ra}, {dec}, DISTANCE(POINT('ICRS', {ra}, {dec}), POINT('ICRS', 10.68, 41.27)) AS dist\nFROM {t}\nWHERE CONTAINS(POINT('ICRS', {ra}, {dec}), CIRCLE('ICRS', 10.68, 41.27, 0.1)) = 1\nORDER BY dist"
+                "SELECT TOP 100 {id}, {ra}, {dec}, DISTANCE(POINT('ICRS', {ra}, {dec}), POINT('ICRS', 10.68, 41.27)) AS dist\nFROM {t}\nWHERE CONTAINS(POINT('ICRS', {ra}, {dec}), CIRCLE('ICRS', 10.68, 41.27, {r})) = 1\nORDER BY dist"
             ),
         ));
         out.push((
@@ -525,4 +526,13 @@ pub async fn examples(State(tap): State<Arc<Tap>>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// A cone radius (degrees, two significant digits) that holds about 100 rows of a table of `rows` spread over the
+/// sky: an example that answers with nothing teaches nothing (0.1 degrees held no row of the 200,000-row demo).
+fn cone_radius(rows: u64) -> String {
+    let per_square_degree = rows.max(1) as f64 / 41_253.0;
+    let r = (100.0 / (std::f64::consts::PI * per_square_degree)).sqrt().clamp(0.001, 5.0);
+    let decimals = (1.0 - r.log10().floor()).max(0.0) as usize;
+    format!("{r:.decimals$}")
 }

@@ -21,7 +21,7 @@ const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
 const artifacts = join(here, "artifacts");
 const ROWS = 200000;
 
-let demo, base, dataDir, browser, page, context;
+let demo, base, dataDir, browser, page, context, banner;
 const foreign = []; // requests that left the machine
 const pageErrors = [];
 
@@ -73,7 +73,7 @@ before(async () => {
     demo.stdout.on("data", (d) => {
       out += d;
       const m = out.match(/TAP URL:\s+(http:\/\/127\.0\.0\.1:\d+)\/tap/);
-      if (m) { clearTimeout(timer); resolve(m[1]); }
+      if (m) { clearTimeout(timer); banner = out; resolve(m[1]); }
     });
     demo.on("exit", (code) => reject(new Error(`the demo exited (${code}):\n${out}`)));
   });
@@ -105,6 +105,20 @@ after(async () => {
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   assert.deepEqual(foreign, [], "the portal made requests to other hosts");
   assert.deepEqual(pageErrors, [], "the page threw");
+});
+
+test("the demo's banner names the portal, and the first query finds rows", async () => {
+  assert.match(banner, new RegExp(`portal:\\s+${base.replace(/[.]/g, "\\.")}/portal/`));
+  await page.goto(`${base}/portal/`);
+  await page.waitForFunction(() => document.body.dataset.ready);
+  const first = await page.evaluate(() => window.portal.editor.getText());
+  assert.match(first, /CIRCLE\('ICRS', 266\.4, -29\.0, 1\)/);
+  const job = await runAndWait();
+  assert.equal(job.phase, "COMPLETED");
+  const [[n]] = duck("sky.object", `SELECT COUNT(*) FROM t WHERE degrees(2 * asin(sqrt(pow(sin(radians(dec + 29.0) / 2), 2)
+    + cos(radians(dec)) * cos(radians(-29.0)) * pow(sin(radians(ra - 266.4) / 2), 2)))) <= 1`);
+  assert.ok(n > 0, "the first query's region holds rows");
+  assert.equal(job.rows, Math.min(n, 100));
 });
 
 test("the first screen becomes ready and ships under 1 MB of gzipped JavaScript", async () => {
@@ -443,4 +457,31 @@ test("aborting a long job stops it, and the cluster goes quiet", async () => {
   assert.ok(ticks < 40, `still ${ticks} CPU ticks in 2 s a minute after the abort`);
   await page.waitForSelector(`tr[data-job="${id}"][data-phase=ABORTED]`);
   await shot("15-jobs-aborted");
+});
+
+test("results say what they are: done is 100 %, a MAXREC cut and an empty result in words, positions on the sky", async () => {
+  // Cut at MAXREC: COMPLETED at 100 %, and the cut said in words with the count kept.
+  await page.fill("#maxrec", "50");
+  await setQuery("SELECT id, ra, dec FROM sky.object WHERE dec > 0");
+  let job = await runAndWait();
+  assert.equal(job.phase, "COMPLETED");
+  assert.equal(await page.getAttribute("#progress .pct", "data-pct"), "100");
+  await page.waitForSelector("#overflow-note");
+  assert.match(await page.textContent("#overflow-note"), /cut at MAXREC: the first 50 rows are kept and more rows matched/);
+  // The result's positions are drawn on the sky (once its columns are known).
+  await page.waitForFunction(() => window.portal.sky.points && window.portal.sky.points.length === 50);
+  const [[n]] = duck("sky.object", "SELECT COUNT(*) FROM t WHERE dec > 0");
+  assert.ok(n > 50, "more rows matched than were kept");
+  // Nothing matched: said so, not an empty grid; a TOP query that ends early is 100 % too.
+  await page.fill("#maxrec", "100000");
+  await setQuery("SELECT TOP 5 id FROM sky.object WHERE dec > 91");
+  job = await runAndWait();
+  assert.equal(job.phase, "COMPLETED");
+  await page.waitForSelector("#no-rows");
+  assert.match(await page.textContent("#no-rows"), /No rows matched/);
+  assert.equal(await page.getAttribute("#progress .pct", "data-pct"), "100");
+  await setQuery("SELECT TOP 3 id FROM sky.object");
+  job = await runAndWait();
+  assert.equal(await page.getAttribute("#progress .pct", "data-pct"), "100");
+  assert.equal(await page.$("#overflow-note"), null, "a TOP result is not a MAXREC cut");
 });

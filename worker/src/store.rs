@@ -148,7 +148,15 @@ pub async fn put(
     }
 }
 
-/// Removes a table's loads, all but `keep_load` (empty: all of them).
+/// When a load was made: the milliseconds its id starts with (`MILLIS-PID`, `loader::ingest::prepare`).
+fn load_time(load: &str) -> Option<u128> {
+    load.split_once('-')?.0.parse().ok()
+}
+
+/// Removes a table's loads older than `keep_load` (empty: all of them). Only older ones: the czar asks for this a
+/// while after publishing `keep_load`, and by then a newer load may have been published (its files must stay) or be
+/// arriving to be published (likewise); each load's own request removes what came before it. A load whose id does
+/// not say when it was made is kept.
 pub fn drop_loads(data_dir: &Path, table: &str, keep_load: &str) -> Result<(), WorkerError> {
     // The same checks as a put of this table's files.
     put_target(
@@ -169,7 +177,9 @@ pub fn drop_loads(data_dir: &Path, table: &str, keep_load: &str) -> Result<(), W
     }
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy() != keep_load {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let older = matches!((load_time(&name), load_time(keep_load)), (Some(a), Some(b)) if a < b);
+            if name != keep_load && older {
                 std::fs::remove_dir_all(e.path()).map_err(|source| WorkerError::Io {
                     path: e.path(),
                     source,
@@ -275,4 +285,29 @@ pub fn drop_chunks(data_dir: &Path, request: &protocol::DropChunks) -> Result<()
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loads_older_than_the_kept_one_are_dropped() {
+        let data = std::env::temp_dir().join(format!("skyshard-drop-{}", std::process::id()));
+        let table = layout::table_dir(&data, "sky.object");
+        for load in ["100-7", "200-7", "300-7", "odd"] {
+            std::fs::create_dir_all(table.join(load).join("chunks")).unwrap();
+        }
+        // A cleanup asked for after load 200 was published runs after load 300 was: 300 stays (data lost otherwise).
+        drop_loads(&data, "sky.object", "200-7").unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&table)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["200-7", "300-7", "odd"]);
+        drop_loads(&data, "sky.object", "").unwrap();
+        assert!(!table.exists());
+        std::fs::remove_dir_all(&data).unwrap();
+    }
 }
