@@ -351,6 +351,13 @@ fn histogram(
                 ra.as_primitive::<Float64Type>(),
                 dec.as_primitive::<Float64Type>(),
             );
+            // With a chunk map given (an append, another table's map, a HATS catalog's partitions) there is no map to
+            // build: pass 1 only checks the positions.
+            if opts.map.is_some() {
+                row += batch.num_rows() as u64;
+                progress.add(batch.num_rows() as u64);
+                continue;
+            }
             // Hashing is pass 1's work: the batch's rows are hashed on every core, then counted.
             let depth = hist.depth();
             let n = ra.len();
