@@ -1,3 +1,6 @@
+//! Why one long module: the rewrites share their helpers (the chunk narrowing, the radius constraints, the cone
+//! pairs, the child-director relation) and each calls the others' entry points; split, they would import each other.
+//!
 //! Chunk-local joins. Before [`crate::distribute`] cuts the plan, joins whose rows meet inside one chunk
 //! are rewritten to work chunk by chunk, so they run on the workers instead of gathering both tables at the czar:
 //!
@@ -10,8 +13,11 @@
 //!   rows, the other without, and a [`ConeJoinExec`] pairs them (the exact filter runs above it). Every pair closer
 //!   than the overlap meets in the chunk of the side read without overlap, and only there: each pair exactly once.
 //!
+//! Joins of three or more tables are rewritten level by level: a join whose side is already chunk-local follows its
+//! key or position columns to their tables ([`crate::lineage`]) and stays chunk-local when the same rules hold.
 //! Anything else (outer joins, larger radii, unrelated tables) is left as DataFusion planned it: correct, gathered
 //! at the czar.
+
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -123,26 +129,16 @@ fn key_join(
     }
     let (left, right) = (strip(&j.left), strip(&j.right));
     let (Some(ll), Some(rl)) = (single_leaf(&left), single_leaf(&right)) else {
-        return Ok(None);
+        return deep_key_join(j, left, right, tables);
     };
     let (Some(lt), Some(rt)) = (record(tables, &ll), record(tables, &rl)) else {
         return Ok(None);
-    };
-    // (child column, director column) of the key relation, if one side is the other's child.
-    let relation = |child: &TableRecord, director: &TableRecord| match (&child.kind, &director.kind)
-    {
-        (TableKind::Child { director: d, key }, TableKind::Director { id, .. })
-            if d.eq_ignore_ascii_case(&director.qualified_name()) =>
-        {
-            Some((key.to_lowercase(), id.to_lowercase()))
-        }
-        _ => None,
     };
     let on_key = |left_col: &str, right_col: &str| {
         j.on.iter()
             .any(|(l, r)| column_name(l) == Some(left_col) && column_name(r) == Some(right_col))
     };
-    let colocated = match (relation(lt, rt), relation(rt, lt)) {
+    let colocated = match (child_key(lt, rt), child_key(rt, lt)) {
         (Some((key, id)), _) => on_key(&key, &id),
         (_, Some((key, id))) => on_key(&id, &key),
         _ => false,
@@ -171,6 +167,103 @@ fn key_join(
     Ok(Some(Arc::new(join)))
 }
 
+/// (child column, director column) of the key relation, if `child` is `director`'s child table.
+fn child_key(child: &TableRecord, director: &TableRecord) -> Option<(String, String)> {
+    match (&child.kind, &director.kind) {
+        (TableKind::Child { director: d, key }, TableKind::Director { id, .. })
+            if d.eq_ignore_ascii_case(&director.qualified_name()) =>
+        {
+            Some((key.to_lowercase(), id.to_lowercase()))
+        }
+        _ => None,
+    }
+}
+
+/// The chunk scans of both sides of a join when each side is a per-chunk subtree over tables of one chunk map
+/// (every leaf chunked, read by chunk, not by cell), with the chunks all of them read: the sides of a join of three
+/// or more tables, one side already chunk-local.
+fn same_map_sides(
+    left: &Arc<dyn ExecutionPlan>,
+    right: &Arc<dyn ExecutionPlan>,
+    tables: &HashMap<String, Arc<TableInfo>>,
+) -> Option<(Vec<ChunkScanExec>, Vec<ChunkScanExec>, Vec<u64>)> {
+    let (l, r) = (fragment_leaves(left)?, fragment_leaves(right)?);
+    // Replicated tables joined in are under every chunk: they take no part in which chunks meet.
+    let chunked = |leaves: &[ChunkScanExec]| leaves.iter().any(|x| !x.scan.replicated);
+    if !chunked(&l) || !chunked(&r) {
+        return None;
+    }
+    let all: Vec<&ChunkScanExec> = l.iter().chain(r.iter()).filter(|x| !x.scan.replicated).collect();
+    if all.iter().any(|x| !x.scan.parts.is_empty()) {
+        return None;
+    }
+    let maps: Vec<&Vec<u64>> = all.iter().map(|x| record(tables, x).map(|t| &t.chunks)).collect::<Option<_>>()?;
+    if maps.windows(2).any(|w| w[0] != w[1]) {
+        return None;
+    }
+    let mut chunks: Vec<u64> = all[0].scan.chunks.clone();
+    for x in &all[1..] {
+        chunks.retain(|c| x.scan.chunks.contains(c));
+    }
+    chunks.sort_unstable();
+    Some((l, r, chunks))
+}
+
+/// Every chunk scan of `node` reading `chunks` (keeping whether it reads overlap files; replicated tables as they
+/// are).
+fn reading(node: Arc<dyn ExecutionPlan>, chunks: &[u64]) -> DfResult<Arc<dyn ExecutionPlan>> {
+    narrow(node, |scan| {
+        if !scan.replicated {
+            scan.chunks = chunks.to_vec();
+        }
+    })
+}
+
+/// A key join of a child with its director where a side is itself a chunk-local join (`object JOIN xmatch ON
+/// CONTAINS(...) JOIN source ON source.object_id = object.id`): the key columns are followed to their tables
+/// ([`crate::lineage::origin`]); if one is a child's key and the other its director's id, and every table of both
+/// sides is on one chunk map, chunk i of one side meets only chunk i of the other.
+fn deep_key_join(
+    j: &HashJoinExec,
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+    tables: &HashMap<String, Arc<TableInfo>>,
+) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+    let Some((_, _, chunks)) = same_map_sides(&left, &right, tables) else {
+        return Ok(None);
+    };
+    let related = j.on.iter().any(|(a, b)| {
+        let (Some(a), Some(b)) = (a.downcast_ref::<Column>(), b.downcast_ref::<Column>()) else {
+            return false;
+        };
+        let (Some((sa, ca)), Some((sb, cb))) = (
+            crate::lineage::origin(&left, a.index()),
+            crate::lineage::origin(&right, b.index()),
+        ) else {
+            return false;
+        };
+        let (Some(ta), Some(tb)) = (record(tables, &sa), record(tables, &sb)) else {
+            return false;
+        };
+        child_key(ta, tb) == Some((ca.clone(), cb.clone())) || child_key(tb, ta) == Some((cb, ca))
+    });
+    if !related {
+        return Ok(None);
+    }
+    let join = HashJoinExec::try_new(
+        reading(left, &chunks)?,
+        reading(right, &chunks)?,
+        j.on.clone(),
+        j.filter.clone(),
+        &j.join_type,
+        j.projection.as_ref().map(|p| p.to_vec()),
+        PartitionMode::Partitioned,
+        j.null_equality,
+        j.null_aware,
+    )?;
+    Ok(Some(Arc::new(join)))
+}
+
 /// A hash join of a chunked side with a replicated table runs under every chunk when [`keeps_chunked_side`].
 fn replicated_join(j: &HashJoinExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
     let (left, right) = (strip(&j.left), strip(&j.right));
@@ -178,7 +271,10 @@ fn replicated_join(j: &HashJoinExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>>
         return Ok(None);
     };
     let replicated = |leaves: &[ChunkScanExec]| leaves.iter().all(|x| x.scan.replicated);
-    let single_chunked = |leaves: &[ChunkScanExec]| leaves.len() == 1 && !leaves[0].scan.replicated;
+    // One table, or a chunk-local join of several (each partition one chunk): every chunk meets the whole list.
+    let single_chunked = |leaves: &[ChunkScanExec]| {
+        !leaves.is_empty() && leaves.iter().all(|x| !x.scan.replicated && x.scan.parts.is_empty())
+    };
     let mode = if single_chunked(&l)
         && replicated(&r)
         && keeps_chunked_side(j.join_type, JoinSide::Left)
@@ -288,7 +384,7 @@ fn cone_join(
     };
     let (left, right) = (strip(j.left()), strip(j.right()));
     let (Some(ll), Some(rl)) = (single_leaf(&left), single_leaf(&right)) else {
-        return Ok(None);
+        return deep_cone_join(j, filter, left, right, tables);
     };
     let (Some(lt), Some(rt)) = (record(tables, &ll), record(tables, &rl)) else {
         return Ok(None);
@@ -352,6 +448,68 @@ fn cone_join(
         };
         aligned
     };
+    cone_pairs(j, filter, left, right, [left_ra, left_dec, right_ra, right_dec], radius).map(Some)
+}
+
+/// A cross-match where one side is itself a chunk-local join (`object JOIN source ON ... JOIN xmatch ON
+/// CONTAINS(...)`): the positions are followed to their director tables ([`crate::lineage::origin`]); with every
+/// table on one chunk map and the radius within the overlap of a side that is a single table, that side reads each
+/// chunk with its overlap and the other side each chunk as it is: each pair meets once, in the chunk of its row on
+/// the other side.
+fn deep_cone_join(
+    j: &NestedLoopJoinExec,
+    filter: &JoinFilter,
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+    tables: &HashMap<String, Arc<TableInfo>>,
+) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+    let Some((l, r, chunks)) = same_map_sides(&left, &right, tables) else {
+        return Ok(None);
+    };
+    // The director table both position columns of a side come from.
+    let director = |side: &Arc<dyn ExecutionPlan>, [ra, dec]: [usize; 2]| -> Option<TableRecord> {
+        let ((a, ra), (b, dec)) = (crate::lineage::origin(side, ra)?, crate::lineage::origin(side, dec)?);
+        let t = record(tables, &a)?;
+        match &t.kind {
+            TableKind::Director { ra: r, dec: d, .. }
+                if a.scan.table == b.scan.table && r.eq_ignore_ascii_case(&ra) && d.eq_ignore_ascii_case(&dec) =>
+            {
+                Some(t.clone())
+            }
+            _ => None,
+        }
+    };
+    for (lc, rc, radius) in radius_constraints(filter) {
+        let (Some(lt), Some(rt)) = (director(&left, lc), director(&right, rc)) else {
+            continue;
+        };
+        // The side read with its overlap: a single table whose overlap reaches the radius.
+        let (left_around, right_around) = (
+            l.len() == 1 && !l[0].scan.overlap && fits(radius, &lt),
+            r.len() == 1 && !r[0].scan.overlap && fits(radius, &rt),
+        );
+        let (left, right) = if right_around {
+            (reading(left.clone(), &chunks)?, with_chunks(right.clone(), &chunks, true, true)?)
+        } else if left_around {
+            (with_chunks(left.clone(), &chunks, true, true)?, reading(right.clone(), &chunks)?)
+        } else {
+            continue;
+        };
+        return cone_pairs(j, filter, left, right, [lc[0], lc[1], rc[0], rc[1]], radius).map(Some);
+    }
+    Ok(None)
+}
+
+/// The cone join of `left` and `right` (partition i of each the same chunk or cell), its exact filter above it and
+/// the join's projection.
+fn cone_pairs(
+    j: &NestedLoopJoinExec,
+    filter: &JoinFilter,
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+    [left_ra, left_dec, right_ra, right_dec]: [usize; 4],
+    radius: f64,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
     let left_len = left.schema().fields().len();
     let pairs: Arc<dyn ExecutionPlan> = Arc::new(ConeJoinExec::try_new(
         left,
@@ -383,7 +541,7 @@ fn cone_join(
         }
         None => filtered,
     };
-    Ok(Some(out))
+    Ok(out)
 }
 
 /// Whether a table's overlap copies reach `radius` degrees.

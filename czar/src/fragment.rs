@@ -57,7 +57,10 @@ pub fn fragment_leaves(node: &Arc<dyn ExecutionPlan>) -> Option<Vec<ChunkScanExe
             let replicated = |leaves: &[ChunkScanExec]| leaves.iter().all(|x| x.scan.replicated);
             let chunked = |leaves: &[ChunkScanExec]| leaves.iter().all(|x| !x.scan.replicated);
             let pairwise = if any.is::<ConeJoinExec>() {
-                chunked(&l) && chunked(&r)
+                // Each side is a fragment already (a replicated table may be joined under its chunks): it only
+                // needs to be read by chunk.
+                let by_chunk = |leaves: &[ChunkScanExec]| leaves.iter().any(|x| !x.scan.replicated);
+                by_chunk(&l) && by_chunk(&r)
             } else if let Some(j) = any.downcast_ref::<HashJoinExec>() {
                 match j.mode {
                     // Chunk i meets chunk i (co-located tables), or every chunk of the left side meets the whole

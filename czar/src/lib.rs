@@ -20,6 +20,7 @@ pub mod distribute;
 pub mod error;
 pub mod fragment;
 pub mod heal;
+pub mod lineage;
 pub mod load;
 pub mod merge;
 pub mod plan;

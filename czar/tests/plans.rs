@@ -146,6 +146,15 @@ const CASES: &[(&str, &str)] = &[
         "crossmatch_beyond_overlap",
         "SELECT o.id, x.xid FROM sky.object AS o JOIN sky.xmatch AS x ON CONTAINS(POINT(x.ra, x.dec), CIRCLE(o.ra, o.dec, 1)) = 1",
     ),
+    // Three tables: a director-child join and a cross-match, chunk by chunk whichever is planned first.
+    (
+        "child_then_crossmatch",
+        "SELECT COUNT(*) FROM sky.source AS s JOIN sky.object AS o ON s.object_id = o.id JOIN sky.xmatch AS x ON CONTAINS(POINT(x.ra, x.dec), CIRCLE(o.ra, o.dec, 0.001)) = 1",
+    ),
+    (
+        "crossmatch_then_child",
+        "SELECT COUNT(*) FROM sky.object AS o JOIN sky.xmatch AS x ON CONTAINS(POINT(x.ra, x.dec), CIRCLE(o.ra, o.dec, 0.001)) = 1 JOIN sky.source AS s ON s.object_id = o.id",
+    ),
     (
         "replicated_join",
         "SELECT o.id, f.name FROM sky.object AS o JOIN sky.fields AS f ON o.field_id = f.field_id WHERE CONTAINS(POINT(o.ra, o.dec), CIRCLE(100, 0, 2)) = 1",

@@ -58,9 +58,9 @@ def connect(url: str | None = None, token: str | None = None, flight: str | None
             `SKYSHARD_URL`.
         token: a token made by `skyshard token create`; by default `SKYSHARD_TOKEN`, then the first line of the
             token file (`~/.config/skyshard/token`, or under `$XDG_CONFIG_HOME`). `""`: none, call anonymously.
-        flight: the Flight SQL address the service printed (`grpc://HOST:PORT`, from `skyshard serve
-            --flight-sql-port`); by default `SKYSHARD_FLIGHT`. Without one, queries go over TAP sync, still as
-            Arrow. The HTTP service does not publish this address, so it cannot be found from `url`.
+        flight: the Flight SQL address (`grpc://HOST:PORT`, from `skyshard serve --flight-sql-port`); by default
+            `SKYSHARD_FLIGHT`, else the port the service names in `/api/v1/me`, on the host of `url`. `""`: TAP
+            only. Without Flight SQL, queries go over TAP sync, still as Arrow.
         timeout: seconds any call may wait without a byte from the service.
     """
     url = url or os.environ.get("SKYSHARD_URL")
@@ -86,6 +86,8 @@ class Client:
         self._token = token
         self.session = Session(token, timeout)
         self._flight = Flight(flight, token, timeout) if flight else None
+        # No address given: asked of the service once (`/api/v1/me` names its Flight SQL port); "" means TAP only.
+        self._find_flight = flight is None
         self._lock = threading.Lock()
         self._me: dict | None = None
         self._hard_limit: int | None = None
@@ -138,9 +140,25 @@ class Client:
         Arrow from the engine to here. A result larger than the service allows (its `--max-maxrec`) is refused
         (`ServiceError` 400), never cut silently.
         """
-        if self._flight:
-            return self._flight.query(adql)
+        flight = self._flight_client()
+        if flight:
+            return flight.query(adql)
         return self._query_tap(adql)
+
+    def _flight_client(self) -> Flight | None:
+        """The Flight SQL client: the one given, or the port the service names on the host of its URL."""
+        with self._lock:
+            if self._find_flight:
+                self._find_flight = False
+                try:
+                    port = self.whoami().get("flight_sql_port")
+                except ServiceError:
+                    port = None
+                if port:
+                    host = urllib.parse.urlsplit(self.url).hostname
+                    host = f"[{host}]" if host and ":" in host else host
+                    self._flight = Flight(f"grpc://{host}:{port}", self._token, self.timeout)
+            return self._flight
 
     def query(self, adql: str) -> pandas.DataFrame:
         """Runs an ADQL query and returns its rows as a pandas DataFrame (see `query_arrow`)."""

@@ -592,7 +592,7 @@ pub(crate) async fn me(
     };
     let shares = share(&client.key, &client.allowance);
     let group_shares: Vec<_> = client.groups.iter().map(|(k, a)| share(k, a)).collect();
-    let body = match &caller {
+    let mut body = match &caller {
         Caller::Anonymous => serde_json::json!({
             "anonymous": true,
             "auth": policy.to_string(),
@@ -613,6 +613,10 @@ pub(crate) async fn me(
             "table_space": table_space(&tap, i),
         }),
     };
+    // Where Flight SQL listens (on this host, as the client reached it), so a client given the HTTP URL finds it.
+    if let Some(port) = tap.flight_sql_port.get() {
+        body["flight_sql_port"] = (*port).into();
+    }
     (
         [(header::CONTENT_TYPE, "application/json")],
         format!("{body}\n"),

@@ -69,7 +69,9 @@ pub async fn run(
     // process ends when HTTP has drained.
     if let Some(port) = config.flight_sql_port {
         let listener = bind(&format!("{host}:{port}")).await?;
-        flight_sql = Some(listener.local_addr().map_err(|e| e.to_string())?);
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        let _ = tap.flight_sql_port.set(address.port());
+        flight_sql = Some(address);
         let tap = tap.clone();
         tokio::spawn(async move {
             if let Err(e) =

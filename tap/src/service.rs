@@ -16,6 +16,9 @@ pub struct Tap {
     pub platform: Arc<Platform>,
     /// Requests counted for `/metrics`.
     pub(crate) metrics: crate::counters::Metrics,
+    /// The port Flight SQL listens on, when it does (told to clients in `/api/v1/me`, so a client given only the HTTP
+    /// URL finds it).
+    pub flight_sql_port: std::sync::OnceLock<u16>,
 }
 
 impl std::ops::Deref for Tap {
@@ -54,6 +57,7 @@ impl Tap {
         let tap = Arc::new(Tap {
             platform,
             metrics: Default::default(),
+            flight_sql_port: Default::default(),
         });
         // Jobs the last run left queued or running run again (inside a runtime only: unit tests open services
         // without one).

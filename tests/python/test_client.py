@@ -66,8 +66,17 @@ def site(tmp_path_factory):
 def connect(site, user, over="tap"):
     """`user`'s client (None: anonymous), over Flight SQL or TAP."""
     token = site["tokens"][user] if user else ""
-    return skyshard.connect(site["url"], token=token, flight=site["flight"] if over == "flight" else None,
+    return skyshard.connect(site["url"], token=token, flight=site["flight"] if over == "flight" else "",
                             timeout=120)
+
+
+def test_the_flight_sql_port_is_found_from_the_http_url(site):
+    # No address given: the client asks /api/v1/me, which names the port, and queries over Flight SQL.
+    with skyshard.connect(site["url"], token=site["tokens"]["ada"], timeout=120) as client:
+        got = client.query_arrow("SELECT COUNT(*) AS n, SUM(id) AS s FROM sky.object WHERE mag_g < 20")
+        assert client._flight is not None and client._flight.uri.endswith(site["flight"].rsplit(":", 1)[1])
+    n, total = duck(site, "SELECT COUNT(*), SUM(id) FROM t WHERE mag_g < 20").fetchone()
+    assert n > 0 and got.column("n")[0].as_py() == n and got.column("s")[0].as_py() == total
 
 
 @pytest.fixture(params=["flight", "tap"])
@@ -282,7 +291,7 @@ def test_refusals_are_service_errors(site, ada):
     assert bad.value.status == 400 and "1:8: column no_such_column not found" in bad.value.message, bad.value
     over = "flight" if ada._flight else "tap"
     with skyshard.connect(site["url"], token="sky_0000000000000000_" + "0" * 64,
-                          flight=site["flight"] if over == "flight" else None, timeout=60) as wrong:
+                          flight=site["flight"] if over == "flight" else "", timeout=60) as wrong:
         with pytest.raises(skyshard.ServiceError) as unknown:
             wrong.query("SELECT TOP 1 id FROM sky.object")
         assert unknown.value.status == 401 and "not valid" in unknown.value.message, unknown.value
@@ -297,7 +306,7 @@ def test_refusals_are_service_errors(site, ada):
 def test_a_result_past_the_row_limit_is_refused_either_way(site):
     proc, url, uri = serve(site["data"], site["base"], "limited", "--max-maxrec", "1000")
     try:
-        for flight in (uri, None):
+        for flight in (uri, ""):
             with skyshard.connect(url, token=site["tokens"]["ada"], flight=flight, timeout=60) as client:
                 assert client.query_arrow("SELECT TOP 1000 id FROM sky.object").num_rows == 1000
                 with pytest.raises(skyshard.ServiceError) as cut:
