@@ -180,33 +180,41 @@ fn child_key(child: &TableRecord, director: &TableRecord) -> Option<(String, Str
 }
 
 /// The chunk scans of both sides of a join when each side is a per-chunk subtree over tables of one chunk map
-/// (every leaf chunked, read by chunk, not by cell), with the chunks all of them read: the sides of a join of three
-/// or more tables, one side already chunk-local.
+/// (every chunked leaf read by chunk, not by cell; replicated tables joined in are under every chunk), with the
+/// chunks each side reads (those all of its chunked leaves read): the sides of a join of three or more tables, one
+/// side already chunk-local.
+#[allow(clippy::type_complexity)]
 fn same_map_sides(
     left: &Arc<dyn ExecutionPlan>,
     right: &Arc<dyn ExecutionPlan>,
     tables: &HashMap<String, Arc<TableInfo>>,
-) -> Option<(Vec<ChunkScanExec>, Vec<ChunkScanExec>, Vec<u64>)> {
+) -> Option<(Vec<ChunkScanExec>, Vec<ChunkScanExec>, Vec<u64>, Vec<u64>)> {
     let (l, r) = (fragment_leaves(left)?, fragment_leaves(right)?);
-    // Replicated tables joined in are under every chunk: they take no part in which chunks meet.
-    let chunked = |leaves: &[ChunkScanExec]| leaves.iter().any(|x| !x.scan.replicated);
-    if !chunked(&l) || !chunked(&r) {
+    let chunked = |leaves: &[ChunkScanExec]| -> Vec<ChunkScanExec> {
+        leaves.iter().filter(|x| !x.scan.replicated).cloned().collect()
+    };
+    let (lc, rc) = (chunked(&l), chunked(&r));
+    if lc.is_empty() || rc.is_empty() || lc.iter().chain(rc.iter()).any(|x| !x.scan.parts.is_empty()) {
         return None;
     }
-    let all: Vec<&ChunkScanExec> = l.iter().chain(r.iter()).filter(|x| !x.scan.replicated).collect();
-    if all.iter().any(|x| !x.scan.parts.is_empty()) {
-        return None;
-    }
-    let maps: Vec<&Vec<u64>> = all.iter().map(|x| record(tables, x).map(|t| &t.chunks)).collect::<Option<_>>()?;
+    let maps: Vec<&Vec<u64>> = lc
+        .iter()
+        .chain(rc.iter())
+        .map(|x| record(tables, x).map(|t| &t.chunks))
+        .collect::<Option<_>>()?;
     if maps.windows(2).any(|w| w[0] != w[1]) {
         return None;
     }
-    let mut chunks: Vec<u64> = all[0].scan.chunks.clone();
-    for x in &all[1..] {
-        chunks.retain(|c| x.scan.chunks.contains(c));
-    }
-    chunks.sort_unstable();
-    Some((l, r, chunks))
+    let read_by_all = |leaves: &[ChunkScanExec]| {
+        let mut chunks = leaves[0].scan.chunks.clone();
+        for x in &leaves[1..] {
+            chunks.retain(|c| x.scan.chunks.contains(c));
+        }
+        chunks.sort_unstable();
+        chunks
+    };
+    let (lchunks, rchunks) = (read_by_all(&lc), read_by_all(&rc));
+    Some((l, r, lchunks, rchunks))
 }
 
 /// Every chunk scan of `node` reading `chunks` (keeping whether it reads overlap files; replicated tables as they
@@ -229,9 +237,11 @@ fn deep_key_join(
     right: Arc<dyn ExecutionPlan>,
     tables: &HashMap<String, Arc<TableInfo>>,
 ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
-    let Some((_, _, chunks)) = same_map_sides(&left, &right, tables) else {
+    let Some((_, _, mut chunks, rchunks)) = same_map_sides(&left, &right, tables) else {
         return Ok(None);
     };
+    // An inner key join: a pair's two rows are in the same chunk, so only chunks both sides read.
+    chunks.retain(|c| rchunks.contains(c));
     let related = j.on.iter().any(|(a, b)| {
         let (Some(a), Some(b)) = (a.downcast_ref::<Column>(), b.downcast_ref::<Column>()) else {
             return false;
@@ -463,7 +473,7 @@ fn deep_cone_join(
     right: Arc<dyn ExecutionPlan>,
     tables: &HashMap<String, Arc<TableInfo>>,
 ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
-    let Some((l, r, chunks)) = same_map_sides(&left, &right, tables) else {
+    let Some((l, r, lchunks, rchunks)) = same_map_sides(&left, &right, tables) else {
         return Ok(None);
     };
     // The director table both position columns of a side come from.
@@ -488,10 +498,13 @@ fn deep_cone_join(
             l.len() == 1 && !l[0].scan.overlap && fits(radius, &lt),
             r.len() == 1 && !r[0].scan.overlap && fits(radius, &rt),
         );
+        // The other side decides the chunks (its rows are each read once, in their own chunk); the side read with
+        // overlap reads those, where it may have no rows of its own, whatever its own filters pruned (a partner
+        // within the radius of a row can lie in a chunk the partner's table would not read).
         let (left, right) = if right_around {
-            (reading(left.clone(), &chunks)?, with_chunks(right.clone(), &chunks, true, true)?)
+            (reading(left.clone(), &lchunks)?, with_chunks(right.clone(), &lchunks, true, true)?)
         } else if left_around {
-            (with_chunks(left.clone(), &chunks, true, true)?, reading(right.clone(), &chunks)?)
+            (with_chunks(left.clone(), &rchunks, true, true)?, reading(right.clone(), &rchunks)?)
         } else {
             continue;
         };

@@ -686,6 +686,12 @@ THREE_WAY = [
      "JOIN sky.bands AS b ON s.band = b.band WHERE b.lambda_nm > 500 GROUP BY s.band ORDER BY s.band",
      "SELECT s.band, COUNT(*) FROM object o JOIN xmatch x ON {pair} JOIN source s ON s.object_id = o.id "
      "JOIN bands b ON s.band = b.band WHERE b.lambda_nm > 500 GROUP BY 1 ORDER BY 1"),
+    # A region on the catalog only: its partners' chunks are read whatever the catalog's own pruning keeps.
+    ("SELECT COUNT(*) AS n, SUM(s.flux) AS f FROM sky.source AS s JOIN sky.object AS o ON s.object_id = o.id "
+     "JOIN sky.xmatch AS x ON CONTAINS(POINT(x.ra, x.dec), CIRCLE(o.ra, o.dec, {r})) = 1 "
+     "WHERE CONTAINS(POINT(x.ra, x.dec), CIRCLE(10, 10, 15)) = 1",
+     "SELECT COUNT(*), SUM(s.flux) FROM source s JOIN object o ON s.object_id = o.id JOIN xmatch x ON {pair} "
+     "WHERE " + haversine("x.ra", "x.dec", 10, 10) + " <= 15"),
     # An outer join among them: answered right wherever it runs.
     ("SELECT COUNT(*) AS n, COUNT(s.source_id) AS m FROM sky.object AS o JOIN sky.xmatch AS x "
      "ON CONTAINS(POINT(x.ra, x.dec), CIRCLE(o.ra, o.dec, {r})) = 1 LEFT JOIN sky.source AS s "
@@ -695,7 +701,7 @@ THREE_WAY = [
 ]
 
 
-@pytest.mark.parametrize("adql,sql", THREE_WAY, ids=["xmatch-then-child", "child-then-xmatch", "four-tables", "outer"])
+@pytest.mark.parametrize("adql,sql", THREE_WAY, ids=["xmatch-then-child", "child-then-xmatch", "four-tables", "catalog-region", "outer"])
 def test_joins_of_three_and_four_tables(served, release, adql, sql):
     """A director-child join plus a cross-match in one query runs chunk by chunk (it was gathered at the czar into a
     nested-loop join that ran for minutes on the demo), and answers as DuckDB does."""
