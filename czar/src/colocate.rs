@@ -85,10 +85,11 @@ pub fn colocate(
         .data)
 }
 
-/// Below the exchanges DataFusion put in to bring partitions together.
+/// Below the exchanges DataFusion put in to bring partitions together (not one that also keeps only the first rows:
+/// a `TOP` in a subquery folded into the exchange would become one per chunk).
 fn strip(node: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
     let mut node = node.clone();
-    while node.is::<RepartitionExec>() || node.is::<CoalescePartitionsExec>() {
+    while (node.is::<RepartitionExec>() || node.is::<CoalescePartitionsExec>()) && node.fetch().is_none() {
         node = node.children()[0].clone();
     }
     node
@@ -116,8 +117,10 @@ fn with_chunks(
     })
 }
 
-fn column_name<'a>(e: &'a Arc<dyn PhysicalExpr>) -> Option<&'a str> {
-    e.downcast_ref::<Column>().map(|c| c.name())
+/// The table column a join key of `side` is ([`crate::lineage::origin`]), if it is a plain column of one.
+fn origin_name(side: &Arc<dyn ExecutionPlan>, e: &Arc<dyn PhysicalExpr>) -> Option<String> {
+    let c = e.downcast_ref::<Column>()?;
+    crate::lineage::origin(side, c.index()).map(|(_, name)| name)
 }
 
 fn key_join(
@@ -134,9 +137,12 @@ fn key_join(
     let (Some(lt), Some(rt)) = (record(tables, &ll), record(tables, &rl)) else {
         return Ok(None);
     };
+    // By where the columns come from, not by their names here (a subquery may rename another column to the key's).
     let on_key = |left_col: &str, right_col: &str| {
-        j.on.iter()
-            .any(|(l, r)| column_name(l) == Some(left_col) && column_name(r) == Some(right_col))
+        j.on.iter().any(|(l, r)| {
+            origin_name(&left, l).as_deref() == Some(left_col)
+                && origin_name(&right, r).as_deref() == Some(right_col)
+        })
     };
     let colocated = match (child_key(lt, rt), child_key(rt, lt)) {
         (Some((key, id)), _) => on_key(&key, &id),
@@ -352,11 +358,10 @@ fn radius_of(e: &Arc<dyn PhysicalExpr>) -> Option<([usize; 2], [usize; 2], f64)>
 }
 
 /// Whether column `index` of `schema` is called `want` (case-insensitively).
-fn named(schema: &arrow::datatypes::SchemaRef, index: usize, want: &str) -> bool {
-    schema
-        .fields()
-        .get(index)
-        .is_some_and(|f| f.name().eq_ignore_ascii_case(want))
+/// Whether column `index` of `side` is the table column `want` (followed to its scan, not judged by its name here:
+/// `(SELECT ra + 1 AS ra, dec FROM ...)` is not the position).
+fn named(side: &Arc<dyn ExecutionPlan>, index: usize, want: &str) -> bool {
+    crate::lineage::origin(side, index).is_some_and(|(_, name)| name.eq_ignore_ascii_case(want))
 }
 
 /// The conjuncts of a join filter that confine a left-side point and a right-side point to a radius: (the left
@@ -410,12 +415,8 @@ fn cone_join(
     else {
         return Ok(None);
     };
-    let (lschema, rschema) = (left.schema(), right.schema());
     let found = radius_constraints(filter).into_iter().find(|(l, r, _)| {
-        named(&lschema, l[0], lra)
-            && named(&lschema, l[1], ldec)
-            && named(&rschema, r[0], rra)
-            && named(&rschema, r[1], rdec)
+        named(&left, l[0], lra) && named(&left, l[1], ldec) && named(&right, r[0], rra) && named(&right, r[1], rdec)
     });
     let found = found.map(|(l, r, radius)| (l[0], l[1], r[0], r[1], radius));
     let Some((left_ra, left_dec, right_ra, right_dec, radius)) = found else {
@@ -805,10 +806,10 @@ fn list_join(
     let TableKind::Director { ra, dec, .. } = &record.kind else {
         return Ok(None);
     };
-    let table_schema = if table_side.0 == JoinSide::Left {
-        left.schema()
+    let table_plan = if table_side.0 == JoinSide::Left {
+        left.clone()
     } else {
-        right.schema()
+        right.clone()
     };
     let found = radius_constraints(filter)
         .into_iter()
@@ -818,7 +819,7 @@ fn list_join(
             } else {
                 (r, l)
             };
-            (named(&table_schema, table_point[0], ra) && named(&table_schema, table_point[1], dec))
+            (named(&table_plan, table_point[0], ra) && named(&table_plan, table_point[1], dec))
                 .then_some((list_point[0], list_point[1], radius))
         });
     let Some((list_ra, list_dec, radius)) = found else {

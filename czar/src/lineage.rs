@@ -18,10 +18,15 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 use exec::{ChunkScanExec, ConeJoinExec};
 
 /// The chunk scan whose column `index` of `node`'s output is, and the column's name there; None when the column is
-/// computed, or passes through an operator not followed here.
+/// computed, comes from a scan read with its overlap, or passes through an operator not followed here.
 pub fn origin(node: &Arc<dyn ExecutionPlan>, index: usize) -> Option<(ChunkScanExec, String)> {
     let any = node.as_ref();
     if let Some(scan) = any.downcast_ref::<ChunkScanExec>() {
+        // A scan read with its overlap holds rows of neighbouring chunks too: its columns are not of the partition's
+        // chunk, and no rule that pairs chunk i with chunk i may rest on them.
+        if scan.scan.overlap {
+            return None;
+        }
         let name = node.schema().fields().get(index)?.name().clone();
         return Some((scan.clone(), name));
     }
