@@ -159,9 +159,23 @@ fn key_join(
         .copied()
         .filter(|c| rl.scan.chunks.binary_search(c).is_ok())
         .collect();
-    let join = HashJoinExec::try_new(
+    partitioned(
+        j,
         with_chunks(left, &chunks, false, false)?,
         with_chunks(right, &chunks, false, false)?,
+    )
+    .map(Some)
+}
+
+/// `j` over `left` and `right` as a chunk-by-chunk join: partition i of one side meets partition i of the other.
+fn partitioned(
+    j: &HashJoinExec,
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    Ok(Arc::new(HashJoinExec::try_new(
+        left,
+        right,
         j.on.clone(),
         j.filter.clone(),
         &j.join_type,
@@ -169,8 +183,7 @@ fn key_join(
         PartitionMode::Partitioned,
         j.null_equality,
         j.null_aware,
-    )?;
-    Ok(Some(Arc::new(join)))
+    )?))
 }
 
 /// (child column, director column) of the key relation, if `child` is `director`'s child table.
@@ -266,18 +279,7 @@ fn deep_key_join(
     if !related {
         return Ok(None);
     }
-    let join = HashJoinExec::try_new(
-        reading(left, &chunks)?,
-        reading(right, &chunks)?,
-        j.on.clone(),
-        j.filter.clone(),
-        &j.join_type,
-        j.projection.as_ref().map(|p| p.to_vec()),
-        PartitionMode::Partitioned,
-        j.null_equality,
-        j.null_aware,
-    )?;
-    Ok(Some(Arc::new(join)))
+    partitioned(j, reading(left, &chunks)?, reading(right, &chunks)?).map(Some)
 }
 
 /// A hash join of a chunked side with a replicated table runs under every chunk when [`keeps_chunked_side`].

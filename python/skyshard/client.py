@@ -314,8 +314,13 @@ class Client:
     def jobs(self) -> list[Job]:
         """Your async jobs, newest first (the latest 200): id, phase, query, created...; `job.result()` reads one's
         result as pandas."""
-        return [Job.from_json(j, self) for j in self._call("GET", f"{self.url}/api/v1/jobs").json()]
+        return [Job.from_json(j, self.tap_url, self._get) for j in self._get(f"{self.url}/api/v1/jobs").json()]
 
     def job(self, id: str) -> Job:
         """One of your async jobs by its id."""
-        return Job.from_json(self._call("GET", f"{self.url}/api/v1/jobs/{urllib.parse.quote(id)}").json(), self)
+        return Job.from_json(self._get(f"{self.url}/api/v1/jobs/{urllib.parse.quote(id)}").json(), self.tap_url,
+                             self._get)
+
+    def _get(self, url: str):
+        """GET `url` as this client (a job's result, its record)."""
+        return self._call("GET", url)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime
 import io
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import pyarrow as pa
 
@@ -14,8 +14,7 @@ from .errors import ServiceError
 
 if TYPE_CHECKING:
     import pandas
-
-    from .client import Client
+    import requests
 
 
 def _time(value: str | None) -> datetime.datetime | None:
@@ -46,25 +45,23 @@ class Job:
     ended: datetime.datetime | None = None
     rows: int | None = None
     error: str | None = None
-    _client: Client | None = field(default=None, repr=False, compare=False)
+    # The job's URL, and a GET of a URL as the client that listed it (its token, its errors as ServiceError).
+    url: str = field(default="", repr=False, compare=False)
+    _get: Callable[[str], requests.Response] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_json(cls, value: dict, client: Client) -> Job:
+    def from_json(cls, value: dict, tap_url: str, get: Callable[[str], requests.Response]) -> Job:
         return cls(id=value["id"], phase=value.get("phase", ""), query=value.get("query"),
                    created=_time(value.get("creationTime")), started=_time(value.get("startTime")),
                    ended=_time(value.get("endTime")), rows=value.get("rows"), error=value.get("error"),
-                   _client=client)
-
-    @property
-    def url(self) -> str:
-        return f"{self._client.tap_url}/async/{self.id}"
+                   url=f"{tap_url}/async/{value['id']}", _get=get)
 
     def result_arrow(self) -> pa.Table:
         """The job's result as a pyarrow Table (raises `ServiceError` for a job that has none)."""
         if self.phase != "COMPLETED":
             raise ServiceError(404, f"job {self.id} is {self.phase}: it has no result"
                                     + (f" ({self.error})" if self.error else ""), self.url)
-        response = self._client._call("GET", f"{self.url}/results/result")
+        response = self._get(f"{self.url}/results/result")
         return read_result(response.content, response.headers.get("Content-Type", ""), response.url)
 
     def result(self) -> pandas.DataFrame:
