@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder};
+use arrow::array::{ArrayRef, Float64Builder, Int64Builder, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 
 /// The ObsCore table.
@@ -60,7 +60,8 @@ pub fn schema() -> Arc<Schema> {
                 "s" => DataType::Utf8,
                 "i" => DataType::Int64,
                 "d" => DataType::Float64,
-                _ => DataType::List(Arc::new(Field::new("item", DataType::Float64, true))),
+                // A region: STC-S text, as ObsCore 1.1 and TAP 1.0 give it (`adql:REGION`).
+                _ => DataType::Utf8,
             };
             let mut meta = HashMap::new();
             for (k, v) in [("unit", unit), ("ucd", ucd), ("utype", utype), ("description", description)] {
@@ -69,7 +70,7 @@ pub fn schema() -> Arc<Schema> {
                 }
             }
             if kind == "p" {
-                meta.insert("xtype".into(), "polygon".into());
+                meta.insert("xtype".into(), "adql:REGION".into());
             }
             Field::new(name, data_type, true).with_metadata(meta)
         })
@@ -84,13 +85,9 @@ pub fn batch(records: &[images::ObsRecord], first_id: i64) -> anyhow::Result<Rec
     for &(name, kind, ..) in COLUMNS {
         let column: ArrayRef = match kind {
             "p" => {
-                let mut b = ListBuilder::new(Float64Builder::new());
+                let mut b = StringBuilder::new();
                 for r in records {
-                    for &(ra, dec) in &r.s_region {
-                        b.values().append_value(ra);
-                        b.values().append_value(dec);
-                    }
-                    b.append(true);
+                    b.append_value(adql::geometry::stcs::polygon_text(&r.s_region));
                 }
                 Arc::new(b.finish())
             }

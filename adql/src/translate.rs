@@ -16,7 +16,7 @@ use crate::ast::*;
 use crate::catalog::{Catalog, CatalogTable};
 use crate::error::{AdqlError, Pos, Result};
 use crate::functions::is_implemented;
-use crate::geometry::sphere::{Polygon, box_corners};
+use crate::geometry::stcs::{self, Region};
 use crate::units::{Unit, parse_unit};
 use crate::validate::strip_coordsys;
 
@@ -995,91 +995,24 @@ fn unique_name(base: String, used: &mut HashSet<String>) -> String {
     name
 }
 
-/// An STC-S region string (IVOA STC-S 1.33 subset: POSITION, CIRCLE, BOX, POLYGON in ICRS) as a geometry.
+/// A `REGION('...')` literal (read by `geometry::stcs`, as text columns of regions are) as a geometry.
 fn region(s: &str, pos: Pos) -> Result<Sql> {
-    let mut words = s.split_whitespace().peekable();
-    let shape = words
-        .next()
-        .map(|w| w.to_ascii_uppercase())
-        .unwrap_or_default();
-    const FRAME_WORDS: &[&str] = &[
-        "ICRS",
-        "FK5",
-        "J2000",
-        "UNKNOWNFRAME",
-        "BARYCENTER",
-        "GEOCENTER",
-        "TOPOCENTER",
-        "UNKNOWNREFPOS",
-        "SPHERICAL2",
-    ];
-    let mut nums = Vec::new();
-    for w in words {
-        if let Ok(v) = w.parse::<f64>() {
-            nums.push(v);
-        } else if FRAME_WORDS.contains(&w.to_ascii_uppercase().as_str()) && nums.is_empty() {
-            continue;
-        } else {
-            return Err(sem(
-                pos,
-                format!(
-                    "REGION: '{w}' is not supported; use an ICRS STC-S shape such as 'CIRCLE ICRS 10 20 0.5'"
-                ),
-            ));
-        }
-    }
-    let arity_err = |n: &str| {
-        sem(
-            pos,
-            format!("REGION: {shape} takes {n}, found {} numbers", nums.len()),
-        )
-    };
     let f = |v: f64| format!("{v:?}");
-    Ok(match shape.as_str() {
-        "POSITION" | "POINT" => {
-            if nums.len() != 2 {
-                return Err(arity_err("two coordinates"));
-            }
-            Sql::Point(f(nums[0]), f(nums[1]))
-        }
-        "CIRCLE" => {
-            if nums.len() != 3 {
-                return Err(arity_err("a centre and a radius"));
-            }
-            Sql::Circle(f(nums[0]), f(nums[1]), f(nums[2]))
-        }
-        "BOX" => {
-            if nums.len() != 4 {
-                return Err(arity_err("a centre, a width and a height"));
-            }
-            let corners = box_corners(nums[0], nums[1], nums[2], nums[3]);
-            Sql::Text(format!(
-                "adql_polygon({})",
-                corners
-                    .iter()
-                    .flat_map(|&(a, b)| [f(a), f(b)])
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        }
-        "POLYGON" => {
-            if nums.len() < 6 || nums.len() % 2 != 0 {
-                return Err(arity_err("at least three pairs of coordinates"));
-            }
-            let pairs: Vec<(f64, f64)> = nums.chunks_exact(2).map(|c| (c[0], c[1])).collect();
-            Polygon::new(&pairs).map_err(|e| sem(pos, format!("REGION: {e}")))?;
-            Sql::Text(format!(
-                "adql_polygon({})",
-                nums.iter().map(|v| f(*v)).collect::<Vec<_>>().join(", ")
-            ))
-        }
-        _ => {
-            return Err(sem(
-                pos,
-                format!(
-                    "REGION: unknown shape '{shape}'; skyshard reads POSITION, CIRCLE, BOX and POLYGON"
-                ),
-            ));
-        }
-    })
+    let polygon = |pairs: &[(f64, f64)]| {
+        Sql::Text(format!(
+            "adql_polygon({})",
+            pairs
+                .iter()
+                .flat_map(|&(a, b)| [f(a), f(b)])
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    };
+    Ok(
+        match stcs::parse(s).map_err(|e| sem(pos, format!("REGION: {e}")))? {
+            Region::Point(ra, dec) => Sql::Point(f(ra), f(dec)),
+            Region::Circle(ra, dec, r) => Sql::Circle(f(ra), f(dec), f(r)),
+            Region::Polygon(pairs) => polygon(&pairs),
+        },
+    )
 }

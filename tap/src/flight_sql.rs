@@ -262,6 +262,7 @@ impl FlightSqlService for FlightSql {
             format: OutputFormat::Parquet,
             maxrec: tap.limits.max_maxrec,
             run_id: None,
+            links: None,
         };
         let stream = match tokio::time::timeout_at(
             deadline,

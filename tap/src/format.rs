@@ -16,7 +16,7 @@ fn write_document(
     batches: &[RecordBatch],
     ending: crate::output::Ending,
 ) -> std::io::Result<()> {
-    let mut w = crate::output::ResultWriter::new(format, schema.clone(), &[])?;
+    let mut w = crate::output::ResultWriter::new(format, schema.clone(), &Default::default())?;
     for b in batches {
         w.write(b)?;
         out.write_all(&w.take())?;

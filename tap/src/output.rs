@@ -26,7 +26,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use tokio::sync::mpsc;
 
-use votable::write::{field_element, votable_type, xml_escape};
+use votable::write::{field_element, field_element_with_id, votable_type, xml_escape};
 
 /// A result format a client may ask for (TAP `RESPONSEFORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +165,8 @@ pub struct ResultWriter {
     arrow: Option<ArrowStream>,
     /// [`ARROW_HOLD_BYTES`] (smaller in tests).
     arrow_hold: usize,
+    /// A VOTable's DataLink service descriptor, written after the results resource.
+    descriptor: Option<String>,
 }
 
 /// An Arrow IPC stream result. Its schema's metadata says `QUERY_STATUS` (OK or OVERFLOW), which is known only at
@@ -177,8 +179,37 @@ enum ArrowStream {
     Streaming(arrow::ipc::writer::StreamWriter<Shared>, Shared, bool),
 }
 
+/// A DataLink service descriptor (DataLink 1.1 section 4): how to get the links of each row's publisher DID, so
+/// pyvo's `iter_datalinks` and TOPCAT's activation actions find DataLink from the result itself.
+fn datalink_descriptor(links: &str) -> String {
+    format!(
+        "<RESOURCE type=\"meta\" utype=\"adhoc:service\" name=\"datalink\">\n\
+         <DESCRIPTION>The links of each image: the file, cutouts (SODA), previews</DESCRIPTION>\n\
+         <PARAM name=\"standardID\" datatype=\"char\" arraysize=\"*\" value=\"ivo://ivoa.net/std/DataLink#links-1.1\"/>\n\
+         <PARAM name=\"accessURL\" datatype=\"char\" arraysize=\"*\" value=\"{}\"/>\n\
+         <GROUP name=\"inputParams\">\n\
+         <PARAM name=\"ID\" datatype=\"char\" arraysize=\"*\" ucd=\"meta.id;meta.main\" ref=\"{DID_FIELD_ID}\" value=\"\"/>\n\
+         </GROUP>\n</RESOURCE>\n",
+        xml_escape(links)
+    )
+}
+
 /// How much of an Arrow stream result is held back to learn its status.
 const ARROW_HOLD_BYTES: usize = 64 << 20;
+
+/// What a VOTable result says besides its rows: its `INFO` elements, and the DataLink service (`/datalink/links`,
+/// absolute) that a column of ObsCore publisher DIDs leads to.
+#[derive(Debug, Clone, Default)]
+pub struct Head {
+    pub info: Vec<(&'static str, String)>,
+    pub links: Option<String>,
+}
+
+/// The utype of ObsCore's `obs_publisher_did`: a result with such a column gets a DataLink service descriptor.
+const PUBLISHER_DID: &str = "obscore:Curation.PublisherDID";
+
+/// The XML ID of the column a DataLink descriptor's `ID` parameter refers to.
+const DID_FIELD_ID: &str = "skyshard_publisher_did";
 
 /// How a result ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -203,11 +234,7 @@ impl Ending {
 
 impl ResultWriter {
     /// Starts a document for `schema` (`info`: extra `INFO name=value` elements of a VOTable header).
-    pub fn new(
-        format: OutputFormat,
-        schema: SchemaRef,
-        info: &[(&str, String)],
-    ) -> std::io::Result<ResultWriter> {
+    pub fn new(format: OutputFormat, schema: SchemaRef, head: &Head) -> std::io::Result<ResultWriter> {
         let mut w = ResultWriter {
             format,
             schema: schema.clone(),
@@ -216,9 +243,10 @@ impl ResultWriter {
             parquet: None,
             arrow: None,
             arrow_hold: ARROW_HOLD_BYTES,
+            descriptor: None,
         };
         match format {
-            OutputFormat::VoTable | OutputFormat::VoTableBinary2 => w.votable_header(info)?,
+            OutputFormat::VoTable | OutputFormat::VoTableBinary2 => w.votable_header(head)?,
             OutputFormat::Csv => {
                 let names: Vec<String> = schema
                     .fields()
@@ -295,7 +323,16 @@ impl ResultWriter {
         )
     }
 
-    fn votable_header(&mut self, info: &[(&str, String)]) -> std::io::Result<()> {
+    fn votable_header(&mut self, head: &Head) -> std::io::Result<()> {
+        // The first column of publisher DIDs, if the result has one and the service's DataLink URL is known.
+        let did = head.links.as_ref().and_then(|links| {
+            let i = self.schema.fields().iter().position(|f| {
+                f.metadata()
+                    .get("utype")
+                    .is_some_and(|u| u.eq_ignore_ascii_case(PUBLISHER_DID))
+            })?;
+            Some((i, links.clone()))
+        });
         let out = &mut self.buf;
         writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
         writeln!(
@@ -304,7 +341,7 @@ impl ResultWriter {
         )?;
         writeln!(out, r#"<RESOURCE type="results">"#)?;
         writeln!(out, r#"<INFO name="QUERY_STATUS" value="OK"/>"#)?;
-        for (name, value) in info {
+        for (name, value) in &head.info {
             writeln!(
                 out,
                 r#"<INFO name="{}" value="{}"/>"#,
@@ -313,10 +350,12 @@ impl ResultWriter {
             )?;
         }
         writeln!(out, "<TABLE>")?;
-        for f in self.schema.fields() {
-            out.extend_from_slice(field_element(f).as_bytes());
+        for (i, f) in self.schema.fields().iter().enumerate() {
+            let id = did.as_ref().filter(|(d, _)| *d == i).map(|_| DID_FIELD_ID);
+            out.extend_from_slice(field_element_with_id(f, id).as_bytes());
             out.push(b'\n');
         }
+        self.descriptor = did.map(|(_, links)| datalink_descriptor(&links));
         match self.format {
             OutputFormat::VoTableBinary2 => {
                 writeln!(out, r#"<DATA><BINARY2><STREAM encoding="base64">"#)?
@@ -430,7 +469,11 @@ impl ResultWriter {
                         xml_escape(m)
                     )?,
                 }
-                writeln!(self.buf, "</RESOURCE>\n</VOTABLE>")?;
+                writeln!(self.buf, "</RESOURCE>")?;
+                if let Some(d) = self.descriptor.take() {
+                    self.buf.extend_from_slice(d.as_bytes());
+                }
+                writeln!(self.buf, "</VOTABLE>")?;
             }
             OutputFormat::Parquet => {
                 if let Some((mut writer, _)) = self.parquet.take() {
@@ -684,13 +727,13 @@ pub async fn stream_result(
     mut batches: datafusion::physical_plan::SendableRecordBatchStream,
     format: OutputFormat,
     maxrec: u64,
-    info: &[(&str, String)],
+    head: &Head,
     sink: mpsc::Sender<std::io::Result<Bytes>>,
     deadline: Option<(tokio::time::Instant, u64)>,
     recorded: bool,
 ) -> Result<Outcome, String> {
     let schema = batches.schema();
-    let mut writer = ResultWriter::new(format, schema, info).map_err(|e| e.to_string())?;
+    let mut writer = ResultWriter::new(format, schema, head).map_err(|e| e.to_string())?;
     let mut rows = 0u64;
     let send = |bytes: Vec<u8>| {
         let sink = sink.clone();
@@ -796,7 +839,7 @@ mod tests {
     fn arrow_streams_say_whether_they_were_cut() {
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
         // Held back until the end: the status is in the schema.
-        let mut w = ResultWriter::new(OutputFormat::ArrowStream, schema.clone(), &[]).unwrap();
+        let mut w = ResultWriter::new(OutputFormat::ArrowStream, schema.clone(), &Head::default()).unwrap();
         let mut out = Vec::new();
         for i in 0..3 {
             w.write(&batch(&schema, i * 100)).unwrap();
@@ -812,7 +855,7 @@ mod tests {
         assert!(metadata["IVOA.VOTable.content"].contains(r#"<FIELD name="id""#));
 
         // Too large to hold: streamed without a status, which only a whole result may end.
-        let mut w = ResultWriter::new(OutputFormat::ArrowStream, schema.clone(), &[]).unwrap();
+        let mut w = ResultWriter::new(OutputFormat::ArrowStream, schema.clone(), &Head::default()).unwrap();
         w.arrow_hold = 1;
         let mut out = Vec::new();
         for i in 0..3 {

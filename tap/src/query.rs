@@ -17,6 +17,8 @@ pub struct QueryRequest {
     pub format: OutputFormat,
     pub maxrec: u64,
     pub run_id: Option<String>,
+    /// The service's DataLink URL as the caller reaches it, for the descriptor of a result with publisher DIDs.
+    pub links: Option<String>,
 }
 
 impl QueryRequest {
@@ -70,17 +72,21 @@ impl QueryRequest {
             format,
             maxrec,
             run_id: p.get("RUNID").map(String::from),
+            links: None,
         })
     }
 }
 
 /// INFO elements a result VOTable carries.
-pub(crate) fn result_info(req: &QueryRequest) -> Vec<(&'static str, String)> {
+pub(crate) fn result_info(req: &QueryRequest) -> crate::output::Head {
     let mut info = vec![("QUERY", req.query.clone())];
     if let Some(r) = &req.run_id {
         info.push(("RUNID", r.clone()));
     }
-    info
+    crate::output::Head {
+        info,
+        links: req.links.clone(),
+    }
 }
 
 /// Plans and starts a query as `query` says (who it runs for, its uploads, its progress); returns a stream whose

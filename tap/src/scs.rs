@@ -103,6 +103,7 @@ pub async fn cone(
         format: OutputFormat::VoTable,
         maxrec: tap.limits.max_maxrec,
         run_id: None,
+        links: None,
     };
     let turn = match tap.sync_turn(&client).await {
         Ok(t) => t,
@@ -152,7 +153,7 @@ pub async fn cone(
         stream,
         OutputFormat::VoTable,
         req.maxrec,
-        Vec::new(),
+        Default::default(),
         deadline,
         turn,
         Vec::new(),

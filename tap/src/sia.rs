@@ -26,6 +26,7 @@ pub async fn query(
     client: Extension<Client>,
     caller: Extension<Caller>,
     tally: Option<Extension<Arc<Tally>>>,
+    headers: HeaderMap,
     params: Params,
 ) -> Response {
     let adql = match adql_of(&params) {
@@ -44,7 +45,7 @@ pub async fn query(
         pairs,
         parts: Vec::new(),
     };
-    crate::sync::sync(State(tap), client, caller, tally, params).await
+    crate::sync::sync(State(tap), client, caller, tally, headers, params).await
 }
 
 /// The ADQL of a SIAv2 query.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::audit::Tally;
@@ -14,7 +14,7 @@ use crate::error::TapError;
 use crate::output::{OutputFormat, stream_result};
 use crate::params::Params;
 use crate::query::{QueryRequest, result_info, start_query};
-use crate::reply::{busy, error, failure, streamed_response};
+use crate::reply::{base_url, busy, error, failure, streamed_response};
 use crate::service::Tap;
 use crate::upload;
 use platform::access::Reader;
@@ -24,13 +24,15 @@ pub async fn sync(
     Extension(client): Extension<Client>,
     Extension(caller): Extension<Caller>,
     tally: Option<Extension<Arc<Tally>>>,
+    headers: HeaderMap,
     params: Params,
 ) -> Response {
     let visible = tap.visible_to(Reader::of(&caller));
-    let req = match QueryRequest::from_params(&params, &tap.limits) {
+    let mut req = match QueryRequest::from_params(&params, &tap.limits) {
         Ok(r) => r,
         Err(e) => return failure(&e),
     };
+    req.links = Some(format!("{}/datalink/links", base_url(&headers)));
     let tally = tally.map(|t| t.0);
     if let Some(t) = &tally {
         t.query(&req.query);
@@ -85,7 +87,7 @@ pub(crate) fn result_response(
     stream: datafusion::physical_plan::SendableRecordBatchStream,
     format: OutputFormat,
     maxrec: u64,
-    info: Vec<(&'static str, String)>,
+    info: crate::output::Head,
     deadline: (tokio::time::Instant, u64),
     turn: crate::service::Turn,
     extra: Vec<(header::HeaderName, String)>,

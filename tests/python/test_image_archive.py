@@ -4,6 +4,7 @@ TAP (`ivoa.obscore`, its utypes, INTERSECTS and CONTAINS over `s_region`, a join
 on which image, computed from the images' own WCS; never the engine's earlier output."""
 
 import io
+import re
 import shutil
 import socket
 import subprocess
@@ -151,7 +152,7 @@ def test_band_time_collection_and_maxrec_narrow_the_search(archive):
 
 def test_obscore_in_tap_meets_the_catalog(archive):
     tap = pyvo.dal.TAPService(archive["tap"])
-    columns = tap.run_sync("SELECT column_name, utype, ucd, unit, xtype FROM TAP_SCHEMA.columns "
+    columns = tap.run_sync("SELECT column_name, utype, ucd, unit, xtype, datatype FROM TAP_SCHEMA.columns "
                            "WHERE table_name = 'ivoa.obscore'").to_table()
     by_name = {c["column_name"]: c for c in columns}
     for name in ("dataproduct_type", "calib_level", "obs_collection", "obs_id", "obs_publisher_did", "access_url",
@@ -161,7 +162,31 @@ def test_obscore_in_tap_meets_the_catalog(archive):
                  "pol_xel"):
         assert name in by_name, name
     assert by_name["s_region"]["utype"] == "obscore:Char.SpatialAxis.Coverage.Support.Area"
-    assert by_name["s_region"]["xtype"] == "polygon"
+    # A region as ObsCore 1.1 and every other archive give it: STC-S text, `adql:REGION` (what taplint's ObsCore
+    # stage and pyvo's records expect), still a geometry to ADQL.
+    assert by_name["s_region"]["xtype"] == "adql:REGION" and by_name["s_region"]["datatype"] == "char"
+    regions = tap.run_sync("SELECT obs_id, s_region, AREA(s_region) AS footprint_area FROM ivoa.obscore").to_table()
+    seen = 0
+    for r in regions:
+        w = archive["wcs"].get(str(r["obs_id"]))
+        if w is None:
+            continue
+        words = str(r["s_region"]).split()
+        assert words[:2] == ["POLYGON", "ICRS"], r["s_region"]
+        v = np.array(words[2:], float).reshape(-1, 2)
+        x, y = w.all_world2pix(v, 0).T
+        # Every vertex on the image's outer edge by astropy's WCS.
+        edge = np.minimum.reduce([np.abs(x + 0.5), np.abs(x - (SIZE[0] - 0.5)), np.abs(y + 0.5),
+                                  np.abs(y - (SIZE[1] - 0.5))])
+        assert len(v) >= 4 and edge.max() < 1e-6, (r["obs_id"], edge.max())
+        # AREA over the text region: the pixels' solid angle by astropy, within half a percent.
+        want = SIZE[0] * SIZE[1] * w.proj_plane_pixel_area().value
+        assert abs(r["footprint_area"] - want) < 5e-3 * want, (r["obs_id"], r["footprint_area"], want)
+        seen += 1
+    assert seen == len(IMAGES), seen
+    # SIA's records carry the same text (pyvo hands the value as it came: a string, as from other archives).
+    record = next(iter(sia(archive).search(pos=(10.0, 20.0, 0.01))))
+    assert str(record["s_region"]).startswith("POLYGON ICRS "), record["s_region"]
     assert by_name["t_min"]["unit"] == "d" and by_name["em_min"]["unit"] == "m"
     # Which generated objects fall on which image: the join against astropy's pixel bounds.
     rows = tap.run_sync("SELECT o.id, i.obs_id FROM sky.spots AS o JOIN ivoa.obscore AS i "
@@ -254,6 +279,30 @@ def test_datalink_gives_the_file_and_soda_cuts_it_as_pyvo_asks(archive, tmp_path
         assert np.array_equal(original[np.round(yo).astype(int), np.round(xo).astype(int)], hdul[0].data.ravel())
 
 
+def test_results_carry_a_datalink_service_descriptor(archive):
+    # SIA and TAP results with publisher DIDs say where their links are (DataLink 1.1 section 4), so pyvo's
+    # iter_datalinks asks DataLink for every row in batches, and TOPCAT offers the links, from the result alone.
+    results = sia(archive).search(pos=(10.1, 20.0, 1.0))
+    service = results.get_adhocservice_by_ivoid("ivo://ivoa.net/std/DataLink#links-1.1")
+    access = next(p.value for p in service.params if p.name == "accessURL")
+    assert access == archive["root"] + "/datalink/links", access
+    by_did = {}
+    for links in results.iter_datalinks():
+        this = next(links.bysemantics("#this", include_narrower=False))
+        by_did[str(this["ID"])] = this.access_url
+    want = {str(r["obs_publisher_did"]): str(r["obs_id"]) for r in results}
+    assert set(by_did) == set(want) and len(want) == 4, (sorted(by_did), want)
+    for did, url in by_did.items():
+        assert requests.get(url).content == archive["files"][want[did]].read_bytes(), did
+    # The same from TAP, found by the column's utype whatever it is called; none without the column.
+    tap = pyvo.dal.TAPService(archive["tap"])
+    named = tap.run_sync("SELECT obs_id, obs_publisher_did AS did FROM ivoa.obscore WHERE obs_collection = 'deep'")
+    assert len(list(named.iter_datalinks())) == len(named) == 3
+    plain = tap.run_sync("SELECT obs_id FROM ivoa.obscore")
+    with pytest.raises(pyvo.dal.DALServiceError):
+        plain.get_adhocservice_by_ivoid("ivo://ivoa.net/std/DataLink")
+
+
 def test_soda_answers_misses_and_mistakes_as_soda_says(archive):
     url = archive["root"] + "/soda/sync"
     did = next(r for r in sia(archive).search(pos=(10.0, 20.0, 0.01)) if r["obs_id"] == "a-g")["obs_publisher_did"]
@@ -305,6 +354,22 @@ def test_adding_a_folder_does_not_follow_links_in_circles(tmp_path):
     out = subprocess.run([SKYSHARD, "images", "add", "--data-dir", str(tmp_path / "data"), "--collection", "looped",
                           str(folder)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "1 images added" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.skipif(shutil.which("stilts") is None, reason="stilts is not installed (apt-get install stilts)")
+def test_taplint_obscore_stage_finds_no_error(archive):
+    # taplint's OBS stage checks ivoa.obscore's columns against ObsCore 1.1 (types, units, UCDs, utypes) and that
+    # the capabilities declare the data model.
+    out = subprocess.run(["stilts", "taplint", f"tapurl={archive['tap']}", "report=EWS"], capture_output=True,
+                         text=True, timeout=900)
+    assert "Section OBS" in out.stdout, out.stdout[-3000:]
+    obs = out.stdout[out.stdout.index("Section OBS"):]
+    obs = obs[:obs.index("Section ", 10)] if "Section " in obs[10:] else obs
+    assert not [line for line in obs.splitlines() if line.startswith("E-")], obs[-3000:]
+    # The stage really read the table: every mandatory column found.
+    assert re.search(r"S-OBS-COLS-1 ivoa.ObsCore columns: 30/30 required", obs), obs[-3000:]
+    totals = re.search(r"Totals: Errors: (\d+); Warnings: (\d+)", out.stdout)
+    assert totals and totals.group(1) == "0", out.stdout[-5000:]
 
 
 @pytest.mark.skipif(shutil.which("stilts") is None, reason="stilts is not installed (apt-get install stilts)")

@@ -34,9 +34,17 @@ pub fn xml_escape(s: &str) -> String {
 
 /// A VOTable FIELD element for an Arrow field (datatype, arraysize, xtype, unit, UCD, utype, description).
 pub fn field_element(f: &Field) -> String {
+    field_element_with_id(f, None)
+}
+
+/// [`field_element`] with an XML `ID` another element can refer to (a service descriptor's input parameter).
+pub fn field_element_with_id(f: &Field, id: Option<&str>) -> String {
     let (datatype, arraysize, xtype) = votable_type(f.data_type());
     let m = f.metadata();
     let mut attrs = format!(r#"name="{}" datatype="{datatype}""#, xml_escape(f.name()));
+    if let Some(id) = id {
+        attrs.push_str(&format!(r#" ID="{}""#, xml_escape(id)));
+    }
     if let Some(a) = arraysize {
         attrs.push_str(&format!(r#" arraysize="{a}""#));
     }

@@ -1,5 +1,6 @@
 //! Geometry values in Arrow, as DALI 1.1 serializes them (section 3.3): a point is two doubles (`xtype="point"`),
-//! a circle three (`xtype="circle"`), a polygon a variable-length list of ra, dec pairs (`xtype="polygon"`).
+//! a circle three (`xtype="circle"`), a polygon a variable-length list of ra, dec pairs (`xtype="polygon"`); and text
+//! holding STC-S (`xtype="adql:REGION"`), read as geometry wherever a geometry is asked.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use datafusion::common::{DataFusionError, Result, exec_err};
 use datafusion::logical_expr::ColumnarValue;
 
 use super::sphere::{Circle, Polygon, Shape, Vec3};
+use super::stcs::{self, Region};
 
 pub fn item_field() -> Arc<Field> {
     Arc::new(Field::new_list_field(DataType::Float64, true))
@@ -60,15 +62,27 @@ impl GeomKind {
     }
 }
 
-/// Random access to the geometries of one Arrow array, whatever its layout.
+/// Random access to the geometries of one Arrow array, whatever its layout: the DALI arrays above, or text holding
+/// STC-S regions (an `adql:REGION` column such as ObsCore's `s_region`), read once when the column is made.
 pub struct GeomColumn {
     kind: GeomKind,
-    array: ArrayRef,
-    values: Float64Array,
+    layout: Layout,
+}
+
+enum Layout {
+    Arrays { array: ArrayRef, values: Float64Array },
+    /// One region per row (None for NULL or empty text), as coordinates in the layout of its kind.
+    Text(Vec<Option<(GeomKind, Vec<f64>)>>),
 }
 
 impl GeomColumn {
     pub fn new(array: ArrayRef, what: &str) -> Result<GeomColumn> {
+        if matches!(
+            array.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) {
+            return Self::from_text(&array, what);
+        }
         let Some(kind) = GeomKind::of(array.data_type()) else {
             return exec_err!(
                 "{what} must be a geometry (point, circle or polygon), found {}",
@@ -94,8 +108,44 @@ impl GeomColumn {
         };
         Ok(GeomColumn {
             kind,
-            array,
-            values,
+            layout: Layout::Arrays { array, values },
+        })
+    }
+
+    /// Text regions. The column's kind is Point when every row is a point, Polygon when any row is a polygon,
+    /// else Circle (what the kind-specific kernels ask).
+    fn from_text(array: &ArrayRef, what: &str) -> Result<GeomColumn> {
+        let text = arrow::compute::cast(array, &DataType::Utf8)?;
+        let text = text.as_string::<i32>();
+        let mut rows = Vec::with_capacity(text.len());
+        for i in 0..text.len() {
+            if text.is_null(i) || text.value(i).trim().is_empty() {
+                rows.push(None);
+                continue;
+            }
+            let region = stcs::parse(text.value(i)).map_err(|e| {
+                DataFusionError::Execution(format!("{what} is not a region it can read: {e}"))
+            })?;
+            rows.push(Some(match region {
+                Region::Point(ra, dec) => (GeomKind::Point, vec![ra, dec]),
+                Region::Circle(ra, dec, r) => (GeomKind::Circle, vec![ra, dec, r]),
+                Region::Polygon(pairs) => (
+                    GeomKind::Polygon,
+                    pairs.into_iter().flat_map(|(a, b)| [a, b]).collect(),
+                ),
+            }));
+        }
+        let kinds = || rows.iter().flatten().map(|(k, _)| *k);
+        let kind = if kinds().all(|k| k == GeomKind::Point) {
+            GeomKind::Point
+        } else if kinds().any(|k| k == GeomKind::Polygon) {
+            GeomKind::Polygon
+        } else {
+            GeomKind::Circle
+        };
+        Ok(GeomColumn {
+            kind,
+            layout: Layout::Text(rows),
         })
     }
 
@@ -104,45 +154,59 @@ impl GeomColumn {
     }
 
     pub fn len(&self) -> usize {
-        self.array.len()
+        match &self.layout {
+            Layout::Arrays { array, .. } => array.len(),
+            Layout::Text(rows) => rows.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.array.is_empty()
+        self.len() == 0
     }
 
     /// The coordinates of row `i`, or None when it is null or has a null coordinate.
     pub fn coords(&self, i: usize) -> Option<&[f64]> {
-        if self.array.is_null(i) {
+        let (array, values) = match &self.layout {
+            Layout::Text(rows) => return rows[i].as_ref().map(|(_, c)| c.as_slice()),
+            Layout::Arrays { array, values } => (array, values),
+        };
+        if array.is_null(i) {
             return None;
         }
-        let (start, end) = match self.array.data_type() {
+        let (start, end) = match array.data_type() {
             DataType::FixedSizeList(_, n) => {
-                let fsl = self.array.as_fixed_size_list();
+                let fsl = array.as_fixed_size_list();
                 let s = fsl.value_offset(i) as usize;
                 (s, s + *n as usize)
             }
             DataType::List(_) => {
-                let o = self.array.as_list::<i32>().value_offsets();
+                let o = array.as_list::<i32>().value_offsets();
                 (o[i] as usize, o[i + 1] as usize)
             }
             _ => {
-                let o = self.array.as_list::<i64>().value_offsets();
+                let o = array.as_list::<i64>().value_offsets();
                 (o[i] as usize, o[i + 1] as usize)
             }
         };
-        if self.values.null_count() > 0 && (start..end).any(|k| self.values.is_null(k)) {
+        if values.null_count() > 0 && (start..end).any(|k| values.is_null(k)) {
             return None;
         }
-        Some(&self.values.values()[start..end])
+        Some(&values.values()[start..end])
     }
 
     /// The shape of row `i`; a malformed polygon is an error naming the row's coordinates.
     pub fn shape(&self, i: usize) -> Result<Option<Shape>> {
+        let kind = match &self.layout {
+            Layout::Text(rows) => match &rows[i] {
+                Some((kind, _)) => *kind,
+                None => return Ok(None),
+            },
+            Layout::Arrays { .. } => self.kind,
+        };
         let Some(c) = self.coords(i) else {
             return Ok(None);
         };
-        shape_from_coords(self.kind, c).map(Some)
+        shape_from_coords(kind, c).map(Some)
     }
 }
 

@@ -353,7 +353,8 @@ pub(super) async fn result(
     streamed_response(StatusCode::OK, format.mime(), extra, move |tx| {
         tokio::spawn(async move {
             let body = tx.clone();
-            let written = stream_result(stream, format, stored.rows, &info, tx, None, false);
+            let head = crate::output::Head { info, links: None };
+            let written = stream_result(stream, format, stored.rows, &head, tx, None, false);
             if let Err(e) = written.await {
                 let _ = body.send(Err(std::io::Error::other(e))).await;
             }
