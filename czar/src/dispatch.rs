@@ -127,6 +127,11 @@ impl RemoteExec {
     pub fn chunks(&self) -> &[u64] {
         self.core.chunks()
     }
+
+    /// The tables its fragment reads, as `a + b`.
+    pub fn tables(&self) -> String {
+        self.core.tables()
+    }
 }
 
 impl Core {

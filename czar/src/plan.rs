@@ -103,10 +103,14 @@ impl Czar {
         Ok(())
     }
 
-    /// What a query would do: the chunks each fragment touches, the fragment, and the merge plan above.
+    /// What a query would do: first any warnings ([`warnings`]), then the chunks each fragment touches, the
+    /// fragment, and the merge plan above.
     pub async fn explain(&self, adql: &str, query: &QueryContext<'_>) -> Result<String, CzarError> {
         let plan = self.plan(adql, query).await?.plan;
         let mut out = String::new();
+        for w in warnings(&plan) {
+            out.push_str(&format!("{WARNING}{w}\n"));
+        }
         plan.apply(|node| {
             if let Some(remote) = node.downcast_ref::<RemoteExec>() {
                 let chunks = remote.chunks();
@@ -128,4 +132,89 @@ impl Czar {
         ));
         Ok(out)
     }
+}
+
+/// How a warning line of [`Czar::explain`] begins.
+pub const WARNING: &str = "warning: ";
+
+/// What a user should know about a plan before running it: each join done at the czar between tables read from
+/// the workers, where a side spans several chunks: a nested-loop join (every pair of rows compared) always, a hash
+/// join when a side reads its table whole (no condition narrows it). Every row each side selects travels to the czar
+/// first: on large tables that can run for a very long time. (Joins the planner made chunk-local run inside
+/// fragments on the workers and are not seen here.)
+pub fn warnings(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> Vec<String> {
+    use datafusion::physical_plan::ExecutionPlan;
+    use datafusion::physical_plan::filter::FilterExec;
+    use datafusion::physical_plan::joins::{
+        CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec, SymmetricHashJoinExec,
+    };
+    use exec::ChunkScanExec;
+
+    /// What one side of a join reads from the workers at most: chunks, tables, and whether nothing narrows it.
+    struct Side {
+        chunks: usize,
+        tables: String,
+        whole: bool,
+    }
+    fn side(node: &Arc<dyn ExecutionPlan>) -> Option<Side> {
+        let mut widest: Option<Side> = None;
+        let _ = node.apply(|n| {
+            if let Some(r) = n.downcast_ref::<RemoteExec>()
+                && widest.as_ref().is_none_or(|w| r.chunks().len() > w.chunks)
+            {
+                let narrowed = r
+                    .fragment()
+                    .exists(|f| {
+                        Ok(f.is::<FilterExec>()
+                            || f.downcast_ref::<ChunkScanExec>().is_some_and(|c| {
+                                !c.scan.filters.is_empty() || c.scan.limit.is_some()
+                            }))
+                    })
+                    .unwrap_or(false);
+                widest = Some(Side {
+                    chunks: r.chunks().len(),
+                    tables: r.tables(),
+                    whole: !narrowed,
+                });
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        widest
+    }
+    let mut out = Vec::new();
+    let _ = plan.apply(|node| {
+        let nested = node.is::<NestedLoopJoinExec>() || node.is::<CrossJoinExec>();
+        let hashed = node.is::<HashJoinExec>()
+            || node.is::<SortMergeJoinExec>()
+            || node.is::<SymmetricHashJoinExec>();
+        if !(nested || hashed) {
+            return Ok(TreeNodeRecursion::Continue);
+        }
+        let children = node.children();
+        let [left, right] = children.as_slice() else {
+            return Ok(TreeNodeRecursion::Continue);
+        };
+        let (Some(l), Some(r)) = (side(left), side(right)) else {
+            return Ok(TreeNodeRecursion::Continue);
+        };
+        let wide = |s: &Side| s.chunks > 1 && (nested || s.whole);
+        if wide(&l) || wide(&r) {
+            let how = if nested {
+                "a nested-loop join (every pair of rows compared)"
+            } else {
+                "a hash join over a whole table"
+            };
+            out.push(format!(
+                "{} ({} chunks) and {} ({} chunks) are joined at the czar by {how}: every row each side \
+                 selects is gathered there first, which on large tables can take very long. A join on the tables' \
+                 keys, or a cross-match by DISTANCE or CONTAINS with a constant radius, runs chunk by chunk on the \
+                 workers; narrowing either side (a region, a TOP in a subquery) helps too.",
+                l.tables, l.chunks, r.tables, r.chunks
+            ));
+            // One warning per join: the joins below it feed it.
+            return Ok(TreeNodeRecursion::Jump);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out
 }

@@ -171,6 +171,16 @@ const CASES: &[(&str, &str)] = &[
         "outer_join_of_directors",
         "SELECT o.id, x.xid FROM sky.object AS o LEFT JOIN sky.xmatch AS x ON o.id = x.xid WHERE o.id < 10",
     ),
+    // Joins gathered at the czar that explain warns about first (the portal asks before running them): a hash
+    // join over a whole table, and a nested-loop join.
+    (
+        "warned_whole_table_join",
+        "SELECT COUNT(*) FROM sky.object AS o LEFT JOIN sky.xmatch AS x ON o.id = x.xid",
+    ),
+    (
+        "warned_nested_loop_join",
+        "SELECT COUNT(*) FROM sky.object AS a JOIN sky.object AS b ON a.mag_g > b.mag_g + 5",
+    ),
     // Uploads.
     (
         "upload_crossmatch",

@@ -144,10 +144,34 @@ drop.addEventListener("drop", (e) => {
 
 // ---- running ----
 
-async function run(text = editor.getText()) {
+/** The planner's warnings about a query (a join it would do at the czar over whole tables), or none when it cannot
+ * plan it (the job then reports the error as usual). */
+async function planWarnings(text) {
+  try {
+    return (await api.explain(text, state.uploads)).split("\n")
+      .filter((l) => l.startsWith("warning: ")).map((l) => l.slice("warning: ".length));
+  } catch (_) {
+    return [];
+  }
+}
+
+async function run(text = editor.getText(), { confirmed = false } = {}) {
   if (!text.trim()) return;
   const maxrec = Number($("maxrec").value) || undefined;
   $("progress").replaceChildren(el("span", { class: "muted" }, "Submitting…"));
+  const warnings = confirmed ? [] : await planWarnings(text);
+  if (warnings.length) {
+    // Said before running, with the choice: a query the planner knows will gather whole tables at the czar.
+    const go = el("button", { type: "button", id: "run-anyway" }, "Run anyway");
+    const back = el("button", { type: "button", id: "run-cancel" }, "Cancel");
+    go.addEventListener("click", () => run(text, { confirmed: true }));
+    back.addEventListener("click", () => $("progress").replaceChildren());
+    $("progress").replaceChildren(el("div", { class: "warning", role: "alert", id: "plan-warning" },
+      el("p", {}, "This query may run for a very long time:"),
+      ...warnings.map((w) => el("p", {}, w)),
+      el("p", {}, go, " ", back)));
+    return;
+  }
   let id;
   try {
     id = await api.createJob(text, { maxrec, uploads: state.uploads });

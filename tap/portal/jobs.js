@@ -76,10 +76,19 @@ export function renderProgress(container, job) {
   const pct = job.phase === "COMPLETED" ? 100 : total ? Math.round((100 * p.chunks_done) / total) : 0;
   const bar = el("progress", { max: "100", value: String(pct), "aria-label": "chunks done" });
   const workers = Object.entries(p.workers || {});
+  // Abort beside the bar while the job can still be stopped.
+  let abort = "";
+  if (["PENDING", "QUEUED", "EXECUTING"].includes(job.phase) && job.id) {
+    abort = el("button", { type: "button", id: "abort-job", title: "Stop this job" }, "Abort");
+    abort.addEventListener("click", async () => {
+      abort.disabled = true;
+      try { await api.abortJob(job.id); } catch (e) { abort.disabled = false; abort.title = e.message; }
+    });
+  }
   container.replaceChildren(
     el("div", { class: "progress-line" },
       el("span", { class: `phase ${job.phase}` }, job.phase), " ", bar, " ",
-      el("span", { class: "pct", "data-pct": String(pct) }, `${pct} %`), " ",
+      el("span", { class: "pct", "data-pct": String(pct) }, `${pct} %`), " ", abort, abort ? " " : "",
       el("span", {}, `${fmtCount(p.chunks_done)} of ${fmtCount(total)} chunks · ${fmtCount(p.rows_received)} rows from workers · ${fmtCount(p.rows_returned)} result rows`),
       job.elapsedMs != null ? el("span", { class: "muted" }, ` · ${fmtMs(job.elapsedMs)}`) : ""),
     workers.length ? el("table", { class: "grid workers" },

@@ -429,19 +429,30 @@ test("a permalink restores the query and its job", async () => {
   await other.close();
 });
 
-test("aborting a long job stops it, and the cluster goes quiet", async () => {
+test("a query the planner would gather at the czar is warned about before it runs, and Abort stands beside its bar", async () => {
   // A join the engine cannot do chunk-local: both sides gathered, then compared pair by pair (4e10 pairs).
   await setQuery("SELECT COUNT(*) FROM sky.object AS a JOIN sky.object AS b ON a.mag_g > b.mag_g + 5 AND a.mag_r < b.mag_i");
   const previous = await page.evaluate(() => window.portal.job?.id || null);
+  // Run first says what the plan will do, and runs nothing until told to.
   await page.click("#run");
+  await page.waitForSelector("#plan-warning");
+  const warning = await page.textContent("#plan-warning");
+  assert.match(warning, /sky\.object \(\d+ chunks\) and sky\.object \(\d+ chunks\) are joined at the czar by a nested-loop join/, warning);
+  await shot("14a-plan-warning");
+  await page.click("#run-cancel");
+  await page.waitForFunction(() => !document.querySelector("#plan-warning"));
+  assert.equal(await page.evaluate(() => window.portal.job?.id || null), previous, "Cancel started a job");
+  await page.click("#run");
+  await page.click("#run-anyway");
   await page.waitForFunction((prev) => window.portal.job && window.portal.job.id !== prev && window.portal.job.phase === "EXECUTING", previous, { timeout: 30000 });
-  await new Promise((r) => setTimeout(r, 1500));
-  await page.click("button[data-tab=jobs]");
   const id = await page.evaluate(() => window.portal.job.id);
+  // The jobs list offers Abort too; the one beside the progress bar is used.
+  await page.click("button[data-tab=jobs]");
   await page.waitForSelector(`tr[data-job="${id}"] button:has-text("Abort")`);
   await shot("14-jobs-running");
+  await page.waitForSelector("#progress #abort-job");
   const t0 = Date.now();
-  await page.click(`tr[data-job="${id}"] button:has-text("Abort")`);
+  await page.click("#progress #abort-job");
   // Waited for, with a deadline for a loaded machine; how fast it stops is reported, not asserted.
   await page.waitForFunction(() => window.portal.job.phase === "ABORTED", null, { timeout: 60000 });
   console.log(`aborted after ${Date.now() - t0} ms`);
@@ -457,6 +468,7 @@ test("aborting a long job stops it, and the cluster goes quiet", async () => {
   }
   assert.ok(ticks < 40, `still ${ticks} CPU ticks in 2 s a minute after the abort`);
   await page.waitForSelector(`tr[data-job="${id}"][data-phase=ABORTED]`);
+  assert.equal(await page.$("#progress #abort-job"), null, "Abort still offered for an ended job");
   await shot("15-jobs-aborted");
 });
 
