@@ -14,7 +14,7 @@ import tomllib
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests" / "python"
 # A distribution whose module has another name.
-MODULE_OF = {"pyyaml": "yaml", "prometheus-client": "prometheus_client", "adbc-driver-flightsql": "adbc_driver_flightsql"}
+MODULE_OF = {"pyyaml": "yaml", "pillow": "PIL", "prometheus-client": "prometheus_client", "adbc-driver-flightsql": "adbc_driver_flightsql"}
 
 
 def imported(path):

@@ -1,9 +1,10 @@
 //! Images as an archive serves them: a FITS image's celestial WCS (CDS's `wcs`: TAN, SIN and the other common
 //! projections, SIP distortions), the ObsCore record that describes it (`record.rs`), and cutouts whose pixels are
-//! exactly the original's (`cutout.rs`). No HTTP and no DataFusion here: the loader and the service call it.
+//! exactly the original's (`cutout.rs`), and previews (`preview.rs`). No HTTP and no DataFusion here: the loader and the service call it.
 
 pub mod cutout;
 pub mod fits;
+pub mod preview;
 pub mod record;
 pub mod sky;
 pub mod synth;

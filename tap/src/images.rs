@@ -1,6 +1,7 @@
-//! The image archive's files over HTTP: the whole file (`/images/COLLECTION/FILE`), SODA cutouts (`/soda/sync`)
-//! and DataLink documents (`/datalink/links`). An image is found by its `obs_publisher_did` through an ADQL query over
-//! `ivoa.obscore` run as the caller, so what the caller may not see does not exist for them here either.
+//! The image archive's files over HTTP: the whole file (`/images/COLLECTION/OBS_ID.fits`) and its preview
+//! (`.png`), SODA cutouts (`/soda/sync`) and DataLink documents (`/datalink/links`). An image is found by its
+//! `obs_publisher_did` through an ADQL query over `ivoa.obscore` run as the caller, so what the caller may not see
+//! does not exist for them here either.
 
 use std::sync::Arc;
 
@@ -170,7 +171,36 @@ pub async fn soda_sync(
     }
 }
 
-/// `/images/COLLECTION/FILE`: a whole image file, for a caller who may see its record.
+/// The longest side of a DataLink preview, in pixels.
+const PREVIEW_SIDE: u64 = 512;
+
+/// The preview of an image (PNG), made once and kept beside the images (`images/.previews/COLLECTION/OBS_ID.png`,
+/// a name no collection can have) until the image file is newer than it.
+fn preview_of(path: &std::path::Path, cache: &std::path::Path) -> Result<Vec<u8>, String> {
+    let image_time = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    if let Ok(m) = std::fs::metadata(cache)
+        && m.modified().ok() >= image_time
+        && let Ok(bytes) = std::fs::read(cache)
+    {
+        return Ok(bytes);
+    }
+    let png = images::Image::open(path)
+        .and_then(|i| i.preview_png(PREVIEW_SIDE))
+        .map_err(|e| e.to_string())?;
+    // Kept if it can be (written aside, then renamed: a reader never sees half a file); served either way.
+    if let Some(dir) = cache.parent()
+        && std::fs::create_dir_all(dir).is_ok()
+    {
+        let aside = cache.with_extension(format!("png.{}", std::process::id()));
+        if std::fs::write(&aside, &png).is_ok() && std::fs::rename(&aside, cache).is_err() {
+            let _ = std::fs::remove_file(&aside);
+        }
+    }
+    Ok(png)
+}
+
+/// `/images/COLLECTION/FILE`: a whole image file (`OBS_ID.fits`) or its preview (`OBS_ID.png`), for a caller who may
+/// see its record.
 pub async fn download(
     State(tap): State<Arc<Tap>>,
     Extension(caller): Extension<Caller>,
@@ -178,8 +208,10 @@ pub async fn download(
     UrlPath((collection, file)): UrlPath<(String, String)>,
 ) -> Response {
     let not_found = || fault(StatusCode::NOT_FOUND, "NotFoundFault", "no such image");
-    let Some(obs_id) = file.strip_suffix(".fits") else {
-        return not_found();
+    let (obs_id, preview) = match (file.strip_suffix(".fits"), file.strip_suffix(".png")) {
+        (Some(id), _) => (id, false),
+        (_, Some(id)) => (id, true),
+        _ => return not_found(),
     };
     if !plain(&collection) || !plain(obs_id) {
         return not_found();
@@ -198,6 +230,30 @@ pub async fn download(
         Ok(t) => t,
         Err(b) => return crate::reply::busy(&b),
     };
+    if preview {
+        let cache = partitioner::layout::images_dir(tap.czar.data_dir())
+            .join(".previews")
+            .join(&collection)
+            .join(format!("{obs_id}.png"));
+        // Made under the caller's turn (reading a large image is their work), off the runtime's threads.
+        let made = tokio::task::spawn_blocking(move || (preview_of(&path, &cache), turn)).await;
+        return match made {
+            Ok((Ok(png), _)) => (
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, "image/png"),
+                    (header::CACHE_CONTROL, "private, max-age=3600"),
+                ],
+                png,
+            )
+                .into_response(),
+            Ok((Err(e), _)) => {
+                tracing::error!(event = "preview", "previewing {collection}/{obs_id}: {e}");
+                fault(StatusCode::INTERNAL_SERVER_ERROR, "FatalFault", "the image could not be read")
+            }
+            Err(_) => fault(StatusCode::INTERNAL_SERVER_ERROR, "FatalFault", "the preview failed"),
+        };
+    }
     // Streamed in pieces, the turn held by the body until its last byte (or until the client goes).
     match tokio::fs::File::open(&path).await {
         Ok(opened) => {
@@ -262,6 +318,11 @@ pub async fn links(
                     "<TR><TD>{}</TD><TD>{}</TD><TD></TD><TD></TD><TD>#this</TD><TD>the whole image</TD><TD>application/fits</TD><TD>{size}</TD></TR>\n",
                     esc(id),
                     esc(&format!("{base}/images/{collection}/{obs_id}.fits")),
+                ));
+                rows.push_str(&format!(
+                    "<TR><TD>{}</TD><TD>{}</TD><TD></TD><TD></TD><TD>#preview</TD><TD>a preview of the image (PNG, at most {PREVIEW_SIDE} pixels a side, asinh stretch)</TD><TD>image/png</TD><TD></TD></TR>\n",
+                    esc(id),
+                    esc(&format!("{base}/images/{collection}/{obs_id}.png")),
                 ));
                 rows.push_str(&format!(
                     "<TR><TD>{}</TD><TD></TD><TD>soda</TD><TD></TD><TD>#cutout</TD><TD>a cutout of the image (SODA)</TD><TD>application/fits</TD><TD></TD></TR>\n",

@@ -8,6 +8,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -418,3 +419,86 @@ def test_generated_images_show_their_objects(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def preview_oracle(data, side=512):
+    """A preview as the service documents it, computed by numpy: means of f x f blocks (f the smallest that brings
+    the longer side to `side` or less; NaN left out), black and white at the 0.5th and 99.5th percentiles (nearest
+    rank), asinh(10 t) / asinh(10) between, FITS row 1 at the bottom."""
+    ny, nx = data.shape
+    f = -(-max(nx, ny) // side)
+    h, w = -(-ny // f), -(-nx // f)
+    pad = np.full((h * f, w * f), np.nan)
+    pad[:ny, :nx] = data
+    blocks = pad.reshape(h, f, w, f)
+    good = np.isfinite(blocks)
+    counts = good.sum(axis=(1, 3))
+    means = np.where(counts > 0, np.where(good, blocks, 0).sum(axis=(1, 3)) / np.maximum(counts, 1), np.nan)
+    finite = np.sort(means[np.isfinite(means)])
+    lo, hi = (finite[int(np.floor((len(finite) - 1) * p + 0.5))] for p in (0.005, 0.995))
+    t = np.clip((means - lo) / (hi - lo), 0, 1)
+    grey = np.floor(np.arcsinh(10 * t) / np.arcsinh(10) * 255 + 0.5)
+    grey[~np.isfinite(means)] = 0
+    return grey[::-1].astype(np.uint8)
+
+
+def test_datalink_previews_are_the_images_stretched(archive, tmp_path):
+    # Two images of a collection of their own, far from the others: a float image larger than a preview (so it is
+    # averaged down) with a NaN patch and a bright star, and a scaled 16-bit one with BLANK pixels.
+    from PIL import Image as Picture
+    rng = np.random.default_rng(11)
+    folder = tmp_path / "previews"
+    folder.mkdir()
+    sky = rng.normal(100, 5, (700, 1100)).astype(np.float32)
+    sky[300:320, 500:530] += 5000
+    sky[50:60, 50:80] = np.nan
+    h = wcs_at(300.0, -60.0, 0).to_header()
+    fits.PrimaryHDU(sky, header=h).writeto(folder / "big.fits")
+    counts = rng.integers(-3000, 3000, (150, 200)).astype(np.int16)
+    counts[10:20, 10:20] = -32768
+    h = wcs_at(300.5, -60.0, 0).to_header()
+    h["BSCALE"], h["BZERO"], h["BLANK"] = 0.5, 100.0, -32768
+    hdu = fits.PrimaryHDU(counts, header=h)
+    hdu.header["BSCALE"], hdu.header["BZERO"], hdu.header["BLANK"] = 0.5, 100.0, -32768
+    hdu.writeto(folder / "scaled.fits")
+    out = run("images", "add", "--data-dir", str(archive["data"]), "--collection", "previews", "--base-url",
+              archive["root"], str(folder))
+    assert "2 images added" in out, out
+    tap = pyvo.dal.TAPService(archive["tap"])
+    # The serving process picks the new images up on its own: waited for. Until its worker holds the new load, a
+    # query over ivoa.obscore is refused as "unavailable" (about 2 s here: the czar publishes a load found in its
+    # data directory before shipping it; noticed in issue 29's work, left for the placement work of issue 32).
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            rows = tap.run_sync("SELECT obs_publisher_did, obs_id FROM ivoa.obscore WHERE obs_collection = 'previews'")
+        except pyvo.dal.DALQueryError as e:
+            assert "is unavailable" in str(e), e
+            rows = []
+        if len(rows) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(rows) == 2, "the new images were not seen within 120 s"
+    with fits.open(folder / "scaled.fits") as f:
+        scaled = f[0].data.astype(float)  # astropy applies BSCALE, BZERO and BLANK (NaN)
+    want_of = {"big": sky.astype(float), "scaled": scaled}
+    for r in rows:
+        links = pyvo.dal.adhoc.DatalinkResults.from_result_url(
+            archive["root"] + "/datalink/links?ID=" + requests.utils.quote(str(r["obs_publisher_did"]), safe=""))
+        preview = next(links.bysemantics("#preview", include_narrower=False))
+        assert preview.content_type == "image/png"
+        got = requests.get(preview.access_url)
+        assert got.status_code == 200 and got.headers["Content-Type"] == "image/png", got.status_code
+        picture = np.asarray(Picture.open(io.BytesIO(got.content)))
+        want = preview_oracle(want_of[str(r["obs_id"])])
+        assert picture.shape == want.shape, (r["obs_id"], picture.shape, want.shape)
+        diff = np.abs(picture.astype(int) - want.astype(int))
+        assert diff.max() <= 1, (r["obs_id"], diff.max(), np.argwhere(diff > 1)[:5])
+        # Made once: kept beside the images and served again as it was.
+        assert (archive["data"] / "images" / ".previews" / "previews" / f"{r['obs_id']}.png").is_file()
+        assert requests.get(preview.access_url).content == got.content
+    # 1100 x 700 pixels in blocks of 3: 367 x 234.
+    assert preview_oracle(want_of["big"]).shape == (234, 367)
+    # The preview of something that is not an image of the archive does not exist.
+    for path in ("/images/previews/none.png", "/images/previews/..%2fbig.png", "/images/.previews/big.png"):
+        assert requests.get(archive["root"] + path).status_code == 404, path
