@@ -91,6 +91,7 @@ async function loadSchema() {
   }
   const draw = () => renderSchema($("schema-tree"), state.tables, {
     insert: (t) => editor.insert(t),
+    insertColumn: (table, column) => editor.insertColumn(columnReference(editor.getText(), table, column)),
     replace: (t) => editor.setText(t),
     filter: $("schema-filter").value,
   });
@@ -141,6 +142,16 @@ drop.addEventListener("drop", (e) => {
   drop.classList.remove("drop");
   if (e.dataTransfer?.files?.length) { e.preventDefault(); for (const f of e.dataTransfer.files) addUpload(f); }
 });
+
+/** How the query in the editor can name `column` of `table`: by the table's alias (`o.ra`), bare when the table
+ * is the query's only one, else qualified (`sky.object.ra`). */
+function columnReference(text, table, column) {
+  const escaped = table.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const named = new RegExp(`\\b(?:FROM|JOIN)\\s+${escaped}\\b(?:\\s+(?:AS\\s+)?(?!(?:JOIN|WHERE|ON|GROUP|ORDER|LEFT|RIGHT|INNER|FULL|CROSS|NATURAL|UNION|HAVING|OFFSET)\\b)([A-Za-z_][A-Za-z0-9_]*))?`, "i").exec(text);
+  if (named?.[1]) return `${named[1]}.${column}`;
+  const tables = (text.match(/\b(?:FROM|JOIN)\s+[A-Za-z_"]/gi) || []).length;
+  return named && tables <= 1 ? column : `${table}.${column}`;
+}
 
 // ---- running ----
 
@@ -274,8 +285,8 @@ $("python-copy").addEventListener("click", async () => {
 
 function plotAxes() {
   const cols = results.state?.columns || [];
-  const { numeric, x, y } = plot.plotControls(cols);
-  $("plot-axes").replaceChildren(x, " ", y);
+  const { numeric, x, y, flipX, flipY } = plot.plotControls(cols);
+  $("plot-axes").replaceChildren(x, " ", y, " ", flipX, " ", flipY);
   $("plot-status").textContent = numeric.length ? "" : "The result has no numeric columns.";
 }
 
@@ -285,23 +296,26 @@ $("plot-draw").addEventListener("click", async () => {
   const kind = $("plot-kind").value, x = $("plot-x")?.value, y = $("plot-y")?.value;
   if (!x) return;
   const canvas = $("plot-canvas");
+  const columns = results.state?.columns || [];
+  const xLabel = plot.axisLabel(columns, x), yLabel = plot.axisLabel(columns, y);
+  const flip = { x: !!$("plot-flip-x")?.checked, y: !!$("plot-flip-y")?.checked };
   const started = performance.now();
   $("plot-status").textContent = "Binning…";
   try {
     if (kind === "histogram") {
       const h = await plot.histogram(job, x);
       state.lastPlot = { kind, x, ...h };
-      plot.drawHistogram(canvas, h, x);
+      plot.drawHistogram(canvas, h, xLabel);
       $("plot-status").textContent = `${h.engine ? "binned by the engine" : "binned here"} in ${fmtMs(performance.now() - started)}`;
     } else if (kind === "scatter") {
       const s = await plot.scatter(job, x, y);
-      state.lastPlot = { kind, x, y, points: s.points?.length };
-      plot.drawScatter(canvas, s, x, y);
+      state.lastPlot = { kind, x, y, points: s.points?.length, xLabel, yLabel, flip };
+      plot.drawScatter(canvas, s, xLabel, yLabel, flip);
       $("plot-status").textContent = s.grid ? `too many rows to draw: density binned by the engine in ${fmtMs(performance.now() - started)}` : `${fmtCount(s.points.length)} points`;
     } else {
       const d = await plot.density2d(job, x, y);
-      state.lastPlot = { kind, x, y, total: d.grid ? d.grid.reduce((a, b) => a + b, 0) : 0 };
-      plot.drawDensity(canvas, d, x, y);
+      state.lastPlot = { kind, x, y, total: d.grid ? d.grid.reduce((a, b) => a + b, 0) : 0, xLabel, yLabel, flip };
+      plot.drawDensity(canvas, d, xLabel, yLabel, flip);
       $("plot-status").textContent = `binned by the engine in ${fmtMs(performance.now() - started)}`;
     }
     canvas.dataset.drawn = kind;

@@ -31,8 +31,11 @@ const dialect = SQLDialect.define({
   caseInsensitiveIdentifiers: true,
 });
 
+/** Words after which a value follows (no comma before an inserted column). */
+const KEYWORD_BEFORE_VALUE = /\b(SELECT|DISTINCT|ALL|TOP\s+\d+|WHERE|AND|OR|NOT|ON|BY|FROM|JOIN|AS|HAVING|WHEN|THEN|ELSE|IN|LIKE|BETWEEN)$/i;
+
 /** The editor in `parent`; `onRun` is called with the text on Ctrl-Enter. Returns {view, setSchema, getText,
- * setText, insert}. */
+ * setText, insert, insertColumn}. */
 export function createEditor(parent, { onRun, initial = "", onCheck } = {}) {
   const language = new Compartment();
   const completions = new Compartment();
@@ -72,6 +75,7 @@ export function createEditor(parent, { onRun, initial = "", onCheck } = {}) {
     return [{ from, to, severity: "error", message: result.message }];
   }, { delay: 350 });
   const run = () => { onRun?.(view.state.doc.toString()); return true; };
+  let used = false;
   const view = new EditorView({
     parent,
     state: EditorState.create({
@@ -86,6 +90,8 @@ export function createEditor(parent, { onRun, initial = "", onCheck } = {}) {
         placeholder("SELECT TOP 10 * FROM ... (Ctrl-Enter runs)"),
         EditorView.lineWrapping,
         EditorView.contentAttributes.of({ "aria-label": "ADQL query" }),
+        // Once the user has put the cursor somewhere, inserted names go there.
+        EditorView.updateListener.of((u) => { if (u.focusChanged && u.view.hasFocus) used = true; }),
       ],
     }),
   });
@@ -112,6 +118,24 @@ export function createEditor(parent, { onRun, initial = "", onCheck } = {}) {
     insert: (text) => {
       const { from, to } = view.state.selection.main;
       view.dispatch({ changes: { from, to, insert: text }, selection: { anchor: from + text.length } });
+      view.focus();
+    },
+    /** Inserts a column into the select list: at the cursor once the editor has been used, else at the end of the
+     * select list (before the first FROM); after a comma when it follows another name or value. */
+    insertColumn: (name) => {
+      const text = view.state.doc.toString();
+      let { from, to } = view.state.selection.main;
+      if (!used) {
+        const m = /\s*\bFROM\b/i.exec(text);
+        from = to = m ? m.index : text.length;
+      }
+      const lead = text.slice(0, from);
+      const trimmed = lead.replace(/\s+$/, "");
+      // After a name or value of the list: a comma, right after it; after SELECT (or DISTINCT, TOP n): a space.
+      const afterValue = /[\w")*]$/.test(trimmed) && !KEYWORD_BEFORE_VALUE.test(trimmed);
+      if (afterValue && from === to) from = to = trimmed.length;
+      const insert = (afterValue ? ", " : /\S$/.test(lead) ? " " : "") + name;
+      view.dispatch({ changes: { from, to, insert }, selection: { anchor: from + insert.length } });
       view.focus();
     },
   };

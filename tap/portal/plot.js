@@ -86,7 +86,10 @@ function ticks(lo, hi, n = 6) {
   return out;
 }
 
-function frame(canvas, [x0, x1], [y0, y1], xLabel, yLabel) {
+/** Axes over [x0, x1] and [y0, y1]; `flip.x`/`flip.y` run an axis the other way (magnitudes: bright up). */
+function frame(canvas, [x0, x1], [y0, y1], xLabel, yLabel, flip = {}) {
+  if (flip.x) [x0, x1] = [x1, x0];
+  if (flip.y) [y0, y1] = [y1, y0];
   const ctx = canvas.getContext("2d");
   const W = canvas.width, H = canvas.height;
   ctx.clearRect(0, 0, W, H);
@@ -96,10 +99,10 @@ function frame(canvas, [x0, x1], [y0, y1], xLabel, yLabel) {
   ctx.strokeStyle = "#444"; ctx.fillStyle = "#222"; ctx.font = "12px sans-serif"; ctx.lineWidth = 1;
   ctx.strokeRect(PAD.left, PAD.top, W - PAD.left - PAD.right, H - PAD.top - PAD.bottom);
   ctx.textAlign = "center"; ctx.textBaseline = "top";
-  for (const t of ticks(x0, x1)) { const X = px(t); ctx.beginPath(); ctx.moveTo(X, H - PAD.bottom); ctx.lineTo(X, H - PAD.bottom + 4); ctx.stroke(); ctx.fillText(fmtNum(t), X, H - PAD.bottom + 6); }
+  for (const t of ticks(Math.min(x0, x1), Math.max(x0, x1))) { const X = px(t); ctx.beginPath(); ctx.moveTo(X, H - PAD.bottom); ctx.lineTo(X, H - PAD.bottom + 4); ctx.stroke(); ctx.fillText(fmtNum(t), X, H - PAD.bottom + 6); }
   ctx.fillText(xLabel, (PAD.left + W - PAD.right) / 2, H - 18);
   ctx.textAlign = "right"; ctx.textBaseline = "middle";
-  for (const t of ticks(y0, y1)) { const Y = py(t); ctx.beginPath(); ctx.moveTo(PAD.left - 4, Y); ctx.lineTo(PAD.left, Y); ctx.stroke(); ctx.fillText(fmtNum(t), PAD.left - 6, Y); }
+  for (const t of ticks(Math.min(y0, y1), Math.max(y0, y1))) { const Y = py(t); ctx.beginPath(); ctx.moveTo(PAD.left - 4, Y); ctx.lineTo(PAD.left, Y); ctx.stroke(); ctx.fillText(fmtNum(t), PAD.left - 6, Y); }
   ctx.save(); ctx.translate(14, (PAD.top + H - PAD.bottom) / 2); ctx.rotate(-Math.PI / 2); ctx.textAlign = "center"; ctx.fillText(yLabel, 0, 0); ctx.restore();
   return { ctx, px, py };
 }
@@ -112,19 +115,19 @@ export function drawHistogram(canvas, h, xLabel) {
   h.counts.forEach((n, i) => { if (n) { const a = px(h.lo + i * w), b = px(h.lo + (i + 1) * w); ctx.fillRect(a, py(n), Math.max(1, b - a - 1), py(0) - py(n)); } });
 }
 
-export function drawScatter(canvas, s, xLabel, yLabel) {
-  if (s.grid) return drawDensity(canvas, s, xLabel, yLabel);
+export function drawScatter(canvas, s, xLabel, yLabel, flip = {}) {
+  if (s.grid) return drawDensity(canvas, s, xLabel, yLabel, flip);
   let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
   for (const [x, y] of s.points) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
   if (!s.points.length) { x0 = y0 = 0; x1 = y1 = 1; }
-  const { ctx, px, py } = frame(canvas, [x0, x1], [y0, y1], xLabel, yLabel);
+  const { ctx, px, py } = frame(canvas, [x0, x1], [y0, y1], xLabel, yLabel, flip);
   ctx.fillStyle = "rgba(40, 80, 160, 0.6)";
   for (const [x, y] of s.points) ctx.fillRect(px(x) - 1.5, py(y) - 1.5, 3, 3);
 }
 
-export function drawDensity(canvas, d, xLabel, yLabel) {
-  if (!d.grid) return frame(canvas, [0, 1], [0, 1], xLabel, yLabel);
-  const { ctx, px, py } = frame(canvas, [d.x0, d.x1], [d.y0, d.y1], xLabel, yLabel);
+export function drawDensity(canvas, d, xLabel, yLabel, flip = {}) {
+  if (!d.grid) return frame(canvas, [0, 1], [0, 1], xLabel, yLabel, flip);
+  const { ctx, px, py } = frame(canvas, [d.x0, d.x1], [d.y0, d.y1], xLabel, yLabel, flip);
   const max = Math.max(1, ...d.grid);
   const wx = (d.x1 - d.x0) / d.bins, wy = (d.y1 - d.y0) / d.bins;
   for (let j = 0; j < d.bins; j++) for (let i = 0; i < d.bins; i++) {
@@ -132,7 +135,7 @@ export function drawDensity(canvas, d, xLabel, yLabel) {
     if (!n) continue;
     ctx.fillStyle = colour(Math.log1p(n) / Math.log1p(max));
     const a = px(d.x0 + i * wx), b = px(d.x0 + (i + 1) * wx), c = py(d.y0 + (j + 1) * wy), e = py(d.y0 + j * wy);
-    ctx.fillRect(a, c, Math.ceil(b - a), Math.ceil(e - c));
+    ctx.fillRect(Math.min(a, b), Math.min(c, e), Math.ceil(Math.abs(b - a)), Math.ceil(Math.abs(e - c)));
   }
 }
 
@@ -145,8 +148,33 @@ export function colour(t) {
   return `rgb(${r},${g},${b})`;
 }
 
+/** An identifier column (by UCD, or named id / *_id): never a useful default axis. */
+const isId = (c) => /^meta\.id/.test(c.ucd || "") || /(^|_)id$/i.test(c.name);
+/** A magnitude column: its axis runs bright (small) to faint by default, as astronomers draw them. */
+export const isMagnitude = (c) => /^phot\.mag/.test(c.ucd || "") || c.unit === "mag";
+
+/** An axis label: the column's name and unit. */
+export function axisLabel(columns, name) {
+  const c = columns.find((x) => x.name === name);
+  return c?.unit ? `${name} [${c.unit}]` : name;
+}
+
+/** The axis choosers (defaults skip identifier columns) and "reverse" boxes (on for a magnitude y axis). */
 export function plotControls(columns) {
-  const numeric = columns.filter((c) => c.numeric).map((c) => c.name);
-  const select = (id, label, pick) => el("label", {}, `${label} `, el("select", { id }, ...numeric.map((n, i) => el("option", { value: n, selected: i === pick ? "" : undefined }, n))));
-  return { numeric, x: select("plot-x", "x", 0), y: select("plot-y", "y", Math.min(1, numeric.length - 1)) };
+  const cols = columns.filter((c) => c.numeric);
+  const numeric = cols.map((c) => c.name);
+  const measured = cols.filter((c) => !isId(c)).map((c) => c.name);
+  const xPick = measured[0] ?? numeric[0];
+  const yPick = measured[1] ?? measured[0] ?? numeric[Math.min(1, numeric.length - 1)];
+  const select = (id, label, pick) => el("label", {}, `${label} `, el("select", { id }, ...numeric.map((n) => el("option", { value: n, selected: n === pick ? "" : undefined }, n))));
+  const box = (id, label) => el("label", { title: `Run the ${label} axis from high to low` }, el("input", { type: "checkbox", id }), ` reverse ${label}`);
+  const x = select("plot-x", "x", xPick), y = select("plot-y", "y", yPick);
+  const flipX = box("plot-flip-x", "x"), flipY = box("plot-flip-y", "y");
+  const follow = (chooser, flip) => {
+    const sync = () => { flip.querySelector("input").checked = isMagnitude(cols.find((c) => c.name === chooser.querySelector("select").value) || {}); };
+    chooser.querySelector("select").addEventListener("change", sync);
+    sync();
+  };
+  follow(y, flipY);
+  return { numeric, x, y, flipX, flipY };
 }

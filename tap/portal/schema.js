@@ -1,14 +1,17 @@
 // The schema browser: schemas, tables (description, rows, foreign keys) and columns (ADQL type, unit, UCD,
-// description) from /api/v1/tables. A click inserts the name into the query; a table's "query" link writes a
-// first query over it; a foreign key offers the JOIN.
+// description) from /api/v1/tables. A click inserts the name into the query (a column as the query names its table:
+// by its alias, or qualified); a table's "query" link writes a first query over it; a foreign key offers the JOIN.
+// The filter matches names, descriptions, units and UCDs.
 import { el, fmtCount } from "./dom.js";
 
-export function renderSchema(container, tables, { insert, replace, filter = "" }) {
+export function renderSchema(container, tables, { insert, insertColumn, replace, filter = "" }) {
   container.replaceChildren();
   const f = filter.trim().toLowerCase();
   const bySchema = new Map();
   for (const t of tables) {
-    const cols = f ? t.columns.filter((c) => c.name.toLowerCase().includes(f)) : t.columns;
+    // A column matches by its name, its description, unit or UCD ("magnitude", "mag", "phot.mag").
+    const matches = (c) => [c.name, c.description, c.unit, c.ucd].some((v) => (v || "").toLowerCase().includes(f));
+    const cols = f ? t.columns.filter(matches) : t.columns;
     if (f && !t.name.toLowerCase().includes(f) && !cols.length && !(t.description || "").toLowerCase().includes(f)) continue;
     if (!bySchema.has(t.schema)) bySchema.set(t.schema, []);
     bySchema.get(t.schema).push({ t, cols: f && !t.name.toLowerCase().includes(f) ? cols : t.columns });
@@ -31,7 +34,7 @@ export function renderSchema(container, tables, { insert, replace, filter = "" }
       const ul = el("ul", { class: "columns" });
       for (const c of cols) {
         const b = el("button", { type: "button", class: "column", title: [c.description, c.ucd && `UCD ${c.ucd}`].filter(Boolean).join("\n") || c.name }, c.name);
-        b.addEventListener("click", () => insert(c.name));
+        b.addEventListener("click", () => insertColumn(t.name, c.name));
         ul.append(el("li", {}, b, " ", el("span", { class: "type" }, c.datatype), c.unit ? el("span", { class: "unit" }, ` [${c.unit}]`) : "",
           c.ucd ? el("span", { class: "ucd" }, ` ${c.ucd}`) : ""));
       }

@@ -154,11 +154,43 @@ test("the schema browser lists the tables with row counts and inserts a column n
   assert.match(await summary.textContent(), /200,000 rows/);
   await summary.locator("button.name").click();
   await page.locator("details.table", { hasText: "object" }).first().evaluate((d) => { d.open = true; });
-  await setQuery("SELECT ");
-  await page.evaluate(() => window.portal.editor.view.dispatch({ selection: { anchor: 7 } }));
-  await page.locator("details.table", { hasText: "object" }).first().locator("button.column", { hasText: /^mag_g$/ }).click();
-  assert.equal(await page.evaluate(() => window.portal.editor.getText()), "SELECT mag_g");
   await shot("02-schema");
+});
+
+test("a column clicked in the tree goes into the select list, named as the query names its table", async () => {
+  // A page whose editor was never used: names go to the end of the select list, not to offset 0.
+  const fresh = await context.newPage();
+  await fresh.goto(page.url().replace(/[?#].*$/, ""));
+  await fresh.waitForSelector("#schema-tree details.table");
+  const objects = fresh.locator("details.table", { hasText: "object" }).first();
+  await objects.evaluate((d) => { d.open = true; });
+  const column = (name) => objects.locator("button.column", { hasText: new RegExp(`^${name}$`) }).click();
+  const text = () => fresh.evaluate(() => window.portal.editor.getText());
+  const set = (t) => fresh.evaluate((q) => window.portal.editor.setText(q), t);
+  await set("SELECT TOP 10 o.id\nFROM sky.object AS o");
+  await column("ra");
+  await column("dec");
+  assert.equal(await text(), "SELECT TOP 10 o.id, o.ra, o.dec\nFROM sky.object AS o");
+  // The query's only table, without an alias: bare names; after SELECT, a space and no comma.
+  await set("SELECT\nFROM sky.object");
+  await fresh.evaluate(() => window.portal.editor.view.dispatch({ selection: { anchor: 6 } }));
+  await column("mag_g");
+  assert.equal(await text(), "SELECT mag_g\nFROM sky.object");
+  // At the cursor in a condition (no comma after WHERE), by alias.
+  await set("SELECT * FROM sky.object AS o WHERE ");
+  await fresh.evaluate(() => window.portal.editor.view.dispatch({ selection: { anchor: 36 } }));
+  await column("mag_r");
+  assert.equal(await text(), "SELECT * FROM sky.object AS o WHERE o.mag_r");
+  // Another table's column: qualified, so the query says which table it means.
+  await set("SELECT s.band FROM sky.source AS s");
+  await fresh.evaluate(() => window.portal.editor.view.dispatch({ selection: { anchor: 13 } }));
+  await column("mag_i");
+  assert.equal(await text(), "SELECT s.band, sky.object.mag_i FROM sky.source AS s");
+  // The filter finds columns by their description and UCD too.
+  await fresh.fill("#schema-filter", "phot.mag");
+  const shown = await fresh.locator("#schema-tree button.column").allTextContents();
+  assert.ok(shown.includes("mag_g") && !shown.includes("ra"), JSON.stringify(shown));
+  await fresh.close();
 });
 
 test("typing completes tables and alias columns, and errors show at their line and column", async () => {
@@ -238,6 +270,8 @@ test("EXPLAIN shows the chunks, the fragment and the merge", async () => {
 
 test("a histogram is binned (here from rows, in the engine for a large result) and counts every value", async () => {
   await page.click("button[data-tab=plot]");
+  // The default axis skips the identifier column (the result is id, ra, dec, mag_g).
+  assert.equal(await page.$eval("#plot-x", (s) => s.value), "ra");
   await page.selectOption("#plot-kind", "histogram");
   await page.selectOption("#plot-x", "mag_g");
   await page.click("#plot-draw");
@@ -254,6 +288,18 @@ test("a histogram is binned (here from rows, in the engine for a large result) a
   await page.waitForFunction(() => window.portal.lastPlot && window.portal.lastPlot.kind === "density");
   assert.equal((await page.evaluate(() => window.portal.lastPlot)).total, expected);
   await shot("08-density-plot");
+  // A magnitude on y runs bright-up by default (the box turns it off); the axes are labelled with their units.
+  await page.selectOption("#plot-kind", "scatter");
+  await page.selectOption("#plot-x", "ra");
+  await page.selectOption("#plot-y", "mag_g");
+  assert.equal(await page.isChecked("#plot-flip-y"), true);
+  assert.equal(await page.isChecked("#plot-flip-x"), false);
+  await page.evaluate(() => { window.portal.lastPlot = null; });
+  await page.click("#plot-draw");
+  await page.waitForFunction(() => window.portal.lastPlot && window.portal.lastPlot.kind === "scatter");
+  const drawn = await page.evaluate(() => window.portal.lastPlot);
+  assert.deepEqual([drawn.xLabel, drawn.yLabel, drawn.flip], ["ra [deg]", "mag_g [mag]", { x: false, y: true }]);
+  await shot("08b-magnitude-reversed");
 });
 
 test("the sky density map counts every row, and its HEALPix cells are the engine's", async () => {
