@@ -188,6 +188,56 @@ fn range_of(v: &str, column: &str) -> Result<String, String> {
     })
 }
 
+/// A cheap condition every image meeting the cap (centre, radius `r` degrees) satisfies: its centre within `r` plus
+/// half its field of view (`s_fov` is the diameter of a cap around the centre holding the footprint, and a cap under
+/// 90 degrees is convex, so its edges stay inside). The exact test over the footprint's STC-S text goes in the THEN
+/// of a CASE on it, which DataFusion evaluates for the rows near the shape only (an AND evaluates both sides for
+/// every row: 1.3 s against 0.17 s over a million records, `benches/images_bench.py`).
+fn near(ra: &str, dec: &str, r: f64) -> String {
+    format!("DISTANCE(s_ra, s_dec, {ra}, {dec}) <= {} + s_fov / 2", number(r))
+}
+
+/// Images whose footprint meets the polygon: the exact test, after [`near`] with the polygon's bounding cap (the
+/// mean of its vertices, out to the farthest one) when that cap is under 90 degrees.
+fn polygon_meets(vertices: &[(f64, f64)]) -> String {
+    let coords: Vec<String> = vertices
+        .iter()
+        .flat_map(|&(ra, dec)| [number(ra.rem_euclid(360.0)), number(dec)])
+        .collect();
+    let intersects = format!("INTERSECTS(POLYGON('ICRS', {}), s_region)", coords.join(", "));
+    let exact = format!("1 = {intersects}");
+    let unit = |(ra, dec): (f64, f64)| {
+        let (a, d) = (ra.to_radians(), dec.to_radians());
+        [d.cos() * a.cos(), d.cos() * a.sin(), d.sin()]
+    };
+    let mut mean = [0.0; 3];
+    for &v in vertices {
+        let u = unit(v);
+        (0..3).for_each(|k| mean[k] += u[k]);
+    }
+    let norm = (mean[0] * mean[0] + mean[1] * mean[1] + mean[2] * mean[2]).sqrt();
+    if !(norm > 1e-9) {
+        return exact;
+    }
+    let c = mean.map(|x| x / norm);
+    let radius = vertices
+        .iter()
+        .map(|&v| {
+            let u = unit(v);
+            (c[0] * u[0] + c[1] * u[1] + c[2] * u[2]).clamp(-1.0, 1.0).acos().to_degrees()
+        })
+        .fold(0.0, f64::max);
+    if !(radius < 89.0) {
+        return exact;
+    }
+    let (ra, dec) = (c[1].atan2(c[0]).to_degrees().rem_euclid(360.0), c[2].asin().to_degrees());
+    // A margin for rounding: the cap only narrows what the exact test then decides.
+    format!(
+        "1 = CASE WHEN {} THEN {intersects} ELSE 0 END",
+        near(&number(ra), &number(dec), radius + 1e-6)
+    )
+}
+
 /// `POS`: `CIRCLE ra dec r`, `RANGE ra1 ra2 dec1 dec2`, `POLYGON ra dec ...`: images whose footprint meets it.
 fn pos(v: &str) -> Result<String, String> {
     let mut words = v.split_whitespace();
@@ -202,10 +252,10 @@ fn pos(v: &str) -> Result<String, String> {
             if !ra.is_finite() || !(-90.0..=90.0).contains(&dec) || !(r > 0.0 && r <= 180.0) {
                 return Err("a circle needs a finite ra, a dec within [-90, 90] and a radius in (0, 180]".into());
             }
+            let (ra, dec) = (number(ra.rem_euclid(360.0)), number(dec));
             Ok(format!(
-                "1 = INTERSECTS(CIRCLE('ICRS', {}, {}, {}), s_region)",
-                number(ra.rem_euclid(360.0)),
-                number(dec),
+                "1 = CASE WHEN {} THEN INTERSECTS(CIRCLE('ICRS', {ra}, {dec}, {}), s_region) ELSE 0 END",
+                near(&ra, &dec, r),
                 number(r)
             ))
         }
@@ -216,8 +266,8 @@ fn pos(v: &str) -> Result<String, String> {
             if n.chunks(2).any(|p| !p[0].is_finite() || !(-90.0..=90.0).contains(&p[1])) {
                 return Err("every vertex needs a finite ra and a dec within [-90, 90]".into());
             }
-            let coords: Vec<String> = n.iter().map(|x| number(*x)).collect();
-            Ok(format!("1 = INTERSECTS(POLYGON('ICRS', {}), s_region)", coords.join(", ")))
+            let vertices: Vec<(f64, f64)> = n.chunks(2).map(|p| (p[0], p[1])).collect();
+            Ok(polygon_meets(&vertices))
         }
         "RANGE" => {
             let [ra1, ra2, dec1, dec2] = n[..] else {
@@ -256,11 +306,7 @@ fn pos(v: &str) -> Result<String, String> {
             for k in (0..=steps).rev() {
                 vertices.push((ra1 + width * k as f64 / steps as f64, dec2));
             }
-            let coords: Vec<String> = vertices
-                .iter()
-                .flat_map(|&(ra, dec)| [number(ra.rem_euclid(360.0)), number(dec)])
-                .collect();
-            Ok(format!("1 = INTERSECTS(POLYGON('ICRS', {}), s_region)", coords.join(", ")))
+            Ok(polygon_meets(&vertices))
         }
         _ => Err("a position is CIRCLE, RANGE or POLYGON".into()),
     }
@@ -302,7 +348,10 @@ mod tests {
         ]))
         .unwrap();
         assert!(q.starts_with("SELECT * FROM ivoa.obscore WHERE ("), "{q}");
-        assert!(q.contains("INTERSECTS(CIRCLE('ICRS', 1e1, 2e1, 5e-1), s_region) OR (s_dec + s_fov / 2 >= 1e1"), "{q}");
+        assert!(
+            q.contains("(1 = CASE WHEN DISTANCE(s_ra, s_dec, 1e1, 2e1) <= 5e-1 + s_fov / 2 THEN INTERSECTS(CIRCLE('ICRS', 1e1, 2e1, 5e-1), s_region) ELSE 0 END) OR (s_dec + s_fov / 2 >= 1e1"),
+            "{q}"
+        );
         assert!(q.contains("(em_max >= 4e-7)"), "{q}");
         assert!(q.contains("obs_collection = 'it''s'"), "{q}");
         assert!(q.contains("calib_level = 2"), "{q}");
