@@ -349,7 +349,7 @@ mod tests {
         .unwrap();
         assert!(q.starts_with("SELECT * FROM ivoa.obscore WHERE ("), "{q}");
         assert!(
-            q.contains("(1 = CASE WHEN DISTANCE(s_ra, s_dec, 1e1, 2e1) <= 5e-1 + s_fov / 2 THEN INTERSECTS(CIRCLE('ICRS', 1e1, 2e1, 5e-1), s_region) ELSE 0 END) OR (s_dec + s_fov / 2 >= 1e1"),
+            q.contains("(1 = CASE WHEN DISTANCE(s_ra, s_dec, 1e1, 2e1) <= 5e-1 + s_fov / 2 THEN INTERSECTS(CIRCLE('ICRS', 1e1, 2e1, 5e-1), s_region) ELSE 0 END OR (s_dec + s_fov / 2 >= 1e1"),
             "{q}"
         );
         assert!(q.contains("(em_max >= 4e-7)"), "{q}");
