@@ -8,7 +8,7 @@ import { renderSchema } from "./schema.js";
 import { loadJobs, renderJobs, follow, renderProgress, rememberJob } from "./jobs.js";
 import { ResultView } from "./results.js";
 import * as plot from "./plot.js";
-import { SkyView, constraint } from "./sky.js";
+import { SkyView, constraint, parseTarget, readout } from "./sky.js";
 import * as handoff from "./handoff.js";
 
 const $ = (id) => document.getElementById(id);
@@ -331,6 +331,18 @@ const sky = new SkyView($("sky-canvas"), {
   onRegion: (shape) => writeRegion(shape),
 });
 state.sky = sky;
+
+$("sky-goto-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const typed = $("sky-goto").value;
+  const target = parseTarget(typed);
+  if (!target) {
+    $("sky-status").textContent = `"${typed}" is not a position (degrees or hh:mm:ss ±dd:mm:ss) or a name this portal knows`;
+    return;
+  }
+  sky.goTo(target[0], target[1]);
+  $("sky-status").textContent = `Centred on ${typed.trim()}: ${readout(target[0], target[1])}`;
+});
 
 $("sky-projection").addEventListener("change", (e) => { sky.projection = e.target.value; sky.zoom = 1; sky.ox = sky.oy = 0; sky.draw(); });
 for (const r of document.querySelectorAll("input[name=sky-mode]")) r.addEventListener("change", () => { sky.mode = r.value; });

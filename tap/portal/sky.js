@@ -110,6 +110,7 @@ export class SkyView {
     ctx.fillStyle = "rgba(220, 30, 30, 0.8)";
     for (const [ra, dec] of this.points) { const [x, y] = this.project(ra, dec); ctx.fillRect(x - 1.5, y - 1.5, 3, 3); }
     this.drawShape(ctx);
+    this.drawTarget(ctx);
   }
 
   path(ctx, coords) {
@@ -134,7 +135,44 @@ export class SkyView {
     this.path(ctx, Array.from({ length: 91 }, (_, i) => [this.lon0 + 180 - 1e-6, -90 + 2 * i]));
     ctx.fillStyle = "#333";
     ctx.font = "11px sans-serif";
-    for (let ra = 0; ra < 360; ra += 60) { const [x, y] = this.project(ra, 0); ctx.fillText(`${ra}°`, x + 2, y - 2); }
+    // Labels on a pale ground, readable over dark density cells: RA every 30 degrees (in hours), Dec every 30.
+    const label = (text, x, y) => {
+      const w = ctx.measureText(text).width;
+      ctx.fillStyle = "rgba(255, 255, 255, 0.75)";
+      ctx.fillRect(x + 1, y - 12, w + 3, 13);
+      ctx.fillStyle = "#222";
+      ctx.fillText(text, x + 2, y - 2);
+    };
+    for (let ra = 0; ra < 360; ra += 30) { const [x, y] = this.project(ra, 0); label(`${ra / 15}h`, x, y); }
+    for (let dec = -60; dec <= 60; dec += 30) {
+      if (dec === 0) continue;
+      const [x, y] = this.project(this.lon0 + 1e-6, dec);
+      label(`${dec > 0 ? "+" : ""}${dec}°`, x, y);
+    }
+  }
+
+  /** Centres the view on (ra, dec) at `zoom` and marks it. */
+  goTo(ra, dec, zoom = 8) {
+    this.lon0 = ra;
+    this.zoom = zoom;
+    this.ox = 0;
+    this.oy = 0;
+    const [, y] = this.project(ra, dec);
+    this.oy = this.canvas.height / 2 - y;
+    this.target = [ra, dec];
+    this.draw();
+  }
+
+  drawTarget(ctx) {
+    if (!this.target) return;
+    const [x, y] = this.project(...this.target);
+    ctx.strokeStyle = "#0a7";
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    ctx.arc(x, y, 8, 0, 2 * Math.PI);
+    ctx.moveTo(x - 14, y); ctx.lineTo(x - 4, y); ctx.moveTo(x + 4, y); ctx.lineTo(x + 14, y);
+    ctx.moveTo(x, y - 14); ctx.lineTo(x, y - 4); ctx.moveTo(x, y + 4); ctx.lineTo(x, y + 14);
+    ctx.stroke();
   }
 
   drawShape(ctx) {
@@ -167,7 +205,7 @@ export class SkyView {
     c.addEventListener("pointermove", (e) => {
       const [sx, sy] = at(e);
       const p = this.unproject(sx, sy);
-      if (p) this.onStatus(`RA ${p[0].toFixed(3)}°, Dec ${p[1].toFixed(3)}°`);
+      if (p) this.onStatus(readout(p[0], p[1]));
       if (!drag) return;
       if (drag.pan) { this.ox = drag.ox + sx - drag.sx; this.oy = drag.oy + sy - drag.sy; this.draw(); }
       if (drag.circle && p) { const k = this.shape.circle; k.r = distanceDeg(k.ra, k.dec, p[0], p[1]); this.draw(); }
@@ -234,4 +272,61 @@ export function constraint(shape, ra, dec) {
   }
   const coords = shape.polygon.map(([a, d]) => `${f(a)}, ${f(d)}`).join(", ");
   return `CONTAINS(POINT('ICRS', ${ra}, ${dec}), POLYGON('ICRS', ${coords})) = 1`;
+}
+
+/** ra in hours, minutes, seconds; dec in degrees, arcminutes, arcseconds. */
+export function sexagesimal(ra, dec) {
+  const parts = (v, unit) => {
+    const total = Math.round(v * unit * 3600 * 10) / 10; // tenths of a second
+    const h = Math.floor(total / 3600), m = Math.floor((total - h * 3600) / 60), sec = total - h * 3600 - m * 60;
+    return [h, m, sec];
+  };
+  const [h, m, s] = parts(((ra % 360) + 360) % 360, 1 / 15);
+  const [d, am, as] = parts(Math.abs(dec), 1);
+  const two = (n) => String(n).padStart(2, "0");
+  return [`${two(h % 24)}h${two(m)}m${s.toFixed(1).padStart(4, "0")}s`,
+    `${dec < 0 ? "-" : "+"}${two(d)}°${two(am)}'${Math.round(as).toString().padStart(2, "0")}"`];
+}
+
+/** The pointer's position as the status line shows it: sexagesimal and decimal. */
+export function readout(ra, dec) {
+  const [a, d] = sexagesimal(ra, dec);
+  return `RA ${a} (${ra.toFixed(4)}°), Dec ${d} (${dec.toFixed(4)}°)`;
+}
+
+/** A few objects people go to by name (ICRS, degrees): no outside name resolver is asked. */
+const NAMED = {
+  "m1": [83.6331, 22.0145], "crab": [83.6331, 22.0145], "m8": [270.9042, -24.3867], "m13": [250.4217, 36.4613],
+  "m16": [274.7, -13.8067], "m17": [275.1958, -16.1717], "m20": [270.6333, -23.03], "m27": [299.9017, 22.7211],
+  "m31": [10.6847, 41.2690], "andromeda": [10.6847, 41.2690], "m33": [23.4621, 30.6599], "m42": [83.8221, -5.3911],
+  "orion nebula": [83.8221, -5.3911], "m44": [130.1, 19.6667], "m45": [56.75, 24.1167], "pleiades": [56.75, 24.1167],
+  "m51": [202.4696, 47.1952], "m57": [283.3962, 33.0292], "m81": [148.8882, 69.0653], "m82": [148.9685, 69.6797],
+  "m87": [187.7059, 12.3911], "m101": [210.8024, 54.3488], "m104": [189.9976, -11.6231],
+  "lmc": [80.8942, -69.7561], "smc": [13.1867, -72.8286], "ngc 253": [11.8881, -25.2883],
+  "ngc 5128": [201.3651, -43.0191], "cen a": [201.3651, -43.0191], "omega cen": [201.6968, -47.4795],
+  "47 tuc": [6.0236, -72.0813], "sgr a*": [266.4168, -29.0078], "galactic centre": [266.4051, -28.9362],
+  "galactic center": [266.4051, -28.9362], "north galactic pole": [192.8595, 27.1283],
+  "south galactic pole": [12.8595, -27.1283], "ncp": [0, 90], "scp": [0, -90],
+  "sirius": [101.2872, -16.7161], "vega": [279.2347, 38.7837], "polaris": [37.9546, 89.2641],
+  "betelgeuse": [88.7929, 7.4071], "rigel": [78.6345, -8.2016], "arcturus": [213.9153, 19.1824],
+};
+
+/** [ra, dec] of what a user typed: a name above, decimal degrees ("10.68 41.27", commas allowed), or sexagesimal
+ * ("00:42:44.3 +41:16:09", "0h42m44s +41d16m9s"); null when it is none of these. */
+export function parseTarget(text) {
+  const t = text.trim().toLowerCase().replace(/\s+/g, " ");
+  if (!t) return null;
+  if (NAMED[t]) return NAMED[t];
+  const compact = t.replace(/^messier\s*/, "m").replace(/^(m|ngc)\s*(\d+)$/, (_, a, b) => (a === "m" ? `m${b}` : `ngc ${b}`));
+  if (NAMED[compact]) return NAMED[compact];
+  const nums = t.split(/[\s,]+/);
+  if (nums.length === 2 && nums.every((x) => /^[+-]?\d+(\.\d*)?$/.test(x))) {
+    const [ra, dec] = nums.map(Number);
+    return ra >= 0 && ra < 360 && Math.abs(dec) <= 90 ? [ra, dec] : null;
+  }
+  const m = t.match(/^(\d{1,2})[h: ](\d{1,2})[m: ](\d{1,2}(?:\.\d*)?)s? ?([+-]?)(\d{1,2})[d°: ](\d{1,2})['m: ](\d{1,2}(?:\.\d*)?)["s]?$/);
+  if (!m) return null;
+  const ra = 15 * (Number(m[1]) + Number(m[2]) / 60 + Number(m[3]) / 3600);
+  const dec = (m[4] === "-" ? -1 : 1) * (Number(m[5]) + Number(m[6]) / 60 + Number(m[7]) / 3600);
+  return ra < 360 && Math.abs(dec) <= 90 && Number(m[2]) < 60 && Number(m[6]) < 60 ? [ra, dec] : null;
 }

@@ -361,6 +361,36 @@ test("drawing a circle on the sky writes CONTAINS into the query, which returns 
   await shot("12-circle-result-on-sky");
 });
 
+test("the sky goes to a name or coordinates, and reads positions out in sexagesimal too", async () => {
+  await page.click("button[data-tab=sky]");
+  for (const [typed, ra, dec] of [["M31", 10.6847, 41.2690], ["05:34:31.94 +22:00:52.2", 83.63308, 22.01450],
+    ["266.4168, -29.0078", 266.4168, -29.0078]]) {
+    await page.fill("#sky-goto", typed);
+    await page.click("#sky-goto-form button");
+    await page.waitForFunction((t) => document.querySelector("#sky-status").textContent.startsWith(`Centred on ${t}`), typed);
+    const [x, y, cx, cy] = await page.evaluate(([a, d]) => {
+      const s = window.portal.sky;
+      return [...s.project(a, d), s.canvas.width / 2, s.canvas.height / 2];
+    }, [ra, dec]);
+    assert.ok(Math.abs(x - cx) < 1 && Math.abs(y - cy) < 1, `${typed}: drawn at ${x},${y}, the centre is ${cx},${cy}`);
+  }
+  // The readout under the pointer, at the centre (Sgr A*): sexagesimal and decimal, the same place.
+  const box = await page.locator("#sky-canvas").boundingBox();
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  const where = await page.textContent("#sky-where");
+  const m = where.match(/^RA (\d\d)h(\d\d)m(\d\d\.\d)s \((\d+\.\d{4})°\), Dec ([+-])(\d\d)°(\d\d)'(\d\d)" \((-?\d+\.\d{4})°\)$/);
+  assert.ok(m, where);
+  const [raH, raDeg, decDeg] = [15 * (+m[1] + m[2] / 60 + m[3] / 3600), +m[4], (m[5] === "-" ? -1 : 1) * (+m[6] + m[7] / 60 + m[8] / 3600)];
+  assert.ok(Math.abs(raH - raDeg) < 1e-3 && Math.abs(decDeg - +m[9]) < 1e-3, where);
+  assert.ok(Math.abs(raDeg - 266.4168) < 0.2 && Math.abs(+m[9] + 29.0078) < 0.2, where);
+  await shot("12b-goto");
+  await page.fill("#sky-goto", "the middle of nowhere");
+  await page.click("#sky-goto-form button");
+  await page.waitForFunction(() => document.querySelector("#sky-status").textContent.includes("not a position"));
+  // The whole sky again for the tests after this one.
+  await page.evaluate(() => { const s = window.portal.sky; Object.assign(s, { lon0: 180, zoom: 1, ox: 0, oy: 0, target: null }); s.draw(); });
+});
+
 test("drawing a polygon writes POLYGON into the query, which returns the rows inside it", async () => {
   await page.click("button[data-tab=sky]");
   await setQuery("SELECT id, ra, dec FROM sky.object");
