@@ -376,7 +376,10 @@ test("the sky goes to a name or coordinates, and reads positions out in sexagesi
   }
   // The readout under the pointer, at the centre (Sgr A*): sexagesimal and decimal, the same place.
   const box = await page.locator("#sky-canvas").boundingBox();
-  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await page.mouse.move(box.x + box.width / 2 - 30, box.y + box.height / 2);
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2, { steps: 3 });
+  // The readout follows the pointer's last move (waited for, not read at once).
+  await page.waitForFunction(() => /\(26[67]\.\d{4}°\), Dec -(28|29)/.test(document.querySelector("#sky-where").textContent));
   const where = await page.textContent("#sky-where");
   const m = where.match(/^RA (\d\d)h(\d\d)m(\d\d\.\d)s \((\d+\.\d{4})°\), Dec ([+-])(\d\d)°(\d\d)'(\d\d)" \((-?\d+\.\d{4})°\)$/);
   assert.ok(m, where);
