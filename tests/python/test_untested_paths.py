@@ -292,7 +292,9 @@ def test_flight_sql_is_unavailable_while_the_service_stops(site, flight_service)
         upload.release()
         request.join()
         assert answer["status"] == 200 and answer["text"].split() == ["n", "2"], answer
-        assert proc.poll() is None
+        # With nothing left in flight the stop completes, long before its hour of grace. (This asserted the process
+        # was still running here: a race it lost once the service ended at once, as it should.)
+        assert proc.wait(timeout=120) == 0
     finally:
         upload.close()
         request.join()
