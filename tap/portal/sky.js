@@ -111,6 +111,30 @@ export class SkyView {
     for (const [ra, dec] of this.points) { const [x, y] = this.project(ra, dec); ctx.fillRect(x - 1.5, y - 1.5, 3, 3); }
     this.drawShape(ctx);
     this.drawTarget(ctx);
+    this.drawColourBar(ctx);
+  }
+
+  /** The density's colour scale, bottom right: 1 to the densest cell's count, logarithmic as the cells are drawn. */
+  drawColourBar(ctx) {
+    const d = this.density;
+    this.colourBar = null;
+    if (!d || !d.max) return;
+    const w = 160, h = 10, x = this.canvas.width - w - 16, y = this.canvas.height - 34;
+    ctx.fillStyle = "rgba(255, 255, 255, 0.85)";
+    ctx.fillRect(x - 8, y - 18, w + 16, h + 38);
+    for (let i = 0; i < w; i++) { ctx.fillStyle = colour(i / (w - 1)); ctx.fillRect(x + i, y, 1, h); }
+    ctx.strokeStyle = "#444";
+    ctx.strokeRect(x, y, w, h);
+    ctx.fillStyle = "#222";
+    ctx.font = "11px sans-serif";
+    ctx.textBaseline = "alphabetic";
+    ctx.textAlign = "left";
+    ctx.fillText(`rows per cell (order ${d.order}, log)`, x, y - 5);
+    ctx.fillText("1", x, y + h + 13);
+    ctx.textAlign = "right";
+    ctx.fillText(d.max.toLocaleString("en"), x + w, y + h + 13);
+    ctx.textAlign = "left";
+    this.colourBar = { min: 1, max: d.max, order: d.order };
   }
 
   path(ctx, coords) {

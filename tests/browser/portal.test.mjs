@@ -323,6 +323,17 @@ test("the sky density map counts every row, and its HEALPix cells are the engine
     return lines.filter(([i, h]) => ang2pixNest(9, ...pts[i]) !== h).map(([i, h]) => `${pts[i]}: ${h}`);
   });
   assert.deepEqual(mismatches, []);
+  // The colour bar runs from 1 to the densest cell, drawn in the map's own colours at its two ends.
+  const bar = await page.evaluate(() => {
+    const s = window.portal.sky, c = s.canvas, ctx = c.getContext("2d");
+    const x = c.width - 160 - 16, y = c.height - 34 + 5;
+    return { ...s.colourBar, densest: Math.max(...s.density.counts.values()),
+      left: [...ctx.getImageData(x + 1, y, 1, 1).data.slice(0, 3)], right: [...ctx.getImageData(x + 158, y, 1, 1).data.slice(0, 3)] };
+  });
+  assert.equal(bar.max, bar.densest, JSON.stringify(bar));
+  // (Sampled one pixel inside each end: within a few levels of the palette's first and last colours.)
+  const near = (got, want) => got.every((v, i) => Math.abs(v - want[i]) <= 4);
+  assert.ok(near(bar.left, [13, 8, 135]) && near(bar.right, [240, 249, 33]), JSON.stringify(bar));
   await shot("09-sky-density");
   // The coverage of a table: its occupied cells of order 4 (the demo covers most of the sky, not all of it).
   await page.click("#sky-coverage");
