@@ -1012,7 +1012,10 @@ fn region(s: &str, pos: Pos) -> Result<Sql> {
         match stcs::parse(s).map_err(|e| sem(pos, format!("REGION: {e}")))? {
             Region::Point(ra, dec) => Sql::Point(f(ra), f(dec)),
             Region::Circle(ra, dec, r) => Sql::Circle(f(ra), f(dec), f(r)),
-            Region::Polygon(pairs) => polygon(&pairs),
+            Region::Polygon(pairs) => {
+                stcs::polygon(&pairs).map_err(|e| sem(pos, format!("REGION: {e}")))?;
+                polygon(&pairs)
+            }
         },
     )
 }

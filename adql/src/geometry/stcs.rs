@@ -10,8 +10,14 @@ use super::sphere::{Polygon, box_corners};
 pub enum Region {
     Point(f64, f64),
     Circle(f64, f64, f64),
-    /// Vertices as written (a BOX becomes its four corners).
+    /// Vertices as written (a BOX becomes its four corners); not yet checked as a polygon ([`polygon`] does).
     Polygon(Vec<(f64, f64)>),
+}
+
+/// The polygon of a region's vertices, or why they are none (too few distinct, degenerate): the one check, made once
+/// by whoever builds it.
+pub fn polygon(vertices: &[(f64, f64)]) -> Result<Polygon, String> {
+    Polygon::new(vertices).map_err(|e| e.to_string())
 }
 
 /// The words that may stand between the shape and its numbers: frames, reference positions, flavours.
@@ -89,9 +95,7 @@ pub fn parse(s: &str) -> Result<Region, String> {
             if nums.len() < 6 || nums.len() % 2 != 0 {
                 return Err(arity("at least three pairs of coordinates"));
             }
-            let pairs: Vec<(f64, f64)> = nums.chunks_exact(2).map(|c| (c[0], c[1])).collect();
-            Polygon::new(&pairs).map_err(|e| e.to_string())?;
-            Region::Polygon(pairs)
+            Region::Polygon(nums.chunks_exact(2).map(|c| (c[0], c[1])).collect())
         }
     })
 }

@@ -71,8 +71,9 @@ pub struct GeomColumn {
 
 enum Layout {
     Arrays { array: ArrayRef, values: Float64Array },
-    /// One region per row (None for NULL or empty text), as coordinates in the layout of its kind.
-    Text(Vec<Option<(GeomKind, Vec<f64>)>>),
+    /// One region per row (None for NULL or empty text): its kind, its coordinates in that kind's layout, and its
+    /// shape, built (and a polygon checked) once.
+    Text(Vec<Option<(GeomKind, Vec<f64>, Shape)>>),
 }
 
 impl GeomColumn {
@@ -123,19 +124,30 @@ impl GeomColumn {
                 rows.push(None);
                 continue;
             }
-            let region = stcs::parse(text.value(i)).map_err(|e| {
-                DataFusionError::Execution(format!("{what} is not a region it can read: {e}"))
-            })?;
-            rows.push(Some(match region {
-                Region::Point(ra, dec) => (GeomKind::Point, vec![ra, dec]),
-                Region::Circle(ra, dec, r) => (GeomKind::Circle, vec![ra, dec, r]),
-                Region::Polygon(pairs) => (
-                    GeomKind::Polygon,
-                    pairs.into_iter().flat_map(|(a, b)| [a, b]).collect(),
+            let unreadable =
+                |e: String| DataFusionError::Execution(format!("{what} is not a region it can read: {e}"));
+            rows.push(Some(match stcs::parse(text.value(i)).map_err(unreadable)? {
+                Region::Point(ra, dec) => (
+                    GeomKind::Point,
+                    vec![ra, dec],
+                    Shape::Point(Vec3::from_radec(ra, dec)),
                 ),
+                Region::Circle(ra, dec, r) => (
+                    GeomKind::Circle,
+                    vec![ra, dec, r],
+                    Shape::Circle(Circle::new(ra, dec, r)),
+                ),
+                Region::Polygon(pairs) => {
+                    let shape = Shape::Polygon(stcs::polygon(&pairs).map_err(unreadable)?);
+                    (
+                        GeomKind::Polygon,
+                        pairs.into_iter().flat_map(|(a, b)| [a, b]).collect(),
+                        shape,
+                    )
+                }
             }));
         }
-        let kinds = || rows.iter().flatten().map(|(k, _)| *k);
+        let kinds = || rows.iter().flatten().map(|(k, ..)| *k);
         let kind = if kinds().all(|k| k == GeomKind::Point) {
             GeomKind::Point
         } else if kinds().any(|k| k == GeomKind::Polygon) {
@@ -167,7 +179,7 @@ impl GeomColumn {
     /// The coordinates of row `i`, or None when it is null or has a null coordinate.
     pub fn coords(&self, i: usize) -> Option<&[f64]> {
         let (array, values) = match &self.layout {
-            Layout::Text(rows) => return rows[i].as_ref().map(|(_, c)| c.as_slice()),
+            Layout::Text(rows) => return rows[i].as_ref().map(|(_, c, _)| c.as_slice()),
             Layout::Arrays { array, values } => (array, values),
         };
         if array.is_null(i) {
@@ -196,17 +208,13 @@ impl GeomColumn {
 
     /// The shape of row `i`; a malformed polygon is an error naming the row's coordinates.
     pub fn shape(&self, i: usize) -> Result<Option<Shape>> {
-        let kind = match &self.layout {
-            Layout::Text(rows) => match &rows[i] {
-                Some((kind, _)) => *kind,
-                None => return Ok(None),
-            },
-            Layout::Arrays { .. } => self.kind,
-        };
+        if let Layout::Text(rows) = &self.layout {
+            return Ok(rows[i].as_ref().map(|(_, _, shape)| shape.clone()));
+        }
         let Some(c) = self.coords(i) else {
             return Ok(None);
         };
-        shape_from_coords(kind, c).map(Some)
+        shape_from_coords(self.kind, c).map(Some)
     }
 }
 
