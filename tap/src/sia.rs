@@ -197,44 +197,22 @@ fn near(ra: &str, dec: &str, r: f64) -> String {
     format!("DISTANCE(s_ra, s_dec, {ra}, {dec}) <= {} + s_fov / 2", number(r))
 }
 
-/// Images whose footprint meets the polygon: the exact test, after [`near`] with the polygon's bounding cap (the
-/// mean of its vertices, out to the farthest one) when that cap is under 90 degrees.
+/// Images whose footprint meets the polygon: the exact test, after [`near`] with the polygon's bounding cone (the
+/// planner's own, `partitioner::map::bounding_cone`) when that cone is under 89 degrees.
 fn polygon_meets(vertices: &[(f64, f64)]) -> String {
     let coords: Vec<String> = vertices
         .iter()
         .flat_map(|&(ra, dec)| [number(ra.rem_euclid(360.0)), number(dec)])
         .collect();
     let intersects = format!("INTERSECTS(POLYGON('ICRS', {}), s_region)", coords.join(", "));
-    let exact = format!("1 = {intersects}");
-    let unit = |(ra, dec): (f64, f64)| {
-        let (a, d) = (ra.to_radians(), dec.to_radians());
-        [d.cos() * a.cos(), d.cos() * a.sin(), d.sin()]
-    };
-    let mut mean = [0.0; 3];
-    for &v in vertices {
-        let u = unit(v);
-        (0..3).for_each(|k| mean[k] += u[k]);
-    }
-    let norm = (mean[0] * mean[0] + mean[1] * mean[1] + mean[2] * mean[2]).sqrt();
-    if !(norm > 1e-9) {
-        return exact;
-    }
-    let c = mean.map(|x| x / norm);
-    let radius = vertices
-        .iter()
-        .map(|&v| {
-            let u = unit(v);
-            (c[0] * u[0] + c[1] * u[1] + c[2] * u[2]).clamp(-1.0, 1.0).acos().to_degrees()
-        })
-        .fold(0.0, f64::max);
+    // The cone reaches a little past the farthest vertex: it only narrows what the exact test then decides.
+    let (ra, dec, radius) = partitioner::map::bounding_cone(vertices);
     if !(radius < 89.0) {
-        return exact;
+        return format!("1 = {intersects}");
     }
-    let (ra, dec) = (c[1].atan2(c[0]).to_degrees().rem_euclid(360.0), c[2].asin().to_degrees());
-    // A margin for rounding: the cap only narrows what the exact test then decides.
     format!(
         "1 = CASE WHEN {} THEN {intersects} ELSE 0 END",
-        near(&number(ra), &number(dec), radius + 1e-6)
+        near(&number(ra), &number(dec), radius)
     )
 }
 
