@@ -22,11 +22,8 @@ Raw output: benches/results/images-COMMIT-ROWS.json."""
 
 import argparse
 import io
-import json
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,7 +42,7 @@ import astropy.units as u
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from tap_bench import SKYSHARD, record, run  # noqa: E402
+from tap_bench import record, run, save, serve  # noqa: E402
 
 SIDE = 4096
 SCALE = 0.2 / 3600  # degrees a pixel
@@ -133,16 +130,6 @@ def synthetic_obscore(template, n, rng):
     return pa.table(columns, schema=template.schema.remove_metadata()), ra, dec
 
 
-def serve(data):
-    proc = subprocess.Popen([SKYSHARD, "serve", "--data-dir", data, "--port", "0", "--workers", "2",
-                             "--caller-sync", "1000"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in proc.stdout:
-        m = re.search(r"TAP service at (http://\S+)/tap", line)
-        if m:
-            return proc, m.group(1)
-    raise SystemExit("serve printed no address")
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--obscore-rows", type=int, default=1_000_000)
@@ -158,7 +145,7 @@ def main():
     w = big_image(path)
     run("images", "add", "--data-dir", data, "--collection", "bench", os.path.join(work, "big"))
     # The real record, read back as the service holds it, is the template of the synthetic ones.
-    proc, root = serve(data)
+    proc, root = serve(data, "--caller-sync", "1000")
     try:
         r = requests.post(root + "/tap/sync", data={"LANG": "ADQL", "QUERY": "SELECT * FROM ivoa.obscore",
                                                     "RESPONSEFORMAT": "parquet"}, timeout=120)
@@ -178,7 +165,7 @@ def main():
     out["obscore_load_s"] = time.perf_counter() - t
     out["obscore_rows"] = table.num_rows
     did = real.column("obs_publisher_did")[0].as_py()
-    proc, root = serve(data)
+    proc, root = serve(data, "--caller-sync", "1000")
     try:
         session = requests.Session()
         # Cutouts: 1 arcminute (radius 30") around points of the big image.
@@ -251,10 +238,7 @@ def main():
     finally:
         proc.kill()
         proc.wait()
-    name = os.path.join(ROOT, "benches", "results", f"images-{commit}-{a.obscore_rows}.json")
-    with open(name, "w") as f:
-        json.dump(out, f, indent=1)
-    print(json.dumps(out, indent=1))
+    save("images", commit, a.obscore_rows, out)
 
 
 if __name__ == "__main__":

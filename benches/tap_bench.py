@@ -34,6 +34,31 @@ def record(**fields):
                     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def serve(data, *flags):
+    """Starts `skyshard serve --data-dir DATA --port 0 --workers 2 FLAGS`: (process, root URL) once it prints its TAP
+    address. Its log goes nowhere (a pipe nobody reads would fill and block it)."""
+    import re
+    proc = subprocess.Popen([SKYSHARD, "serve", "--data-dir", data, "--port", "0", "--workers", "2", *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:
+        m = re.search(r"TAP service at (http://\S+)/tap", line)
+        if m:
+            return proc, m.group(1)
+    raise SystemExit("serve printed no address")
+
+
+def save(kind, commit, size, out):
+    """Writes a benchmark's raw output to benches/results/KIND-COMMIT-SIZE.json and prints it; returns the path."""
+    import json
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "benches", "results", f"{kind}-{commit}-{size}.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+    print(json.dumps(out, indent=1))
+    print(f"written {path}")
+    return path
+
+
 def run(*args):
     """Runs `skyshard ARGS` to the end; returns its wall time in seconds."""
     t = time.perf_counter()

@@ -171,21 +171,21 @@ test("a column clicked in the tree goes into the select list, named as the query
   await column("ra");
   await column("dec");
   assert.equal(await text(), "SELECT TOP 10 o.id, o.ra, o.dec\nFROM sky.object AS o");
+  /** The query after clicking column `name` with the cursor at `anchor` of `query`. */
+  const clickedAt = async (query, anchor, name) => {
+    await set(query);
+    await fresh.evaluate((a) => window.portal.editor.view.dispatch({ selection: { anchor: a } }), anchor);
+    await column(name);
+    return text();
+  };
   // The query's only table, without an alias: bare names; after SELECT, a space and no comma.
-  await set("SELECT\nFROM sky.object");
-  await fresh.evaluate(() => window.portal.editor.view.dispatch({ selection: { anchor: 6 } }));
-  await column("mag_g");
-  assert.equal(await text(), "SELECT mag_g\nFROM sky.object");
+  assert.equal(await clickedAt("SELECT\nFROM sky.object", 6, "mag_g"), "SELECT mag_g\nFROM sky.object");
   // At the cursor in a condition (no comma after WHERE), by alias.
-  await set("SELECT * FROM sky.object AS o WHERE ");
-  await fresh.evaluate(() => window.portal.editor.view.dispatch({ selection: { anchor: 36 } }));
-  await column("mag_r");
-  assert.equal(await text(), "SELECT * FROM sky.object AS o WHERE o.mag_r");
+  assert.equal(await clickedAt("SELECT * FROM sky.object AS o WHERE ", 36, "mag_r"),
+    "SELECT * FROM sky.object AS o WHERE o.mag_r");
   // Another table's column: qualified, so the query says which table it means.
-  await set("SELECT s.band FROM sky.source AS s");
-  await fresh.evaluate(() => window.portal.editor.view.dispatch({ selection: { anchor: 13 } }));
-  await column("mag_i");
-  assert.equal(await text(), "SELECT s.band, sky.object.mag_i FROM sky.source AS s");
+  assert.equal(await clickedAt("SELECT s.band FROM sky.source AS s", 13, "mag_i"),
+    "SELECT s.band, sky.object.mag_i FROM sky.source AS s");
   // The filter finds columns by their description and UCD too.
   await fresh.fill("#schema-filter", "phot.mag");
   const shown = await fresh.locator("#schema-tree button.column").allTextContents();
